@@ -1,0 +1,1 @@
+//! Service instances as task groups (written next).
