@@ -8,12 +8,14 @@
 //! |---|---|
 //! | [`clock`] | the injected clock every time-driven rule runs on |
 //! | [`topology`] | regions × zones, and the identity of a service instance |
+//! | [`http_client`] | a pooled HTTP/1.1 JSON client with timeouts and request-id propagation |
 //! | [`api`] | JSON errors and a JSON body extractor that names the field at fault |
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
 
 pub mod api;
 pub mod clock;
+pub mod http_client;
 pub mod runtime;
 pub mod telemetry;
 pub mod topology;
