@@ -1,1 +1,0 @@
-//! Service instances as task groups (written next).

@@ -1,0 +1,540 @@
+//! The platform: which services exist, and their running instances.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::SharedClock;
+use crate::topology::{InstanceInfo, Placement, Topology};
+
+/// A boxed future, as trait objects return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How long a graceful stop waits for discovery to hear of it.
+const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A kind of service the platform can run: the control plane, a gateway, a chat node.
+pub trait ServiceFactory: Send + Sync + fmt::Debug + 'static {
+    /// The service's name, e.g. `control`.
+    fn name(&self) -> &str;
+
+    /// Starts one instance: binds its listeners (the main one on
+    /// [`InstanceContext::listen_addr`]), spawns its tasks with
+    /// [`InstanceContext::spawn`], and returns the main address once it is serving.
+    fn start<'a>(
+        &'a self,
+        ctx: &'a InstanceContext,
+    ) -> BoxFuture<'a, Result<SocketAddr, StartError>>;
+}
+
+/// Registers running instances with discovery.
+pub trait Registrar: Send + Sync + fmt::Debug + 'static {
+    /// Registers `info` and keeps its lease renewed until the [`Lease`] is released
+    /// (graceful stop) or dropped (kill: renewals stop and the lease expires).
+    fn register(&self, info: InstanceInfo) -> Box<dyn Lease>;
+}
+
+/// A live registration.
+pub trait Lease: Send + fmt::Debug {
+    /// Stops renewing and cancels the registration.
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub service: String,
+    /// Defaults to `{service}-{zone}-{n}`.
+    pub instance_id: Option<String>,
+    pub placement: Placement,
+    /// Where the main listener binds; port 0 picks a free one.
+    pub listen: SocketAddr,
+    pub version: String,
+    /// How a user changes the port, shown when it is taken (e.g. `--control-port`).
+    pub port_hint: Option<String>,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum InstanceState {
+    Starting,
+    Running,
+    Stopping,
+    /// Stopped gracefully.
+    Stopped,
+    /// Killed: tasks aborted, sockets closed, registration left to expire.
+    Killed,
+    /// Failed to start.
+    Failed(String),
+}
+
+impl InstanceState {
+    fn is_live(&self) -> bool {
+        matches!(self, Self::Starting | Self::Running)
+    }
+}
+
+/// An instance as listed by [`Platform::list`].
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceView {
+    #[serde(flatten)]
+    pub info: InstanceInfo,
+    #[serde(flatten)]
+    pub state: InstanceState,
+    /// Milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    pub data_dir: PathBuf,
+}
+
+/// The outcome of a graceful stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StopReport {
+    pub instance_id: String,
+    /// Whether every task finished within the drain deadline (if not, the rest
+    /// were killed).
+    pub drained: bool,
+}
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for {instance}: {source}{}", hint_text(.addr, .source, .hint))]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub instance: String,
+    pub hint: Option<String>,
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn hint_text(addr: &SocketAddr, source: &std::io::Error, hint: &Option<String>) -> String {
+    match (source.kind(), hint) {
+        (std::io::ErrorKind::AddrInUse, Some(hint)) => {
+            format!(" — port {} is taken; change it with {hint}", addr.port())
+        }
+        _ => String::new(),
+    }
+}
+
+/// Why an instance did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("unknown service `{service}` (known: {known})")]
+    UnknownService { service: String, known: String },
+    #[error("placement {region}/{zone} is not in the topology")]
+    UnknownPlacement { region: String, zone: String },
+    #[error("instance `{0}` is already running")]
+    AlreadyRunning(String),
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// Everything an instance's code needs from the runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct InstanceContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    spec: InstanceSpec,
+    instance_id: String,
+    address: OnceLock<SocketAddr>,
+    data_dir: PathBuf,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl fmt::Debug for InstanceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstanceContext")
+            .field("instance_id", &self.inner.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InstanceContext {
+    /// Who this instance is. The address is the bound one once the service has
+    /// started, the requested one before.
+    pub fn info(&self) -> InstanceInfo {
+        let spec = &self.inner.spec;
+        InstanceInfo {
+            service: spec.service.clone(),
+            instance_id: self.inner.instance_id.clone(),
+            region: spec.placement.region.clone(),
+            zone: spec.placement.zone.clone(),
+            address: self.inner.address.get().copied().unwrap_or(spec.listen),
+            version: spec.version.clone(),
+        }
+    }
+
+    /// Where the main listener should bind.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.spec.listen
+    }
+
+    /// This instance's own directory for durable state (created on start).
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// The clock this instance runs on.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// Binds a TCP listener, with an error that names the instance and how to
+    /// change the port.
+    pub async fn bind(&self, addr: SocketAddr) -> Result<TcpListener, BindError> {
+        TcpListener::bind(addr).await.map_err(|source| BindError {
+            addr,
+            instance: self.inner.instance_id.clone(),
+            hint: self.inner.spec.port_hint.clone(),
+            source,
+        })
+    }
+
+    /// Spawns a task in this instance's group. A kill drops it at its next poll.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let kill = self.inner.kill.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                biased;
+                _ = kill.cancelled() => {}
+                _ = fut => {}
+            }
+        });
+    }
+
+    /// Cancelled when a graceful stop begins: stop accepting, finish, flush.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Whether a stop (graceful or not) has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.shutdown.is_cancelled() || self.inner.kill.is_cancelled()
+    }
+
+    fn begin_kill(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.kill.cancel();
+        self.inner.tasks.close();
+    }
+}
+
+struct Entry {
+    ctx: InstanceContext,
+    state: InstanceState,
+    lease: Option<Box<dyn Lease>>,
+    started_at: SystemTime,
+    start_seq: u64,
+}
+
+/// The services the process can run and the instances it runs. Cheap to clone.
+#[derive(Clone)]
+pub struct Platform {
+    inner: Arc<PlatformInner>,
+}
+
+struct PlatformInner {
+    topology: Topology,
+    data_dir: PathBuf,
+    clock: SharedClock,
+    factories: RwLock<BTreeMap<String, Arc<dyn ServiceFactory>>>,
+    registrar: RwLock<Option<Arc<dyn Registrar>>>,
+    instances: Mutex<BTreeMap<String, Entry>>,
+    seq: AtomicU64,
+}
+
+impl fmt::Debug for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Platform")
+            .field("data_dir", &self.inner.data_dir)
+            .field("instances", &self.inner.instances.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Platform {
+    pub fn new(topology: Topology, data_dir: impl Into<PathBuf>, clock: SharedClock) -> Self {
+        Self {
+            inner: Arc::new(PlatformInner {
+                topology,
+                data_dir: data_dir.into(),
+                clock,
+                factories: RwLock::default(),
+                registrar: RwLock::default(),
+                instances: Mutex::default(),
+                seq: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// Makes a service startable by name.
+    pub fn register_service(&self, factory: Arc<dyn ServiceFactory>) {
+        self.inner
+            .factories
+            .write()
+            .insert(factory.name().to_owned(), factory);
+    }
+
+    /// The services that can be started, by name.
+    pub fn services(&self) -> Vec<String> {
+        self.inner.factories.read().keys().cloned().collect()
+    }
+
+    /// Registers every instance that starts from now on with discovery.
+    pub fn set_registrar(&self, registrar: Arc<dyn Registrar>) {
+        *self.inner.registrar.write() = Some(registrar);
+    }
+
+    /// Starts an instance and returns who it is once it is serving.
+    pub async fn start(&self, spec: InstanceSpec) -> Result<InstanceInfo, StartError> {
+        let factory = self
+            .inner
+            .factories
+            .read()
+            .get(&spec.service)
+            .cloned()
+            .ok_or_else(|| StartError::UnknownService {
+                service: spec.service.clone(),
+                known: self.services().join(", "),
+            })?;
+        let Placement { region, zone } = &spec.placement;
+        if !self.inner.topology.contains(region, zone) {
+            return Err(StartError::UnknownPlacement {
+                region: region.clone(),
+                zone: zone.clone(),
+            });
+        }
+        let start_seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let instance_id = spec
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}-{start_seq}", spec.service, zone));
+        let data_dir = self.inner.data_dir.join(&spec.service).join(&instance_id);
+        let ctx = InstanceContext {
+            inner: Arc::new(ContextInner {
+                spec,
+                instance_id: instance_id.clone(),
+                address: OnceLock::new(),
+                data_dir: data_dir.clone(),
+                clock: self.inner.clock.clone(),
+                shutdown: CancellationToken::new(),
+                kill: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        {
+            let mut instances = self.inner.instances.lock();
+            if instances
+                .get(&instance_id)
+                .is_some_and(|e| e.state.is_live())
+            {
+                return Err(StartError::AlreadyRunning(instance_id));
+            }
+            instances.insert(
+                instance_id.clone(),
+                Entry {
+                    ctx: ctx.clone(),
+                    state: InstanceState::Starting,
+                    lease: None,
+                    started_at: self.inner.clock.wall(),
+                    start_seq,
+                },
+            );
+        }
+        let started = async {
+            tokio::fs::create_dir_all(&data_dir).await.map_err(|e| {
+                anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display())
+            })?;
+            factory.start(&ctx).await
+        }
+        .await;
+        let address = match started {
+            Ok(address) => address,
+            Err(err) => {
+                ctx.begin_kill();
+                ctx.inner.tasks.wait().await;
+                self.set_state(&instance_id, InstanceState::Failed(err.to_string()));
+                return Err(err);
+            }
+        };
+        let _ = ctx.inner.address.set(address);
+        let info = ctx.info();
+        let lease = self
+            .inner
+            .registrar
+            .read()
+            .clone()
+            .map(|r| r.register(info.clone()));
+        let mut instances = self.inner.instances.lock();
+        let entry = instances
+            .get_mut(&instance_id)
+            .expect("a starting instance stays listed");
+        entry.state = InstanceState::Running;
+        entry.lease = lease;
+        tracing::info!(instance = %instance_id, %address, "instance running");
+        Ok(info)
+    }
+
+    /// Stops an instance gracefully: deregister, stop accepting, drain in-flight
+    /// work for at most `drain`, then kill what is left.
+    pub async fn stop(&self, instance_id: &str, drain: Duration) -> Option<StopReport> {
+        let (ctx, lease) = {
+            let mut instances = self.inner.instances.lock();
+            let entry = instances.get_mut(instance_id)?;
+            if !entry.state.is_live() {
+                return Some(StopReport {
+                    instance_id: instance_id.to_owned(),
+                    drained: true,
+                });
+            }
+            entry.state = InstanceState::Stopping;
+            (entry.ctx.clone(), entry.lease.take())
+        };
+        if let Some(lease) = lease
+            && tokio::time::timeout(DEREGISTER_TIMEOUT, lease.release())
+                .await
+                .is_err()
+        {
+            tracing::warn!(instance = instance_id, "deregistration timed out");
+        }
+        ctx.inner.shutdown.cancel();
+        ctx.inner.tasks.close();
+        let drained = tokio::time::timeout(drain, ctx.inner.tasks.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                instance = instance_id,
+                ?drain,
+                "drain deadline passed; killing the rest"
+            );
+            ctx.begin_kill();
+            ctx.inner.tasks.wait().await;
+        }
+        self.set_state(instance_id, InstanceState::Stopped);
+        tracing::info!(instance = instance_id, drained, "instance stopped");
+        Some(StopReport {
+            instance_id: instance_id.to_owned(),
+            drained,
+        })
+    }
+
+    /// Kills an instance at once: every task dropped, every socket closed, the
+    /// registration left to expire. Returns `false` for an unknown instance.
+    pub async fn kill(&self, instance_id: &str) -> bool {
+        let (ctx, lease) = {
+            let mut instances = self.inner.instances.lock();
+            let Some(entry) = instances.get_mut(instance_id) else {
+                return false;
+            };
+            if entry.state.is_live() || entry.state == InstanceState::Stopping {
+                entry.state = InstanceState::Killed;
+            }
+            (entry.ctx.clone(), entry.lease.take())
+        };
+        drop(lease); // renewals stop; the lease expires as a crashed instance's would
+        ctx.begin_kill();
+        ctx.inner.tasks.wait().await;
+        tracing::info!(instance = instance_id, "instance killed");
+        true
+    }
+
+    /// Stops every live instance gracefully, service by service in the reverse
+    /// order of their first start (so the control plane, started first, stops
+    /// last and hears everyone else deregister); instances of one service stop
+    /// concurrently.
+    pub async fn stop_all(&self, drain: Duration) -> Vec<StopReport> {
+        let mut by_service: Vec<(u64, String, Vec<String>)> = Vec::new();
+        for (id, entry) in self.inner.instances.lock().iter() {
+            if !entry.state.is_live() {
+                continue;
+            }
+            let service = &entry.ctx.inner.spec.service;
+            match by_service.iter_mut().find(|(_, s, _)| s == service) {
+                Some(group) => {
+                    group.0 = group.0.min(entry.start_seq);
+                    group.2.push(id.clone());
+                }
+                None => by_service.push((entry.start_seq, service.clone(), vec![id.clone()])),
+            }
+        }
+        by_service.sort_by_key(|(first, _, _)| std::cmp::Reverse(*first));
+        let mut reports = Vec::new();
+        for (_, _, ids) in by_service {
+            let stops = ids.iter().map(|id| self.stop(id, drain));
+            reports.extend(futures::future::join_all(stops).await.into_iter().flatten());
+        }
+        reports
+    }
+
+    /// Every instance started so far, running or not, in id order.
+    pub fn list(&self) -> Vec<InstanceView> {
+        self.inner
+            .instances
+            .lock()
+            .values()
+            .map(|e| InstanceView {
+                info: e.ctx.info(),
+                state: e.state.clone(),
+                started_at_ms: e
+                    .started_at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                data_dir: e.ctx.inner.data_dir.clone(),
+            })
+            .collect()
+    }
+
+    /// One instance's state.
+    pub fn state(&self, instance_id: &str) -> Option<InstanceState> {
+        self.inner
+            .instances
+            .lock()
+            .get(instance_id)
+            .map(|e| e.state.clone())
+    }
+
+    fn set_state(&self, instance_id: &str, state: InstanceState) {
+        if let Some(entry) = self.inner.instances.lock().get_mut(instance_id) {
+            // A kill during a graceful stop wins: it is what happened last.
+            if entry.state != InstanceState::Killed || matches!(state, InstanceState::Failed(_)) {
+                entry.state = state;
+            }
+        }
+    }
+}
