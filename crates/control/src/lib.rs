@@ -1,5 +1,16 @@
 //! # casebook-control
 //!
-//! The control plane: the one service every other registers with. It serves
-//! discovery (Eureka semantics), the Atlas-like metrics store and the platform's
-//! admin API on port 7700.
+//! The control plane: the one service every other registers with. On port 7700 it
+//! serves discovery (Eureka semantics), the Atlas-like metrics store and the
+//! platform's admin API (topology, instances, start/stop/kill), plus a plain HTML
+//! index of what runs where.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`plane`] | the control plane as a service the platform runs |
+//! | [`admin`] | `/`, `/api/topology`, `/api/services`, `/api/instances…` |
+
+pub mod admin;
+pub mod plane;
+
+pub use plane::{CONTROL_SERVICE, ControlConfig, ControlPlane};

@@ -40,16 +40,20 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The W3C trace-context header.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
-/// Starts `tracing` logs for the process: `RUST_LOG` if set, else `default_filter`.
-/// Calling it again is harmless.
+/// Starts `tracing` logs for the process (`RUST_LOG` if set, else `default_filter`)
+/// and installs the metrics recorder. Calling it again is harmless.
 pub fn init_tracing(default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // Logs go to stderr: stdout is for what commands print (URLs, reports).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    metrics();
 }
 
 // ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// closed and each connection finishes its current request and closes; on kill
 /// every connection is dropped at once.
 pub fn serve_http(ctx: &InstanceContext, listener: TcpListener, router: Router) {
+    crate::telemetry::metrics(); // installed before the first request is counted
     let info = ctx.info();
     let app = router
         .merge(health_and_metrics(&info))

@@ -274,7 +274,34 @@ impl fmt::Debug for Platform {
     }
 }
 
+/// A handle that does not keep the platform alive, for services (like the control
+/// plane) that the platform itself holds.
+#[derive(Clone)]
+pub struct WeakPlatform {
+    inner: std::sync::Weak<PlatformInner>,
+}
+
+impl fmt::Debug for WeakPlatform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakPlatform")
+    }
+}
+
+impl WeakPlatform {
+    /// The platform, if it still exists.
+    pub fn upgrade(&self) -> Option<Platform> {
+        self.inner.upgrade().map(|inner| Platform { inner })
+    }
+}
+
 impl Platform {
+    /// A handle that does not keep the platform alive.
+    pub fn downgrade(&self) -> WeakPlatform {
+        WeakPlatform {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
     pub fn new(topology: Topology, data_dir: impl Into<PathBuf>, clock: SharedClock) -> Self {
         Self {
             inner: Arc::new(PlatformInner {

@@ -1,0 +1,101 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError, Overrides};
+
+/// casebook — production architectures (Netflix, Uber, Amazon, WhatsApp) you can run,
+/// load, break and measure on one machine.
+///
+/// Start everything with `casebook up`, then open the control-plane URL it prints
+/// first. Configuration comes from defaults, then `--config FILE` (TOML), then
+/// `CASEBOOK_<TABLE>__<KEY>` environment variables, then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "casebook", version, about, long_about)]
+pub struct Cli {
+    /// Where durable state lives (WALs, embedded databases, indexes).
+    #[arg(long, global = true, env = "CASEBOOK_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// A TOML configuration file; see `casebook config` for every key and its default.
+    #[arg(long, global = true, env = "CASEBOOK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The control plane's port (dashboard, discovery, metrics, admin API).
+    #[arg(long, global = true, value_name = "PORT")]
+    pub control_port: Option<u16>,
+
+    /// Log filter, e.g. `info` or `casebook_kit=debug,info` (RUST_LOG also works).
+    #[arg(long, global = true, env = "CASEBOOK_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole platform in this process on the embedded default.
+    ///
+    /// Prints the control-plane URL first, then what listens where. Ctrl-C or
+    /// SIGTERM stops it gracefully: every instance deregisters, stops accepting,
+    /// finishes in-flight work (up to `shutdown.drain_timeout`) and flushes its
+    /// state; a second Ctrl-C exits at once.
+    Up,
+
+    /// Run one service instance alone in this process (fleet mode).
+    ///
+    /// The instance registers with the control plane at `--control-url` and renews
+    /// its lease until stopped. `casebook serve control` runs the control plane itself.
+    Serve {
+        /// The service to run, e.g. `control`.
+        service: String,
+        /// The zone to place the instance in (default: the first zone).
+        #[arg(long)]
+        zone: Option<String>,
+        /// The port to listen on (default: the service's configured port, or a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        /// The instance id (default: `{service}-{zone}-{n}`).
+        #[arg(long)]
+        instance_id: Option<String>,
+        /// The control plane to register with (default: from the configuration).
+        #[arg(long, value_name = "URL")]
+        control_url: Option<String>,
+    },
+
+    /// Print the effective configuration as TOML (defaults, file, environment, flags).
+    Config,
+}
+
+impl Cli {
+    /// The configuration from every source, flags last.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        config::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            &Overrides {
+                data_dir: self.data_dir.clone(),
+                control_port: self.control_port,
+            },
+        )
+    }
+
+    /// The log filter to start tracing with.
+    pub fn log_filter(&self) -> String {
+        self.log.clone().unwrap_or_else(|| "info".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,71 @@
+//! `casebook serve SERVICE`: one service instance alone in this process.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use super::signal::stop_requested;
+use crate::config::Config;
+use crate::platform;
+
+/// What `serve` was asked for.
+#[derive(Debug)]
+pub struct Args {
+    pub service: String,
+    pub zone: Option<String>,
+    pub port: Option<u16>,
+    pub instance_id: Option<String>,
+    pub control_url: Option<String>,
+}
+
+pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    let platform = platform::build(&config);
+    if !platform.services().contains(&args.service) {
+        eprintln!(
+            "casebook: unknown service `{}` (known: {})",
+            args.service,
+            platform.services().join(", ")
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let is_control = args.service == casebook_control::CONTROL_SERVICE;
+    let mut spec = if is_control {
+        platform::control_spec(&config)?
+    } else {
+        casebook_kit::runtime::InstanceSpec {
+            service: args.service.clone(),
+            instance_id: None,
+            placement: platform::placement(&config, None)?,
+            listen: SocketAddr::new(config.control.host, 0),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            port_hint: Some("--port".to_owned()),
+        }
+    };
+    if let Some(zone) = &args.zone {
+        spec.placement = platform::placement(&config, Some(zone))?;
+    }
+    if let Some(port) = args.port {
+        spec.listen.set_port(port);
+        spec.port_hint = Some("--port".to_owned());
+    }
+    spec.instance_id = args.instance_id;
+    let _control_url = args.control_url.unwrap_or_else(|| config.control.url());
+
+    let info = match platform.start(spec).await {
+        Ok(info) => info,
+        Err(err) => {
+            eprintln!("casebook: {err}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!(
+        "casebook {}: {} ({} in {}/{})",
+        info.service,
+        info.http_url(),
+        info.instance_id,
+        info.region,
+        info.zone
+    );
+    stop_requested().await;
+    platform.stop_all(config.shutdown.drain_timeout).await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,72 @@
+//! `casebook up`: the whole platform in one process.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use casebook_kit::runtime::Platform;
+
+use super::signal::stop_requested;
+use crate::config::Config;
+use crate::platform;
+
+pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let platform = platform::build(&config);
+    let control = match platform.start(platform::control_spec(&config)?).await {
+        Ok(info) => info,
+        Err(err) => {
+            eprintln!("casebook: {err}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    // The first line is the control-plane URL, for people and for scripts.
+    println!("casebook control plane: {}", control.http_url());
+    print_listeners(&platform, &config);
+    let _ = std::io::stdout().flush();
+
+    stop_requested().await;
+    println!(
+        "stopping: draining in-flight work (up to {:?}); press Ctrl-C again to exit at once",
+        config.shutdown.drain_timeout
+    );
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        reports = platform.stop_all(config.shutdown.drain_timeout) => {
+            let forced = reports.iter().filter(|r| !r.drained).count();
+            println!("stopped {} instance(s){}", reports.len(),
+                if forced > 0 { format!(", {forced} killed at the drain deadline") } else { String::new() });
+            Ok(ExitCode::SUCCESS)
+        }
+        _ = stop_requested() => {
+            eprintln!("casebook: stopped at once on a second signal");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+fn print_listeners(platform: &Platform, config: &Config) {
+    let views = platform.list();
+    let width = views
+        .iter()
+        .map(|v| v.info.instance_id.len())
+        .max()
+        .unwrap_or(0)
+        .max("instance".len());
+    println!();
+    println!(
+        "  {:<10} {:<width$} {:<10} {:<12} address",
+        "service", "instance", "region", "zone"
+    );
+    for view in &views {
+        println!(
+            "  {:<10} {:<width$} {:<10} {:<12} {}",
+            view.info.service,
+            view.info.instance_id,
+            view.info.region,
+            view.info.zone,
+            view.info.http_url(),
+        );
+    }
+    println!();
+    println!("  data dir: {}", config.data_dir.display());
+    println!("  Ctrl-C to stop gracefully");
+}

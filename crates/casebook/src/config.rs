@@ -1,0 +1,339 @@
+//! The configuration: defaults, then the TOML file, then `CASEBOOK_*` environment
+//! variables, then command-line flags — each later source overriding earlier ones.
+//!
+//! Any key can come from the environment: `CASEBOOK_` followed by its path with `__`
+//! between tables, e.g. `CASEBOOK_CONTROL__PORT=7701` or
+//! `CASEBOOK_SHUTDOWN__DRAIN_TIMEOUT=5s`. A value is read as TOML when it parses as
+//! TOML (numbers, booleans, arrays) and as a string otherwise.
+//!
+//! A bad configuration is reported with where it came from (the file or the
+//! variable), the key, and what was expected, before anything starts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use casebook_control::ControlConfig;
+use casebook_kit::topology::Topology;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that are not configuration keys.
+const NOT_KEYS: &[&str] = &["CASEBOOK_CONFIG", "CASEBOOK_DATA_DIR", "CASEBOOK_LOG"];
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where durable state lives.
+    pub data_dir: PathBuf,
+    /// Regions and zones.
+    pub topology: Topology,
+    /// The control plane.
+    pub control: ControlConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./casebook-data"),
+            topology: Topology::default(),
+            control: ControlConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+/// The `[shutdown]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long a graceful stop waits for in-flight work before killing it.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where the bad value came from: a file path or an environment variable.
+    pub source: String,
+    /// The key at fault, as a dotted path (empty for a syntax error).
+    pub key: String,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "bad configuration in {}: {}", self.source, self.message)
+        } else {
+            write!(
+                f,
+                "bad configuration in {}: key `{}`: {}",
+                self.source, self.key, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Values given on the command line, applied last.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub control_port: Option<u16>,
+}
+
+/// Loads the configuration from `file` (if any), the environment and `overrides`.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let mut table = toml::Table::new();
+    // Which source set each key, to blame the right one.
+    let mut origin: BTreeMap<String, String> = BTreeMap::new();
+    let file_label = file.map(|p| p.display().to_string());
+
+    if let Some(path) = file {
+        let label = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source: label.clone(),
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        table = text.parse::<toml::Table>().map_err(|e| ConfigError {
+            source: label.clone(),
+            key: String::new(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+    }
+
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("CASEBOOK_") && !NOT_KEYS.contains(&k.as_str()))
+        .collect();
+    env.sort();
+    for (var, raw) in env {
+        let path: Vec<String> = var["CASEBOOK_".len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError {
+                source: format!("environment variable {var}"),
+                key: String::new(),
+                message: "expected CASEBOOK_<TABLE>__<KEY>, with `__` between parts".into(),
+            });
+        }
+        set_path(&mut table, &path, parse_env_value(&raw)).map_err(|message| ConfigError {
+            source: format!("environment variable {var}"),
+            key: path.join("."),
+            message,
+        })?;
+        origin.insert(path.join("."), format!("environment variable {var}"));
+    }
+
+    let mut config: Config =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+            let key = err.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            let source = blame(&origin, &key)
+                .or_else(|| file_label.clone())
+                .unwrap_or_else(|| "defaults".into());
+            ConfigError {
+                source,
+                key,
+                message: err.into_inner().to_string(),
+            }
+        })?;
+
+    if let Some(dir) = &overrides.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(port) = overrides.control_port {
+        config.control.port = port;
+    }
+
+    let whole = file_label.unwrap_or_else(|| "the configuration".into());
+    config.topology.validate().map_err(|e| ConfigError {
+        source: blame(&origin, "topology").unwrap_or_else(|| whole.clone()),
+        key: "topology".into(),
+        message: e.to_string(),
+    })?;
+    if let Some(zone) = &config.control.zone
+        && config.topology.region_of(zone).is_none()
+    {
+        return Err(ConfigError {
+            source: blame(&origin, "control.zone").unwrap_or(whole),
+            key: "control.zone".into(),
+            message: format!("zone `{zone}` is not in the topology"),
+        });
+    }
+    Ok(config)
+}
+
+/// The source that set `key` or the nearest table containing it.
+fn blame(origin: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    let mut key = key;
+    loop {
+        if let Some(source) = origin.get(key) {
+            return Some(source.clone());
+        }
+        // `serde_path_to_error` paths may carry indices (`topology.regions[0].name`).
+        if let Some(found) = origin
+            .iter()
+            .find(|(k, _)| key.starts_with(k.as_str()))
+            .map(|(_, s)| s.clone())
+        {
+            return Some(found);
+        }
+        key = key.rsplit_once('.')?.0;
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // Parse as the right-hand side of a TOML key; fall back to a plain string.
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut current = table;
+    for (depth, part) in parents.iter().enumerate() {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{}` is not a table", parents[..=depth].join(".")))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_match_the_blueprint() {
+        let config = load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.control.port, 7700);
+        assert_eq!(config.data_dir, PathBuf::from("./casebook-data"));
+        assert_eq!(config.topology.regions.len(), 3);
+        assert_eq!(config.shutdown.drain_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let f = file(
+            "data_dir = \"/from/file\"\n[control]\nport = 7000\n[shutdown]\ndrain_timeout = \"3s\"\n",
+        );
+        let config = load(
+            Some(f.path()),
+            env(&[("CASEBOOK_CONTROL__PORT", "7100"), ("PATH", "/bin")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.control.port, 7100);
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.shutdown.drain_timeout, Duration::from_secs(3));
+        let config = load(
+            Some(f.path()),
+            env(&[("CASEBOOK_CONTROL__PORT", "7100")]),
+            &Overrides {
+                control_port: Some(7200),
+                data_dir: Some("/flag".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(config.control.port, 7200);
+        assert_eq!(config.data_dir, PathBuf::from("/flag"));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_file_the_key_and_the_expectation() {
+        let f = file("[control]\nport = \"seven\"\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.source, f.path().display().to_string());
+        assert_eq!(err.key, "control.port");
+        assert!(err.message.contains("expected u16"), "{}", err.message);
+        assert!(err.to_string().contains("key `control.port`"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let f = file("[control]\nprot = 1\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(
+            err.message.contains("unknown field `prot`"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.key, "control.prot");
+    }
+
+    #[test]
+    fn a_bad_environment_value_blames_the_variable() {
+        let err = load(
+            None,
+            env(&[("CASEBOOK_SHUTDOWN__DRAIN_TIMEOUT", "soon")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.source,
+            "environment variable CASEBOOK_SHUTDOWN__DRAIN_TIMEOUT"
+        );
+        assert_eq!(err.key, "shutdown.drain_timeout");
+    }
+
+    #[test]
+    fn syntax_errors_and_bad_topologies_are_reported() {
+        let f = file("[control\nport = 1\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.key.is_empty());
+        assert!(err.message.contains("line 1"), "{}", err.message);
+
+        let f = file("[[topology.regions]]\nname = \"solo\"\nzones = []\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "topology");
+        assert_eq!(err.message, "region `solo` has no zones");
+
+        let f = file("[control]\nzone = \"mars-a\"\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "control.zone");
+    }
+}

@@ -1,0 +1,57 @@
+//! Wiring: which services this binary can run, built from the configuration.
+
+use std::sync::Arc;
+
+use casebook_control::ControlPlane;
+use casebook_kit::clock::SystemClock;
+use casebook_kit::runtime::{InstanceSpec, Platform};
+use casebook_kit::topology::Placement;
+
+use crate::config::Config;
+
+/// How a user changes the control plane's port, shown when it is taken.
+pub const CONTROL_PORT_HINT: &str = "--control-port, CASEBOOK_CONTROL__PORT or `port` in [control]";
+
+/// A platform with every service of this binary registered.
+pub fn build(config: &Config) -> Platform {
+    let platform = Platform::new(
+        config.topology.clone(),
+        config.data_dir.clone(),
+        SystemClock::shared(),
+    );
+    platform.register_service(Arc::new(ControlPlane::new(
+        platform.downgrade(),
+        config.topology.clone(),
+        config.shutdown.drain_timeout,
+    )));
+    platform
+}
+
+/// The placement of a zone, or of the first zone when none is named.
+pub fn placement(config: &Config, zone: Option<&str>) -> anyhow::Result<Placement> {
+    match zone {
+        Some(zone) => {
+            let region = config
+                .topology
+                .region_of(zone)
+                .ok_or_else(|| anyhow::anyhow!("zone `{zone}` is not in the topology"))?;
+            Ok(Placement {
+                region: region.to_owned(),
+                zone: zone.to_owned(),
+            })
+        }
+        None => Ok(config.topology.spread(0)),
+    }
+}
+
+/// The spec of the control plane's instance.
+pub fn control_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
+    Ok(InstanceSpec {
+        service: casebook_control::CONTROL_SERVICE.to_owned(),
+        instance_id: None,
+        placement: placement(config, config.control.zone.as_deref())?,
+        listen: config.control.listen(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        port_hint: Some(CONTROL_PORT_HINT.to_owned()),
+    })
+}

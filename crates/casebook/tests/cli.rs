@@ -1,0 +1,173 @@
+//! The `casebook` binary end to end: what `up` prints and serves, how it stops, and
+//! how it refuses bad configuration.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+use casebook_kit::http_client::HttpClient;
+
+fn casebook(data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_casebook"));
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("CASEBOOK_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Starts `casebook up` on a free control port and returns it with its URL.
+fn start_up(data_dir: &std::path::Path) -> (Child, String, BufReader<std::process::ChildStdout>) {
+    let mut child = casebook(data_dir)
+        .args(["--control-port", "0", "up"])
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("casebook control plane: ")
+        .unwrap_or_else(|| panic!("the first line is the control-plane URL, got {first:?}"))
+        .to_owned();
+    (child, url, stdout)
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url, mut stdout) = start_up(dir.path());
+    let client = HttpClient::default();
+
+    let health: serde_json::Value = client.get_json(&format!("{url}/health")).await.unwrap();
+    assert_eq!(health["status"], "up");
+    assert_eq!(health["service"], "control");
+
+    let topology: serde_json::Value = client
+        .get_json(&format!("{url}/api/topology"))
+        .await
+        .unwrap();
+    let regions: Vec<&str> = topology["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, ["us-east", "eu-west", "ap-south"]);
+
+    let instances: serde_json::Value = client
+        .get_json(&format!("{url}/api/instances"))
+        .await
+        .unwrap();
+    assert_eq!(instances[0]["service"], "control");
+    assert_eq!(instances[0]["state"], "running");
+    assert!(
+        dir.path().join("control").is_dir(),
+        "state lives under --data-dir"
+    );
+
+    let index = client
+        .call::<()>(http::Method::GET, &format!("{url}/"), None)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&index.body).contains("control-us-east-a-1"));
+
+    let err = client
+        .json::<_, serde_json::Value>(
+            http::Method::POST,
+            &format!("{url}/api/instances"),
+            &serde_json::json!({ "service": "nope" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(http::StatusCode::BAD_REQUEST));
+
+    terminate(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful stop exits 0, got {status}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(rest.contains("stopped 1 instance(s)"), "{rest}");
+}
+
+#[test]
+fn a_taken_control_port_is_named_with_the_flag_that_changes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let output = casebook(dir.path())
+        .args(["--control-port", &port.to_string(), "up"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("port {port} is taken")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--control-port"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("control plane:"),
+        "nothing claims to be running"
+    );
+}
+
+#[test]
+fn a_bad_config_names_the_file_and_key_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("casebook.toml");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(b"[control]\nport = 99999\n")
+        .unwrap();
+    let output = casebook(dir.path())
+        .arg("--config")
+        .arg(&path)
+        .arg("up")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(stderr.contains("key `control.port`"), "{stderr}");
+    assert!(stderr.contains("u16"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn an_environment_override_reaches_the_effective_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = casebook(dir.path())
+        .env("CASEBOOK_SHUTDOWN__DRAIN_TIMEOUT", "3s")
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("drain_timeout = \"3s\""), "{stdout}");
+}
+
+#[test]
+fn serving_an_unknown_service_lists_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = casebook(dir.path())
+        .args(["serve", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown service `nope` (known: control)"),
+        "{stderr}"
+    );
+}

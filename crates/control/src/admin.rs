@@ -1,0 +1,241 @@
+//! The platform's admin API and HTML index.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | an HTML page listing instances and the API |
+//! | `GET /api/topology` | regions and zones |
+//! | `GET /api/services` | services the platform can start |
+//! | `GET /api/instances` | every instance this process runs, with its state |
+//! | `POST /api/instances` | start an instance: `{"service", "zone"?, "version"?}` |
+//! | `POST /api/instances/{id}/stop?drain=5s` | graceful stop |
+//! | `POST /api/instances/{id}/kill` | immediate stop, as SIGKILL |
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use casebook_kit::api::{ApiError, JsonBody};
+use casebook_kit::runtime::{InstanceSpec, InstanceView, Platform, StartError, WeakPlatform};
+use casebook_kit::topology::{Placement, Topology};
+use serde::Deserialize;
+
+/// What the admin routes need.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub platform: WeakPlatform,
+    pub topology: Topology,
+    pub default_drain: Duration,
+}
+
+impl AdminState {
+    fn platform(&self) -> Result<Platform, ApiError> {
+        self.platform.upgrade().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the platform is shutting down",
+            )
+        })
+    }
+}
+
+/// The admin routes, state applied.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/api/topology", get(topology))
+        .route("/api/services", get(services))
+        .route("/api/instances", get(instances).post(start_instance))
+        .route("/api/instances/{id}/stop", post(stop_instance))
+        .route("/api/instances/{id}/kill", post(kill_instance))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn topology(State(state): State<AdminState>) -> Json<Topology> {
+    Json(state.topology)
+}
+
+async fn services(State(state): State<AdminState>) -> Result<Json<Vec<String>>, ApiError> {
+    Ok(Json(state.platform()?.services()))
+}
+
+async fn instances(State(state): State<AdminState>) -> Result<Json<Vec<InstanceView>>, ApiError> {
+    Ok(Json(state.platform()?.list()))
+}
+
+/// Body of `POST /api/instances`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    service: String,
+    /// Defaults to the zone with the fewest live instances of the service.
+    zone: Option<String>,
+    version: Option<String>,
+    /// Defaults to a free port on the control plane's host.
+    port: Option<u16>,
+}
+
+async fn start_instance(
+    State(state): State<AdminState>,
+    JsonBody(request): JsonBody<StartRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let platform = state.platform()?;
+    let placement = match &request.zone {
+        Some(zone) => Placement {
+            region: state
+                .topology
+                .region_of(zone)
+                .ok_or_else(|| ApiError::bad_field("zone", format!("unknown zone `{zone}`")))?
+                .to_owned(),
+            zone: zone.clone(),
+        },
+        None => least_loaded_zone(&platform, &state.topology, &request.service),
+    };
+    let host = platform
+        .list()
+        .iter()
+        .find(|v| v.info.service == crate::CONTROL_SERVICE)
+        .map(|v| v.info.address.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let spec = InstanceSpec {
+        service: request.service,
+        instance_id: None,
+        placement,
+        listen: SocketAddr::new(host, request.port.unwrap_or(0)),
+        version: request
+            .version
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+        port_hint: Some("the `port` field".to_owned()),
+    };
+    match platform.start(spec).await {
+        Ok(info) => Ok((StatusCode::CREATED, Json(info))),
+        Err(err @ StartError::UnknownService { .. }) => {
+            Err(ApiError::bad_field("service", err.to_string()))
+        }
+        Err(err @ StartError::Bind(_)) => Err(ApiError::new(StatusCode::CONFLICT, err.to_string())),
+        Err(err) => Err(ApiError::internal(err.to_string())),
+    }
+}
+
+fn least_loaded_zone(platform: &Platform, topology: &Topology, service: &str) -> Placement {
+    let live = platform.list();
+    topology
+        .placements()
+        .enumerate()
+        .min_by_key(|(n, p)| {
+            let count = live
+                .iter()
+                .filter(|v| {
+                    v.info.service == service
+                        && v.info.zone == p.zone
+                        && matches!(
+                            v.state,
+                            casebook_kit::runtime::InstanceState::Running
+                                | casebook_kit::runtime::InstanceState::Starting
+                        )
+                })
+                .count();
+            // Ties go round the regions before reusing one (see `Topology::spread`).
+            (count, topology.spread(*n) != *p, *n)
+        })
+        .map(|(_, p)| p)
+        .expect("a validated topology has zones")
+}
+
+#[derive(Debug, Deserialize)]
+struct StopQuery {
+    #[serde(default, with = "humantime_serde::option")]
+    drain: Option<Duration>,
+}
+
+async fn stop_instance(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    query: Result<Query<StopQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_field("drain", e.body_text()))?;
+    let platform = state.platform()?;
+    let drain = query.drain.unwrap_or(state.default_drain);
+    match platform.stop(&id, drain).await {
+        Some(report) => Ok(Json(report)),
+        None => Err(ApiError::not_found(format!("no instance `{id}`"))),
+    }
+}
+
+async fn kill_instance(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let platform = state.platform()?;
+    // Killing the control plane from its own API would cut this very request:
+    // answer first, then kill.
+    if !platform.list().iter().any(|v| v.info.instance_id == id) {
+        return Err(ApiError::not_found(format!("no instance `{id}`")));
+    }
+    let id_for_task = id.clone();
+    tokio::spawn(async move {
+        platform.kill(&id_for_task).await;
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "instance_id": id, "killed": true })),
+    ))
+}
+
+async fn index(State(state): State<AdminState>) -> Result<Html<String>, ApiError> {
+    let platform = state.platform()?;
+    let mut rows = String::new();
+    for view in platform.list() {
+        let state_name = serde_json::to_value(&view.state)
+            .ok()
+            .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"http://{addr}/health\">{addr}</a></td><td>{}</td><td>{}</td></tr>\n",
+            escape(&view.info.service),
+            escape(&view.info.instance_id),
+            escape(&view.info.region),
+            escape(&view.info.zone),
+            escape(&view.info.version),
+            escape(&state_name),
+            addr = view.info.address,
+        ));
+    }
+    Ok(Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>casebook control plane</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}</style>
+</head><body>
+<h1>casebook control plane</h1>
+<h2>Instances</h2>
+<table><tr><th>service</th><th>instance</th><th>region</th><th>zone</th><th>address</th><th>version</th><th>state</th></tr>
+{rows}</table>
+<h2>API</h2>
+<ul>
+<li><a href="/api/topology">/api/topology</a></li>
+<li><a href="/api/services">/api/services</a></li>
+<li><a href="/api/instances">/api/instances</a></li>
+<li><a href="/api/discovery/apps">/api/discovery/apps</a></li>
+<li><a href="/api/discovery/status">/api/discovery/status</a></li>
+<li><a href="/api/metrics/stats">/api/metrics/stats</a></li>
+<li><a href="/metrics">/metrics</a></li>
+</ul>
+</body></html>
+"#
+    )))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
