@@ -332,6 +332,7 @@ impl Registry {
             state.expected_clients += 1;
             self.recompute_threshold(state);
         }
+        check_invariants(state);
         metrics::counter!("discovery_registrations_total").increment(1);
         metrics::gauge!("discovery_instances").set(state.size as f64);
         Ok(outcome)
@@ -365,6 +366,7 @@ impl Registry {
         remove(state, service, instance_id).ok_or_else(|| not_found(service, instance_id))?;
         state.expected_clients = state.expected_clients.saturating_sub(1);
         self.recompute_threshold(state);
+        check_invariants(state);
         metrics::counter!("discovery_cancels_total").increment(1);
         metrics::gauge!("discovery_instances").set(state.size as f64);
         Ok(())
@@ -547,6 +549,7 @@ impl Registry {
         }
         assert!(report.evicted.len() <= limit);
         state.evictions_total += report.evicted.len() as u64;
+        check_invariants(state);
         metrics::counter!("discovery_evictions_total").increment(report.evicted.len() as u64);
         metrics::gauge!("discovery_instances").set(state.size as f64);
         report
@@ -567,6 +570,7 @@ impl Registry {
             state.expected_clients = count;
             self.recompute_threshold(state);
         }
+        check_invariants(state);
     }
 
     /// Runs whatever periodic work is due on the registry's clock: the renewal
@@ -694,6 +698,28 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// The registry's bookkeeping agrees with itself (debug builds check it after
+/// every write).
+fn check_invariants(state: &State) {
+    debug_assert_eq!(
+        state.size,
+        state.services.values().map(BTreeMap::len).sum::<usize>(),
+        "size counts every lease"
+    );
+    debug_assert!(
+        state.services.values().all(|leases| !leases.is_empty()),
+        "no empty service entries"
+    );
+    // Registrations add to both, cancels take from both, evictions only shrink the
+    // size and the recompute never sets the expectation below the size.
+    debug_assert!(
+        state.expected_clients >= state.size as u64,
+        "expected clients {} < size {}",
+        state.expected_clients,
+        state.size
+    );
 }
 
 /// At most `size − floor(size × fraction)` evictions per run.
