@@ -419,7 +419,12 @@ impl LeaseKeeper {
     /// A renewal answered 404 registers again at once. A failed call is retried after
     /// a backoff that starts at a tenth of the interval, doubles per consecutive
     /// failure, never exceeds the interval, and is jittered over its upper half, so a
-    /// fleet does not stampede a restarting control plane.
+    /// fleet does not stampede a restarting control plane. A registration the server
+    /// refuses (400) is retried the same way and logged each time: it will not pass
+    /// until the instance's configuration is fixed, but giving up would hide it.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, or if `renew_interval` is zero.
     pub fn start(
         client: DiscoveryClient,
         registration: Registration,

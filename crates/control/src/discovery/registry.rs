@@ -556,8 +556,9 @@ impl Registry {
     }
 
     /// Recomputes the expected clients from the instance count, as Eureka's
-    /// `updateRenewalThreshold`: only upwards-ish (count above `renewal_threshold ×`
-    /// the expectation), unless self-preservation is off.
+    /// `updateRenewalThreshold`: the count is adopted only if it is above
+    /// `renewal_threshold ×` the current expectation (so a mass loss does not lower
+    /// the bar), or unconditionally when self-preservation is off.
     pub fn update_renewal_threshold(&self) {
         let now = self.clock.now();
         let mut state = self.state.lock();
