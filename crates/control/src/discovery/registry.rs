@@ -181,10 +181,11 @@ impl MinuteRate {
 
     fn roll(&mut self, now: Instant) {
         let minute = now.saturating_duration_since(self.origin).as_secs() / 60;
-        if minute == self.current_minute {
+        // Callers read the clock under the registry's lock, so time only moves
+        // forward here; an earlier minute would still count into the current one.
+        if minute <= self.current_minute {
             return;
         }
-        debug_assert!(minute > self.current_minute, "the clock is monotonic");
         // The bucket just closed is the last minute only if no minute passed silently.
         self.last = if minute == self.current_minute + 1 {
             self.current
@@ -290,8 +291,9 @@ impl Registry {
         let duration = lease_duration_secs
             .map(Duration::from_secs)
             .unwrap_or(self.config.lease_duration);
-        let (now, now_ms) = (self.clock.now(), self.clock.wall_millis());
         let mut state = self.state.lock();
+        // Read under the lock, so time never runs backwards between writers.
+        let (now, now_ms) = (self.clock.now(), self.clock.wall_millis());
         let state = &mut *state;
         let existing = state
             .services
@@ -341,8 +343,9 @@ impl Registry {
     /// Renews an instance's lease; [`RegistryError::NotFound`] tells the client to
     /// register again.
     pub fn renew(&self, service: &str, instance_id: &str) -> Result<(), RegistryError> {
-        let (now, now_ms) = (self.clock.now(), self.clock.wall_millis());
         let mut state = self.state.lock();
+        // Read under the lock, so time never runs backwards between writers.
+        let (now, now_ms) = (self.clock.now(), self.clock.wall_millis());
         let state = &mut *state;
         let Some(lease) = state
             .services
@@ -480,8 +483,8 @@ impl Registry {
 
     /// The registry's health: counts, threshold, renewals, self-preservation.
     pub fn status(&self) -> DiscoveryStatus {
-        let now = self.clock.now();
         let mut state = self.state.lock();
+        let now = self.clock.now();
         let renews_last_minute = state.renews.last_minute(now);
         let active = self.self_preservation_holds(&state, renews_last_minute);
         DiscoveryStatus {
@@ -505,8 +508,8 @@ impl Registry {
     /// `size − floor(size × eviction_limit_fraction)` of them, unless
     /// self-preservation holds.
     pub fn evict(&self) -> EvictionReport {
-        let now = self.clock.now();
         let mut state = self.state.lock();
+        let now = self.clock.now();
         let state = &mut *state;
         state.last_eviction_run = now;
         let renews_last_minute = state.renews.last_minute(now);
@@ -560,8 +563,8 @@ impl Registry {
     /// `renewal_threshold ×` the current expectation (so a mass loss does not lower
     /// the bar), or unconditionally when self-preservation is off.
     pub fn update_renewal_threshold(&self) {
-        let now = self.clock.now();
         let mut state = self.state.lock();
+        let now = self.clock.now();
         let state = &mut *state;
         state.last_threshold_update = now;
         let count = state.size as u64;

@@ -653,3 +653,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn concurrent_writers_keep_the_books_straight() {
+    let (registry, clock) = registry(DiscoveryConfig::default());
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            let registry = &registry;
+            scope.spawn(move || {
+                for i in 0..200 {
+                    let id = format!("t{thread}-{i}");
+                    registry.register(reg("svc", &id, "us-east-a")).unwrap();
+                    registry.renew("svc", &id).unwrap();
+                    if i % 2 == 0 {
+                        registry.cancel("svc", &id).unwrap();
+                    }
+                }
+            });
+        }
+        // Time moves while they write, across several minute boundaries.
+        scope.spawn(|| {
+            for _ in 0..50 {
+                clock.advance(Duration::from_secs(7));
+                std::thread::yield_now();
+            }
+        });
+    });
+    let status = registry.status();
+    assert_eq!(status.instances, 400);
+    assert_eq!(status.expected_clients, 400);
+    assert_eq!(registry.all().services["svc"].len(), 400);
+}
