@@ -452,9 +452,10 @@ impl LeaseKeeper {
         }
     }
 
-    /// What the heartbeat has done so far.
-    pub fn stats(&self) -> &LeaseStats {
-        &self.stats
+    /// What the heartbeat has done so far; the handle outlives the keeper, and the
+    /// heartbeat task holds one until it ends.
+    pub fn stats(&self) -> Arc<LeaseStats> {
+        self.stats.clone()
     }
 
     /// Stops renewing and cancels the registration (graceful stop).
