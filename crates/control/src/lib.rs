@@ -9,8 +9,10 @@
 //! |---|---|
 //! | [`plane`] | the control plane as a service the platform runs |
 //! | [`admin`] | `/`, `/api/topology`, `/api/services`, `/api/instances…` |
+//! | [`discovery`] | the registry with Eureka's semantics and `/api/discovery/…` |
 
 pub mod admin;
+pub mod discovery;
 pub mod plane;
 
 pub use plane::{CONTROL_SERVICE, ControlConfig, ControlPlane};

@@ -10,11 +10,13 @@
 //! | [`topology`] | regions × zones, and the identity of a service instance |
 //! | [`http_client`] | a pooled HTTP/1.1 JSON client with timeouts and request-id propagation |
 //! | [`api`] | JSON errors and a JSON body extractor that names the field at fault |
+//! | [`discovery`] | the discovery client, its lease keeper, and the discovery API's JSON |
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
 
 pub mod api;
 pub mod clock;
+pub mod discovery;
 pub mod http_client;
 pub mod runtime;
 pub mod telemetry;
