@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use casebook_control::ControlConfig;
+use casebook_control::discovery::DiscoveryConfig;
 use casebook_kit::topology::Topology;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,8 @@ pub struct Config {
     pub topology: Topology,
     /// The control plane.
     pub control: ControlConfig,
+    /// Discovery: leases, eviction, self-preservation.
+    pub discovery: DiscoveryConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
 }
@@ -41,6 +44,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./casebook-data"),
             topology: Topology::default(),
             control: ControlConfig::default(),
+            discovery: DiscoveryConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -173,6 +177,14 @@ pub fn load(
         source: blame(&origin, "topology").unwrap_or_else(|| whole.clone()),
         key: "topology".into(),
         message: e.to_string(),
+    })?;
+    config.discovery.validate().map_err(|e| {
+        let key = format!("discovery.{}", e.key);
+        ConfigError {
+            source: blame(&origin, &key).unwrap_or_else(|| whole.clone()),
+            key,
+            message: e.reason,
+        }
     })?;
     if let Some(zone) = &config.control.zone
         && config.topology.region_of(zone).is_none()
@@ -331,6 +343,11 @@ mod tests {
         let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
         assert_eq!(err.key, "topology");
         assert_eq!(err.message, "region `solo` has no zones");
+
+        let f = file("[discovery]\nlease_duration = \"10s\"\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "discovery.lease_duration");
+        assert!(err.message.contains("renew_interval"), "{}", err.message);
 
         let f = file("[control]\nzone = \"mars-a\"\n");
         let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();

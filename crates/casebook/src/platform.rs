@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use casebook_control::ControlPlane;
+use casebook_control::{ControlPlane, ControlSettings};
 use casebook_kit::clock::SystemClock;
+use casebook_kit::discovery::{DiscoveryClient, DiscoveryRegistrar};
 use casebook_kit::runtime::{InstanceSpec, Platform};
 use casebook_kit::topology::Placement;
 
@@ -21,10 +22,22 @@ pub fn build(config: &Config) -> Platform {
     );
     platform.register_service(Arc::new(ControlPlane::new(
         platform.downgrade(),
-        config.topology.clone(),
-        config.shutdown.drain_timeout,
+        ControlSettings {
+            topology: config.topology.clone(),
+            discovery: config.discovery.clone(),
+            drain: config.shutdown.drain_timeout,
+        },
     )));
     platform
+}
+
+/// Registers every instance, running and to come, with the discovery server at
+/// `control_url`.
+pub fn attach_discovery(platform: &Platform, config: &Config, control_url: &str) {
+    platform.set_registrar(Arc::new(DiscoveryRegistrar::new(
+        DiscoveryClient::new(control_url),
+        config.discovery.renew_interval,
+    )));
 }
 
 /// The placement of a zone, or of the first zone when none is named.

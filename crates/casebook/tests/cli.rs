@@ -76,6 +76,23 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         "state lives under --data-dir"
     );
 
+    // The control plane registers with its own discovery once its address is known.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let apps: serde_json::Value = client
+            .get_json(&format!("{url}/api/discovery/apps/control"))
+            .await
+            .unwrap();
+        if apps["instances"][0]["instance"]["instance_id"] == "control-us-east-a-1" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never registered: {apps}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
     let index = client
         .call::<()>(http::Method::GET, &format!("{url}/"), None)
         .await

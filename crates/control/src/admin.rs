@@ -21,7 +21,10 @@ use axum::{Json, Router};
 use casebook_kit::api::{ApiError, JsonBody};
 use casebook_kit::runtime::{InstanceSpec, InstanceView, Platform, StartError, WeakPlatform};
 use casebook_kit::topology::{Placement, Topology};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::discovery::Registry;
 
 /// What the admin routes need.
 #[derive(Debug, Clone)]
@@ -29,6 +32,8 @@ pub struct AdminState {
     pub platform: WeakPlatform,
     pub topology: Topology,
     pub default_drain: Duration,
+    /// Discovery's view, shown beside each instance's runtime state.
+    pub registry: Arc<Registry>,
 }
 
 impl AdminState {
@@ -67,8 +72,29 @@ async fn services(State(state): State<AdminState>) -> Result<Json<Vec<String>>, 
     Ok(Json(state.platform()?.services()))
 }
 
-async fn instances(State(state): State<AdminState>) -> Result<Json<Vec<InstanceView>>, ApiError> {
-    Ok(Json(state.platform()?.list()))
+/// An instance as the admin API lists it: the runtime's view and discovery's.
+#[derive(Debug, Serialize)]
+struct ListedInstance {
+    #[serde(flatten)]
+    runtime: InstanceView,
+    /// Discovery's record of it; `null` once deregistered or evicted (or before
+    /// its first registration lands).
+    discovery: Option<casebook_kit::discovery::InstanceView>,
+}
+
+async fn instances(State(state): State<AdminState>) -> Result<Json<Vec<ListedInstance>>, ApiError> {
+    let listed = state
+        .platform()?
+        .list()
+        .into_iter()
+        .map(|runtime| ListedInstance {
+            discovery: state
+                .registry
+                .get(&runtime.info.service, &runtime.info.instance_id),
+            runtime,
+        })
+        .collect();
+    Ok(Json(listed))
 }
 
 /// Body of `POST /api/instances`.

@@ -15,4 +15,4 @@ pub mod admin;
 pub mod discovery;
 pub mod plane;
 
-pub use plane::{CONTROL_SERVICE, ControlConfig, ControlPlane};
+pub use plane::{CONTROL_SERVICE, ControlConfig, ControlPlane, ControlSettings};

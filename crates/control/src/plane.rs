@@ -1,6 +1,7 @@
 //! The control plane as a service the platform runs.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -11,6 +12,7 @@ use casebook_kit::topology::Topology;
 use serde::{Deserialize, Serialize};
 
 use crate::admin::{self, AdminState};
+use crate::discovery::{self, DiscoveryConfig, Registry};
 
 /// The control plane's service name.
 pub const CONTROL_SERVICE: &str = "control";
@@ -55,32 +57,37 @@ impl ControlConfig {
     }
 }
 
+/// What the control plane is configured with.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    pub topology: Topology,
+    pub discovery: DiscoveryConfig,
+    /// The default drain deadline of stops it is asked for.
+    pub drain: Duration,
+}
+
 /// The control plane service.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
     platform: WeakPlatform,
-    topology: Topology,
-    drain: Duration,
+    settings: ControlSettings,
 }
 
 impl ControlPlane {
     /// A control plane administering `platform` (held weakly: the platform holds
-    /// the control plane). `drain` is the default drain deadline of stops it is
-    /// asked for.
-    pub fn new(platform: WeakPlatform, topology: Topology, drain: Duration) -> Self {
-        Self {
-            platform,
-            topology,
-            drain,
-        }
+    /// the control plane).
+    pub fn new(platform: WeakPlatform, settings: ControlSettings) -> Self {
+        Self { platform, settings }
     }
 
-    fn router(&self) -> Router {
+    fn router(&self, registry: Arc<Registry>) -> Router {
         admin::router(AdminState {
             platform: self.platform.clone(),
-            topology: self.topology.clone(),
-            default_drain: self.drain,
+            topology: self.settings.topology.clone(),
+            default_drain: self.settings.drain,
+            registry: registry.clone(),
         })
+        .merge(discovery::api::router(registry))
     }
 }
 
@@ -94,9 +101,20 @@ impl ServiceFactory for ControlPlane {
         ctx: &'a InstanceContext,
     ) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
         Box::pin(async move {
+            // Each control-plane instance starts with an empty registry, as a restarted
+            // Eureka server does: instances re-register on their next renewal's 404.
+            let registry = Arc::new(
+                Registry::new(
+                    self.settings.discovery.clone(),
+                    self.settings.topology.clone(),
+                    ctx.clock().clone(),
+                )
+                .map_err(anyhow::Error::from)?,
+            );
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
-            serve_http(ctx, listener, self.router());
+            discovery::spawn_maintenance(registry.clone(), ctx.shutdown_token());
+            serve_http(ctx, listener, self.router(registry));
             Ok(address)
         })
     }

@@ -631,3 +631,42 @@ mod tests {
         assert!(expect_success(StatusCode::NO_CONTENT, b"", None).is_ok());
     }
 }
+
+/// Registers every instance the [`Platform`](crate::runtime::Platform) starts with
+/// the control plane's discovery, each with its own [`LeaseKeeper`].
+#[derive(Debug, Clone)]
+pub struct DiscoveryRegistrar {
+    client: DiscoveryClient,
+    renew_interval: Duration,
+}
+
+impl DiscoveryRegistrar {
+    /// Registers with the discovery server at `client`, renewing every `renew_interval`.
+    pub fn new(client: DiscoveryClient, renew_interval: Duration) -> Self {
+        Self {
+            client,
+            renew_interval,
+        }
+    }
+}
+
+impl crate::runtime::Registrar for DiscoveryRegistrar {
+    fn register(&self, info: InstanceInfo) -> Box<dyn crate::runtime::Lease> {
+        Box::new(LeaseKeeper::start(
+            self.client.clone(),
+            Registration::up(info),
+            self.renew_interval,
+        ))
+    }
+}
+
+impl crate::runtime::Lease for LeaseKeeper {
+    fn release(self: Box<Self>) -> crate::runtime::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let instance = self.instance_id.clone();
+            if let Err(err) = self.stop().await {
+                tracing::warn!(%instance, error = %err, "could not cancel the registration; it will expire");
+            }
+        })
+    }
+}

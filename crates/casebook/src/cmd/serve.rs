@@ -48,7 +48,6 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         spec.port_hint = Some("--port".to_owned());
     }
     spec.instance_id = args.instance_id;
-    let _control_url = args.control_url.unwrap_or_else(|| config.control.url());
 
     let info = match platform.start(spec).await {
         Ok(info) => info,
@@ -57,6 +56,13 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // The control plane registers with itself at the address it actually bound.
+    let control_url = match args.control_url {
+        Some(url) => url,
+        None if is_control => info.http_url(),
+        None => config.control.url(),
+    };
+    platform::attach_discovery(&platform, &config, &control_url);
     println!(
         "casebook {}: {} ({} in {}/{})",
         info.service,

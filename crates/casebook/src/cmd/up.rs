@@ -18,6 +18,9 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // Discovery is attached once the control plane's real address is known (the
+    // port may be 0); the control plane then registers with itself like any other.
+    platform::attach_discovery(&platform, &config, &control.http_url());
     // The first line is the control-plane URL, for people and for scripts.
     println!("casebook control plane: {}", control.http_url());
     print_listeners(&platform, &config);

@@ -13,17 +13,11 @@
 //! (or the per-run eviction limit defers it to a later run); every answer reflects
 //! every write acknowledged before it (one lock, no response cache).
 //!
-//! Wiring (what the control plane does at start):
-//!
-//! ```ignore
-//! let registry = Arc::new(Registry::new(config.discovery, topology, clock)?);
-//! let app = app.merge(discovery::api::router(registry.clone()));
-//! let maintenance = discovery::spawn_maintenance(registry, shutdown.child_token());
-//! // every instance, including the control plane itself:
-//! let keeper = LeaseKeeper::start(DiscoveryClient::new(control_url), Registration::up(info),
-//!                                 config.discovery.renew_interval);
-//! // graceful stop: keeper.stop().await; ungraceful (kill): drop(keeper)
-//! ```
+//! Wiring: the control plane ([`crate::plane`]) creates the [`Registry`] at start,
+//! mounts [`api::router`] and runs [`spawn_maintenance`] until its shutdown; every
+//! instance, the control plane included, registers through the platform's
+//! `casebook_kit::discovery::DiscoveryRegistrar` (a `LeaseKeeper` each: released on
+//! graceful stop, dropped on kill so the lease expires).
 //!
 //! Deliberately absent, compared with Eureka: peer replication between discovery
 //! servers (there is one control plane), the response cache (answers are computed

@@ -341,9 +341,19 @@ impl Platform {
         self.inner.factories.read().keys().cloned().collect()
     }
 
-    /// Registers every instance that starts from now on with discovery.
+    /// Registers with discovery every running instance that has no registration yet,
+    /// and every instance that starts from now on.
+    ///
+    /// Setting it after the first start is what lets the control plane register
+    /// with itself once its address is known (it may bind port 0).
     pub fn set_registrar(&self, registrar: Arc<dyn Registrar>) {
-        *self.inner.registrar.write() = Some(registrar);
+        *self.inner.registrar.write() = Some(registrar.clone());
+        let mut instances = self.inner.instances.lock();
+        for entry in instances.values_mut() {
+            if entry.state == InstanceState::Running && entry.lease.is_none() {
+                entry.lease = Some(registrar.register(entry.ctx.info()));
+            }
+        }
     }
 
     /// Starts an instance and returns who it is once it is serving.
