@@ -226,14 +226,22 @@ impl Core {
 
     /// Whether the entry is live now; a live entry's idle timer is reset.
     fn check_and_touch<V>(&self, entry: &Stamped<V>) -> bool {
+        if entry.expires_at.is_none() && self.tti.is_none() {
+            // Nothing can expire it: spare the clock read (costly on some VMs).
+            return true;
+        }
         let now = self.clock.now();
         if !self.is_live(entry, now) {
             return false;
         }
-        let now_nanos = self.nanos_since_origin(now);
-        entry
-            .last_access_nanos
-            .fetch_max(now_nanos, Ordering::AcqRel);
+        // Only an idle timer needs the write; skipping it keeps hot entries'
+        // cache lines shared between reading cores.
+        if self.tti.is_some() {
+            let now_nanos = self.nanos_since_origin(now);
+            entry
+                .last_access_nanos
+                .fetch_max(now_nanos, Ordering::AcqRel);
+        }
         true
     }
 
