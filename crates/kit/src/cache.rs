@@ -18,6 +18,9 @@
 //! - Counters `cache_hits_total`, `cache_misses_total`, `cache_loads_total` and
 //!   `cache_evictions_total{cause="size"|"expired"}`, labelled `cache=<name>`, go
 //!   through the `metrics` facade; [`CacheStats`] reads the same numbers back.
+//!   The metric handles are resolved when the cache is built, so building one
+//!   installs casebook's process recorder ([`telemetry::metrics`](crate::telemetry::metrics)) if no recorder
+//!   is installed yet.
 //!
 //! Not guaranteed:
 //! - Exact capacity at every instant: moka applies evictions in batches

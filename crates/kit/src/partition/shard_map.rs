@@ -155,7 +155,8 @@ impl ShardMapConfig {
     pub fn s2() -> Self {
         Self {
             roots: s2_face_ranges().to_vec(),
-            // Level 30 cells are ~1 cm²; 18 levels below a face is ~30 m².
+            // A level-18 cell is about 35 m across (~1,200 m²): fine enough for
+            // the hottest downtown cell, coarse enough to bound the shard count.
             max_depth: 18,
             ..Self::default()
         }
