@@ -13,11 +13,17 @@
 //! | [`discovery`] | the discovery client, its lease keeper, and the discovery API's JSON |
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
+//! | [`partition`] | stable hashing, jump/rendezvous node assignment, a splitting shard map |
+//! | [`locks`] | sharded locks, sync and async, deadlock-free multi-key acquisition |
+//! | [`cache`] | moka (TinyLFU) with TTL/TTI on the injected clock and hit/miss metrics |
 
 pub mod api;
+pub mod cache;
 pub mod clock;
 pub mod discovery;
 pub mod http_client;
+pub mod locks;
+pub mod partition;
 pub mod runtime;
 pub mod telemetry;
 pub mod topology;
