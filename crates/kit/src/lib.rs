@@ -12,6 +12,7 @@
 //! | [`api`] | JSON errors and a JSON body extractor that names the field at fault |
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
+//! | [`wal`] | write-ahead log: CRC-framed segments, group commit, torn-tail recovery |
 
 pub mod api;
 pub mod clock;
@@ -19,3 +20,4 @@ pub mod http_client;
 pub mod runtime;
 pub mod telemetry;
 pub mod topology;
+pub mod wal;
