@@ -13,10 +13,12 @@
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
 //! | [`wal`] | write-ahead log: CRC-framed segments, group commit, torn-tail recovery |
+//! | [`idempotency`] | idempotency keys (Stripe / IETF semantics), durable on the WAL, as API and tower layer |
 
 pub mod api;
 pub mod clock;
 pub mod http_client;
+pub mod idempotency;
 pub mod runtime;
 pub mod telemetry;
 pub mod topology;
