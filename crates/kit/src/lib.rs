@@ -13,10 +13,12 @@
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
 //! | [`wal`] | write-ahead log: CRC-framed segments, group commit, torn-tail recovery |
+//! | [`events`] | event envelope, the bus trait, an embedded durable bus on the WAL, dedup |
 //! | [`idempotency`] | idempotency keys (Stripe / IETF semantics), durable on the WAL, as API and tower layer |
 
 pub mod api;
 pub mod clock;
+pub mod events;
 pub mod http_client;
 pub mod idempotency;
 pub mod runtime;
