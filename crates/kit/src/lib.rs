@@ -14,6 +14,7 @@
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
 //! | [`wal`] | write-ahead log: CRC-framed segments, group commit, torn-tail recovery |
 //! | [`events`] | event envelope, the bus trait, an embedded durable bus on the WAL, dedup |
+//! | [`outbox`] | a domain change and its events committed atomically, and the relay that publishes them |
 //! | [`idempotency`] | idempotency keys (Stripe / IETF semantics), durable on the WAL, as API and tower layer |
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod events;
 pub mod http_client;
 pub mod idempotency;
+pub mod outbox;
 pub mod runtime;
 pub mod telemetry;
 pub mod topology;
