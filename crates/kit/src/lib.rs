@@ -13,12 +13,14 @@
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
 //! | [`wal`] | write-ahead log: CRC-framed segments, group commit, torn-tail recovery |
+//! | [`event_store`] | event-sourced aggregates (optimistic concurrency, snapshots) and projections |
 //! | [`events`] | event envelope, the bus trait, an embedded durable bus on the WAL, dedup |
 //! | [`outbox`] | a domain change and its events committed atomically, and the relay that publishes them |
 //! | [`idempotency`] | idempotency keys (Stripe / IETF semantics), durable on the WAL, as API and tower layer |
 
 pub mod api;
 pub mod clock;
+pub mod event_store;
 pub mod events;
 pub mod http_client;
 pub mod idempotency;
