@@ -131,7 +131,7 @@ fn wal_writers(dir: &Path, writers: usize, durability: Durability, run_for: Dura
 fn print_table(title: &str, rows: &[Row], baseline: Option<f64>) {
     println!("\n{title}");
     println!(
-        "| {:<58} | {:>10} | {:>9} | {:>9} | {:>9} | {:>7} |",
+        "| {:<72} | {:>10} | {:>9} | {:>9} | {:>9} | {:>7} |",
         "scenario", "ops/s", "p50 µs", "p99 µs", "max µs", "x base"
     );
     println!(
@@ -141,7 +141,7 @@ fn print_table(title: &str, rows: &[Row], baseline: Option<f64>) {
     for row in rows {
         let ratio = baseline.map_or("-".to_string(), |b| format!("{:.1}", row.per_sec() / b));
         println!(
-            "| {:<58} | {:>10.0} | {:>9} | {:>9} | {:>9} | {:>7} |",
+            "| {:<72} | {:>10.0} | {:>9} | {:>9} | {:>9} | {:>7} |",
             row.name,
             row.per_sec(),
             row.latency_us.value_at_quantile(0.50),
@@ -179,4 +179,105 @@ fn main() {
         &rows,
         Some(base_rate),
     );
+
+    let bus_rows: Vec<Row> = [1, 64]
+        .into_iter()
+        .map(|publishers| bus(dir.path(), publishers, run_for))
+        .collect();
+    print_table(
+        "Event bus publish -> consume (ops/s = events consumed/s; latency = publish start to consumer)",
+        &bus_rows,
+        None,
+    );
+}
+
+/// Publishers → embedded bus (durable) → one consumer group; latency is from the
+/// start of `publish` to the consumer holding the event.
+fn bus(dir: &Path, publishers: usize, run_for: Duration) -> Row {
+    use casebook_kit::clock::SystemClock;
+    use casebook_kit::events::{Event, EventBus, WalBus};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let bus = WalBus::open(dir.join(format!("bus-{publishers}")), WalConfig::default())
+        .expect("open bus");
+    let epoch = Instant::now();
+    let published = Arc::new(AtomicU64::new(0));
+    let done_publishing = Arc::new(AtomicBool::new(false));
+    runtime.block_on(async {
+        let consumer = tokio::spawn({
+            let bus = bus.clone();
+            let published = published.clone();
+            let done_publishing = done_publishing.clone();
+            async move {
+                let mut latency_us = histogram();
+                let mut consumed = 0u64;
+                loop {
+                    if done_publishing.load(Ordering::Acquire)
+                        && consumed >= published.load(Ordering::Acquire)
+                    {
+                        break;
+                    }
+                    let batch = bus.fetch("bench", "consumer", 1000).await.expect("fetch");
+                    let now = epoch.elapsed().as_micros() as u64;
+                    for delivery in &batch {
+                        let sent: u64 = delivery.event.headers["sent-us"].parse().expect("stamp");
+                        latency_us.saturating_record(now.saturating_sub(sent));
+                    }
+                    consumed += batch.len() as u64;
+                    let next = batch.last().expect("fetch returns at least one").offset + 1;
+                    bus.commit("bench", "consumer", next).await.expect("commit");
+                }
+                (consumed, epoch.elapsed(), latency_us)
+            }
+        });
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..publishers)
+            .map(|p| {
+                let bus = bus.clone();
+                let published = published.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while start.elapsed() < run_for {
+                        let mut event = Event::new(
+                            "bench.tick",
+                            format!("p{p}"),
+                            serde_json::json!({ "n": n, "pad": "0123456789abcdef0123456789abcdef" }),
+                            &SystemClock,
+                        );
+                        event
+                            .headers
+                            .insert("sent-us".into(), epoch.elapsed().as_micros().to_string());
+                        bus.publish("bench", event).await.expect("publish");
+                        published.fetch_add(1, Ordering::AcqRel);
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("publisher");
+        }
+        done_publishing.store(true, Ordering::Release);
+        // Wake the consumer if it is parked waiting for an event that will not come.
+        let mut marker = Event::new("bench.end", "end", serde_json::json!({}), &SystemClock);
+        marker
+            .headers
+            .insert("sent-us".into(), epoch.elapsed().as_micros().to_string());
+        bus.publish("bench", marker).await.expect("publish");
+        published.fetch_add(1, Ordering::AcqRel);
+        let (consumed, finished, latency_us) = consumer.await.expect("consumer");
+        let elapsed = finished - start.duration_since(epoch);
+        Row {
+            name: format!("bus: {publishers} publishers -> 1 group (durable)"),
+            ops: consumed,
+            elapsed,
+            latency_us,
+        }
+    })
 }

@@ -30,8 +30,9 @@
 //! - [`Durability::NoSync`] acknowledges after the write reaches the page cache: it
 //!   survives a process crash but not a power loss. It exists for tests and
 //!   benchmarks that say so.
-//! - Rotation zero-fills the next segment inline on the flusher, so the batch that
-//!   crosses a segment boundary waits for it.
+//! - Rotation is cheap only when the next segment is ready: a helper thread
+//!   zero-fills it ahead of need; if a segment fills faster than that, the batch
+//!   crossing the boundary waits for the fill.
 
 pub mod format;
 
@@ -266,6 +267,7 @@ impl Wal {
             buffer: Vec::with_capacity(config.max_batch_bytes.min(8 * 1024 * 1024)),
             config: config.clone(),
             shared: shared.clone(),
+            spare: None,
         };
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
         let flusher = std::thread::Builder::new()
@@ -651,24 +653,25 @@ fn reset_tail(
     Ok(())
 }
 
-/// Creates a zero-filled segment under a temporary name and renames it into place,
-/// so a crash never leaves a half-made segment under a real name.
-fn create_segment(dir: &Path, first_seq: u64, config: &WalConfig) -> Result<PathBuf, WalError> {
-    let path = segment_path(dir, first_seq);
-    let temp = path.with_extension("wal.tmp");
+/// A zero-filled file under a temporary name, ready to become a segment.
+#[derive(Debug)]
+struct Spare {
+    file: File,
+    temp: PathBuf,
+}
+
+/// Creates a zero-filled, synced file at `temp` (real zeros, not a sparse file:
+/// later fdatasyncs then need no block allocation).
+fn preallocate(temp: PathBuf, config: &WalConfig) -> Result<Spare, WalError> {
     let file = OpenOptions::new()
+        .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(&temp)
         .map_err(io_err("create segment", &temp))?;
-    let mut header = Vec::new();
-    format::encode_segment_header(&mut header, first_seq);
-    file.write_all_at(&header, 0)
-        .map_err(io_err("write segment header", &temp))?;
-    // Real zeros, not a sparse file: later fdatasyncs then need no block allocation.
     let zeros = vec![0u8; 1024 * 1024];
-    let mut offset = SEGMENT_HEADER_BYTES as u64;
+    let mut offset = 0;
     while offset < config.segment_bytes {
         let n = zeros.len().min((config.segment_bytes - offset) as usize);
         file.write_all_at(&zeros[..n], offset)
@@ -679,9 +682,42 @@ fn create_segment(dir: &Path, first_seq: u64, config: &WalConfig) -> Result<Path
         file.sync_all()
             .map_err(io_err("fsync new segment", &temp))?;
     }
-    fs::rename(&temp, &path).map_err(io_err("rename new segment", &path))?;
+    Ok(Spare { file, temp })
+}
+
+/// Turns a spare into the segment starting at `first_seq`: header, sync, rename,
+/// directory sync. Until the rename the file has a `.wal.tmp` name, which recovery
+/// deletes, so a crash never leaves a half-made segment under a real name.
+fn install(
+    spare: Spare,
+    dir: &Path,
+    first_seq: u64,
+    config: &WalConfig,
+) -> Result<(File, PathBuf), WalError> {
+    let path = segment_path(dir, first_seq);
+    let mut header = Vec::new();
+    format::encode_segment_header(&mut header, first_seq);
+    spare
+        .file
+        .write_all_at(&header, 0)
+        .map_err(io_err("write segment header", &spare.temp))?;
+    if config.durability == Durability::Sync {
+        spare
+            .file
+            .sync_data()
+            .map_err(io_err("fsync segment header", &spare.temp))?;
+    }
+    fs::rename(&spare.temp, &path).map_err(io_err("rename new segment", &path))?;
     sync_dir(dir, config.durability)?;
-    Ok(path)
+    Ok((spare.file, path))
+}
+
+fn create_segment(dir: &Path, first_seq: u64, config: &WalConfig) -> Result<PathBuf, WalError> {
+    let spare = preallocate(
+        segment_path(dir, first_seq).with_extension("wal.tmp"),
+        config,
+    )?;
+    Ok(install(spare, dir, first_seq, config)?.1)
 }
 
 /// The flusher's state: the only writer of segment files.
@@ -694,6 +730,8 @@ struct Writer {
     buffer: Vec<u8>,
     config: WalConfig,
     shared: Arc<Shared>,
+    /// The next segment, being zero-filled ahead of need.
+    spare: Option<JoinHandle<Result<Spare, WalError>>>,
 }
 
 impl fmt::Debug for Writer {
@@ -708,6 +746,7 @@ impl fmt::Debug for Writer {
 
 impl Writer {
     fn run(mut self, mut queue: mpsc::Receiver<Append>) {
+        self.prepare_spare();
         let mut batch: Vec<Append> = Vec::with_capacity(self.config.max_batch_records);
         let mut failed: Option<Arc<str>> = None;
         while let Some(first) = queue.blocking_recv() {
@@ -745,6 +784,7 @@ impl Writer {
                 }
             }
         }
+        self.discard_spare();
     }
 
     fn write_batch(&mut self, batch: &[Append]) -> Result<(), WalError> {
@@ -781,20 +821,44 @@ impl Writer {
         Ok(())
     }
 
+    /// Starts zero-filling the next segment on a helper thread, so rotation does
+    /// not stall the batch that crosses the boundary.
+    fn prepare_spare(&mut self) {
+        debug_assert!(self.spare.is_none());
+        let temp = self.dir.join(format!("spare-{}.wal.tmp", self.next_seq));
+        let config = self.config.clone();
+        self.spare = std::thread::Builder::new()
+            .name("wal-preallocate".into())
+            .spawn(move || preallocate(temp, &config))
+            .ok();
+    }
+
     fn rotate(&mut self) -> Result<(), WalError> {
-        let path = create_segment(&self.dir, self.next_seq, &self.config)?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open new segment", &path))?;
+        let spare = match self.spare.take().map(JoinHandle::join) {
+            Some(Ok(Ok(spare))) => spare,
+            // No spare, or it failed: make one here (and report its error, if any).
+            _ => preallocate(
+                segment_path(&self.dir, self.next_seq).with_extension("wal.tmp"),
+                &self.config,
+            )?,
+        };
+        let (file, path) = install(spare, &self.dir, self.next_seq, &self.config)?;
+        self.file = file;
         self.shared
             .segments
             .lock()
             .insert(self.next_seq, path.clone());
         self.active_path = path;
         self.position = SEGMENT_HEADER_BYTES as u64;
+        self.prepare_spare();
         Ok(())
+    }
+
+    /// Removes an unused spare when the log closes.
+    fn discard_spare(&mut self) {
+        if let Some(Ok(Ok(spare))) = self.spare.take().map(JoinHandle::join) {
+            let _ = fs::remove_file(&spare.temp);
+        }
     }
 }
 

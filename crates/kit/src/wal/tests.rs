@@ -91,6 +91,13 @@ fn appends_read_back_in_order_across_rotations_and_reopen() {
     let ends = build_log(dir.path(), count);
     let segments = segment_files(dir.path()).len();
     assert!(segments > 5, "small segments must rotate, got {segments}");
+    // The spare segment prepared ahead of rotation is removed when the log closes.
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_eq!(ends.len() as u64, count);
 
     let wal = Wal::open(dir.path(), small_config()).unwrap();
