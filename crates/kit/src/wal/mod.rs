@@ -39,7 +39,7 @@ pub mod format;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -373,7 +373,6 @@ impl Wal {
             shared: self.handle.shared.clone(),
             next_seq: from,
             current: None,
-            buffer_stale: false,
         })
     }
 
@@ -422,10 +421,101 @@ impl Wal {
 pub struct WalReader {
     shared: Arc<Shared>,
     next_seq: u64,
-    current: Option<(u64, BufReader<File>)>,
-    /// Set when the reader hit the durable end: its buffer may hold bytes read
-    /// before later records were written, so it must be refilled.
-    buffer_stale: bool,
+    current: Option<SegmentCursor>,
+}
+
+/// A window of one segment file. Only frames of records below `complete_below` (the
+/// durable frontier when the window was read) are trusted: bytes past them may have
+/// been read while the flusher was still writing.
+#[derive(Debug)]
+struct SegmentCursor {
+    first_seq: u64,
+    path: PathBuf,
+    file: File,
+    window: Vec<u8>,
+    /// File offset of `window[0]`.
+    window_offset: u64,
+    /// Index in `window` of the next frame.
+    at: usize,
+    complete_below: u64,
+}
+
+const READ_WINDOW_BYTES: usize = 64 * 1024;
+
+impl SegmentCursor {
+    fn open(first_seq: u64, path: PathBuf) -> Result<Self, WalError> {
+        let file = File::open(&path).map_err(io_err("open segment", &path))?;
+        Ok(Self {
+            first_seq,
+            path,
+            file,
+            window: Vec::new(),
+            window_offset: SEGMENT_HEADER_BYTES as u64,
+            at: 0,
+            complete_below: 0,
+        })
+    }
+
+    /// Re-reads the window from the next frame, at least `need` bytes long.
+    fn refill(&mut self, need: usize, durable: u64) -> Result<(), WalError> {
+        self.window_offset += self.at as u64;
+        self.at = 0;
+        // The frontier is read before the bytes: every record below it is complete.
+        self.complete_below = durable;
+        self.window.resize(need.max(READ_WINDOW_BYTES), 0);
+        let mut filled = 0;
+        while filled < self.window.len() {
+            let n = self
+                .file
+                .read_at(
+                    &mut self.window[filled..],
+                    self.window_offset + filled as u64,
+                )
+                .map_err(io_err("read segment", &self.path))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        self.window.truncate(filled);
+        Ok(())
+    }
+
+    /// The frame of `seq`, which must be durable (below `durable`).
+    fn next_frame(
+        &mut self,
+        seq: u64,
+        durable: u64,
+        max_record_bytes: usize,
+    ) -> Result<Vec<u8>, WalError> {
+        debug_assert!(seq < durable);
+        if seq >= self.complete_below {
+            self.refill(RECORD_HEADER_BYTES, durable)?;
+        }
+        let corrupt = |reason: String| WalError::Corrupt { seq, reason };
+        let mut need = RECORD_HEADER_BYTES;
+        for attempt in 0..2 {
+            let available = &self.window[self.at..];
+            if let Some(head) = available.first_chunk::<RECORD_HEADER_BYTES>() {
+                let header = format::decode_header(head);
+                if header.len as usize > max_record_bytes {
+                    return Err(corrupt(FrameError::TooLong.to_string()));
+                }
+                need = RECORD_HEADER_BYTES + header.len as usize;
+                if let Some(payload) = available.get(RECORD_HEADER_BYTES..need) {
+                    format::verify(&header, payload, seq).map_err(|e| corrupt(e.to_string()))?;
+                    let payload = payload.to_vec();
+                    self.at += need;
+                    return Ok(payload);
+                }
+            }
+            if attempt == 0 {
+                // The frame runs past the window: slide the window to it.
+                self.refill(need, durable)?;
+            }
+        }
+        Err(corrupt(FrameError::Truncated.to_string()))
+    }
 }
 
 impl WalReader {
@@ -436,66 +526,26 @@ impl WalReader {
 
     /// The next durable record, or `None` if there is none yet.
     pub fn next_record(&mut self) -> Result<Option<Record>, WalError> {
-        if self.next_seq >= *self.shared.durable.borrow() {
-            self.buffer_stale = true;
+        let durable = *self.shared.durable.borrow();
+        if self.next_seq >= durable {
             return Ok(None);
         }
         let (segment_first, path) = self.shared.segment_for(self.next_seq)?;
-        if self.current.as_ref().map(|(first, _)| *first) != Some(segment_first) {
-            self.current = Some((segment_first, self.open_at(segment_first, &path)?));
-        }
-        let seq = self.next_seq;
-        let (_, file) = self.current.as_mut().expect("opened above");
-        if std::mem::take(&mut self.buffer_stale) {
-            // Seeking a BufReader to an absolute position drops its buffer.
-            file.stream_position()
-                .and_then(|at| file.seek(SeekFrom::Start(at)))
-                .map_err(io_err("seek segment", &path))?;
-        }
-        let record = read_frame(file, seq, self.shared.max_record_bytes)
-            .map_err(|reason| WalError::Corrupt { seq, reason })?;
-        self.next_seq += 1;
-        Ok(Some(Record {
-            seq,
-            payload: record,
-        }))
-    }
-
-    /// Opens a segment and skips to `self.next_seq`.
-    fn open_at(&self, first: u64, path: &Path) -> Result<BufReader<File>, WalError> {
-        let file = File::open(path).map_err(io_err("open segment", path))?;
-        let mut file = BufReader::with_capacity(64 * 1024, file);
-        file.seek(SeekFrom::Start(SEGMENT_HEADER_BYTES as u64))
-            .map_err(io_err("seek segment", path))?;
-        for seq in first..self.next_seq {
-            let mut head = [0u8; RECORD_HEADER_BYTES];
-            file.read_exact(&mut head)
-                .map_err(io_err("read segment", path))?;
-            let header = format::decode_header(&head);
-            if header.seq != seq {
-                return Err(WalError::Corrupt {
-                    seq,
-                    reason: format!("found seq {} while skipping", header.seq),
-                });
+        let max = self.shared.max_record_bytes;
+        if self.current.as_ref().map(|c| c.first_seq) != Some(segment_first) {
+            let mut cursor = SegmentCursor::open(segment_first, path)?;
+            // Skip to `next_seq`, verifying as we go.
+            for seq in segment_first..self.next_seq {
+                cursor.next_frame(seq, durable, max)?;
             }
-            file.seek_relative(i64::from(header.len))
-                .map_err(io_err("seek segment", path))?;
+            self.current = Some(cursor);
         }
-        Ok(file)
+        let cursor = self.current.as_mut().expect("opened above");
+        let seq = self.next_seq;
+        let payload = cursor.next_frame(seq, durable, max)?;
+        self.next_seq += 1;
+        Ok(Some(Record { seq, payload }))
     }
-}
-
-fn read_frame(file: &mut impl Read, seq: u64, max_record_bytes: usize) -> Result<Vec<u8>, String> {
-    let mut head = [0u8; RECORD_HEADER_BYTES];
-    file.read_exact(&mut head).map_err(|e| e.to_string())?;
-    let header = format::decode_header(&head);
-    if header.len as usize > max_record_bytes {
-        return Err(FrameError::TooLong.to_string());
-    }
-    let mut payload = vec![0u8; header.len as usize];
-    file.read_exact(&mut payload).map_err(|e| e.to_string())?;
-    format::verify(&header, &payload, seq).map_err(|e| e.to_string())?;
-    Ok(payload)
 }
 
 struct Recovered {
