@@ -135,7 +135,7 @@ fn print_table(title: &str, rows: &[Row], baseline: Option<f64>) {
         "scenario", "ops/s", "p50 µs", "p99 µs", "max µs", "x base"
     );
     println!(
-        "|{:-<60}|{:-<12}|{:-<11}|{:-<11}|{:-<11}|{:-<9}|",
+        "|{:-<74}|{:-<12}|{:-<11}|{:-<11}|{:-<11}|{:-<9}|",
         "", "", "", "", "", ""
     );
     for row in rows {

@@ -5,7 +5,7 @@
 //! Publishes to one topic share that topic's group commit.
 //!
 //! Reads run on the calling task (they hit the page cache); a commit costs a file
-//! sync and a directory sync on the calling task, so commit per batch.
+//! sync and a directory sync (on a blocking thread), so commit per batch.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -45,8 +45,25 @@ struct Topic {
 #[derive(Debug)]
 struct Group {
     checkpoint: Checkpoint,
-    committed: Mutex<u64>,
+    /// Held across the checkpoint write, so concurrent commits land in order.
+    committed: tokio::sync::Mutex<u64>,
     cursor: tokio::sync::Mutex<WalReader>,
+}
+
+impl Group {
+    /// Stores the committed offset; the file syncs run off the async workers.
+    async fn store(&self, offset: u64) -> Result<(), BusError> {
+        let mut committed = self.committed.lock().await;
+        let checkpoint = self.checkpoint.clone();
+        tokio::task::spawn_blocking(move || checkpoint.store(offset))
+            .await
+            .map_err(|e| BusError::Checkpoint {
+                path: "(commit task)".into(),
+                reason: e.to_string(),
+            })??;
+        *committed = offset;
+        Ok(())
+    }
 }
 
 impl WalBus {
@@ -113,7 +130,7 @@ impl Topic {
         let committed = checkpoint.load()?.unwrap_or(0).max(self.wal.first_seq());
         let group = Arc::new(Group {
             checkpoint,
-            committed: Mutex::new(committed),
+            committed: tokio::sync::Mutex::new(committed),
             cursor: tokio::sync::Mutex::new(self.wal.reader(committed)?),
         });
         groups.insert(name.to_string(), group.clone());
@@ -199,11 +216,7 @@ impl EventBus for WalBus {
         Box::pin(async move {
             let topic = self.topic(topic)?;
             topic.check_offset(next_offset)?;
-            let group = topic.group(group)?;
-            let mut committed = group.committed.lock();
-            group.checkpoint.store(next_offset)?;
-            *committed = next_offset;
-            Ok(())
+            topic.group(group)?.store(next_offset).await
         })
     }
 
@@ -214,7 +227,7 @@ impl EventBus for WalBus {
     ) -> BoxFuture<'a, Result<u64, BusError>> {
         Box::pin(async move {
             let group = self.topic(topic)?.group(group)?;
-            Ok(*group.committed.lock())
+            Ok(*group.committed.lock().await)
         })
     }
 
@@ -230,11 +243,7 @@ impl EventBus for WalBus {
             let reader = topic.wal.reader(offset)?;
             let group = topic.group(group)?;
             let mut cursor = group.cursor.lock().await;
-            {
-                let mut committed = group.committed.lock();
-                group.checkpoint.store(offset)?;
-                *committed = offset;
-            }
+            group.store(offset).await?;
             *cursor = reader;
             Ok(())
         })
