@@ -193,7 +193,6 @@ fn sync_dir(dir: &Path, durability: Durability) -> Result<(), WalError> {
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
-    max_record_bytes: usize,
     /// first seq → segment file, for every retained segment.
     segments: Mutex<BTreeMap<u64, PathBuf>>,
     /// The seq after the last durable record (the count of records ever made durable).
@@ -254,7 +253,6 @@ impl Wal {
         let (durable, _) = watch::channel(recovered.next_seq);
         let shared = Arc::new(Shared {
             dir: dir.clone(),
-            max_record_bytes: config.max_record_bytes,
             segments: Mutex::new(recovered.segments),
             durable,
         });
@@ -438,6 +436,8 @@ struct SegmentCursor {
     /// Index in `window` of the next frame.
     at: usize,
     complete_below: u64,
+    /// No frame can be longer than the file: bounds what a damaged length can ask for.
+    file_len: usize,
 }
 
 const READ_WINDOW_BYTES: usize = 64 * 1024;
@@ -445,10 +445,15 @@ const READ_WINDOW_BYTES: usize = 64 * 1024;
 impl SegmentCursor {
     fn open(first_seq: u64, path: PathBuf) -> Result<Self, WalError> {
         let file = File::open(&path).map_err(io_err("open segment", &path))?;
+        let file_len = file
+            .metadata()
+            .map_err(io_err("stat segment", &path))?
+            .len();
         Ok(Self {
             first_seq,
             path,
             file,
+            file_len: usize::try_from(file_len).unwrap_or(usize::MAX),
             window: Vec::new(),
             window_offset: SEGMENT_HEADER_BYTES as u64,
             at: 0,
@@ -482,12 +487,7 @@ impl SegmentCursor {
     }
 
     /// The frame of `seq`, which must be durable (below `durable`).
-    fn next_frame(
-        &mut self,
-        seq: u64,
-        durable: u64,
-        max_record_bytes: usize,
-    ) -> Result<Vec<u8>, WalError> {
+    fn next_frame(&mut self, seq: u64, durable: u64) -> Result<Vec<u8>, WalError> {
         debug_assert!(seq < durable);
         if seq >= self.complete_below {
             self.refill(RECORD_HEADER_BYTES, durable)?;
@@ -498,7 +498,7 @@ impl SegmentCursor {
             let available = &self.window[self.at..];
             if let Some(head) = available.first_chunk::<RECORD_HEADER_BYTES>() {
                 let header = format::decode_header(head);
-                if header.len as usize > max_record_bytes {
+                if header.len as usize > self.file_len {
                     return Err(corrupt(FrameError::TooLong.to_string()));
                 }
                 need = RECORD_HEADER_BYTES + header.len as usize;
@@ -531,18 +531,17 @@ impl WalReader {
             return Ok(None);
         }
         let (segment_first, path) = self.shared.segment_for(self.next_seq)?;
-        let max = self.shared.max_record_bytes;
         if self.current.as_ref().map(|c| c.first_seq) != Some(segment_first) {
             let mut cursor = SegmentCursor::open(segment_first, path)?;
             // Skip to `next_seq`, verifying as we go.
             for seq in segment_first..self.next_seq {
-                cursor.next_frame(seq, durable, max)?;
+                cursor.next_frame(seq, durable)?;
             }
             self.current = Some(cursor);
         }
         let cursor = self.current.as_mut().expect("opened above");
         let seq = self.next_seq;
-        let payload = cursor.next_frame(seq, durable, max)?;
+        let payload = cursor.next_frame(seq, durable)?;
         self.next_seq += 1;
         Ok(Some(Record { seq, payload }))
     }
@@ -605,8 +604,9 @@ fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
         let mut stop: Option<FrameError> = None;
         if header_ok {
             loop {
-                match format::decode_record(&buffer[position..], expected, config.max_record_bytes)
-                {
+                // Bounded by the file, not by today's max_record_bytes, so lowering that
+                // setting never cuts records written under a higher one.
+                match format::decode_record(&buffer[position..], expected, buffer.len()) {
                     Ok((_, size)) => {
                         position += size;
                         expected += 1;

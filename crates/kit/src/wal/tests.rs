@@ -200,6 +200,21 @@ fn truncate_before_drops_whole_segments_only() {
 }
 
 #[test]
+fn lowering_max_record_bytes_keeps_records_written_before() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 30);
+    let smaller = WalConfig {
+        max_record_bytes: 10,
+        ..small_config()
+    };
+    let wal = Wal::open(dir.path(), smaller).unwrap();
+    assert_eq!(wal.recovery().truncated_at, None);
+    let records = read_all(&wal);
+    assert_eq!(records.len(), 30);
+    assert!(records.iter().all(|r| r.payload == payload(r.seq)));
+}
+
+#[test]
 fn bad_input_gets_precise_errors() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(dir.path(), small_config()).unwrap();
