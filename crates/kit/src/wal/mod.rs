@@ -25,6 +25,8 @@
 //! - Media corruption *inside* acknowledged data (a flipped bit on disk) is detected,
 //!   but recovery then truncates at that record: it and everything after are lost.
 //!   Surviving bad disks is replication's job, not this log's.
+//! - Cancelling an [`Wal::append`] future does not withdraw the record: once queued
+//!   it is written, it just goes unacknowledged.
 //! - One process per directory: there is no lock file; opening the same directory
 //!   twice corrupts it.
 //! - [`Durability::NoSync`] acknowledges after the write reaches the page cache: it
