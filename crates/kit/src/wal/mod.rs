@@ -197,6 +197,9 @@ struct Shared {
     dir: PathBuf,
     /// first seq → segment file, for every retained segment.
     segments: Mutex<BTreeMap<u64, PathBuf>>,
+    /// Sparse index: every [`INDEX_EVERY`]th seq → byte offset of its frame in its
+    /// segment, so a reader opening at any seq skips at most that many frames.
+    index: Mutex<BTreeMap<u64, u64>>,
     /// The seq after the last durable record (the count of records ever made durable).
     durable: watch::Sender<u64>,
 }
@@ -256,6 +259,7 @@ impl Wal {
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             segments: Mutex::new(recovered.segments),
+            index: Mutex::new(recovered.index),
             durable,
         });
         let writer = Writer {
@@ -409,6 +413,8 @@ impl Wal {
             fs::remove_file(path).map_err(io_err("remove segment", path))?;
         }
         if !doomed.is_empty() {
+            let first = self.first_seq();
+            shared.index.lock().retain(|&seq, _| seq >= first);
             sync_dir(&shared.dir, self.handle.config.durability)?;
         }
         Ok(doomed.len())
@@ -443,9 +449,11 @@ struct SegmentCursor {
 }
 
 const READ_WINDOW_BYTES: usize = 64 * 1024;
+/// One sparse-index entry per this many records.
+const INDEX_EVERY: u64 = 256;
 
 impl SegmentCursor {
-    fn open(first_seq: u64, path: PathBuf) -> Result<Self, WalError> {
+    fn open(first_seq: u64, path: PathBuf, offset: u64) -> Result<Self, WalError> {
         let file = File::open(&path).map_err(io_err("open segment", &path))?;
         let file_len = file
             .metadata()
@@ -457,7 +465,7 @@ impl SegmentCursor {
             file,
             file_len: usize::try_from(file_len).unwrap_or(usize::MAX),
             window: Vec::new(),
-            window_offset: SEGMENT_HEADER_BYTES as u64,
+            window_offset: offset,
             at: 0,
             complete_below: 0,
         })
@@ -534,9 +542,19 @@ impl WalReader {
         }
         let (segment_first, path) = self.shared.segment_for(self.next_seq)?;
         if self.current.as_ref().map(|c| c.first_seq) != Some(segment_first) {
-            let mut cursor = SegmentCursor::open(segment_first, path)?;
+            // Start from the nearest indexed frame of this segment at or before `next_seq`.
+            let (start_seq, start_offset) = self
+                .shared
+                .index
+                .lock()
+                .range(segment_first..=self.next_seq)
+                .next_back()
+                .map_or((segment_first, SEGMENT_HEADER_BYTES as u64), |(&s, &o)| {
+                    (s, o)
+                });
+            let mut cursor = SegmentCursor::open(segment_first, path, start_offset)?;
             // Skip to `next_seq`, verifying as we go.
-            for seq in segment_first..self.next_seq {
+            for seq in start_seq..self.next_seq {
                 cursor.next_frame(seq, durable)?;
             }
             self.current = Some(cursor);
@@ -551,6 +569,7 @@ impl WalReader {
 
 struct Recovered {
     segments: BTreeMap<u64, PathBuf>,
+    index: BTreeMap<u64, u64>,
     active_file: File,
     active_path: PathBuf,
     position: u64,
@@ -576,6 +595,7 @@ fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
 
     let mut report = RecoveryReport::default();
     let mut kept = BTreeMap::new();
+    let mut index = BTreeMap::new();
     let mut expected = found.keys().next().copied().unwrap_or(0);
     // (path, end of valid data) of the last kept segment.
     let mut tail: Option<(PathBuf, u64)> = None;
@@ -610,6 +630,9 @@ fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
                 // setting never cuts records written under a higher one.
                 match format::decode_record(&buffer[position..], expected, buffer.len()) {
                     Ok((_, size)) => {
+                        if expected.is_multiple_of(INDEX_EVERY) {
+                            index.insert(expected, position as u64);
+                        }
                         position += size;
                         expected += 1;
                         report.records += 1;
@@ -668,6 +691,7 @@ fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
     report.segments = kept.len();
     Ok(Recovered {
         segments: kept,
+        index,
         active_file,
         active_path,
         position,
@@ -848,6 +872,12 @@ impl Writer {
                 self.flush(buffer_at)?;
                 self.rotate()?;
                 buffer_at = self.position;
+            }
+            if self.next_seq.is_multiple_of(INDEX_EVERY) {
+                self.shared
+                    .index
+                    .lock()
+                    .insert(self.next_seq, self.position);
             }
             format::encode_record(&mut self.buffer, self.next_seq, &append.payload);
             self.position += frame;

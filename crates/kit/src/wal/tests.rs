@@ -117,6 +117,34 @@ fn appends_read_back_in_order_across_rotations_and_reopen() {
 }
 
 #[test]
+fn reads_from_any_seq_use_the_sparse_index_correctly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WalConfig {
+        segment_bytes: 256 * 1024,
+        ..small_config()
+    };
+    let wal = Wal::open(dir.path(), config.clone()).unwrap();
+    for i in 0..3000 {
+        wal.append_blocking(payload(i)).unwrap();
+    }
+    let check = |wal: &Wal| {
+        for from in [0, 1, 255, 256, 257, 511, 512, 1500, 2047, 2048, 2999] {
+            let records = wal.read(from, 3).unwrap();
+            assert_eq!(records[0].seq, from);
+            assert!(
+                records.iter().all(|r| r.payload == payload(r.seq)),
+                "from {from}"
+            );
+        }
+    };
+    check(&wal);
+    drop(wal);
+    // After reopen the index comes from recovery, not from the writer.
+    let wal = Wal::open(dir.path(), config).unwrap();
+    check(&wal);
+}
+
+#[test]
 fn a_reader_tails_new_records() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(dir.path(), small_config()).unwrap();
