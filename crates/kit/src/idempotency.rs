@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
-use http::{HeaderName, HeaderValue, Request, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use parking_lot::Mutex;
 
 use crate::api::ApiError;
@@ -528,8 +528,9 @@ pub struct IdempotencyLayer {
 }
 
 impl IdempotencyLayer {
-    /// Requests without a key are refused with 400 when `required`, and pass through
-    /// untouched otherwise.
+    /// Applies to POST and PATCH (other methods are idempotent by definition and pass
+    /// through). Such requests without a key are refused with 400 when `required`, and
+    /// pass through untouched otherwise.
     pub fn new(store: IdempotencyStore, required: bool) -> Self {
         Self {
             store,
@@ -591,6 +592,10 @@ async fn handle<S>(mut inner: S, layer: IdempotencyLayer, request: Request<Body>
 where
     S: tower::Service<Request<Body>, Response = Response, Error = Infallible>,
 {
+    // Safe and idempotent methods are idempotent already; keys apply to POST and PATCH.
+    if !matches!(request.method(), &Method::POST | &Method::PATCH) {
+        return call(&mut inner, request).await;
+    }
     let header_name = HeaderName::from_static(IDEMPOTENCY_KEY_HEADER);
     let key = match request.headers().get(&header_name) {
         None if layer.required => {

@@ -234,7 +234,7 @@ async fn the_store_is_bounded() {
 mod layer {
     use super::*;
     use axum::Router;
-    use axum::routing::post;
+    use axum::routing::{get, post};
     use http::Method;
 
     fn app(
@@ -254,6 +254,7 @@ mod layer {
                     )
                 }),
             )
+            .route("/orders/1", get(|| async { "an order" }))
             .layer(IdempotencyLayer::new(store, true))
     }
 
@@ -311,6 +312,14 @@ mod layer {
 
         let (status, _, _) = send(&app, request(Some(&"k".repeat(256)), "one")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        // GET needs no key even when keys are required.
+        let get = Request::builder()
+            .uri("/orders/1")
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, body) = send(&app, get).await;
+        assert_eq!((status, body), (StatusCode::OK, b"an order".to_vec()));
         assert_eq!(executions.load(Ordering::SeqCst), 1);
     }
 
