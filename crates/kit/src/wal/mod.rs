@@ -205,6 +205,10 @@ struct Shared {
 }
 
 impl Shared {
+    fn first_seq(&self) -> u64 {
+        self.segments.lock().keys().next().copied().unwrap_or(0)
+    }
+
     fn segment_for(&self, seq: u64) -> Result<(u64, PathBuf), WalError> {
         let segments = self.segments.lock();
         let first_available = segments.keys().next().copied().unwrap_or(0);
@@ -338,8 +342,7 @@ impl Wal {
 
     /// The first seq still on disk (after [`Wal::truncate_before`]).
     pub fn first_seq(&self) -> u64 {
-        let segments = self.handle.shared.segments.lock();
-        segments.keys().next().copied().unwrap_or(0)
+        self.handle.shared.first_seq()
     }
 
     /// A watch on [`Wal::next_seq`], for tailing readers.
@@ -552,7 +555,16 @@ impl WalReader {
                 .map_or((segment_first, SEGMENT_HEADER_BYTES as u64), |(&s, &o)| {
                     (s, o)
                 });
-            let mut cursor = SegmentCursor::open(segment_first, path, start_offset)?;
+            let mut cursor = match SegmentCursor::open(segment_first, path.clone(), start_offset) {
+                // Compacted between finding the segment and opening it.
+                Err(_) if !path.exists() => {
+                    return Err(WalError::Compacted {
+                        requested: self.next_seq,
+                        first_available: self.shared.first_seq(),
+                    });
+                }
+                other => other?,
+            };
             // Skip to `next_seq`, verifying as we go.
             for seq in start_seq..self.next_seq {
                 cursor.next_frame(seq, durable)?;
