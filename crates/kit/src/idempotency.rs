@@ -32,6 +32,9 @@
 //! - Keys share one namespace per store; scope them (for example prefix a tenant id)
 //!   if clients must not see each other's keys.
 //! - Only the status, `content-type` and body are replayed, not other headers.
+//! - The layer buffers request and response bodies (up to `max_body_bytes`), so it
+//!   does not suit streaming responses; a response larger than that, or than the WAL's
+//!   record limit, is answered but not stored.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
