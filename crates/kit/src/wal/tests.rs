@@ -377,3 +377,64 @@ proptest! {
         assert_recovers_prefix(dir.path(), first_damaged);
     }
 }
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u8),
+    Reopen,
+    TruncateBefore(prop::sample::Index),
+    ReadFrom(prop::sample::Index),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1u8..=190).prop_map(Op::Append),
+        1 => Just(Op::Reopen),
+        1 => any::<prop::sample::Index>().prop_map(Op::TruncateBefore),
+        2 => any::<prop::sample::Index>().prop_map(Op::ReadFrom),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any mix of appends, reopens, compactions and reads behaves like a plain vector
+    /// of records whose prefix may be dropped.
+    #[test]
+    fn the_log_behaves_like_a_vector(ops in proptest::collection::vec(op(), 1..120)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), small_config()).unwrap();
+        let mut model: Vec<Vec<u8>> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Append(len) => {
+                    let body = vec![len; len as usize];
+                    prop_assert_eq!(wal.append_blocking(body.clone()).unwrap(), model.len() as u64);
+                    model.push(body);
+                }
+                Op::Reopen => {
+                    drop(wal);
+                    wal = Wal::open(dir.path(), small_config()).unwrap();
+                    prop_assert_eq!(wal.recovery().truncated_at.clone(), None);
+                }
+                Op::TruncateBefore(at) => {
+                    let first = wal.first_seq() as usize;
+                    let seq = (first + at.index(model.len() - first + 1)) as u64;
+                    wal.truncate_before(seq).unwrap();
+                    prop_assert!(wal.first_seq() <= seq);
+                    prop_assert!(wal.first_seq() >= first as u64);
+                }
+                Op::ReadFrom(at) => {
+                    let first = wal.first_seq() as usize;
+                    let from = first + at.index(model.len() - first + 1);
+                    let records = wal.read(from as u64, usize::MAX).unwrap();
+                    prop_assert_eq!(records.len(), model.len() - from);
+                    for record in records {
+                        prop_assert_eq!(&record.payload, &model[record.seq as usize]);
+                    }
+                }
+            }
+            prop_assert_eq!(wal.next_seq(), model.len() as u64);
+        }
+    }
+}
