@@ -306,7 +306,8 @@ fn cutting_the_last_segment_at_every_byte_keeps_exactly_the_whole_records() {
     let last_name = last.file_name().unwrap().to_owned();
     let records_before_last = ends.iter().filter(|(f, _)| *f != last).count() as u64;
     let data_end = ends.last().unwrap().1;
-    for cut in 0..=data_end {
+    // Every offset in the data, and a few inside the preallocated zeros after it.
+    for cut in (0..=data_end).chain([data_end + 1, data_end + 17, 1023]) {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(template.path(), dir.path());
         let file = OpenOptions::new()
