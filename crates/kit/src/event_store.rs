@@ -3,7 +3,7 @@
 //!
 //! The store keeps its log in an [`Outbox`]: each append is one outbox entry whose
 //! events go to the store's topic, so "stored" and "will be published" are one
-//! atomic fact; the outbox [`Relay`](crate::outbox::Relay) feeds the bus and
+//! atomic fact; the outbox [`Relay`] feeds the bus and
 //! [`ProjectionRunner`]s consume it.
 //!
 //! # Guarantees

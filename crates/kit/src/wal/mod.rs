@@ -2,7 +2,7 @@
 //!
 //! Records are byte strings numbered by a dense sequence number (`seq`, from 0).
 //! They live in preallocated segment files named by the seq of their first record,
-//! framed with a length and a CRC32C (see [`format`]).
+//! framed with a length and a CRC32C (see [`mod@format`]).
 //!
 //! # Guarantees
 //! - **Acknowledged means durable.** [`Wal::append`] returns `Ok(seq)` only after
