@@ -16,14 +16,24 @@
 //! | [`partition`] | stable hashing, jump/rendezvous node assignment, a splitting shard map |
 //! | [`locks`] | sharded locks, sync and async, deadlock-free multi-key acquisition |
 //! | [`cache`] | moka (TinyLFU) with TTL/TTI on the injected clock and hit/miss metrics |
+//! | [`wal`] | write-ahead log: CRC-framed segments, group commit, torn-tail recovery |
+//! | [`event_store`] | event-sourced aggregates (optimistic concurrency, snapshots) and projections |
+//! | [`events`] | event envelope, the bus trait, an embedded durable bus on the WAL, dedup |
+//! | [`outbox`] | a domain change and its events committed atomically, and the relay that publishes them |
+//! | [`idempotency`] | idempotency keys (Stripe / IETF semantics), durable on the WAL, as API and tower layer |
 
 pub mod api;
 pub mod cache;
 pub mod clock;
 pub mod discovery;
+pub mod event_store;
+pub mod events;
 pub mod http_client;
+pub mod idempotency;
 pub mod locks;
+pub mod outbox;
 pub mod partition;
 pub mod runtime;
 pub mod telemetry;
 pub mod topology;
+pub mod wal;

@@ -1,0 +1,960 @@
+//! A write-ahead log with group commit.
+//!
+//! Records are byte strings numbered by a dense sequence number (`seq`, from 0).
+//! They live in preallocated segment files named by the seq of their first record,
+//! framed with a length and a CRC32C (see [`mod@format`]).
+//!
+//! # Guarantees
+//! - **Acknowledged means durable.** [`Wal::append`] returns `Ok(seq)` only after
+//!   the `write` and the `fdatasync` covering that record (and, for a new segment,
+//!   the file and directory syncs) succeeded — in [`Durability::Sync`], the default.
+//! - **Group commit.** One flusher thread takes every append waiting at that moment
+//!   (up to [`WalConfig::max_batch_records`] / [`WalConfig::max_batch_bytes`]),
+//!   writes them with one `pwrite` and one `fdatasync`, then acknowledges them all.
+//! - **Back-pressure.** At most [`WalConfig::queue_capacity`] appends wait for the
+//!   flusher; further callers wait to enqueue.
+//! - **Recovery keeps a prefix.** [`Wal::open`] scans the segments, keeps every intact
+//!   record up to the first torn, corrupt or out-of-sequence frame, zeroes what follows
+//!   in that segment and deletes later segments. Acknowledged records are never behind
+//!   a torn write, so a crash never loses one.
+//! - **Fail-stop on I/O errors.** After a failed write or sync the log refuses all
+//!   further appends (retrying `fsync` after a failure can silently lose data).
+//! - Readers ([`Wal::reader`]) see only durable records, in seq order.
+//!
+//! # Not guaranteed
+//! - Media corruption *inside* acknowledged data (a flipped bit on disk) is detected,
+//!   but recovery then truncates at that record: it and everything after are lost.
+//!   Surviving bad disks is replication's job, not this log's.
+//! - Cancelling an [`Wal::append`] future does not withdraw the record: once queued
+//!   it is written, it just goes unacknowledged.
+//! - One process per directory: there is no lock file; opening the same directory
+//!   twice corrupts it.
+//! - [`Durability::NoSync`] acknowledges after the write reaches the page cache: it
+//!   survives a process crash but not a power loss. It exists for tests and
+//!   benchmarks that say so.
+//! - Rotation is cheap only when the next segment is ready: a helper thread
+//!   zero-fills it ahead of need; if a segment fills faster than that, the batch
+//!   crossing the boundary waits for the fill.
+
+pub mod format;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use format::{FrameError, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+
+/// Whether an acknowledged record has been forced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `fdatasync` before acknowledging. The only mode for real data.
+    #[default]
+    Sync,
+    /// No syncs at all: survives a process crash, not a power loss. Tests and
+    /// benchmarks only, and they must say so.
+    NoSync,
+}
+
+/// How a log is laid out and batched.
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    /// Size every segment file is preallocated to.
+    pub segment_bytes: u64,
+    /// The largest payload accepted.
+    pub max_record_bytes: usize,
+    /// The most records written by one `write` + `fdatasync`.
+    pub max_batch_records: usize,
+    /// The most payload bytes gathered into one batch (a single larger record still
+    /// goes alone).
+    pub max_batch_bytes: usize,
+    /// Appends that may wait for the flusher before callers are held back.
+    pub queue_capacity: usize,
+    pub durability: Durability,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 * 1024 * 1024,
+            max_record_bytes: 1024 * 1024,
+            max_batch_records: 4096,
+            max_batch_bytes: 4 * 1024 * 1024,
+            queue_capacity: 16 * 1024,
+            durability: Durability::Sync,
+        }
+    }
+}
+
+impl WalConfig {
+    fn validate(&self) -> Result<(), WalError> {
+        let overhead = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES) as u64;
+        if self.max_record_bytes == 0 || self.max_record_bytes > u32::MAX as usize {
+            return Err(WalError::InvalidConfig(
+                "max_record_bytes must be in 1..=u32::MAX".into(),
+            ));
+        }
+        if self.segment_bytes < overhead + self.max_record_bytes as u64 {
+            return Err(WalError::InvalidConfig(format!(
+                "segment_bytes ({}) must hold a header and one max_record_bytes ({}) record",
+                self.segment_bytes, self.max_record_bytes
+            )));
+        }
+        if self.max_batch_records == 0 || self.max_batch_bytes == 0 || self.queue_capacity == 0 {
+            return Err(WalError::InvalidConfig(
+                "max_batch_records, max_batch_bytes and queue_capacity must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What can go wrong with the log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WalError {
+    #[error("invalid WAL config: {0}")]
+    InvalidConfig(String),
+    #[error("I/O error during {op} on {path}: {message}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("record of {len} bytes exceeds the maximum of {max}")]
+    RecordTooLarge { len: usize, max: usize },
+    #[error("the log failed earlier and accepts no more writes: {0}")]
+    Failed(Arc<str>),
+    #[error("the log is closed")]
+    Closed,
+    #[error("seq {requested} was compacted away; the log starts at {first_available}")]
+    Compacted {
+        requested: u64,
+        first_available: u64,
+    },
+    #[error("durable record {seq} is unreadable: {reason}")]
+    Corrupt { seq: u64, reason: String },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WalError + 'a {
+    move |e| WalError::Io {
+        op,
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What [`Wal::open`] found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Intact records kept.
+    pub records: u64,
+    /// Segments kept.
+    pub segments: usize,
+    /// Where the log was cut, if it was: segment file, byte offset, reason.
+    pub truncated_at: Option<(PathBuf, u64, String)>,
+    /// Later segment files deleted because they followed the cut.
+    pub segments_removed: usize,
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.wal"))
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".wal")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+fn sync_dir(dir: &Path, durability: Durability) -> Result<(), WalError> {
+    if durability == Durability::Sync {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync directory", dir))?;
+    }
+    Ok(())
+}
+
+/// State shared by the handle, the flusher and readers.
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    /// first seq → segment file, for every retained segment.
+    segments: Mutex<BTreeMap<u64, PathBuf>>,
+    /// Sparse index: every [`INDEX_EVERY`]th seq → byte offset of its frame in its
+    /// segment, so a reader opening at any seq skips at most that many frames.
+    index: Mutex<BTreeMap<u64, u64>>,
+    /// The seq after the last durable record (the count of records ever made durable).
+    durable: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn first_seq(&self) -> u64 {
+        self.segments.lock().keys().next().copied().unwrap_or(0)
+    }
+
+    fn segment_for(&self, seq: u64) -> Result<(u64, PathBuf), WalError> {
+        let segments = self.segments.lock();
+        let first_available = segments.keys().next().copied().unwrap_or(0);
+        match segments.range(..=seq).next_back() {
+            Some((&first, path)) => Ok((first, path.clone())),
+            None => Err(WalError::Compacted {
+                requested: seq,
+                first_available,
+            }),
+        }
+    }
+}
+
+struct Append {
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<u64, WalError>>,
+}
+
+/// A write-ahead log. Cheap to clone; the flusher stops when the last clone drops.
+#[derive(Debug, Clone)]
+pub struct Wal {
+    handle: Arc<Handle>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    sender: Option<mpsc::Sender<Append>>,
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    recovery: RecoveryReport,
+    config: WalConfig,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Closing the queue lets the flusher finish what is queued and exit.
+        self.sender.take();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+    }
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir`, recovering what is on disk.
+    pub fn open(dir: impl AsRef<Path>, config: WalConfig) -> Result<Wal, WalError> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let recovered = recover(&dir, &config)?;
+        let (durable, _) = watch::channel(recovered.next_seq);
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            segments: Mutex::new(recovered.segments),
+            index: Mutex::new(recovered.index),
+            durable,
+        });
+        let writer = Writer {
+            dir,
+            file: recovered.active_file,
+            active_path: recovered.active_path,
+            position: recovered.position,
+            next_seq: recovered.next_seq,
+            buffer: Vec::with_capacity(config.max_batch_bytes.min(8 * 1024 * 1024)),
+            config: config.clone(),
+            shared: shared.clone(),
+            spare: None,
+        };
+        let (sender, receiver) = mpsc::channel(config.queue_capacity);
+        let flusher = std::thread::Builder::new()
+            .name("wal-flusher".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(io_err("spawn flusher thread", &shared.dir))?;
+        Ok(Wal {
+            handle: Arc::new(Handle {
+                sender: Some(sender),
+                shared,
+                flusher: Some(flusher),
+                recovery: recovered.report,
+                config,
+            }),
+        })
+    }
+
+    fn check_len(&self, payload: &[u8]) -> Result<(), WalError> {
+        let max = self.handle.config.max_record_bytes;
+        if payload.len() > max {
+            return Err(WalError::RecordTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn sender(&self) -> &mpsc::Sender<Append> {
+        self.handle
+            .sender
+            .as_ref()
+            .expect("sender lives as long as the handle")
+    }
+
+    /// Appends a record; resolves to its seq once it is durable.
+    pub async fn append(&self, payload: impl Into<Vec<u8>>) -> Result<u64, WalError> {
+        let payload = payload.into();
+        self.check_len(&payload)?;
+        let (reply, acked) = oneshot::channel();
+        self.sender()
+            .send(Append { payload, reply })
+            .await
+            .map_err(|_| WalError::Closed)?;
+        acked.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// [`Wal::append`] for threads outside an async runtime (it blocks; calling it
+    /// from async code panics).
+    pub fn append_blocking(&self, payload: impl Into<Vec<u8>>) -> Result<u64, WalError> {
+        let payload = payload.into();
+        self.check_len(&payload)?;
+        let (reply, acked) = oneshot::channel();
+        self.sender()
+            .blocking_send(Append { payload, reply })
+            .map_err(|_| WalError::Closed)?;
+        acked.blocking_recv().map_err(|_| WalError::Closed)?
+    }
+
+    /// The seq the next durable record will get: every seq below it is durable.
+    pub fn next_seq(&self) -> u64 {
+        *self.handle.shared.durable.borrow()
+    }
+
+    /// The first seq still on disk (after [`Wal::truncate_before`]).
+    pub fn first_seq(&self) -> u64 {
+        self.handle.shared.first_seq()
+    }
+
+    /// A watch on [`Wal::next_seq`], for tailing readers.
+    pub fn watch_durable(&self) -> watch::Receiver<u64> {
+        self.handle.shared.durable.subscribe()
+    }
+
+    /// Waits until record `seq` is durable.
+    pub async fn wait_durable(&self, seq: u64) {
+        let mut watch = self.watch_durable();
+        // The sender lives in `self`, so the watch cannot close while we wait.
+        let _ = watch.wait_for(|&next| next > seq).await;
+    }
+
+    /// What recovery found when the log was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.handle.recovery
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.handle.shared.dir
+    }
+
+    /// A reader of durable records starting at `from`.
+    pub fn reader(&self, from: u64) -> Result<WalReader, WalError> {
+        let first = self.first_seq();
+        if from < first {
+            return Err(WalError::Compacted {
+                requested: from,
+                first_available: first,
+            });
+        }
+        Ok(WalReader {
+            shared: self.handle.shared.clone(),
+            next_seq: from,
+            current: None,
+        })
+    }
+
+    /// Reads up to `max` durable records from `from`.
+    pub fn read(&self, from: u64, max: usize) -> Result<Vec<Record>, WalError> {
+        let mut reader = self.reader(from)?;
+        let mut out = Vec::new();
+        while out.len() < max {
+            match reader.next_record()? {
+                Some(record) => out.push(record),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Compaction for the log's users: deletes every segment whose records all have
+    /// seq < `seq`. Segment granularity, so records below `seq` may remain readable;
+    /// the active segment is never deleted. Returns how many segments went.
+    pub fn truncate_before(&self, seq: u64) -> Result<usize, WalError> {
+        let shared = &self.handle.shared;
+        let doomed: Vec<(u64, PathBuf)> = {
+            let segments = shared.segments.lock();
+            let firsts: Vec<u64> = segments.keys().copied().collect();
+            firsts
+                .windows(2)
+                .filter(|pair| pair[1] <= seq)
+                .map(|pair| (pair[0], segments[&pair[0]].clone()))
+                .collect()
+        };
+        for (first, path) in &doomed {
+            // Forget it first so no new reader opens it; open readers keep their fd.
+            shared.segments.lock().remove(first);
+            fs::remove_file(path).map_err(io_err("remove segment", path))?;
+        }
+        if !doomed.is_empty() {
+            let first = self.first_seq();
+            shared.index.lock().retain(|&seq, _| seq >= first);
+            sync_dir(&shared.dir, self.handle.config.durability)?;
+        }
+        Ok(doomed.len())
+    }
+}
+
+/// Reads durable records in order. Returns `None` at the durable end; call again
+/// later to continue tailing.
+#[derive(Debug)]
+pub struct WalReader {
+    shared: Arc<Shared>,
+    next_seq: u64,
+    current: Option<SegmentCursor>,
+}
+
+/// A window of one segment file. Only frames of records below `complete_below` (the
+/// durable frontier when the window was read) are trusted: bytes past them may have
+/// been read while the flusher was still writing.
+#[derive(Debug)]
+struct SegmentCursor {
+    first_seq: u64,
+    path: PathBuf,
+    file: File,
+    window: Vec<u8>,
+    /// File offset of `window[0]`.
+    window_offset: u64,
+    /// Index in `window` of the next frame.
+    at: usize,
+    complete_below: u64,
+    /// No frame can be longer than the file: bounds what a damaged length can ask for.
+    file_len: usize,
+}
+
+const READ_WINDOW_BYTES: usize = 64 * 1024;
+/// One sparse-index entry per this many records.
+const INDEX_EVERY: u64 = 256;
+
+impl SegmentCursor {
+    fn open(first_seq: u64, path: PathBuf, offset: u64) -> Result<Self, WalError> {
+        let file = File::open(&path).map_err(io_err("open segment", &path))?;
+        let file_len = file
+            .metadata()
+            .map_err(io_err("stat segment", &path))?
+            .len();
+        Ok(Self {
+            first_seq,
+            path,
+            file,
+            file_len: usize::try_from(file_len).unwrap_or(usize::MAX),
+            window: Vec::new(),
+            window_offset: offset,
+            at: 0,
+            complete_below: 0,
+        })
+    }
+
+    /// Re-reads the window from the next frame, at least `need` bytes long.
+    fn refill(&mut self, need: usize, durable: u64) -> Result<(), WalError> {
+        self.window_offset += self.at as u64;
+        self.at = 0;
+        // The frontier is read before the bytes: every record below it is complete.
+        self.complete_below = durable;
+        self.window.resize(need.max(READ_WINDOW_BYTES), 0);
+        let mut filled = 0;
+        while filled < self.window.len() {
+            let n = self
+                .file
+                .read_at(
+                    &mut self.window[filled..],
+                    self.window_offset + filled as u64,
+                )
+                .map_err(io_err("read segment", &self.path))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        self.window.truncate(filled);
+        Ok(())
+    }
+
+    /// The frame of `seq`, which must be durable (below `durable`).
+    fn next_frame(&mut self, seq: u64, durable: u64) -> Result<Vec<u8>, WalError> {
+        debug_assert!(seq < durable);
+        if seq >= self.complete_below {
+            self.refill(RECORD_HEADER_BYTES, durable)?;
+        }
+        let corrupt = |reason: String| WalError::Corrupt { seq, reason };
+        let mut need = RECORD_HEADER_BYTES;
+        for attempt in 0..2 {
+            let available = &self.window[self.at..];
+            if let Some(head) = available.first_chunk::<RECORD_HEADER_BYTES>() {
+                let header = format::decode_header(head);
+                if header.len as usize > self.file_len {
+                    return Err(corrupt(FrameError::TooLong.to_string()));
+                }
+                need = RECORD_HEADER_BYTES + header.len as usize;
+                if let Some(payload) = available.get(RECORD_HEADER_BYTES..need) {
+                    format::verify(&header, payload, seq).map_err(|e| corrupt(e.to_string()))?;
+                    let payload = payload.to_vec();
+                    self.at += need;
+                    return Ok(payload);
+                }
+            }
+            if attempt == 0 {
+                // The frame runs past the window: slide the window to it.
+                self.refill(need, durable)?;
+            }
+        }
+        Err(corrupt(FrameError::Truncated.to_string()))
+    }
+}
+
+impl WalReader {
+    /// The seq the next call would return.
+    pub fn position(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The next durable record, or `None` if there is none yet.
+    pub fn next_record(&mut self) -> Result<Option<Record>, WalError> {
+        let durable = *self.shared.durable.borrow();
+        if self.next_seq >= durable {
+            return Ok(None);
+        }
+        let (segment_first, path) = self.shared.segment_for(self.next_seq)?;
+        if self.current.as_ref().map(|c| c.first_seq) != Some(segment_first) {
+            // Start from the nearest indexed frame of this segment at or before `next_seq`.
+            let (start_seq, start_offset) = self
+                .shared
+                .index
+                .lock()
+                .range(segment_first..=self.next_seq)
+                .next_back()
+                .map_or((segment_first, SEGMENT_HEADER_BYTES as u64), |(&s, &o)| {
+                    (s, o)
+                });
+            let mut cursor = match SegmentCursor::open(segment_first, path.clone(), start_offset) {
+                // Compacted between finding the segment and opening it.
+                Err(_) if !path.exists() => {
+                    return Err(WalError::Compacted {
+                        requested: self.next_seq,
+                        first_available: self.shared.first_seq(),
+                    });
+                }
+                other => other?,
+            };
+            // Skip to `next_seq`, verifying as we go.
+            for seq in start_seq..self.next_seq {
+                cursor.next_frame(seq, durable)?;
+            }
+            self.current = Some(cursor);
+        }
+        let cursor = self.current.as_mut().expect("opened above");
+        let seq = self.next_seq;
+        let payload = cursor.next_frame(seq, durable)?;
+        self.next_seq += 1;
+        Ok(Some(Record { seq, payload }))
+    }
+}
+
+struct Recovered {
+    segments: BTreeMap<u64, PathBuf>,
+    index: BTreeMap<u64, u64>,
+    active_file: File,
+    active_path: PathBuf,
+    position: u64,
+    next_seq: u64,
+    report: RecoveryReport,
+}
+
+/// Scans the segments, keeps the intact prefix, and repairs the tail.
+fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
+    let mut found = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(io_err("list directory", dir))? {
+        let entry = entry.map_err(io_err("list directory", dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(first) = parse_segment_name(&name) {
+            found.insert(first, entry.path());
+        } else if name.ends_with(".wal.tmp") {
+            // A segment whose creation never finished: it holds no records.
+            let path = entry.path();
+            fs::remove_file(&path).map_err(io_err("remove unfinished segment", &path))?;
+        }
+    }
+
+    let mut report = RecoveryReport::default();
+    let mut kept = BTreeMap::new();
+    let mut index = BTreeMap::new();
+    let mut expected = found.keys().next().copied().unwrap_or(0);
+    // (path, end of valid data) of the last kept segment.
+    let mut tail: Option<(PathBuf, u64)> = None;
+    let mut cut = false;
+    let mut buffer = Vec::new();
+
+    for (&first, path) in &found {
+        if cut || first != expected {
+            // Follows a cut (or a gap, which is a cut at the end of the previous one).
+            if !cut && let Some((tail_path, end)) = &tail {
+                report.truncated_at = Some((
+                    tail_path.clone(),
+                    *end,
+                    format!("next segment starts at {first}, expected {expected}"),
+                ));
+            }
+            cut = true;
+            fs::remove_file(path).map_err(io_err("remove segment after cut", path))?;
+            report.segments_removed += 1;
+            continue;
+        }
+        buffer.clear();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut buffer))
+            .map_err(io_err("read segment", path))?;
+        let mut position = SEGMENT_HEADER_BYTES;
+        let header_ok = format::decode_segment_header(&buffer) == Some(first);
+        let mut stop: Option<FrameError> = None;
+        if header_ok {
+            loop {
+                // Bounded by the file, not by today's max_record_bytes, so lowering that
+                // setting never cuts records written under a higher one.
+                match format::decode_record(&buffer[position..], expected, buffer.len()) {
+                    Ok((_, size)) => {
+                        if expected.is_multiple_of(INDEX_EVERY) {
+                            index.insert(expected, position as u64);
+                        }
+                        position += size;
+                        expected += 1;
+                        report.records += 1;
+                    }
+                    Err(reason) => {
+                        stop = Some(reason);
+                        break;
+                    }
+                }
+            }
+        }
+        // Zeros after the last record end this segment normally; anything else ends the log.
+        let rest_is_zero = buffer
+            .get(position..)
+            .is_none_or(|rest| rest.iter().all(|&b| b == 0));
+        if !header_ok || !rest_is_zero {
+            let reason = if header_ok {
+                stop.map_or("garbage after the last record".into(), |r| r.to_string())
+            } else {
+                "bad segment header".to_string()
+            };
+            report.truncated_at = Some((path.clone(), position as u64, reason));
+            cut = true;
+            reset_tail(path, first, position as u64, header_ok, config)?;
+        }
+        kept.insert(first, path.clone());
+        tail = Some((path.clone(), position as u64));
+    }
+
+    if report.segments_removed > 0 || report.truncated_at.is_some() {
+        sync_dir(dir, config.durability)?;
+    }
+
+    let (active_path, position) = match tail {
+        Some(tail) => tail,
+        None => {
+            let path = create_segment(dir, expected, config)?;
+            kept.insert(expected, path.clone());
+            (path, SEGMENT_HEADER_BYTES as u64)
+        }
+    };
+    let active_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&active_path)
+        .map_err(io_err("open active segment", &active_path))?;
+    let len = active_file
+        .metadata()
+        .map_err(io_err("stat active segment", &active_path))?
+        .len();
+    if len < config.segment_bytes {
+        active_file
+            .set_len(config.segment_bytes)
+            .map_err(io_err("extend active segment", &active_path))?;
+    }
+    report.segments = kept.len();
+    Ok(Recovered {
+        segments: kept,
+        index,
+        active_file,
+        active_path,
+        position,
+        next_seq: expected,
+        report,
+    })
+}
+
+/// Makes everything from `valid_end` on zeros, so no stale frame can ever be read as
+/// a successor of what is appended there next.
+fn reset_tail(
+    path: &Path,
+    first: u64,
+    valid_end: u64,
+    header_ok: bool,
+    config: &WalConfig,
+) -> Result<(), WalError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err("open segment for repair", path))?;
+    file.set_len(valid_end)
+        .and_then(|()| file.set_len(config.segment_bytes.max(valid_end)))
+        .map_err(io_err("zero segment tail", path))?;
+    if !header_ok {
+        let mut header = Vec::new();
+        format::encode_segment_header(&mut header, first);
+        file.write_all_at(&header, 0)
+            .map_err(io_err("rewrite segment header", path))?;
+    }
+    if config.durability == Durability::Sync {
+        file.sync_all()
+            .map_err(io_err("fsync repaired segment", path))?;
+    }
+    Ok(())
+}
+
+/// A zero-filled file under a temporary name, ready to become a segment.
+#[derive(Debug)]
+struct Spare {
+    file: File,
+    temp: PathBuf,
+}
+
+/// Creates a zero-filled, synced file at `temp` (real zeros, not a sparse file:
+/// later fdatasyncs then need no block allocation).
+fn preallocate(temp: PathBuf, config: &WalConfig) -> Result<Spare, WalError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .map_err(io_err("create segment", &temp))?;
+    let zeros = vec![0u8; 1024 * 1024];
+    let mut offset = 0;
+    while offset < config.segment_bytes {
+        let n = zeros.len().min((config.segment_bytes - offset) as usize);
+        file.write_all_at(&zeros[..n], offset)
+            .map_err(io_err("preallocate segment", &temp))?;
+        offset += n as u64;
+    }
+    if config.durability == Durability::Sync {
+        file.sync_all()
+            .map_err(io_err("fsync new segment", &temp))?;
+    }
+    Ok(Spare { file, temp })
+}
+
+/// Turns a spare into the segment starting at `first_seq`: header, sync, rename,
+/// directory sync. Until the rename the file has a `.wal.tmp` name, which recovery
+/// deletes, so a crash never leaves a half-made segment under a real name.
+fn install(
+    spare: Spare,
+    dir: &Path,
+    first_seq: u64,
+    config: &WalConfig,
+) -> Result<(File, PathBuf), WalError> {
+    let path = segment_path(dir, first_seq);
+    let mut header = Vec::new();
+    format::encode_segment_header(&mut header, first_seq);
+    spare
+        .file
+        .write_all_at(&header, 0)
+        .map_err(io_err("write segment header", &spare.temp))?;
+    if config.durability == Durability::Sync {
+        spare
+            .file
+            .sync_data()
+            .map_err(io_err("fsync segment header", &spare.temp))?;
+    }
+    fs::rename(&spare.temp, &path).map_err(io_err("rename new segment", &path))?;
+    sync_dir(dir, config.durability)?;
+    Ok((spare.file, path))
+}
+
+fn create_segment(dir: &Path, first_seq: u64, config: &WalConfig) -> Result<PathBuf, WalError> {
+    let spare = preallocate(
+        segment_path(dir, first_seq).with_extension("wal.tmp"),
+        config,
+    )?;
+    Ok(install(spare, dir, first_seq, config)?.1)
+}
+
+/// The flusher's state: the only writer of segment files.
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    active_path: PathBuf,
+    position: u64,
+    next_seq: u64,
+    buffer: Vec<u8>,
+    config: WalConfig,
+    shared: Arc<Shared>,
+    /// The next segment, being zero-filled ahead of need.
+    spare: Option<JoinHandle<Result<Spare, WalError>>>,
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("active_path", &self.active_path)
+            .field("position", &self.position)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<Append>) {
+        self.prepare_spare();
+        let mut batch: Vec<Append> = Vec::with_capacity(self.config.max_batch_records);
+        let mut failed: Option<Arc<str>> = None;
+        while let Some(first) = queue.blocking_recv() {
+            let mut bytes = first.payload.len();
+            batch.push(first);
+            // Everything already waiting joins this batch, up to the bounds.
+            while batch.len() < self.config.max_batch_records && bytes < self.config.max_batch_bytes
+            {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        bytes += next.payload.len();
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if failed.is_none()
+                && let Err(error) = self.write_batch(&batch)
+            {
+                tracing::error!(%error, dir = %self.dir.display(), "WAL write failed; the log is now read-only");
+                failed = Some(error.to_string().into());
+            }
+            match &failed {
+                None => {
+                    let first_seq = self.next_seq - batch.len() as u64;
+                    self.shared.durable.send_replace(self.next_seq);
+                    for (i, append) in batch.drain(..).enumerate() {
+                        let _ = append.reply.send(Ok(first_seq + i as u64));
+                    }
+                }
+                Some(reason) => {
+                    for append in batch.drain(..) {
+                        let _ = append.reply.send(Err(WalError::Failed(reason.clone())));
+                    }
+                }
+            }
+        }
+        self.discard_spare();
+    }
+
+    fn write_batch(&mut self, batch: &[Append]) -> Result<(), WalError> {
+        self.buffer.clear();
+        let mut buffer_at = self.position;
+        for append in batch {
+            let frame = (RECORD_HEADER_BYTES + append.payload.len()) as u64;
+            if self.position + frame > self.config.segment_bytes {
+                self.flush(buffer_at)?;
+                self.rotate()?;
+                buffer_at = self.position;
+            }
+            if self.next_seq.is_multiple_of(INDEX_EVERY) {
+                self.shared
+                    .index
+                    .lock()
+                    .insert(self.next_seq, self.position);
+            }
+            format::encode_record(&mut self.buffer, self.next_seq, &append.payload);
+            self.position += frame;
+            self.next_seq += 1;
+        }
+        self.flush(buffer_at)
+    }
+
+    fn flush(&mut self, at: u64) -> Result<(), WalError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        debug_assert_eq!(at + self.buffer.len() as u64, self.position);
+        self.file
+            .write_all_at(&self.buffer, at)
+            .map_err(io_err("write", &self.active_path))?;
+        if self.config.durability == Durability::Sync {
+            self.file
+                .sync_data()
+                .map_err(io_err("fdatasync", &self.active_path))?;
+        }
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Starts zero-filling the next segment on a helper thread, so rotation does
+    /// not stall the batch that crosses the boundary.
+    fn prepare_spare(&mut self) {
+        debug_assert!(self.spare.is_none());
+        let temp = self.dir.join(format!("spare-{}.wal.tmp", self.next_seq));
+        let config = self.config.clone();
+        self.spare = std::thread::Builder::new()
+            .name("wal-preallocate".into())
+            .spawn(move || preallocate(temp, &config))
+            .ok();
+    }
+
+    fn rotate(&mut self) -> Result<(), WalError> {
+        let spare = match self.spare.take().map(JoinHandle::join) {
+            Some(Ok(Ok(spare))) => spare,
+            // No spare, or it failed: make one here (and report its error, if any).
+            _ => preallocate(
+                segment_path(&self.dir, self.next_seq).with_extension("wal.tmp"),
+                &self.config,
+            )?,
+        };
+        let (file, path) = install(spare, &self.dir, self.next_seq, &self.config)?;
+        self.file = file;
+        self.shared
+            .segments
+            .lock()
+            .insert(self.next_seq, path.clone());
+        self.active_path = path;
+        self.position = SEGMENT_HEADER_BYTES as u64;
+        self.prepare_spare();
+        Ok(())
+    }
+
+    /// Removes an unused spare when the log closes.
+    fn discard_spare(&mut self) {
+        if let Some(Ok(Ok(spare))) = self.spare.take().map(JoinHandle::join) {
+            let _ = fs::remove_file(&spare.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
