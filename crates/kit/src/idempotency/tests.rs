@@ -18,6 +18,16 @@ fn open(dir: &std::path::Path, clock: &ManualClock) -> IdempotencyStore {
     IdempotencyStore::open(wal, clock.shared(), IdempotencyConfig::default()).unwrap()
 }
 
+/// Copies a log's segment files (not its lock) as a crash would leave them.
+fn copy_log(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 fn key(k: &str) -> IdempotencyKey {
     IdempotencyKey::parse(k).unwrap()
 }
@@ -162,6 +172,7 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease() {
 #[tokio::test]
 async fn responses_survive_restart_until_retention_ends() {
     let dir = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     {
         let store = open(dir.path(), &clock);
@@ -176,9 +187,12 @@ async fn responses_survive_restart_until_retention_ends() {
             .unwrap();
         // In flight at the "crash": not durable, free after restart.
         std::mem::forget(execute(&store, "pending", "a"));
+        // The crash image: the log's files as they stand, opened afresh (the leaked
+        // store still holds the original directory's lock, as no crashed process would).
+        copy_log(dir.path(), crashed.path());
     }
     clock.advance(Duration::from_secs(23 * 3600));
-    let store = open(dir.path(), &clock);
+    let store = open(crashed.path(), &clock);
     assert_eq!(replay(&store, "new", "a").body, b"new");
     drop(execute(&store, "old", "a"));
     drop(execute(&store, "pending", "a"));

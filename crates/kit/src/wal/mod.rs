@@ -27,8 +27,10 @@
 //!   Surviving bad disks is replication's job, not this log's.
 //! - Cancelling an [`Wal::append`] future does not withdraw the record: once queued
 //!   it is written, it just goes unacknowledged.
-//! - One process per directory: there is no lock file; opening the same directory
-//!   twice corrupts it.
+//! - One log per directory: [`Wal::open`] takes an exclusive advisory lock on
+//!   `LOCK` in the directory and refuses a directory another open log holds
+//!   ([`WalError::InUse`]), in this process or another. The lock is advisory:
+//!   it does not stop a program that ignores it.
 //! - [`Durability::NoSync`] acknowledges after the write reaches the page cache: it
 //!   survives a process crash but not a power loss. It exists for tests and
 //!   benchmarks that say so.
@@ -37,6 +39,9 @@
 //!   crossing the boundary waits for the fill.
 
 pub mod format;
+
+/// The file whose exclusive lock marks a directory as in use by an open log.
+const LOCK_FILE: &str = "LOCK";
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -133,6 +138,8 @@ pub enum WalError {
     Failed(Arc<str>),
     #[error("the log is closed")]
     Closed,
+    #[error("the WAL directory {0} is in use by another open log (its LOCK file is held)")]
+    InUse(PathBuf),
     #[error("seq {requested} was compacted away; the log starts at {first_available}")]
     Compacted {
         requested: u64,
@@ -240,6 +247,8 @@ struct Handle {
     flusher: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
     config: WalConfig,
+    /// Held (locked) for as long as the log is open.
+    _lock: File,
 }
 
 impl Drop for Handle {
@@ -258,6 +267,17 @@ impl Wal {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open lock file", &lock_path))?;
+        lock.try_lock().map_err(|err| match err {
+            fs::TryLockError::WouldBlock => WalError::InUse(dir.clone()),
+            fs::TryLockError::Error(e) => io_err("lock", &lock_path)(e),
+        })?;
         let recovered = recover(&dir, &config)?;
         let (durable, _) = watch::channel(recovered.next_seq);
         let shared = Arc::new(Shared {
@@ -289,6 +309,7 @@ impl Wal {
                 flusher: Some(flusher),
                 recovery: recovered.report,
                 config,
+                _lock: lock,
             }),
         })
     }

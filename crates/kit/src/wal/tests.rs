@@ -439,3 +439,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_directory_is_opened_by_one_log_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Wal::open(dir.path(), small_config()).unwrap();
+    match Wal::open(dir.path(), small_config()) {
+        Err(WalError::InUse(path)) => assert_eq!(path, dir.path()),
+        other => panic!("a second open must be refused, got {other:?}"),
+    }
+    drop(first);
+    // Closing releases the lock.
+    Wal::open(dir.path(), small_config()).unwrap();
+}
