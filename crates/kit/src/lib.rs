@@ -16,6 +16,7 @@
 pub mod api;
 pub mod clock;
 pub mod http_client;
+pub mod resilience;
 pub mod runtime;
 pub mod telemetry;
 pub mod topology;
