@@ -11,11 +11,14 @@
 //! | [`http_client`] | a pooled HTTP/1.1 JSON client with timeouts and request-id propagation |
 //! | [`api`] | JSON errors and a JSON body extractor that names the field at fault |
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
+//! | [`resilience`] | breaker, bulkhead, fallback, timeout, retry budget, shedding, rate limit: tower layers |
+//! | [`loadgen`] | an open-loop constant-rate load generator with HdrHistogram percentiles |
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
 
 pub mod api;
 pub mod clock;
 pub mod http_client;
+pub mod loadgen;
 pub mod resilience;
 pub mod runtime;
 pub mod telemetry;
