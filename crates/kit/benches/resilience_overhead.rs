@@ -66,3 +66,22 @@ fn full_stack(bencher: divan::Bencher<'_, '_>) {
         .expect("default config is valid");
     bencher.bench(|| call(&svc));
 }
+
+/// The same stack with casebook's metrics recorder installed (Prometheus + the
+/// control plane's registry), as in a running service.
+#[divan::bench(threads = [1, 2], sample_count = 500, sample_size = 200)]
+fn full_stack_with_metrics(bencher: divan::Bencher<'_, '_>) {
+    casebook_kit::telemetry::metrics();
+    let config = ResilienceConfig {
+        bulkhead: casebook_kit::resilience::bulkhead::BulkheadConfig {
+            max_concurrent: 64,
+            max_queue: 0,
+        },
+        ..ResilienceConfig::default()
+    };
+    let (svc, _breaker) = StackBuilder::new("bench-metrics", config)
+        .registry(BreakerRegistry::new(SystemClock::shared()))
+        .build(service_fn(callee))
+        .expect("default config is valid");
+    bencher.bench(|| call(&svc));
+}

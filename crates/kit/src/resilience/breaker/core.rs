@@ -222,6 +222,7 @@ struct State {
 
 struct Metrics {
     state: metrics::Gauge,
+    error_percent: metrics::Gauge,
     success: metrics::Counter,
     failure: metrics::Counter,
     timeout: metrics::Counter,
@@ -238,6 +239,7 @@ impl Metrics {
         };
         Self {
             state: metrics::gauge!("casebook_breaker_state", "dependency" => name.to_owned()),
+            error_percent: metrics::gauge!("casebook_breaker_error_percent", "dependency" => name.to_owned()),
             success: calls("success"),
             failure: calls("failure"),
             timeout: calls("timeout"),
@@ -400,6 +402,10 @@ impl CircuitBreaker {
         }
         st.last_snapshot_at = now;
         st.snapshot = self.window(st, now).0;
+        self.shared
+            .metrics
+            .error_percent
+            .set(f64::from(st.snapshot.error_percent()));
         if st.state == BreakerState::Closed
             && st.snapshot.total() >= cfg.request_volume_threshold
             && st.snapshot.error_percent() >= cfg.error_threshold_percent

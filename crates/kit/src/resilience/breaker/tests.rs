@@ -301,3 +301,32 @@ fn the_registry_keeps_one_breaker_per_dependency() {
     let names: Vec<_> = reg.snapshot().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["a", "b"]);
 }
+
+#[tokio::test]
+async fn the_api_lists_every_breaker_as_json() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let clock = ManualClock::new();
+    let reg = BreakerRegistry::new(clock.shared());
+    let b = reg
+        .get_or_create("metrics-store", &BreakerConfig::default())
+        .unwrap();
+    run(&b, 20, 20);
+    assert!(!admitted_after_snapshot(&clock, &b));
+    let response = breakers_router(reg)
+        .oneshot(
+            http::Request::get("/api/breakers")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json[0]["name"], "metrics-store");
+    assert_eq!(json[0]["state"], "open");
+    assert_eq!(json[0]["error_percent"], 100);
+    assert_eq!(json[0]["short_circuited"], 1);
+}

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use tower::{Layer, Service};
 
 use super::limit::{AdaptiveLimiter, AimdConfig, ResponseFuture};
-use super::{BoxError, ConfigError, FailureKind, Priority, RequestMeta};
+use super::{BoxError, ConfigError, FailureKind, Priority};
 use crate::api::ApiError;
 use crate::clock::SharedClock;
 
@@ -242,7 +242,7 @@ impl<S, Req> Service<Req> for LoadShed<S>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    Req: RequestMeta,
+    Req: super::RequestMeta,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -327,8 +327,64 @@ pub fn overload_response(error: &BoxError) -> Option<Response> {
 /// Any error of a service behind these layers as an HTTP answer (for axum's
 /// `HandleErrorLayer`): refusals as [`overload_response`] says, anything else 500.
 pub async fn handle_error(error: BoxError) -> Response {
+    if let Some(api) = error.downcast_ref::<ApiError>() {
+        return api.clone().into_response();
+    }
     overload_response(&error)
         .unwrap_or_else(|| ApiError::internal(error.to_string()).into_response())
+}
+
+/// Reads `x-priority` and `x-deadline-ms` into each HTTP request's extensions
+/// (see [`crate::resilience::annotate_from_headers`]) so the shedder can act on
+/// them; a malformed header fails the call with the [`ApiError`] (a 400 naming
+/// the header) that [`handle_error`] answers. Put it outside the shedder.
+#[derive(Debug, Clone)]
+pub struct RequestMetaLayer {
+    clock: SharedClock,
+}
+
+impl RequestMetaLayer {
+    pub fn new(clock: SharedClock) -> Self {
+        Self { clock }
+    }
+}
+
+impl<S> Layer<S> for RequestMetaLayer {
+    type Service = WithRequestMeta<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        WithRequestMeta {
+            inner,
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+/// A service whose HTTP requests get their priority and deadline from headers.
+#[derive(Debug, Clone)]
+pub struct WithRequestMeta<S> {
+    inner: S,
+    clock: SharedClock,
+}
+
+impl<S, B> Service<http::Request<B>> for WithRequestMeta<S>
+where
+    S: Service<http::Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match super::annotate_from_headers(&mut request, self.clock.as_ref()) {
+            Ok(()) => ResponseFuture::unlimited(self.inner.call(request)),
+            Err(e) => ResponseFuture::refused(e.into()),
+        }
+    }
 }
 
 #[cfg(test)]

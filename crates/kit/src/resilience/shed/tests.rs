@@ -8,7 +8,7 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::*;
 use crate::clock::{Clock, ManualClock};
-use crate::resilience::{Deadline, set_deadline, set_priority};
+use crate::resilience::{Deadline, RequestMeta, set_deadline, set_priority};
 
 fn small_config() -> ShedConfig {
     ShedConfig {
@@ -173,4 +173,31 @@ fn a_hard_limit_below_the_limit_ceiling_is_refused() {
     };
     let err = LoadShedder::new("t", cfg, ManualClock::new().shared()).unwrap_err();
     assert_eq!(err.field, "shed.hard_limit");
+}
+
+#[tokio::test]
+async fn headers_reach_the_shedder_and_a_bad_header_is_a_400() {
+    let clock = ManualClock::new();
+    let shed = LoadShedLayer::new("t", small_config(), clock.shared()).unwrap();
+    let svc = RequestMetaLayer::new(clock.shared()).layer(shed.layer(service_fn(
+        |r: http::Request<()>| async move { Ok::<_, BoxError>(r.priority()) },
+    )));
+    let ok = http::Request::builder()
+        .header("x-priority", "low")
+        .body(())
+        .unwrap();
+    assert_eq!(svc.clone().oneshot(ok).await.unwrap(), Priority::Low);
+    let expired = http::Request::builder()
+        .header("x-deadline-ms", "0")
+        .body(())
+        .unwrap();
+    let err = svc.clone().oneshot(expired).await.unwrap_err();
+    assert_eq!(FailureKind::of(&err), FailureKind::DeadlineExceeded);
+    let bad = http::Request::builder()
+        .header("x-priority", "vip")
+        .body(())
+        .unwrap();
+    let err = svc.oneshot(bad).await.unwrap_err();
+    let response = handle_error(err).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
