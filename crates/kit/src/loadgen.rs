@@ -41,6 +41,9 @@ use tokio::time::Instant;
 /// The most requests one run may schedule (bounds memory and run time).
 pub const MAX_REQUESTS: u64 = 100_000_000;
 
+/// The most requests one run may have outstanding.
+pub const MAX_IN_FLIGHT: usize = 1_000_000;
+
 /// What to send: a rate, for how long, with how many outstanding at most.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoadPlan {
@@ -75,8 +78,11 @@ impl LoadPlan {
         if self.duration.is_zero() {
             return Err(LoadError::Plan("duration must be positive".into()));
         }
-        if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
-            return Err(LoadError::Plan("max_in_flight must be at least 1".into()));
+        if self.max_in_flight == 0 || self.max_in_flight > MAX_IN_FLIGHT {
+            return Err(LoadError::Plan(format!(
+                "max_in_flight must be 1..={MAX_IN_FLIGHT}, got {}",
+                self.max_in_flight
+            )));
         }
         let n = (self.rate_per_sec * self.duration.as_secs_f64()).round();
         if n > MAX_REQUESTS as f64 {
@@ -296,7 +302,7 @@ where
         });
     }
     // Every outstanding request holds a permit: having them all back means done.
-    let all = u32::try_from(plan.max_in_flight).expect("bounded by Semaphore::MAX_PERMITS");
+    let all = u32::try_from(plan.max_in_flight).expect("bounded by MAX_IN_FLIGHT");
     let _drained = in_flight
         .acquire_many(all)
         .await

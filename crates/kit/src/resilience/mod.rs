@@ -356,6 +356,8 @@ impl Sleeper for TokioSleeper {
 
 /// A sleeper for tests: each sleep completes at once, advances a [`ManualClock`]
 /// by its duration and is recorded, so a test sees every backoff it asked for.
+/// Under a timeout layer it makes every call that is not ready on its first poll
+/// time out, which is what a timeout test wants.
 #[derive(Debug, Clone, Default)]
 pub struct ManualSleeper {
     clock: ManualClock,

@@ -1,6 +1,6 @@
 //! Priority load shedding, judged from an adaptive concurrency limit.
 //!
-//! Each request carries a [`Priority`] and optionally a [`Deadline`] (see
+//! Each request carries a [`Priority`] and optionally a [`Deadline`](super::Deadline) (see
 //! [`crate::resilience::annotate_from_headers`]). With `L` the current adaptive
 //! limit ([`crate::resilience::limit`]) and `n` the calls in flight, a request is
 //! admitted when:
