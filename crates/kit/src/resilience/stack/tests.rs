@@ -6,7 +6,7 @@ use axum::routing::get;
 use super::*;
 use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::resilience::breaker::BreakerState;
-use crate::resilience::{FailureKind, Priority, set_priority};
+use crate::resilience::{FailureKind, ManualSleeper, Priority, set_priority};
 
 /// A loopback server: `/flaky` answers 503 + Retry-After: 1 on odd calls and 200
 /// on even ones; `/missing` answers 404; `/echo` returns the priority and deadline headers.
@@ -69,15 +69,28 @@ impl<T: axum::response::IntoResponse> IntoParts for T {
 async fn a_503_is_retried_after_its_retry_after_and_a_404_is_a_breaker_success() {
     let (base, hits) = server().await;
     let http = HttpService::new(HttpClient::default(), SystemClock::shared()).with_base_url(&base);
-    let (svc, breaker) = StackBuilder::new("flaky", ResilienceConfig::default())
-        .registry(BreakerRegistry::new(SystemClock::shared()))
-        .build(http)
-        .unwrap();
+    // The stack's layers by hand, so the retry can sleep on a manual sleeper while
+    // the timeout keeps real time (loopback answers long before it).
+    let sleeper = ManualSleeper::new(ManualClock::new());
+    let breaker =
+        CircuitBreaker::new("flaky", BreakerConfig::default(), SystemClock::shared()).unwrap();
+    let budget = Arc::new(RetryBudget::new(RetryConfig::default()).unwrap());
+    let svc = tower::ServiceBuilder::new()
+        .layer(RetryLayer::new(budget).with_sleeper(sleeper.clone()))
+        .layer(CircuitBreakerLayer::new(breaker.clone()))
+        .layer(TimeoutLayer::new(Duration::from_secs(5)))
+        .layer(BulkheadLayer::new(10, 0).unwrap())
+        .service(http);
     let mut request = http::Request::get("/flaky").body(Bytes::new()).unwrap();
     mark_idempotent(&mut request);
     let response = svc.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(hits.load(Ordering::SeqCst), 2, "one 503, then one retry");
+    assert_eq!(
+        sleeper.slept(),
+        [Duration::from_secs(1)],
+        "the 503's Retry-After"
+    );
 
     let request = http::Request::get("/missing").body(Bytes::new()).unwrap();
     let response = svc.clone().oneshot(request).await.unwrap();
