@@ -330,3 +330,100 @@ async fn the_api_lists_every_breaker_as_json() {
     assert_eq!(json[0]["error_percent"], 100);
     assert_eq!(json[0]["short_circuited"], 1);
 }
+
+mod model {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire,
+        Finish(usize, u8),
+        Cancel(usize),
+        Advance(u64),
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        prop::collection::vec(
+            prop_oneof![
+                4 => Just(Op::Acquire),
+                4 => (0usize..32, 0u8..4).prop_map(|(i, o)| Op::Finish(i, o)),
+                1 => (0usize..32).prop_map(Op::Cancel),
+                2 => (0u64..3000).prop_map(Op::Advance),
+            ],
+            1..400,
+        )
+    }
+
+    fn outcome(o: u8) -> CallOutcome {
+        [
+            CallOutcome::Success,
+            CallOutcome::Failure,
+            CallOutcome::Timeout,
+            CallOutcome::Rejected,
+        ][usize::from(o)]
+    }
+
+    proptest! {
+        /// Whatever the interleaving: only a closed breaker admits ordinary calls,
+        /// there is never more than one trial, an open breaker past its sleep
+        /// window always admits the trial, and states only move along the
+        /// Hystrix edges.
+        #[test]
+        fn transitions_follow_hystrix(ops in ops()) {
+            let clock = ManualClock::new();
+            let b = CircuitBreaker::new("m", BreakerConfig::default(), clock.shared()).unwrap();
+            let mut held: Vec<Permit> = Vec::new();
+            let mut opened_at = None;
+            let mut last = BreakerState::Closed;
+            for op in ops {
+                match op {
+                    Op::Acquire => {
+                        let trial_due = last == BreakerState::Open
+                            && opened_at.is_some_and(|t: Duration| clock.elapsed() - t >= Duration::from_secs(5));
+                        match b.try_acquire() {
+                            Ok(p) => {
+                                if p.is_trial() {
+                                    prop_assert!(held.iter().all(|h| !h.is_trial()), "two trials");
+                                    prop_assert_eq!(b.state(), BreakerState::HalfOpen);
+                                } else {
+                                    prop_assert_eq!(b.state(), BreakerState::Closed);
+                                }
+                                held.push(p);
+                            }
+                            Err(_) => {
+                                prop_assert!(!trial_due, "the sleep window is over: the trial must be admitted");
+                                prop_assert_ne!(b.state(), BreakerState::Closed);
+                            }
+                        }
+                    }
+                    Op::Finish(i, o) if !held.is_empty() => {
+                        let p = held.swap_remove(i % held.len());
+                        p.record(outcome(o));
+                    }
+                    Op::Cancel(i) if !held.is_empty() => {
+                        drop(held.swap_remove(i % held.len()));
+                    }
+                    Op::Advance(ms) => clock.advance(Duration::from_millis(ms)),
+                    _ => {}
+                }
+                let now = b.state();
+                // One op is at most one call, so at most one edge per step.
+                let allowed = last == now
+                    || matches!(
+                        (last, now),
+                        (BreakerState::Closed, BreakerState::Open)
+                            | (BreakerState::Open, BreakerState::HalfOpen)
+                            | (BreakerState::HalfOpen, BreakerState::Closed)
+                            | (BreakerState::HalfOpen, BreakerState::Open)
+                    );
+                prop_assert!(allowed, "{last:?} -> {now:?}");
+                if now == BreakerState::Open && last != BreakerState::Open {
+                    opened_at = Some(clock.elapsed());
+                }
+                last = now;
+            }
+        }
+    }
+}
