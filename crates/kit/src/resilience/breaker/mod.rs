@@ -19,6 +19,10 @@
 //! Not guaranteed: calls that started before a trip and finish after it are counted
 //! in the window but never change the state; only the trial does.
 //!
+//! Metrics (`casebook_breaker_state`, `_error_percent`, `_calls_total{outcome}`,
+//! `_latency_seconds`, labelled by `dependency`) are bound when the breaker is
+//! created: install the recorder (`telemetry::metrics()`) before creating breakers.
+//!
 //! ```
 //! use casebook_kit::clock::SystemClock;
 //! use casebook_kit::resilience::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};

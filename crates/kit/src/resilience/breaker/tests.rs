@@ -427,3 +427,50 @@ mod model {
         }
     }
 }
+
+#[test]
+fn state_counts_and_latency_are_exported_as_metrics() {
+    let registry = crate::telemetry::MetricsRegistry::default();
+    let clock = ManualClock::new();
+    // Handles are bound when the breaker is created: the recorder must exist first.
+    let b = metrics::with_local_recorder(&registry, || breaker(&clock));
+    run(&b, 20, 15);
+    assert!(!admitted_after_snapshot(&clock, &b));
+    let snap = registry.snapshot();
+    let value = |name: &str, outcome: Option<&str>| {
+        snap.counters
+            .iter()
+            .find(|(k, _)| {
+                k.name() == name
+                    && outcome
+                        .is_none_or(|o| k.labels().any(|l| l.key() == "outcome" && l.value() == o))
+            })
+            .map(|(_, v)| *v)
+    };
+    assert_eq!(
+        value("casebook_breaker_calls_total", Some("failure")),
+        Some(15)
+    );
+    assert_eq!(
+        value("casebook_breaker_calls_total", Some("success")),
+        Some(5)
+    );
+    assert_eq!(
+        value("casebook_breaker_calls_total", Some("short_circuited")),
+        Some(1)
+    );
+    let gauge = |name: &str| {
+        snap.gauges
+            .iter()
+            .find(|(k, _)| k.name() == name)
+            .map(|(_, v)| *v)
+    };
+    assert_eq!(gauge("casebook_breaker_state"), Some(1.0), "open");
+    assert_eq!(gauge("casebook_breaker_error_percent"), Some(75.0));
+    let latency = snap
+        .histograms
+        .iter()
+        .find(|(k, _)| k.name() == "casebook_breaker_latency_seconds")
+        .map(|(_, v)| v.len());
+    assert_eq!(latency, Some(20), "short-circuits have no latency");
+}
