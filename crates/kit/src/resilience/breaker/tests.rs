@@ -106,17 +106,25 @@ fn the_trip_waits_for_the_next_snapshot() {
 }
 
 #[test]
-fn old_buckets_leave_the_window() {
+fn the_window_spans_ten_one_second_buckets() {
+    // 10 failures in the first bucket and 10 in the last still trip together...
     let clock = ManualClock::new();
     let b = breaker(&clock);
-    run(&b, 20, 20);
-    clock.advance(Duration::from_millis(499));
-    // Nothing has snapshotted yet; ten seconds later those failures are gone.
-    let b2 = breaker(&clock);
-    run(&b2, 20, 20);
-    clock.advance(Duration::from_secs(10));
-    assert!(b2.try_acquire().is_ok());
-    assert_eq!(b2.stats().snapshot_requests, 0);
+    run(&b, 10, 10);
+    clock.advance(Duration::from_millis(9_400));
+    run(&b, 10, 10);
+    clock.advance(Duration::from_millis(500)); // t = 9.9 s: bucket 0 is still in
+    assert!(b.try_acquire().is_err());
+
+    // ...but once the first bucket has slid out, only 10 remain: no trip.
+    let clock = ManualClock::new();
+    let b = breaker(&clock);
+    run(&b, 10, 10);
+    clock.advance(Duration::from_millis(9_400));
+    run(&b, 10, 10);
+    clock.advance(Duration::from_millis(600)); // t = 10.0 s: bucket 0 is out
+    assert!(b.try_acquire().is_ok());
+    assert_eq!(b.stats().snapshot_requests, 10);
 }
 
 #[test]
