@@ -43,7 +43,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use tower::{Layer, Service};
 
-use super::limit::{AdaptiveLimiter, AimdConfig, ResponseFuture};
+use super::limit::{AdaptiveLimiter, AimdConfig, ResponseFuture as LimitFuture};
 use super::{BoxError, ConfigError, FailureKind, Priority};
 use crate::api::ApiError;
 use crate::clock::SharedClock;
@@ -246,7 +246,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ShedFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -254,12 +254,12 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         match self.shedder.admit(request.priority(), request.deadline()) {
-            Admission::Admitted(permit) => ShedFuture {
-                inner: ResponseFuture::admitted(self.inner.call(request), permit),
+            Admission::Admitted(permit) => ResponseFuture {
+                inner: LimitFuture::admitted(self.inner.call(request), permit),
                 started: Some((self.shedder.clock.now(), self.shedder.clone())),
             },
-            Admission::Refused(error) => ShedFuture {
-                inner: ResponseFuture::refused(error),
+            Admission::Refused(error) => ResponseFuture {
+                inner: LimitFuture::refused(error),
                 started: None,
             },
         }
@@ -269,14 +269,14 @@ where
 pin_project_lite::pin_project! {
     /// An admitted call (its latency recorded when it ends) or a refusal.
     #[derive(Debug)]
-    pub struct ShedFuture<F> {
+    pub struct ResponseFuture<F> {
         #[pin]
-        inner: ResponseFuture<F>,
+        inner: LimitFuture<F>,
         started: Option<(std::time::Instant, LoadShedder)>,
     }
 }
 
-impl<F, T, E> std::future::Future for ShedFuture<F>
+impl<F, T, E> std::future::Future for ResponseFuture<F>
 where
     F: std::future::Future<Output = Result<T, E>>,
     E: Into<BoxError>,
@@ -373,7 +373,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = LimitFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -381,8 +381,8 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         match super::annotate_from_headers(&mut request, self.clock.as_ref()) {
-            Ok(()) => ResponseFuture::unlimited(self.inner.call(request)),
-            Err(e) => ResponseFuture::refused(e.into()),
+            Ok(()) => LimitFuture::unlimited(self.inner.call(request)),
+            Err(e) => LimitFuture::refused(e.into()),
         }
     }
 }
