@@ -202,7 +202,11 @@ impl<Sl: Sleeper> StackBuilder<Sl> {
                     .with_clock(self.clock()),
             )
             .layer(CircuitBreakerLayer::new(breaker.clone()))
-            .layer(TimeoutLayer::new(policy).with_sleeper(self.sleeper.clone()))
+            .layer(
+                TimeoutLayer::new(policy)
+                    .with_sleeper(self.sleeper.clone())
+                    .with_clock(self.clock()),
+            )
             .layer(BulkheadLayer::shared(bulkhead))
             .service(inner);
         Ok((service, breaker))

@@ -120,6 +120,18 @@ async fn priority_and_remaining_deadline_travel_and_a_passed_deadline_is_not_sen
     assert_eq!(echo["priority"], "critical");
     assert_eq!(echo["deadline"], "750");
 
+    // Through the whole stack, a request without a deadline still tells the callee
+    // its attempt's budget: the default 1 s timeout.
+    let client = ResilientClient::with_builder(
+        StackBuilder::new("echo", ResilienceConfig::default())
+            .registry(BreakerRegistry::new(clock.shared())),
+        Some(&base),
+    )
+    .unwrap();
+    let echo: serde_json::Value = client.get_json("/echo").await.unwrap();
+    assert_eq!(echo["deadline"], "1000");
+    assert_eq!(echo["priority"], "normal");
+
     let mut late = http::Request::get("/echo").body(Bytes::new()).unwrap();
     crate::resilience::set_deadline(&mut late, crate::resilience::Deadline(clock.now()));
     let err = http.oneshot(late).await.unwrap_err();

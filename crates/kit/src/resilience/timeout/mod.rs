@@ -6,9 +6,12 @@
 //! pooled connection) is released, and an HTTP callee sees its connection close.
 //! Sleeps go through an injected [`Sleeper`], so tests never wait.
 //!
-//! Not guaranteed: that the callee stops work it has already started; a callee
-//! that reads `x-deadline-ms` (see [`crate::resilience::shed`]) can, and the HTTP
-//! adapter in [`crate::resilience::stack`] forwards the remaining budget.
+//! With a clock ([`TimeoutLayer::with_clock`], as the standard stack does), each
+//! attempt's request also carries its deadline (the tighter of its own and the
+//! attempt's), which the HTTP adapter sends as `x-deadline-ms`, so a callee behind a
+//! shedder drops work nobody waits for any more.
+//!
+//! Not guaranteed: that the callee stops work it has already started.
 //!
 //! ```
 //! use std::time::Duration;
@@ -32,7 +35,8 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::{BoxError, ConfigError, Sleeper, TokioSleeper};
+use super::{BoxError, ConfigError, Deadline, RequestMeta, Sleeper, TokioSleeper, set_deadline};
+use crate::clock::SharedClock;
 
 /// The call did not finish in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +48,10 @@ pub struct Elapsed {
 /// Chooses a request's timeout.
 pub trait TimeoutPolicy<Req>: Clone {
     fn timeout_for(&self, request: &Req) -> Duration;
+
+    /// Gives the request its attempt's deadline so it can travel to the callee
+    /// (the HTTP adapter sends it as `x-deadline-ms`). Default: nothing.
+    fn propagate(&self, _request: &mut Req, _deadline: Deadline) {}
 }
 
 /// The same timeout for every request.
@@ -102,6 +110,12 @@ impl<B> TimeoutPolicy<http::Request<B>> for RouteTimeouts {
     fn timeout_for(&self, request: &http::Request<B>) -> Duration {
         self.for_path(request.uri().path())
     }
+
+    /// Tightens the request's deadline to the attempt's, never loosens it.
+    fn propagate(&self, request: &mut http::Request<B>, deadline: Deadline) {
+        let tighter = request.deadline().map_or(deadline, |d| d.min(deadline));
+        set_deadline(request, tighter);
+    }
 }
 
 /// Applies a [`TimeoutPolicy`] to every call.
@@ -109,6 +123,7 @@ impl<B> TimeoutPolicy<http::Request<B>> for RouteTimeouts {
 pub struct TimeoutLayer<P, Sl = TokioSleeper> {
     policy: P,
     sleeper: Sl,
+    clock: Option<SharedClock>,
 }
 
 impl<P> TimeoutLayer<P> {
@@ -116,6 +131,7 @@ impl<P> TimeoutLayer<P> {
         Self {
             policy,
             sleeper: TokioSleeper,
+            clock: None,
         }
     }
 }
@@ -126,7 +142,15 @@ impl<P, Sl> TimeoutLayer<P, Sl> {
         TimeoutLayer {
             policy: self.policy,
             sleeper,
+            clock: self.clock,
         }
+    }
+
+    /// Stamps each request with its attempt's deadline, read on `clock`
+    /// (see [`TimeoutPolicy::propagate`]).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
     }
 }
 
@@ -137,6 +161,7 @@ impl<S, P: Clone, Sl: Clone> Layer<S> for TimeoutLayer<P, Sl> {
             inner,
             policy: self.policy.clone(),
             sleeper: self.sleeper.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
@@ -147,6 +172,7 @@ pub struct Timeout<S, P, Sl = TokioSleeper> {
     inner: S,
     policy: P,
     sleeper: Sl,
+    clock: Option<SharedClock>,
 }
 
 impl<S, P, Sl, Req> Service<Req> for Timeout<S, P, Sl>
@@ -164,8 +190,12 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
+    fn call(&mut self, mut request: Req) -> Self::Future {
         let after = self.policy.timeout_for(&request);
+        if let Some(clock) = &self.clock {
+            self.policy
+                .propagate(&mut request, Deadline(clock.now() + after));
+        }
         ResponseFuture {
             sleep: self.sleeper.sleep(after),
             inner: self.inner.call(request),
@@ -214,7 +244,7 @@ mod tests {
     use tower::{ServiceExt, service_fn};
 
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{Clock, ManualClock};
     use crate::resilience::{FailureKind, ManualSleeper};
 
     #[test]
@@ -272,6 +302,25 @@ mod tests {
             cancelled.load(Ordering::SeqCst),
             "the callee's future was dropped"
         );
+    }
+
+    #[tokio::test]
+    async fn each_attempt_carries_the_tighter_of_its_timeout_and_the_request_deadline() {
+        let clock = ManualClock::new();
+        let svc = TimeoutLayer::new(RouteTimeouts::new(Duration::from_millis(250)))
+            .with_sleeper(crate::resilience::NeverSleeper)
+            .with_clock(clock.shared())
+            .layer(service_fn(|r: http::Request<()>| async move {
+                Ok::<_, BoxError>(r.deadline())
+            }));
+        let start = clock.now();
+        let loose = http::Request::new(());
+        let got = svc.clone().oneshot(loose).await.unwrap().unwrap();
+        assert_eq!(got.0 - start, Duration::from_millis(250));
+        let mut tight = http::Request::new(());
+        set_deadline(&mut tight, Deadline(start + Duration::from_millis(100)));
+        let got = svc.oneshot(tight).await.unwrap().unwrap();
+        assert_eq!(got.0 - start, Duration::from_millis(100));
     }
 
     #[tokio::test]
