@@ -35,8 +35,18 @@ fn call<S>(svc: &S) -> usize
 where
     S: Service<http::Request<()>, Response = usize, Error = BoxError> + Clone,
 {
+    call_with(svc, false)
+}
+
+fn call_with<S>(svc: &S, idempotent: bool) -> usize
+where
+    S: Service<http::Request<()>, Response = usize, Error = BoxError> + Clone,
+{
     let _runtime = RT.enter();
-    let request = http::Request::get("/x").body(()).expect("static request");
+    let mut request = http::Request::get("/x").body(()).expect("static request");
+    if idempotent {
+        casebook_kit::resilience::mark_idempotent(&mut request);
+    }
     svc.clone()
         .oneshot(request)
         .now_or_never()
@@ -84,4 +94,22 @@ fn full_stack_with_metrics(bencher: divan::Bencher<'_, '_>) {
         .build(service_fn(callee))
         .expect("default config is valid");
     bencher.bench(|| call(&svc));
+}
+
+/// An idempotent call: the retry layer keeps a copy of the request and of the
+/// service in case it must try again.
+#[divan::bench(threads = [1, 2], sample_count = 500, sample_size = 200)]
+fn full_stack_idempotent(bencher: divan::Bencher<'_, '_>) {
+    let config = ResilienceConfig {
+        bulkhead: casebook_kit::resilience::bulkhead::BulkheadConfig {
+            max_concurrent: 64,
+            max_queue: 0,
+        },
+        ..ResilienceConfig::default()
+    };
+    let (svc, _breaker) = StackBuilder::new("bench-idempotent", config)
+        .registry(BreakerRegistry::new(SystemClock::shared()))
+        .build(service_fn(callee))
+        .expect("default config is valid");
+    bencher.bench(|| call_with(&svc, true));
 }

@@ -263,8 +263,13 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let clone = self.inner.clone();
-        let first = std::mem::replace(&mut self.inner, clone);
+        // The readied service makes the first attempt; only a call that may be
+        // retried pays for a clone of the service and of the request.
+        if !request.is_idempotent() || self.budget.config().max_attempts == 1 {
+            let only = self.inner.call(request);
+            return Box::pin(async move { only.await.map_err(Into::into) });
+        }
+        let first = self.inner.call(request.clone());
         let retries = self.inner.clone();
         let budget = self.budget.clone();
         let sleeper = self.sleeper.clone();
@@ -274,7 +279,7 @@ where
 }
 
 async fn run<S, Sl, Req>(
-    mut first: S,
+    first: S::Future,
     mut retries: S,
     request: Req,
     budget: Arc<RetryBudget>,
@@ -288,13 +293,7 @@ where
     Req: RequestMeta + Clone,
 {
     let config = *budget.config();
-    let may_retry = request.is_idempotent() && config.max_attempts > 1;
-    // The already-ready service takes the first attempt; later ones wait for readiness.
-    let mut result = if may_retry {
-        first.call(request.clone()).await.map_err(Into::into)
-    } else {
-        return first.call(request).await.map_err(Into::into);
-    };
+    let mut result = first.await.map_err(Into::into);
     let mut attempt = 1;
     loop {
         let error = match result {

@@ -29,6 +29,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -65,15 +66,15 @@ impl<Req> TimeoutPolicy<Req> for Duration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteTimeouts {
     default: Duration,
-    /// Sorted longest prefix first.
-    routes: Vec<(String, Duration)>,
+    /// Sorted longest prefix first; shared, as every call clones the policy.
+    routes: Arc<Vec<(String, Duration)>>,
 }
 
 impl RouteTimeouts {
     pub fn new(default: Duration) -> Self {
         Self {
             default,
-            routes: Vec::new(),
+            routes: Arc::default(),
         }
     }
 
@@ -91,9 +92,10 @@ impl RouteTimeouts {
                 format!("timeout for {prefix:?} must be positive"),
             ));
         }
-        self.routes.retain(|(p, _)| p != prefix);
-        self.routes.push((prefix.to_owned(), timeout));
-        self.routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+        let routes = Arc::make_mut(&mut self.routes);
+        routes.retain(|(p, _)| p != prefix);
+        routes.push((prefix.to_owned(), timeout));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Ok(self)
     }
 
@@ -238,7 +240,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use tower::{ServiceExt, service_fn};
