@@ -22,16 +22,23 @@
 //! Not done: queueing by priority (admission is a gate, there is no queue to
 //! reorder), and CPU-based signals (deliberately: queueing delay is what callers feel).
 //!
-//! ```
-//! use casebook_kit::clock::SystemClock;
-//! use casebook_kit::resilience::shed::{LoadShedLayer, ShedConfig};
-//! use tower::{ServiceBuilder, service_fn};
+//! On an axum router, outermost first: refusals become HTTP answers, headers
+//! become priority and deadline, then the shedder:
 //!
-//! let layer = LoadShedLayer::new("api", ShedConfig::default(), SystemClock::shared()).unwrap();
-//! let svc = ServiceBuilder::new()
-//!     .layer(layer)
-//!     .service(service_fn(|r: http::Request<()>| async move { Ok::<_, std::io::Error>(r) }));
-//! # drop(svc);
+//! ```
+//! use axum::{Router, error_handling::HandleErrorLayer, routing::get};
+//! use casebook_kit::clock::SystemClock;
+//! use casebook_kit::resilience::shed::{LoadShedLayer, RequestMetaLayer, ShedConfig, handle_error};
+//! use tower::ServiceBuilder;
+//!
+//! let clock = SystemClock::shared();
+//! let app: Router = Router::new().route("/", get(|| async { "ok" })).layer(
+//!     ServiceBuilder::new()
+//!         .layer(HandleErrorLayer::new(handle_error))
+//!         .layer(RequestMetaLayer::new(clock.clone()))
+//!         .layer(LoadShedLayer::new("api", ShedConfig::default(), clock).unwrap()),
+//! );
+//! # drop(app);
 //! ```
 
 use std::sync::Arc;

@@ -201,3 +201,60 @@ async fn headers_reach_the_shedder_and_a_bad_header_is_a_400() {
     let response = handle_error(err).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn on_an_axum_router_overload_answers_503_with_retry_after() {
+    use axum::error_handling::HandleErrorLayer;
+    use axum::routing::get;
+
+    let clock = ManualClock::new();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let app: axum::Router = axum::Router::new()
+        .route(
+            "/",
+            get(move || {
+                let gate = gate.clone();
+                async move {
+                    gate.notified().await;
+                    "done"
+                }
+            }),
+        )
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(handle_error))
+                .layer(RequestMetaLayer::new(clock.shared()))
+                .layer(LoadShedLayer::new("api", small_config(), clock.shared()).unwrap()),
+        );
+    let low = || {
+        http::Request::get("/")
+            .header("x-priority", "low")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    // Limit 10, low share 0.8: eight low requests run, the ninth is shed.
+    let mut running: Vec<_> = (0..8)
+        .map(|_| Box::pin(app.clone().oneshot(low())))
+        .collect();
+    for call in &mut running {
+        assert!(futures::poll!(call.as_mut()).is_pending());
+    }
+    let shed = app.clone().oneshot(low()).await.unwrap();
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.headers()[header::RETRY_AFTER], "1");
+    let critical = http::Request::get("/")
+        .header("x-priority", "critical")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let mut critical = Box::pin(app.clone().oneshot(critical));
+    assert!(
+        futures::poll!(critical.as_mut()).is_pending(),
+        "critical still admitted"
+    );
+    release.notify_waiters();
+    for call in running {
+        assert_eq!(call.await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(critical.await.unwrap().status(), StatusCode::OK);
+}
