@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -251,14 +252,51 @@ impl ClassStats {
 
 type Stats = Arc<Mutex<BTreeMap<&'static str, ClassStats>>>;
 
+/// Live counters of a run, for a progress bar: read them from another task.
+#[derive(Debug, Default)]
+pub struct Progress {
+    total: AtomicU64,
+    due: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Progress {
+    /// Requests the plan will schedule (known once the run starts).
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+    /// Requests whose intended send time has come.
+    pub fn due(&self) -> u64 {
+        self.due.load(Ordering::Relaxed)
+    }
+    /// Requests answered (or dropped unsent).
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+}
+
 /// Runs `plan`, asking `make(i)` for the class and the future of request `i` at
 /// its intended send time, and spawning that future on the tokio runtime.
-pub async fn run<F, Fut>(plan: &LoadPlan, mut make: F) -> Result<LoadReport, LoadError>
+pub async fn run<F, Fut>(plan: &LoadPlan, make: F) -> Result<LoadReport, LoadError>
+where
+    F: FnMut(u64) -> (&'static str, Fut),
+    Fut: Future<Output = Verdict> + Send + 'static,
+{
+    run_with_progress(plan, &Arc::new(Progress::default()), make).await
+}
+
+/// [`run`], updating `progress` as it goes.
+pub async fn run_with_progress<F, Fut>(
+    plan: &LoadPlan,
+    progress: &Arc<Progress>,
+    mut make: F,
+) -> Result<LoadReport, LoadError>
 where
     F: FnMut(u64) -> (&'static str, Fut),
     Fut: Future<Output = Verdict> + Send + 'static,
 {
     let total = plan.requests()?;
+    progress.total.store(total, Ordering::Relaxed);
     let interval_nanos = 1e9 / plan.rate_per_sec;
     let in_flight = Arc::new(Semaphore::new(plan.max_in_flight));
     let stats: Stats = Arc::default();
@@ -269,19 +307,23 @@ where
         let intended = start + Duration::from_nanos((i as f64 * interval_nanos) as u64);
         tokio::time::sleep_until(intended).await;
         let (class, request) = make(i);
+        progress.due.fetch_add(1, Ordering::Relaxed);
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             stats
                 .lock()
                 .entry(class)
                 .or_insert_with(ClassStats::new)
                 .dropped += 1;
+            progress.done.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         let stats = stats.clone();
+        let progress = progress.clone();
         tokio::spawn(async move {
             let verdict = request.await;
             let latency = intended.elapsed();
             drop(permit);
+            progress.done.fetch_add(1, Ordering::Relaxed);
             let mut all = stats.lock();
             let s = all.entry(class).or_insert_with(ClassStats::new);
             s.sent += 1;
@@ -368,7 +410,8 @@ mod tests {
             max_in_flight: 5,
             ..LoadPlan::new(10.0, Duration::from_secs(3))
         };
-        let report = run(&plan, |_| {
+        let progress = Arc::new(Progress::default());
+        let report = run_with_progress(&plan, &progress, |_| {
             ("c", async {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 Verdict::Ok
@@ -380,6 +423,8 @@ mod tests {
         assert_eq!(c.sent + c.dropped, 30);
         assert!(c.dropped >= 10, "{c:?}");
         assert!(c.p50_ms >= 1000.0 && c.p50_ms < 1010.0, "{c:?}");
+        let counts = (progress.total(), progress.due(), progress.done());
+        assert_eq!(counts, (30, 30, 30));
     }
 
     #[tokio::test]
