@@ -267,7 +267,15 @@ where
         // retried pays for a clone of the service and of the request.
         if !request.is_idempotent() || self.budget.config().max_attempts == 1 {
             let only = self.inner.call(request);
-            return Box::pin(async move { only.await.map_err(Into::into) });
+            let budget = self.budget.clone();
+            return Box::pin(async move {
+                let result = only.await.map_err(Into::into);
+                if result.is_ok() {
+                    // Every success refills the budget, retryable or not.
+                    budget.deposit_success();
+                }
+                result
+            });
         }
         let first = self.inner.call(request.clone());
         let retries = self.inner.clone();

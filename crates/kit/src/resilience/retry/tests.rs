@@ -176,6 +176,23 @@ async fn no_retry_is_made_that_would_start_after_the_deadline() {
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test]
+async fn successes_of_calls_that_cannot_be_retried_refill_the_budget_too() {
+    let budget = Arc::new(RetryBudget::new(RetryConfig::default()).unwrap());
+    assert!(budget.try_withdraw(false) && budget.try_withdraw(true));
+    assert_eq!(budget.tokens(), 485);
+    let sleeper = ManualSleeper::new(ManualClock::new());
+    let svc = layer(&budget, &sleeper).layer(scripted(vec![ok], Arc::default()));
+    for _ in 0..3 {
+        svc.clone().oneshot(http::Request::new(())).await.unwrap();
+    }
+    assert_eq!(budget.tokens(), 488);
+    for _ in 0..20 {
+        svc.clone().oneshot(http::Request::new(())).await.unwrap();
+    }
+    assert_eq!(budget.tokens(), 500, "never above a full budget");
+}
+
 #[test]
 fn bad_numbers_are_refused() {
     for (cfg, field) in [
