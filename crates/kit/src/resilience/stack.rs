@@ -20,7 +20,11 @@
 //! request was wrong). Transport errors and timeouts are failures.
 //!
 //! Build one stack per dependency and clone it: the bulkhead, breaker and retry
-//! budget are shared by clones, not by separate builds.
+//! budget are shared by clones, not by separate builds (the breaker, kept in the
+//! registry by name, is shared either way).
+//!
+//! Not done here: resolving a dependency's address (pass absolute URLs, or a base
+//! URL from discovery), and load balancing across its instances.
 
 use std::fmt;
 use std::future::Future;

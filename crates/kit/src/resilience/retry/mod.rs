@@ -18,6 +18,10 @@
 //!
 //! Sleeps go through an injected [`Sleeper`].
 //!
+//! Not guaranteed: that a request marked idempotent really is (the caller knows;
+//! this layer trusts the mark), nor a bound on total time across attempts other than
+//! the request's deadline: give requests a deadline when that matters.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use casebook_kit::resilience::retry::{RetryBudget, RetryConfig, RetryLayer};
