@@ -251,6 +251,7 @@ async fn index(State(state): State<AdminState>) -> Result<Html<String>, ApiError
 <li><a href="/api/instances">/api/instances</a></li>
 <li><a href="/api/discovery/apps">/api/discovery/apps</a></li>
 <li><a href="/api/discovery/status">/api/discovery/status</a></li>
+<li><a href="/api/breakers">/api/breakers</a></li>
 <li><a href="/api/metrics/stats">/api/metrics/stats</a></li>
 <li><a href="/metrics">/metrics</a></li>
 </ul>

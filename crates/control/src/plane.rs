@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use casebook_kit::resilience::breaker::{BreakerRegistry, breakers_router};
 use casebook_kit::runtime::{
     BoxFuture, InstanceContext, ServiceFactory, StartError, WeakPlatform, serve_http,
 };
@@ -88,6 +89,8 @@ impl ControlPlane {
             registry: registry.clone(),
         })
         .merge(discovery::api::router(registry))
+        // The Hystrix-style view of every breaker in this process.
+        .merge(breakers_router(BreakerRegistry::global().clone()))
     }
 }
 

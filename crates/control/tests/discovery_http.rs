@@ -6,11 +6,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use casebook_control::discovery::{DiscoveryConfig, Registry, api};
-use casebook_kit::clock::ManualClock;
+use casebook_kit::clock::{ManualClock, SystemClock};
+use casebook_kit::discovery;
 use casebook_kit::discovery::{
     DiscoveryClient, DiscoveryError, LeaseKeeper, Registration, RenewOutcome,
 };
 use casebook_kit::http_client::HttpClient;
+use casebook_kit::resilience::breaker::BreakerRegistry;
+use casebook_kit::resilience::stack::{ResilientClient, StackBuilder};
 use casebook_kit::topology::{InstanceInfo, InstanceStatus, Placement, Topology};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tokio::net::TcpListener;
@@ -38,6 +41,21 @@ async fn serve_on(listener: TcpListener, registry: Arc<Registry>) -> String {
 
 async fn serve(registry: Arc<Registry>) -> String {
     serve_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), registry).await
+}
+
+/// A client whose `discovery` breaker is its own, so one test's failures never
+/// open another test's breaker (the process-wide registry is shared).
+fn client(base_url: impl Into<String>) -> DiscoveryClient {
+    client_on(base_url, BreakerRegistry::new(SystemClock::shared()))
+}
+
+fn client_on(base_url: impl Into<String>, breakers: BreakerRegistry) -> DiscoveryClient {
+    let stack = StackBuilder::new(discovery::DEPENDENCY, discovery::default_resilience())
+        .registry(breakers);
+    DiscoveryClient::with_client(
+        base_url,
+        ResilientClient::with_builder(stack, None).unwrap(),
+    )
 }
 
 fn info(id: &str, zone: &str) -> InstanceInfo {
@@ -82,7 +100,7 @@ async fn raw(
 #[tokio::test]
 async fn register_query_renew_override_and_cancel_through_the_client() {
     let registry = new_registry();
-    let client = DiscoveryClient::new(serve(registry.clone()).await);
+    let client = client(serve(registry.clone()).await);
 
     for (id, zone) in [
         ("c-eu", "eu-west-a"),
@@ -156,7 +174,7 @@ async fn register_query_renew_override_and_cancel_through_the_client() {
 #[tokio::test]
 async fn the_keeper_registers_again_when_the_server_forgets_and_cancels_on_stop() {
     let registry = new_registry();
-    let client = DiscoveryClient::new(serve(registry.clone()).await);
+    let client = client(serve(registry.clone()).await);
     let keeper = LeaseKeeper::start(
         client,
         Registration::up(info("c-1", "us-east-a")),
@@ -187,7 +205,7 @@ async fn the_keeper_registers_again_when_the_server_forgets_and_cancels_on_stop(
 #[tokio::test]
 async fn dropping_the_keeper_leaves_the_lease_to_expire() {
     let registry = new_registry();
-    let client = DiscoveryClient::new(serve(registry.clone()).await);
+    let client = client(serve(registry.clone()).await);
     let keeper = LeaseKeeper::start(
         client,
         Registration::up(info("c-1", "us-east-a")),
@@ -216,7 +234,7 @@ async fn the_keeper_keeps_trying_until_discovery_comes_up() {
         .local_addr()
         .unwrap()
         .port();
-    let client = DiscoveryClient::new(format!("http://127.0.0.1:{port}"));
+    let client = client(format!("http://127.0.0.1:{port}"));
     let keeper = LeaseKeeper::start(
         client,
         Registration::up(info("c-1", "us-east-a")),
@@ -287,7 +305,7 @@ async fn bad_requests_get_a_400_naming_the_field() {
     assert_eq!(body["field"], "instance.service");
 
     // Well-formed, but the zone is not in the region: through the client.
-    let client = DiscoveryClient::new(base.clone());
+    let client = client(base.clone());
     let mut wrong_zone = info("c-1", "us-east-a");
     wrong_zone.zone = "eu-west-a".into();
     let err = client
@@ -362,4 +380,34 @@ async fn maintenance_evicts_on_its_own_and_stops_when_cancelled() {
     assert_eq!(registry.status().evictions_total, 1);
     cancel.cancel();
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn calls_to_a_dead_control_plane_trip_the_discovery_breaker_and_then_fail_fast() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let clock = ManualClock::new();
+    let breakers = BreakerRegistry::new(clock.shared());
+    let client = client_on(format!("http://127.0.0.1:{port}"), breakers.clone());
+    // Hystrix needs 20 requests in the window, at least half failed.
+    for _ in 0..20 {
+        let err = client.renew("chat", "chat-1").await.unwrap_err();
+        assert!(
+            matches!(err, DiscoveryError::Http(_)),
+            "refused, not short-circuited: {err}"
+        );
+    }
+    // The breaker judges on its next health snapshot, 500 ms on.
+    clock.advance(Duration::from_millis(600));
+    let _ = client.renew("chat", "chat-1").await;
+    let err = client.renew("chat", "chat-1").await.unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::Unavailable(_)),
+        "short-circuited by the open breaker: {err}"
+    );
+    let stats = breakers.snapshot();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].name, discovery::DEPENDENCY);
 }

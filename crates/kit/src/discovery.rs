@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::http_client::{HttpClient, HttpError};
+use crate::http_client::{HttpError, HttpResponse};
+use crate::resilience::stack::{ResilienceConfig, ResilientClient, UpstreamStatus};
 use crate::topology::{InstanceInfo, InstanceStatus, Placement};
 
 /// Where the discovery API lives on the control plane.
@@ -153,6 +154,10 @@ pub enum DiscoveryError {
     /// The call did not get an answer (or got one that is not the expected JSON).
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// The resilience stack refused the call: the breaker is open, the bulkhead is
+    /// full, or the attempt timed out.
+    #[error("discovery is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl DiscoveryError {
@@ -174,21 +179,30 @@ struct ErrorBody {
 }
 
 /// A client of the control plane's discovery API.
+///
+/// Every call goes through the resilience stack of the `discovery` dependency
+/// (timeout, circuit breaker, bulkhead) and is never retried there: the
+/// [`LeaseKeeper`]'s own backoff is the one retry loop on this call path.
 #[derive(Debug, Clone)]
 pub struct DiscoveryClient {
-    http: HttpClient,
+    http: ResilientClient,
     base_url: String,
 }
 
+/// The dependency name of the discovery server, for its breaker and metrics.
+pub const DEPENDENCY: &str = "discovery";
+
 impl DiscoveryClient {
-    /// A client of the control plane at `base_url` (e.g. `http://127.0.0.1:7700`), with
-    /// the default HTTP client (5 s timeout).
+    /// A client of the control plane at `base_url` (e.g. `http://127.0.0.1:7700`),
+    /// through the process's `discovery` stack ([`default_resilience`]).
     pub fn new(base_url: impl Into<String>) -> Self {
-        Self::with_http(base_url, HttpClient::default())
+        let http = ResilientClient::for_dependency(DEPENDENCY, &default_resilience())
+            .expect("the default discovery resilience config is valid");
+        Self::with_client(base_url, http)
     }
 
-    /// A client using the given HTTP client (for its timeout and connection pool).
-    pub fn with_http(base_url: impl Into<String>, http: HttpClient) -> Self {
+    /// A client calling through the given stack.
+    pub fn with_client(base_url: impl Into<String>, http: ResilientClient) -> Self {
         let base_url = base_url.into().trim_end_matches('/').to_owned();
         Self { http, base_url }
     }
@@ -226,10 +240,7 @@ impl DiscoveryClient {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
         );
-        let response = self
-            .http
-            .send(Method::POST, &url, headers, body.into())
-            .await?;
+        let response = self.send(Method::POST, &url, headers, body.into()).await?;
         expect_success(response.status, &response.body, None)
     }
 
@@ -241,7 +252,6 @@ impl DiscoveryClient {
     ) -> Result<RenewOutcome, DiscoveryError> {
         let url = self.instance_url(service, instance_id);
         let response = self
-            .http
             .send(Method::PUT, &url, Default::default(), Default::default())
             .await?;
         match expect_success(
@@ -259,7 +269,6 @@ impl DiscoveryClient {
     pub async fn cancel(&self, service: &str, instance_id: &str) -> Result<(), DiscoveryError> {
         let url = self.instance_url(service, instance_id);
         let response = self
-            .http
             .send(Method::DELETE, &url, Default::default(), Default::default())
             .await?;
         expect_success(
@@ -281,7 +290,6 @@ impl DiscoveryClient {
             self.instance_url(service, instance_id)
         );
         let response = self
-            .http
             .send(Method::PUT, &url, Default::default(), Default::default())
             .await?;
         expect_success(
@@ -320,9 +328,54 @@ impl DiscoveryClient {
             .await
     }
 
+    /// One call through the stack; any answer the server gave comes back as a
+    /// response (5xx included), everything else as an error.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: http::HeaderMap,
+        body: bytes::Bytes,
+    ) -> Result<HttpResponse, DiscoveryError> {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .body(body)
+            .map_err(|e| HttpError::InvalidRequest {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        *request.headers_mut() = headers;
+        match self.http.send(request).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                Ok(HttpResponse {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                })
+            }
+            Err(err) => {
+                let err = match err.downcast::<UpstreamStatus>() {
+                    Ok(upstream) => {
+                        return Ok(HttpResponse {
+                            status: upstream.status,
+                            headers: Default::default(),
+                            body: upstream.body,
+                        });
+                    }
+                    Err(err) => err,
+                };
+                match err.downcast::<HttpError>() {
+                    Ok(http) => Err(DiscoveryError::Http(*http)),
+                    Err(other) => Err(DiscoveryError::Unavailable(other.to_string())),
+                }
+            }
+        }
+    }
+
     async fn get<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, DiscoveryError> {
         let response = self
-            .http
             .send(Method::GET, url, Default::default(), Default::default())
             .await?;
         expect_success(response.status, &response.body, None)?;
@@ -334,6 +387,17 @@ impl DiscoveryClient {
             })
         })
     }
+}
+
+/// The stack for discovery calls: a 2 s timeout per call, the standard breaker,
+/// and a bulkhead wide enough for a fleet's instances registering at once (64 in
+/// flight, 1024 queued). Retries are off here (see [`DiscoveryClient`]).
+pub fn default_resilience() -> ResilienceConfig {
+    let mut config = ResilienceConfig::default();
+    config.timeout.default = Duration::from_secs(2);
+    config.bulkhead.max_concurrent = 64;
+    config.bulkhead.max_queue = 1024;
+    config
 }
 
 /// Maps a non-2xx answer to the error it means; `instance` names what a 404 is about.

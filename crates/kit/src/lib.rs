@@ -12,6 +12,8 @@
 //! | [`api`] | JSON errors and a JSON body extractor that names the field at fault |
 //! | [`discovery`] | the discovery client, its lease keeper, and the discovery API's JSON |
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
+//! | [`resilience`] | breaker, bulkhead, fallback, timeout, retry budget, shedding, rate limit: tower layers |
+//! | [`loadgen`] | an open-loop constant-rate load generator with HdrHistogram percentiles |
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
 //! | [`partition`] | stable hashing, jump/rendezvous node assignment, a splitting shard map |
 //! | [`locks`] | sharded locks, sync and async, deadlock-free multi-key acquisition |
@@ -30,9 +32,11 @@ pub mod event_store;
 pub mod events;
 pub mod http_client;
 pub mod idempotency;
+pub mod loadgen;
 pub mod locks;
 pub mod outbox;
 pub mod partition;
+pub mod resilience;
 pub mod runtime;
 pub mod telemetry;
 pub mod topology;
