@@ -11,11 +11,13 @@
 //! | [`http_client`] | a pooled HTTP/1.1 JSON client with timeouts and request-id propagation |
 //! | [`api`] | JSON errors and a JSON body extractor that names the field at fault |
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
+//! | [`metrics_push`] | the metrics publish wire types and the pusher feeding the control plane |
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
 
 pub mod api;
 pub mod clock;
 pub mod http_client;
+pub mod metrics_push;
 pub mod runtime;
 pub mod telemetry;
 pub mod topology;
