@@ -198,7 +198,7 @@ impl PublishBatch {
             });
         }
         for (key, value) in &self.tags {
-            check_tag("tags", key, value)?;
+            check_tag(|| "tags".to_owned(), key, value)?;
         }
         let mut values = 0usize;
         for (i, dp) in self.metrics.iter().enumerate() {
@@ -223,7 +223,7 @@ fn validate_datapoint(
     let at = |field: &str| format!("metrics[{i}].{field}");
     check_text(&dp.name).map_err(|reason| BatchError::invalid(at("name"), reason))?;
     for (key, value) in &dp.tags {
-        check_tag(&at("tags"), key, value)?;
+        check_tag(|| at("tags"), key, value)?;
     }
     let tag_count = dp.tags.len() + common.keys().filter(|k| !dp.tags.contains_key(*k)).count();
     if tag_count > MAX_TAGS {
@@ -263,16 +263,37 @@ fn validate_datapoint(
     }
 }
 
-fn check_tag(at: &str, key: &str, value: &str) -> Result<(), BatchError> {
-    check_text(key).map_err(|reason| BatchError::invalid(at, format!("tag key: {reason}")))?;
+/// `at` names the tag map; it is only called to build an error, so the path of a
+/// valid batch allocates nothing.
+fn check_tag(at: impl Fn() -> String, key: &str, value: &str) -> Result<(), BatchError> {
+    check_text(key).map_err(|reason| BatchError::invalid(at(), format!("tag key: {reason}")))?;
     if key == RESERVED_TAG {
         return Err(BatchError::invalid(
-            format!("{at}.{key}"),
+            format!("{}.{key}", at()),
             "`name` is reserved for the metric name",
         ));
     }
-    check_text(value).map_err(|reason| BatchError::invalid(format!("{at}.{key}"), reason))
+    check_text(value).map_err(|reason| BatchError::invalid(format!("{}.{key}", at()), reason))
 }
+
+/// Bytes that may start a forbidden character: ASCII controls, the reserved
+/// separators, and 0xC2 (the lead byte of the C1 controls U+0080..U+009F).
+const SUSPECT_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[0x7f] = true;
+    table[0xc2] = true;
+    let mut i = 0;
+    while i < RESERVED_CHARS.len() {
+        table[RESERVED_CHARS[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 fn check_text(text: &str) -> Result<(), String> {
     if text.is_empty() {
@@ -283,6 +304,10 @@ fn check_text(text: &str) -> Result<(), String> {
             "{} bytes exceed the limit of {MAX_NAME_LEN}",
             text.len()
         ));
+    }
+    // A byte scan first: this runs for every datapoint of every batch.
+    if !text.bytes().any(|b| SUSPECT_BYTES[usize::from(b)]) {
+        return Ok(());
     }
     if let Some(c) = text
         .chars()
@@ -698,6 +723,16 @@ mod tests {
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn control_characters_are_refused_and_other_text_kept() {
+        assert!(check_text("caf\u{e9} \u{a3}5 /path?q=1").is_ok());
+        for bad in ["a\u{85}b", "a\nb", "a\u{7f}", "a,b", "a:b", "a|b", "!a"] {
+            assert!(check_text(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_text(&"x".repeat(MAX_NAME_LEN)).is_ok());
+        assert!(check_text(&"x".repeat(MAX_NAME_LEN + 1)).is_err());
     }
 
     #[test]

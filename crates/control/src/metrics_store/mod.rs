@@ -34,7 +34,7 @@ pub mod buckets;
 pub mod query;
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use casebook_kit::clock::SharedClock;
@@ -131,6 +131,8 @@ pub struct StoreStats {
 /// The in-memory dimensional store. Share it as `Arc<MetricsStore>`.
 pub struct MetricsStore {
     clock: SharedClock,
+    /// Random per store, so series hashes cannot be chosen to collide.
+    seed: u64,
     config: MetricsStoreConfig,
     shards: Box<[Mutex<Shard>]>,
     series_count: AtomicUsize,
@@ -162,6 +164,7 @@ impl MetricsStore {
             .collect();
         Self {
             clock,
+            seed: rand::random(),
             config,
             shards,
             series_count: AtomicUsize::new(0),
@@ -192,42 +195,83 @@ impl MetricsStore {
     fn ingest_valid(&self, batch: &PublishBatch) -> IngestReport {
         let now = self.now_sec();
         let window = Window::at(now, self.config.future_tolerance_secs);
-        // Hash each series once; visit shards in order so each lock is taken once.
-        let mut order: Vec<(u32, u32, u64)> = batch
+        // Hash each series once, then order the datapoints by shard (a counting
+        // sort, stable) so each shard's lock is taken once per batch.
+        let shard_count = self.shards.len();
+        let hashes: Vec<u64> = batch
             .metrics
             .iter()
-            .enumerate()
-            .map(|(i, dp)| {
-                let hash = series_hash(&dp.name, merged_tags(&batch.tags, &dp.tags));
-                (self.shard_of(hash), i as u32, hash)
-            })
+            .map(|dp| series_hash(self.seed, &dp.name, merged_tags(&batch.tags, &dp.tags)))
             .collect();
-        order.sort_unstable_by_key(|(shard, i, _)| (*shard, *i));
+        let mut starts = vec![0usize; shard_count + 1];
+        for &hash in &hashes {
+            starts[self.shard_of(hash) + 1] += 1;
+        }
+        for s in 1..=shard_count {
+            starts[s] += starts[s - 1];
+        }
+        let mut next = starts.clone();
+        let mut order = vec![0u32; hashes.len()];
+        for (i, &hash) in hashes.iter().enumerate() {
+            let shard = self.shard_of(hash);
+            order[next[shard]] = i as u32;
+            next[shard] += 1;
+        }
         let mut report = IngestReport::default();
-        for run in order.chunk_by(|a, b| a.0 == b.0) {
-            let mut shard = self.shards[run[0].0 as usize].lock();
-            let before = (shard.ingested, shard.dropped);
-            for &(_, i, hash) in run {
-                let dp = &batch.metrics[i as usize];
-                shard.apply(self, &window, &batch.tags, dp, hash);
+        // First pass: shards free right now; a shard another thread holds is left
+        // for the second pass, so concurrent batches do not queue behind each other
+        // in shard order.
+        let mut busy = Vec::new();
+        for s in 0..shard_count {
+            let run = &order[starts[s]..starts[s + 1]];
+            if run.is_empty() {
+                continue;
             }
-            if now >= shard.next_sweep_sec {
-                self.sweep_shard(&mut shard, &window);
+            match self.shards[s].try_lock() {
+                Some(mut shard) => {
+                    self.apply_run(&mut shard, &window, batch, run, &hashes, &mut report);
+                }
+                None => busy.push(s),
             }
-            report.accepted += shard.ingested - before.0;
-            let mut dropped = shard.dropped;
-            dropped.too_old -= before.1.too_old;
-            dropped.too_far_in_future -= before.1.too_far_in_future;
-            dropped.series_limit -= before.1.series_limit;
-            dropped.kind_mismatch -= before.1.kind_mismatch;
-            report.dropped.add(&dropped);
+        }
+        for s in busy {
+            let run = &order[starts[s]..starts[s + 1]];
+            let mut shard = self.shards[s].lock();
+            self.apply_run(&mut shard, &window, batch, run, &hashes, &mut report);
         }
         report
     }
 
-    fn shard_of(&self, hash: u64) -> u32 {
+    /// Stores the datapoints `run` (indexes into the batch) of one locked shard.
+    fn apply_run(
+        &self,
+        shard: &mut Shard,
+        window: &Window,
+        batch: &PublishBatch,
+        run: &[u32],
+        hashes: &[u64],
+        report: &mut IngestReport,
+    ) {
+        let before = (shard.ingested, shard.dropped);
+        for &i in run {
+            let dp = &batch.metrics[i as usize];
+            shard.apply(self, window, &batch.tags, dp, hashes[i as usize]);
+        }
+        if window.now >= shard.next_sweep_sec {
+            self.sweep_shard(shard, window);
+        }
+        report.accepted += shard.ingested - before.0;
+        let mut dropped = shard.dropped;
+        dropped.too_old -= before.1.too_old;
+        dropped.too_far_in_future -= before.1.too_far_in_future;
+        dropped.series_limit -= before.1.series_limit;
+        dropped.kind_mismatch -= before.1.kind_mismatch;
+        report.dropped.add(&dropped);
+    }
+
+    fn shard_of(&self, hash: u64) -> usize {
         // Multiply-shift on the high half: the shard map's buckets use the low bits.
-        (((hash >> 32) * self.shards.len() as u64) >> 32) as u32
+        (((hash >> 32) * self.shards.len() as u64) >> 32) as usize
     }
 
     /// Drops blocks that left the window and series left with none. Ingest runs
@@ -306,9 +350,8 @@ impl MetricsStore {
             for series in shard.named(name) {
                 listing.kind.get_or_insert(series.kind);
                 let tags: BTreeMap<String, String> = series
-                    .tags
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .tags()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect();
                 for (k, v) in &tags {
                     listing
@@ -408,16 +451,83 @@ impl<'a> Iterator for MergedTags<'a> {
     }
 }
 
-/// The series hash of a name and its sorted tags. Deterministic (fixed keys) so
-/// shard placement is stable; collisions are resolved by comparing keys.
-fn series_hash<'a>(name: &str, tags: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    name.hash(&mut hasher);
+/// The series hash of a name and its sorted tags: a word-at-a-time folded
+/// multiply (in the style of wyhash), keyed by the store's seed. Collisions are
+/// resolved by comparing keys, so the hash only has to spread well.
+fn series_hash<'a>(seed: u64, name: &str, tags: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut hash = KeyHash(seed ^ HASH_P0);
+    hash.write(name.as_bytes());
     for (k, v) in tags {
-        k.hash(&mut hasher);
-        v.hash(&mut hasher);
+        hash.write(k.as_bytes());
+        hash.write(v.as_bytes());
     }
-    hasher.finish()
+    fold(hash.0, HASH_P0 ^ seed)
+}
+
+const HASH_P0: u64 = 0xa076_1d64_78bd_642f;
+const HASH_P1: u64 = 0xe703_7ed1_a0b4_28db;
+
+fn fold(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+struct KeyHash(u64);
+
+impl KeyHash {
+    /// Mixes in one piece; its length goes in too, so `("ab", "c")` and `("a",
+    /// "bc")` hash apart.
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            self.0 = fold(self.0 ^ word, HASH_P1);
+        }
+        let mut tail = [0u8; 8];
+        let rest = words.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        tail[7] = bytes.len() as u8;
+        self.0 = fold(self.0 ^ u64::from_le_bytes(tail), HASH_P1);
+    }
+}
+
+/// Separates a tag from what comes before it in an encoded key.
+const TAG_SEP: char = '\x1f';
+/// Separates a tag's key from its value in an encoded key.
+const VALUE_SEP: char = '\x1e';
+
+/// A series key as one string: `name␟k1␞v1␟k2␞v2`. One allocation per series,
+/// compared in one pass; the separators are control characters, which the publish
+/// API refuses in names and tags, so the encoding is unambiguous.
+fn encode_key<'a>(name: &str, tags: impl Iterator<Item = (&'a str, &'a str)>) -> Box<str> {
+    let mut key = String::with_capacity(name.len() + 64);
+    key.push_str(name);
+    for (k, v) in tags {
+        key.push(TAG_SEP);
+        key.push_str(k);
+        key.push(VALUE_SEP);
+        key.push_str(v);
+    }
+    key.into_boxed_str()
+}
+
+/// Whether the encoded `key` is `name` with `tags`; allocates nothing.
+fn key_matches<'a>(key: &str, name: &str, tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+    let Some(mut rest) = key.strip_prefix(name) else {
+        return false;
+    };
+    for (k, v) in tags {
+        let Some(after) = rest
+            .strip_prefix(TAG_SEP)
+            .and_then(|r| r.strip_prefix(k))
+            .and_then(|r| r.strip_prefix(VALUE_SEP))
+            .and_then(|r| r.strip_prefix(v))
+        else {
+            return false;
+        };
+        rest = after;
+    }
+    rest.is_empty()
 }
 
 /// Passes a precomputed `u64` hash through as the map's hash.
@@ -475,29 +585,46 @@ struct Shard {
 
 #[derive(Debug)]
 struct Series {
-    name: Box<str>,
-    tags: Box<[(Box<str>, Box<str>)]>,
     hash: u64,
     kind: MetricKind,
+    /// Where the name ends in `key`.
+    name_len: usize,
+    /// The encoded key ([`encode_key`]).
+    key: Box<str>,
     data: SeriesData,
 }
 
 impl Series {
-    fn is<'a>(&self, name: &str, mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
-        *self.name == *name
-            && self
-                .tags
-                .iter()
-                .all(|(k, v)| tags.next() == Some((&**k, &**v)))
-            && tags.next().is_none()
+    fn new<'a>(
+        name: &str,
+        tags: impl Iterator<Item = (&'a str, &'a str)>,
+        hash: u64,
+        kind: MetricKind,
+    ) -> Self {
+        Self {
+            hash,
+            kind,
+            name_len: name.len(),
+            key: encode_key(name, tags),
+            data: SeriesData::new(kind),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.key[..self.name_len]
+    }
+
+    /// The tags, sorted by key.
+    fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.key[self.name_len..]
+            .split(TAG_SEP)
+            .skip(1)
+            .map(|tag| tag.split_once(VALUE_SEP).expect("encoded by encode_key"))
     }
 
     /// The value of tag `key`, if the series has it.
     fn tag(&self, key: &str) -> Option<&str> {
-        self.tags
-            .binary_search_by(|(k, _)| (**k).cmp(key))
-            .ok()
-            .map(|at| &*self.tags[at].1)
+        self.tags().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 }
 
@@ -636,7 +763,7 @@ impl Shard {
         slots.as_slice().iter().copied().find(|&slot| {
             self.series[slot as usize]
                 .as_ref()
-                .is_some_and(|s| s.is(name, tags.clone()))
+                .is_some_and(|s| key_matches(&s.key, name, tags.clone()))
         })
     }
 
@@ -667,13 +794,7 @@ impl Shard {
                     self.dropped.series_limit += n;
                     return;
                 }
-                self.insert(Series {
-                    name: dp.name.as_str().into(),
-                    tags: tags.map(|(k, v)| (k.into(), v.into())).collect(),
-                    hash,
-                    kind: dp.kind,
-                    data: SeriesData::new(dp.kind),
-                })
+                self.insert(Series::new(&dp.name, tags, hash, dp.kind))
             }
         };
         let series = self.series[slot as usize].as_mut().expect("live slot");
@@ -707,7 +828,7 @@ impl Shard {
 
     fn insert(&mut self, series: Series) -> u32 {
         let hash = series.hash;
-        let name = series.name.clone();
+        let name: Box<str> = series.name().into();
         let slot = match self.free.pop() {
             Some(slot) => {
                 debug_assert!(self.series[slot as usize].is_none());
@@ -753,10 +874,10 @@ impl Shard {
                 _ => *e.get_mut() = Slots::Many(rest),
             }
         }
-        if let Some(slots) = self.by_name.get_mut(&series.name) {
+        if let Some(slots) = self.by_name.get_mut(series.name()) {
             slots.retain(|s| *s != slot);
             if slots.is_empty() {
-                self.by_name.remove(&series.name);
+                self.by_name.remove(series.name());
             }
         }
         self.free.push(slot);
