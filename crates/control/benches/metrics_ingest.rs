@@ -4,13 +4,18 @@
 //!
 //! 1. **In-process**: `MetricsStore::ingest` on prebuilt batches of 5,000 datapoints
 //!    (validation, hashing, sharding and storing all included), over 10k and 100k
-//!    series of a name plus 5 tags, with 1 and 2 threads. The first pass over the
-//!    series creates them and is reported apart ("cold").
+//!    series of a name plus 5 tags, with 1 and 2 threads, each thread publishing its
+//!    own share of the series as each node publishes its own. The first pass over
+//!    the series creates them and is reported apart ("cold"). Datapoints per
+//!    CPU-second are printed too: on a shared machine they say what a core does.
 //! 2. **JSON parse**: `serde_json` of the same batches alone, for scale.
 //! 3. **HTTP**: `POST /api/metrics/publish` over loopback with prebuilt JSON bodies,
 //!    2 concurrent clients, server and clients sharing the same 2 cores.
 //!
-//! Set `METRICS_BENCH_SERIES=10000` (comma-separated) to choose the series counts.
+//! Set `METRICS_BENCH_SERIES=10000` (comma-separated) to choose the series counts
+//! and `METRICS_BENCH_SHARDS=N` the store's lock shards (default 32). A fourth line,
+//! "unshared", runs two threads on two separate stores: the machine's own scaling
+//! ceiling, to read the two-thread line against.
 //! Prints datapoints per second; no assertions.
 
 use std::collections::BTreeMap;
@@ -70,8 +75,13 @@ fn kind_of(name: &str) -> MetricKind {
 
 /// Batches covering every series once, in a shuffled order, stamped `now_ms`.
 fn batches(series: usize, now_ms: u64, seed: u64) -> Vec<PublishBatch> {
+    batches_of(0..series, now_ms, seed)
+}
+
+/// Batches covering `series` once, in a shuffled order, stamped `now_ms`.
+fn batches_of(series: impl Iterator<Item = usize>, now_ms: u64, seed: u64) -> Vec<PublishBatch> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut order: Vec<usize> = (0..series).collect();
+    let mut order: Vec<usize> = series.collect();
     order.shuffle(&mut rng);
     order
         .chunks(BATCH)
@@ -89,6 +99,23 @@ fn batches(series: usize, now_ms: u64, seed: u64) -> Vec<PublishBatch> {
         .collect()
 }
 
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`
+/// (clock ticks of 1/100 s); `None` off Linux.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// Datapoints per CPU-second: what one core does, however busy the machine is.
+fn per_cpu(datapoints: usize, cpu: Option<f64>) -> String {
+    match cpu {
+        Some(cpu) if cpu > 0.0 => format!("{:>10.0} datapoints/cpu-s", datapoints as f64 / cpu),
+        _ => "n/a".to_owned(),
+    }
+}
+
 fn rate(datapoints: usize, elapsed: Duration) -> String {
     format!(
         "{:>10.0} datapoints/s",
@@ -101,6 +128,10 @@ fn store_for(series: usize) -> Arc<MetricsStore> {
         SystemClock::shared(),
         MetricsStoreConfig {
             max_series: series * 2,
+            shards: std::env::var("METRICS_BENCH_SHARDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(MetricsStoreConfig::default().shards),
             ..MetricsStoreConfig::default()
         },
     ))
@@ -128,6 +159,7 @@ fn ingest_in_process(series: usize, threads: usize, rounds: usize) {
     });
     let cold = started.elapsed();
 
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for batches in &per_thread {
@@ -142,13 +174,19 @@ fn ingest_in_process(series: usize, threads: usize, rounds: usize) {
         }
     });
     let warm = started.elapsed();
+    let cpu = cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let stats = store.stats();
     assert_eq!(stats.dropped.total(), 0, "the bench's datapoints all fit");
     assert_eq!(stats.series, series);
+    let steady = series * rounds;
     println!(
-        "in-process  series={series:>6} threads={threads}  cold {}   steady {}",
-        rate(series * threads, cold),
-        rate(series * threads * rounds, warm)
+        "in-process  series={series:>6} threads={threads}  cold {}   steady {}  ({}, {:.2} cores busy)",
+        rate(series, cold),
+        rate(steady, warm),
+        per_cpu(steady, cpu),
+        cpu.unwrap_or(0.0) / warm.as_secs_f64()
     );
 
     if threads == 1 {
@@ -166,6 +204,45 @@ fn ingest_in_process(series: usize, threads: usize, rounds: usize) {
             result.series.len()
         );
     }
+}
+
+/// The machine's own scaling ceiling: two threads, each with a store of its own
+/// (nothing shared), each ingesting half the series.
+fn ingest_unshared(series: usize, rounds: usize) {
+    let now = SystemClock.wall_millis();
+    let work: Vec<(Arc<MetricsStore>, Vec<PublishBatch>)> = (0..2)
+        .map(|t| {
+            let batches = batches_of((t..series).step_by(2), now, t as u64);
+            let store = store_for(series);
+            for batch in &batches {
+                store.ingest(batch).expect("valid batch");
+            }
+            (store, batches)
+        })
+        .collect();
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for (store, batches) in &work {
+            scope.spawn(move || {
+                for _ in 0..rounds {
+                    for batch in batches {
+                        store.ingest(batch).expect("valid batch");
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    let cpu = cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    println!(
+        "unshared    series={series:>6} threads=2  (two stores)    steady {}  ({}, {:.2} cores busy)",
+        rate(series * rounds, elapsed),
+        per_cpu(series * rounds, cpu),
+        cpu.unwrap_or(0.0) / elapsed.as_secs_f64()
+    );
 }
 
 fn json_parse(series: usize) {
@@ -222,6 +299,7 @@ fn http_publish(series: usize, clients: usize, rounds: usize) {
                 .unwrap();
             assert!(r.status.is_success(), "{:?}", r.body);
         }
+        let cpu_before = cpu_seconds();
         let started = Instant::now();
         let tasks: Vec<_> = (0..clients)
             .map(|c| {
@@ -245,9 +323,14 @@ fn http_publish(series: usize, clients: usize, rounds: usize) {
             task.await.unwrap();
         }
         let elapsed = started.elapsed();
+        let cpu = cpu_seconds()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
+        let sent = series * clients * rounds;
         println!(
-            "http        series={series:>6} clients={clients}  {}",
-            rate(series * clients * rounds, elapsed)
+            "http        series={series:>6} clients={clients}  {}  ({}, clients included)",
+            rate(sent, elapsed),
+            per_cpu(sent, cpu)
         );
         server.abort();
     });
@@ -260,10 +343,11 @@ fn main() {
         .unwrap_or_else(|| vec![10_000, 100_000]);
     println!("metrics_ingest: batches of {BATCH} datapoints, name + 5 tags per series");
     for &series in &sizes {
-        // About 4M datapoints per measurement.
-        let rounds = (4_000_000 / series).max(2);
+        // About 8M datapoints per measurement.
+        let rounds = (8_000_000 / series).max(2);
         ingest_in_process(series, 1, rounds);
-        ingest_in_process(series, 2, rounds / 2);
+        ingest_in_process(series, 2, rounds);
+        ingest_unshared(series, rounds);
         json_parse(series);
         http_publish(series, 2, (1_000_000 / series).max(1));
     }

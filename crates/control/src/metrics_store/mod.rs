@@ -128,13 +128,26 @@ pub struct StoreStats {
     pub series_expired: u64,
 }
 
+/// A shard on cache lines of its own: two cores working on neighbouring shards
+/// must not contend for one line (its lock and counters change on every datapoint).
+#[derive(Debug)]
+#[repr(align(128))]
+struct PaddedShard(Mutex<Shard>);
+
+impl std::ops::Deref for PaddedShard {
+    type Target = Mutex<Shard>;
+    fn deref(&self) -> &Mutex<Shard> {
+        &self.0
+    }
+}
+
 /// The in-memory dimensional store. Share it as `Arc<MetricsStore>`.
 pub struct MetricsStore {
     clock: SharedClock,
     /// Random per store, so series hashes cannot be chosen to collide.
     seed: u64,
     config: MetricsStoreConfig,
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[PaddedShard]>,
     series_count: AtomicUsize,
     batches_rejected: AtomicU64,
 }
@@ -160,7 +173,7 @@ impl MetricsStore {
         config.shards = config.shards.clamp(1, 1024);
         config.future_tolerance_secs = config.future_tolerance_secs.min(MAX_FUTURE_TOLERANCE_SECS);
         let shards = (0..config.shards)
-            .map(|_| Mutex::new(Shard::default()))
+            .map(|_| PaddedShard(Mutex::new(Shard::default())))
             .collect();
         Self {
             clock,
@@ -222,7 +235,9 @@ impl MetricsStore {
         // for the second pass, so concurrent batches do not queue behind each other
         // in shard order.
         let mut busy = Vec::new();
-        for s in 0..shard_count {
+        // Batches start at different shards, so concurrent ones do not march in step.
+        let first = hashes.first().map_or(0, |h| (*h as usize) % shard_count);
+        for s in (first..shard_count).chain(0..first) {
             let run = &order[starts[s]..starts[s + 1]];
             if run.is_empty() {
                 continue;
@@ -252,21 +267,26 @@ impl MetricsStore {
         hashes: &[u64],
         report: &mut IngestReport,
     ) {
-        let before = (shard.ingested, shard.dropped);
+        // Counted locally and added once: the shard's counters share its hot lines.
+        let mut run_report = IngestReport::default();
         for &i in run {
             let dp = &batch.metrics[i as usize];
-            shard.apply(self, window, &batch.tags, dp, hashes[i as usize]);
+            shard.apply(
+                self,
+                window,
+                &batch.tags,
+                dp,
+                hashes[i as usize],
+                &mut run_report,
+            );
         }
+        shard.ingested += run_report.accepted;
+        shard.dropped.add(&run_report.dropped);
         if window.now >= shard.next_sweep_sec {
             self.sweep_shard(shard, window);
         }
-        report.accepted += shard.ingested - before.0;
-        let mut dropped = shard.dropped;
-        dropped.too_old -= before.1.too_old;
-        dropped.too_far_in_future -= before.1.too_far_in_future;
-        dropped.series_limit -= before.1.series_limit;
-        dropped.kind_mismatch -= before.1.kind_mismatch;
-        report.dropped.add(&dropped);
+        report.accepted += run_report.accepted;
+        report.dropped.add(&run_report.dropped);
     }
 
     fn shard_of(&self, hash: u64) -> usize {
@@ -774,16 +794,17 @@ impl Shard {
         common: &BTreeMap<String, String>,
         dp: &Datapoint,
         hash: u64,
+        report: &mut IngestReport,
     ) {
         let values = dp.samples();
         let n = values.len() as u64;
         let sec = dp.timestamp / 1000;
         if sec < window.first {
-            self.dropped.too_old += n;
+            report.dropped.too_old += n;
             return;
         }
         if sec > window.last {
-            self.dropped.too_far_in_future += n;
+            report.dropped.too_far_in_future += n;
             return;
         }
         let tags = merged_tags(common, &dp.tags);
@@ -791,7 +812,7 @@ impl Shard {
             Some(slot) => slot,
             None => {
                 if !store.reserve_series() {
-                    self.dropped.series_limit += n;
+                    report.dropped.series_limit += n;
                     return;
                 }
                 self.insert(Series::new(&dp.name, tags, hash, dp.kind))
@@ -799,7 +820,7 @@ impl Shard {
         };
         let series = self.series[slot as usize].as_mut().expect("live slot");
         if series.kind != dp.kind {
-            self.dropped.kind_mismatch += n;
+            report.dropped.kind_mismatch += n;
             return;
         }
         match (&mut series.data, dp.kind) {
@@ -823,7 +844,7 @@ impl Shard {
             }
             _ => unreachable!("a series' data always matches its kind"),
         }
-        self.ingested += n;
+        report.accepted += n;
     }
 
     fn insert(&mut self, series: Series) -> u32 {
