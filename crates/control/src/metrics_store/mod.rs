@@ -11,9 +11,11 @@
 //!   datapoints arrive in), a *counter* sums its deltas (so a step is a rate per
 //!   second), a *distribution* keeps count, sum, min, max and log-linear percentile
 //!   buckets ([`buckets`]).
-//! - Memory is bounded: at most `max_series` series (a new series beyond it is
-//!   dropped and counted), each a ring of 64 one-minute blocks allocated on first
-//!   write; a distribution step holds at most [`buckets::BUCKET_COUNT`] buckets.
+//! - Memory is bounded: at most `max_series` series, `max_distribution_series` of
+//!   them distributions (a new series beyond a cap is dropped and counted), each a
+//!   ring of 64 one-minute blocks allocated on first write (a gauge or counter:
+//!   about 0.6 KB plus 0.5 KB a minute of data, 31 KB for a full hour); a
+//!   distribution step holds at most [`buckets::BUCKET_COUNT`] buckets.
 //!   Series with no data left in the window are removed by [`MetricsStore::sweep`]
 //!   (run by ingest once a minute per shard), which frees their place under the cap.
 //! - A datapoint older than the window, further than `future_tolerance` ahead of the
@@ -57,8 +59,11 @@ pub const MAX_FUTURE_TOLERANCE_SECS: u64 = 120;
 /// How the store is sized.
 #[derive(Debug, Clone)]
 pub struct MetricsStoreConfig {
-    /// The most series kept at once.
+    /// The most series kept at once, of every kind.
     pub max_series: usize,
+    /// The most distribution series among them: a distribution's hour can hold
+    /// hundreds of kilobytes of buckets where a gauge's holds 30 KB.
+    pub max_distribution_series: usize,
     /// Lock shards; more shards, less contention between ingesting threads.
     pub shards: usize,
     /// How far ahead of the clock a timestamp may be (clock skew between nodes).
@@ -69,6 +74,7 @@ impl Default for MetricsStoreConfig {
     fn default() -> Self {
         Self {
             max_series: 100_000,
+            max_distribution_series: 2_000,
             shards: 32,
             future_tolerance_secs: 60,
         }
@@ -82,7 +88,8 @@ pub struct Dropped {
     pub too_old: u64,
     /// Further ahead of the clock than the future tolerance.
     pub too_far_in_future: u64,
-    /// A new series while the store held `max_series`.
+    /// A new series while the store held `max_series` (or, for a distribution,
+    /// `max_distribution_series`).
     pub series_limit: u64,
     /// A kind other than the one its series was created with.
     pub kind_mismatch: u64,
@@ -118,6 +125,10 @@ pub struct StoreStats {
     pub series: usize,
     /// The series cap.
     pub max_series: usize,
+    /// Distribution series held now.
+    pub distribution_series: usize,
+    /// The distribution series cap.
+    pub max_distribution_series: usize,
     /// Values stored since start.
     pub datapoints_ingested: u64,
     /// Values dropped since start, by reason.
@@ -149,6 +160,7 @@ pub struct MetricsStore {
     config: MetricsStoreConfig,
     shards: Box<[PaddedShard]>,
     series_count: AtomicUsize,
+    distribution_count: AtomicUsize,
     batches_rejected: AtomicU64,
 }
 
@@ -181,6 +193,7 @@ impl MetricsStore {
             config,
             shards,
             series_count: AtomicUsize::new(0),
+            distribution_count: AtomicUsize::new(0),
             batches_rejected: AtomicU64::new(0),
         }
     }
@@ -304,10 +317,10 @@ impl MetricsStore {
     }
 
     fn sweep_shard(&self, shard: &mut Shard, window: &Window) {
-        let removed = shard.sweep(window);
-        if removed > 0 {
-            self.series_count.fetch_sub(removed, Ordering::Relaxed);
-        }
+        let (removed, distributions) = shard.sweep(window);
+        self.series_count.fetch_sub(removed, Ordering::Relaxed);
+        self.distribution_count
+            .fetch_sub(distributions, Ordering::Relaxed);
         shard.next_sweep_sec = window.now + BLOCK_STEPS;
     }
 
@@ -316,6 +329,8 @@ impl MetricsStore {
         let mut stats = StoreStats {
             series: self.series_count.load(Ordering::Relaxed),
             max_series: self.config.max_series,
+            distribution_series: self.distribution_count.load(Ordering::Relaxed),
+            max_distribution_series: self.config.max_distribution_series,
             datapoints_ingested: 0,
             dropped: Dropped::default(),
             batches_rejected: self.batches_rejected.load(Ordering::Relaxed),
@@ -336,11 +351,20 @@ impl MetricsStore {
         self.batches_rejected.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Reserves a place under the series cap.
-    fn reserve_series(&self) -> bool {
-        let before = self.series_count.fetch_add(1, Ordering::Relaxed);
-        if before >= self.config.max_series {
-            self.series_count.fetch_sub(1, Ordering::Relaxed);
+    /// Reserves a place under the series caps for a new series of `kind`.
+    fn reserve_series(&self, kind: MetricKind) -> bool {
+        if kind == MetricKind::Distribution
+            && !reserve(
+                &self.distribution_count,
+                self.config.max_distribution_series,
+            )
+        {
+            return false;
+        }
+        if !reserve(&self.series_count, self.config.max_series) {
+            if kind == MetricKind::Distribution {
+                self.distribution_count.fetch_sub(1, Ordering::Relaxed);
+            }
             return false;
         }
         true
@@ -390,6 +414,16 @@ impl MetricsStore {
         listing.series = all;
         listing
     }
+}
+
+/// Takes one place of `cap` in `count`, if there is one.
+fn reserve(count: &AtomicUsize, cap: usize) -> bool {
+    let before = count.fetch_add(1, Ordering::Relaxed);
+    if before >= cap {
+        count.fetch_sub(1, Ordering::Relaxed);
+        return false;
+    }
+    true
 }
 
 /// What [`MetricsStore::series_of`] lists.
@@ -811,7 +845,7 @@ impl Shard {
         let slot = match self.find(hash, &dp.name, tags.clone()) {
             Some(slot) => slot,
             None => {
-                if !store.reserve_series() {
+                if !store.reserve_series(dp.kind) {
                     report.dropped.series_limit += n;
                     return;
                 }
@@ -904,9 +938,11 @@ impl Shard {
         self.free.push(slot);
     }
 
-    /// Frees expired blocks and removes series with none left; the count removed.
-    fn sweep(&mut self, window: &Window) -> usize {
+    /// Frees expired blocks and removes series with none left; the count removed,
+    /// and how many of them were distributions.
+    fn sweep(&mut self, window: &Window) -> (usize, usize) {
         let mut dead = Vec::new();
+        let mut distributions = 0;
         for (slot, series) in self.series.iter_mut().enumerate() {
             let Some(series) = series else { continue };
             let live = match &mut series.data {
@@ -915,13 +951,14 @@ impl Shard {
             };
             if !live {
                 dead.push(slot as u32);
+                distributions += usize::from(series.kind == MetricKind::Distribution);
             }
         }
         for &slot in &dead {
             self.remove(slot);
         }
         self.expired += dead.len() as u64;
-        dead.len()
+        (dead.len(), distributions)
     }
 
     /// The live series called `name`.

@@ -415,6 +415,7 @@ fn a_sweep_removes_series_with_no_data_left_and_frees_the_cap() {
         clock.shared(),
         MetricsStoreConfig {
             max_series: 2,
+            max_distribution_series: 1,
             shards: 4,
             future_tolerance_secs: 10,
         },
@@ -451,6 +452,37 @@ fn a_sweep_removes_series_with_no_data_left_and_frees_the_cap() {
         ]))
         .unwrap();
     assert_eq!(report.accepted, 2, "the cap has room again");
+}
+
+#[test]
+fn distributions_have_a_cap_of_their_own() {
+    let clock = ManualClock::new();
+    let store = MetricsStore::with_config(
+        clock.shared(),
+        MetricsStoreConfig {
+            max_series: 10,
+            max_distribution_series: 1,
+            ..MetricsStoreConfig::default()
+        },
+    );
+    let ts = clock.wall_millis();
+    let report = store
+        .ingest(&batch(vec![
+            Datapoint::distribution("d", tags(&[("n", "1")]), ts, vec![1.0]),
+            Datapoint::distribution("d", tags(&[("n", "2")]), ts, vec![1.0, 2.0]),
+            gauge("g", &[], ts, 1.0),
+        ]))
+        .unwrap();
+    // Which distribution wins the one place depends on shard order; the gauge's
+    // value and one distribution's samples are stored, the other's are dropped.
+    assert_eq!(report.accepted + report.dropped.series_limit, 4);
+    assert!(report.accepted == 2 || report.accepted == 3, "{report:?}");
+    let stats = store.stats();
+    assert_eq!((stats.series, stats.distribution_series), (2, 1));
+    clock.advance(Duration::from_secs(WINDOW_SECS + 60));
+    store.sweep();
+    let stats = store.stats();
+    assert_eq!((stats.series, stats.distribution_series), (0, 0));
 }
 
 #[test]
