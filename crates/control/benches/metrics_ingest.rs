@@ -137,13 +137,22 @@ fn store_for(series: usize) -> Arc<MetricsStore> {
     ))
 }
 
-/// Each thread ingests every series `rounds` times from its own shuffled batches.
+/// Datapoints in `batches`.
+fn datapoints(batches: &[Vec<PublishBatch>]) -> usize {
+    batches.iter().flatten().map(|b| b.metrics.len()).sum()
+}
+
+/// Each thread publishes its own share of the series (as each node publishes its
+/// own), `rounds` times. The steady passes visit the series in another shuffled
+/// order than the one they were created in: the same order would let the hardware
+/// prefetcher stream the store's memory, which real traffic does not.
 fn ingest_in_process(series: usize, threads: usize, rounds: usize) {
     let store = store_for(series);
     let now = SystemClock.wall_millis();
-    let per_thread: Vec<Vec<PublishBatch>> = (0..threads)
-        .map(|t| batches(series, now, t as u64))
-        .collect();
+    let share = |t: usize, seed: u64| batches_of((t..series).step_by(threads), now, seed);
+    let per_thread: Vec<Vec<PublishBatch>> = (0..threads).map(|t| share(t, t as u64)).collect();
+    let per_thread_steady: Vec<Vec<PublishBatch>> =
+        (0..threads).map(|t| share(t, 100 + t as u64)).collect();
 
     // Cold: the first pass creates the series.
     let started = Instant::now();
@@ -162,7 +171,7 @@ fn ingest_in_process(series: usize, threads: usize, rounds: usize) {
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     std::thread::scope(|scope| {
-        for batches in &per_thread {
+        for batches in &per_thread_steady {
             let store = &store;
             scope.spawn(move || {
                 for _ in 0..rounds {
@@ -180,10 +189,11 @@ fn ingest_in_process(series: usize, threads: usize, rounds: usize) {
     let stats = store.stats();
     assert_eq!(stats.dropped.total(), 0, "the bench's datapoints all fit");
     assert_eq!(stats.series, series);
-    let steady = series * rounds;
+    let steady = datapoints(&per_thread_steady) * rounds;
+    assert_eq!(stats.datapoints_ingested as usize, series + steady);
     println!(
         "in-process  series={series:>6} threads={threads}  cold {}   steady {}  ({}, {:.2} cores busy)",
-        rate(series, cold),
+        rate(datapoints(&per_thread), cold),
         rate(steady, warm),
         per_cpu(steady, cpu),
         cpu.unwrap_or(0.0) / warm.as_secs_f64()
@@ -212,12 +222,14 @@ fn ingest_unshared(series: usize, rounds: usize) {
     let now = SystemClock.wall_millis();
     let work: Vec<(Arc<MetricsStore>, Vec<PublishBatch>)> = (0..2)
         .map(|t| {
-            let batches = batches_of((t..series).step_by(2), now, t as u64);
             let store = store_for(series);
-            for batch in &batches {
+            for batch in &batches_of((t..series).step_by(2), now, t as u64) {
                 store.ingest(batch).expect("valid batch");
             }
-            (store, batches)
+            (
+                store,
+                batches_of((t..series).step_by(2), now, 100 + t as u64),
+            )
         })
         .collect();
     let cpu_before = cpu_seconds();

@@ -303,8 +303,10 @@ impl MetricsStore {
     }
 
     fn shard_of(&self, hash: u64) -> usize {
-        // Multiply-shift on the high half: the shard map's buckets use the low bits.
-        (((hash >> 32) * self.shards.len() as u64) >> 32) as usize
+        // Multiply-shift on bits 16..48: the shard maps take their bucket from the
+        // low bits and their tag byte from the top 7, which must keep varying
+        // inside a shard.
+        ((((hash >> 16) & 0xffff_ffff) * self.shards.len() as u64) >> 32) as usize
     }
 
     /// Drops blocks that left the window and series left with none. Ingest runs
