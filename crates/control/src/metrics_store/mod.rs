@@ -750,16 +750,16 @@ impl<T: Step> Ring<T> {
         }
     }
 
-    /// The step of second `sec`, made (and any stale minute in its slot reset) if
-    /// need be. `sec` must be inside the accepted window.
-    fn step_mut(&mut self, sec: u64) -> &mut T {
+    /// The step of second `sec`, made (and an older minute in its slot reset) if
+    /// need be. `None` when the slot holds a newer minute: only possible after the
+    /// wall clock stepped back, and then the older datapoint loses.
+    fn step_mut(&mut self, sec: u64) -> Option<&mut T> {
         let minute = sec / BLOCK_STEPS;
         let slot = &mut self.blocks[(minute % RING_BLOCKS) as usize];
         match slot {
             Some(block) if block.minute == minute => {}
+            Some(block) if block.minute > minute => return None,
             Some(block) => {
-                // The ring only wraps onto minutes that left the window.
-                debug_assert!(block.minute < minute);
                 block.minute = minute;
                 block.steps.iter_mut().for_each(|s| *s = T::empty());
             }
@@ -771,7 +771,7 @@ impl<T: Step> Ring<T> {
             }
         }
         let block = slot.as_mut().expect("filled above");
-        &mut block.steps[(sec % BLOCK_STEPS) as usize]
+        Some(&mut block.steps[(sec % BLOCK_STEPS) as usize])
     }
 
     /// The step of second `sec`, if that minute is held.
@@ -859,28 +859,30 @@ impl Shard {
             report.dropped.kind_mismatch += n;
             return;
         }
-        match (&mut series.data, dp.kind) {
-            (SeriesData::Scalar(ring), MetricKind::Gauge) => {
-                let step = ring.step_mut(sec);
+        let stored = match (&mut series.data, dp.kind) {
+            (SeriesData::Scalar(ring), MetricKind::Gauge) => ring.step_mut(sec).map(|step| {
                 for &v in values {
                     *step = if step.is_nan() { v } else { step.max(v) };
                 }
-            }
-            (SeriesData::Scalar(ring), MetricKind::Counter) => {
-                let step = ring.step_mut(sec);
+            }),
+            (SeriesData::Scalar(ring), MetricKind::Counter) => ring.step_mut(sec).map(|step| {
                 for &v in values {
                     *step = if step.is_nan() { v } else { *step + v };
                 }
-            }
+            }),
             (SeriesData::Distribution(ring), MetricKind::Distribution) => {
-                let step = ring.step_mut(sec);
-                for &v in values {
-                    step.record(v);
-                }
+                ring.step_mut(sec).map(|step| {
+                    for &v in values {
+                        step.record(v);
+                    }
+                })
             }
             _ => unreachable!("a series' data always matches its kind"),
+        };
+        match stored {
+            Some(()) => report.accepted += n,
+            None => report.dropped.too_old += n,
         }
-        report.accepted += n;
     }
 
     fn insert(&mut self, series: Series) -> u32 {

@@ -28,6 +28,9 @@ use super::{MetricsStore, SeriesData, WINDOW_SECS, Window};
 
 /// The most result series (groups) one query may make.
 pub const MAX_GROUPS: usize = 1000;
+/// The most values (groups × steps) one query may compute: bounds its memory
+/// (a distribution value carries its merged buckets).
+pub const MAX_CELLS: usize = 500_000;
 /// The most filters or group-by keys in one query.
 pub const MAX_TERMS: usize = 16;
 
@@ -456,11 +459,23 @@ impl MetricsStore {
                         ),
                     ));
                 }
-                if !groups.contains_key(&key) && groups.len() >= MAX_GROUPS {
-                    return Err(QueryError::invalid(
-                        "group_by",
-                        format!("more than {MAX_GROUPS} groups; filter or group by fewer tags"),
-                    ));
+                if !groups.contains_key(&key) {
+                    if groups.len() >= MAX_GROUPS {
+                        return Err(QueryError::invalid(
+                            "group_by",
+                            format!("more than {MAX_GROUPS} groups; filter or group by fewer tags"),
+                        ));
+                    }
+                    if (groups.len() + 1) * points > MAX_CELLS {
+                        return Err(QueryError::invalid(
+                            "step",
+                            format!(
+                                "{} groups of {points} steps exceed {MAX_CELLS} values; \
+                                 use a larger step, a shorter range or fewer groups",
+                                groups.len() + 1
+                            ),
+                        ));
+                    }
                 }
                 let group = groups.entry(key).or_insert_with(|| match series.kind {
                     MetricKind::Distribution => {

@@ -307,6 +307,26 @@ fn unknown_functions_and_misused_percentiles_are_errors_naming_them() {
 }
 
 #[test]
+fn a_query_too_large_to_compute_is_refused() {
+    let (clock, store) = setup();
+    let ts = clock.wall_millis();
+    let metrics = (0..200)
+        .map(|i| gauge("g", &[("node", &i.to_string())], ts, 1.0))
+        .collect();
+    store.ingest(&batch(metrics)).unwrap();
+    let t = ts / 1000;
+    let by_node = |step| Query {
+        group_by: vec!["node".into()],
+        ..over("g", t - (WINDOW_SECS - 1), t, step)
+    };
+    // 200 groups × 3,600 one-second steps is over the limit; one-minute steps are not.
+    let err = store.query(&by_node(1)).unwrap_err();
+    assert_eq!(err.field(), "step");
+    let result = store.query(&by_node(60)).unwrap();
+    assert_eq!(result.series.len(), 200);
+}
+
+#[test]
 fn query_parameters_are_parsed_strictly() {
     let parse = |pairs: &[(&str, &str)]| {
         let params: HashMap<String, String> = pairs
@@ -406,6 +426,30 @@ fn data_expires_after_an_hour_and_the_ring_overwrites_its_slot() {
         assert_eq!(ring.blocks.iter().flatten().count(), 1);
     }
     assert_eq!(values(&store, &over("c", later, later, 1)), vec![Some(1.0)]);
+}
+
+#[test]
+fn a_wall_clock_stepping_back_drops_datapoints_its_ring_cannot_hold() {
+    let (clock, store) = setup();
+    let t_new = now_sec(&clock);
+    store
+        .ingest(&batch(vec![gauge("g", &[], t_new * 1000, 1.0)]))
+        .unwrap();
+    // After the wall clock steps back an hour or more, an older minute maps to the
+    // slot of a newer one: the newer data stays, the older datapoint is refused.
+    let t_old = t_new - RING_BLOCKS * BLOCK_STEPS;
+    let shard = store
+        .shards
+        .iter()
+        .find(|s| !s.lock().series.is_empty())
+        .unwrap();
+    let mut shard = shard.lock();
+    let series = shard.series.iter_mut().flatten().next().unwrap();
+    let SeriesData::Scalar(ring) = &mut series.data else {
+        panic!("a gauge is scalar")
+    };
+    assert!(ring.step_mut(t_old).is_none());
+    assert_eq!(ring.step(t_new), Some(&1.0));
 }
 
 #[test]
