@@ -772,6 +772,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn run_pushes_at_once_and_stops_when_cancelled() {
+        use axum::routing::post;
+        let registry = MetricsRegistry::default();
+        metrics::with_local_recorder(&registry, || {
+            metrics::counter!("c").increment(1);
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<PublishBatch>(4);
+        let app = axum::Router::new().route(
+            PUBLISH_PATH,
+            post(move |axum::Json(batch): axum::Json<PublishBatch>| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(batch).await;
+                    axum::Json(serde_json::json!({}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let cancel = CancellationToken::new();
+        let pusher = MetricsPusher::new(&url, node_tags("n1"))
+            .with_registry(registry)
+            .with_clock(ManualClock::new().shared())
+            .with_step(Duration::from_secs(3600));
+        let handle = pusher.run(cancel.clone());
+        // The first tick is immediate; the bound only keeps a broken build from hanging.
+        let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a push")
+            .expect("a batch");
+        assert_eq!(batch.tags, node_tags("n1"));
+        assert_eq!(batch.metrics[0].name, "c");
+        assert_eq!(batch.metrics[0].value, Some(1.0));
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("the loop ends on cancel")
+            .unwrap();
+        server.abort();
+    }
+
+    #[tokio::test]
     async fn a_failed_push_keeps_the_counter_delta_for_the_next_one() {
         let registry = MetricsRegistry::default();
         metrics::with_local_recorder(&registry, || {
