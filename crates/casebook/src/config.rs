@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use casebook_control::ControlConfig;
 use casebook_control::discovery::DiscoveryConfig;
+use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_kit::topology::Topology;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,10 @@ pub struct Config {
     pub control: ControlConfig,
     /// Discovery: leases, eviction, self-preservation.
     pub discovery: DiscoveryConfig,
+    /// The control plane's dimensional metrics store.
+    pub metrics_store: MetricsStoreConfig,
+    /// Metrics pushed from this process to the control plane.
+    pub metrics_push: MetricsPushConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
 }
@@ -45,7 +50,29 @@ impl Default for Config {
             topology: Topology::default(),
             control: ControlConfig::default(),
             discovery: DiscoveryConfig::default(),
+            metrics_store: MetricsStoreConfig::default(),
+            metrics_push: MetricsPushConfig::default(),
             shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+/// The `[metrics_push]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsPushConfig {
+    /// Whether this process pushes its metrics to the control plane's store.
+    pub enabled: bool,
+    /// How often (the store keeps 1 s steps; at least 100 ms).
+    #[serde(with = "humantime_serde")]
+    pub step: Duration,
+}
+
+impl Default for MetricsPushConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            step: Duration::from_secs(1),
         }
     }
 }

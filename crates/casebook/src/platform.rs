@@ -5,8 +5,10 @@ use std::sync::Arc;
 use casebook_control::{ControlPlane, ControlSettings};
 use casebook_kit::clock::SystemClock;
 use casebook_kit::discovery::{DiscoveryClient, DiscoveryRegistrar};
+use casebook_kit::metrics_push::{self, MetricsPusher};
 use casebook_kit::runtime::{InstanceSpec, Platform};
 use casebook_kit::topology::Placement;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
@@ -25,10 +27,23 @@ pub fn build(config: &Config) -> Platform {
         ControlSettings {
             topology: config.topology.clone(),
             discovery: config.discovery.clone(),
+            metrics_store: config.metrics_store.clone(),
             drain: config.shutdown.drain_timeout,
         },
     )));
     platform
+}
+
+/// Pushes this process's metrics to the control plane's store until `cancel`.
+pub fn push_metrics(config: &Config, control_url: &str, node: &str, cancel: CancellationToken) {
+    if config.metrics_push.enabled {
+        MetricsPusher::spawn(
+            control_url,
+            metrics_push::node_tags(node),
+            config.metrics_push.step,
+            cancel,
+        );
+    }
 }
 
 /// Registers every instance, running and to come, with the discovery server at

@@ -93,6 +93,32 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
+    // The process pushes its own metrics to the control plane's store every second.
+    loop {
+        let series: serde_json::Value = client
+            .get_json(&format!(
+                "{url}/api/metrics/series?name=http_requests_total"
+            ))
+            .await
+            .unwrap();
+        if series["total"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metrics pushed: {series}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let err = client
+        .get_json::<serde_json::Value>(&format!(
+            "{url}/api/metrics/query?name=http_requests_total&fn=median"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(http::StatusCode::BAD_REQUEST));
+    assert!(err.to_string().contains("`median`"), "{err}");
+
     let index = client
         .call::<()>(http::Method::GET, &format!("{url}/"), None)
         .await

@@ -10,9 +10,11 @@
 //! | [`plane`] | the control plane as a service the platform runs |
 //! | [`admin`] | `/`, `/api/topology`, `/api/services`, `/api/instances…` |
 //! | [`discovery`] | the registry with Eureka's semantics and `/api/discovery/…` |
+//! | [`metrics_store`] | the Atlas-like dimensional store and `/api/metrics/…` |
 
 pub mod admin;
 pub mod discovery;
+pub mod metrics_store;
 pub mod plane;
 
 pub use plane::{CONTROL_SERVICE, ControlConfig, ControlPlane, ControlSettings};

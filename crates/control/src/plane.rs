@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin::{self, AdminState};
 use crate::discovery::{self, DiscoveryConfig, Registry};
+use crate::metrics_store::{self, MetricsStore, MetricsStoreConfig};
 
 /// The control plane's service name.
 pub const CONTROL_SERVICE: &str = "control";
@@ -63,6 +64,7 @@ impl ControlConfig {
 pub struct ControlSettings {
     pub topology: Topology,
     pub discovery: DiscoveryConfig,
+    pub metrics_store: MetricsStoreConfig,
     /// The default drain deadline of stops it is asked for.
     pub drain: Duration,
 }
@@ -81,7 +83,7 @@ impl ControlPlane {
         Self { platform, settings }
     }
 
-    fn router(&self, registry: Arc<Registry>) -> Router {
+    fn router(&self, registry: Arc<Registry>, store: Arc<MetricsStore>) -> Router {
         admin::router(AdminState {
             platform: self.platform.clone(),
             topology: self.settings.topology.clone(),
@@ -89,8 +91,25 @@ impl ControlPlane {
             registry: registry.clone(),
         })
         .merge(discovery::api::router(registry))
+        .merge(metrics_store::api::router(store))
         // The Hystrix-style view of every breaker in this process.
         .merge(breakers_router(BreakerRegistry::global().clone()))
+    }
+}
+
+/// Frees series that left the hour even while nothing is published (ingest sweeps
+/// only the shards it touches).
+async fn sweep_idle_series(
+    store: Arc<MetricsStore>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticks.tick() => store.sweep(),
+        }
     }
 }
 
@@ -117,7 +136,13 @@ impl ServiceFactory for ControlPlane {
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
             discovery::spawn_maintenance(registry.clone(), ctx.shutdown_token());
-            serve_http(ctx, listener, self.router(registry));
+            // The store is in memory (one hour of 1 s steps): a restart starts it empty.
+            let store = Arc::new(MetricsStore::with_config(
+                ctx.clock().clone(),
+                self.settings.metrics_store.clone(),
+            ));
+            ctx.spawn(sweep_idle_series(store.clone(), ctx.shutdown_token()));
+            serve_http(ctx, listener, self.router(registry, store));
             Ok(address)
         })
     }

@@ -14,6 +14,7 @@
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
 //! | [`resilience`] | breaker, bulkhead, fallback, timeout, retry budget, shedding, rate limit: tower layers |
 //! | [`loadgen`] | an open-loop constant-rate load generator with HdrHistogram percentiles |
+//! | [`metrics_push`] | the metrics publish wire types and the pusher feeding the control plane |
 //! | [`runtime`] | service instances as task groups: start, graceful stop, kill |
 //! | [`partition`] | stable hashing, jump/rendezvous node assignment, a splitting shard map |
 //! | [`locks`] | sharded locks, sync and async, deadlock-free multi-key acquisition |
@@ -34,6 +35,7 @@ pub mod http_client;
 pub mod idempotency;
 pub mod loadgen;
 pub mod locks;
+pub mod metrics_push;
 pub mod outbox;
 pub mod partition;
 pub mod resilience;

@@ -63,6 +63,13 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         None => config.control.url(),
     };
     platform::attach_discovery(&platform, &config, &control_url);
+    let stop_pushing = tokio_util::sync::CancellationToken::new();
+    platform::push_metrics(
+        &config,
+        &control_url,
+        &info.instance_id,
+        stop_pushing.clone(),
+    );
     println!(
         "casebook {}: {} ({} in {}/{})",
         info.service,
@@ -72,6 +79,7 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         info.zone
     );
     stop_requested().await;
+    stop_pushing.cancel();
     platform.stop_all(config.shutdown.drain_timeout).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use casebook_kit::runtime::Platform;
+use tokio_util::sync::CancellationToken;
 
 use super::signal::stop_requested;
 use crate::config::Config;
@@ -21,6 +22,13 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     // Discovery is attached once the control plane's real address is known (the
     // port may be 0); the control plane then registers with itself like any other.
     platform::attach_discovery(&platform, &config, &control.http_url());
+    let stop_pushing = CancellationToken::new();
+    platform::push_metrics(
+        &config,
+        &control.http_url(),
+        &control.instance_id,
+        stop_pushing.clone(),
+    );
     // The first line is the control-plane URL, for people and for scripts.
     println!("casebook control plane: {}", control.http_url());
     print_listeners(&platform, &config);
@@ -32,6 +40,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         config.shutdown.drain_timeout
     );
     let _ = std::io::stdout().flush();
+    stop_pushing.cancel();
     tokio::select! {
         reports = platform.stop_all(config.shutdown.drain_timeout) => {
             let forced = reports.iter().filter(|r| !r.drained).count();
