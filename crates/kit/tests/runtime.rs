@@ -131,6 +131,23 @@ fn spec(listen: &str) -> InstanceSpec {
     }
 }
 
+/// Sends `GET /slow` and returns once its handler holds it in flight.
+async fn request_held_in_flight(
+    info: &InstanceInfo,
+    holding: &Holding,
+) -> tokio::task::JoinHandle<
+    Result<casebook_kit::http_client::HttpResponse, casebook_kit::http_client::HttpError>,
+> {
+    let url = format!("{}/slow", info.http_url());
+    let in_flight = tokio::spawn(async move {
+        HttpClient::default()
+            .call::<()>(http::Method::GET, &url, None)
+            .await
+    });
+    holding.entered.notified().await;
+    in_flight
+}
+
 async fn refuses_connections(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_err()
 }
@@ -169,13 +186,7 @@ async fn a_started_instance_serves_health_metrics_and_echoes_the_request_id() {
 async fn graceful_stop_deregisters_stops_accepting_and_finishes_in_flight_requests() {
     let (platform, holding, events, _dir) = platform();
     let info = platform.start(spec("127.0.0.1:0")).await.unwrap();
-    let url = format!("{}/slow", info.http_url());
-    let in_flight = tokio::spawn(async move {
-        HttpClient::default()
-            .call::<()>(http::Method::GET, &url, None)
-            .await
-    });
-    holding.entered.notified().await;
+    let in_flight = request_held_in_flight(&info, &holding).await;
 
     let stopping = {
         let platform = platform.clone();
@@ -216,13 +227,7 @@ async fn graceful_stop_deregisters_stops_accepting_and_finishes_in_flight_reques
 async fn kill_drops_in_flight_requests_closes_sockets_and_leaves_the_lease_to_expire() {
     let (platform, holding, events, _dir) = platform();
     let info = platform.start(spec("127.0.0.1:0")).await.unwrap();
-    let url = format!("{}/slow", info.http_url());
-    let in_flight = tokio::spawn(async move {
-        HttpClient::default()
-            .call::<()>(http::Method::GET, &url, None)
-            .await
-    });
-    holding.entered.notified().await;
+    let in_flight = request_held_in_flight(&info, &holding).await;
 
     assert!(platform.kill(&info.instance_id).await);
     let err = in_flight
@@ -246,13 +251,7 @@ async fn kill_drops_in_flight_requests_closes_sockets_and_leaves_the_lease_to_ex
 async fn a_stop_whose_drain_deadline_passes_kills_the_rest() {
     let (platform, holding, _events, _dir) = platform();
     let info = platform.start(spec("127.0.0.1:0")).await.unwrap();
-    let url = format!("{}/slow", info.http_url());
-    let in_flight = tokio::spawn(async move {
-        HttpClient::default()
-            .call::<()>(http::Method::GET, &url, None)
-            .await
-    });
-    holding.entered.notified().await;
+    let in_flight = request_held_in_flight(&info, &holding).await;
     let report = platform
         .stop(&info.instance_id, Duration::from_millis(20))
         .await
