@@ -134,6 +134,15 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(http::StatusCode::BAD_REQUEST));
+    let err = client
+        .json::<_, serde_json::Value>(
+            http::Method::POST,
+            &format!("{url}/api/instances"),
+            &serde_json::json!({ "service": "control" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(http::StatusCode::CONFLICT));
 
     terminate(&child);
     let status = child.wait().unwrap();

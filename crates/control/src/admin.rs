@@ -114,6 +114,13 @@ async fn start_instance(
     JsonBody(request): JsonBody<StartRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let platform = state.platform()?;
+    // A second control plane would hold a second, empty registry: one per platform.
+    if request.service == crate::CONTROL_SERVICE {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the control plane runs once per platform; stop or kill it to replace it",
+        ));
+    }
     let placement = match &request.zone {
         Some(zone) => Placement {
             region: state
