@@ -221,6 +221,9 @@ pub struct Accounts {
     current: RwLock<Arc<AccountMap>>,
     /// Serialises writers so two updates cannot lose each other.
     writer: Mutex<()>,
+    /// Secrets no password matches, with this store's iteration count: PLAIN
+    /// verifies unknown users against them so both paths cost one PBKDF2.
+    decoy: ScramSecrets,
 }
 
 impl Accounts {
@@ -245,9 +248,15 @@ impl Accounts {
         Ok(Self {
             domain,
             path,
-            config,
             current: RwLock::new(Arc::new(accounts)),
             writer: Mutex::new(()),
+            decoy: ScramSecrets {
+                salt: rand::random::<[u8; 16]>().to_vec(),
+                iterations: config.iterations,
+                stored_key: rand::random::<[u8; 32]>().to_vec(),
+                server_key: vec![0; 32],
+            },
+            config,
         })
     }
 
@@ -259,6 +268,11 @@ impl Accounts {
     /// The store's file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// SCRAM-SHA-256-shaped secrets that no password matches (see the field).
+    pub fn decoy_secrets(&self) -> &ScramSecrets {
+        &self.decoy
     }
 
     /// Whether XEP-0077 in-band registration is allowed.
@@ -423,6 +437,8 @@ fn persist(path: &Path, domain: &str, accounts: &AccountMap) -> Result<(), Accou
         .ok_or_else(|| io(std::io::Error::other("no parent dir")))?;
     fs::create_dir_all(dir).map_err(io)?;
     let temp = path.with_extension("json.tmp");
+    // A temp file left by a crash may carry other permissions; start afresh.
+    let _ = fs::remove_file(&temp);
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -282,8 +282,8 @@ impl SaslServer {
                 };
                 let server = ScramServer::new(hash);
                 match initial_response {
-                    Some(message) if !message.is_empty() => self.scram_first(server, message),
-                    _ => {
+                    Some(message) => self.scram_first(server, message),
+                    None => {
                         self.state = State::ScramAwaitingFirst(server);
                         SaslStep::Challenge(Vec::new())
                     }
@@ -341,11 +341,14 @@ impl SaslServer {
         if let Err(failure) = self.check_authzid(credentials.authzid.as_deref(), &localpart) {
             return self.fail(failure, Some(&localpart));
         }
-        let verified = self.accounts.get(&localpart).is_some_and(|stored| {
-            stored
-                .scram_sha256
-                .verify_password(ScramHash::Sha256, &credentials.password)
-        });
+        // An unknown user costs the same PBKDF2 as a known one, so response time
+        // does not tell which accounts exist.
+        let (secrets, known_user) = match self.accounts.get(&localpart) {
+            Some(stored) => (stored.scram_sha256.clone(), true),
+            None => (self.accounts.decoy_secrets().clone(), false),
+        };
+        let verified =
+            secrets.verify_password(ScramHash::Sha256, &credentials.password) && known_user;
         if !verified {
             return self.fail(SaslFailure::NotAuthorized, Some(&localpart));
         }
@@ -548,6 +551,11 @@ mod tests {
             step,
             SaslStep::Failure(SaslFailure::ChannelBindingUnsupported)
         );
+        let mut server = f.server(true, false);
+        assert_eq!(
+            server.start("SCRAM-SHA-1", Some(b"")),
+            SaslStep::Failure(SaslFailure::Malformed("empty SCRAM message"))
+        );
         assert_eq!(
             SaslFailure::ChannelBindingUnsupported.text().unwrap(),
             "channel binding is not supported: no -PLUS mechanism is offered"
@@ -599,6 +607,17 @@ mod tests {
             f.server(true, false)
                 .start("PLAIN", Some(b"\0alice\0crayon")),
             SaslStep::Failure(SaslFailure::NotAuthorized)
+        );
+        assert_eq!(
+            f.server(true, false)
+                .start("PLAIN", Some(b"\0nobody\0pencil")),
+            SaslStep::Failure(SaslFailure::NotAuthorized)
+        );
+        assert_eq!(
+            f.server(true, false).start("PLAIN", Some(b"\0alice")),
+            SaslStep::Failure(SaslFailure::Malformed(
+                "PLAIN needs exactly authzid NUL authcid NUL password"
+            ))
         );
         assert_eq!(
             f.server(true, false)
