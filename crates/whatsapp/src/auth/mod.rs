@@ -22,10 +22,12 @@
 //! | [`scram`] | SCRAM server exchange (RFC 5802 / 7677), [`ScramSecrets`] |
 //! | [`plain`] | PLAIN parsing (RFC 4616), [`allow_plain`] |
 //! | [`accounts`] | the per-domain account store, JSON file, atomic replace |
+//! | [`admin`] | operator commands: add, remove, passwd, list |
 //! | [`limiter`] | failed-login limiter on the injected clock |
 //! | [`saslprep`] | SASLprep (RFC 4013) as far as this server needs it |
 
 pub mod accounts;
+pub mod admin;
 pub mod limiter;
 pub mod plain;
 pub mod saslprep;
@@ -38,7 +40,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-pub use accounts::{AccountError, Accounts, AccountsConfig, Credentials, nodeprep_lite};
+pub use accounts::{
+    AccountError, Accounts, AccountsConfig, Credentials, nodeprep_lite, parse_bare_jid,
+};
+pub use admin::{AccountCommand, run_account_command};
 pub use limiter::{LimiterConfig, Locked, LoginLimiter};
 pub use plain::allow_plain;
 pub use scram::{ScramHash, ScramSecrets, ScramServer};
