@@ -90,7 +90,7 @@ fn scram_sha256_server(bencher: Bencher<'_, '_>) {
     let mut probe = ScramServer::new(hash);
     let server_first = probe
         .client_first(b"n,,n=alice,r=clientnonce", "servernonce", |_| {
-            Ok(s.accounts.get("alice").map(|c| c.secrets(hash).clone()))
+            Ok(s.accounts.lookup(hash, "alice"))
         })
         .expect("server-first");
     let last = client_final(
@@ -105,11 +105,7 @@ fn scram_sha256_server(bencher: Bencher<'_, '_>) {
             .client_first(
                 black_box(b"n,,n=alice,r=clientnonce"),
                 "servernonce",
-                |first| {
-                    Ok(s.accounts
-                        .get(&first.username)
-                        .map(|c| c.secrets(hash).clone()))
-                },
+                |first| Ok(s.accounts.lookup(hash, &first.username)),
             )
             .expect("server-first");
         let success = server

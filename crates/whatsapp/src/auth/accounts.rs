@@ -24,7 +24,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::saslprep::saslprep;
-use super::scram::{MAX_ITERATIONS, MIN_ITERATIONS, ScramHash, ScramSecrets};
+use super::scram::{Lookup, MAX_ITERATIONS, MIN_ITERATIONS, ScramHash, ScramSecrets};
 
 /// The longest localpart, in bytes (RFC 7622).
 pub const MAX_LOCALPART_LEN: usize = 1023;
@@ -221,9 +221,8 @@ pub struct Accounts {
     current: RwLock<Arc<AccountMap>>,
     /// Serialises writers so two updates cannot lose each other.
     writer: Mutex<()>,
-    /// Secrets no password matches, with this store's iteration count: PLAIN
-    /// verifies unknown users against them so both paths cost one PBKDF2.
-    decoy: ScramSecrets,
+    /// Process-private key for unknown users' decoy secrets (see [`Accounts::lookup`]).
+    decoy_key: [u8; 32],
 }
 
 impl Accounts {
@@ -250,12 +249,7 @@ impl Accounts {
             path,
             current: RwLock::new(Arc::new(accounts)),
             writer: Mutex::new(()),
-            decoy: ScramSecrets {
-                salt: rand::random::<[u8; 16]>().to_vec(),
-                iterations: config.iterations,
-                stored_key: rand::random::<[u8; 32]>().to_vec(),
-                server_key: vec![0; 32],
-            },
+            decoy_key: rand::random(),
             config,
         })
     }
@@ -270,9 +264,16 @@ impl Accounts {
         &self.path
     }
 
-    /// SCRAM-SHA-256-shaped secrets that no password matches (see the field).
-    pub fn decoy_secrets(&self) -> &ScramSecrets {
-        &self.decoy
+    /// The secrets of `localpart` for `hash`, or decoy secrets if there is no
+    /// such account: a salt stable per name for this process and the store's
+    /// iteration count, so neither a SCRAM challenge nor PLAIN's PBKDF2 time
+    /// tells whether an account exists. (Across a restart an unknown name's salt
+    /// changes while a real one's does not: the decoy key is not persisted.)
+    pub fn lookup(&self, hash: ScramHash, localpart: &str) -> Lookup {
+        match self.get(localpart) {
+            Some(stored) => Lookup::Found(stored.secrets(hash).clone()),
+            None => Lookup::decoy(hash, &self.decoy_key, localpart, self.config.iterations),
+        }
     }
 
     /// Whether XEP-0077 in-band registration is allowed.
@@ -612,6 +613,32 @@ mod tests {
             ),
             Err(AccountError::Iterations(10))
         ));
+    }
+
+    #[test]
+    fn unknown_users_get_stable_decoys_shaped_like_real_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AccountsConfig {
+            iterations: 5000,
+            ..AccountsConfig::default()
+        };
+        let accounts = Accounts::open(dir.path(), "example.com", config).unwrap();
+        accounts.add("alice", "pw").unwrap();
+        assert!(
+            matches!(accounts.lookup(ScramHash::Sha1, "alice"), Lookup::Found(s) if s.iterations == 5000)
+        );
+        let (Lookup::Unknown(a), Lookup::Unknown(b), Lookup::Unknown(other)) = (
+            accounts.lookup(ScramHash::Sha256, "ghost"),
+            accounts.lookup(ScramHash::Sha256, "ghost"),
+            accounts.lookup(ScramHash::Sha256, "phantom"),
+        ) else {
+            panic!("unknown users must get decoys");
+        };
+        assert_eq!(a, b);
+        assert_ne!(a.salt, other.salt);
+        assert_eq!((a.iterations, a.salt.len()), (5000, 16));
+        assert!(a.validate(ScramHash::Sha256).is_ok());
+        assert!(!a.verify_password(ScramHash::Sha256, "pw"));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub use accounts::{
 pub use admin::{AccountCommand, run_account_command};
 pub use limiter::{LimiterConfig, Locked, LoginLimiter};
 pub use plain::allow_plain;
-pub use scram::{ScramHash, ScramSecrets, ScramServer};
+pub use scram::{Lookup, ScramHash, ScramSecrets, ScramServer};
 
 /// A SASL mechanism this server implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -348,9 +348,9 @@ impl SaslServer {
         }
         // An unknown user costs the same PBKDF2 as a known one, so response time
         // does not tell which accounts exist.
-        let (secrets, known_user) = match self.accounts.get(&localpart) {
-            Some(stored) => (stored.scram_sha256.clone(), true),
-            None => (self.accounts.decoy_secrets().clone(), false),
+        let (secrets, known_user) = match self.accounts.lookup(ScramHash::Sha256, &localpart) {
+            scram::Lookup::Found(secrets) => (secrets, true),
+            scram::Lookup::Unknown(decoy) => (decoy, false),
         };
         let verified =
             secrets.verify_password(ScramHash::Sha256, &credentials.password) && known_user;
@@ -377,12 +377,9 @@ impl SaslServer {
                     retry_after: locked.retry_after(),
                 })?;
             self.check_authzid(first.authzid.as_deref(), &canonical)?;
-            let secrets = self
-                .accounts
-                .get(&canonical)
-                .map(|stored| stored.secrets(hash).clone());
+            let lookup = self.accounts.lookup(hash, &canonical);
             localpart = Some(canonical);
-            Ok(secrets)
+            Ok(lookup)
         });
         match result {
             Ok(server_first) => {

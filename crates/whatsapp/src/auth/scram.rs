@@ -407,6 +407,34 @@ pub fn random_server_nonce() -> String {
     BASE64.encode(bytes)
 }
 
+/// What the server knows about the user named in client-first.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// The user's stored secrets for this hash.
+    Found(ScramSecrets),
+    /// No such user: challenge with these decoy secrets (a salt stable per user
+    /// name and the store's iteration count, so probes cannot tell) and fail at
+    /// the proof whatever the client sends.
+    Unknown(ScramSecrets),
+}
+
+impl Lookup {
+    /// Decoy secrets for an unknown user, from a server-private key.
+    pub fn decoy(hash: ScramHash, decoy_key: &[u8], username: &str, iterations: u32) -> Self {
+        let salt = hash.hmac(
+            decoy_key,
+            &[hash.mechanism_name().as_bytes(), b"\0", username.as_bytes()],
+        );
+        let stored_key = hash.hmac(decoy_key, &[b"stored\0", username.as_bytes()]);
+        Lookup::Unknown(ScramSecrets {
+            salt: salt[..16].to_vec(),
+            iterations,
+            stored_key,
+            server_key: vec![0; hash.output_len()],
+        })
+    }
+}
+
 /// The result of a successful SCRAM exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScramSuccess {
@@ -463,14 +491,14 @@ impl ScramServer {
     /// Handles client-first and returns server-first.
     ///
     /// `lookup` sees the parsed message and returns the user's secrets for this
-    /// hash, `None` for an unknown user, or a failure (e.g. rate limited, bad
-    /// authzid) that ends the exchange. `server_nonce` is the server's nonce half
+    /// hash, decoy secrets for an unknown user, or a failure (e.g. rate limited,
+    /// bad authzid) that ends the exchange. `server_nonce` is the server's nonce half
     /// ([`random_server_nonce`] outside tests).
     pub fn client_first(
         &mut self,
         message: &[u8],
         server_nonce: &str,
-        lookup: impl FnOnce(&ClientFirst) -> Result<Option<ScramSecrets>, SaslFailure>,
+        lookup: impl FnOnce(&ClientFirst) -> Result<Lookup, SaslFailure>,
     ) -> Result<Vec<u8>, SaslFailure> {
         if !matches!(self.state, ScramState::AwaitingClientFirst) {
             self.state = ScramState::Finished;
@@ -480,8 +508,8 @@ impl ScramServer {
         check_nonce(server_nonce)?;
         let first = parse_client_first(message)?;
         let (secrets, known_user) = match lookup(&first)? {
-            Some(secrets) => (secrets, true),
-            None => (self.dummy_secrets(), false),
+            Lookup::Found(secrets) => (secrets, true),
+            Lookup::Unknown(decoy) => (decoy, false),
         };
         let nonce = format!("{}{}", first.client_nonce, server_nonce);
         let server_first = format!(
@@ -539,16 +567,6 @@ impl ScramServer {
             username: pending.first.username,
             authzid: pending.first.authzid,
         })
-    }
-
-    fn dummy_secrets(&self) -> ScramSecrets {
-        let len = self.hash.output_len();
-        ScramSecrets {
-            salt: rand::random::<[u8; 16]>().to_vec(),
-            iterations: MIN_ITERATIONS,
-            stored_key: (0..len).map(|_| rand::random()).collect(),
-            server_key: vec![0; len],
-        }
     }
 }
 
@@ -620,7 +638,7 @@ pub(crate) mod tests {
                 "3rfcNHYJY1ZVvWVs7j",
                 |first| {
                     assert_eq!(first.username, "user");
-                    Ok(Some(secrets.clone()))
+                    Ok(Lookup::Found(secrets.clone()))
                 },
             )
             .unwrap();
@@ -646,7 +664,7 @@ pub(crate) mod tests {
             .client_first(
                 b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
                 "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
-                |_| Ok(Some(secrets.clone())),
+                |_| Ok(Lookup::Found(secrets.clone())),
             )
             .unwrap();
         assert_eq!(
@@ -674,7 +692,7 @@ pub(crate) mod tests {
         let mut server = ScramServer::new(hash);
         let server_first = server
             .client_first(client_first.as_bytes(), "srvnonce", |_| {
-                Ok(Some(secrets.clone()))
+                Ok(Lookup::Found(secrets.clone()))
             })
             .unwrap();
         let server_first = String::from_utf8(server_first).unwrap();
@@ -724,7 +742,7 @@ pub(crate) mod tests {
             let mut server = ScramServer::new(ScramHash::Sha256);
             let sf = server
                 .client_first(first.as_bytes(), "servernonce", |_| {
-                    Ok(Some(secrets.clone()))
+                    Ok(Lookup::Found(secrets.clone()))
                 })
                 .unwrap();
             let sf = String::from_utf8(sf).unwrap();
@@ -746,9 +764,29 @@ pub(crate) mod tests {
     fn unknown_user_fails_only_at_the_proof() {
         let mut server = ScramServer::new(ScramHash::Sha256);
         let sf = server
-            .client_first(b"n,,n=ghost,r=abc", "xyz", |_| Ok(None))
+            .client_first(b"n,,n=ghost,r=abc", "xyz", |first| {
+                Ok(Lookup::decoy(
+                    ScramHash::Sha256,
+                    b"key",
+                    &first.username,
+                    4096,
+                ))
+            })
             .unwrap();
         let sf = String::from_utf8(sf).unwrap();
+        // The same name gets the same salt every time, as a real user would.
+        let mut again = ScramServer::new(ScramHash::Sha256);
+        let sf_again = again
+            .client_first(b"n,,n=ghost,r=abc", "xyz", |first| {
+                Ok(Lookup::decoy(
+                    ScramHash::Sha256,
+                    b"key",
+                    &first.username,
+                    4096,
+                ))
+            })
+            .unwrap();
+        assert_eq!(sf.as_bytes(), sf_again);
         assert!(sf.starts_with("r=abcxyz,s=") && sf.ends_with(",i=4096"));
         let fin = client_final_for(ScramHash::Sha256, "any", "n=ghost,r=abc", &sf, "n,,");
         assert_eq!(
