@@ -159,7 +159,7 @@ fn sasl_plain_login(bencher: Bencher<'_, '_>) {
     });
 }
 
-#[divan::bench(sample_count = 10)]
+#[divan::bench]
 fn derive_credentials() -> Credentials {
     Credentials::derive(black_box("pencil"), 4096).expect("derive")
 }

@@ -364,6 +364,17 @@ impl Accounts {
         Ok(())
     }
 
+    /// Re-reads the file, e.g. after `casebook whatsapp add-user` changed it while
+    /// this node runs; returns the number of accounts. On error the current
+    /// accounts stay in place.
+    pub fn reload(&self) -> Result<usize, AccountError> {
+        let _writer = self.writer.lock();
+        let accounts = load(&self.path, &self.domain)?;
+        let count = accounts.len();
+        *self.current.write() = Arc::new(accounts);
+        Ok(count)
+    }
+
     /// Copy, change, persist, then publish: readers never see an unpersisted state.
     fn update(
         &self,
@@ -503,6 +514,20 @@ mod tests {
                 .scram_sha256
                 .verify_password(ScramHash::Sha256, "pencil")
         );
+    }
+
+    #[test]
+    fn reload_sees_another_writer_and_keeps_state_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open(dir.path());
+        let admin = open(dir.path());
+        admin.add("alice", "pw").unwrap();
+        assert!(!node.contains("alice"));
+        assert_eq!(node.reload().unwrap(), 1);
+        assert!(node.contains("alice"));
+        fs::write(node.path(), "garbage").unwrap();
+        assert!(matches!(node.reload(), Err(AccountError::Corrupt { .. })));
+        assert!(node.contains("alice"));
     }
 
     #[test]

@@ -716,6 +716,51 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Changing any one byte of a valid client-final never authenticates.
+        #[test]
+        fn tampered_client_final_never_succeeds(position in any::<usize>(), flip in 1u8..=255) {
+            let f = fixture_with_shared_accounts();
+            let (server_first, valid_final) = shared_valid_exchange(&f.accounts);
+            let mut tampered = valid_final.clone().into_bytes();
+            let at = position % tampered.len();
+            tampered[at] ^= flip;
+            let mut server = ScramServer::new(ScramHash::Sha256);
+            let first = server.client_first(b"n,,n=u,r=clientnonce", "servernonce", |first| {
+                Ok(f.accounts.lookup(ScramHash::Sha256, &first.username))
+            });
+            prop_assert_eq!(first.unwrap(), server_first.as_bytes());
+            prop_assert!(server.client_final(&tampered).is_err());
+        }
+    }
+
+    /// The valid (server-first, client-final) of user `u` with fixed nonces.
+    fn shared_valid_exchange(accounts: &Accounts) -> (String, String) {
+        static VALID: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+        VALID
+            .get_or_init(|| {
+                let mut server = ScramServer::new(ScramHash::Sha256);
+                let server_first = server
+                    .client_first(b"n,,n=u,r=clientnonce", "servernonce", |_| {
+                        Ok(accounts.lookup(ScramHash::Sha256, "u"))
+                    })
+                    .unwrap();
+                let server_first = String::from_utf8(server_first).unwrap();
+                let last = scram::tests::client_final_for(
+                    ScramHash::Sha256,
+                    "pencil",
+                    "n=u,r=clientnonce",
+                    &server_first,
+                    "n,,",
+                );
+                assert!(server.client_final(last.as_bytes()).is_ok());
+                (server_first, last)
+            })
+            .clone()
+    }
+
     /// One account store for all cases (PBKDF2 once), a fresh limiter per case so
     /// the property is never masked by a lock-out.
     fn fixture_with_shared_accounts() -> Fixture {
