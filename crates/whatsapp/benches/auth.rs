@@ -44,10 +44,10 @@ fn setup() -> Setup {
     Setup {
         _dir: dir,
         accounts: Arc::new(accounts),
-        limiter: Arc::new(LoginLimiter::new(
-            SystemClock::shared(),
-            LimiterConfig::default(),
-        )),
+        limiter: Arc::new(
+            LoginLimiter::new(SystemClock::shared(), LimiterConfig::default())
+                .expect("default limiter config"),
+        ),
     }
 }
 

@@ -69,6 +69,11 @@ impl LimiterConfig {
     }
 }
 
+/// A [`LimiterConfig`] that makes no sense, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid login limiter config: {0}")]
+pub struct InvalidLimiterConfig(pub String);
+
 /// Why a login attempt is refused before it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Locked {
@@ -102,21 +107,18 @@ struct Tables {
 }
 
 impl LoginLimiter {
-    /// A limiter on `clock`. Panics on an invalid config: call
-    /// [`LimiterConfig::validate`] first on operator input.
-    pub fn new(clock: SharedClock, config: LimiterConfig) -> Self {
-        if let Err(why) = config.validate() {
-            panic!("invalid limiter config: {why}");
-        }
+    /// A limiter on `clock`, or why the config is invalid.
+    pub fn new(clock: SharedClock, config: LimiterConfig) -> Result<Self, InvalidLimiterConfig> {
+        config.validate().map_err(InvalidLimiterConfig)?;
         let cap = config.max_tracked_keys;
-        Self {
+        Ok(Self {
             clock,
             config,
             tables: Mutex::new(Tables {
                 addresses: BoundedTable::new(cap),
                 accounts: BoundedTable::new(cap),
             }),
-        }
+        })
     }
 
     /// Refuses if the address or (when known) the account is locked out.
@@ -243,7 +245,12 @@ impl<K: Hash + Eq + Clone> BoundedTable<K> {
     fn entry(&mut self, key: K, now: Instant) -> &mut Record {
         if !self.map.contains_key(&key) {
             while self.map.len() >= self.cap {
-                self.evict_oldest();
+                // Every live key has a FIFO slot, so this always finds one.
+                let evicted = self.evict_oldest();
+                debug_assert!(evicted, "FIFO lost track of a live key");
+                if !evicted {
+                    break;
+                }
             }
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -274,13 +281,14 @@ impl<K: Hash + Eq + Clone> BoundedTable<K> {
         self.map.remove(key);
     }
 
-    fn evict_oldest(&mut self) {
+    fn evict_oldest(&mut self) -> bool {
         while let Some((key, seq)) = self.order.pop_front() {
             if self.map.get(&key).is_some_and(|r| r.seq == seq) {
                 self.map.remove(&key);
-                return;
+                return true;
             }
         }
+        false
     }
 
     /// Keeps the FIFO within twice the cap by dropping slots of removed keys.
@@ -310,6 +318,7 @@ mod tests {
                 ..LimiterConfig::default()
             },
         )
+        .unwrap()
     }
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
@@ -457,5 +466,10 @@ mod tests {
             ..LimiterConfig::default()
         };
         assert!(bad.validate().unwrap_err().contains("max_backoff"));
+        let err = LoginLimiter::new(Arc::new(ManualClock::new()), bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid login limiter config: max_backoff")
+        );
     }
 }

@@ -44,7 +44,7 @@ pub use accounts::{
     AccountError, Accounts, AccountsConfig, Credentials, nodeprep_lite, parse_bare_jid,
 };
 pub use admin::{AccountCommand, run_account_command};
-pub use limiter::{LimiterConfig, Locked, LoginLimiter};
+pub use limiter::{InvalidLimiterConfig, LimiterConfig, Locked, LoginLimiter};
 pub use plain::allow_plain;
 pub use scram::{Lookup, ScramHash, ScramSecrets, ScramServer};
 
@@ -457,10 +457,10 @@ mod tests {
             Arc::new(Accounts::open(dir.path(), "example.com", AccountsConfig::default()).unwrap());
         accounts.add("alice", "pencil").unwrap();
         let clock = ManualClock::new();
-        let limiter = Arc::new(LoginLimiter::new(
-            Arc::new(clock.clone()),
-            LimiterConfig::default(),
-        ));
+        let limiter = Arc::new(
+            LoginLimiter::new(Arc::new(clock.clone()), LimiterConfig::default())
+                .expect("default limiter config"),
+        );
         Fixture {
             _dir: dir,
             accounts,
@@ -774,10 +774,10 @@ mod tests {
             (dir, Arc::new(accounts))
         });
         let clock = ManualClock::new();
-        let limiter = Arc::new(LoginLimiter::new(
-            Arc::new(clock.clone()),
-            LimiterConfig::default(),
-        ));
+        let limiter = Arc::new(
+            LoginLimiter::new(Arc::new(clock.clone()), LimiterConfig::default())
+                .expect("default limiter config"),
+        );
         Fixture {
             _dir: tempfile::tempdir().unwrap(),
             accounts: accounts.clone(),

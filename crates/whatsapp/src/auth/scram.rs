@@ -98,9 +98,9 @@ impl ScramHash {
     }
 }
 
-/// What the server stores for one user and one hash: enough to verify a SCRAM
-/// proof or a PLAIN password, not enough to impersonate the user to another server
-/// using the same secrets... except via SCRAM itself, as RFC 5802 section 9 says.
+/// What the server stores for one user and one hash. It verifies SCRAM proofs
+/// and PLAIN passwords and does not reveal the password, but whoever holds both
+/// keys can pose as this server to the user (RFC 5802 section 9): keep it private.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScramSecrets {
