@@ -211,6 +211,8 @@ pub struct SaslServer {
     limiter: Arc<LoginLimiter>,
     policy: SaslPolicy,
     peer: IpAddr,
+    /// Set by `start`; labels the outcome metric.
+    mechanism: Option<Mechanism>,
     state: State,
 }
 
@@ -242,6 +244,7 @@ impl SaslServer {
             limiter,
             policy,
             peer,
+            mechanism: None,
             state: State::Idle,
         }
     }
@@ -252,6 +255,9 @@ impl SaslServer {
     }
 
     /// Handles `<auth mechanism=...>` with its (decoded) initial response, if any.
+    ///
+    /// PLAIN runs one PBKDF2 here or in [`SaslServer::step`] (~0.4 ms of CPU at
+    /// 4096 iterations): an async caller may prefer `spawn_blocking` for PLAIN.
     pub fn start(&mut self, mechanism: &str, initial_response: Option<&[u8]>) -> SaslStep {
         if !matches!(self.state, State::Idle) {
             return self.fail(
@@ -262,6 +268,7 @@ impl SaslServer {
         let Some(mechanism) = Mechanism::from_name(mechanism) else {
             return self.fail(SaslFailure::InvalidMechanism, None);
         };
+        self.mechanism = Some(mechanism);
         if let Err(locked) = self.limiter.check(self.peer, None) {
             return self.locked(locked);
         }
@@ -310,11 +317,7 @@ impl SaslServer {
                     {
                         return self.fail(failure, Some(&localpart));
                     }
-                    self.limiter.record_success(&localpart);
-                    SaslStep::Success {
-                        additional_data: Some(success.server_final),
-                        localpart,
-                    }
+                    self.succeed(Some(success.server_final), localpart)
                 }
                 Err(failure) => self.fail(failure, Some(&localpart)),
             },
@@ -357,11 +360,7 @@ impl SaslServer {
         if !verified {
             return self.fail(SaslFailure::NotAuthorized, Some(&localpart));
         }
-        self.limiter.record_success(&localpart);
-        SaslStep::Success {
-            additional_data: None,
-            localpart,
-        }
+        self.succeed(None, localpart)
     }
 
     fn scram_first(&mut self, mut server: ScramServer, message: &[u8]) -> SaslStep {
@@ -419,9 +418,27 @@ impl SaslServer {
         )
     }
 
+    fn succeed(&mut self, additional_data: Option<Vec<u8>>, localpart: String) -> SaslStep {
+        self.state = State::Done;
+        self.limiter.record_success(&localpart);
+        self.count_outcome("success");
+        SaslStep::Success {
+            additional_data,
+            localpart,
+        }
+    }
+
+    /// `sasl_logins_total{mechanism, outcome}`: outcome is `success` or the condition.
+    fn count_outcome(&self, outcome: &'static str) {
+        let mechanism = self.mechanism.map_or("unknown", Mechanism::name);
+        metrics::counter!("sasl_logins_total", "mechanism" => mechanism, "outcome" => outcome)
+            .increment(1);
+    }
+
     /// Ends the attempt; credential failures count against address and account.
     fn fail(&mut self, failure: SaslFailure, localpart: Option<&str>) -> SaslStep {
         self.state = State::Done;
+        self.count_outcome(failure.as_condition());
         if failure.counts_as_failed_login() {
             let account = match failure {
                 SaslFailure::NotAuthorized | SaslFailure::InvalidAuthzid => localpart,
