@@ -68,6 +68,48 @@ pub enum Command {
 
     /// Print the effective configuration as TOML (defaults, file, environment, flags).
     Config,
+
+    /// WhatsApp case administration (accounts of the XMPP service).
+    Whatsapp {
+        #[command(subcommand)]
+        command: WhatsappCommand,
+    },
+}
+
+/// `casebook whatsapp ...`: account administration, on the files under `--data-dir`.
+///
+/// Passwords are stored only as SCRAM-SHA-1 and SCRAM-SHA-256 secrets. A password
+/// given as `-` or left out is read from the first line of standard input, which
+/// keeps it out of the process list and shell history.
+#[derive(Debug, Subcommand)]
+pub enum WhatsappCommand {
+    /// Create an account, e.g. `add-user alice@localhost`.
+    AddUser {
+        /// The bare JID, `local@domain`.
+        jid: String,
+        /// The password (`-` or absent: read from standard input).
+        password: Option<String>,
+        /// PBKDF2 iterations for the stored secrets (at least 4096).
+        #[arg(long, default_value_t = 4096)]
+        iterations: u32,
+    },
+    /// Delete an account.
+    RemoveUser {
+        /// The bare JID, `local@domain`.
+        jid: String,
+    },
+    /// Change an account's password.
+    Passwd {
+        /// The bare JID, `local@domain`.
+        jid: String,
+        /// The new password (`-` or absent: read from standard input).
+        password: Option<String>,
+    },
+    /// List the accounts of a domain, one bare JID per line.
+    ListUsers {
+        /// The XMPP domain, e.g. `localhost`.
+        domain: String,
+    },
 }
 
 impl Cli {

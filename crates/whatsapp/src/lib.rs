@@ -10,3 +10,6 @@
 //!
 //! | module | role |
 //! |---|---|
+//! | [`auth`] | SASL SCRAM-SHA-256 / SCRAM-SHA-1 / PLAIN, the account store, the failed-login limiter |
+
+pub mod auth;

@@ -4,6 +4,7 @@ mod config;
 mod serve;
 mod signal;
 mod up;
+mod whatsapp;
 
 use std::process::ExitCode;
 
@@ -34,5 +35,6 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Config => config::run(&config),
+        Command::Whatsapp { command } => whatsapp::run(&config, command),
     }
 }
