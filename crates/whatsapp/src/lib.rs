@@ -10,3 +10,6 @@
 //!
 //! | module | role |
 //! |---|---|
+//! | [`offline`] | offline store: per-recipient queues in log-structured shards on the kit's WAL; durable before the sender's ack, removed on the recipient's ack, compaction and retention |
+
+pub mod offline;
