@@ -21,7 +21,8 @@
 //!   messages with [`OfflineError::RecipientFull`] / [`OfflineError::StoreFull`];
 //!   compaction work per [`OfflineStore::compact_step`] is bounded by
 //!   [`OfflineConfig::compact_batch`].
-//! - **Log-structured cleaning:** segments holding no pending message are deleted;
+//! - **Log-structured cleaning:** segments holding no pending message (and no record
+//!   of a store still in flight) are deleted;
 //!   when the oldest segment is at most half live, its live messages are copied to
 //!   the head so it can be deleted.
 //! - Retention runs on the injected clock's wall time: older messages are not
@@ -243,6 +244,10 @@ struct ShardState {
     positions: BTreeMap<u64, (String, u64)>,
     /// (recipient, key) → closed when that store finishes; holds back a resend.
     in_flight: HashMap<(String, MessageKey), watch::Receiver<()>>,
+    /// For each store in flight, the WAL's durable frontier when it reserved: a
+    /// lower bound of the seq its record gets. Compaction never truncates past the
+    /// smallest, so a record written but not yet indexed keeps its segment.
+    in_flight_floors: BTreeMap<u64, usize>,
 }
 
 impl ShardState {
@@ -320,6 +325,9 @@ struct Inner {
     used_bytes: AtomicU64,
     pending: AtomicU64,
     next_compact: AtomicUsize,
+    /// Tests park stores here between their append and their index update.
+    #[cfg(test)]
+    pause_after_append: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl fmt::Debug for OfflineStore {
@@ -419,6 +427,8 @@ impl OfflineStore {
                 used_bytes: AtomicU64::new(used),
                 pending: AtomicU64::new(pending),
                 next_compact: AtomicUsize::new(0),
+                #[cfg(test)]
+                pause_after_append: Mutex::new(None),
             }),
         };
         store.publish_gauges();
@@ -478,18 +488,24 @@ impl OfflineStore {
                 }
                 match state.in_flight.get(&flight_key) {
                     Some(rx) => rx.clone(),
-                    None => break self.reserve(&mut state, &flight_key, needed)?,
+                    None => {
+                        // Read before the append is queued, so it is ≤ the record's seq.
+                        let floor = shard.wal.next_seq();
+                        break (self.reserve(&mut state, &flight_key, needed, floor)?, floor);
+                    }
                 }
             };
             // Another store of the same message is in flight: wait for its outcome.
             let mut wait = wait;
             let _ = wait.changed().await;
         };
+        let (done, floor) = done;
         let reservation = Reservation {
             store: self,
             index,
             key: Some(flight_key),
             needed,
+            floor,
             _done: done,
         };
         let stamp_ms = self.inner.clock.wall_millis();
@@ -509,6 +525,13 @@ impl OfflineStore {
                 shard: index,
                 source,
             })?;
+        #[cfg(test)]
+        {
+            let pause = self.inner.pause_after_append.lock().clone();
+            if let Some(pause) = pause {
+                let _ = pause.acquire().await;
+            }
+        }
         reservation.commit(Entry {
             position,
             id: msg.id,
@@ -527,6 +550,7 @@ impl OfflineStore {
         state: &mut ShardState,
         flight_key: &(String, MessageKey),
         needed: u64,
+        floor: u64,
     ) -> Result<watch::Sender<()>, OfflineError> {
         let cap = self.inner.config.max_per_recipient;
         let queued = state
@@ -558,6 +582,7 @@ impl OfflineStore {
             .reserved += 1;
         let (done, wait) = watch::channel(());
         state.in_flight.insert(flight_key.clone(), wait);
+        *state.in_flight_floors.entry(floor).or_default() += 1;
         Ok(done)
     }
 
@@ -716,8 +741,15 @@ impl OfflineStore {
 
     /// [`OfflineStore::compact_step`] on one given shard.
     pub async fn compact_shard(&self, index: usize) -> Result<CompactReport, OfflineError> {
-        assert!(index < self.inner.shards.len(), "shard index out of range");
-        let shard = &self.inner.shards[index];
+        let Some(shard) = self.inner.shards.get(index) else {
+            return Err(OfflineError::Invalid {
+                field: "shard",
+                reason: format!(
+                    "{index} is not below the shard count {}",
+                    self.inner.shards.len()
+                ),
+            });
+        };
         let batch = self.inner.config.compact_batch;
         let mut report = CompactReport {
             shard: index,
@@ -823,16 +855,20 @@ impl OfflineStore {
         Ok(report)
     }
 
-    /// Deletes every segment before the oldest pending message's record.
+    /// Deletes every segment before the oldest pending message's record (or the
+    /// oldest record a store in flight may have written).
     fn truncate_unpinned(&self, shard: &Shard) -> Result<usize, WalError> {
-        let oldest_live = shard
-            .state
-            .lock()
-            .positions
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or_else(|| shard.wal.next_seq());
+        let oldest_live = {
+            let state = shard.state.lock();
+            let pinned = state.positions.keys().next().copied();
+            let in_flight = state.in_flight_floors.keys().next().copied();
+            // Read under the lock: a store reserving later gets a floor ≥ this.
+            let head = shard.wal.next_seq();
+            [pinned, in_flight]
+                .into_iter()
+                .flatten()
+                .fold(head, u64::min)
+        };
         shard.wal.truncate_before(oldest_live)
     }
 }
@@ -843,6 +879,8 @@ struct Reservation<'a> {
     index: usize,
     key: Option<(String, MessageKey)>,
     needed: u64,
+    /// Its entry in `in_flight_floors`.
+    floor: u64,
     /// Dropped with the reservation: wakes resends of the same message.
     _done: watch::Sender<()>,
 }
@@ -855,6 +893,13 @@ impl Reservation<'_> {
         let shard = &self.store.inner.shards[self.index];
         let mut state = shard.state.lock();
         state.in_flight.remove(&(recipient.clone(), key));
+        match state.in_flight_floors.get_mut(&self.floor) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                state.in_flight_floors.remove(&self.floor);
+            }
+            None => debug_assert!(false, "every reservation registered its floor"),
+        }
         let queue = state
             .queues
             .get_mut(&recipient)

@@ -661,3 +661,54 @@ async fn compaction_waits_for_acks_in_flight() {
     drop(ack_in_flight);
     assert_eq!(compaction.await.unwrap().shard, 0);
 }
+
+/// A store whose record is durable but not yet indexed must not have its segment
+/// truncated by a compaction running in between (it would be lost on restart).
+#[tokio::test(flavor = "current_thread")]
+async fn compaction_keeps_the_segment_of_a_store_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = SystemClock::shared();
+    let store = open(dir.path(), config(1), &clock);
+    let wal = store.inner.shards[0].wal.clone();
+    let before = wal.next_seq();
+    let pause = Arc::new(tokio::sync::Semaphore::new(0));
+    *store.inner.pause_after_append.lock() = Some(pause.clone());
+    let in_flight = tokio::spawn({
+        let store = store.clone();
+        async move { store.store(msg("bob@x", "a@x", "m0")).await.unwrap() }
+    });
+    // The record becomes durable; the store is parked before its index update.
+    while wal.next_seq() == before {
+        tokio::task::yield_now().await;
+    }
+    // Other records (valid tombstones of nobody) push it out of the active segment.
+    let filler = wal.clone();
+    std::thread::spawn(move || {
+        for _ in 0..40 {
+            filler
+                .append_blocking(record::encode_removed("nobody@x", &[0; 100]))
+                .unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(wal.segment_starts().len() > 1);
+    assert!(!in_flight.is_finished());
+    store.compact_shard(0).await.unwrap();
+    pause.add_permits(1);
+    let seq = in_flight.await.unwrap();
+    drop((store, wal));
+    let store = open(dir.path(), config(1), &clock);
+    assert_eq!(
+        store
+            .pending("bob@x", 10)
+            .iter()
+            .map(|m| m.seq)
+            .collect::<Vec<_>>(),
+        [seq]
+    );
+    assert!(matches!(
+        store.compact_shard(1).await,
+        Err(OfflineError::Invalid { field: "shard", .. })
+    ));
+}
