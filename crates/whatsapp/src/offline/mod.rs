@@ -770,10 +770,12 @@ impl OfflineStore {
                 if budget == 0 {
                     break;
                 }
+                // Stamps follow seq order (unless the wall clock stepped back), so
+                // the expired messages are a prefix: scan only that.
                 let seqs: Vec<u64> = queue
                     .messages
                     .iter()
-                    .filter(|(_, e)| e.stamp_ms <= cutoff)
+                    .take_while(|(_, e)| e.stamp_ms <= cutoff)
                     .take(budget)
                     .map(|(&s, _)| s)
                     .collect();
