@@ -475,8 +475,8 @@ impl OfflineStore {
             id: msg.id.clone(),
         };
         let flight_key = (msg.recipient.clone(), key);
-        let done = loop {
-            let wait = {
+        let (done, floor) = loop {
+            let mut wait = {
                 let mut state = shard.state.lock();
                 if let Some(&seq) = state
                     .queues
@@ -495,11 +495,10 @@ impl OfflineStore {
                     }
                 }
             };
-            // Another store of the same message is in flight: wait for its outcome.
-            let mut wait = wait;
+            // Another store of the same message is in flight: wait for its outcome
+            // (the channel closes when it finishes), then look again.
             let _ = wait.changed().await;
         };
-        let (done, floor) = done;
         let reservation = Reservation {
             store: self,
             index,
