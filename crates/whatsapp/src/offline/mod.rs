@@ -691,7 +691,8 @@ impl OfflineStore {
         let shard = &self.inner.shards[index];
         // A tombstone must fit a WAL record; the recipient has a stored message, so
         // its name plus one seq fits (a Stored record is larger).
-        let room = self.inner.config.wal.max_record_bytes - record::removed_len(recipient, 0);
+        let room = (self.inner.config.wal.max_record_bytes)
+            .saturating_sub(record::removed_len(recipient, 0));
         let per_record = (room / 8).clamp(1, MAX_REMOVED_PER_RECORD);
         for chunk in seqs.chunks(per_record) {
             shard
