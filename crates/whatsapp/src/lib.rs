@@ -11,5 +11,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`auth`] | SASL SCRAM-SHA-256 / SCRAM-SHA-1 / PLAIN, the account store, the failed-login limiter |
+//! | [`offline`] | offline store: per-recipient queues in log-structured shards on the kit's WAL; durable before the sender's ack, removed on the recipient's ack, compaction and retention |
 
 pub mod auth;
+pub mod offline;

@@ -417,6 +417,13 @@ impl Wal {
         Ok(out)
     }
 
+    /// The first seq of every retained segment, ascending; the last one is the
+    /// active segment. Lets a log-structured cleaner see which records pin which
+    /// segment before it calls [`Wal::truncate_before`].
+    pub fn segment_starts(&self) -> Vec<u64> {
+        self.handle.shared.segments.lock().keys().copied().collect()
+    }
+
     /// Compaction for the log's users: deletes every segment whose records all have
     /// seq < `seq`. Segment granularity, so records below `seq` may remain readable;
     /// the active segment is never deleted. Returns how many segments went.

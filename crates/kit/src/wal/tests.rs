@@ -208,9 +208,21 @@ fn truncate_before_drops_whole_segments_only() {
     build_log(dir.path(), 100);
     let wal = Wal::open(dir.path(), small_config()).unwrap();
     let before = segment_files(dir.path()).len();
+    let starts = wal.segment_starts();
+    assert_eq!(starts.len(), before);
+    assert_eq!(starts[0], 0);
+    assert!(starts.windows(2).all(|w| w[0] < w[1]) && *starts.last().unwrap() < 100);
     let removed = wal.truncate_before(60).unwrap();
     assert!(removed > 0);
     assert_eq!(segment_files(dir.path()).len(), before - removed);
+    // Exactly the segments wholly below 60 went.
+    let kept: Vec<u64> = starts
+        .iter()
+        .copied()
+        .filter(|&s| s >= starts[removed])
+        .collect();
+    assert_eq!(wal.segment_starts(), kept);
+    assert!(starts[removed] <= 60 && starts.get(removed + 1).is_none_or(|&next| next > 60));
     let first = wal.first_seq();
     assert!(first <= 60 && first > 0, "first = {first}");
     assert!(matches!(
