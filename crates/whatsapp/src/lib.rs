@@ -10,3 +10,6 @@
 //!
 //! | module | role |
 //! |---|---|
+//! | [`xml`] | XMPP XML layer: streaming stanza parser (TCP and RFC 7395 frames) with limits, element tree, writer, stream errors |
+
+pub mod xml;
