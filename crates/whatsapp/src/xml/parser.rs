@@ -717,6 +717,13 @@ impl Core {
         self.ns.push(frame);
 
         let (local, ns) = match qname.split_once(':') {
+            Some(("xml", _)) => {
+                return Err(self.err(
+                    Cond::NotWellFormed,
+                    start,
+                    "element names may not use the reserved xml prefix",
+                ));
+            }
             Some((prefix, local)) => match self.resolve_prefix(prefix) {
                 Some(uri) => (local, uri.to_owned()),
                 None => {

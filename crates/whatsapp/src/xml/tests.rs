@@ -184,6 +184,7 @@ fn not_well_formed_inputs() {
         "<1message/>",
         "<message xmlns:p=''/>",
         "<message>]]></message>",
+        "<xml:lang/>",
         "</nothing>",
         "<a xmlns:p='urn:x' xmlns:q='urn:x' p:k='1' q:k='2'/>",
     ] {
