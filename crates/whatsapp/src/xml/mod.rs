@@ -18,6 +18,7 @@
 
 mod element;
 mod error;
+pub mod fuzzing;
 mod parser;
 mod writer;
 
