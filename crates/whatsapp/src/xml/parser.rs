@@ -886,6 +886,9 @@ pub(crate) fn is_ncname(name: &str) -> bool {
 pub struct StreamParser {
     core: Core,
     content_ns: String,
+    /// A self-closing `<stream:stream/>` opened and closed at once: the close is
+    /// reported on the next call.
+    close_pending: bool,
 }
 
 impl StreamParser {
@@ -900,6 +903,7 @@ impl StreamParser {
         Self {
             core: Core::new(limits, true),
             content_ns: content_ns.to_owned(),
+            close_pending: false,
         }
     }
 
@@ -913,6 +917,9 @@ impl StreamParser {
 
     /// The next event, or `Ok(None)` when more input is needed.
     pub fn next_event(&mut self) -> Result<Option<StreamEvent>, XmlError> {
+        if std::mem::take(&mut self.close_pending) {
+            return Ok(Some(StreamEvent::StreamClose));
+        }
         let produced = match self.core.next()? {
             None => return Ok(None),
             Some(produced) => produced,
@@ -952,6 +959,7 @@ impl StreamParser {
                         ),
                     );
                 }
+                self.close_pending = self.core.phase == Phase::Done;
                 StreamEvent::StreamOpen {
                     attrs: header.attrs().to_vec(),
                 }
@@ -980,6 +988,7 @@ impl StreamParser {
     /// Bytes already fed but not yet parsed are kept: they belong to the new
     /// stream (a pipelining client may have sent its new header already).
     pub fn reset(&mut self) {
+        self.close_pending = false;
         self.core.restart();
     }
 
@@ -989,7 +998,7 @@ impl StreamParser {
         let rest = self.core.buf.split_off(self.core.pos);
         self.core.buf.clear();
         self.core.pos = 0;
-        self.core.restart();
+        self.reset();
         rest
     }
 

@@ -605,3 +605,20 @@ fn framed_errors() {
         PolicyViolation
     );
 }
+
+#[test]
+fn self_closing_stream_header_opens_and_closes() {
+    let events = parse_all(
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='a'/>",
+    )
+    .unwrap();
+    assert_eq!(
+        events,
+        vec![
+            StreamEvent::StreamOpen {
+                attrs: vec![("to".to_owned(), "a".to_owned())]
+            },
+            StreamEvent::StreamClose
+        ]
+    );
+}
