@@ -622,3 +622,12 @@ fn self_closing_stream_header_opens_and_closes() {
         ]
     );
 }
+
+#[test]
+fn namespaced_attribute_whose_uri_contains_a_brace_round_trips() {
+    // Found by mutation fuzzing: Clark notation must split at the last '}'.
+    let got = stanzas("<iq xmlns:q='urn:a}b' q:id='x'/>").unwrap();
+    assert_eq!(got[0].attr("{urn:a}b}id"), Some("x"));
+    let again = stanzas(&write_stanza(&got[0])).unwrap();
+    assert_eq!(again, got);
+}

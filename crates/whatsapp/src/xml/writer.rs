@@ -120,10 +120,11 @@ pub(crate) fn write_element(element: &Element, out: &mut String, scope: &Scope<'
     out.push('>');
 }
 
-/// `{uri}local` → `(uri, local)`.
+/// `{uri}local` → `(uri, local)`. Split at the last `}`: a URI may contain `}`
+/// (found by fuzzing), an XML local name never does.
 pub(crate) fn clark_split(name: &str) -> Option<(&str, &str)> {
     let rest = name.strip_prefix('{')?;
-    let close = rest.find('}')?;
+    let close = rest.rfind('}')?;
     Some((&rest[..close], &rest[close + 1..]))
 }
 
