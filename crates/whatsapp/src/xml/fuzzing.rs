@@ -8,12 +8,15 @@
 use super::{Frame, FramedParser, Limits, StreamEvent, StreamParser, stream_open, write_stanza};
 
 /// Limits for re-parsing what the writer produced: escaping can make text longer
-/// than it was on input (`'` → `&apos;`), so the size limits get room.
+/// than it was on input (`'` → `&apos;`), generated `nsN:` prefixes can make
+/// names longer and add declarations, so those limits get room.
 fn roomy_limits() -> Limits {
     let limits = Limits::default();
     Limits {
         max_stanza_bytes: limits.max_stanza_bytes * 8,
         max_attr_value_bytes: limits.max_attr_value_bytes * 8,
+        max_attrs: limits.max_attrs * 2,
+        max_name_bytes: limits.max_name_bytes + 24,
         max_buffer_bytes: limits.max_stanza_bytes * 16,
         ..limits
     }

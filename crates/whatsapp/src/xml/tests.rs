@@ -631,3 +631,16 @@ fn namespaced_attribute_whose_uri_contains_a_brace_round_trips() {
     let again = stanzas(&write_stanza(&got[0])).unwrap();
     assert_eq!(again, got);
 }
+
+#[test]
+fn namespaced_attributes_share_one_generated_prefix_per_namespace() {
+    let element = Element::new("x", "urn:e")
+        .with_attr("{urn:a}k", "1")
+        .with_attr("{urn:a}l", "2")
+        .with_attr("{urn:b}k", "3")
+        .with_attr("{http://www.w3.org/XML/1998/namespace}lang", "en");
+    assert_eq!(
+        element.to_xml(),
+        "<x xmlns=\"urn:e\" xmlns:ns0=\"urn:a\" ns0:k=\"1\" ns0:l=\"2\" xmlns:ns1=\"urn:b\" ns1:k=\"3\" xml:lang=\"en\"/>"
+    );
+}

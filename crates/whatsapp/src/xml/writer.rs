@@ -71,7 +71,8 @@ pub(crate) fn write_element(element: &Element, out: &mut String, scope: &Scope<'
         out.push('"');
         inner.default_ns = element.ns();
     }
-    let mut generated = 0usize;
+    // One generated prefix per distinct attribute namespace on this element.
+    let mut generated: Vec<&str> = Vec::new();
     for (name, value) in element.attrs() {
         if name == "xmlns" || name.starts_with("xmlns:") {
             continue; // declarations are derived from namespaces, never copied
@@ -81,16 +82,23 @@ pub(crate) fn write_element(element: &Element, out: &mut String, scope: &Scope<'
             if uri == XML_NS {
                 out.push_str("xml:");
             } else {
-                // A fresh prefix per attribute keeps the declaration local and
+                // Prefixes generated per element keep declarations local and
                 // collision-free; namespaced attributes are rare in XMPP.
-                let prefix = format!("ns{generated}");
-                generated += 1;
-                out.push_str("xmlns:");
-                out.push_str(&prefix);
-                out.push_str("=\"");
-                escape_into(uri, out, true);
-                out.push_str("\" ");
-                out.push_str(&prefix);
+                let index = match generated.iter().position(|known| *known == uri) {
+                    Some(index) => index,
+                    None => {
+                        generated.push(uri);
+                        let index = generated.len() - 1;
+                        out.push_str("xmlns:ns");
+                        out.push_str(&index.to_string());
+                        out.push_str("=\"");
+                        escape_into(uri, out, true);
+                        out.push_str("\" ");
+                        index
+                    }
+                };
+                out.push_str("ns");
+                out.push_str(&index.to_string());
                 out.push(':');
             }
             out.push_str(local);
