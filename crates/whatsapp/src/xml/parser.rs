@@ -667,7 +667,9 @@ impl Core {
                     format!("more than {} attributes", self.limits.max_attrs),
                 ));
             }
-            let key = std::str::from_utf8(attr.key.as_ref()).expect("token is UTF-8");
+            // Slices of a UTF-8 token cut at ASCII delimiters: always UTF-8.
+            let key = std::str::from_utf8(attr.key.as_ref())
+                .map_err(|_| self.err(Cond::NotWellFormed, start, "invalid UTF-8"))?;
             self.check_name(key, start)?;
             if attr.value.len() > self.limits.max_attr_value_bytes {
                 return Err(self.err(
@@ -679,7 +681,8 @@ impl Core {
                     ),
                 ));
             }
-            let raw = std::str::from_utf8(&attr.value).expect("token is UTF-8");
+            let raw = std::str::from_utf8(&attr.value)
+                .map_err(|_| self.err(Cond::NotWellFormed, start, "invalid UTF-8"))?;
             let value = self.unescape(&normalize_attr_whitespace(raw), start)?;
             self.check_chars(&value, start)?;
             if key == "xmlns" {
