@@ -65,6 +65,23 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The limits actually enforced: zeros become 1 (a zero limit would refuse
+    /// everything, which is never what a configuration meant) and the buffer is
+    /// at least one stanza. Parsers apply this themselves; it never fails.
+    pub fn sanitized(&self) -> Self {
+        let max_stanza_bytes = self.max_stanza_bytes.max(1);
+        Self {
+            max_stanza_bytes,
+            max_depth: self.max_depth.max(1),
+            max_attrs: self.max_attrs.max(1),
+            max_name_bytes: self.max_name_bytes.max(1),
+            max_attr_value_bytes: self.max_attr_value_bytes.max(1),
+            max_buffer_bytes: self.max_buffer_bytes.max(max_stanza_bytes),
+        }
+    }
+}
+
 /// What the TCP stream parser yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
@@ -171,7 +188,7 @@ enum Produced {
 
 impl Core {
     fn new(limits: Limits, container_root: bool) -> Self {
-        assert!(limits.max_stanza_bytes > 0 && limits.max_depth > 0);
+        let limits = limits.sanitized();
         Self {
             limits,
             container_root,
@@ -1032,7 +1049,9 @@ pub struct FramedParser {
 impl FramedParser {
     /// A frame parser with these limits (`max_stanza_bytes` bounds a frame).
     pub fn new(limits: Limits) -> Self {
-        Self { limits }
+        Self {
+            limits: limits.sanitized(),
+        }
     }
 
     /// Parses one WebSocket text message.

@@ -644,3 +644,26 @@ fn namespaced_attributes_share_one_generated_prefix_per_namespace() {
         "<x xmlns=\"urn:e\" xmlns:ns0=\"urn:a\" ns0:k=\"1\" ns0:l=\"2\" xmlns:ns1=\"urn:b\" ns1:k=\"3\" xml:lang=\"en\"/>"
     );
 }
+
+#[test]
+fn zero_limits_are_sanitised_not_panicking() {
+    let zero = Limits {
+        max_stanza_bytes: 0,
+        max_depth: 0,
+        max_attrs: 0,
+        max_name_bytes: 0,
+        max_attr_value_bytes: 0,
+        max_buffer_bytes: 0,
+    };
+    assert_eq!(zero.sanitized().max_buffer_bytes, 1);
+    let mut parser = StreamParser::new(zero.clone());
+    parser.feed(b"<").unwrap();
+    assert_eq!(parser.next_event().unwrap(), None);
+    let error = parser
+        .feed(b"s")
+        .and_then(|()| parser.next_event())
+        .unwrap_err();
+    assert_eq!(error.condition, StreamErrorCondition::PolicyViolation);
+    let error = FramedParser::new(zero).parse(b"<a/>").unwrap_err();
+    assert_eq!(error.condition, StreamErrorCondition::PolicyViolation);
+}
