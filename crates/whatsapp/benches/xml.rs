@@ -99,3 +99,30 @@ fn write_1000_stanzas(bencher: divan::Bencher<'_, '_>) {
         out.len()
     });
 }
+
+/// A 60 KB stanza (one huge attribute value and one huge text run) arriving one
+/// byte per read: linear scanning keeps this near the cost of one big read; a
+/// parser that rescanned its buffer per read would be ~60 000x slower.
+#[divan::bench(args = [1, 65_536])]
+fn one_60kb_stanza(bencher: divan::Bencher<'_, '_>, read_size: usize) {
+    let mut wire = stream_open(&[]).into_bytes();
+    let stanza = format!(
+        "<message id='{}'><body>{}</body></message>",
+        "i".repeat(12_000),
+        "t".repeat(48_000)
+    );
+    wire.extend_from_slice(stanza.as_bytes());
+    bencher
+        .counter(divan::counter::BytesCount::new(wire.len()))
+        .bench(|| {
+            let mut parser = StreamParser::default();
+            let mut events = 0;
+            for read in divan::black_box(&wire).chunks(read_size) {
+                parser.feed(read).expect("fits the buffer");
+                while parser.next_event().expect("valid stream").is_some() {
+                    events += 1;
+                }
+            }
+            assert_eq!(events, 2);
+        });
+}
