@@ -471,7 +471,7 @@ impl IdempotencyStore {
 
 const RECORD_VERSION: u8 = 1;
 
-fn encode_record(
+pub(crate) fn encode_record(
     key: &str,
     fingerprint: Fingerprint,
     completed_wall_ms: u64,
@@ -492,7 +492,7 @@ fn encode_record(
     out
 }
 
-fn decode_record(bytes: &[u8]) -> Option<(String, Fingerprint, u64, StoredResponse)> {
+pub(crate) fn decode_record(bytes: &[u8]) -> Option<(String, Fingerprint, u64, StoredResponse)> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = bytes.split_at_checked(n)?;
         *bytes = rest;
