@@ -406,7 +406,8 @@ pub fn idempotency_record(data: &[u8]) {
     let Some((key, fingerprint, completed, response)) = decode_record(data) else {
         return;
     };
-    let encoded = encode_record(&key, fingerprint, completed, &response);
+    let encoded = encode_record(&key, fingerprint, completed, &response)
+        .expect("decoded fields fit their length prefixes");
     assert_eq!(
         decode_record(&encoded),
         Some((key, fingerprint, completed, response)),
