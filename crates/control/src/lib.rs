@@ -14,6 +14,8 @@
 
 pub mod admin;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod metrics_store;
 pub mod plane;
 

@@ -132,7 +132,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     format!("{path}.{missing}")
                 }
             })
-            .or_else(|| (path != ".").then_some(path));
+            // "." is the root; "" is a key that is itself empty (`{"": 1}`): neither
+            // names a field, and an empty `field` would say nothing.
+            .or_else(|| (path != "." && !path.is_empty()).then_some(path));
         ApiError {
             field,
             ..ApiError::bad_request(message)
@@ -179,6 +181,22 @@ mod tests {
         assert_eq!(err.field.as_deref(), Some("lease.duration_secs"));
         let err = parse_json::<Outer>(br#"{"lease":{"duration_secs":1}}"#).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("name"));
+    }
+
+    /// Found by the `registration_json` fuzz target: an unknown key that is itself
+    /// empty made `field` `Some("")`.
+    #[test]
+    fn an_empty_unknown_key_names_no_field() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Strict {
+            name: String,
+        }
+        let err = parse_json::<Strict>(br#"{"":1}"#).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.field, None);
+        assert!(err.error.contains("unknown field ``"), "{}", err.error);
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub struct EventStoreConfig {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-enum Change<A> {
+pub(crate) enum Change<A> {
     Append {
         aggregate: String,
         first_version: u64,

@@ -290,7 +290,14 @@ impl Claim {
     ) -> Result<Arc<StoredResponse>, IdempotencyError> {
         self.check_still_ours()?;
         let wall_ms = self.store.clock.wall_millis();
-        let record = encode_record(&self.key, self.fingerprint, wall_ms, &response);
+        let content_type_len = response.content_type.as_ref().map_or(0, String::len);
+        let record = encode_record(&self.key, self.fingerprint, wall_ms, &response).ok_or(
+            // Keys are at most MAX_KEY_LEN, so only the content type can be too long.
+            IdempotencyError::Storage(WalError::RecordTooLarge {
+                len: content_type_len,
+                max: usize::from(u16::MAX),
+            }),
+        )?;
         let seq = self.store.wal.append(record).await?;
         let response = Arc::new(response);
         let mut entries = self.store.entries.lock();
@@ -471,28 +478,32 @@ impl IdempotencyStore {
 
 const RECORD_VERSION: u8 = 1;
 
-fn encode_record(
+/// The record's bytes; `None` when the key or content type outgrows its `u16`
+/// length prefix (a cast would wrap and store a record that replays garbage).
+pub(crate) fn encode_record(
     key: &str,
     fingerprint: Fingerprint,
     completed_wall_ms: u64,
     response: &StoredResponse,
-) -> Vec<u8> {
+) -> Option<Vec<u8>> {
     let content_type = response.content_type.as_deref().unwrap_or("");
+    let key_len = u16::try_from(key.len()).ok()?;
+    let content_type_len = u16::try_from(content_type.len()).ok()?;
     let mut out = Vec::with_capacity(40 + key.len() + content_type.len() + response.body.len());
     out.push(RECORD_VERSION);
-    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(&key_len.to_le_bytes());
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(&fingerprint.0.to_le_bytes());
     out.extend_from_slice(&completed_wall_ms.to_le_bytes());
     out.extend_from_slice(&response.status.to_le_bytes());
     out.push(u8::from(response.content_type.is_some()));
-    out.extend_from_slice(&(content_type.len() as u16).to_le_bytes());
+    out.extend_from_slice(&content_type_len.to_le_bytes());
     out.extend_from_slice(content_type.as_bytes());
     out.extend_from_slice(&response.body);
-    out
+    Some(out)
 }
 
-fn decode_record(bytes: &[u8]) -> Option<(String, Fingerprint, u64, StoredResponse)> {
+pub(crate) fn decode_record(bytes: &[u8]) -> Option<(String, Fingerprint, u64, StoredResponse)> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = bytes.split_at_checked(n)?;
         *bytes = rest;

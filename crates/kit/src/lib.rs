@@ -31,6 +31,8 @@ pub mod clock;
 pub mod discovery;
 pub mod event_store;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod http_client;
 pub mod idempotency;
 pub mod loadgen;

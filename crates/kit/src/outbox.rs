@@ -51,6 +51,26 @@ struct StoredEntry {
     events: Vec<OutboundEvent>,
 }
 
+/// The bytes of one outbox entry on the WAL.
+pub(crate) fn encode_entry(change: serde_json::Value, events: Vec<OutboundEvent>) -> Vec<u8> {
+    serde_json::to_vec(&StoredEntry { change, events })
+        .expect("JSON values and events always serialise")
+}
+
+/// Reads back what [`encode_entry`] wrote; anything else is [`BusError::Corrupt`].
+pub(crate) fn decode_entry(seq: u64, payload: &[u8]) -> Result<OutboxEntry, BusError> {
+    let stored: StoredEntry = serde_json::from_slice(payload).map_err(|e| BusError::Corrupt {
+        topic: "outbox".into(),
+        offset: seq,
+        reason: e.to_string(),
+    })?;
+    Ok(OutboxEntry {
+        seq,
+        change: stored.change,
+        events: stored.events,
+    })
+}
+
 /// The outbox: a WAL of entries plus the relay's checkpoint. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -90,9 +110,7 @@ impl Outbox {
         for outbound in &events {
             validate_name("topic", &outbound.topic)?;
         }
-        let bytes = serde_json::to_vec(&StoredEntry { change, events })
-            .expect("JSON values and events always serialise");
-        Ok(self.inner.wal.append(bytes).await?)
+        Ok(self.inner.wal.append(encode_entry(change, events)).await?)
     }
 
     /// Up to `max` entries from `from`, for rebuilding domain state.
@@ -101,19 +119,7 @@ impl Outbox {
             .wal
             .read(from, max)?
             .into_iter()
-            .map(|record| {
-                let stored: StoredEntry =
-                    serde_json::from_slice(&record.payload).map_err(|e| BusError::Corrupt {
-                        topic: "outbox".into(),
-                        offset: record.seq,
-                        reason: e.to_string(),
-                    })?;
-                Ok(OutboxEntry {
-                    seq: record.seq,
-                    change: stored.change,
-                    events: stored.events,
-                })
-            })
+            .map(|record| decode_entry(record.seq, &record.payload))
             .collect()
     }
 

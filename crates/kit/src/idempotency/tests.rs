@@ -363,3 +363,40 @@ mod layer {
         assert_eq!(executions.load(Ordering::SeqCst), 1);
     }
 }
+
+/// Found while writing the `idempotency_record` fuzz target: a content type longer
+/// than its `u16` length prefix wrapped, and the stored record replayed a wrong
+/// content type and body. Such a response is now answered but not stored.
+#[tokio::test]
+async fn a_content_type_too_long_to_store_is_refused_not_corrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let config = WalConfig {
+        segment_bytes: 1 << 20,
+        max_record_bytes: 1 << 18,
+        durability: Durability::NoSync,
+        ..WalConfig::default()
+    };
+    let wal = Wal::open(dir.path(), config).unwrap();
+    let store = IdempotencyStore::open(wal, clock.shared(), IdempotencyConfig::default()).unwrap();
+    let long = StoredResponse {
+        status: 200,
+        content_type: Some("x".repeat(usize::from(u16::MAX) + 1)),
+        body: b"body".to_vec(),
+    };
+    assert_eq!(encode_record("k", fp("a"), 0, &long), None);
+    let err = execute(&store, "k", "a").complete(long).await.unwrap_err();
+    assert!(matches!(
+        err,
+        IdempotencyError::Storage(WalError::RecordTooLarge {
+            len: 65536,
+            max: 65535
+        })
+    ));
+    // Nothing was stored, and the key is free again.
+    execute(&store, "k", "a")
+        .complete(response("ok"))
+        .await
+        .unwrap();
+    assert_eq!(replay(&store, "k", "a").body, b"ok");
+}

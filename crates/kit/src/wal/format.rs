@@ -67,6 +67,8 @@ pub enum FrameError {
     Checksum,
     /// A valid frame, but not the sequence number that must come next.
     OutOfSequence,
+    /// A frame at seq `u64::MAX`: no seq would follow it, so no log can keep it.
+    SeqExhausted,
 }
 
 impl std::fmt::Display for FrameError {
@@ -77,6 +79,7 @@ impl std::fmt::Display for FrameError {
             FrameError::TooLong => "length field larger than the maximum record",
             FrameError::Checksum => "checksum mismatch",
             FrameError::OutOfSequence => "sequence number out of order",
+            FrameError::SeqExhausted => "sequence numbers exhausted",
         })
     }
 }

@@ -669,6 +669,12 @@ fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
                 // Bounded by the file, not by today's max_record_bytes, so lowering that
                 // setting never cuts records written under a higher one.
                 match format::decode_record(&buffer[position..], expected, buffer.len()) {
+                    // A frame whose successor seq would overflow (only a corrupt or
+                    // crafted segment name gets here) ends the log before it.
+                    Ok(_) if expected == u64::MAX => {
+                        stop = Some(FrameError::SeqExhausted);
+                        break;
+                    }
                     Ok((_, size)) => {
                         if expected.is_multiple_of(INDEX_EVERY) {
                             index.insert(expected, position as u64);

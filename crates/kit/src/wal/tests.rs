@@ -464,3 +464,29 @@ fn a_directory_is_opened_by_one_log_at_a_time() {
     // Closing releases the lock.
     Wal::open(dir.path(), small_config()).unwrap();
 }
+
+/// Found by the `wal_recovery` fuzz target: a segment named and headed for seq
+/// `u64::MAX` holding a valid frame made recovery overflow `next_seq` (a panic in
+/// debug builds, a wrap to seq 0 in release). The frame is now cut, precisely.
+#[test]
+fn a_frame_at_the_last_seq_is_cut_not_overflowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = Vec::new();
+    format::encode_segment_header(&mut bytes, u64::MAX);
+    format::encode_record(&mut bytes, u64::MAX, b"last");
+    let path = segment_path(dir.path(), u64::MAX);
+    fs::write(&path, &bytes).unwrap();
+    let wal = Wal::open(dir.path(), small_config()).unwrap();
+    assert_eq!(wal.recovery().records, 0);
+    let (cut_file, offset, reason) = wal.recovery().truncated_at.clone().unwrap();
+    assert_eq!(
+        (cut_file, offset, reason.as_str()),
+        (
+            path,
+            SEGMENT_HEADER_BYTES as u64,
+            "sequence numbers exhausted"
+        )
+    );
+    assert_eq!(wal.next_seq(), u64::MAX);
+    assert!(read_all(&wal).is_empty());
+}

@@ -1,0 +1,208 @@
+//! The checks behind the control plane's fuzz targets, shared by
+//! `crates/control/fuzz` (cargo fuzz, nightly) and `tests/fuzz_corpus.rs` (the
+//! committed corpus replayed on stable), so each check exists once.
+//!
+//! Each check takes arbitrary bytes and asserts more than "no panic": a parsed
+//! [`Query`] re-parses identically from its canonical parameters, and the discovery
+//! API answers every request with a status it documents, every 400 a JSON error.
+//! A failed check panics — that is how libFuzzer and the replay test see it.
+//!
+//! Not a public API: hidden from the docs, and only for fuzzing and its replay.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use casebook_kit::clock::ManualClock;
+use casebook_kit::discovery::{InstanceView, Registration};
+use casebook_kit::topology::Topology;
+use tower::ServiceExt;
+
+use crate::discovery::{DiscoveryConfig, Registry, api};
+use crate::metrics_store::query::{Query, QueryError, TimeSpec};
+
+/// A fuzz check: arbitrary bytes in, a panic if an invariant breaks.
+pub type Check = fn(&[u8]);
+
+/// Every control target, by the name of its fuzz target and corpus directory.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("metrics_query", metrics_query),
+    ("discovery_request", discovery_request),
+];
+
+/// The parameters that parse to `query`, written the one canonical way.
+fn render(query: &Query) -> HashMap<String, String> {
+    let time = |spec: TimeSpec| match spec {
+        TimeSpec::Now => "now".to_owned(),
+        TimeSpec::At(ms) => ms.to_string(),
+        TimeSpec::Ago(secs) => format!("-{}", duration(secs)),
+    };
+    let mut params = HashMap::from([
+        ("name".to_owned(), query.name.clone()),
+        ("fn".to_owned(), query.aggregate.name()),
+        ("from".to_owned(), time(query.from)),
+        ("to".to_owned(), time(query.to)),
+        ("step".to_owned(), duration(query.step_secs)),
+    ]);
+    if !query.filters.is_empty() {
+        let terms: Vec<String> = query
+            .filters
+            .iter()
+            .map(|f| {
+                let bang = if f.negate { "!" } else { "" };
+                format!("{}{bang}:{}", f.key, f.values.join("|"))
+            })
+            .collect();
+        params.insert("filter".to_owned(), terms.join(","));
+    }
+    if !query.group_by.is_empty() {
+        params.insert("group_by".to_owned(), query.group_by.join(","));
+    }
+    params
+}
+
+/// Seconds in the largest unit that divides them (the parser bounds the number).
+fn duration(secs: u64) -> String {
+    if secs > 0 && secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs > 0 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// `Query::parse` over `key=value` lines: an accepted query re-parses identically
+/// from its canonical parameters; a refused one names a parameter it was given (or
+/// `name`, the required one).
+pub fn metrics_query(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let params: HashMap<String, String> = text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    match Query::parse(&params) {
+        Ok(query) => {
+            assert!(!query.name.is_empty());
+            assert!((1..=crate::metrics_store::WINDOW_SECS).contains(&query.step_secs));
+            let canonical = render(&query);
+            let again = Query::parse(&canonical)
+                .unwrap_or_else(|e| panic!("{canonical:?} (from {query:?}) fails: {e}"));
+            assert_eq!(again, query, "{canonical:?} re-parses differently");
+        }
+        Err(error) => {
+            let field = error.field();
+            assert!(
+                params.contains_key(field) || field == "name",
+                "error names `{field}`, which was not given: {error}"
+            );
+            if let QueryError::Invalid { reason, .. } = &error {
+                assert!(!reason.is_empty());
+            }
+        }
+    }
+}
+
+/// Percent-encodes every byte but ASCII alphanumerics, for a path segment.
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Requests at most one input may make, so one input stays cheap.
+const MAX_REQUESTS: usize = 8;
+
+/// The discovery API over arbitrary requests, separated by NUL bytes; in each, the
+/// first byte picks the method, the rest of the first line is the path and query,
+/// and what follows is the body. Every answer is a documented status (never a 5xx
+/// but 503), every 400 a JSON error; a registration answered 204 is then found.
+pub fn discovery_request(data: &[u8]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    let clock = ManualClock::new();
+    let registry = Arc::new(
+        Registry::new(
+            DiscoveryConfig::default(),
+            Topology::default(),
+            clock.shared(),
+        )
+        .expect("the default registry"),
+    );
+    let router = api::router(registry);
+    let call = |method: Method, uri: &str, body: Vec<u8>| {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .ok()?;
+        runtime.block_on(async {
+            let response = router.clone().oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("an in-memory body");
+            Some((status, bytes))
+        })
+    };
+    for request in data.split(|&b| b == 0).take(MAX_REQUESTS) {
+        let Some((&selector, rest)) = request.split_first() else {
+            continue;
+        };
+        let method = [Method::GET, Method::POST, Method::PUT, Method::DELETE]
+            [usize::from(selector % 4)]
+        .clone();
+        let (target, body) = match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => (&rest[..end], &rest[end + 1..]),
+            None => (rest, &[][..]),
+        };
+        let Ok(target) = std::str::from_utf8(target) else {
+            continue;
+        };
+        let Some((status, bytes)) = call(method.clone(), target, body.to_vec()) else {
+            continue;
+        };
+        assert!(
+            !status.is_server_error() || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {target} answered {status}"
+        );
+        if status == StatusCode::BAD_REQUEST {
+            let error: serde_json::Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("{method} {target}: a 400 that is not JSON"));
+            let message = error.get("error").and_then(|e| e.as_str()).unwrap_or("");
+            assert!(
+                !message.is_empty(),
+                "{method} {target}: a 400 without a message"
+            );
+        }
+        if method == Method::POST && status == StatusCode::NO_CONTENT {
+            let registration: Registration =
+                casebook_kit::api::parse_json(body).expect("an accepted registration body parses");
+            let instance = &registration.instance;
+            let uri = format!(
+                "{}/apps/{}/{}",
+                casebook_kit::discovery::API_PREFIX,
+                path_segment(&instance.service),
+                path_segment(&instance.instance_id)
+            );
+            let (status, bytes) = call(Method::GET, &uri, Vec::new()).expect("a valid URI");
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "registered instance not found at {uri}"
+            );
+            let view: InstanceView = serde_json::from_slice(&bytes).expect("an instance view");
+            assert_eq!(&view.instance, instance);
+        }
+    }
+}

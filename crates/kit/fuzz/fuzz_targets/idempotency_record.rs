@@ -1,0 +1,4 @@
+#![no_main]
+//! The check lives in `casebook_kit::fuzz_checks::idempotency_record`, shared with the stable replay test.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| casebook_kit::fuzz_checks::idempotency_record(data));
