@@ -22,8 +22,7 @@ use tower::ServiceExt;
 use crate::discovery::{DiscoveryConfig, Registry, api};
 use crate::metrics_store::query::{Query, QueryError, TimeSpec};
 
-/// A fuzz check: arbitrary bytes in, a panic if an invariant breaks.
-pub type Check = fn(&[u8]);
+pub use casebook_kit::fuzz_checks::Check;
 
 /// Every control target, by the name of its fuzz target and corpus directory.
 pub const TARGETS: &[(&str, Check)] = &[

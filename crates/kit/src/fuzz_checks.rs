@@ -27,6 +27,36 @@ use crate::wal::{Durability, Wal, WalConfig};
 /// A fuzz check: arbitrary bytes in, a panic if an invariant breaks.
 pub type Check = fn(&[u8]);
 
+/// Runs every committed corpus file of a crate's fuzz targets through its check,
+/// and requires a `fuzz_targets/<name>.rs` and a non-empty corpus per target: the
+/// stable half of fuzzing, shared by every crate's `tests/fuzz_corpus.rs`.
+pub fn replay_corpus(fuzz_dir: &std::path::Path, targets: &[(&str, Check)]) {
+    for (target, check) in targets {
+        let target_file = fuzz_dir.join("fuzz_targets").join(format!("{target}.rs"));
+        assert!(
+            target_file.is_file(),
+            "missing fuzz target {}",
+            target_file.display()
+        );
+        let dir = fuzz_dir.join("corpus").join(target);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+            .map(|entry| entry.expect("corpus entry").path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "corpus {target} is empty");
+        for file in files {
+            let data = std::fs::read(&file).expect("read corpus file");
+            let outcome = std::panic::catch_unwind(|| check(&data));
+            assert!(
+                outcome.is_ok(),
+                "{target}: {} fails its check",
+                file.display()
+            );
+        }
+    }
+}
+
 /// Every kit target, by the name of its fuzz target and corpus directory.
 pub const TARGETS: &[(&str, Check)] = &[
     ("traceparent", traceparent),
