@@ -581,3 +581,60 @@ async fn killing_the_instance_cuts_every_connection() {
         "the listener is gone"
     );
 }
+
+#[tokio::test]
+async fn a_slow_reader_is_disconnected_and_never_blocks_the_sender_or_others() {
+    let node = node_with(
+        WhatsappConfig {
+            outbound_queue: 4,
+            ..WhatsappConfig::default()
+        },
+        &[
+            ("alice", "alice-pw"),
+            ("bob", "bob-pw"),
+            ("carol", "carol-pw"),
+        ],
+    )
+    .await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "alice-pw", "phone").await;
+    let (mut bob, _) = Client::online(node.addr, "bob", "bob-pw", "laptop").await;
+    let (mut carol, _) = Client::online(node.addr, "carol", "carol-pw", "desk").await;
+    bob.ping("ready").await;
+    carol.ping("ready").await;
+    // Bob stops reading. Alice floods him with headlines (never stored offline) until
+    // the kernel buffers and his bounded queue are full and the router drops him.
+    let body = "y".repeat(32 * 1024);
+    let flood =
+        format!("<message to='bob@localhost' type='headline'><body>{body}</body></message>");
+    const SENT: usize = 1024; // 32 MiB: far beyond loopback socket buffers
+    for round in 0..SENT {
+        alice.send(&flood).await;
+        if round % 128 == 127 {
+            // Alice is still served while Bob is stuck.
+            assert!(alice.ping(&format!("alive-{round}")).await.is_empty());
+        }
+    }
+    // Bob's socket ends after what the kernel had buffered.
+    let mut stanzas = 0usize;
+    while let Some(event) = bob.next().await {
+        assert!(matches!(event, StreamEvent::Stanza(_)), "{event:?}");
+        stanzas += 1;
+    }
+    assert!(
+        stanzas < SENT,
+        "bob was cut off: only {stanzas} of {SENT} reached him"
+    );
+    // Carol never noticed.
+    alice
+        .send("<message to='carol@localhost' type='chat'><body>still here</body></message>")
+        .await;
+    assert_eq!(
+        carol
+            .stanza()
+            .await
+            .child("body", CLIENT_NS)
+            .unwrap()
+            .text(),
+        "still here"
+    );
+}

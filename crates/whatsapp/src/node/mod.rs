@@ -188,6 +188,27 @@ fn open_shared(
     })
 }
 
+/// How often one offline shard is compacted (expiry and log cleaning): the store
+/// round-robins shards, each step bounded by `compact_batch`.
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs the offline store's bounded compaction steps until shutdown. Only the
+/// cadence is here; what expires is decided on the injected clock inside the store.
+async fn compact_offline(offline: OfflineStore, shutdown: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(COMPACT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                if let Err(error) = offline.compact_step().await {
+                    tracing::warn!(%error, "offline compaction step failed");
+                }
+            }
+        }
+    }
+}
+
 impl ServiceFactory for ChatNode {
     fn name(&self) -> &str {
         CHAT_SERVICE
@@ -201,6 +222,10 @@ impl ServiceFactory for ChatNode {
             let shared = Arc::new(open_shared(&self.settings, ctx, ctx.clock().clone())?);
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
+            ctx.spawn(compact_offline(
+                shared.offline.clone(),
+                ctx.shutdown_token(),
+            ));
             let live = Arc::new(AtomicUsize::new(0));
             let spawner = ctx.clone();
             let shutdown = ctx.shutdown_token();
