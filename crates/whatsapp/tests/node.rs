@@ -638,3 +638,38 @@ async fn a_slow_reader_is_disconnected_and_never_blocks_the_sender_or_others() {
         "still here"
     );
 }
+
+#[tokio::test]
+async fn an_account_added_by_the_operator_command_can_log_in_on_the_running_node() {
+    let node = node().await;
+    let root = node._dir.path().to_path_buf();
+    let added = casebook_whatsapp::auth::run_account_command(
+        &root,
+        casebook_whatsapp::auth::AccountCommand::Add {
+            jid: "dave@localhost".into(),
+            password: "dave-pw".into(),
+            iterations: 4096,
+        },
+    )
+    .unwrap();
+    assert!(added.contains("dave@localhost"));
+    // The node re-reads the account file on a cadence: poll until it knows dave
+    // (seldom: every failed login counts against this address in the limiter).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut client = Client::connect(node.addr).await;
+        client.open().await;
+        if client.scram("dave", "dave-pw").await.is_ok() {
+            assert_eq!(
+                client.bind(None).await.split('/').next(),
+                Some("dave@localhost")
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new account never became usable"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

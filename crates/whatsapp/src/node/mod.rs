@@ -209,6 +209,32 @@ async fn compact_offline(offline: OfflineStore, shutdown: tokio_util::sync::Canc
     }
 }
 
+/// How often the account file is re-read, so `casebook whatsapp add-user` (another
+/// process) takes effect on a running node.
+const RELOAD_ACCOUNTS_EVERY: Duration = Duration::from_secs(2);
+
+async fn reload_accounts(accounts: Arc<Accounts>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(RELOAD_ACCOUNTS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                let reloaded = {
+                    let accounts = accounts.clone();
+                    tokio::task::spawn_blocking(move || accounts.reload()).await
+                };
+                match reloaded {
+                    Ok(Ok(_)) => {}
+                    // Keep serving the last good set: a half-edited file must not lock everyone out.
+                    Ok(Err(error)) => tracing::warn!(%error, "account reload failed"),
+                    Err(error) => tracing::warn!(%error, "account reload task failed"),
+                }
+            }
+        }
+    }
+}
+
 impl ServiceFactory for ChatNode {
     fn name(&self) -> &str {
         CHAT_SERVICE
@@ -222,6 +248,10 @@ impl ServiceFactory for ChatNode {
             let shared = Arc::new(open_shared(&self.settings, ctx, ctx.clock().clone())?);
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
+            ctx.spawn(reload_accounts(
+                shared.accounts.clone(),
+                ctx.shutdown_token(),
+            ));
             ctx.spawn(compact_offline(
                 shared.offline.clone(),
                 ctx.shutdown_token(),
