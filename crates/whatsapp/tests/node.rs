@@ -673,3 +673,16 @@ async fn an_account_added_by_the_operator_command_can_log_in_on_the_running_node
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+#[tokio::test]
+async fn a_graceful_stop_tells_clients_system_shutdown() {
+    let node = node().await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "alice-pw", "phone").await;
+    alice.ping("ready").await;
+    let platform = node.platform.clone();
+    let id = node.instance_id.clone();
+    let stop = tokio::spawn(async move { platform.stop(&id, Duration::from_secs(5)).await });
+    alice.expect_stream_error("system-shutdown").await;
+    let report = stop.await.unwrap().expect("the instance existed");
+    assert!(report.drained, "every connection task finished");
+}
