@@ -181,7 +181,13 @@ impl Conn {
                     let _ = self.close_with(&stream_error_text("system-shutdown")).await;
                     return End::Shutdown;
                 }
-                Some(stanza) = self.rx.recv() => self.write(&stanza).await,
+                Some(outbound) = self.rx.recv() => match outbound {
+                    Outbound::Stanza(stanza) => self.write(&stanza).await,
+                    Outbound::FlushOffline => {
+                        let bare = self.bare_jid();
+                        self.flush_offline(&bare).await
+                    }
+                },
                 read = self.reader.read(&mut buf) => match read {
                     Ok(0) | Err(_) => return End::PeerClosed,
                     Ok(n) => self.input(&buf[..n]).await,
@@ -495,6 +501,7 @@ impl Conn {
             return self.bounce(&element, "cancel", "service-unavailable").await;
         }
         let bare = to.bare();
+        let bare_recipient = bare.clone();
         let xml = write_stanza(&element);
         if let Some(resource) = &to.resource
             && let Delivery::Delivered(_) = self.shared.router.to_full(&bare, resource, &xml)
@@ -519,13 +526,18 @@ impl Conn {
             .offline
             .store(NewMessage {
                 id,
-                recipient: bare,
+                recipient: bare_recipient.clone(),
                 sender: self.full_jid(),
                 payload: Bytes::from(element.to_xml()),
             })
             .await;
         match stored {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // The recipient may have come online (and flushed) while the store
+                // was in flight: have it pick this message up now.
+                self.shared.router.nudge_offline(&bare_recipient);
+                Ok(())
+            }
             Err(error) => {
                 tracing::warn!(%error, "offline store refused a message");
                 self.bounce(&element, "wait", "resource-constraint").await

@@ -18,8 +18,15 @@ use tokio_util::sync::CancellationToken;
 /// Most resources one account may bind at once on this node.
 pub const MAX_RESOURCES_PER_ACCOUNT: usize = 64;
 
-/// What routing hands to a session's connection task: a serialized stanza.
-pub type Outbound = String;
+/// What routing hands to a session's connection task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// A serialized stanza to write.
+    Stanza(String),
+    /// Offline messages were stored for this account after it became available:
+    /// deliver them.
+    FlushOffline,
+}
 
 /// One bound resource as the router sees it.
 #[derive(Debug, Clone)]
@@ -180,6 +187,23 @@ impl Router {
             .is_some_and(|r| r.values().any(|s| s.available && s.priority >= 0))
     }
 
+    /// Asks every available session of `bare` to flush its offline backlog (a
+    /// store that finished after the recipient came online). Returns how many were
+    /// asked; a full queue skips a session (its next flush happens at its next
+    /// login).
+    pub fn nudge_offline(&self, bare: &str) -> usize {
+        let targets: Vec<Session> = self
+            .sessions
+            .lock()
+            .get(bare)
+            .map(|r| r.values().filter(|s| s.available).cloned().collect())
+            .unwrap_or_default();
+        targets
+            .iter()
+            .filter(|s| s.tx.try_send(Outbound::FlushOffline).is_ok())
+            .count()
+    }
+
     /// Number of bound sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.lock().values().map(HashMap::len).sum()
@@ -188,7 +212,7 @@ impl Router {
 
 /// Tries to queue; a full queue means a slow reader: kick it rather than wait.
 fn offer(session: &Session, stanza: &str) -> bool {
-    match session.tx.try_send(stanza.to_owned()) {
+    match session.tx.try_send(Outbound::Stanza(stanza.to_owned())) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
             metrics::counter!("whatsapp_slow_reader_kicks_total").increment(1);
@@ -229,10 +253,13 @@ mod tests {
         router.set_presence("u@d", &a, a_id, true, 0);
         router.set_presence("u@d", &b, b_id, true, -1);
         assert_eq!(router.to_bare("u@d", "m1"), Delivery::Delivered(1));
-        assert_eq!(a_rx.try_recv().unwrap(), "m1");
+        assert_eq!(a_rx.try_recv().unwrap(), Outbound::Stanza("m1".into()));
         assert!(b_rx.try_recv().is_err());
         assert_eq!(router.to_full("u@d", &b, "m2"), Delivery::Delivered(1));
-        assert_eq!(b_rx.try_recv().unwrap(), "m2");
+        assert_eq!(b_rx.try_recv().unwrap(), Outbound::Stanza("m2".into()));
+        assert_eq!(router.nudge_offline("u@d"), 2, "both are available");
+        assert_eq!(a_rx.try_recv().unwrap(), Outbound::FlushOffline);
+        assert_eq!(router.nudge_offline("nobody@d"), 0);
     }
 
     #[test]
