@@ -27,6 +27,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PORT")]
     pub control_port: Option<u16>,
 
+    /// The WhatsApp chat node's XMPP client port (default 5222; 0 picks a free one).
+    #[arg(long, global = true, value_name = "PORT")]
+    pub whatsapp_port: Option<u16>,
+
     /// Log filter, e.g. `info` or `casebook_kit=debug,info` (RUST_LOG also works).
     #[arg(long, global = true, env = "CASEBOOK_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -121,6 +125,7 @@ impl Cli {
             &Overrides {
                 data_dir: self.data_dir.clone(),
                 control_port: self.control_port,
+                whatsapp_port: self.whatsapp_port,
             },
         )
     }

@@ -18,6 +18,7 @@ use casebook_control::ControlConfig;
 use casebook_control::discovery::DiscoveryConfig;
 use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_kit::topology::Topology;
+use casebook_whatsapp::node::WhatsappConfig;
 use serde::{Deserialize, Serialize};
 
 /// Environment variables that are not configuration keys.
@@ -41,6 +42,8 @@ pub struct Config {
     pub metrics_push: MetricsPushConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// The WhatsApp case's chat node (XMPP c2s).
+    pub whatsapp: WhatsappConfig,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             metrics_store: MetricsStoreConfig::default(),
             metrics_push: MetricsPushConfig::default(),
             shutdown: ShutdownConfig::default(),
+            whatsapp: WhatsappConfig::default(),
         }
     }
 }
@@ -126,6 +130,7 @@ impl std::error::Error for ConfigError {}
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub control_port: Option<u16>,
+    pub whatsapp_port: Option<u16>,
 }
 
 /// Loads the configuration from `file` (if any), the environment and `overrides`.
@@ -198,6 +203,9 @@ pub fn load(
     if let Some(port) = overrides.control_port {
         config.control.port = port;
     }
+    if let Some(port) = overrides.whatsapp_port {
+        config.whatsapp.port = port;
+    }
 
     let whole = file_label.unwrap_or_else(|| "the configuration".into());
     config.topology.validate().map_err(|e| ConfigError {
@@ -213,6 +221,19 @@ pub fn load(
             message: e.reason,
         }
     })?;
+    if let Err(message) = config.whatsapp.validate() {
+        // The message starts with the dotted key: blame its source.
+        let key = message.split(':').next().unwrap_or("whatsapp").to_owned();
+        let message = message[key.len()..]
+            .trim_start_matches(':')
+            .trim()
+            .to_owned();
+        return Err(ConfigError {
+            source: blame(&origin, &key).unwrap_or_else(|| whole.clone()),
+            key,
+            message,
+        });
+    }
     if let Some(zone) = &config.control.zone
         && config.topology.region_of(zone).is_none()
     {
@@ -315,11 +336,13 @@ mod tests {
             &Overrides {
                 control_port: Some(7200),
                 data_dir: Some("/flag".into()),
+                whatsapp_port: Some(5300),
             },
         )
         .unwrap();
         assert_eq!(config.control.port, 7200);
         assert_eq!(config.data_dir, PathBuf::from("/flag"));
+        assert_eq!(config.whatsapp.port, 5300);
     }
 
     #[test]
@@ -379,5 +402,47 @@ mod tests {
         let f = file("[control]\nzone = \"mars-a\"\n");
         let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
         assert_eq!(err.key, "control.zone");
+    }
+
+    #[test]
+    fn whatsapp_table_defaults_env_and_precise_errors() {
+        let config = load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.whatsapp.port, 5222);
+        assert_eq!(config.whatsapp.domain, "localhost");
+        assert!(!config.whatsapp.allow_insecure_plain);
+
+        let config = load(
+            None,
+            env(&[
+                ("CASEBOOK_WHATSAPP__PORT", "0"),
+                ("CASEBOOK_WHATSAPP__ALLOW_INSECURE_PLAIN", "true"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.whatsapp.port, 0);
+        assert!(config.whatsapp.allow_insecure_plain);
+
+        let err = load(
+            None,
+            env(&[("CASEBOOK_WHATSAPP__MAX_CONNECTIONS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.source,
+            "environment variable CASEBOOK_WHATSAPP__MAX_CONNECTIONS"
+        );
+        assert_eq!(err.key, "whatsapp.max_connections");
+        assert!(err.message.contains("1..="), "{}", err.message);
+
+        let f = file("[whatsapp]\ndomain = \"not a domain!\"\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "whatsapp.domain");
+        assert_eq!(err.source, f.path().display().to_string());
+
+        let f = file("[whatsapp]\nbogus = 1\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.message.contains("bogus"), "{}", err.message);
     }
 }

@@ -8,6 +8,7 @@ use casebook_kit::discovery::{DiscoveryClient, DiscoveryRegistrar};
 use casebook_kit::metrics_push::{self, MetricsPusher};
 use casebook_kit::runtime::{InstanceSpec, Platform};
 use casebook_kit::topology::Placement;
+use casebook_whatsapp::node::{CHAT_SERVICE, ChatNode, ChatSettings};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -31,7 +32,29 @@ pub fn build(config: &Config) -> Platform {
             drain: config.shutdown.drain_timeout,
         },
     )));
+    platform.register_service(Arc::new(ChatNode::new(ChatSettings {
+        config: config.whatsapp.clone(),
+        // The account commands (`casebook whatsapp add-user`) use the same root.
+        accounts_root: config.data_dir.clone(),
+    })));
     platform
+}
+
+/// How a user changes the chat node's port, shown when it is taken.
+pub const WHATSAPP_PORT_HINT: &str =
+    "--whatsapp-port, CASEBOOK_WHATSAPP__PORT or `port` in [whatsapp]";
+
+/// The spec of the chat node's instance: the control plane's host, the
+/// `[whatsapp]` port, the first zone.
+pub fn chat_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
+    Ok(InstanceSpec {
+        service: CHAT_SERVICE.to_owned(),
+        instance_id: None,
+        placement: placement(config, None)?,
+        listen: std::net::SocketAddr::new(config.control.host, config.whatsapp.port),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        port_hint: Some(WHATSAPP_PORT_HINT.to_owned()),
+    })
 }
 
 /// Pushes this process's metrics to the control plane's store until `cancel`.

@@ -12,6 +12,8 @@ fn casebook(data_dir: &std::path::Path) -> Command {
         .arg(data_dir)
         .env_remove("CASEBOOK_CONFIG")
         .env_remove("RUST_LOG")
+        // The chat node on a free port: tests never need :5222.
+        .env("CASEBOOK_WHATSAPP__PORT", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -69,8 +71,42 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         .get_json(&format!("{url}/api/instances"))
         .await
         .unwrap();
-    assert_eq!(instances[0]["service"], "control");
-    assert_eq!(instances[0]["state"], "running");
+    let by_service = |service: &str| {
+        instances
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["service"] == service)
+            .unwrap_or_else(|| panic!("no {service} instance in {instances}"))
+            .clone()
+    };
+    assert_eq!(by_service("control")["state"], "running");
+    let chat = by_service("chat");
+    assert_eq!(chat["state"], "running");
+    // The chat node speaks XMPP on its (free, test-chosen) port.
+    let chat_addr: std::net::SocketAddr = chat["address"].as_str().unwrap().parse().unwrap();
+    assert_ne!(chat_addr.port(), 5222, "tests never take the real port");
+    let mut xmpp = tokio::net::TcpStream::connect(chat_addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut xmpp,
+        b"<stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).contains("</stream:features>") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            tokio::io::AsyncReadExt::read(&mut xmpp, &mut buf),
+        )
+        .await
+        .expect("the chat node answers")
+        .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&answer).contains("SCRAM-SHA-256"));
     assert!(
         dir.path().join("control").is_dir(),
         "state lives under --data-dir"
@@ -149,7 +185,7 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
     assert!(status.success(), "graceful stop exits 0, got {status}");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert!(rest.contains("stopped 1 instance(s)"), "{rest}");
+    assert!(rest.contains("stopped 2 instance(s)"), "{rest}");
 }
 
 #[test]
@@ -219,7 +255,7 @@ fn serving_an_unknown_service_lists_the_known_ones() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("unknown service `nope` (known: control)"),
+        stderr.contains("unknown service `nope` (known: chat, control)"),
         "{stderr}"
     );
 }

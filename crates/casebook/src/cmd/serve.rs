@@ -30,6 +30,8 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let is_control = args.service == casebook_control::CONTROL_SERVICE;
     let mut spec = if is_control {
         platform::control_spec(&config)?
+    } else if args.service == casebook_whatsapp::node::CHAT_SERVICE {
+        platform::chat_spec(&config)?
     } else {
         casebook_kit::runtime::InstanceSpec {
             service: args.service.clone(),

@@ -30,6 +30,12 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         stop_pushing.clone(),
     );
     // The first line is the control-plane URL, for people and for scripts.
+    if let Err(err) = platform.start(platform::chat_spec(&config)?).await {
+        eprintln!("casebook: {err}");
+        stop_pushing.cancel();
+        platform.stop_all(config.shutdown.drain_timeout).await;
+        return Ok(ExitCode::FAILURE);
+    }
     println!("casebook control plane: {}", control.http_url());
     print_listeners(&platform, &config);
     let _ = std::io::stdout().flush();
@@ -75,7 +81,11 @@ fn print_listeners(platform: &Platform, config: &Config) {
             view.info.instance_id,
             view.info.region,
             view.info.zone,
-            view.info.http_url(),
+            if view.info.service == casebook_whatsapp::node::CHAT_SERVICE {
+                format!("xmpp c2s (plaintext) {}", view.info.address)
+            } else {
+                view.info.http_url()
+            },
         );
     }
     println!();

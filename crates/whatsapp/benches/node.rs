@@ -1,0 +1,220 @@
+//! Chat node benchmark over loopback: one run, one table.
+//!
+//! `cargo bench -p casebook-whatsapp --bench node` — `CASEBOOK_BENCH_MESSAGES`
+//! (default 20000) messages per scenario. Clients log in with PLAIN (enabled for the
+//! benchmark only) so the numbers measure the node, not PBKDF2.
+//!
+//! Scenarios: login (connect → features → PLAIN → restart → bind → presence), routed
+//! round trip (alice → bob → alice, one at a time: latency), pipelined one-way
+//! (alice sends N with at most 1024 in flight, bob reads N: throughput).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use casebook_kit::clock::SystemClock;
+use casebook_kit::runtime::{InstanceSpec, Platform};
+use casebook_kit::topology::Topology;
+use casebook_whatsapp::auth::{Accounts, AccountsConfig, encode_payload};
+use casebook_whatsapp::node::{ChatNode, ChatSettings, WhatsappConfig};
+use casebook_whatsapp::xml::{Element, StreamEvent, StreamParser};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+const HEADER: &str = "<stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+struct Client {
+    stream: TcpStream,
+    parser: StreamParser,
+    events: std::collections::VecDeque<StreamEvent>,
+}
+
+impl Client {
+    async fn send(&mut self, data: &str) {
+        self.stream.write_all(data.as_bytes()).await.expect("write");
+    }
+
+    async fn stanza(&mut self) -> Element {
+        loop {
+            match self.events.pop_front() {
+                Some(StreamEvent::Stanza(element)) => return element,
+                Some(_) => continue,
+                None => {}
+            }
+            let mut buf = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the node closed the stream");
+            let mut out = Vec::new();
+            self.parser
+                .feed_events(&buf[..n], &mut out)
+                .expect("well-formed");
+            self.events.extend(out);
+        }
+    }
+
+    async fn login(addr: SocketAddr, user: &str) -> Self {
+        let mut client = Self {
+            stream: {
+                let stream = TcpStream::connect(addr).await.expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                stream
+            },
+            parser: StreamParser::new(Default::default()),
+            events: Default::default(),
+        };
+        client.send(HEADER).await;
+        client.stanza().await; // features
+        let auth = encode_payload(format!("\0{user}\0pw-{user}").as_bytes());
+        client
+            .send(&format!(
+                "<auth xmlns='{SASL}' mechanism='PLAIN'>{auth}</auth>"
+            ))
+            .await;
+        assert!(client.stanza().await.is("success", SASL), "login");
+        client.parser.reset();
+        client.send(HEADER).await;
+        client.stanza().await; // features
+        client
+            .send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>")
+            .await;
+        client.stanza().await;
+        client.send("<presence/>").await;
+        client
+            .send("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .await;
+        client.stanza().await;
+        client
+    }
+}
+
+fn row(name: &str, count: usize, elapsed: Duration, histogram: Option<&Histogram<u64>>) {
+    let rate = count as f64 / elapsed.as_secs_f64();
+    match histogram {
+        Some(h) => println!(
+            "| {name} | {count} | {rate:.0}/s | p50 {} µs | p99 {} µs | p99.9 {} µs |",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999)
+        ),
+        None => println!("| {name} | {count} | {rate:.0}/s | | | |"),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let messages: usize = std::env::var("CASEBOOK_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logins = 200;
+    let accounts =
+        Accounts::open(dir.path(), "localhost", AccountsConfig::default()).expect("accounts");
+    for user in ["alice", "bob"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain((0..logins).map(|i| format!("u{i}")))
+    {
+        accounts.add(&user, &format!("pw-{user}")).expect("add");
+    }
+    let topology = Topology::uniform(&["r1"], 1);
+    let platform = Platform::new(topology.clone(), dir.path(), SystemClock::shared());
+    platform.register_service(Arc::new(ChatNode::new(ChatSettings {
+        config: WhatsappConfig {
+            allow_insecure_plain: true,
+            outbound_queue: 4096,
+            ..WhatsappConfig::default()
+        },
+        accounts_root: dir.path().to_path_buf(),
+    })));
+    let info = platform
+        .start(InstanceSpec {
+            service: "chat".into(),
+            instance_id: None,
+            placement: topology.spread(0),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            version: "bench".into(),
+            port_hint: None,
+        })
+        .await
+        .expect("start");
+    let addr = info.address;
+    println!("| scenario | count | rate | p50 | p99 | p99.9 |\n|---|---|---|---|---|---|");
+
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(logins);
+    for i in 0..logins {
+        let t = Instant::now();
+        held.push(Client::login(addr, &format!("u{i}")).await);
+        histogram
+            .record(t.elapsed().as_micros().max(1) as u64)
+            .expect("record");
+    }
+    row(
+        "login (PLAIN, 4096-iteration PBKDF2)",
+        logins,
+        started.elapsed(),
+        Some(&histogram),
+    );
+    drop(held);
+
+    let mut alice = Client::login(addr, "alice").await;
+    let mut bob = Client::login(addr, "bob").await;
+    let body = "hello ".repeat(30);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let rounds = messages / 4;
+    let started = Instant::now();
+    for i in 0..rounds {
+        let t = Instant::now();
+        alice
+            .send(&format!(
+                "<message to='bob@localhost/r' type='chat' id='q{i}'><body>{body}</body></message>"
+            ))
+            .await;
+        bob.stanza().await;
+        bob.send(&format!(
+            "<message to='alice@localhost/r' type='chat' id='a{i}'><body>ok</body></message>"
+        ))
+        .await;
+        alice.stanza().await;
+        histogram
+            .record(t.elapsed().as_micros().max(1) as u64)
+            .expect("record");
+    }
+    row(
+        "routed round trip (2 hops)",
+        rounds,
+        started.elapsed(),
+        Some(&histogram),
+    );
+
+    // At most WINDOW messages in flight: an unpaced flood would (by design) get
+    // the reader cut off as slow once its queue is full.
+    const WINDOW: usize = 1024;
+    let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
+    let started = Instant::now();
+    let permits = window.clone();
+    let sender = tokio::spawn(async move {
+        for i in 0..messages {
+            permits.acquire().await.expect("open").forget();
+            alice
+                .send(&format!("<message to='bob@localhost' type='chat' id='p{i}'><body>{body}</body></message>"))
+                .await;
+        }
+        alice
+    });
+    for _ in 0..messages {
+        bob.stanza().await;
+        window.add_permits(1);
+    }
+    let _alice = sender.await.expect("sender");
+    row(
+        "pipelined one-way, bare JID",
+        messages,
+        started.elapsed(),
+        None,
+    );
+}

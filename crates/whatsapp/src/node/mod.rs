@@ -1,0 +1,297 @@
+//! The chat node: the `chat` service, serving XMPP client-to-server over plain TCP.
+//!
+//! One tokio task per connection (spawned in the instance's group, so a kill cuts
+//! every connection), a bounded output queue per session, a cap on connections
+//! (beyond it: `<resource-constraint/>` stream error and close), RFC 6120
+//! negotiation with SASL (SCRAM-SHA-256/-1; PLAIN only when `allow_insecure_plain`),
+//! resource binding, routing inside the node through the [`router::Router`] and
+//! store-and-forward through the [`crate::offline::OfflineStore`].
+//!
+//! Guarantees: see [`conn`] and [`router`]. Deliberately absent in this slice:
+//! TLS/STARTTLS (plaintext only: do not expose beyond localhost), XEP-0198, rosters
+//! and presence broadcast, routing between nodes, WebSocket (RFC 7395), idle timeouts.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`conn`] | one connection: negotiation, SASL, bind, stanza handling, offline flush |
+//! | [`router`] | the session table and bounded, never-blocking delivery |
+//! | [`stanza`] | JIDs, stanza error replies, XEP-0082 stamps, extra stream errors |
+
+pub mod conn;
+pub mod router;
+pub mod stanza;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use casebook_kit::clock::SharedClock;
+use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartError};
+use casebook_kit::wal::WalConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Accounts, AccountsConfig, LimiterConfig, LoginLimiter};
+use crate::offline::{OfflineConfig, OfflineStore};
+use router::Router;
+
+/// The chat node's service name.
+pub const CHAT_SERVICE: &str = "chat";
+/// XEP-0203 delayed delivery.
+pub const DELAY_NS: &str = "urn:xmpp:delay";
+/// Largest accepted `max_stanza_bytes` (the offline WAL record must hold one).
+pub const MAX_STANZA_BYTES: usize = 192 * 1024;
+/// Most connections one node may be configured for.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+/// Largest per-session output queue, in stanzas.
+pub const MAX_OUTBOUND_QUEUE: usize = 65_536;
+
+/// The `[whatsapp]` table of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WhatsappConfig {
+    /// The client-to-server port (XMPP's 5222).
+    pub port: u16,
+    /// The domain this node serves (`user@domain`).
+    pub domain: String,
+    /// Offer and accept SASL PLAIN over the unencrypted stream (testing only).
+    pub allow_insecure_plain: bool,
+    /// Most simultaneous connections; the next one gets `<resource-constraint/>`.
+    pub max_connections: usize,
+    /// Largest stanza a client may send; a larger one is a `<policy-violation/>`.
+    pub max_stanza_bytes: usize,
+    /// Stanzas queued to one session before it counts as a slow reader and is dropped.
+    pub outbound_queue: usize,
+}
+
+impl Default for WhatsappConfig {
+    fn default() -> Self {
+        Self {
+            port: 5222,
+            domain: "localhost".to_owned(),
+            allow_insecure_plain: false,
+            max_connections: 10_000,
+            max_stanza_bytes: 64 * 1024,
+            outbound_queue: 256,
+        }
+    }
+}
+
+impl WhatsappConfig {
+    /// Checks every bound; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::auth::parse_bare_jid(&format!("x@{}", self.domain))
+            .map_err(|e| format!("whatsapp.domain: {e}"))?;
+        if self.domain != self.domain.to_ascii_lowercase() {
+            return Err("whatsapp.domain: must be lower case".into());
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(format!(
+                "whatsapp.max_connections: must be in 1..={MAX_CONNECTIONS}"
+            ));
+        }
+        if !(1024..=MAX_STANZA_BYTES).contains(&self.max_stanza_bytes) {
+            return Err(format!(
+                "whatsapp.max_stanza_bytes: must be in 1024..={MAX_STANZA_BYTES}"
+            ));
+        }
+        if !(1..=MAX_OUTBOUND_QUEUE).contains(&self.outbound_queue) {
+            return Err(format!(
+                "whatsapp.outbound_queue: must be in 1..={MAX_OUTBOUND_QUEUE}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the node is built with.
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    pub config: WhatsappConfig,
+    /// The platform's data dir: where `casebook whatsapp add-user` keeps accounts
+    /// (`<dir>/whatsapp/<domain>/accounts.json`), shared by every chat instance.
+    pub accounts_root: PathBuf,
+}
+
+/// State shared by every connection of one instance.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: WhatsappConfig,
+    pub(crate) accounts: Arc<Accounts>,
+    pub(crate) limiter: Arc<LoginLimiter>,
+    pub(crate) offline: OfflineStore,
+    pub(crate) router: Router,
+}
+
+/// The `chat` service.
+#[derive(Debug)]
+pub struct ChatNode {
+    settings: ChatSettings,
+}
+
+impl ChatNode {
+    pub fn new(settings: ChatSettings) -> Self {
+        Self { settings }
+    }
+}
+
+/// Counts a live connection; released on drop, however the task ends.
+#[derive(Debug)]
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The offline store of one instance: few, small shards (a node's backlog, not a
+/// data warehouse).
+fn offline_config(max_stanza_bytes: usize) -> OfflineConfig {
+    OfflineConfig {
+        shards: 4,
+        wal: WalConfig {
+            segment_bytes: 4 * 1024 * 1024,
+            max_record_bytes: (max_stanza_bytes * 2).max(64 * 1024),
+            ..WalConfig::default()
+        },
+        ..OfflineConfig::default()
+    }
+}
+
+fn open_shared(
+    settings: &ChatSettings,
+    ctx: &InstanceContext,
+    clock: SharedClock,
+) -> anyhow::Result<Shared> {
+    let config = settings.config.clone();
+    config.validate().map_err(anyhow::Error::msg)?;
+    let accounts = Accounts::open(
+        &settings.accounts_root,
+        &config.domain,
+        AccountsConfig::default(),
+    )?;
+    let limiter = LoginLimiter::new(clock.clone(), LimiterConfig::default())
+        .map_err(|e| anyhow::anyhow!("{}", e.0))?;
+    let offline = OfflineStore::open(
+        ctx.data_dir().join("offline"),
+        offline_config(config.max_stanza_bytes),
+        clock,
+    )?;
+    Ok(Shared {
+        config,
+        accounts: Arc::new(accounts),
+        limiter: Arc::new(limiter),
+        offline,
+        router: Router::default(),
+    })
+}
+
+/// How often one offline shard is compacted (expiry and log cleaning): the store
+/// round-robins shards, each step bounded by `compact_batch`.
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs the offline store's bounded compaction steps until shutdown. Only the
+/// cadence is here; what expires is decided on the injected clock inside the store.
+async fn compact_offline(offline: OfflineStore, shutdown: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(COMPACT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                if let Err(error) = offline.compact_step().await {
+                    tracing::warn!(%error, "offline compaction step failed");
+                }
+            }
+        }
+    }
+}
+
+/// How often the account file is re-read, so `casebook whatsapp add-user` (another
+/// process) takes effect on a running node.
+const RELOAD_ACCOUNTS_EVERY: Duration = Duration::from_secs(2);
+
+async fn reload_accounts(accounts: Arc<Accounts>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(RELOAD_ACCOUNTS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                let reloaded = {
+                    let accounts = accounts.clone();
+                    tokio::task::spawn_blocking(move || accounts.reload()).await
+                };
+                match reloaded {
+                    Ok(Ok(_)) => {}
+                    // Keep serving the last good set: a half-edited file must not lock everyone out.
+                    Ok(Err(error)) => tracing::warn!(%error, "account reload failed"),
+                    Err(error) => tracing::warn!(%error, "account reload task failed"),
+                }
+            }
+        }
+    }
+}
+
+impl ServiceFactory for ChatNode {
+    fn name(&self) -> &str {
+        CHAT_SERVICE
+    }
+
+    fn start<'a>(
+        &'a self,
+        ctx: &'a InstanceContext,
+    ) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
+        Box::pin(async move {
+            let shared = Arc::new(open_shared(&self.settings, ctx, ctx.clock().clone())?);
+            let listener = ctx.bind(ctx.listen_addr()).await?;
+            let address = listener.local_addr().map_err(anyhow::Error::from)?;
+            ctx.spawn(reload_accounts(
+                shared.accounts.clone(),
+                ctx.shutdown_token(),
+            ));
+            ctx.spawn(compact_offline(
+                shared.offline.clone(),
+                ctx.shutdown_token(),
+            ));
+            let live = Arc::new(AtomicUsize::new(0));
+            let spawner = ctx.clone();
+            let shutdown = ctx.shutdown_token();
+            ctx.spawn(async move {
+                loop {
+                    let (stream, peer) = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        accepted = listener.accept() => match accepted {
+                            Ok(accepted) => accepted,
+                            Err(error) => {
+                                // EMFILE and friends: back off instead of spinning.
+                                tracing::warn!(%error, "accept failed");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    let shared = shared.clone();
+                    if live.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections {
+                        live.fetch_sub(1, Ordering::AcqRel);
+                        metrics::counter!("whatsapp_connections_refused_total").increment(1);
+                        spawner.spawn(async move {
+                            conn::refuse(stream, &shared.config.domain, "resource-constraint")
+                                .await;
+                        });
+                        continue;
+                    }
+                    let slot = Slot(live.clone());
+                    let shutdown = shutdown.clone();
+                    spawner.spawn(async move {
+                        let _slot = slot;
+                        conn::serve(shared, stream, peer, shutdown).await;
+                    });
+                }
+            });
+            Ok(address)
+        })
+    }
+}

@@ -1,0 +1,288 @@
+//! The session table of one node: bare JID → its bound resources.
+//!
+//! Guarantees: routing never waits on a recipient — every session has a bounded
+//! output queue and a stanza that does not fit disconnects that (slow) session
+//! instead of blocking the sender; a resource is bound at most once per bare JID;
+//! a session is removed only by the connection that registered it (the id check
+//! makes a late cleanup harmless). Bare-JID messages go to every available
+//! resource with non-negative priority (RFC 6121 §8.5.2.1.1, the "all" option).
+//! Not here: other nodes (no cluster routing yet), rosters, presence broadcast.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Most resources one account may bind at once on this node.
+pub const MAX_RESOURCES_PER_ACCOUNT: usize = 64;
+
+/// What routing hands to a session's connection task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// A serialized stanza to write.
+    Stanza(String),
+    /// Offline messages were stored for this account after it became available:
+    /// deliver them.
+    FlushOffline,
+}
+
+/// One bound resource as the router sees it.
+#[derive(Debug, Clone)]
+struct Session {
+    conn_id: u64,
+    tx: mpsc::Sender<Outbound>,
+    kick: CancellationToken,
+    available: bool,
+    priority: i8,
+}
+
+/// Whether routing reached anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued to this many sessions.
+    Delivered(usize),
+    /// No session could take it (none bound/available, or the target was slow
+    /// and got disconnected).
+    NoSession,
+}
+
+/// Why a bind was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindRefused {
+    /// The account already has [`MAX_RESOURCES_PER_ACCOUNT`] resources.
+    TooManyResources,
+}
+
+/// The node's session table.
+#[derive(Debug, Default)]
+pub struct Router {
+    sessions: Mutex<HashMap<String, HashMap<String, Session>>>,
+    next_conn: AtomicU64,
+}
+
+impl Router {
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Binds `bare/resource` (unavailable until [`Router::set_presence`]); when
+    /// `resource` is taken or absent a server-generated one is used. Returns the
+    /// bound resource.
+    pub fn bind(
+        &self,
+        bare: &str,
+        resource: Option<&str>,
+        conn_id: u64,
+        tx: mpsc::Sender<Outbound>,
+        kick: CancellationToken,
+    ) -> Result<String, BindRefused> {
+        let mut sessions = self.sessions.lock();
+        let resources = sessions.entry(bare.to_owned()).or_default();
+        if resources.len() >= MAX_RESOURCES_PER_ACCOUNT {
+            return Err(BindRefused::TooManyResources);
+        }
+        let resource = match resource {
+            Some(wanted) if !wanted.is_empty() && !resources.contains_key(wanted) => {
+                wanted.to_owned()
+            }
+            _ => loop {
+                let generated = format!("cb-{:016x}", rand::random::<u64>());
+                if !resources.contains_key(&generated) {
+                    break generated;
+                }
+            },
+        };
+        resources.insert(
+            resource.clone(),
+            Session {
+                conn_id,
+                tx,
+                kick,
+                available: false,
+                priority: 0,
+            },
+        );
+        Ok(resource)
+    }
+
+    /// Marks a bound session available (with `priority`) or unavailable.
+    pub fn set_presence(
+        &self,
+        bare: &str,
+        resource: &str,
+        conn_id: u64,
+        available: bool,
+        priority: i8,
+    ) {
+        let mut sessions = self.sessions.lock();
+        if let Some(session) = sessions
+            .get_mut(bare)
+            .and_then(|r| r.get_mut(resource))
+            .filter(|s| s.conn_id == conn_id)
+        {
+            session.available = available;
+            session.priority = priority;
+        }
+    }
+
+    /// Removes the session, if it is still this connection's.
+    pub fn unbind(&self, bare: &str, resource: &str, conn_id: u64) {
+        let mut sessions = self.sessions.lock();
+        if let Some(resources) = sessions.get_mut(bare) {
+            if resources
+                .get(resource)
+                .is_some_and(|s| s.conn_id == conn_id)
+            {
+                resources.remove(resource);
+            }
+            if resources.is_empty() {
+                sessions.remove(bare);
+            }
+        }
+    }
+
+    /// Queues `stanza` to exactly `bare/resource` (bound, available or not).
+    pub fn to_full(&self, bare: &str, resource: &str, stanza: &str) -> Delivery {
+        let target = self
+            .sessions
+            .lock()
+            .get(bare)
+            .and_then(|r| r.get(resource))
+            .cloned();
+        match target {
+            Some(session) if offer(&session, stanza) => Delivery::Delivered(1),
+            _ => Delivery::NoSession,
+        }
+    }
+
+    /// Queues `stanza` to every available resource of `bare` with priority ≥ 0.
+    pub fn to_bare(&self, bare: &str, stanza: &str) -> Delivery {
+        let targets: Vec<Session> = self
+            .sessions
+            .lock()
+            .get(bare)
+            .map(|r| {
+                r.values()
+                    .filter(|s| s.available && s.priority >= 0)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let delivered = targets.iter().filter(|s| offer(s, stanza)).count();
+        if delivered == 0 {
+            Delivery::NoSession
+        } else {
+            Delivery::Delivered(delivered)
+        }
+    }
+
+    /// Whether `bare` has a session that [`Router::to_bare`] would deliver to.
+    pub fn has_available(&self, bare: &str) -> bool {
+        self.sessions
+            .lock()
+            .get(bare)
+            .is_some_and(|r| r.values().any(|s| s.available && s.priority >= 0))
+    }
+
+    /// Asks every available session of `bare` to flush its offline backlog (a
+    /// store that finished after the recipient came online). Returns how many were
+    /// asked; a full queue skips a session (its next flush happens at its next
+    /// login).
+    pub fn nudge_offline(&self, bare: &str) -> usize {
+        let targets: Vec<Session> = self
+            .sessions
+            .lock()
+            .get(bare)
+            .map(|r| r.values().filter(|s| s.available).cloned().collect())
+            .unwrap_or_default();
+        targets
+            .iter()
+            .filter(|s| s.tx.try_send(Outbound::FlushOffline).is_ok())
+            .count()
+    }
+
+    /// Number of bound sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().values().map(HashMap::len).sum()
+    }
+}
+
+/// Tries to queue; a full queue means a slow reader: kick it rather than wait.
+fn offer(session: &Session, stanza: &str) -> bool {
+    match session.tx.try_send(Outbound::Stanza(stanza.to_owned())) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics::counter!("whatsapp_slow_reader_kicks_total").increment(1);
+            session.kick.cancel();
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(
+        router: &Router,
+        bare: &str,
+        resource: Option<&str>,
+        cap: usize,
+    ) -> (String, u64, mpsc::Receiver<Outbound>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(cap);
+        let kick = CancellationToken::new();
+        let id = router.next_conn_id();
+        let bound = router.bind(bare, resource, id, tx, kick.clone()).unwrap();
+        (bound, id, rx, kick)
+    }
+
+    #[test]
+    fn bare_delivery_goes_to_available_non_negative_resources() {
+        let router = Router::default();
+        let (a, a_id, mut a_rx, _) = session(&router, "u@d", Some("a"), 4);
+        let (b, b_id, mut b_rx, _) = session(&router, "u@d", Some("b"), 4);
+        assert_eq!(
+            router.to_bare("u@d", "x"),
+            Delivery::NoSession,
+            "nobody available yet"
+        );
+        router.set_presence("u@d", &a, a_id, true, 0);
+        router.set_presence("u@d", &b, b_id, true, -1);
+        assert_eq!(router.to_bare("u@d", "m1"), Delivery::Delivered(1));
+        assert_eq!(a_rx.try_recv().unwrap(), Outbound::Stanza("m1".into()));
+        assert!(b_rx.try_recv().is_err());
+        assert_eq!(router.to_full("u@d", &b, "m2"), Delivery::Delivered(1));
+        assert_eq!(b_rx.try_recv().unwrap(), Outbound::Stanza("m2".into()));
+        assert_eq!(router.nudge_offline("u@d"), 2, "both are available");
+        assert_eq!(a_rx.try_recv().unwrap(), Outbound::FlushOffline);
+        assert_eq!(router.nudge_offline("nobody@d"), 0);
+    }
+
+    #[test]
+    fn taken_resource_gets_a_generated_one_and_unbind_checks_owner() {
+        let router = Router::default();
+        let (first, first_id, _rx1, _) = session(&router, "u@d", Some("r"), 1);
+        let (second, _, _rx2, _) = session(&router, "u@d", Some("r"), 1);
+        assert_eq!(first, "r");
+        assert_ne!(second, "r");
+        router.unbind("u@d", "r", first_id + 100);
+        assert_eq!(router.session_count(), 2, "a stranger cannot unbind");
+        router.unbind("u@d", "r", first_id);
+        assert_eq!(router.session_count(), 1);
+    }
+
+    #[test]
+    fn full_queue_kicks_the_slow_reader_instead_of_waiting() {
+        let router = Router::default();
+        let (r, id, _rx, kick) = session(&router, "u@d", None, 1);
+        router.set_presence("u@d", &r, id, true, 0);
+        assert_eq!(router.to_bare("u@d", "1"), Delivery::Delivered(1));
+        assert!(!kick.is_cancelled());
+        assert_eq!(router.to_bare("u@d", "2"), Delivery::NoSession);
+        assert!(kick.is_cancelled());
+    }
+}
