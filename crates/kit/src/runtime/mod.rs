@@ -23,7 +23,7 @@
 mod http;
 mod platform;
 
-pub use http::serve_http;
+pub use http::{serve_http, serve_tcp};
 pub use platform::{
     BindError, BoxFuture, InstanceContext, InstanceSpec, InstanceState, InstanceView, Lease,
     Platform, Registrar, ServiceFactory, StartError, StopReport, WeakPlatform,

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use casebook_kit::clock::SharedClock;
-use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartError};
+use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartError, serve_tcp};
 use casebook_kit::wal::WalConfig;
 use serde::{Deserialize, Serialize};
 
@@ -257,38 +257,21 @@ impl ServiceFactory for ChatNode {
                 ctx.shutdown_token(),
             ));
             let live = Arc::new(AtomicUsize::new(0));
-            let spawner = ctx.clone();
             let shutdown = ctx.shutdown_token();
-            ctx.spawn(async move {
-                loop {
-                    let (stream, peer) = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        accepted = listener.accept() => match accepted {
-                            Ok(accepted) => accepted,
-                            Err(error) => {
-                                // EMFILE and friends: back off instead of spinning.
-                                tracing::warn!(%error, "accept failed");
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                continue;
-                            }
-                        },
-                    };
-                    let shared = shared.clone();
-                    if live.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections {
-                        live.fetch_sub(1, Ordering::AcqRel);
-                        metrics::counter!("whatsapp_connections_refused_total").increment(1);
-                        spawner.spawn(async move {
-                            conn::refuse(stream, &shared.config.domain, "resource-constraint")
-                                .await;
-                        });
-                        continue;
-                    }
-                    let slot = Slot(live.clone());
-                    let shutdown = shutdown.clone();
-                    spawner.spawn(async move {
-                        let _slot = slot;
+            serve_tcp(ctx, listener, move |stream, peer| {
+                let shared = shared.clone();
+                // Taken here, on the accept loop, so the cap holds for a burst too.
+                let slot = Slot(live.clone());
+                let admitted = live.fetch_add(1, Ordering::AcqRel) < shared.config.max_connections;
+                let slot = admitted.then_some(slot);
+                let shutdown = shutdown.clone();
+                async move {
+                    if let Some(_slot) = slot {
                         conn::serve(shared, stream, peer, shutdown).await;
-                    });
+                    } else {
+                        metrics::counter!("whatsapp_connections_refused_total").increment(1);
+                        conn::refuse(stream, &shared.config.domain, "resource-constraint").await;
+                    }
                 }
             });
             Ok(address)
