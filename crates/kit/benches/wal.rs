@@ -1,8 +1,8 @@
 //! WAL and event-bus benchmark: one run, one table.
 //!
 //! `cargo bench -p casebook-kit --bench wal` — options by environment:
-//! `CASEBOOK_BENCH_DIR` (default: the system temp dir; must be on the disk under
-//! test), `CASEBOOK_BENCH_SECS` (seconds per scenario, default 3).
+//! `BENCH_DIR` (default: the system temp dir; must be on the disk under
+//! test), `BENCH_SECS` (seconds per scenario, default 3).
 //!
 //! Durable scenarios use `Durability::Sync`; the one `NoSync` row says so.
 
@@ -153,12 +153,12 @@ fn print_table(title: &str, rows: &[Row], baseline: Option<f64>) {
 }
 
 fn main() {
-    let secs: u64 = std::env::var("CASEBOOK_BENCH_SECS")
+    let secs: u64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let run_for = Duration::from_secs(secs);
-    let base_dir = std::env::var("CASEBOOK_BENCH_DIR")
+    let base_dir = std::env::var("BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::env::temp_dir());
     let dir = tempfile::tempdir_in(&base_dir).expect("bench temp dir");

@@ -1,6 +1,6 @@
 //! Chat node benchmark over loopback: one run, one table.
 //!
-//! `cargo bench -p casebook-whatsapp --bench node` — `CASEBOOK_BENCH_MESSAGES`
+//! `cargo bench -p casebook-whatsapp --bench node` — `BENCH_MESSAGES`
 //! (default 20000) messages per scenario. Clients log in with PLAIN (enabled for the
 //! benchmark only) so the numbers measure the node, not PBKDF2.
 //!
@@ -104,7 +104,7 @@ fn row(name: &str, count: usize, elapsed: Duration, histogram: Option<&Histogram
 
 #[tokio::main]
 async fn main() {
-    let messages: usize = std::env::var("CASEBOOK_BENCH_MESSAGES")
+    let messages: usize = std::env::var("BENCH_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);

@@ -1,8 +1,8 @@
 //! Offline store benchmark: one run, one table.
 //!
 //! `cargo bench -p casebook-whatsapp --bench offline` — options by environment:
-//! `CASEBOOK_BENCH_DIR` (default: the system temp dir; must be on the disk under
-//! test), `CASEBOOK_BENCH_SECS` (seconds of the sustained scenario, default 3).
+//! `BENCH_DIR` (default: the system temp dir; must be on the disk under
+//! test), `BENCH_SECS` (seconds of the sustained scenario, default 3).
 //!
 //! Every scenario is durable (`Durability::Sync`, the default config otherwise).
 
@@ -126,8 +126,8 @@ async fn sustained(
 }
 
 fn main() {
-    let base = std::env::var_os("CASEBOOK_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
-    let secs: u64 = std::env::var("CASEBOOK_BENCH_SECS")
+    let base = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let secs: u64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
