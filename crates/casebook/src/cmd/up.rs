@@ -82,11 +82,17 @@ fn print_listeners(platform: &Platform, config: &Config) {
             view.info.region,
             view.info.zone,
             if view.info.service == casebook_whatsapp::node::CHAT_SERVICE {
-                format!("xmpp c2s (plaintext) {}", view.info.address)
+                format!("xmpp c2s {}", view.info.address)
             } else {
                 view.info.http_url()
             },
         );
+        for listener in &view.listeners {
+            println!(
+                "  {:<10} {:<width$} {:<10} {:<12} {} {}",
+                "", "", "", "", listener.name, listener.address
+            );
+        }
     }
     println!();
     println!("  data dir: {}", config.data_dir.display());

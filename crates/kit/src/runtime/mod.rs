@@ -26,5 +26,5 @@ mod platform;
 pub use http::{serve_http, serve_tcp};
 pub use platform::{
     BindError, BoxFuture, InstanceContext, InstanceSpec, InstanceState, InstanceView, Lease,
-    Platform, Registrar, ServiceFactory, StartError, StopReport, WeakPlatform,
+    NamedListener, Platform, Registrar, ServiceFactory, StartError, StopReport, WeakPlatform,
 };

@@ -97,6 +97,17 @@ pub struct InstanceView {
     /// Milliseconds since the Unix epoch.
     pub started_at_ms: u64,
     pub data_dir: PathBuf,
+    /// Every listener the instance published besides its main address (e.g. a chat
+    /// node's TLS and WebSocket ports), in publication order.
+    pub listeners: Vec<NamedListener>,
+}
+
+/// A secondary listener of an instance: what it speaks and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamedListener {
+    /// What it serves, e.g. `xmpp-tls` or `xmpp-websocket`.
+    pub name: String,
+    pub address: SocketAddr,
 }
 
 /// The outcome of a graceful stop.
@@ -153,6 +164,7 @@ struct ContextInner {
     spec: InstanceSpec,
     instance_id: String,
     address: OnceLock<SocketAddr>,
+    listeners: parking_lot::Mutex<Vec<NamedListener>>,
     data_dir: PathBuf,
     clock: SharedClock,
     shutdown: CancellationToken,
@@ -181,6 +193,19 @@ impl InstanceContext {
             address: self.inner.address.get().copied().unwrap_or(spec.listen),
             version: spec.version.clone(),
         }
+    }
+
+    /// Publishes a secondary listener (shown by `casebook up` and the admin API).
+    pub fn publish_listener(&self, name: &str, address: SocketAddr) {
+        self.inner.listeners.lock().push(NamedListener {
+            name: name.to_owned(),
+            address,
+        });
+    }
+
+    /// The secondary listeners published so far.
+    pub fn listeners(&self) -> Vec<NamedListener> {
+        self.inner.listeners.lock().clone()
     }
 
     /// Where the main listener should bind.
@@ -386,6 +411,7 @@ impl Platform {
                 spec,
                 instance_id: instance_id.clone(),
                 address: OnceLock::new(),
+                listeners: parking_lot::Mutex::new(Vec::new()),
                 data_dir: data_dir.clone(),
                 clock: self.inner.clock.clone(),
                 shutdown: CancellationToken::new(),
@@ -553,6 +579,7 @@ impl Platform {
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
                 data_dir: e.ctx.inner.data_dir.clone(),
+                listeners: e.ctx.listeners(),
             })
             .collect()
     }

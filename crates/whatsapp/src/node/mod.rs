@@ -24,7 +24,7 @@ pub mod stanza;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use casebook_kit::clock::SharedClock;
@@ -114,13 +114,25 @@ pub struct ChatSettings {
     pub accounts_root: PathBuf,
 }
 
-/// State shared by every connection of one instance.
+/// State of one domain, shared by every chat instance of this process (regional
+/// nodes included): accounts, the failed-login limiter, the offline store. Opened by
+/// the first instance that starts, kept open by the [`ChatNode`] factory, so a node
+/// that is killed and restarted finds it as it was (a process crash is what the
+/// durable parts are for).
 #[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: WhatsappConfig,
+pub(crate) struct Domain {
     pub(crate) accounts: Arc<Accounts>,
     pub(crate) limiter: Arc<LoginLimiter>,
     pub(crate) offline: OfflineStore,
+    /// Whether some instance is doing the upkeep (see [`UpkeepTurn`]).
+    upkeep: Arc<AtomicBool>,
+}
+
+/// State shared by every connection of one instance (one node).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: WhatsappConfig,
+    pub(crate) domain: Arc<Domain>,
     pub(crate) router: Router,
 }
 
@@ -128,11 +140,27 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub struct ChatNode {
     settings: ChatSettings,
+    domain: tokio::sync::OnceCell<Arc<Domain>>,
 }
 
 impl ChatNode {
     pub fn new(settings: ChatSettings) -> Self {
-        Self { settings }
+        Self {
+            settings,
+            domain: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The domain's state, opened on first use.
+    async fn domain(&self, clock: SharedClock) -> anyhow::Result<Arc<Domain>> {
+        self.domain
+            .get_or_try_init(|| async {
+                let settings = self.settings.clone();
+                tokio::task::spawn_blocking(move || open_domain(&settings, clock).map(Arc::new))
+                    .await?
+            })
+            .await
+            .cloned()
     }
 }
 
@@ -160,12 +188,13 @@ fn offline_config(max_stanza_bytes: usize) -> OfflineConfig {
     }
 }
 
-fn open_shared(
-    settings: &ChatSettings,
-    ctx: &InstanceContext,
-    clock: SharedClock,
-) -> anyhow::Result<Shared> {
-    let config = settings.config.clone();
+/// Where the domain's durable state lives: beside its accounts file.
+pub fn domain_dir(accounts_root: &std::path::Path, domain: &str) -> PathBuf {
+    accounts_root.join("whatsapp").join(domain)
+}
+
+fn open_domain(settings: &ChatSettings, clock: SharedClock) -> anyhow::Result<Domain> {
+    let config = &settings.config;
     config.validate().map_err(anyhow::Error::msg)?;
     let accounts = Accounts::open(
         &settings.accounts_root,
@@ -175,16 +204,15 @@ fn open_shared(
     let limiter = LoginLimiter::new(clock.clone(), LimiterConfig::default())
         .map_err(|e| anyhow::anyhow!("{}", e.0))?;
     let offline = OfflineStore::open(
-        ctx.data_dir().join("offline"),
+        domain_dir(&settings.accounts_root, &config.domain).join("offline"),
         offline_config(config.max_stanza_bytes),
         clock,
     )?;
-    Ok(Shared {
-        config,
+    Ok(Domain {
         accounts: Arc::new(accounts),
         limiter: Arc::new(limiter),
         offline,
-        router: Router::default(),
+        upkeep: Arc::new(AtomicBool::new(false)),
     })
 }
 
@@ -192,16 +220,51 @@ fn open_shared(
 /// round-robins shards, each step bounded by `compact_batch`.
 const COMPACT_EVERY: Duration = Duration::from_secs(5);
 
-/// Runs the offline store's bounded compaction steps until shutdown. Only the
-/// cadence is here; what expires is decided on the injected clock inside the store.
-async fn compact_offline(offline: OfflineStore, shutdown: tokio_util::sync::CancellationToken) {
-    let mut every = tokio::time::interval(COMPACT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// How often the account file is re-read, so `casebook whatsapp add-user` (another
+/// process) takes effect on a running node.
+const RELOAD_ACCOUNTS_EVERY: Duration = Duration::from_secs(2);
+
+/// Held by the one instance doing the domain's upkeep; released when its task ends
+/// (stop or kill), so another instance takes over at its next tick.
+#[derive(Debug)]
+struct UpkeepTurn(Arc<AtomicBool>);
+
+impl UpkeepTurn {
+    fn take(flag: &Arc<AtomicBool>) -> Option<Self> {
+        (!flag.swap(true, Ordering::AcqRel)).then(|| Self(flag.clone()))
+    }
+}
+
+impl Drop for UpkeepTurn {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// The domain's periodic upkeep: re-read accounts, run bounded offline compaction
+/// steps. Every instance runs this loop; only the holder of the [`UpkeepTurn`] acts.
+/// Only the cadence is here; what expires is decided on the injected clock inside
+/// the store.
+async fn domain_upkeep(domain: Arc<Domain>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut reload = tokio::time::interval(RELOAD_ACCOUNTS_EVERY);
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut compact = tokio::time::interval(COMPACT_EVERY);
+    compact.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut turn: Option<UpkeepTurn> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = every.tick() => {
-                if let Err(error) = offline.compact_step().await {
+            _ = reload.tick() => {
+                turn = turn.or_else(|| UpkeepTurn::take(&domain.upkeep));
+                if turn.is_some() {
+                    reload_accounts(&domain.accounts).await;
+                }
+            }
+            _ = compact.tick() => {
+                turn = turn.or_else(|| UpkeepTurn::take(&domain.upkeep));
+                if turn.is_some()
+                    && let Err(error) = domain.offline.compact_step().await
+                {
                     tracing::warn!(%error, "offline compaction step failed");
                 }
             }
@@ -209,29 +272,16 @@ async fn compact_offline(offline: OfflineStore, shutdown: tokio_util::sync::Canc
     }
 }
 
-/// How often the account file is re-read, so `casebook whatsapp add-user` (another
-/// process) takes effect on a running node.
-const RELOAD_ACCOUNTS_EVERY: Duration = Duration::from_secs(2);
-
-async fn reload_accounts(accounts: Arc<Accounts>, shutdown: tokio_util::sync::CancellationToken) {
-    let mut every = tokio::time::interval(RELOAD_ACCOUNTS_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => {
-                let reloaded = {
-                    let accounts = accounts.clone();
-                    tokio::task::spawn_blocking(move || accounts.reload()).await
-                };
-                match reloaded {
-                    Ok(Ok(_)) => {}
-                    // Keep serving the last good set: a half-edited file must not lock everyone out.
-                    Ok(Err(error)) => tracing::warn!(%error, "account reload failed"),
-                    Err(error) => tracing::warn!(%error, "account reload task failed"),
-                }
-            }
-        }
+async fn reload_accounts(accounts: &Arc<Accounts>) {
+    let reloaded = {
+        let accounts = accounts.clone();
+        tokio::task::spawn_blocking(move || accounts.reload()).await
+    };
+    match reloaded {
+        Ok(Ok(_)) => {}
+        // Keep serving the last good set: a half-edited file must not lock everyone out.
+        Ok(Err(error)) => tracing::warn!(%error, "account reload failed"),
+        Err(error) => tracing::warn!(%error, "account reload task failed"),
     }
 }
 
@@ -245,17 +295,15 @@ impl ServiceFactory for ChatNode {
         ctx: &'a InstanceContext,
     ) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
         Box::pin(async move {
-            let shared = Arc::new(open_shared(&self.settings, ctx, ctx.clock().clone())?);
+            let domain = self.domain(ctx.clock().clone()).await?;
+            let shared = Arc::new(Shared {
+                config: self.settings.config.clone(),
+                domain: domain.clone(),
+                router: Router::default(),
+            });
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
-            ctx.spawn(reload_accounts(
-                shared.accounts.clone(),
-                ctx.shutdown_token(),
-            ));
-            ctx.spawn(compact_offline(
-                shared.offline.clone(),
-                ctx.shutdown_token(),
-            ));
+            ctx.spawn(domain_upkeep(domain.clone(), ctx.shutdown_token()));
             let live = Arc::new(AtomicUsize::new(0));
             let shutdown = ctx.shutdown_token();
             serve_tcp(ctx, listener, move |stream, peer| {
