@@ -1,4 +1,4 @@
-//! The chat node: the `chat` service, serving XMPP client-to-server over plain TCP.
+//! The chat node: the `chat` service, serving XMPP client-to-server over TCP, TLS and WebSocket.
 //!
 //! One tokio task per connection (spawned in the instance's group, so a kill cuts
 //! every connection), a bounded output queue per session, a cap on connections
@@ -7,19 +7,26 @@
 //! resource binding, routing inside the node through the [`router::Router`] and
 //! store-and-forward through the [`crate::offline::OfflineStore`].
 //!
+//! Also served: STARTTLS on the client port, direct TLS (XEP-0368) on `tls_port`
+//! and RFC 7395 WebSocket on `ws_port` ([`tls`], `listeners`, `websocket`); the
+//! connection cap counts every transport together.
+//!
 //! Guarantees: see [`conn`] and [`router`]. Deliberately absent in this slice:
-//! TLS/STARTTLS (plaintext only: do not expose beyond localhost), XEP-0198, rosters
-//! and presence broadcast, routing between nodes, WebSocket (RFC 7395), idle timeouts.
+//! XEP-0198, rosters and presence broadcast, routing between nodes.
 //!
 //! | module | role |
 //! |---|---|
-//! | [`conn`] | one connection: negotiation, SASL, bind, stanza handling, offline flush |
+//! | [`conn`] | one connection: negotiation, SASL, bind, stanza handling, offline flush; its transport |
+//! | [`tls`] | the rustls server configuration, the generated self-signed certificate |
 //! | [`router`] | the session table and bounded, never-blocking delivery |
 //! | [`stanza`] | JIDs, stanza error replies, XEP-0082 stamps, extra stream errors |
 
 pub mod conn;
+mod listeners;
 pub mod router;
 pub mod stanza;
+pub mod tls;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +70,29 @@ pub struct WhatsappConfig {
     pub max_stanza_bytes: usize,
     /// Stanzas queued to one session before it counts as a slow reader and is dropped.
     pub outbound_queue: usize,
+    /// Direct TLS port (XEP-0368, 5223); 0 picks a free port.
+    pub tls_port: u16,
+    /// RFC 7395 WebSocket port (5280, path `/xmpp-websocket`); 0 picks a free port.
+    pub ws_port: u16,
+    /// PEM certificate chain; without it (and `tls_key`) a self-signed one is
+    /// generated under the domain dir on first start.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Offer STARTTLS as `<required/>` and refuse SASL before it (TCP port).
+    pub require_encryption: bool,
+    /// From accept to a bound session; past it, `<connection-timeout/>`.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Without any input for this long, `<connection-timeout/>`.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Sustained stanzas per second one connection may send (reading pauses beyond).
+    pub max_stanzas_per_second: u32,
+    /// Stanzas one connection may send at once above the sustained rate.
+    pub stanza_burst: u32,
+    /// Sustained bytes per second one connection may send (reading pauses beyond).
+    pub max_bytes_per_second: u32,
 }
 
 impl Default for WhatsappConfig {
@@ -74,6 +104,16 @@ impl Default for WhatsappConfig {
             max_connections: 10_000,
             max_stanza_bytes: 64 * 1024,
             outbound_queue: 256,
+            tls_port: 5223,
+            ws_port: 5280,
+            tls_cert: None,
+            tls_key: None,
+            require_encryption: false,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_stanzas_per_second: 100,
+            stanza_burst: 200,
+            max_bytes_per_second: 1024 * 1024,
         }
     }
 }
@@ -101,7 +141,7 @@ impl WhatsappConfig {
                 "whatsapp.outbound_queue: must be in 1..={MAX_OUTBOUND_QUEUE}"
             ));
         }
-        Ok(())
+        self.validate_transport()
     }
 }
 
@@ -124,6 +164,12 @@ pub(crate) struct Domain {
     pub(crate) accounts: Arc<Accounts>,
     pub(crate) limiter: Arc<LoginLimiter>,
     pub(crate) offline: OfflineStore,
+    /// TLS for STARTTLS and the direct-TLS port, loaded once per process.
+    pub(crate) tls: Arc<rustls::ServerConfig>,
+    /// The injected clock (rate limits).
+    pub(crate) clock: SharedClock,
+    /// Bounds SASL computations running at once on the blocking pool.
+    pub(crate) sasl_slots: Arc<tokio::sync::Semaphore>,
     /// Whether some instance is doing the upkeep (see [`UpkeepTurn`]).
     upkeep: Arc<AtomicBool>,
 }
@@ -206,12 +252,17 @@ fn open_domain(settings: &ChatSettings, clock: SharedClock) -> anyhow::Result<Do
     let offline = OfflineStore::open(
         domain_dir(&settings.accounts_root, &config.domain).join("offline"),
         offline_config(config.max_stanza_bytes),
-        clock,
+        clock.clone(),
     )?;
+    let tls = tls::server_config(config, &domain_dir(&settings.accounts_root, &config.domain))?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     Ok(Domain {
         accounts: Arc::new(accounts),
         limiter: Arc::new(limiter),
         offline,
+        tls,
+        clock,
+        sasl_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
         upkeep: Arc::new(AtomicBool::new(false)),
     })
 }
@@ -305,6 +356,7 @@ impl ServiceFactory for ChatNode {
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
             ctx.spawn(domain_upkeep(domain.clone(), ctx.shutdown_token()));
             let live = Arc::new(AtomicUsize::new(0));
+            listeners::start(ctx, &shared, &live).await?;
             let shutdown = ctx.shutdown_token();
             serve_tcp(ctx, listener, move |stream, peer| {
                 let shared = shared.clone();

@@ -1,31 +1,34 @@
-//! One client connection: RFC 6120 stream negotiation (plaintext), SASL, resource
-//! binding, then stanza handling, all in the connection's single task.
+//! One client connection: RFC 6120 stream negotiation (STARTTLS, SASL, resource
+//! binding), then stanza handling, all in the connection's single task, over any
+//! [`transport`] (TCP, TLS, RFC 7395 WebSocket).
 //!
-//! Guarantees: every byte the peer sends goes through the bounded [`StreamParser`]
-//! (a parse error is a stream error and a close); the `from` of every routed stanza
-//! is the sender's real full JID; an offline message is stored durably before the
-//! sender's stanza is considered handled, and removed only after its write to this
-//! socket returned. Writes race the connection's kick token, so a slow reader that
-//! the router kicked is dropped even mid-write.
+//! Guarantees: every byte the peer sends goes through the bounded parser of its
+//! transport (a parse error is a stream error and a close); the `from` of every
+//! routed stanza is the sender's real full JID; an offline message is stored durably
+//! before the sender's stanza is considered handled, and removed only after its
+//! write to this socket returned. Writes race the connection's kick token, so a slow
+//! reader that the router kicked is dropped even mid-write. A connection not bound
+//! within `handshake_timeout`, or silent for `idle_timeout`, gets
+//! `<connection-timeout/>`; one sending faster than its rate limit is simply not
+//! read until its token buckets refill. SASL computations run off the runtime
+//! threads.
 //!
-//! Not here (yet): STARTTLS/TLS (the stream is plaintext: SCRAM is offered, PLAIN only
-//! when configured), XEP-0198 acks (removal after the socket write means a message is
+//! Not here (yet): XEP-0198 acks (removal after the socket write means a message is
 //! lost if the connection dies with it still in the kernel's buffers), rosters and
-//! presence broadcast (presence only sets availability), idle timeouts, s2s.
+//! presence broadcast (presence only sets availability), s2s, SCRAM-*-PLUS.
 
 mod iq;
 mod message;
 mod negotiate;
 mod offline;
 mod presence;
+pub(crate) mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -35,9 +38,10 @@ use super::{DELAY_NS, Shared};
 use crate::auth::{SaslPolicy, SaslServer, SaslStep, decode_payload, encode_payload};
 use crate::offline::{Ack, NewMessage};
 use crate::xml::{
-    CLIENT_NS, Element, Frame, FramedParser, Limits, STREAMS_NS, StreamEvent, StreamParser,
-    stream_close, stream_error, stream_open, write_stanza,
+    CLIENT_NS, Element, Frame, FramedParser, Limits, STREAMS_NS, StreamEvent, stream_error,
+    write_stanza,
 };
+use transport::{Throttle, Transport};
 
 /// SASL mechanisms, `<auth/>`, `<success/>`, ….
 pub const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
@@ -49,6 +53,8 @@ pub const SESSION_NS: &str = "urn:ietf:params:xml:ns:xmpp-session";
 pub const PING_NS: &str = "urn:xmpp:ping";
 /// XEP-0030 disco#info.
 pub const DISCO_INFO_NS: &str = "http://jabber.org/protocol/disco#info";
+/// STARTTLS (RFC 6120 §5).
+pub const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 
 /// Failed SASL attempts one connection may make before it is closed.
 const MAX_SASL_FAILURES: u32 = 3;
@@ -110,9 +116,11 @@ impl Drop for Bound {
 struct Conn {
     shared: Arc<Shared>,
     peer: SocketAddr,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
-    parser: StreamParser,
+    transport: Transport,
+    throttle: Throttle,
+    /// Accepted at (real time: the handshake deadline counts from here).
+    accepted: tokio::time::Instant,
+    last_input: tokio::time::Instant,
     conn_id: u64,
     kick: CancellationToken,
     tx: mpsc::Sender<Outbound>,
@@ -129,7 +137,7 @@ struct Conn {
 #[derive(Debug)]
 struct Gone(End);
 
-/// Serves one accepted connection until it ends.
+/// Serves one accepted plaintext TCP connection until it ends.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -137,19 +145,52 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
-    let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
-    let limits = Limits {
+    let transport = Transport::tcp(stream, limits(&shared));
+    serve_transport(
+        shared,
+        transport,
+        peer,
+        shutdown,
+        tokio::time::Instant::now(),
+    )
+    .await;
+}
+
+/// The parser limits of this node's connections.
+pub(crate) fn limits(shared: &Shared) -> Limits {
+    Limits {
         max_stanza_bytes: shared.config.max_stanza_bytes,
         ..Limits::default()
-    };
+    }
+}
+
+/// Serves one connection, over any transport, until it ends; `accepted` starts the
+/// handshake deadline.
+pub(crate) async fn serve_transport(
+    shared: Arc<Shared>,
+    transport: Transport,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    accepted: tokio::time::Instant,
+) {
+    let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
+    let config = &shared.config;
+    let throttle = Throttle::new(
+        shared.domain.clock.clone(),
+        config.max_stanzas_per_second,
+        config.stanza_burst,
+        config.max_bytes_per_second,
+        // One full read always fits, so a big stanza is never starved.
+        (config.max_stanza_bytes + READ_CHUNK) as u32,
+    );
     let mut conn = Conn {
         conn_id: shared.router.next_conn_id(),
         shared,
         peer,
-        reader,
-        writer,
-        parser: StreamParser::new(limits),
+        transport,
+        throttle,
+        accepted,
+        last_input: accepted,
         kick: CancellationToken::new(),
         tx,
         rx,
@@ -168,24 +209,44 @@ pub(crate) async fn serve(
 
 /// Writes a `<stream:error>` to a connection refused before it was served, then
 /// closes it: answers the header first so the client can read the error.
-pub(crate) async fn refuse(mut stream: TcpStream, domain: &str, condition: &str) {
-    let mut out = stream_open(&[("from", domain), ("version", "1.0")]);
+pub(crate) async fn refuse(stream: TcpStream, domain: &str, condition: &str) {
+    refuse_transport(Transport::tcp(stream, Limits::default()), domain, condition).await;
+}
+
+/// [`refuse`] over any transport.
+pub(crate) async fn refuse_transport(mut transport: Transport, domain: &str, condition: &str) {
+    let mut out = transport.header(&[("from", domain), ("version", "1.0")]);
     out.push_str(&stream_error_text(condition));
-    out.push_str(stream_close());
-    let _ = stream.write_all(out.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    out.push_str(&transport.footer());
+    let _ = transport.send(&out).await;
+    transport.shutdown().await;
 }
 
 impl Conn {
     async fn run(&mut self, shutdown: CancellationToken) -> End {
         let mut buf = vec![0u8; READ_CHUNK];
+        // Re-armed only when it fires early (input moved the idle deadline), so a
+        // busy connection does not touch the timer wheel per read.
+        let timer = tokio::time::sleep_until(self.deadline());
+        tokio::pin!(timer);
         loop {
+            let pause = self.throttle.pause();
             let result = tokio::select! {
                 biased;
                 _ = self.kick.cancelled() => return End::Dropped,
                 _ = shutdown.cancelled() => {
                     let _ = self.close_with(&stream_error_text("system-shutdown")).await;
                     return End::Shutdown;
+                }
+                () = &mut timer => {
+                    let deadline = self.deadline();
+                    if deadline <= tokio::time::Instant::now() {
+                        metrics::counter!("whatsapp_connection_timeouts_total").increment(1);
+                        self.stream_fail("connection-timeout").await
+                    } else {
+                        timer.as_mut().reset(deadline);
+                        Ok(())
+                    }
                 }
                 Some(outbound) = self.rx.recv() => match outbound {
                     Outbound::Stanza(stanza) => self.write(&stanza).await,
@@ -194,9 +255,16 @@ impl Conn {
                         self.flush_offline(&bare).await
                     }
                 },
-                read = self.reader.read(&mut buf) => match read {
+                // Over the rate limit: stop reading until the buckets refill, so the
+                // client's TCP window fills and it slows down.
+                () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => Ok(()),
+                read = self.transport.read(&mut buf), if pause.is_none() => match read {
                     Ok(0) | Err(_) => return End::PeerClosed,
-                    Ok(n) => self.input(&buf[..n]).await,
+                    Ok(n) => {
+                        self.last_input = tokio::time::Instant::now();
+                        self.throttle.bytes(n);
+                        self.input(&buf[..n.min(buf.len())]).await
+                    }
                 },
             };
             if let Err(Gone(end)) = result {
@@ -205,22 +273,33 @@ impl Conn {
         }
     }
 
+    /// When the connection times out: the handshake deadline until a session is
+    /// bound, the idle deadline always.
+    fn deadline(&self) -> tokio::time::Instant {
+        let idle = self.last_input + self.shared.config.idle_timeout;
+        if self.bound.is_some() {
+            idle
+        } else {
+            idle.min(self.accepted + self.shared.config.handshake_timeout)
+        }
+    }
+
     /// Writes `data`, giving up when the router kicks this connection.
     async fn write(&mut self, data: &str) -> Result<(), Gone> {
         tokio::select! {
             biased;
             _ = self.kick.cancelled() => Err(Gone(End::Dropped)),
-            written = self.writer.write_all(data.as_bytes()) => written.map_err(|_| Gone(End::Dropped)),
+            written = self.transport.send(data) => written.map_err(|_| Gone(End::Dropped)),
         }
     }
 
     /// Sends `data` then the closing tag, and ends the connection.
     async fn close_with(&mut self, data: &str) -> Result<(), Gone> {
-        let mut out = String::with_capacity(data.len() + 20);
+        let mut out = String::with_capacity(data.len() + 80);
         out.push_str(data);
-        out.push_str(stream_close());
+        out.push_str(&self.transport.footer());
         let _ = self.write(&out).await;
-        let _ = self.writer.shutdown().await;
+        self.transport.shutdown().await;
         Err(Gone(End::StreamError))
     }
 
@@ -231,12 +310,15 @@ impl Conn {
     }
 
     async fn input(&mut self, bytes: &[u8]) -> Result<(), Gone> {
-        if let Err(error) = self.parser.feed(bytes) {
+        if let Err(error) = self.transport.feed(bytes) {
             return self.close_with(&stream_error(error.condition, None)).await;
         }
         loop {
-            match self.parser.next_event() {
-                Ok(Some(event)) => self.event(event).await?,
+            match self.transport.next_event() {
+                Ok(Some(event)) => {
+                    self.throttle.stanza();
+                    self.event(event).await?
+                }
                 Ok(None) => return Ok(()),
                 Err(error) => {
                     tracing::debug!(peer = %self.peer, %error, "stream refused");
@@ -250,10 +332,12 @@ impl Conn {
         match event {
             StreamEvent::StreamOpen { attrs } => self.stream_open(&attrs).await,
             StreamEvent::StreamClose => {
-                let _ = self.write(stream_close()).await;
-                let _ = self.writer.shutdown().await;
+                let footer = self.transport.footer();
+                let _ = self.write(&footer).await;
+                self.transport.shutdown().await;
                 Err(Gone(End::PeerClosed))
             }
+            StreamEvent::Stanza(element) if element.is("starttls", TLS_NS) => self.starttls().await,
             StreamEvent::Stanza(element) => match self.stage {
                 Stage::Header => self.stream_fail("bad-format").await,
                 Stage::Sasl => self.sasl(element).await,

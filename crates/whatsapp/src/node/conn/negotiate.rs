@@ -1,4 +1,5 @@
-//! Stream negotiation: the stream header and its features, SASL, resource binding.
+//! Stream negotiation: the stream header and its features, STARTTLS, SASL (its
+//! computations on the blocking pool), resource binding.
 
 use super::*;
 
@@ -6,7 +7,7 @@ impl Conn {
     pub(super) async fn stream_open(&mut self, attrs: &[(String, String)]) -> Result<(), Gone> {
         let domain = self.shared.config.domain.clone();
         let stream_id = format!("{:032x}", rand::random::<u128>());
-        let mut out = stream_open(&[
+        let mut out = self.transport.header(&[
             ("from", &domain),
             ("id", &stream_id),
             ("version", "1.0"),
@@ -22,13 +23,24 @@ impl Conn {
         }
         let mut features = Element::new("features", STREAMS_NS);
         if self.authenticated.is_none() {
-            let sasl = self.new_sasl();
-            let mut mechanisms = Element::new("mechanisms", SASL_NS);
-            for mechanism in sasl.mechanisms() {
-                mechanisms
-                    .push_child(Element::new("mechanism", SASL_NS).with_text(mechanism.name()));
+            if self.transport.can_starttls() {
+                let mut starttls = Element::new("starttls", TLS_NS);
+                if self.shared.config.require_encryption {
+                    starttls.push_child(Element::new("required", TLS_NS));
+                }
+                features.push_child(starttls);
             }
-            features.push_child(mechanisms);
+            // With TLS mandatory-to-negotiate, SASL is offered only after it
+            // (RFC 6120 §5.3.1).
+            if !self.encryption_missing() {
+                let sasl = self.new_sasl();
+                let mut mechanisms = Element::new("mechanisms", SASL_NS);
+                for mechanism in sasl.mechanisms() {
+                    mechanisms
+                        .push_child(Element::new("mechanism", SASL_NS).with_text(mechanism.name()));
+                }
+                features.push_child(mechanisms);
+            }
             self.stage = Stage::Sasl;
         } else {
             features.push_child(Element::new("bind", BIND_NS));
@@ -47,39 +59,92 @@ impl Conn {
             self.shared.domain.accounts.clone(),
             self.shared.domain.limiter.clone(),
             SaslPolicy {
-                encrypted: false,
+                encrypted: self.transport.encrypted(),
                 allow_insecure_plain: self.shared.config.allow_insecure_plain,
             },
             self.peer.ip(),
         )
     }
 
+    /// Whether TLS is required but this stream is not encrypted (a WebSocket or a
+    /// TCP stream before STARTTLS).
+    fn encryption_missing(&self) -> bool {
+        self.shared.config.require_encryption && !self.transport.encrypted()
+    }
+
+    /// Runs `f` on `server` on the blocking pool, at most a core's worth at once:
+    /// PLAIN verification is PBKDF2 and SCRAM looks up and hashes secrets, which
+    /// must not stall the live sessions sharing this runtime thread.
+    async fn sasl_off_thread(
+        &self,
+        mut server: SaslServer,
+        f: impl FnOnce(&mut SaslServer) -> SaslStep + Send + 'static,
+    ) -> (Option<SaslServer>, SaslStep) {
+        let _permit = self.shared.domain.sasl_slots.acquire().await;
+        match tokio::task::spawn_blocking(move || {
+            let step = f(&mut server);
+            (server, step)
+        })
+        .await
+        {
+            Ok((server, step)) => (Some(server), step),
+            Err(error) => {
+                tracing::error!(%error, "SASL computation failed");
+                (
+                    None,
+                    SaslStep::Failure(crate::auth::SaslFailure::Malformed("internal error")),
+                )
+            }
+        }
+    }
+
     pub(super) async fn sasl(&mut self, element: Element) -> Result<(), Gone> {
         if element.ns() != SASL_NS {
             return self.stream_fail("not-authorized").await;
         }
+        if self.encryption_missing() && element.name() == "auth" {
+            let failure = Element::new("failure", SASL_NS)
+                .with_child(Element::new("encryption-required", SASL_NS))
+                .with_child(Element::new("text", SASL_NS).with_text("negotiate STARTTLS first"));
+            return self.write(&write_stanza(&failure)).await;
+        }
         let step = match element.name() {
             "auth" => {
-                let mut server = self.new_sasl();
+                let server = self.new_sasl();
                 let mechanism = element.attr("mechanism").unwrap_or_default().to_owned();
                 let text = element.text();
-                let step = if text.trim().is_empty() {
-                    server.start(&mechanism, None)
+                let (server, step) = if text.trim().is_empty() {
+                    self.sasl_off_thread(server, move |s| s.start(&mechanism, None))
+                        .await
                 } else {
                     match decode_payload(&text) {
-                        Ok(initial) => server.start(&mechanism, Some(&initial)),
-                        Err(failure) => SaslStep::Failure(failure),
+                        Ok(initial) => {
+                            self.sasl_off_thread(server, move |s| {
+                                s.start(&mechanism, Some(&initial))
+                            })
+                            .await
+                        }
+                        Err(failure) => (Some(server), SaslStep::Failure(failure)),
                     }
                 };
-                self.sasl = Some(server);
+                self.sasl = server;
                 step
             }
-            "response" => match (self.sasl.as_mut(), decode_payload(&element.text())) {
-                (Some(server), Ok(response)) => server.step(&response),
+            "response" => match (self.sasl.take(), decode_payload(&element.text())) {
+                (Some(server), Ok(response)) => {
+                    let (server, step) = self
+                        .sasl_off_thread(server, move |s| s.step(&response))
+                        .await;
+                    self.sasl = server;
+                    step
+                }
                 (None, _) => {
                     SaslStep::Failure(crate::auth::SaslFailure::Malformed("response before auth"))
                 }
-                (Some(_), Err(failure)) => SaslStep::Failure(failure),
+                (Some(server), Err(failure)) => {
+                    self.sasl = Some(server);
+                    SaslStep::Failure(failure)
+                }
             },
             "abort" => match self.sasl.as_mut() {
                 Some(server) => server.abort(),
@@ -105,7 +170,7 @@ impl Conn {
                 self.authenticated = Some(localpart);
                 // RFC 6120 §6.4.6: the client restarts the stream; bytes it
                 // pipelined after <success/> belong to the new stream.
-                self.parser.reset();
+                self.transport.restart();
                 self.stage = Stage::Header;
                 self.write(&write_stanza(&success)).await
             }
@@ -175,5 +240,38 @@ impl Conn {
         self.bound = Some(bound);
         self.stage = Stage::Session;
         self.write(&write_stanza(&result)).await
+    }
+}
+
+impl Conn {
+    /// `<starttls/>` (RFC 6120 §5.4): `<proceed/>`, the handshake, then the client
+    /// restarts the stream over TLS. Refused with `<failure/>` and a close when the
+    /// stream is already encrypted, authenticated, a WebSocket, or the client did
+    /// not wait for `<proceed/>`; a failed handshake just drops the connection.
+    pub(super) async fn starttls(&mut self) -> Result<(), Gone> {
+        let allowed = self.stage == Stage::Sasl
+            && self.authenticated.is_none()
+            && self.sasl.is_none()
+            && self.transport.check_starttls().is_ok();
+        if !allowed {
+            metrics::counter!("whatsapp_starttls_refused_total").increment(1);
+            return self
+                .close_with(&write_stanza(&Element::new("failure", TLS_NS)))
+                .await;
+        }
+        self.write(&write_stanza(&Element::new("proceed", TLS_NS)))
+            .await?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.shared.domain.tls.clone());
+        let within = self.shared.config.handshake_timeout;
+        match self.transport.starttls(acceptor, within).await {
+            Ok(()) => {
+                self.stage = Stage::Header;
+                Ok(())
+            }
+            Err(_) => {
+                metrics::counter!("whatsapp_tls_handshake_failures_total").increment(1);
+                Err(Gone(End::Dropped))
+            }
+        }
     }
 }
