@@ -436,6 +436,31 @@ mod tests {
         assert_eq!(err.key, "whatsapp.max_connections");
         assert!(err.message.contains("1..="), "{}", err.message);
 
+        let config = load(
+            None,
+            env(&[
+                ("CASEBOOK_WHATSAPP__TLS_PORT", "0"),
+                ("CASEBOOK_WHATSAPP__WS_PORT", "0"),
+                ("CASEBOOK_WHATSAPP__IDLE_TIMEOUT", "90s"),
+                ("CASEBOOK_WHATSAPP__REQUIRE_ENCRYPTION", "true"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!((config.whatsapp.tls_port, config.whatsapp.ws_port), (0, 0));
+        assert_eq!(config.whatsapp.idle_timeout, Duration::from_secs(90));
+        assert!(config.whatsapp.require_encryption);
+        let err = load(
+            None,
+            env(&[("CASEBOOK_WHATSAPP__HANDSHAKE_TIMEOUT", "0s")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "whatsapp.handshake_timeout");
+        let f = file("[whatsapp]\nws_port = 5222\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "whatsapp.ws_port");
+
         let f = file("[whatsapp]\ndomain = \"not a domain!\"\n");
         let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
         assert_eq!(err.key, "whatsapp.domain");

@@ -12,8 +12,10 @@ fn casebook(data_dir: &std::path::Path) -> Command {
         .arg(data_dir)
         .env_remove("CASEBOOK_CONFIG")
         .env_remove("RUST_LOG")
-        // The chat node on a free port: tests never need :5222.
+        // The chat node on free ports: tests never need :5222, :5223 or :5280.
         .env("CASEBOOK_WHATSAPP__PORT", "0")
+        .env("CASEBOOK_WHATSAPP__TLS_PORT", "0")
+        .env("CASEBOOK_WHATSAPP__WS_PORT", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

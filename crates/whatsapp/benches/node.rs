@@ -125,6 +125,10 @@ async fn main() {
         config: WhatsappConfig {
             allow_insecure_plain: true,
             outbound_queue: 4096,
+            // One client drives the whole load: lift its per-connection rate limit.
+            max_stanzas_per_second: 1_000_000,
+            stanza_burst: 1_000_000,
+            max_bytes_per_second: u32::MAX,
             ..WhatsappConfig::default()
         },
         accounts_root: dir.path().to_path_buf(),
