@@ -40,9 +40,8 @@ use crate::xml::{
 pub(crate) enum Transport {
     /// An XML stream over a byte stream (RFC 6120 §4).
     Stream(StreamIo),
-    /// RFC 7395 framing over a WebSocket (boxed: most connections are TCP, and
-    /// the WebSocket state would make every one of them larger).
-    Ws(Box<WsIo>),
+    /// RFC 7395 framing over a WebSocket.
+    Ws(WsIo),
 }
 
 pub(crate) struct StreamIo {
@@ -106,11 +105,11 @@ impl Transport {
     }
 
     pub(crate) fn websocket(socket: WebSocketStream<TcpStream>, limits: Limits) -> Self {
-        Transport::Ws(Box::new(WsIo {
+        Transport::Ws(WsIo {
             socket,
             parser: FramedParser::new(limits),
             pending: None,
-        }))
+        })
     }
 
     /// Whether the stream is encrypted (TLS from the start or after STARTTLS).
