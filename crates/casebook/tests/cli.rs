@@ -110,6 +110,29 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
     }
     assert!(String::from_utf8_lossy(&answer).contains("SCRAM-SHA-256"));
     assert!(
+        String::from_utf8_lossy(&answer).contains("urn:ietf:params:xml:ns:xmpp-tls"),
+        "STARTTLS is offered"
+    );
+    // Direct TLS and WebSocket listen too, on free ports as well.
+    for (name, default_port) in [("xmpp-tls", 5223), ("xmpp-websocket", 5280)] {
+        let address: std::net::SocketAddr = chat["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("{name} published: {chat}"))["address"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_ne!(
+            address.port(),
+            default_port,
+            "tests never take the real port"
+        );
+        tokio::net::TcpStream::connect(address).await.unwrap();
+    }
+    assert!(
         dir.path().join("control").is_dir(),
         "state lives under --data-dir"
     );
