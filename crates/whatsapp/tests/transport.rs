@@ -789,6 +789,35 @@ async fn an_idle_session_times_out() {
 }
 
 #[tokio::test]
+async fn websocket_pings_keep_a_session_alive_and_silence_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(
+        dir.path(),
+        WhatsappConfig {
+            idle_timeout: Duration::from_secs(2),
+            ..free_ports()
+        },
+    )
+    .await;
+    let mut client = Client::ws(&node).await;
+    online(&mut client, "alice", "alice-pw", "ws").await;
+    client.ping("p").await;
+    // Keepalive only at the WebSocket level, for longer than the idle timeout.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Io::Ws(ws) = &mut client.io else {
+            unreachable!()
+        };
+        ws.send(Message::Ping(b"keepalive".to_vec().into()))
+            .await
+            .unwrap();
+    }
+    client.ping("still-here").await;
+    // Then silence.
+    client.expect_stream_error("connection-timeout").await;
+}
+
+#[tokio::test]
 async fn a_flooding_client_does_not_keep_another_from_being_answered() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node(

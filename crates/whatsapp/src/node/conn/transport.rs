@@ -138,8 +138,8 @@ impl Transport {
         }
     }
 
-    /// Waits for input; returns how many bytes arrived, 0 once the peer is gone.
-    /// Cancel-safe (it sits in the connection's `select!`): nothing read is lost.
+    /// Waits for input; returns how many bytes arrived, 0 once the peer is gone (a
+    /// WebSocket ping counts as one byte and yields no event). Cancel-safe (it sits in the connection's `select!`): nothing read is lost.
     pub(crate) async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Stream(stream) => match &mut stream.io {
@@ -165,8 +165,10 @@ impl Transport {
                         ws.pending = Some(Pending::Binary);
                         Ok(bytes.len().max(1))
                     }
-                    // Pings are answered by the WebSocket layer itself.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                    // Pings are answered by the WebSocket layer itself, but they are
+                    // input: a client keeping its connection alive with them is not idle.
+                    Message::Ping(_) | Message::Pong(_) => Ok(1),
+                    Message::Frame(_) => continue,
                     Message::Close(_) => Ok(0),
                 };
             },
