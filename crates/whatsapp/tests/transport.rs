@@ -141,9 +141,13 @@ impl Client {
     }
 
     async fn tls(node: &Node) -> Self {
-        let tcp = TcpStream::connect(node.tls).await.unwrap();
+        Self::tls_at(node.tls, &node.root).await
+    }
+
+    async fn tls_at(addr: SocketAddr, root: &Path) -> Self {
+        let tcp = TcpStream::connect(addr).await.unwrap();
         let name = ServerName::try_from("localhost").unwrap();
-        let tls = tls_connector(&node.root).connect(name, tcp).await.unwrap();
+        let tls = tls_connector(root).connect(name, tcp).await.unwrap();
         Self::over(Io::Tls(Box::new(tls)))
     }
 
@@ -815,6 +819,36 @@ async fn websocket_pings_keep_a_session_alive_and_silence_does_not() {
     client.ping("still-here").await;
     // Then silence.
     client.expect_stream_error("connection-timeout").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_plain_logins_over_tls_all_succeed_while_a_session_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path(), free_ports()).await;
+    let mut bob = Client::tcp(node.tcp).await;
+    online(&mut bob, "bob", "bob-pw", "calm").await;
+    // PLAIN verification is PBKDF2 on the server: it runs on the blocking pool.
+    let logins: Vec<_> = (0..16)
+        .map(|i| {
+            let (addr, root) = (node.tls, node.root.clone());
+            tokio::spawn(async move {
+                let mut client = Client::tls_at(addr, &root).await;
+                client.open().await;
+                client.plain("alice", "alice-pw").await.unwrap();
+                client.bind(&format!("r{i}")).await
+            })
+        })
+        .collect();
+    for round in 0..10 {
+        bob.ping(&format!("during-{round}")).await;
+    }
+    for (i, login) in logins.into_iter().enumerate() {
+        let jid = tokio::time::timeout(DEADLINE, login)
+            .await
+            .expect("every login finished")
+            .unwrap();
+        assert_eq!(jid, format!("alice@localhost/r{i}"));
+    }
 }
 
 #[tokio::test]
