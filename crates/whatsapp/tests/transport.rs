@@ -93,9 +93,14 @@ async fn start_node(root: &Path, config: WhatsappConfig) -> Node {
     }
 }
 
-/// The client side of TLS, trusting exactly the certificate the node stored.
+/// The client side of TLS, trusting exactly the certificate the node generated.
 fn tls_connector(root: &Path) -> tokio_rustls::TlsConnector {
     let (cert, _) = tls::generated_paths(&domain_dir(root, "localhost"));
+    connector_trusting(&cert)
+}
+
+/// The client side of TLS, trusting exactly the certificates in `cert`.
+fn connector_trusting(cert: &Path) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&cert).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -659,6 +664,35 @@ async fn the_generated_certificate_is_reused_after_a_restart() {
     let mut client = Client::tls(&node).await;
     online(&mut client, "alice", "alice-pw", "two").await;
     client.ping("two").await;
+}
+
+#[tokio::test]
+async fn a_configured_certificate_is_served_instead_of_a_generated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("own.pem"), dir.path().join("own.key"));
+    std::fs::write(&cert, own.cert.pem()).unwrap();
+    std::fs::write(&key, own.signing_key.serialize_pem()).unwrap();
+    let node = start_node(
+        dir.path(),
+        WhatsappConfig {
+            tls_cert: Some(cert.clone()),
+            tls_key: Some(key),
+            ..free_ports()
+        },
+    )
+    .await;
+    let (generated, _) = tls::generated_paths(&domain_dir(dir.path(), "localhost"));
+    assert!(
+        !generated.exists(),
+        "nothing generated when one is configured"
+    );
+    let tcp = TcpStream::connect(node.tls).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = connector_trusting(&cert).connect(name, tcp).await.unwrap();
+    let mut client = Client::over(Io::Tls(Box::new(tls)));
+    online(&mut client, "alice", "alice-pw", "own").await;
+    client.ping("p").await;
 }
 
 #[tokio::test]
