@@ -102,7 +102,7 @@ fn tls_connector(root: &Path) -> tokio_rustls::TlsConnector {
 /// The client side of TLS, trusting exactly the certificates in `cert`.
 fn connector_trusting(cert: &Path) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&cert).unwrap() {
+    for cert in CertificateDer::pem_file_iter(cert).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
