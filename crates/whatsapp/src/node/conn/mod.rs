@@ -263,6 +263,8 @@ impl Conn {
                     Ok(n) => {
                         self.last_input = tokio::time::Instant::now();
                         self.throttle.bytes(n);
+                        // A WebSocket message is held by the transport and can be
+                        // longer than `buf`: only stream bytes are in `buf`.
                         self.input(&buf[..n.min(buf.len())]).await
                     }
                 },

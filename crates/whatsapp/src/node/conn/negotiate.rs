@@ -262,7 +262,9 @@ impl Conn {
         self.write(&write_stanza(&Element::new("proceed", TLS_NS)))
             .await?;
         let acceptor = tokio_rustls::TlsAcceptor::from(self.shared.domain.tls.clone());
-        let within = self.shared.config.handshake_timeout;
+        // What is left of the handshake deadline, not a fresh one.
+        let within = (self.accepted + self.shared.config.handshake_timeout)
+            .saturating_duration_since(tokio::time::Instant::now());
         match self.transport.starttls(acceptor, within).await {
             Ok(()) => {
                 self.stage = Stage::Header;
