@@ -18,11 +18,12 @@ cargo build --quiet -p casebook
 BIN="${CARGO_TARGET_DIR:-target}/debug/casebook"
 DATA="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+TLS_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 
 for user in alice bob carol; do
   "$BIN" --data-dir "$DATA" whatsapp add-user "$user@localhost" pw >/dev/null
 done
-CASEBOOK_WHATSAPP__PORT="$PORT" "$BIN" --data-dir "$DATA" --control-port 0 up >"$DATA/up.log" 2>&1 &
+CASEBOOK_WHATSAPP__PORT="$PORT" CASEBOOK_WHATSAPP__TLS_PORT="$TLS_PORT" CASEBOOK_WHATSAPP__WS_PORT=0 "$BIN" --data-dir "$DATA" --control-port 0 up >"$DATA/up.log" 2>&1 &
 UP=$!
 cleanup() {
   kill -INT "$UP" 2>/dev/null || true
@@ -48,5 +49,14 @@ fi
 if ! INTEROP_XMPP_PORT="$PORT" "$VENV/bin/python" tests/interop/slixmpp_suite.py 2>"$DATA/client.log"; then
   echo "--- casebook up log"; tail -50 "$DATA/up.log"
   echo "--- client log"; tail -50 "$DATA/client.log"
+  exit 1
+fi
+
+# Over TLS (STARTTLS and direct), trusting the certificate the node generated.
+if ! INTEROP_XMPP_PORT="$PORT" INTEROP_XMPP_TLS_PORT="$TLS_PORT" \
+  INTEROP_CA="$DATA/whatsapp/localhost/tls/cert.pem" \
+  "$VENV/bin/python" tests/interop/slixmpp_tls.py 2>"$DATA/client-tls.log"; then
+  echo "--- casebook up log"; tail -50 "$DATA/up.log"
+  echo "--- client log"; tail -50 "$DATA/client-tls.log"
   exit 1
 fi
