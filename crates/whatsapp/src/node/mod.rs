@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Accounts, AccountsConfig, LimiterConfig, LoginLimiter};
 use crate::offline::{OfflineConfig, OfflineStore};
+use crate::roster::{RosterConfig, RosterStore};
 use router::Router;
 
 /// The chat node's service name.
@@ -63,6 +64,8 @@ pub struct WhatsappConfig {
     pub max_stanza_bytes: usize,
     /// Stanzas queued to one session before it counts as a slow reader and is dropped.
     pub outbound_queue: usize,
+    /// XEP-0077 in-band registration (account creation by anyone who can connect).
+    pub allow_registration: bool,
 }
 
 impl Default for WhatsappConfig {
@@ -74,6 +77,7 @@ impl Default for WhatsappConfig {
             max_connections: 10_000,
             max_stanza_bytes: 64 * 1024,
             outbound_queue: 256,
+            allow_registration: false,
         }
     }
 }
@@ -124,6 +128,8 @@ pub(crate) struct Domain {
     pub(crate) accounts: Arc<Accounts>,
     pub(crate) limiter: Arc<LoginLimiter>,
     pub(crate) offline: OfflineStore,
+    /// Rosters and pending subscription requests (RFC 6121).
+    pub(crate) rosters: Arc<RosterStore>,
     /// Whether some instance is doing the upkeep (see [`UpkeepTurn`]).
     upkeep: Arc<AtomicBool>,
 }
@@ -199,10 +205,17 @@ fn open_domain(settings: &ChatSettings, clock: SharedClock) -> anyhow::Result<Do
     let accounts = Accounts::open(
         &settings.accounts_root,
         &config.domain,
-        AccountsConfig::default(),
+        AccountsConfig {
+            registration_enabled: config.allow_registration,
+            ..AccountsConfig::default()
+        },
     )?;
     let limiter = LoginLimiter::new(clock.clone(), LimiterConfig::default())
         .map_err(|e| anyhow::anyhow!("{}", e.0))?;
+    let rosters = RosterStore::open(
+        domain_dir(&settings.accounts_root, &config.domain).join("rosters"),
+        RosterConfig::default(),
+    )?;
     let offline = OfflineStore::open(
         domain_dir(&settings.accounts_root, &config.domain).join("offline"),
         offline_config(config.max_stanza_bytes),
@@ -212,6 +225,7 @@ fn open_domain(settings: &ChatSettings, clock: SharedClock) -> anyhow::Result<Do
         accounts: Arc::new(accounts),
         limiter: Arc::new(limiter),
         offline,
+        rosters: Arc::new(rosters),
         upkeep: Arc::new(AtomicBool::new(false)),
     })
 }

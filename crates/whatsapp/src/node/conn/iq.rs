@@ -1,4 +1,5 @@
-//! `<iq/>`: addressed to another resource (routed) or to the server (ping, disco, session).
+//! `<iq/>`: addressed to another resource (routed) or to the server (ping, disco,
+//! session, roster, carbons, MAM, registration changes).
 
 use super::*;
 
@@ -39,6 +40,12 @@ impl Conn {
             return Ok(());
         }
         let payload = element.children().next().cloned();
+        if let Some(p) = &payload
+            && p.is("query", super::roster::ROSTER_NS)
+        {
+            let query = p.clone();
+            return self.roster_iq(element, query).await;
+        }
         let mut result = Element::new("iq", CLIENT_NS)
             .with_attr("type", "result")
             .with_attr("id", element.attr("id").unwrap_or_default())
@@ -56,7 +63,9 @@ impl Conn {
             Some(p)
                 if kind == "get" && p.is("query", DISCO_INFO_NS) && p.attr("node").is_none() =>
             {
-                result.push_child(disco_info());
+                let mut info = disco_info();
+                im_features(&mut info, &self.shared);
+                result.push_child(info);
             }
             Some(p) if p.is("bind", BIND_NS) => {
                 return self.bounce(&element, "cancel", "not-allowed").await;
@@ -79,4 +88,11 @@ fn disco_info() -> Element {
         query.push_child(Element::new("feature", DISCO_INFO_NS).with_attr("var", feature));
     }
     query
+}
+
+/// The instant-messaging features, as implemented (and configured).
+fn im_features(query: &mut Element, _shared: &Shared) {
+    for feature in [super::roster::ROSTER_NS] {
+        query.push_child(Element::new("feature", DISCO_INFO_NS).with_attr("var", feature));
+    }
 }

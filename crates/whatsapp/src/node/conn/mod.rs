@@ -18,6 +18,7 @@ mod message;
 mod negotiate;
 mod offline;
 mod presence;
+mod roster;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +91,7 @@ struct Bound {
     bare: String,
     resource: String,
     conn_id: u64,
+    presence: presence::PresenceState,
 }
 
 impl Bound {
@@ -100,6 +102,7 @@ impl Bound {
 
 impl Drop for Bound {
     fn drop(&mut self) {
+        presence::session_ended(self);
         self.shared
             .router
             .unbind(&self.bare, &self.resource, self.conn_id);
@@ -187,13 +190,7 @@ impl Conn {
                     let _ = self.close_with(&stream_error_text("system-shutdown")).await;
                     return End::Shutdown;
                 }
-                Some(outbound) = self.rx.recv() => match outbound {
-                    Outbound::Stanza(stanza) => self.write(&stanza).await,
-                    Outbound::FlushOffline => {
-                        let bare = self.bare_jid();
-                        self.flush_offline(&bare).await
-                    }
-                },
+                Some(outbound) = self.rx.recv() => self.outbound(outbound).await,
                 read = self.reader.read(&mut buf) => match read {
                     Ok(0) | Err(_) => return End::PeerClosed,
                     Ok(n) => self.input(&buf[..n]).await,
@@ -203,6 +200,27 @@ impl Conn {
                 return end;
             }
         }
+    }
+
+    /// Handles what routing queued for this session.
+    async fn outbound(&mut self, outbound: Outbound) -> Result<(), Gone> {
+        match outbound {
+            Outbound::Stanza(stanza) => self.write(&stanza).await,
+            Outbound::FlushOffline => {
+                let bare = self.bare_jid();
+                self.flush_offline(&bare).await
+            }
+        }
+    }
+
+    /// Handles what is already queued, so what a stanza's handling routed to this
+    /// very session (a roster push, a presence echo) is written before the reply
+    /// to the client's next stanza.
+    async fn drain_queued(&mut self) -> Result<(), Gone> {
+        while let Ok(outbound) = self.rx.try_recv() {
+            self.outbound(outbound).await?;
+        }
+        Ok(())
     }
 
     /// Writes `data`, giving up when the router kicks this connection.

@@ -163,6 +163,7 @@ impl Conn {
             bare,
             resource,
             conn_id: self.conn_id,
+            presence: Default::default(),
         };
         let mut result = Element::new("iq", CLIENT_NS).with_attr("type", "result");
         if let Some(id) = element.attr("id") {
