@@ -32,6 +32,7 @@ use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartErr
 use casebook_kit::wal::WalConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::archive::{Archive, ArchiveConfig};
 use crate::auth::{Accounts, AccountsConfig, LimiterConfig, LoginLimiter};
 use crate::offline::{OfflineConfig, OfflineStore};
 use crate::roster::{RosterConfig, RosterStore};
@@ -130,6 +131,8 @@ pub(crate) struct Domain {
     pub(crate) offline: OfflineStore,
     /// Rosters and pending subscription requests (RFC 6121).
     pub(crate) rosters: Arc<RosterStore>,
+    /// The XEP-0313 message archive.
+    pub(crate) archive: Arc<Archive>,
     /// Whether some instance is doing the upkeep (see [`UpkeepTurn`]).
     upkeep: Arc<AtomicBool>,
 }
@@ -194,6 +197,18 @@ fn offline_config(max_stanza_bytes: usize) -> OfflineConfig {
     }
 }
 
+/// The archive of one domain: a record holds one stanza and its two copies.
+fn archive_config(max_stanza_bytes: usize) -> ArchiveConfig {
+    let defaults = ArchiveConfig::default();
+    ArchiveConfig {
+        wal: WalConfig {
+            max_record_bytes: (max_stanza_bytes * 2).max(64 * 1024),
+            ..defaults.wal.clone()
+        },
+        ..defaults
+    }
+}
+
 /// Where the domain's durable state lives: beside its accounts file.
 pub fn domain_dir(accounts_root: &std::path::Path, domain: &str) -> PathBuf {
     accounts_root.join("whatsapp").join(domain)
@@ -216,6 +231,11 @@ fn open_domain(settings: &ChatSettings, clock: SharedClock) -> anyhow::Result<Do
         domain_dir(&settings.accounts_root, &config.domain).join("rosters"),
         RosterConfig::default(),
     )?;
+    let archive = Archive::open(
+        domain_dir(&settings.accounts_root, &config.domain).join("archive"),
+        archive_config(config.max_stanza_bytes),
+        clock.clone(),
+    )?;
     let offline = OfflineStore::open(
         domain_dir(&settings.accounts_root, &config.domain).join("offline"),
         offline_config(config.max_stanza_bytes),
@@ -226,6 +246,7 @@ fn open_domain(settings: &ChatSettings, clock: SharedClock) -> anyhow::Result<Do
         limiter: Arc::new(limiter),
         offline,
         rosters: Arc::new(rosters),
+        archive: Arc::new(archive),
         upkeep: Arc::new(AtomicBool::new(false)),
     })
 }
@@ -280,6 +301,11 @@ async fn domain_upkeep(domain: Arc<Domain>, shutdown: tokio_util::sync::Cancella
                     && let Err(error) = domain.offline.compact_step().await
                 {
                     tracing::warn!(%error, "offline compaction step failed");
+                }
+                if turn.is_some()
+                    && let Err(error) = domain.archive.compact_step().await
+                {
+                    tracing::warn!(%error, "archive compaction step failed");
                 }
             }
         }
