@@ -717,3 +717,417 @@ async fn roster_bad_input_gets_precise_errors() {
         (Some("none"), None)
     );
 }
+
+const RECEIPTS_NS: &str = "urn:xmpp:receipts";
+const CARBONS_NS: &str = "urn:xmpp:carbons:2";
+const FORWARD_NS: &str = "urn:xmpp:forward:0";
+const MAM_NS: &str = "urn:xmpp:mam:2";
+const SID_NS: &str = "urn:xmpp:sid:0";
+const RSM_NS: &str = "http://jabber.org/protocol/rsm";
+
+async fn online(addr: SocketAddr, user: &str, resource: &str) -> Client {
+    let mut client = login(addr, user, resource).await;
+    client.send("<presence/>").await;
+    client.ping("online").await;
+    client
+}
+
+#[tokio::test]
+async fn receipts_travel_end_to_end_online_and_through_offline_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let mut alice = online(node.addr, "alice", "phone").await;
+    let mut bob = online(node.addr, "bob", "laptop").await;
+    alice
+        .send(&format!("<message to='bob@localhost' type='chat' id='r1'><body>hi</body><request xmlns='{RECEIPTS_NS}'/></message>"))
+        .await;
+    let got = bob.until(|s| s.attr("id") == Some("r1")).await;
+    assert!(got.child("request", RECEIPTS_NS).is_some());
+    let from = got.attr("from").unwrap().to_owned();
+    bob.send(&format!(
+        "<message to='{from}' id='ack1'><received xmlns='{RECEIPTS_NS}' id='r1'/></message>"
+    ))
+    .await;
+    let receipt = alice.until(|s| s.attr("id") == Some("ack1")).await;
+    assert_eq!(receipt.attr("from"), Some("bob@localhost/laptop"));
+    assert_eq!(
+        receipt.child("received", RECEIPTS_NS).unwrap().attr("id"),
+        Some("r1")
+    );
+
+    // Offline: bob is gone when the request is sent, alice is gone when the receipt is.
+    drop(bob);
+    alice.ping("settle").await;
+    alice
+        .send(&format!("<message to='bob@localhost' type='chat' id='r2'><body>later</body><request xmlns='{RECEIPTS_NS}'/></message>"))
+        .await;
+    alice.ping("stored").await;
+    drop(alice);
+    let mut bob = login(node.addr, "bob", "tablet").await;
+    bob.send("<presence/>").await;
+    let got = bob.until(|s| s.attr("id") == Some("r2")).await;
+    assert!(got.child("request", RECEIPTS_NS).is_some());
+    assert_eq!(got.attr("from"), Some("alice@localhost/phone"));
+    bob.send(&format!("<message to='alice@localhost/phone' id='ack2'><received xmlns='{RECEIPTS_NS}' id='r2'/></message>"))
+        .await;
+    bob.ping("b").await;
+    let mut alice = login(node.addr, "alice", "phone").await;
+    alice.send("<presence/>").await;
+    let receipt = alice.until(|s| s.attr("id") == Some("ack2")).await;
+    assert_eq!(
+        receipt.child("received", RECEIPTS_NS).unwrap().attr("id"),
+        Some("r2")
+    );
+    assert_eq!(receipt.attr("from"), Some("bob@localhost/tablet"));
+}
+
+fn forwarded<'a>(carbon: &'a Element, direction: &str) -> &'a Element {
+    carbon
+        .child(direction, CARBONS_NS)
+        .and_then(|d| d.child("forwarded", FORWARD_NS))
+        .and_then(|f| f.child("message", CLIENT_NS))
+        .unwrap_or_else(|| panic!("a {direction} carbon: {carbon:?}"))
+}
+
+#[tokio::test]
+async fn carbons_copy_sent_and_received_chats_to_enabled_resources_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let mut phone = online(node.addr, "alice", "phone").await;
+    let mut desk = online(node.addr, "alice", "desk").await;
+    let mut plain = online(node.addr, "alice", "plain").await;
+    let mut bob = online(node.addr, "bob", "laptop").await;
+    for (client, id) in [(&mut phone, "e1"), (&mut desk, "e2")] {
+        let mut seen = Vec::new();
+        let reply = client
+            .iq(
+                &format!("<iq type='set' id='{id}'><enable xmlns='{CARBONS_NS}'/></iq>"),
+                id,
+                &mut seen,
+            )
+            .await;
+        assert_eq!(reply.attr("type"), Some("result"));
+    }
+
+    // Sent by phone: desk (enabled) gets a sent carbon; plain (not enabled) does not.
+    phone
+        .send("<message to='bob@localhost' type='chat' id='c1'><body>from phone</body></message>")
+        .await;
+    bob.until(|s| s.attr("id") == Some("c1")).await;
+    let carbon = desk.until(|s| s.child("sent", CARBONS_NS).is_some()).await;
+    assert_eq!(carbon.attr("from"), Some("alice@localhost"));
+    assert_eq!(carbon.attr("to"), Some("alice@localhost/desk"));
+    let inner = forwarded(&carbon, "sent");
+    assert_eq!(inner.attr("id"), Some("c1"));
+    assert_eq!(inner.attr("from"), Some("alice@localhost/phone"));
+
+    // Received on phone (full JID): desk gets a received carbon.
+    bob.send(
+        "<message to='alice@localhost/phone' type='chat' id='c2'><body>to phone</body></message>",
+    )
+    .await;
+    phone.until(|s| s.attr("id") == Some("c2")).await;
+    let carbon = desk
+        .until(|s| s.child("received", CARBONS_NS).is_some())
+        .await;
+    assert_eq!(forwarded(&carbon, "received").attr("id"), Some("c2"));
+
+    // Private and no-copy messages, and headlines, are not copied.
+    phone
+        .send(&format!("<message to='bob@localhost' type='chat' id='p1'><body>secret</body><private xmlns='{CARBONS_NS}'/></message>"))
+        .await;
+    phone
+        .send("<message to='bob@localhost' type='chat' id='p2'><body>x</body><no-copy xmlns='urn:xmpp:hints'/></message>")
+        .await;
+    phone
+        .send("<message to='bob@localhost' type='headline' id='p3'><body>news</body></message>")
+        .await;
+    bob.until(|s| s.attr("id") == Some("p3")).await;
+    // Disabling stops them too.
+    let mut seen = Vec::new();
+    desk.iq(
+        &format!("<iq type='set' id='d1'><disable xmlns='{CARBONS_NS}'/></iq>"),
+        "d1",
+        &mut seen,
+    )
+    .await;
+    assert!(
+        seen.iter().all(|s| s.child("sent", CARBONS_NS).is_none()),
+        "{seen:?}"
+    );
+    phone
+        .send(
+            "<message to='bob@localhost' type='chat' id='c3'><body>after disable</body></message>",
+        )
+        .await;
+    bob.until(|s| s.attr("id") == Some("c3")).await;
+    let late = desk.ping("d").await;
+    assert!(
+        late.iter().all(|s| s.child("sent", CARBONS_NS).is_none()),
+        "{late:?}"
+    );
+    let never = plain.ping("p").await;
+    assert!(
+        never.iter().all(|s| !s.is("message", CLIENT_NS)),
+        "{never:?}"
+    );
+
+    // A bad carbons request.
+    let reply = phone
+        .iq(
+            &format!("<iq type='get' id='bad'><enable xmlns='{CARBONS_NS}'/></iq>"),
+            "bad",
+            &mut seen,
+        )
+        .await;
+    assert_eq!(stanza_error(&reply).as_deref(), Some("bad-request"));
+}
+
+/// Runs a MAM query; returns the results' (id, body) and the `<fin/>`.
+async fn mam(
+    client: &mut Client,
+    id: &str,
+    form: &str,
+    rsm: &str,
+) -> (Vec<(String, String)>, Element) {
+    let mut seen = Vec::new();
+    let reply = client
+        .iq(&format!("<iq type='set' id='{id}'><query xmlns='{MAM_NS}' queryid='q-{id}'>{form}{rsm}</query></iq>"), id, &mut seen)
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let results = seen
+        .iter()
+        .filter_map(|m| m.child("result", MAM_NS))
+        .map(|r| {
+            assert_eq!(r.attr("queryid"), Some(format!("q-{id}").as_str()));
+            let forwarded = r.child("forwarded", FORWARD_NS).unwrap();
+            assert!(forwarded.child("delay", "urn:xmpp:delay").is_some());
+            let message = forwarded.child("message", CLIENT_NS).unwrap();
+            (
+                r.attr("id").unwrap().to_owned(),
+                message.child("body", CLIENT_NS).unwrap().text(),
+            )
+        })
+        .collect();
+    (results, reply.child("fin", MAM_NS).unwrap().clone())
+}
+
+fn with_form(with: &str) -> String {
+    format!(
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{MAM_NS}</value></field><field var='with'><value>{with}</value></field></x>"
+    )
+}
+
+#[tokio::test]
+async fn mam_archives_both_sides_with_stanza_ids_and_pages_with_rsm() {
+    let dir = tempfile::tempdir().unwrap();
+    let node1 = node(dir.path()).await;
+    let mut alice = online(node1.addr, "alice", "phone").await;
+    let mut bob = online(node1.addr, "bob", "laptop").await;
+    let mut stanza_ids = Vec::new();
+    for n in 1..=5 {
+        alice
+            .send(&format!("<message to='bob@localhost' type='chat' id='m{n}'><body>b{n}</body><stanza-id xmlns='{SID_NS}' by='bob@localhost' id='forged'/></message>"))
+            .await;
+        let got = bob
+            .until(|s| s.attr("id") == Some(format!("m{n}").as_str()))
+            .await;
+        let ids: Vec<&Element> = got
+            .children()
+            .filter(|c| c.is("stanza-id", SID_NS))
+            .collect();
+        assert_eq!(ids.len(), 1, "the forged one was removed: {got:?}");
+        assert_eq!(ids[0].attr("by"), Some("bob@localhost"));
+        stanza_ids.push(ids[0].attr("id").unwrap().to_owned());
+    }
+    alice
+        .send("<message to='carol@localhost' type='chat' id='mc'><body>to carol</body></message>")
+        .await;
+    // Receipts without a body are not archived.
+    bob.send(&format!("<message to='alice@localhost/phone' id='rc'><received xmlns='{RECEIPTS_NS}' id='m1'/></message>"))
+        .await;
+    alice.until(|s| s.attr("id") == Some("rc")).await;
+
+    // Bob's archive: the five, with the ids stamped on delivery; paged by 2.
+    let (page, fin) = mam(
+        &mut bob,
+        "q1",
+        "",
+        "<set xmlns='http://jabber.org/protocol/rsm'><max>2</max></set>",
+    )
+    .await;
+    assert_eq!(
+        page.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+        ["b1", "b2"]
+    );
+    assert_eq!(page[0].0, stanza_ids[0]);
+    assert_eq!(fin.attr("complete"), None);
+    let set = fin.child("set", RSM_NS).unwrap();
+    assert_eq!(set.child("count", RSM_NS).unwrap().text(), "5");
+    let last = set.child("last", RSM_NS).unwrap().text();
+    let (page, _) = mam(
+        &mut bob,
+        "q2",
+        "",
+        &format!("<set xmlns='{RSM_NS}'><max>2</max><after>{last}</after></set>"),
+    )
+    .await;
+    assert_eq!(
+        page.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+        ["b3", "b4"]
+    );
+    let (page, fin) = mam(
+        &mut bob,
+        "q3",
+        "",
+        &format!("<set xmlns='{RSM_NS}'><max>2</max><before/></set>"),
+    )
+    .await;
+    assert_eq!(
+        page.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+        ["b4", "b5"]
+    );
+    assert_eq!(fin.attr("complete"), None, "earlier pages remain");
+    let (page, fin) = mam(
+        &mut bob,
+        "q4",
+        "",
+        &format!(
+            "<set xmlns='{RSM_NS}'><after>{}</after></set>",
+            stanza_ids[3]
+        ),
+    )
+    .await;
+    assert_eq!(page.len(), 1);
+    assert_eq!(fin.attr("complete"), Some("true"));
+
+    // Alice's archive holds her sent copies; `with` filters by counterpart.
+    let (page, fin) = mam(&mut alice, "q5", &with_form("carol@localhost"), "").await;
+    assert_eq!(
+        page.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+        ["to carol"]
+    );
+    assert_eq!(fin.attr("complete"), Some("true"));
+    let (page, _) = mam(&mut alice, "q6", &with_form("bob@localhost"), "").await;
+    assert_eq!(page.len(), 5);
+    let future = "<x xmlns='jabber:x:data' type='submit'><field var='start'><value>2999-01-01T00:00:00Z</value></field></x>";
+    let (page, _) = mam(&mut alice, "q7", future, "").await;
+    assert!(page.is_empty());
+
+    // The archive survives a crash.
+    drop((alice, bob));
+    node1.crash().await;
+    let node2 = node(dir.path()).await;
+    let mut bob = online(node2.addr, "bob", "laptop").await;
+    let (page, _) = mam(&mut bob, "q8", &with_form("alice@localhost/phone"), "").await;
+    assert_eq!(page.len(), 5);
+    assert_eq!(
+        page.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        stanza_ids
+    );
+}
+
+#[tokio::test]
+async fn mam_bad_queries_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let mut alice = online(node.addr, "alice", "phone").await;
+    let big = "v".repeat(4000);
+    let cases = [
+        ("unknown", format!("<x xmlns='jabber:x:data' type='submit'><field var='color'><value>red</value></field></x>"), "bad-request"),
+        ("badtime", "<x xmlns='jabber:x:data' type='submit'><field var='end'><value>noon</value></field></x>".to_owned(), "bad-request"),
+        ("badjid", "<x xmlns='jabber:x:data' type='submit'><field var='with'><value>a@b@c</value></field></x>".to_owned(), "bad-request"),
+        ("big", format!("<x xmlns='jabber:x:data' type='submit'><field var='with'><value>{big}</value></field></x>"), "bad-request"),
+        ("many", format!("<x xmlns='jabber:x:data' type='submit'>{}</x>", "<field var='with'><value>a@b</value></field>".repeat(9)), "bad-request"),
+        ("max", format!("<set xmlns='{RSM_NS}'><max>lots</max></set>"), "bad-request"),
+        ("after", format!("<set xmlns='{RSM_NS}'><after>00000000000000ff</after></set>"), "item-not-found"),
+    ];
+    for (id, body, expected) in cases {
+        let mut seen = Vec::new();
+        let reply = alice
+            .iq(
+                &format!("<iq type='set' id='{id}'><query xmlns='{MAM_NS}'>{body}</query></iq>"),
+                id,
+                &mut seen,
+            )
+            .await;
+        assert_eq!(
+            stanza_error(&reply).as_deref(),
+            Some(expected),
+            "{id}: {reply:?}"
+        );
+    }
+    // `max` is capped: a huge one is served as the server's page size.
+    for n in 0..3 {
+        alice
+            .send(&format!(
+                "<message to='bob@localhost' type='chat' id='x{n}'><body>{n}</body></message>"
+            ))
+            .await;
+    }
+    let (page, fin) = mam(
+        &mut alice,
+        "cap",
+        "",
+        &format!("<set xmlns='{RSM_NS}'><max>1000000</max></set>"),
+    )
+    .await;
+    assert_eq!(page.len(), 3);
+    assert_eq!(fin.attr("complete"), Some("true"));
+    // The form is discoverable.
+    let mut seen = Vec::new();
+    let form = alice
+        .iq(
+            &format!("<iq type='get' id='f'><query xmlns='{MAM_NS}'/></iq>"),
+            "f",
+            &mut seen,
+        )
+        .await;
+    let vars: Vec<String> = form
+        .child("query", MAM_NS)
+        .and_then(|q| q.child("x", "jabber:x:data"))
+        .unwrap()
+        .children()
+        .filter_map(|f| f.attr("var").map(str::to_owned))
+        .collect();
+    assert_eq!(vars, ["FORM_TYPE", "with", "start", "end"]);
+}
+
+#[tokio::test]
+async fn disco_lists_the_im_features_and_unknown_namespaces_stay_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let mut alice = online(node.addr, "alice", "phone").await;
+    let mut seen = Vec::new();
+    let info = alice
+        .iq(
+            &format!("<iq type='get' id='d' to='localhost'><query xmlns='{DISCO_INFO_NS}'/></iq>"),
+            "d",
+            &mut seen,
+        )
+        .await;
+    let features: Vec<String> = info
+        .child("query", DISCO_INFO_NS)
+        .unwrap()
+        .children()
+        .filter_map(|f| f.attr("var").map(str::to_owned))
+        .collect();
+    for expected in [ROSTER_NS, CARBONS_NS, MAM_NS, SID_NS] {
+        assert!(
+            features.iter().any(|f| f == expected),
+            "{expected} in {features:?}"
+        );
+    }
+    assert!(
+        !features.iter().any(|f| f == "jabber:iq:register"),
+        "registration is off"
+    );
+    let reply = alice
+        .iq(
+            "<iq type='get' id='u'><query xmlns='urn:example:unknown'/></iq>",
+            "u",
+            &mut seen,
+        )
+        .await;
+    assert_eq!(stanza_error(&reply).as_deref(), Some("service-unavailable"));
+}

@@ -40,11 +40,17 @@ impl Conn {
             return Ok(());
         }
         let payload = element.children().next().cloned();
-        if let Some(p) = &payload
-            && p.is("query", super::roster::ROSTER_NS)
-        {
-            let query = p.clone();
-            return self.roster_iq(element, query).await;
+        if let Some(p) = &payload {
+            let p = p.clone();
+            if p.is("query", super::roster::ROSTER_NS) {
+                return self.roster_iq(element, p).await;
+            }
+            if p.is("query", super::mam::MAM_NS) {
+                return self.mam_iq(element, p).await;
+            }
+            if p.ns() == super::carbons::CARBONS_NS {
+                return self.carbons_iq(element, &p).await;
+            }
         }
         let mut result = Element::new("iq", CLIENT_NS)
             .with_attr("type", "result")
@@ -92,7 +98,12 @@ fn disco_info() -> Element {
 
 /// The instant-messaging features, as implemented (and configured).
 fn im_features(query: &mut Element, _shared: &Shared) {
-    for feature in [super::roster::ROSTER_NS] {
+    for feature in [
+        super::roster::ROSTER_NS,
+        super::carbons::CARBONS_NS,
+        super::mam::MAM_NS,
+        super::mam::SID_NS,
+    ] {
         query.push_child(Element::new("feature", DISCO_INFO_NS).with_attr("var", feature));
     }
 }

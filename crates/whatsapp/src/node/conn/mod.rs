@@ -13,7 +13,9 @@
 //! lost if the connection dies with it still in the kernel's buffers), rosters and
 //! presence broadcast (presence only sets availability), idle timeouts, s2s.
 
+mod carbons;
 mod iq;
+mod mam;
 mod message;
 mod negotiate;
 mod offline;
