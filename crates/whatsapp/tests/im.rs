@@ -1131,3 +1131,164 @@ async fn disco_lists_the_im_features_and_unknown_namespaces_stay_unavailable() {
         .await;
     assert_eq!(stanza_error(&reply).as_deref(), Some("service-unavailable"));
 }
+
+const REGISTER_NS: &str = "jabber:iq:register";
+
+/// Sends a pre-auth registration iq and returns the answer.
+async fn pre_auth_iq(client: &mut Client, xml: &str) -> Element {
+    client.send(xml).await;
+    client.stanza().await
+}
+
+#[tokio::test]
+async fn registration_is_off_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let mut client = Client::connect(node.addr).await;
+    let features = client.open().await;
+    assert!(
+        features
+            .child("register", "http://jabber.org/features/iq-register")
+            .is_none()
+    );
+    client
+        .send(&format!("<iq type='set' id='r'><query xmlns='{REGISTER_NS}'><username>x</username><password>secret-pw</password></query></iq>"))
+        .await;
+    loop {
+        match client.next().await {
+            Some(StreamEvent::Stanza(e)) if e.is("error", STREAMS_NS) => {
+                assert!(
+                    e.child("not-authorized", casebook_whatsapp::xml::STREAM_ERRORS_NS)
+                        .is_some()
+                );
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("closed without a stream error"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn in_band_registration_creates_changes_and_removes_accounts_within_a_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = casebook_kit::clock::ManualClock::new();
+    let config = WhatsappConfig {
+        allow_registration: true,
+        ..WhatsappConfig::default()
+    };
+    let node = node_in(dir.path(), config, &["bob"], clock.shared()).await;
+    let mut client = Client::connect(node.addr).await;
+    let features = client.open().await;
+    assert!(
+        features
+            .child("register", "http://jabber.org/features/iq-register")
+            .is_some()
+    );
+    let form = pre_auth_iq(
+        &mut client,
+        &format!("<iq type='get' id='f'><query xmlns='{REGISTER_NS}'/></iq>"),
+    )
+    .await;
+    let query = form.child("query", REGISTER_NS).unwrap();
+    assert!(
+        query.child("username", REGISTER_NS).is_some()
+            && query.child("password", REGISTER_NS).is_some()
+    );
+
+    let register = |id: &str, user: &str| {
+        format!(
+            "<iq type='set' id='{id}'><query xmlns='{REGISTER_NS}'><username>{user}</username><password>{user}-pw</password></query></iq>"
+        )
+    };
+    let reply = pre_auth_iq(&mut client, &register("r1", "dave")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let reply = pre_auth_iq(&mut client, &register("r2", "dave")).await;
+    assert_eq!(stanza_error(&reply).as_deref(), Some("conflict"));
+    let reply = pre_auth_iq(&mut client, &format!("<iq type='set' id='r3'><query xmlns='{REGISTER_NS}'><username>x</username></query></iq>")).await;
+    assert_eq!(stanza_error(&reply).as_deref(), Some("not-acceptable"));
+    let reply = pre_auth_iq(&mut client, &register("r4", "bad user")).await;
+    assert_eq!(stanza_error(&reply).as_deref(), Some("not-acceptable"));
+    for (n, user) in ["erin", "frank"].iter().enumerate() {
+        let reply = pre_auth_iq(&mut client, &register(&format!("ok{n}"), user)).await;
+        assert_eq!(reply.attr("type"), Some("result"));
+    }
+    let reply = pre_auth_iq(&mut client, &register("r5", "gina")).await;
+    assert_eq!(
+        stanza_error(&reply).as_deref(),
+        Some("policy-violation"),
+        "5 attempts per hour per address"
+    );
+    clock.advance(Duration::from_secs(3601));
+    let reply = pre_auth_iq(&mut client, &register("r6", "gina")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "the window moved on");
+
+    // The new account logs in; bob subscribes to it.
+    let mut dave = login(node.addr, "dave", "one").await;
+    dave.roster().await;
+    dave.send("<presence/>").await;
+    let mut other = login(node.addr, "dave", "two").await;
+    other.ping("o").await;
+    let mut bob = login(node.addr, "bob", "laptop").await;
+    bob.roster().await;
+    bob.send("<presence/>").await;
+    bob.send("<presence to='dave@localhost' type='subscribe'/>")
+        .await;
+    dave.until(|s| s.attr("type") == Some("subscribe")).await;
+    dave.send("<presence to='bob@localhost' type='subscribed'/>")
+        .await;
+    bob.until(|s| s.attr("type") == Some("subscribed")).await;
+
+    // Password change: only one's own.
+    let mut seen = Vec::new();
+    let reply = dave
+        .iq(&format!("<iq type='set' id='pw0'><query xmlns='{REGISTER_NS}'><username>bob</username><password>x-pw-x</password></query></iq>"), "pw0", &mut seen)
+        .await;
+    assert_eq!(stanza_error(&reply).as_deref(), Some("not-authorized"));
+    let reply = dave
+        .iq(&format!("<iq type='set' id='pw'><query xmlns='{REGISTER_NS}'><username>dave</username><password>new-secret</password></query></iq>"), "pw", &mut seen)
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let mut check = Client::connect(node.addr).await;
+    check.open().await;
+    assert_eq!(
+        check.scram("dave", "dave-pw").await,
+        Err("not-authorized".into())
+    );
+    assert_eq!(check.scram("dave", "new-secret").await, Ok(()));
+
+    // Removal: result, then the stream ends; the other session is dropped; bob
+    // loses the subscription; the account cannot log in any more.
+    let reply = dave
+        .iq(
+            &format!("<iq type='set' id='rm'><query xmlns='{REGISTER_NS}'><remove/></query></iq>"),
+            "rm",
+            &mut seen,
+        )
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    loop {
+        match dave.next().await {
+            Some(StreamEvent::Stanza(e)) if e.is("error", STREAMS_NS) => break,
+            Some(_) => continue,
+            None => panic!("closed without a stream error"),
+        }
+    }
+    while other.next().await.is_some() {}
+    let seen = bob.ping("b").await;
+    assert!(
+        presence_of(&seen, "dave@localhost", Some("unsubscribed")).is_some(),
+        "{seen:?}"
+    );
+    let items = bob.roster().await;
+    assert_eq!(
+        item(&items, "dave@localhost").unwrap().attr("subscription"),
+        Some("none")
+    );
+    let mut gone = Client::connect(node.addr).await;
+    gone.open().await;
+    assert_eq!(
+        gone.scram("dave", "new-secret").await,
+        Err("not-authorized".into())
+    );
+}

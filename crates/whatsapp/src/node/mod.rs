@@ -133,6 +133,8 @@ pub(crate) struct Domain {
     pub(crate) rosters: Arc<RosterStore>,
     /// The XEP-0313 message archive.
     pub(crate) archive: Arc<Archive>,
+    /// XEP-0077 registration attempts per address.
+    pub(crate) registrations: conn::RegistrationLimiter,
     /// Whether some instance is doing the upkeep (see [`UpkeepTurn`]).
     upkeep: Arc<AtomicBool>,
 }
@@ -239,7 +241,7 @@ fn open_domain(settings: &ChatSettings, clock: SharedClock) -> anyhow::Result<Do
     let offline = OfflineStore::open(
         domain_dir(&settings.accounts_root, &config.domain).join("offline"),
         offline_config(config.max_stanza_bytes),
-        clock,
+        clock.clone(),
     )?;
     Ok(Domain {
         accounts: Arc::new(accounts),
@@ -247,6 +249,7 @@ fn open_domain(settings: &ChatSettings, clock: SharedClock) -> anyhow::Result<Do
         offline,
         rosters: Arc::new(rosters),
         archive: Arc::new(archive),
+        registrations: conn::RegistrationLimiter::new(clock, Default::default()),
         upkeep: Arc::new(AtomicBool::new(false)),
     })
 }

@@ -316,12 +316,15 @@ impl Router {
             .collect()
     }
 
-    /// Asks every session of `bare` to close (account deletion); returns how many.
-    pub fn kick_all(&self, bare: &str) -> usize {
+    /// Drops every session of `bare` but connection `keep` (account deletion);
+    /// returns how many.
+    pub fn kick_all_except(&self, bare: &str, keep: u64) -> usize {
         let sessions = self.sessions.lock();
         sessions.get(bare).map_or(0, |r| {
-            r.values().for_each(|s| s.kick.cancel());
-            r.len()
+            r.values()
+                .filter(|s| s.conn_id != keep)
+                .inspect(|s| s.kick.cancel())
+                .count()
         })
     }
 }

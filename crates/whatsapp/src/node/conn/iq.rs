@@ -48,6 +48,9 @@ impl Conn {
             if p.is("query", super::mam::MAM_NS) {
                 return self.mam_iq(element, p).await;
             }
+            if p.is("query", super::register::REGISTER_NS) {
+                return self.register_iq(element, p).await;
+            }
             if p.ns() == super::carbons::CARBONS_NS {
                 return self.carbons_iq(element, &p).await;
             }
@@ -97,7 +100,12 @@ fn disco_info() -> Element {
 }
 
 /// The instant-messaging features, as implemented (and configured).
-fn im_features(query: &mut Element, _shared: &Shared) {
+fn im_features(query: &mut Element, shared: &Shared) {
+    if shared.config.allow_registration {
+        query.push_child(
+            Element::new("feature", DISCO_INFO_NS).with_attr("var", super::register::REGISTER_NS),
+        );
+    }
     for feature in [
         super::roster::ROSTER_NS,
         super::carbons::CARBONS_NS,

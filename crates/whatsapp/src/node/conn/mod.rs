@@ -20,6 +20,8 @@ mod message;
 mod negotiate;
 mod offline;
 mod presence;
+mod register;
+pub use register::{RegistrationLimiter, RegistrationLimits};
 mod roster;
 
 use std::net::SocketAddr;

@@ -29,6 +29,9 @@ impl Conn {
                     .push_child(Element::new("mechanism", SASL_NS).with_text(mechanism.name()));
             }
             features.push_child(mechanisms);
+            if self.shared.config.allow_registration {
+                features.push_child(Element::new("register", register::REGISTER_FEATURE_NS));
+            }
             self.stage = Stage::Sasl;
         } else {
             features.push_child(Element::new("bind", BIND_NS));
@@ -56,6 +59,9 @@ impl Conn {
 
     pub(super) async fn sasl(&mut self, element: Element) -> Result<(), Gone> {
         if element.ns() != SASL_NS {
+            if self.shared.config.allow_registration && register::is_register_iq(&element) {
+                return self.register_unauthenticated(element).await;
+            }
             return self.stream_fail("not-authorized").await;
         }
         let step = match element.name() {
