@@ -230,20 +230,6 @@ impl Client {
         }
     }
 
-    async fn plain(&mut self, user: &str, password: &str) -> Result<(), String> {
-        self.send(&format!(
-            "<auth xmlns='{SASL_NS}' mechanism='PLAIN'>{}</auth>",
-            encode_payload(format!("\0{user}\0{password}").as_bytes())
-        ))
-        .await;
-        let outcome = self.stanza().await;
-        if outcome.is("success", SASL_NS) {
-            Ok(())
-        } else {
-            Err(condition(&outcome))
-        }
-    }
-
     /// Restarts the stream, binds `resource`; returns the full JID.
     async fn bind(&mut self, resource: Option<&str>) -> String {
         let features = self.open().await;
@@ -273,21 +259,6 @@ impl Client {
             (Some("result"), Some("s1"))
         );
         jid
-    }
-
-    /// Logs in with SCRAM, binds, sends initial presence.
-    async fn online(
-        addr: SocketAddr,
-        user: &str,
-        password: &str,
-        resource: &str,
-    ) -> (Self, String) {
-        let mut client = Self::connect(addr).await;
-        client.open().await;
-        client.scram(user, password).await.unwrap();
-        let jid = client.bind(Some(resource)).await;
-        client.send("<presence/>").await;
-        (client, jid)
     }
 
     /// A ping round trip: everything the server sent before it is drained first.
@@ -1034,7 +1005,7 @@ async fn mam_bad_queries_are_refused() {
     let mut alice = online(node.addr, "alice", "phone").await;
     let big = "v".repeat(4000);
     let cases = [
-        ("unknown", format!("<x xmlns='jabber:x:data' type='submit'><field var='color'><value>red</value></field></x>"), "bad-request"),
+        ("unknown", "<x xmlns='jabber:x:data' type='submit'><field var='color'><value>red</value></field></x>".to_owned(), "bad-request"),
         ("badtime", "<x xmlns='jabber:x:data' type='submit'><field var='end'><value>noon</value></field></x>".to_owned(), "bad-request"),
         ("badjid", "<x xmlns='jabber:x:data' type='submit'><field var='with'><value>a@b@c</value></field></x>".to_owned(), "bad-request"),
         ("big", format!("<x xmlns='jabber:x:data' type='submit'><field var='with'><value>{big}</value></field></x>"), "bad-request"),

@@ -8,12 +8,12 @@
 //! store-and-forward through the [`crate::offline::OfflineStore`].
 //!
 //! Guarantees: see [`conn`] and [`router`]. Deliberately absent in this slice:
-//! TLS/STARTTLS (plaintext only: do not expose beyond localhost), XEP-0198, rosters
-//! and presence broadcast, routing between nodes, WebSocket (RFC 7395), idle timeouts.
+//! TLS/STARTTLS (plaintext only: do not expose beyond localhost), XEP-0198,
+//! routing between nodes, WebSocket (RFC 7395), idle timeouts.
 //!
 //! | module | role |
 //! |---|---|
-//! | [`conn`] | one connection: negotiation, SASL, bind, stanza handling, offline flush |
+//! | [`conn`] | one connection: negotiation, SASL, bind, stanza handling, offline flush; rosters and presence (RFC 6121), carbons, MAM, in-band registration |
 //! | [`router`] | the session table and bounded, never-blocking delivery |
 //! | [`stanza`] | JIDs, stanza error replies, XEP-0082 stamps, extra stream errors |
 

@@ -6,7 +6,9 @@
 //! a session is removed only by the connection that registered it (the id check
 //! makes a late cleanup harmless). Bare-JID messages go to every available
 //! resource with non-negative priority (RFC 6121 §8.5.2.1.1, the "all" option).
-//! Not here: other nodes (no cluster routing yet), rosters, presence broadcast.
+//! The instant-messaging state of a session (last presence, roster interest,
+//! carbons) lives here too, in its own `impl` block, so "who should get this" has
+//! one answer. Not here: other nodes (no cluster routing yet).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -10,8 +10,8 @@
 //!
 //! Not here (yet): STARTTLS/TLS (the stream is plaintext: SCRAM is offered, PLAIN only
 //! when configured), XEP-0198 acks (removal after the socket write means a message is
-//! lost if the connection dies with it still in the kernel's buffers), rosters and
-//! presence broadcast (presence only sets availability), idle timeouts, s2s.
+//! lost if the connection dies with it still in the kernel's buffers), idle
+//! timeouts, s2s.
 
 mod carbons;
 mod iq;
