@@ -12,7 +12,9 @@
 //! forward (same ids) and the segment is deleted. Account deletion writes a
 //! tombstone that replay honours.
 //!
-//! Guarantees: [`Archive::store`] returns once the record is durable; ids are
+//! Guarantees: [`Archive::store`] returns once the record is durable
+//! ([`Archive::submit`] once the id is assigned, the append running beside the
+//! caller; a query waits for earlier submissions); ids are
 //! unique and increase in the order they were issued; a query sees only messages
 //! inside both bounds. Deliberately absent: MAM preferences (`<prefs/>`),
 //! full-text search, a tier for cold history (the index holds payloads in memory,
@@ -177,7 +179,21 @@ pub struct Archive {
     /// Stores and deletions hold it shared; copy-forward exclusively, so nothing
     /// changes under the cleaner.
     gate: tokio::sync::RwLock<()>,
+    /// Ids submitted by [`Archive::submit`] and not yet applied.
+    pending: Mutex<std::collections::BTreeSet<u64>>,
+    /// Every id below it is applied (or failed): what a query waits for.
+    settled: tokio::sync::watch::Sender<u64>,
+    /// Bounds the submitted-but-unwritten records.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most records [`Archive::submit`] lets wait for the log at once; beyond it the
+/// submitter waits (backpressure, not memory).
+pub const MAX_IN_FLIGHT: usize = 4096;
+
+/// How long a query waits for earlier submissions to settle before it answers
+/// with what is there.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
 
 impl Archive {
     /// Opens (creating) the archive in `dir`, replaying its log.
@@ -194,6 +210,9 @@ impl Archive {
             clock,
             config,
             gate: tokio::sync::RwLock::new(()),
+            pending: Mutex::new(Default::default()),
+            settled: tokio::sync::watch::Sender::new(1),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         };
         archive.replay()?;
         Ok(archive)
@@ -224,6 +243,7 @@ impl Archive {
             self.apply(decoded, record.seq);
         }
         self.next_id.store(max_id + 1, Ordering::Relaxed);
+        self.settled.send_replace(max_id + 1);
         Ok(())
     }
 
@@ -270,7 +290,12 @@ impl Archive {
     /// Archives `payload` for every copy's owner; returns the id once durable.
     pub async fn store(&self, copies: Vec<Copy>, payload: String) -> Result<u64, ArchiveError> {
         let _gate = self.gate.read().await;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = {
+            let mut pending = self.pending.lock();
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            pending.insert(id);
+            id
+        };
         let record = Record::Message {
             id,
             stamp_ms: self.clock.wall_millis(),
@@ -279,12 +304,99 @@ impl Archive {
         };
         let bytes = record.encode();
         if bytes.len() > self.config.wal.max_record_bytes {
+            self.settle(id);
             return Err(ArchiveError::TooLarge);
         }
-        let seq = self.wal.append(bytes).await?;
-        self.apply(record, seq);
-        metrics::counter!("whatsapp_archived_total").increment(1);
+        let appended = self.wal.append(bytes).await;
+        if let Ok(seq) = appended {
+            self.apply(record, seq);
+            metrics::counter!("whatsapp_archived_total").increment(1);
+        }
+        self.settle(id);
+        appended?;
         Ok(id)
+    }
+
+    /// Archives like [`Archive::store`] but returns the id as soon as it is
+    /// assigned; the append and the index update finish in a task of their own, so
+    /// a sender's messages are not serialised on the log's fsync. Queries wait for
+    /// submissions made before them ([`Archive::query_settled`]). At most
+    /// [`MAX_IN_FLIGHT`] submissions wait for the log; beyond, this waits.
+    pub async fn submit(
+        self: &Arc<Self>,
+        copies: Vec<Copy>,
+        payload: String,
+    ) -> Result<u64, ArchiveError> {
+        let permit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let id = {
+            // Under the pending lock, so the watermark never passes an id that is
+            // assigned but not yet registered.
+            let mut pending = self.pending.lock();
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            pending.insert(id);
+            id
+        };
+        let record = Record::Message {
+            id,
+            stamp_ms: self.clock.wall_millis(),
+            copies,
+            payload,
+        };
+        let bytes = record.encode();
+        if bytes.len() > self.config.wal.max_record_bytes {
+            self.settle(id);
+            return Err(ArchiveError::TooLarge);
+        }
+        let archive = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let appended = {
+                let _gate = archive.gate.read().await;
+                match archive.wal.append(bytes).await {
+                    Ok(seq) => {
+                        archive.apply(record, seq);
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
+            };
+            match appended {
+                Ok(()) => metrics::counter!("whatsapp_archived_total").increment(1),
+                Err(error) => tracing::warn!(%error, id, "message not archived"),
+            }
+            archive.settle(id);
+        });
+        Ok(id)
+    }
+
+    fn settle(&self, id: u64) {
+        let mut pending = self.pending.lock();
+        pending.remove(&id);
+        let mark = pending
+            .first()
+            .copied()
+            .unwrap_or_else(|| self.next_id.load(Ordering::Relaxed));
+        self.settled.send_if_modified(|current| {
+            let moved = mark > *current;
+            if moved {
+                *current = mark;
+            }
+            moved
+        });
+    }
+
+    /// [`Archive::query`] once everything submitted before the call is applied
+    /// (bounded wait: past it, the answer is what is there).
+    pub async fn query_settled(&self, owner: &str, query: &Query) -> Result<Page, ArchiveError> {
+        let target = self.next_id.load(Ordering::Relaxed);
+        let mut settled = self.settled.subscribe();
+        let _ = tokio::time::timeout(SETTLE_WAIT, settled.wait_for(|&mark| mark >= target)).await;
+        self.query(owner, query)
     }
 
     /// Deletes `owner`'s archive (account removal); durable on return.

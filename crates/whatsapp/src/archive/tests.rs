@@ -201,6 +201,44 @@ async fn compaction_copies_live_messages_forward_and_frees_segments() {
     assert_eq!(&*page.messages[0].payload, "<message n='55'/>");
 }
 
+#[tokio::test]
+async fn submitted_messages_are_seen_by_the_next_query_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let archive = Arc::new(Archive::open(dir.path(), config(), clock.shared()).unwrap());
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(
+            archive
+                .submit(pair("a@d", "b@d"), format!("<m{n}/>"))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+    let page = archive
+        .query_settled(
+            "b@d",
+            &Query {
+                max: Some(3),
+                before: Some(None),
+                ..Query::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((ids_of(&page), page.count), (vec![2, 3, 4], 4));
+    let too_big = archive.submit(pair("a@d", "b@d"), "x".repeat(2000)).await;
+    assert!(matches!(too_big, Err(ArchiveError::TooLarge)));
+    drop(archive);
+    let reopened = Archive::open(dir.path(), config(), clock.shared()).unwrap();
+    assert_eq!(reopened.count("a@d"), 4);
+}
+
+fn ids_of(page: &Page) -> Vec<u64> {
+    ids(page)
+}
+
 proptest! {
     /// Whatever bytes a record holds, decoding returns a record or an error.
     #[test]

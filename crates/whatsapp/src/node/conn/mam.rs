@@ -3,7 +3,7 @@
 //! archiving step of message routing.
 //!
 //! Guarantees: a message with a body (chat or normal) between two local accounts
-//! is archived for both before it is delivered, and the recipient's copy carries
+//! is archived for both, and the recipient's copy carries
 //! `<stanza-id by=recipient id=…/>` (client-supplied stanza-ids claiming to be by
 //! the recipient are removed first, XEP-0359 §3.3); query results arrive as
 //! `<result>` messages before the final `<iq type="result"><fin/></iq>`; bad or
@@ -195,7 +195,11 @@ pub(super) fn has_body_chat_or_normal(message: &Element) -> bool {
 
 impl Conn {
     /// Archives `message` (from this session to `to`, a local account) for both
-    /// sides and stamps the recipient's stanza-id on it. A failure is logged and
+    /// sides and stamps the recipient's stanza-id on it. The id is assigned at once
+    /// and the append runs beside delivery (a sender is not serialised on fsync);
+    /// a query waits for what was submitted before it. A crash within the log's
+    /// group-commit window can lose the archive copy of a message already
+    /// delivered live. A failure is logged and
     /// the message still goes out, unstamped: delivery matters more than history.
     pub(super) async fn archive_and_stamp(&mut self, message: &mut Element, to_bare: &str) {
         // A stanza-id "by" the recipient can only come from us (XEP-0359 §3.3).
@@ -229,7 +233,7 @@ impl Conn {
             .shared
             .domain
             .archive
-            .store(copies, message.to_xml())
+            .submit(copies, message.to_xml())
             .await
         {
             Ok(id) => message.push_child(
@@ -271,7 +275,13 @@ impl Conn {
             Err(condition) => return self.bounce(&element, "modify", condition).await,
         };
         let owner = self.bare_jid();
-        let page = match self.shared.domain.archive.query(&owner, &parsed) {
+        let page = match self
+            .shared
+            .domain
+            .archive
+            .query_settled(&owner, &parsed)
+            .await
+        {
             Ok(page) => page,
             Err(crate::archive::ArchiveError::UnknownId(_)) => {
                 return self.bounce(&element, "cancel", "item-not-found").await;
