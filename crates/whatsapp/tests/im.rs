@@ -1210,6 +1210,22 @@ async fn in_band_registration_creates_changes_and_removes_accounts_within_a_rate
         .await;
     bob.until(|s| s.attr("type") == Some("subscribed")).await;
 
+    // Registration shows in disco#info when it is on.
+    let mut seen = Vec::new();
+    let info = dave
+        .iq(
+            &format!("<iq type='get' id='di' to='localhost'><query xmlns='{DISCO_INFO_NS}'/></iq>"),
+            "di",
+            &mut seen,
+        )
+        .await;
+    assert!(
+        info.child("query", DISCO_INFO_NS)
+            .unwrap()
+            .children()
+            .any(|f| f.attr("var") == Some(REGISTER_NS))
+    );
+
     // Password change: only one's own.
     let mut seen = Vec::new();
     let reply = dave
