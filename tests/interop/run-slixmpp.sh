@@ -50,3 +50,8 @@ if ! INTEROP_XMPP_PORT="$PORT" "$VENV/bin/python" tests/interop/slixmpp_suite.py
   echo "--- client log"; tail -50 "$DATA/client.log"
   exit 1
 fi
+if ! INTEROP_XMPP_PORT="$PORT" "$VENV/bin/python" tests/interop/slixmpp_im.py 2>"$DATA/client-im.log"; then
+  echo "--- casebook up log"; tail -50 "$DATA/up.log"
+  echo "--- client log"; tail -50 "$DATA/client-im.log"
+  exit 1
+fi
