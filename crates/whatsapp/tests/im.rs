@@ -1279,3 +1279,47 @@ async fn in_band_registration_creates_changes_and_removes_accounts_within_a_rate
         Err("not-authorized".into())
     );
 }
+
+#[tokio::test]
+async fn without_archiving_there_is_no_history_no_stanza_id_and_no_mam() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WhatsappConfig {
+        archive_messages: false,
+        ..WhatsappConfig::default()
+    };
+    let node = node_in(dir.path(), config, &["alice", "bob"], SystemClock::shared()).await;
+    let mut alice = online(node.addr, "alice", "phone").await;
+    let mut bob = online(node.addr, "bob", "laptop").await;
+    alice
+        .send("<message to='bob@localhost' type='chat' id='n1'><body>ephemeral</body></message>")
+        .await;
+    let got = bob.until(|s| s.attr("id") == Some("n1")).await;
+    assert!(got.child("stanza-id", SID_NS).is_none());
+    let mut seen = Vec::new();
+    let reply = alice
+        .iq(
+            &format!("<iq type='set' id='q'><query xmlns='{MAM_NS}'/></iq>"),
+            "q",
+            &mut seen,
+        )
+        .await;
+    assert_eq!(stanza_error(&reply).as_deref(), Some("service-unavailable"));
+    let info = alice
+        .iq(
+            &format!("<iq type='get' id='d' to='localhost'><query xmlns='{DISCO_INFO_NS}'/></iq>"),
+            "d",
+            &mut seen,
+        )
+        .await;
+    let features: Vec<&str> = info
+        .child("query", DISCO_INFO_NS)
+        .unwrap()
+        .children()
+        .filter_map(|f| f.attr("var"))
+        .collect();
+    assert!(
+        !features.contains(&MAM_NS) && !features.contains(&SID_NS),
+        "{features:?}"
+    );
+    assert!(features.contains(&ROSTER_NS));
+}

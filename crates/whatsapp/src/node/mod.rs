@@ -67,6 +67,10 @@ pub struct WhatsappConfig {
     pub outbound_queue: usize,
     /// XEP-0077 in-band registration (account creation by anyone who can connect).
     pub allow_registration: bool,
+    /// Keep a server-side history (XEP-0313 MAM, XEP-0359 stanza-ids). Costs one
+    /// archive record per chat message; off, the node keeps no message history (as
+    /// WhatsApp's servers did) and MAM is not offered.
+    pub archive_messages: bool,
 }
 
 impl Default for WhatsappConfig {
@@ -79,6 +83,7 @@ impl Default for WhatsappConfig {
             max_stanza_bytes: 64 * 1024,
             outbound_queue: 256,
             allow_registration: false,
+            archive_messages: true,
         }
     }
 }

@@ -45,7 +45,7 @@ impl Conn {
             if p.is("query", super::roster::ROSTER_NS) {
                 return self.roster_iq(element, p).await;
             }
-            if p.is("query", super::mam::MAM_NS) {
+            if p.is("query", super::mam::MAM_NS) && self.shared.config.archive_messages {
                 return self.mam_iq(element, p).await;
             }
             if p.is("query", super::register::REGISTER_NS) {
@@ -106,12 +106,12 @@ fn im_features(query: &mut Element, shared: &Shared) {
             Element::new("feature", DISCO_INFO_NS).with_attr("var", super::register::REGISTER_NS),
         );
     }
-    for feature in [
-        super::roster::ROSTER_NS,
-        super::carbons::CARBONS_NS,
-        super::mam::MAM_NS,
-        super::mam::SID_NS,
-    ] {
+    for feature in [super::roster::ROSTER_NS, super::carbons::CARBONS_NS] {
         query.push_child(Element::new("feature", DISCO_INFO_NS).with_attr("var", feature));
+    }
+    if shared.config.archive_messages {
+        for feature in [super::mam::MAM_NS, super::mam::SID_NS] {
+            query.push_child(Element::new("feature", DISCO_INFO_NS).with_attr("var", feature));
+        }
     }
 }

@@ -206,7 +206,8 @@ impl Conn {
         strip_children(message, |c| {
             c.is("stanza-id", SID_NS) && c.attr("by").is_some_and(|by| by == to_bare)
         });
-        let archivable = message.child("body", CLIENT_NS).is_some()
+        let archivable = self.shared.config.archive_messages
+            && message.child("body", CLIENT_NS).is_some()
             && has_body_chat_or_normal(message)
             && message.child("no-store", HINTS_NS).is_none()
             && message.child("no-permanent-store", HINTS_NS).is_none();
