@@ -21,8 +21,9 @@ mod negotiate;
 mod offline;
 mod presence;
 mod register;
-pub use register::{RegistrationLimiter, RegistrationLimits};
 mod roster;
+
+pub use register::{RegistrationLimiter, RegistrationLimits};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
