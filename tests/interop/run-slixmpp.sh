@@ -46,17 +46,18 @@ if [ "$ready" != 1 ]; then
   exit 1
 fi
 
-if ! INTEROP_XMPP_PORT="$PORT" "$VENV/bin/python" tests/interop/slixmpp_suite.py 2>"$DATA/client.log"; then
-  echo "--- casebook up log"; tail -50 "$DATA/up.log"
-  echo "--- client log"; tail -50 "$DATA/client.log"
-  exit 1
-fi
+# One suite: its client log and the server's log are shown if it fails.
+run_suite() {
+  local suite="$1"
+  shift
+  if ! env INTEROP_XMPP_PORT="$PORT" "$@" "$VENV/bin/python" "tests/interop/$suite.py" 2>"$DATA/$suite.log"; then
+    echo "--- casebook up log"; tail -50 "$DATA/up.log"
+    echo "--- client log ($suite)"; tail -50 "$DATA/$suite.log"
+    exit 1
+  fi
+}
 
+run_suite slixmpp_suite
 # Over TLS (STARTTLS and direct), trusting the certificate the node generated.
-if ! INTEROP_XMPP_PORT="$PORT" INTEROP_XMPP_TLS_PORT="$TLS_PORT" \
-  INTEROP_CA="$DATA/whatsapp/localhost/tls/cert.pem" \
-  "$VENV/bin/python" tests/interop/slixmpp_tls.py 2>"$DATA/client-tls.log"; then
-  echo "--- casebook up log"; tail -50 "$DATA/up.log"
-  echo "--- client log"; tail -50 "$DATA/client-tls.log"
-  exit 1
-fi
+run_suite slixmpp_tls INTEROP_XMPP_TLS_PORT="$TLS_PORT" INTEROP_CA="$DATA/whatsapp/localhost/tls/cert.pem"
+run_suite slixmpp_im

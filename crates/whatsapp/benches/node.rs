@@ -1,7 +1,8 @@
 //! Chat node benchmark over loopback: one run, one table.
 //!
 //! `cargo bench -p casebook-whatsapp --bench node` — `BENCH_MESSAGES`
-//! (default 20000) messages per scenario. Clients log in with PLAIN (enabled for the
+//! (default 20000) messages per scenario; `BENCH_ARCHIVE=0` runs the node without
+//! its message archive (`archive_messages = false`). Clients log in with PLAIN (enabled for the
 //! benchmark only) so the numbers measure the node, not PBKDF2.
 //!
 //! Scenarios: login (connect → features → PLAIN → restart → bind → presence), routed
@@ -129,6 +130,7 @@ async fn main() {
             max_stanzas_per_second: 1_000_000,
             stanza_burst: 1_000_000,
             max_bytes_per_second: u32::MAX,
+            archive_messages: std::env::var("BENCH_ARCHIVE").map_or(true, |v| v != "0"),
             ..WhatsappConfig::default()
         },
         accounts_root: dir.path().to_path_buf(),

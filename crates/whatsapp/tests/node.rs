@@ -469,7 +469,18 @@ async fn ping_disco_and_unknown_iq() {
         .children()
         .filter_map(|f| f.attr("var"))
         .collect();
-    assert_eq!(features, [DISCO_INFO_NS, PING_NS, DELAY_NS]);
+    assert_eq!(
+        features,
+        [
+            DISCO_INFO_NS,
+            PING_NS,
+            DELAY_NS,
+            "jabber:iq:roster",
+            "urn:xmpp:carbons:2",
+            "urn:xmpp:mam:2",
+            "urn:xmpp:sid:0"
+        ]
+    );
 
     alice
         .send("<iq type='get' id='u1'><query xmlns='urn:example:unknown'/></iq>")

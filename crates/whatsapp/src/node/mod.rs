@@ -12,11 +12,11 @@
 //! connection cap counts every transport together.
 //!
 //! Guarantees: see [`conn`] and [`router`]. Deliberately absent in this slice:
-//! XEP-0198, rosters and presence broadcast, routing between nodes.
+//! XEP-0198 and routing between nodes.
 //!
 //! | module | role |
 //! |---|---|
-//! | [`conn`] | one connection: negotiation, SASL, bind, stanza handling, offline flush; its transport |
+//! | [`conn`] | one connection: negotiation, SASL, bind, stanza handling, offline flush; rosters and presence (RFC 6121), carbons, MAM, in-band registration; its transport |
 //! | [`tls`] | the rustls server configuration, the generated self-signed certificate |
 //! | [`router`] | the session table and bounded, never-blocking delivery |
 //! | [`stanza`] | JIDs, stanza error replies, XEP-0082 stamps, extra stream errors |
@@ -39,8 +39,10 @@ use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartErr
 use casebook_kit::wal::WalConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::archive::{Archive, ArchiveConfig};
 use crate::auth::{Accounts, AccountsConfig, LimiterConfig, LoginLimiter};
 use crate::offline::{OfflineConfig, OfflineStore};
+use crate::roster::{RosterConfig, RosterStore};
 use router::Router;
 
 /// The chat node's service name.
@@ -93,6 +95,12 @@ pub struct WhatsappConfig {
     pub stanza_burst: u32,
     /// Sustained bytes per second one connection may send (reading pauses beyond).
     pub max_bytes_per_second: u32,
+    /// XEP-0077 in-band registration (account creation by anyone who can connect).
+    pub allow_registration: bool,
+    /// Keep a server-side history (XEP-0313 MAM, XEP-0359 stanza-ids). Costs one
+    /// archive record per chat message; off, the node keeps no message history (as
+    /// WhatsApp's servers did) and MAM is not offered.
+    pub archive_messages: bool,
 }
 
 impl Default for WhatsappConfig {
@@ -114,6 +122,8 @@ impl Default for WhatsappConfig {
             max_stanzas_per_second: 100,
             stanza_burst: 200,
             max_bytes_per_second: 1024 * 1024,
+            allow_registration: false,
+            archive_messages: true,
         }
     }
 }
@@ -170,6 +180,12 @@ pub(crate) struct Domain {
     pub(crate) clock: SharedClock,
     /// Bounds SASL computations running at once on the blocking pool.
     pub(crate) sasl_slots: Arc<tokio::sync::Semaphore>,
+    /// Rosters and pending subscription requests (RFC 6121).
+    pub(crate) rosters: Arc<RosterStore>,
+    /// The XEP-0313 message archive.
+    pub(crate) archive: Arc<Archive>,
+    /// XEP-0077 registration attempts per address.
+    pub(crate) registrations: conn::RegistrationLimiter,
     /// Whether some instance is doing the upkeep (see [`UpkeepTurn`]).
     upkeep: Arc<AtomicBool>,
 }
@@ -234,6 +250,18 @@ fn offline_config(max_stanza_bytes: usize) -> OfflineConfig {
     }
 }
 
+/// The archive of one domain: a record holds one stanza and its two copies.
+fn archive_config(max_stanza_bytes: usize) -> ArchiveConfig {
+    let defaults = ArchiveConfig::default();
+    ArchiveConfig {
+        wal: WalConfig {
+            max_record_bytes: (max_stanza_bytes * 2).max(64 * 1024),
+            ..defaults.wal.clone()
+        },
+        ..defaults
+    }
+}
+
 /// Where the domain's durable state lives: beside its accounts file.
 pub fn domain_dir(accounts_root: &std::path::Path, domain: &str) -> PathBuf {
     accounts_root.join("whatsapp").join(domain)
@@ -245,10 +273,22 @@ fn open_domain(settings: &ChatSettings, clock: SharedClock) -> anyhow::Result<Do
     let accounts = Accounts::open(
         &settings.accounts_root,
         &config.domain,
-        AccountsConfig::default(),
+        AccountsConfig {
+            registration_enabled: config.allow_registration,
+            ..AccountsConfig::default()
+        },
     )?;
     let limiter = LoginLimiter::new(clock.clone(), LimiterConfig::default())
         .map_err(|e| anyhow::anyhow!("{}", e.0))?;
+    let rosters = RosterStore::open(
+        domain_dir(&settings.accounts_root, &config.domain).join("rosters"),
+        RosterConfig::default(),
+    )?;
+    let archive = Archive::open(
+        domain_dir(&settings.accounts_root, &config.domain).join("archive"),
+        archive_config(config.max_stanza_bytes),
+        clock.clone(),
+    )?;
     let offline = OfflineStore::open(
         domain_dir(&settings.accounts_root, &config.domain).join("offline"),
         offline_config(config.max_stanza_bytes),
@@ -261,8 +301,11 @@ fn open_domain(settings: &ChatSettings, clock: SharedClock) -> anyhow::Result<Do
         limiter: Arc::new(limiter),
         offline,
         tls,
-        clock,
+        clock: clock.clone(),
         sasl_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+        rosters: Arc::new(rosters),
+        archive: Arc::new(archive),
+        registrations: conn::RegistrationLimiter::new(clock, Default::default()),
         upkeep: Arc::new(AtomicBool::new(false)),
     })
 }
@@ -317,6 +360,11 @@ async fn domain_upkeep(domain: Arc<Domain>, shutdown: tokio_util::sync::Cancella
                     && let Err(error) = domain.offline.compact_step().await
                 {
                     tracing::warn!(%error, "offline compaction step failed");
+                }
+                if turn.is_some()
+                    && let Err(error) = domain.archive.compact_step().await
+                {
+                    tracing::warn!(%error, "archive compaction step failed");
                 }
             }
         }

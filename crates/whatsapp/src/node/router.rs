@@ -6,10 +6,15 @@
 //! a session is removed only by the connection that registered it (the id check
 //! makes a late cleanup harmless). Bare-JID messages go to every available
 //! resource with non-negative priority (RFC 6121 §8.5.2.1.1, the "all" option).
-//! Not here: other nodes (no cluster routing yet), rosters, presence broadcast.
+//! The instant-messaging state of a session (last presence, roster interest,
+//! carbons) lives here too, in its own `impl` block, so "who should get this" has
+//! one answer. Not here: other nodes (no cluster routing yet).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::xml::Element;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -36,6 +41,8 @@ struct Session {
     kick: CancellationToken,
     available: bool,
     priority: i8,
+    /// Instant-messaging state of the session (see the `impl Router` block at the end).
+    im: SessionIm,
 }
 
 /// Whether routing reached anyone.
@@ -103,6 +110,7 @@ impl Router {
                 kick,
                 available: false,
                 priority: 0,
+                im: SessionIm::default(),
             },
         );
         Ok(resource)
@@ -207,6 +215,119 @@ impl Router {
     /// Number of bound sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.lock().values().map(HashMap::len).sum()
+    }
+}
+
+/// What RFC 6121 and XEP-0280 need to know about a session beyond routing.
+#[derive(Debug, Clone, Default)]
+struct SessionIm {
+    /// The last broadcast available presence (`from` stamped, no `to`): the answer
+    /// to a probe.
+    last_presence: Option<Arc<Element>>,
+    /// The session fetched the roster, so it gets roster pushes (RFC 6121 §2.1.6).
+    roster_interested: bool,
+    /// XEP-0280 carbons enabled.
+    carbons: bool,
+}
+
+/// Instant-messaging state kept per session. Delivery still goes through
+/// [`Router::to_full`] / [`Router::to_bare`]; these only answer "who".
+impl Router {
+    fn with_session(
+        &self,
+        bare: &str,
+        resource: &str,
+        conn_id: u64,
+        f: impl FnOnce(&mut SessionIm),
+    ) {
+        if let Some(session) = self
+            .sessions
+            .lock()
+            .get_mut(bare)
+            .and_then(|r| r.get_mut(resource))
+            .filter(|s| s.conn_id == conn_id)
+        {
+            f(&mut session.im);
+        }
+    }
+
+    fn resources_where(&self, bare: &str, keep: impl Fn(&Session) -> bool) -> Vec<String> {
+        self.sessions
+            .lock()
+            .get(bare)
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, s)| keep(s))
+                    .map(|(resource, _)| resource.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Records the session's last available presence (`None` once unavailable).
+    pub fn set_last_presence(
+        &self,
+        bare: &str,
+        resource: &str,
+        conn_id: u64,
+        presence: Option<Arc<Element>>,
+    ) {
+        self.with_session(bare, resource, conn_id, |im| im.last_presence = presence);
+    }
+
+    /// The last presence of every available resource of `bare`.
+    pub fn last_presences(&self, bare: &str) -> Vec<Arc<Element>> {
+        self.sessions
+            .lock()
+            .get(bare)
+            .map(|r| {
+                r.values()
+                    .filter(|s| s.available)
+                    .filter_map(|s| s.im.last_presence.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The available resources of `bare` (presence goes to all of them, whatever
+    /// their priority).
+    pub fn available_resources(&self, bare: &str) -> Vec<String> {
+        self.resources_where(bare, |s| s.available)
+    }
+
+    /// Marks the session as one that receives roster pushes.
+    pub fn set_roster_interested(&self, bare: &str, resource: &str, conn_id: u64) {
+        self.with_session(bare, resource, conn_id, |im| im.roster_interested = true);
+    }
+
+    /// The resources of `bare` that fetched the roster.
+    pub fn roster_interested(&self, bare: &str) -> Vec<String> {
+        self.resources_where(bare, |s| s.im.roster_interested)
+    }
+
+    /// Enables or disables XEP-0280 carbons for the session.
+    pub fn set_carbons(&self, bare: &str, resource: &str, conn_id: u64, enabled: bool) {
+        self.with_session(bare, resource, conn_id, |im| im.carbons = enabled);
+    }
+
+    /// The available, carbons-enabled resources of `bare` other than `except`.
+    pub fn carbon_resources(&self, bare: &str, except: Option<&str>) -> Vec<String> {
+        self.resources_where(bare, |s| s.available && s.im.carbons)
+            .into_iter()
+            .filter(|r| Some(r.as_str()) != except)
+            .collect()
+    }
+
+    /// Drops every session of `bare` but connection `keep` (account deletion);
+    /// returns how many.
+    pub fn kick_all_except(&self, bare: &str, keep: u64) -> usize {
+        let sessions = self.sessions.lock();
+        sessions.get(bare).map_or(0, |r| {
+            r.values()
+                .filter(|s| s.conn_id != keep)
+                .inspect(|s| s.kick.cancel())
+                .count()
+        })
     }
 }
 

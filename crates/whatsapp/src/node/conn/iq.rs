@@ -1,4 +1,5 @@
-//! `<iq/>`: addressed to another resource (routed) or to the server (ping, disco, session).
+//! `<iq/>`: addressed to another resource (routed) or to the server (ping, disco,
+//! session, roster, carbons, MAM, registration changes).
 
 use super::*;
 
@@ -39,6 +40,21 @@ impl Conn {
             return Ok(());
         }
         let payload = element.children().next().cloned();
+        if let Some(p) = &payload {
+            let p = p.clone();
+            if p.is("query", super::roster::ROSTER_NS) {
+                return self.roster_iq(element, p).await;
+            }
+            if p.is("query", super::mam::MAM_NS) && self.shared.config.archive_messages {
+                return self.mam_iq(element, p).await;
+            }
+            if p.is("query", super::register::REGISTER_NS) {
+                return self.register_iq(element, p).await;
+            }
+            if p.ns() == super::carbons::CARBONS_NS {
+                return self.carbons_iq(element, &p).await;
+            }
+        }
         let mut result = Element::new("iq", CLIENT_NS)
             .with_attr("type", "result")
             .with_attr("id", element.attr("id").unwrap_or_default())
@@ -56,7 +72,9 @@ impl Conn {
             Some(p)
                 if kind == "get" && p.is("query", DISCO_INFO_NS) && p.attr("node").is_none() =>
             {
-                result.push_child(disco_info());
+                let mut info = disco_info();
+                im_features(&mut info, &self.shared);
+                result.push_child(info);
             }
             Some(p) if p.is("bind", BIND_NS) => {
                 return self.bounce(&element, "cancel", "not-allowed").await;
@@ -79,4 +97,21 @@ fn disco_info() -> Element {
         query.push_child(Element::new("feature", DISCO_INFO_NS).with_attr("var", feature));
     }
     query
+}
+
+/// The instant-messaging features, as implemented (and configured).
+fn im_features(query: &mut Element, shared: &Shared) {
+    if shared.config.allow_registration {
+        query.push_child(
+            Element::new("feature", DISCO_INFO_NS).with_attr("var", super::register::REGISTER_NS),
+        );
+    }
+    for feature in [super::roster::ROSTER_NS, super::carbons::CARBONS_NS] {
+        query.push_child(Element::new("feature", DISCO_INFO_NS).with_attr("var", feature));
+    }
+    if shared.config.archive_messages {
+        for feature in [super::mam::MAM_NS, super::mam::SID_NS] {
+            query.push_child(Element::new("feature", DISCO_INFO_NS).with_attr("var", feature));
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! `<message/>`: routing to bare and full JIDs, offline storage when nobody can take it.
+//! `<message/>`: routing to bare and full JIDs, offline storage when nobody can take
+//! it; archiving (XEP-0313, with XEP-0359 stanza-ids) and carbons (XEP-0280) on the way.
 
 use super::*;
 
@@ -22,10 +23,19 @@ impl Conn {
         }
         let bare = to.bare();
         let bare_recipient = bare.clone();
+        self.archive_and_stamp(&mut element, &bare).await;
+        let own = self
+            .bound
+            .as_ref()
+            .map(|b| (b.bare.clone(), b.resource.clone()));
+        if let Some((own_bare, own_resource)) = &own {
+            carbons::copy(&self.shared, "sent", own_bare, Some(own_resource), &element);
+        }
         let xml = write_stanza(&element);
         if let Some(resource) = &to.resource
             && let Delivery::Delivered(_) = self.shared.router.to_full(&bare, resource, &xml)
         {
+            carbons::copy(&self.shared, "received", &bare, Some(resource), &element);
             return Ok(());
         }
         if let Delivery::Delivered(_) = self.shared.router.to_bare(&bare, &xml) {

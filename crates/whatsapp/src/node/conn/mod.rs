@@ -14,15 +14,21 @@
 //! threads.
 //!
 //! Not here (yet): XEP-0198 acks (removal after the socket write means a message is
-//! lost if the connection dies with it still in the kernel's buffers), rosters and
-//! presence broadcast (presence only sets availability), s2s, SCRAM-*-PLUS.
+//! lost if the connection dies with it still in the kernel's buffers), s2s,
+//! SCRAM-*-PLUS.
 
+mod carbons;
 mod iq;
+mod mam;
 mod message;
 mod negotiate;
 mod offline;
 mod presence;
+mod register;
+mod roster;
 pub(crate) mod transport;
+
+pub use register::{RegistrationLimiter, RegistrationLimits};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,6 +102,7 @@ struct Bound {
     bare: String,
     resource: String,
     conn_id: u64,
+    presence: presence::PresenceState,
 }
 
 impl Bound {
@@ -106,6 +113,7 @@ impl Bound {
 
 impl Drop for Bound {
     fn drop(&mut self) {
+        presence::session_ended(self);
         self.shared
             .router
             .unbind(&self.bare, &self.resource, self.conn_id);
@@ -248,13 +256,7 @@ impl Conn {
                         Ok(())
                     }
                 }
-                Some(outbound) = self.rx.recv() => match outbound {
-                    Outbound::Stanza(stanza) => self.write(&stanza).await,
-                    Outbound::FlushOffline => {
-                        let bare = self.bare_jid();
-                        self.flush_offline(&bare).await
-                    }
-                },
+                Some(outbound) = self.rx.recv() => self.outbound(outbound).await,
                 // Over the rate limit: stop reading until the buckets refill, so the
                 // client's TCP window fills and it slows down.
                 () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => Ok(()),
@@ -284,6 +286,27 @@ impl Conn {
         } else {
             idle.min(self.accepted + self.shared.config.handshake_timeout)
         }
+    }
+
+    /// Handles what routing queued for this session.
+    async fn outbound(&mut self, outbound: Outbound) -> Result<(), Gone> {
+        match outbound {
+            Outbound::Stanza(stanza) => self.write(&stanza).await,
+            Outbound::FlushOffline => {
+                let bare = self.bare_jid();
+                self.flush_offline(&bare).await
+            }
+        }
+    }
+
+    /// Handles what is already queued, so what a stanza's handling routed to this
+    /// very session (a roster push, a presence echo) is written before the reply
+    /// to the client's next stanza.
+    async fn drain_queued(&mut self) -> Result<(), Gone> {
+        while let Ok(outbound) = self.rx.try_recv() {
+            self.outbound(outbound).await?;
+        }
+        Ok(())
     }
 
     /// Writes `data`, giving up when the router kicks this connection.

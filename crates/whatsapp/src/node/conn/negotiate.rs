@@ -41,6 +41,9 @@ impl Conn {
                 }
                 features.push_child(mechanisms);
             }
+            if self.registration_offered() {
+                features.push_child(Element::new("register", register::REGISTER_FEATURE_NS));
+            }
             self.stage = Stage::Sasl;
         } else {
             features.push_child(Element::new("bind", BIND_NS));
@@ -100,6 +103,9 @@ impl Conn {
 
     pub(super) async fn sasl(&mut self, element: Element) -> Result<(), Gone> {
         if element.ns() != SASL_NS {
+            if self.registration_offered() && register::is_register_iq(&element) {
+                return self.register_unauthenticated(element).await;
+            }
             return self.stream_fail("not-authorized").await;
         }
         if self.encryption_missing() && element.name() == "auth" {
@@ -228,6 +234,7 @@ impl Conn {
             bare,
             resource,
             conn_id: self.conn_id,
+            presence: Default::default(),
         };
         let mut result = Element::new("iq", CLIENT_NS).with_attr("type", "result");
         if let Some(id) = element.attr("id") {
