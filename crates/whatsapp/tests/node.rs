@@ -598,6 +598,10 @@ async fn a_slow_reader_is_disconnected_and_never_blocks_the_sender_or_others() {
     let node = node_with(
         WhatsappConfig {
             outbound_queue: 4,
+            // Alice's flood is the test's instrument, not what it is about.
+            max_stanzas_per_second: 1_000_000,
+            stanza_burst: 1_000_000,
+            max_bytes_per_second: u32::MAX,
             ..WhatsappConfig::default()
         },
         &[
