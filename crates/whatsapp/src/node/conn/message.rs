@@ -20,6 +20,11 @@ impl Conn {
         if !self.shared.domain.accounts.contains(&local) {
             return self.bounce(&element, "cancel", "service-unavailable").await;
         }
+        if self.sm.is_some() && matches!(element.attr("type"), None | Some("normal") | Some("chat"))
+        {
+            // XEP-0198: durable before the sender's <a/> covers it, online or not.
+            return self.message_durable(element, to).await;
+        }
         let bare = to.bare();
         let bare_recipient = bare.clone();
         let xml = write_stanza(&element);

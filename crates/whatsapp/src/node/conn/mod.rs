@@ -18,6 +18,9 @@ mod message;
 mod negotiate;
 mod offline;
 mod presence;
+pub(crate) mod sm;
+
+pub use sm::SM_NS;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,8 +63,10 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Why the connection ended (for the log and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
-    /// The peer closed its stream or the socket.
+    /// The peer closed its socket without closing its stream.
     PeerClosed,
+    /// The peer closed its stream (`</stream>`): the session is over.
+    StreamClosed,
     /// We sent a stream error.
     StreamError,
     /// Kicked as a slow reader, or the socket failed.
@@ -123,6 +128,8 @@ struct Conn {
     sasl_failures: u32,
     bound: Option<Bound>,
     available: bool,
+    /// XEP-0198 state, once the client enabled stream management.
+    sm: Option<sm::Sm>,
 }
 
 /// A closed or kicked connection: stop.
@@ -159,8 +166,12 @@ pub(crate) async fn serve(
         sasl_failures: 0,
         bound: None,
         available: false,
+        sm: None,
     };
     let end = conn.run(shutdown).await;
+    // XEP-0198: a dropped session is kept for resumption; otherwise what it was
+    // sent and never acknowledged goes to the offline store.
+    conn.end_session(end).await;
     metrics::counter!("whatsapp_connections_closed_total", "end" => format!("{end:?}"))
         .increment(1);
     tracing::debug!(peer = %conn.peer, ?end, "connection closed");
@@ -188,7 +199,8 @@ impl Conn {
                     return End::Shutdown;
                 }
                 Some(outbound) = self.rx.recv() => match outbound {
-                    Outbound::Stanza(stanza) => self.write(&stanza).await,
+                    Outbound::Stanza(stanza) => self.deliver(stanza, None).await,
+                    Outbound::Stored { xml, key } => self.deliver(xml, Some(key)).await,
                     Outbound::FlushOffline => {
                         let bare = self.bare_jid();
                         self.flush_offline(&bare).await
@@ -199,7 +211,7 @@ impl Conn {
                     Ok(n) => self.input(&buf[..n]).await,
                 },
             };
-            if let Err(Gone(end)) = result {
+            if let Err(Gone(end)) = result.and(self.sm_maybe_request().await) {
                 return end;
             }
         }
@@ -207,6 +219,8 @@ impl Conn {
 
     /// Writes `data`, giving up when the router kicks this connection.
     async fn write(&mut self, data: &str) -> Result<(), Gone> {
+        // XEP-0198: every stanza sent counts and waits for the client's <a/>.
+        self.sm_track(data);
         tokio::select! {
             biased;
             _ = self.kick.cancelled() => Err(Gone(End::Dropped)),
@@ -252,13 +266,21 @@ impl Conn {
             StreamEvent::StreamClose => {
                 let _ = self.write(stream_close()).await;
                 let _ = self.writer.shutdown().await;
-                Err(Gone(End::PeerClosed))
+                Err(Gone(End::StreamClosed))
+            }
+            StreamEvent::Stanza(element) if element.ns() == sm::SM_NS => {
+                self.sm_element(element).await
             }
             StreamEvent::Stanza(element) => match self.stage {
                 Stage::Header => self.stream_fail("bad-format").await,
                 Stage::Sasl => self.sasl(element).await,
                 Stage::Bind => self.bind(element).await,
-                Stage::Session => self.stanza(element).await,
+                Stage::Session => {
+                    self.stanza(element).await?;
+                    // XEP-0198 h: counted once handled (routed or durably stored).
+                    self.sm_handled();
+                    Ok(())
+                }
             },
         }
     }

@@ -36,6 +36,8 @@ impl Conn {
                 Element::new("session", SESSION_NS)
                     .with_child(Element::new("optional", SESSION_NS)),
             );
+            // XEP-0198: enable after bind, or resume instead of binding.
+            features.push_child(Element::new("sm", sm::SM_NS));
             self.stage = Stage::Bind;
         }
         out.push_str(&write_stanza(&features));
