@@ -35,8 +35,11 @@ struct Node {
 
 impl Node {
     async fn start(clock: SharedClock) -> Self {
+        Self::start_with(clock, WhatsappConfig::default()).await
+    }
+
+    async fn start_with(clock: SharedClock, config: WhatsappConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = WhatsappConfig::default();
         let accounts =
             Accounts::open(dir.path(), &config.domain, AccountsConfig::default()).unwrap();
         for (user, password) in USERS {
@@ -606,4 +609,67 @@ async fn flushed_offline_messages_stay_stored_until_acknowledged() {
         ids(&third.ping("third").await).is_empty(),
         "removed once acknowledged"
     );
+}
+
+#[tokio::test]
+async fn a_session_over_its_unacked_bound_is_closed_and_its_messages_go_offline() {
+    let node = Node::start_with(
+        SystemClock::shared(),
+        WhatsappConfig {
+            sm_max_unacked: 16,
+            ..WhatsappConfig::default()
+        },
+    )
+    .await;
+    let mut alice = Client::authenticated(node.addr, "alice").await;
+    alice.bind("phone").await;
+    alice.send("<presence/>").await;
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(false)).await;
+    bob.ping("ready").await; // one unacknowledged stanza
+    // Bob never acknowledges: the 16th message finds his unacked queue full.
+    for n in 1..=16 {
+        alice.message("bob@localhost", &format!("u{n:02}")).await;
+    }
+    bob.expect_stream_error("resource-constraint").await;
+    alice.ping("sent").await;
+
+    let want: Vec<String> = (1..=16).map(|n| format!("u{n:02}")).collect();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (mut bob, _) = Client::online(node.addr, "bob", "tablet", None).await;
+        let got = bob.ping("poll").await;
+        if !got.is_empty() {
+            assert_eq!(ids(&got), want, "everything unacknowledged, in order");
+            assert!(got.iter().all(|m| m.child("delay", DELAY_NS).is_some()));
+            break;
+        }
+        bob.close().await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never stored offline"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn stream_management_config_is_bounded_and_names_the_field() {
+    let config: WhatsappConfig =
+        serde_json::from_str(r#"{"sm_resume_timeout": "30s", "sm_max_unacked": 64}"#).unwrap();
+    assert_eq!(config.sm_resume_timeout, Duration::from_secs(30));
+    config.validate().unwrap();
+    let err = WhatsappConfig {
+        sm_max_unacked: 0,
+        ..WhatsappConfig::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(err.starts_with("whatsapp.sm_max_unacked:"), "{err}");
+    let err = WhatsappConfig {
+        sm_resume_timeout: Duration::from_secs(2 * 24 * 3600),
+        ..WhatsappConfig::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(err.starts_with("whatsapp.sm_resume_timeout:"), "{err}");
 }
