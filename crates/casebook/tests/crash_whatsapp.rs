@@ -94,7 +94,7 @@ fn offline(n: usize) -> String {
 
 /// Where sender `s`'s message `i` goes: even ones to online recipients.
 fn recipient(s: usize, i: usize) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         online((s + i / 2) % ONLINE)
     } else {
         offline((s + i / 2) % OFFLINE)
@@ -129,7 +129,8 @@ async fn sender(addr: SocketAddr, s: usize, acked_total: Arc<AtomicUsize>) -> Se
                 break 'load;
             }
             sent.ids.push(id);
-            if sent.ids.len() % 10 == 0 && client.send("<r xmlns='urn:xmpp:sm:3'/>").await.is_err()
+            if sent.ids.len().is_multiple_of(10)
+                && client.send("<r xmlns='urn:xmpp:sm:3'/>").await.is_err()
             {
                 break 'load;
             }
