@@ -673,3 +673,23 @@ fn stream_management_config_is_bounded_and_names_the_field() {
     .unwrap_err();
     assert!(err.starts_with("whatsapp.sm_resume_timeout:"), "{err}");
 }
+
+#[tokio::test]
+async fn a_stored_message_written_to_a_recipient_without_sm_is_removed_after_the_write() {
+    let node = Node::start(SystemClock::shared()).await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", None).await;
+    bob.ping("ready").await;
+    alice.message("bob@localhost", "live-1").await;
+    // Stored durably before this answer, then routed live.
+    assert_eq!(alice.request_ack().await, 2);
+    assert_eq!(ids(&read_messages(&mut bob, 1).await), ["live-1"]);
+    // Answered after the removal that followed the write.
+    bob.ping("written").await;
+    bob.close().await;
+    let (mut again, _) = Client::online(node.addr, "bob", "tablet", None).await;
+    assert!(
+        ids(&again.ping("again").await).is_empty(),
+        "not delivered a second time"
+    );
+}

@@ -130,6 +130,9 @@ struct Conn {
     available: bool,
     /// XEP-0198 state, once the client enabled stream management.
     sm: Option<sm::Sm>,
+    /// Stored messages written to this (non-SM) session, to remove from the
+    /// offline store in one batch.
+    removals: Vec<crate::offline::MessageKey>,
 }
 
 /// A closed or kicked connection: stop.
@@ -167,6 +170,7 @@ pub(crate) async fn serve(
         bound: None,
         available: false,
         sm: None,
+        removals: Vec::new(),
     };
     let end = conn.run(shutdown).await;
     // XEP-0198: a dropped session is kept for resumption; otherwise what it was
@@ -211,7 +215,11 @@ impl Conn {
                     Ok(n) => self.input(&buf[..n]).await,
                 },
             };
-            if let Err(Gone(end)) = result.and(self.sm_maybe_request().await) {
+            let result = match result {
+                Ok(()) => self.sm_after_turn().await,
+                gone => gone,
+            };
+            if let Err(Gone(end)) = result {
                 return end;
             }
         }

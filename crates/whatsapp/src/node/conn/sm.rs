@@ -57,6 +57,9 @@ pub const SM_NS: &str = "urn:xmpp:sm:3";
 /// The server asks for an `<a/>` after this many unrequested stanzas (or sooner,
 /// when its outbound queue is empty).
 const REQUEST_EVERY: u32 = 16;
+/// Stored messages written to a session without stream management are removed
+/// from the offline store in batches of at most this many.
+const REMOVAL_BATCH: usize = 64;
 /// How long a resume waits for the still-attached connection to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
 /// Cadence of the expiry sweep (what expires is judged on the injected clock).
@@ -424,8 +427,14 @@ impl Conn {
         }
     }
 
-    /// Sends `<r/>` when enough went unrequested or the outbound queue ran dry.
-    pub(super) async fn sm_maybe_request(&mut self) -> Result<(), Gone> {
+    /// After each turn of the run loop: removes written stored messages (no SM)
+    /// and sends `<r/>` when enough went unrequested — in both cases at once when
+    /// the outbound queue ran dry.
+    pub(super) async fn sm_after_turn(&mut self) -> Result<(), Gone> {
+        if !self.removals.is_empty() && (self.removals.len() >= REMOVAL_BATCH || self.rx.is_empty())
+        {
+            self.remove_written().await;
+        }
         let Some(sm) = self.sm.as_mut() else {
             return Ok(());
         };
@@ -457,19 +466,9 @@ impl Conn {
         match key {
             Some(key) if self.sm.is_some() => self.sm_mark_stored(key),
             // No stream management: written is as delivered as it gets (the
-            // documented loss window of plain XMPP).
-            Some(key) => {
-                let bare = self.bare_jid();
-                if let Err(error) = self
-                    .shared
-                    .domain
-                    .offline
-                    .ack(&bare, Ack::Messages(vec![key]))
-                    .await
-                {
-                    tracing::warn!(%error, "offline removal failed: it will be delivered again");
-                }
-            }
+            // documented loss window of plain XMPP). Batched: one tombstone
+            // write per batch, not per message.
+            Some(key) => self.removals.push(key),
             None => {}
         }
         Ok(())
@@ -757,8 +756,26 @@ impl Conn {
         Ok(())
     }
 
+    /// Removes the stored messages written to this session without SM.
+    async fn remove_written(&mut self) {
+        let keys = std::mem::take(&mut self.removals);
+        let bare = self.bare_jid();
+        if let Err(error) = self
+            .shared
+            .domain
+            .offline
+            .ack(&bare, Ack::Messages(keys))
+            .await
+        {
+            tracing::warn!(%error, "offline removal failed: those messages will be delivered again");
+        }
+    }
+
     /// After the connection ended: keep the session for resumption, or finish it.
     pub(super) async fn end_session(&mut self, end: End) {
+        if !self.removals.is_empty() {
+            self.remove_written().await;
+        }
         let Some(sm) = self.sm.take() else {
             return;
         };
