@@ -7,8 +7,9 @@
 //! resource binding, routing inside the node through the [`router::Router`] and
 //! store-and-forward through the [`crate::offline::OfflineStore`].
 //!
-//! Guarantees: see [`conn`] and [`router`]. Deliberately absent in this slice:
-//! TLS/STARTTLS (plaintext only: do not expose beyond localhost), XEP-0198, rosters
+//! Guarantees: see [`conn`] (and XEP-0198 in `conn::sm`) and [`router`]. Deliberately
+//! absent in this slice: TLS/STARTTLS (plaintext only: do not expose beyond
+//! localhost), rosters
 //! and presence broadcast, routing between nodes, WebSocket (RFC 7395), idle timeouts.
 //!
 //! | module | role |

@@ -4,7 +4,9 @@
 //! output queue and a stanza that does not fit disconnects that (slow) session
 //! instead of blocking the sender; a resource is bound at most once per bare JID;
 //! a session is removed only by the connection that registered it (the id check
-//! makes a late cleanup harmless). Bare-JID messages go to every available
+//! makes a late cleanup harmless). A XEP-0198 session whose socket dropped stays
+//! bound here (detached) until resumed or its window expires, its queue still
+//! bounded. Bare-JID messages go to every available
 //! resource with non-negative priority (RFC 6121 §8.5.2.1.1, the "all" option).
 //! Not here: other nodes (no cluster routing yet), rosters, presence broadcast.
 

@@ -5,13 +5,15 @@
 //! (a parse error is a stream error and a close); the `from` of every routed stanza
 //! is the sender's real full JID; an offline message is stored durably before the
 //! sender's stanza is considered handled, and removed only after its write to this
-//! socket returned. Writes race the connection's kick token, so a slow reader that
+//! socket returned — or, with XEP-0198 (`sm.rs`), only once the client's `<a/>`
+//! covers it. Writes race the connection's kick token, so a slow reader that
 //! the router kicked is dropped even mid-write.
 //!
 //! Not here (yet): STARTTLS/TLS (the stream is plaintext: SCRAM is offered, PLAIN only
-//! when configured), XEP-0198 acks (removal after the socket write means a message is
-//! lost if the connection dies with it still in the kernel's buffers), rosters and
-//! presence broadcast (presence only sets availability), idle timeouts, s2s.
+//! when configured), rosters and presence broadcast (presence only sets
+//! availability), idle timeouts, s2s. Without XEP-0198, removal after the socket
+//! write means a message is lost if the connection dies with it still in the
+//! kernel's buffers.
 
 mod iq;
 mod message;
