@@ -693,3 +693,35 @@ async fn a_stored_message_written_to_a_recipient_without_sm_is_removed_after_the
         "not delivered a second time"
     );
 }
+
+#[tokio::test]
+async fn a_clean_close_moves_unacknowledged_messages_offline() {
+    let node = Node::start(SystemClock::shared()).await;
+    let mut alice = Client::authenticated(node.addr, "alice").await;
+    alice.bind("phone").await;
+    alice.send("<presence/>").await;
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(true)).await;
+    bob.ping("ready").await;
+    alice.message("bob@localhost", "c1").await;
+    assert_eq!(ids(&read_messages(&mut bob, 1).await), ["c1"]);
+    // Not acknowledged, then </stream>: the session is over, not resumable.
+    bob.close().await;
+    alice.ping("sent").await;
+
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (mut bob, _) = Client::online(node.addr, "bob", "tablet", None).await;
+        let got = bob.ping("poll").await;
+        if !got.is_empty() {
+            assert_eq!(ids(&got), ["c1"]);
+            assert!(got[0].child("delay", DELAY_NS).is_some());
+            break;
+        }
+        bob.close().await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never stored offline"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
