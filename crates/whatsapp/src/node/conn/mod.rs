@@ -229,7 +229,8 @@ impl Conn {
 
     /// Writes `data`, giving up when the router kicks this connection.
     async fn write(&mut self, data: &str) -> Result<(), Gone> {
-        // XEP-0198: every stanza sent counts and waits for the client's <a/>.
+        // XEP-0198: every stanza sent counts and waits for the client's <a/>. The
+        // count is per call: write one stanza per call (never several joined).
         self.sm_track(data);
         tokio::select! {
             biased;
