@@ -118,7 +118,11 @@ async fn main() {
         .into_iter()
         .map(str::to_owned)
         .chain((0..logins).map(|i| format!("u{i}")))
-        .chain((0..SM_PAIRS).flat_map(|p| [format!("s{p}"), format!("r{p}")]))
+        .chain(
+            [1, SM_PAIRS]
+                .into_iter()
+                .flat_map(|n| (0..n).flat_map(move |p| [format!("s{n}-{p}"), format!("r{n}-{p}")])),
+        )
     {
         accounts.add(&user, &format!("pw-{user}")).expect("add");
     }
@@ -243,8 +247,9 @@ async fn sm_pairs(addr: SocketAddr, pairs: usize, per_pair: usize) -> Duration {
     const WINDOW: usize = 256;
     let mut ends = Vec::new();
     for p in 0..pairs {
-        let mut sender = Client::login(addr, &format!("s{p}")).await;
-        let mut recipient = Client::login(addr, &format!("r{p}")).await;
+        // Accounts of their own per run: nothing left over from another scenario.
+        let mut sender = Client::login(addr, &format!("s{pairs}-{p}")).await;
+        let mut recipient = Client::login(addr, &format!("r{pairs}-{p}")).await;
         for client in [&mut sender, &mut recipient] {
             client.send(&format!("<enable xmlns='{SM}'/>")).await;
             assert!(client.stanza().await.is("enabled", SM));
@@ -262,7 +267,7 @@ async fn sm_pairs(addr: SocketAddr, pairs: usize, per_pair: usize) -> Duration {
             for i in 0..per_pair {
                 permits.acquire().await.expect("open").forget();
                 sender
-                    .send(&format!("<message to='r{p}@localhost' type='chat' id='d{i}'><body>{body}</body></message>"))
+                    .send(&format!("<message to='r{pairs}-{p}@localhost' type='chat' id='d{i}'><body>{body}</body></message>"))
                     .await;
             }
             sender
