@@ -725,3 +725,48 @@ async fn a_clean_close_moves_unacknowledged_messages_offline() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn pipelined_durable_messages_keep_order_and_h_counts_bounces_behind_them() {
+    let node = Node::start(SystemClock::shared()).await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
+    // One burst: durable messages, a bounce and a ping in between.
+    let mut burst = String::new();
+    for n in 1..=40 {
+        burst.push_str(&format!(
+            "<message to='bob@localhost' type='chat' id='p{n:02}'><body>p{n:02}</body></message>"
+        ));
+        if n == 10 {
+            burst.push_str(
+                "<message to='ghost@localhost' type='chat' id='lost'><body>x</body></message>",
+            );
+        }
+        if n == 20 {
+            burst.push_str(&format!(
+                "<iq type='get' id='mid'><ping xmlns='{PING_NS}'/></iq>"
+            ));
+        }
+    }
+    burst.push_str(&format!("<r xmlns='{SM_NS}'/>"));
+    alice.send(&burst).await;
+    let mut replies = Vec::new();
+    let h = loop {
+        let element = alice.element().await;
+        if element.is("a", SM_NS) {
+            break element.attr("h").unwrap().parse::<u32>().unwrap();
+        }
+        replies.push(element);
+    };
+    // Presence + 40 messages + the bounced one + the ping, all handled.
+    assert_eq!(h, 43);
+    let reply_ids: Vec<&str> = replies.iter().filter_map(|r| r.attr("id")).collect();
+    assert_eq!(
+        reply_ids,
+        ["lost", "mid"],
+        "the bounce, then the ping result"
+    );
+
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(false)).await;
+    let want: Vec<String> = (1..=40).map(|n| format!("p{n:02}")).collect();
+    assert_eq!(ids(&read_messages(&mut bob, 40).await), want);
+}

@@ -135,6 +135,11 @@ struct Conn {
     /// Stored messages written to this (non-SM) session, to remove from the
     /// offline store in one batch.
     removals: Vec<crate::offline::MessageKey>,
+    /// XEP-0198 durable stores in flight, completing in order.
+    stores: sm::Stores,
+    /// The stanza being handled is a message whose store is in flight: `h`
+    /// counts it when the store completes.
+    sm_defer_current: bool,
 }
 
 /// A closed or kicked connection: stop.
@@ -173,6 +178,8 @@ pub(crate) async fn serve(
         available: false,
         sm: None,
         removals: Vec::new(),
+        stores: sm::Stores::default(),
+        sm_defer_current: false,
     };
     let end = conn.run(shutdown).await;
     // XEP-0198: a dropped session is kept for resumption; otherwise what it was
@@ -203,6 +210,9 @@ impl Conn {
                 _ = shutdown.cancelled() => {
                     let _ = self.close_with(&stream_error_text("system-shutdown")).await;
                     return End::Shutdown;
+                }
+                Some(done) = self.stores.next(), if !self.stores.is_empty() => {
+                    self.store_done(done).await
                 }
                 Some(outbound) = self.rx.recv() => match outbound {
                     Outbound::Stanza(stanza) => self.deliver(stanza, None).await,
@@ -287,6 +297,11 @@ impl Conn {
                 Stage::Sasl => self.sasl(element).await,
                 Stage::Bind => self.bind(element).await,
                 Stage::Session => {
+                    // Stanzas that are not pipelined wait for the durable
+                    // messages before them (the sender's order is kept).
+                    if !self.stores.is_empty() && !sm::pipelined(&element) {
+                        self.drain_stores().await?;
+                    }
                     self.stanza(element).await?;
                     // XEP-0198 h: counted once handled (routed or durably stored).
                     self.sm_handled();

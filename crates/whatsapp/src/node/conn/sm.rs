@@ -44,6 +44,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -60,10 +61,61 @@ const REQUEST_EVERY: u32 = 16;
 /// Stored messages written to a session without stream management are removed
 /// from the offline store in batches of at most this many.
 const REMOVAL_BATCH: usize = 64;
+/// Durable stores one connection may have in flight (its next message waits).
+const STORES_IN_FLIGHT: usize = 64;
 /// How long a resume waits for the still-attached connection to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
 /// Cadence of the expiry sweep (what expires is judged on the injected clock).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A message of a stream-managed sender whose durable store is in flight.
+#[derive(Debug)]
+pub(super) struct PendingStore {
+    element: Element,
+    to: Jid,
+    key: MessageKey,
+    stored: Result<crate::offline::OfflineSeq, crate::offline::OfflineError>,
+}
+
+type StoreFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PendingStore> + Send>>;
+
+/// In-flight durable stores of one connection, completing in order, each with the
+/// number of stanzas handled after it (and before the next store): they count in
+/// `h` only once the store before them completed.
+#[derive(Default)]
+pub(super) struct Stores {
+    futures: futures::stream::FuturesOrdered<StoreFuture>,
+    trailing: VecDeque<u32>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("in_flight", &self.futures.len())
+            .finish()
+    }
+}
+
+impl Stores {
+    pub(super) fn is_empty(&self) -> bool {
+        self.futures.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.futures.len()
+    }
+
+    fn push(&mut self, store: StoreFuture) {
+        self.futures.push_back(store);
+        self.trailing.push_back(0);
+    }
+
+    /// The oldest store, once complete, and the stanzas counted behind it.
+    pub(super) async fn next(&mut self) -> Option<(PendingStore, u32)> {
+        let done = self.futures.next().await?;
+        Some((done, self.trailing.pop_front().unwrap_or(0)))
+    }
+}
 
 /// A stanza sent and not yet acknowledged.
 #[derive(Debug)]
@@ -376,6 +428,13 @@ async fn finish(shared: &Arc<Shared>, session: Handoff) {
     }
 }
 
+/// Whether `element` may be stored while earlier durable stores are in flight:
+/// chat/normal messages (the only ones stored durably first).
+pub(super) fn pipelined(element: &Element) -> bool {
+    element.is("message", CLIENT_NS)
+        && matches!(element.attr("type"), None | Some("normal") | Some("chat"))
+}
+
 fn is_stanza(data: &str) -> bool {
     ["<message", "<presence", "<iq"].iter().any(|name| {
         data.strip_prefix(name)
@@ -420,8 +479,17 @@ impl Conn {
         }
     }
 
-    /// One inbound stanza handled.
+    /// One inbound stanza handled (a message whose store is in flight counts
+    /// when it completes).
     pub(super) fn sm_handled(&mut self) {
+        if std::mem::take(&mut self.sm_defer_current) {
+            return;
+        }
+        if let Some(trailing) = self.stores.trailing.back_mut() {
+            // Handled, but behind a store still in flight.
+            *trailing += 1;
+            return;
+        }
         if let Some(sm) = self.sm.as_mut() {
             sm.handled_in = sm.handled_in.wrapping_add(1);
         }
@@ -476,7 +544,16 @@ impl Conn {
 
     /// A chat/normal message from a stream-managed sender: durable first, then
     /// routed live; the recipient's acknowledgement removes the stored copy.
+    ///
+    /// Pipelined: up to [`STORES_IN_FLIGHT`] consecutive messages of one connection
+    /// are stored concurrently (sharing WAL group commits) and routed in order as
+    /// they complete; each counts in `h` only then. Any other stanza, and `<r/>`,
+    /// first waits for them, so the sender's order is kept and an `<a/>` answering
+    /// an `<r/>` covers everything sent before it.
     pub(super) async fn message_durable(&mut self, element: Element, to: Jid) -> Result<(), Gone> {
+        if self.stores.len() >= STORES_IN_FLIGHT {
+            self.store_next().await?;
+        }
         let bare = to.bare();
         let id = element
             .attr("id")
@@ -487,21 +564,62 @@ impl Conn {
             sender: sender.clone(),
             id: id.clone(),
         };
-        let stored = self
-            .shared
-            .domain
-            .offline
-            .store(NewMessage {
-                id,
-                recipient: bare.clone(),
-                sender,
-                payload: Bytes::from(element.to_xml()),
-            })
-            .await;
+        let message = NewMessage {
+            id,
+            recipient: bare,
+            sender,
+            payload: Bytes::from(element.to_xml()),
+        };
+        let offline = self.shared.domain.offline.clone();
+        self.stores.push(Box::pin(async move {
+            let stored = offline.store(message).await;
+            PendingStore {
+                element,
+                to,
+                key,
+                stored,
+            }
+        }));
+        // Counted in h when it completes, not now.
+        self.sm_defer_current = true;
+        Ok(())
+    }
+
+    /// Waits for the oldest in-flight store and finishes it.
+    pub(super) async fn store_next(&mut self) -> Result<(), Gone> {
+        match self.stores.next().await {
+            Some(done) => self.store_done(done).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every in-flight store, in order.
+    pub(super) async fn drain_stores(&mut self) -> Result<(), Gone> {
+        while !self.stores.is_empty() {
+            self.store_next().await?;
+        }
+        Ok(())
+    }
+
+    /// A durable store finished: route the message (or bounce it), count it in h.
+    pub(super) async fn store_done(
+        &mut self,
+        (done, trailing): (PendingStore, u32),
+    ) -> Result<(), Gone> {
+        let PendingStore {
+            element,
+            to,
+            key,
+            stored,
+        } = done;
+        if let Some(sm) = self.sm.as_mut() {
+            sm.handled_in = sm.handled_in.wrapping_add(1 + trailing);
+        }
         if let Err(error) = stored {
             tracing::warn!(%error, "offline store refused a message");
             return self.bounce(&element, "wait", "resource-constraint").await;
         }
+        let bare = to.bare();
         let xml = write_stanza(&element);
         let item = || Outbound::Stored {
             xml: xml.clone(),
@@ -578,6 +696,7 @@ impl Conn {
             "enable" => self.sm_enable(&element).await,
             "resume" => self.sm_resume(&element).await,
             "r" if self.sm.is_some() => {
+                self.drain_stores().await?;
                 let h = self.sm.as_ref().map_or(0, |sm| sm.handled_in);
                 let a = sm_element("a").with_attr("h", h.to_string());
                 self.write(&write_stanza(&a)).await
@@ -773,6 +892,11 @@ impl Conn {
 
     /// After the connection ended: keep the session for resumption, or finish it.
     pub(super) async fn end_session(&mut self, end: End) {
+        // Stores in flight finish and are routed (a bounce to a dead socket is
+        // harmless): a resumed session's h then covers them.
+        while let Some(done) = self.stores.next().await {
+            let _ = self.store_done(done).await;
+        }
         if !self.removals.is_empty() {
             self.remove_written().await;
         }
