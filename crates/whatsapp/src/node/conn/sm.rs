@@ -15,7 +15,11 @@
 //!   management on, a chat/normal `<message>` is first written to the offline store
 //!   (durable), then routed live; the copy is removed when the recipient
 //!   acknowledges it (its `<a/>`, or its socket write when it has no stream
-//!   management). So an acknowledged message survives `kill -9`.
+//!   management). So an acknowledged message survives `kill -9`. Up to 64
+//!   consecutive messages of one connection are stored concurrently (one WAL group
+//!   commit for many) and routed and counted in order as they complete; any other
+//!   stanza and `<r/>` wait for them, so the sender's order holds and the `<a/>`
+//!   answering an `<r/>` covers everything sent before it.
 //! - **Nothing acknowledged is dropped on the way out**: what a session was sent
 //!   and never acknowledged — when it closes (`</stream>`, a stream error, a
 //!   shutdown) or its resumption window expires — goes to the offline store (each
