@@ -122,12 +122,71 @@ async def case_offline_message_with_delay_stamp():
         await carol.leave()
 
 
+class SmClient(Client):
+    """A client with XEP-0198 stream management (slixmpp's xep_0198, resumable)."""
+
+    def __init__(self, jid, password):
+        super().__init__(jid, password)
+        self.register_plugin("xep_0198")
+        self.resumed = asyncio.Event()
+        self.add_event_handler("session_resumed", lambda _e: self.resumed.set())
+        self.enabled = asyncio.Event()
+        self.add_event_handler("sm_enabled", lambda _e: self.enabled.set())
+
+    async def online(self):
+        await super().online()
+        await asyncio.wait_for(self.enabled.wait(), TIMEOUT)
+        return self
+
+    @property
+    def sm(self):
+        return self.plugin["xep_0198"]
+
+    async def all_acked(self):
+        """Asks for an ack until the server acknowledged everything we sent."""
+        deadline = time.monotonic() + TIMEOUT
+        while self.sm.unacked_queue:
+            assert time.monotonic() < deadline, f"unacked: {len(self.sm.unacked_queue)}"
+            self.sm.request_ack()
+            await asyncio.sleep(0.05)
+
+
+async def case_stream_management_acks_and_resumption():
+    alice = await SmClient(f"alice@localhost/sm-{RUN}", "pw").online()
+    bob = await SmClient(f"bob@localhost/sm-{RUN}", "pw").online()
+    try:
+        assert alice.sm.enabled_out and bob.sm.sm_id, "SM enabled with a resumption id"
+        for n in range(5):
+            alice.send_message(mto="bob@localhost", mbody=f"sm {n} {RUN}", mtype="chat")
+        await alice.all_acked()
+        bodies = [(await bob.next_message())["body"] for _ in range(5)]
+        assert bodies == [f"sm {n} {RUN}" for n in range(5)], bodies
+        await bob.all_acked()
+        # The server counted what bob handled: its acks never ran ahead.
+        assert bob.sm.handled >= 5, bob.sm.handled
+
+        # Bob's socket dies without </stream>; a message arrives meanwhile; bob
+        # reconnects and resumes the same session, and gets it.
+        bob.abort()
+        body = f"while detached {RUN}"
+        alice.send_message(mto=f"bob@localhost/sm-{RUN}", mbody=body, mtype="chat")
+        await alice.all_acked()
+        bob.connect(host=HOST, port=PORT)
+        await asyncio.wait_for(bob.resumed.wait(), TIMEOUT)
+        msg = await bob.next_message()
+        assert msg["body"] == body, msg
+    finally:
+        await alice.leave()
+        await bob.leave()
+
+
 # The refused login runs last: the server's failed-login limiter counts it against
 # this address, and must not be what the other cases measure.
 CASES = [
     case_login_and_ping,
     case_online_message_and_spoofed_from,
     case_offline_message_with_delay_stamp,
+    case_stream_management_acks_and_resumption,
     case_wrong_password_refused,
 ]
 

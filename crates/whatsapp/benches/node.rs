@@ -7,7 +7,9 @@
 //!
 //! Scenarios: login (connect → features → PLAIN → restart → bind → presence), routed
 //! round trip (alice → bob → alice, one at a time: latency), pipelined one-way
-//! (alice sends N with at most 1024 in flight, bob reads N: throughput).
+//! (alice sends N with at most 1024 in flight, bob reads N: throughput), and the
+//! same with XEP-0198 on both ends (every message durable in the offline store
+//! before it is routed, removed on the recipient's `<a/>`) for 1 and 16 pairs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -117,6 +119,11 @@ async fn main() {
         .into_iter()
         .map(str::to_owned)
         .chain((0..logins).map(|i| format!("u{i}")))
+        .chain(
+            [1, SM_PAIRS]
+                .into_iter()
+                .flat_map(|n| (0..n).flat_map(move |p| [format!("s{n}-{p}"), format!("r{n}-{p}")])),
+        )
     {
         accounts.add(&user, &format!("pw-{user}")).expect("add");
     }
@@ -223,4 +230,72 @@ async fn main() {
         started.elapsed(),
         None,
     );
+
+    for pairs in [1, SM_PAIRS] {
+        let per_pair = messages / pairs;
+        let elapsed = sm_pairs(addr, pairs, per_pair).await;
+        row(
+            &format!("pipelined one-way, XEP-0198 both ends, durable first, {pairs} pair(s)"),
+            per_pair * pairs,
+            elapsed,
+            None,
+        );
+    }
+}
+
+const SM_PAIRS: usize = 16;
+const SM: &str = "urn:xmpp:sm:3";
+
+/// `pairs` senders each send `per_pair` messages to their own recipient, both with
+/// stream management on (the recipient answers every `<r/>`); returns the time
+/// until every recipient had all of its messages.
+async fn sm_pairs(addr: SocketAddr, pairs: usize, per_pair: usize) -> Duration {
+    const WINDOW: usize = 256;
+    let mut ends = Vec::new();
+    for p in 0..pairs {
+        // Accounts of their own per run: nothing left over from another scenario.
+        let mut sender = Client::login(addr, &format!("s{pairs}-{p}")).await;
+        let mut recipient = Client::login(addr, &format!("r{pairs}-{p}")).await;
+        for client in [&mut sender, &mut recipient] {
+            client.send(&format!("<enable xmlns='{SM}'/>")).await;
+            assert!(client.stanza().await.is("enabled", SM));
+        }
+        ends.push((sender, recipient));
+    }
+    let body = "hello ".repeat(30);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (p, (mut sender, mut recipient)) in ends.into_iter().enumerate() {
+        let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
+        let permits = window.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_pair {
+                permits.acquire().await.expect("open").forget();
+                sender
+                    .send(&format!("<message to='r{pairs}-{p}@localhost' type='chat' id='d{i}'><body>{body}</body></message>"))
+                    .await;
+            }
+            sender
+        }));
+        tasks.push(tokio::spawn(async move {
+            let mut received = 0u32;
+            while (received as usize) < per_pair {
+                let element = recipient.stanza().await;
+                if element.is("r", SM) {
+                    recipient
+                        .send(&format!("<a xmlns='{SM}' h='{received}'/>"))
+                        .await;
+                } else if element.name() == "message" {
+                    received += 1;
+                    window.add_permits(1);
+                }
+            }
+            recipient
+        }));
+    }
+    for task in tasks {
+        task.await.expect("pair");
+    }
+    started.elapsed()
 }

@@ -11,8 +11,8 @@
 //! and RFC 7395 WebSocket on `ws_port` ([`tls`], `listeners`, `websocket`); the
 //! connection cap counts every transport together.
 //!
-//! Guarantees: see [`conn`] and [`router`]. Deliberately absent in this slice:
-//! XEP-0198 and routing between nodes.
+//! Guarantees: see [`conn`] (and XEP-0198 in `conn::sm`) and [`router`].
+//! Deliberately absent in this slice: routing between nodes.
 //!
 //! | module | role |
 //! |---|---|
@@ -101,6 +101,13 @@ pub struct WhatsappConfig {
     /// archive record per chat message; off, the node keeps no message history (as
     /// WhatsApp's servers did) and MAM is not offered.
     pub archive_messages: bool,
+    /// XEP-0198: how long a dropped session stays resumable (its stanzas queueing)
+    /// before its unacknowledged messages go to the offline store.
+    #[serde(with = "humantime_serde")]
+    pub sm_resume_timeout: Duration,
+    /// XEP-0198: stanzas sent to one session and not yet acknowledged; a session
+    /// that would exceed it is closed with `<resource-constraint/>`.
+    pub sm_max_unacked: usize,
 }
 
 impl Default for WhatsappConfig {
@@ -124,6 +131,8 @@ impl Default for WhatsappConfig {
             max_bytes_per_second: 1024 * 1024,
             allow_registration: false,
             archive_messages: true,
+            sm_resume_timeout: Duration::from_secs(300),
+            sm_max_unacked: 1024,
         }
     }
 }
@@ -151,9 +160,25 @@ impl WhatsappConfig {
                 "whatsapp.outbound_queue: must be in 1..={MAX_OUTBOUND_QUEUE}"
             ));
         }
+        if self.sm_resume_timeout > MAX_SM_RESUME_TIMEOUT {
+            return Err(format!(
+                "whatsapp.sm_resume_timeout: must be at most {}s",
+                MAX_SM_RESUME_TIMEOUT.as_secs()
+            ));
+        }
+        if !(16..=MAX_SM_UNACKED).contains(&self.sm_max_unacked) {
+            return Err(format!(
+                "whatsapp.sm_max_unacked: must be in 16..={MAX_SM_UNACKED}"
+            ));
+        }
         self.validate_transport()
     }
 }
+
+/// Longest XEP-0198 resumption window.
+pub const MAX_SM_RESUME_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Largest XEP-0198 unacknowledged-stanza bound.
+pub const MAX_SM_UNACKED: usize = 65_536;
 
 /// What the node is built with.
 #[derive(Debug, Clone)]
@@ -196,6 +221,10 @@ pub(crate) struct Shared {
     pub(crate) config: WhatsappConfig,
     pub(crate) domain: Arc<Domain>,
     pub(crate) router: Router,
+    /// Resumable XEP-0198 sessions of this node, attached or detached.
+    pub(crate) resumable: conn::sm::Registry,
+    /// The injected clock (resumption windows).
+    pub(crate) clock: SharedClock,
 }
 
 /// The `chat` service.
@@ -399,10 +428,13 @@ impl ServiceFactory for ChatNode {
                 config: self.settings.config.clone(),
                 domain: domain.clone(),
                 router: Router::default(),
+                resumable: conn::sm::Registry::default(),
+                clock: ctx.clock().clone(),
             });
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
             ctx.spawn(domain_upkeep(domain.clone(), ctx.shutdown_token()));
+            ctx.spawn(conn::sm::sweep(shared.clone(), ctx.shutdown_token()));
             let live = Arc::new(AtomicUsize::new(0));
             listeners::start(ctx, &shared, &live).await?;
             let shutdown = ctx.shutdown_token();

@@ -4,7 +4,9 @@
 //! output queue and a stanza that does not fit disconnects that (slow) session
 //! instead of blocking the sender; a resource is bound at most once per bare JID;
 //! a session is removed only by the connection that registered it (the id check
-//! makes a late cleanup harmless). Bare-JID messages go to every available
+//! makes a late cleanup harmless). A XEP-0198 session whose socket dropped stays
+//! bound here (detached) until resumed or its window expires, its queue still
+//! bounded. Bare-JID messages go to every available
 //! resource with non-negative priority (RFC 6121 §8.5.2.1.1, the "all" option).
 //! The instant-messaging state of a session (last presence, roster interest,
 //! carbons) lives here too, in its own `impl` block, so "who should get this" has
@@ -31,6 +33,13 @@ pub enum Outbound {
     /// Offline messages were stored for this account after it became available:
     /// deliver them.
     FlushOffline,
+    /// A message already durable in the offline store (its sender has XEP-0198
+    /// enabled): deliver it, and remove it from the store once the recipient has
+    /// it (its `<a/>`, or the socket write without stream management).
+    Stored {
+        xml: String,
+        key: crate::offline::MessageKey,
+    },
 }
 
 /// One bound resource as the router sees it.
@@ -154,6 +163,16 @@ impl Router {
 
     /// Queues `stanza` to exactly `bare/resource` (bound, available or not).
     pub fn to_full(&self, bare: &str, resource: &str, stanza: &str) -> Delivery {
+        self.deliver_full(bare, resource, &|| Outbound::Stanza(stanza.to_owned()))
+    }
+
+    /// Queues `item` to exactly `bare/resource` (bound, available or not).
+    pub fn deliver_full(
+        &self,
+        bare: &str,
+        resource: &str,
+        item: &dyn Fn() -> Outbound,
+    ) -> Delivery {
         let target = self
             .sessions
             .lock()
@@ -161,13 +180,18 @@ impl Router {
             .and_then(|r| r.get(resource))
             .cloned();
         match target {
-            Some(session) if offer(&session, stanza) => Delivery::Delivered(1),
+            Some(session) if offer(&session, item()) => Delivery::Delivered(1),
             _ => Delivery::NoSession,
         }
     }
 
     /// Queues `stanza` to every available resource of `bare` with priority ≥ 0.
     pub fn to_bare(&self, bare: &str, stanza: &str) -> Delivery {
+        self.deliver_bare(bare, &|| Outbound::Stanza(stanza.to_owned()))
+    }
+
+    /// Queues `item` to every available resource of `bare` with priority ≥ 0.
+    pub fn deliver_bare(&self, bare: &str, item: &dyn Fn() -> Outbound) -> Delivery {
         let targets: Vec<Session> = self
             .sessions
             .lock()
@@ -179,7 +203,7 @@ impl Router {
                     .collect()
             })
             .unwrap_or_default();
-        let delivered = targets.iter().filter(|s| offer(s, stanza)).count();
+        let delivered = targets.iter().filter(|s| offer(s, item())).count();
         if delivered == 0 {
             Delivery::NoSession
         } else {
@@ -210,6 +234,20 @@ impl Router {
             .iter()
             .filter(|s| s.tx.try_send(Outbound::FlushOffline).is_ok())
             .count()
+    }
+
+    /// Gives a resumed session (XEP-0198) its new connection's kick token, so a
+    /// slow reader kick reaches the connection that now serves it.
+    pub fn set_kick(&self, bare: &str, resource: &str, conn_id: u64, kick: CancellationToken) {
+        if let Some(session) = self
+            .sessions
+            .lock()
+            .get_mut(bare)
+            .and_then(|r| r.get_mut(resource))
+            .filter(|s| s.conn_id == conn_id)
+        {
+            session.kick = kick;
+        }
     }
 
     /// Number of bound sessions.
@@ -332,8 +370,8 @@ impl Router {
 }
 
 /// Tries to queue; a full queue means a slow reader: kick it rather than wait.
-fn offer(session: &Session, stanza: &str) -> bool {
-    match session.tx.try_send(Outbound::Stanza(stanza.to_owned())) {
+fn offer(session: &Session, item: Outbound) -> bool {
+    match session.tx.try_send(item) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
             metrics::counter!("whatsapp_slow_reader_kicks_total").increment(1);

@@ -31,6 +31,11 @@ impl Conn {
         if let Some((own_bare, own_resource)) = &own {
             carbons::copy(&self.shared, "sent", own_bare, Some(own_resource), &element);
         }
+        if self.sm.is_some() && matches!(element.attr("type"), None | Some("normal") | Some("chat"))
+        {
+            // XEP-0198: durable before the sender's <a/> covers it, online or not.
+            return self.message_durable(element, to).await;
+        }
         let xml = write_stanza(&element);
         if let Some(resource) = &to.resource
             && let Delivery::Delivered(_) = self.shared.router.to_full(&bare, resource, &xml)

@@ -6,16 +6,17 @@
 //! transport (a parse error is a stream error and a close); the `from` of every
 //! routed stanza is the sender's real full JID; an offline message is stored durably
 //! before the sender's stanza is considered handled, and removed only after its
-//! write to this socket returned. Writes race the connection's kick token, so a slow
+//! write to this socket returned — or, with XEP-0198 (`sm.rs`), only once the
+//! client's `<a/>` covers it. Writes race the connection's kick token, so a slow
 //! reader that the router kicked is dropped even mid-write. A connection not bound
 //! within `handshake_timeout`, or silent for `idle_timeout`, gets
 //! `<connection-timeout/>`; one sending faster than its rate limit is simply not
 //! read until its token buckets refill. SASL computations run off the runtime
 //! threads.
 //!
-//! Not here (yet): XEP-0198 acks (removal after the socket write means a message is
-//! lost if the connection dies with it still in the kernel's buffers), s2s,
-//! SCRAM-*-PLUS.
+//! Not here (yet): s2s, SCRAM-*-PLUS. Without XEP-0198, removal after the socket
+//! write means a message is lost if the connection dies with it still in the
+//! kernel's buffers.
 
 mod carbons;
 mod iq;
@@ -29,6 +30,9 @@ mod roster;
 pub(crate) mod transport;
 
 pub use register::{RegistrationLimiter, RegistrationLimits};
+pub(crate) mod sm;
+
+pub use sm::SM_NS;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,8 +76,10 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Why the connection ended (for the log and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
-    /// The peer closed its stream or the socket.
+    /// The peer closed its socket without closing its stream.
     PeerClosed,
+    /// The peer closed its stream (`</stream>`): the session is over.
+    StreamClosed,
     /// We sent a stream error.
     StreamError,
     /// Kicked as a slow reader, or the socket failed.
@@ -139,6 +145,16 @@ struct Conn {
     sasl_failures: u32,
     bound: Option<Bound>,
     available: bool,
+    /// XEP-0198 state, once the client enabled stream management.
+    sm: Option<sm::Sm>,
+    /// Stored messages written to this (non-SM) session, to remove from the
+    /// offline store in one batch.
+    removals: Vec<crate::offline::MessageKey>,
+    /// XEP-0198 durable stores in flight, completing in order.
+    stores: sm::Stores,
+    /// The stanza being handled is a message whose store is in flight: `h`
+    /// counts it when the store completes.
+    sm_defer_current: bool,
 }
 
 /// A closed or kicked connection: stop.
@@ -208,8 +224,15 @@ pub(crate) async fn serve_transport(
         sasl_failures: 0,
         bound: None,
         available: false,
+        sm: None,
+        removals: Vec::new(),
+        stores: sm::Stores::default(),
+        sm_defer_current: false,
     };
     let end = conn.run(shutdown).await;
+    // XEP-0198: a dropped session is kept for resumption; otherwise what it was
+    // sent and never acknowledged goes to the offline store.
+    conn.end_session(end).await;
     metrics::counter!("whatsapp_connections_closed_total", "end" => format!("{end:?}"))
         .increment(1);
     tracing::debug!(peer = %conn.peer, ?end, "connection closed");
@@ -256,6 +279,9 @@ impl Conn {
                         Ok(())
                     }
                 }
+                Some(done) = self.stores.next(), if !self.stores.is_empty() => {
+                    self.store_done(done).await
+                }
                 Some(outbound) = self.rx.recv() => self.outbound(outbound).await,
                 // Over the rate limit: stop reading until the buckets refill, so the
                 // client's TCP window fills and it slows down.
@@ -270,6 +296,10 @@ impl Conn {
                         self.input(&buf[..n.min(buf.len())]).await
                     }
                 },
+            };
+            let result = match result {
+                Ok(()) => self.sm_after_turn().await,
+                gone => gone,
             };
             if let Err(Gone(end)) = result {
                 return end;
@@ -291,7 +321,8 @@ impl Conn {
     /// Handles what routing queued for this session.
     async fn outbound(&mut self, outbound: Outbound) -> Result<(), Gone> {
         match outbound {
-            Outbound::Stanza(stanza) => self.write(&stanza).await,
+            Outbound::Stanza(stanza) => self.deliver(stanza, None).await,
+            Outbound::Stored { xml, key } => self.deliver(xml, Some(key)).await,
             Outbound::FlushOffline => {
                 let bare = self.bare_jid();
                 self.flush_offline(&bare).await
@@ -311,6 +342,9 @@ impl Conn {
 
     /// Writes `data`, giving up when the router kicks this connection.
     async fn write(&mut self, data: &str) -> Result<(), Gone> {
+        // XEP-0198: every stanza sent counts and waits for the client's <a/>. The
+        // count is per call: write one stanza per call (never several joined).
+        self.sm_track(data);
         tokio::select! {
             biased;
             _ = self.kick.cancelled() => Err(Gone(End::Dropped)),
@@ -360,14 +394,27 @@ impl Conn {
                 let footer = self.transport.footer();
                 let _ = self.write(&footer).await;
                 self.transport.shutdown().await;
-                Err(Gone(End::PeerClosed))
+                Err(Gone(End::StreamClosed))
+            }
+            StreamEvent::Stanza(element) if element.ns() == sm::SM_NS => {
+                self.sm_element(element).await
             }
             StreamEvent::Stanza(element) if element.is("starttls", TLS_NS) => self.starttls().await,
             StreamEvent::Stanza(element) => match self.stage {
                 Stage::Header => self.stream_fail("bad-format").await,
                 Stage::Sasl => self.sasl(element).await,
                 Stage::Bind => self.bind(element).await,
-                Stage::Session => self.stanza(element).await,
+                Stage::Session => {
+                    // Stanzas that are not pipelined wait for the durable
+                    // messages before them (the sender's order is kept).
+                    if !self.stores.is_empty() && !sm::pipelined(&element) {
+                        self.drain_stores().await?;
+                    }
+                    self.stanza(element).await?;
+                    // XEP-0198 h: counted once handled (routed or durably stored).
+                    self.sm_handled();
+                    Ok(())
+                }
             },
         }
     }

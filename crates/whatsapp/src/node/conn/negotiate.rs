@@ -51,6 +51,8 @@ impl Conn {
                 Element::new("session", SESSION_NS)
                     .with_child(Element::new("optional", SESSION_NS)),
             );
+            // XEP-0198: enable after bind, or resume instead of binding.
+            features.push_child(Element::new("sm", sm::SM_NS));
             self.stage = Stage::Bind;
         }
         out.push_str(&write_stanza(&features));
@@ -79,11 +81,12 @@ impl Conn {
     /// PLAIN verification is PBKDF2 and SCRAM looks up and hashes secrets, which
     /// must not stall the live sessions sharing this runtime thread.
     async fn sasl_off_thread(
-        &self,
+        slots: Arc<tokio::sync::Semaphore>,
         mut server: SaslServer,
         f: impl FnOnce(&mut SaslServer) -> SaslStep + Send + 'static,
     ) -> (Option<SaslServer>, SaslStep) {
-        let _permit = self.shared.domain.sasl_slots.acquire().await;
+        // No borrow of the connection (not `Sync`) lives across the await.
+        let _permit = slots.acquire_owned().await;
         match tokio::task::spawn_blocking(move || {
             let step = f(&mut server);
             (server, step)
@@ -120,14 +123,18 @@ impl Conn {
                 let mechanism = element.attr("mechanism").unwrap_or_default().to_owned();
                 let text = element.text();
                 let (server, step) = if text.trim().is_empty() {
-                    self.sasl_off_thread(server, move |s| s.start(&mechanism, None))
-                        .await
+                    Self::sasl_off_thread(self.shared.domain.sasl_slots.clone(), server, move |s| {
+                        s.start(&mechanism, None)
+                    })
+                    .await
                 } else {
                     match decode_payload(&text) {
                         Ok(initial) => {
-                            self.sasl_off_thread(server, move |s| {
-                                s.start(&mechanism, Some(&initial))
-                            })
+                            Self::sasl_off_thread(
+                                self.shared.domain.sasl_slots.clone(),
+                                server,
+                                move |s| s.start(&mechanism, Some(&initial)),
+                            )
                             .await
                         }
                         Err(failure) => (Some(server), SaslStep::Failure(failure)),
@@ -138,9 +145,12 @@ impl Conn {
             }
             "response" => match (self.sasl.take(), decode_payload(&element.text())) {
                 (Some(server), Ok(response)) => {
-                    let (server, step) = self
-                        .sasl_off_thread(server, move |s| s.step(&response))
-                        .await;
+                    let (server, step) = Self::sasl_off_thread(
+                        self.shared.domain.sasl_slots.clone(),
+                        server,
+                        move |s| s.step(&response),
+                    )
+                    .await;
                     self.sasl = server;
                     step
                 }

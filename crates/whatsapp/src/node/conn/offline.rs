@@ -4,8 +4,12 @@ use super::*;
 
 impl Conn {
     /// Writes every pending offline message with a XEP-0203 delay, in order, and
-    /// removes each batch once written.
+    /// removes each batch once written — or, with XEP-0198 enabled, once the
+    /// client's `<a/>` covers it (see [`super::sm`]).
     pub(super) async fn flush_offline(&mut self, bare: &str) -> Result<(), Gone> {
+        if self.sm.is_some() {
+            return self.flush_offline_acked(bare).await;
+        }
         let limits = Limits {
             // The stored stanza carries the stamped `from`: allow for it.
             max_stanza_bytes: self.shared.config.max_stanza_bytes + 4096,

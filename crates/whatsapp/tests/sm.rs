@@ -1,0 +1,790 @@
+//! XEP-0198 stream management end to end: real loopback sockets, a raw-XMPP client
+//! on the crate's own XML layer, a real platform instance (on a `ManualClock` where
+//! the resumption window matters). Waits are bounded by a deadline (a hang fails
+//! the test); nothing asserts on timing.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use casebook_kit::clock::{ManualClock, SharedClock, SystemClock};
+use casebook_kit::runtime::{InstanceSpec, Platform};
+use casebook_kit::topology::Topology;
+use casebook_whatsapp::auth::{
+    Accounts, AccountsConfig, ScramHash, decode_payload, encode_payload,
+};
+use casebook_whatsapp::node::conn::{BIND_NS, PING_NS, SASL_NS, SM_NS};
+use casebook_whatsapp::node::stanza::STANZAS_NS;
+use casebook_whatsapp::node::{ChatNode, ChatSettings, DELAY_NS, WhatsappConfig};
+use casebook_whatsapp::xml::{
+    CLIENT_NS, Element, STREAM_ERRORS_NS, STREAMS_NS, StreamEvent, StreamParser,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const USERS: &[(&str, &str)] = &[("alice", "alice-pw"), ("bob", "bob-pw")];
+
+struct Node {
+    platform: Platform,
+    instance_id: String,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start(clock: SharedClock) -> Self {
+        Self::start_with(clock, WhatsappConfig::default()).await
+    }
+
+    async fn start_with(clock: SharedClock, config: WhatsappConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts =
+            Accounts::open(dir.path(), &config.domain, AccountsConfig::default()).unwrap();
+        for (user, password) in USERS {
+            accounts.add(user, password).unwrap();
+        }
+        let topology = Topology::uniform(&["r1"], 1);
+        let platform = Platform::new(topology, dir.path(), clock);
+        platform.register_service(Arc::new(ChatNode::new(ChatSettings {
+            config,
+            accounts_root: dir.path().to_path_buf(),
+        })));
+        let (instance_id, addr) = start_instance(&platform).await;
+        Self {
+            platform,
+            instance_id,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Kills the instance (every task dropped at once) and starts a new one.
+    async fn kill_and_restart(&mut self) {
+        assert!(self.platform.kill(&self.instance_id).await);
+        (self.instance_id, self.addr) = start_instance(&self.platform).await;
+    }
+}
+
+async fn start_instance(platform: &Platform) -> (String, SocketAddr) {
+    let info = platform
+        .start(InstanceSpec {
+            service: "chat".into(),
+            instance_id: None,
+            placement: Topology::uniform(&["r1"], 1).spread(0),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            version: "test".into(),
+            port_hint: None,
+        })
+        .await
+        .unwrap();
+    (info.instance_id, info.address)
+}
+
+/// A raw XMPP client that counts the stanzas it receives (its XEP-0198 `h`) and
+/// records the server's `<r/>` requests instead of returning them.
+struct Client {
+    stream: TcpStream,
+    parser: StreamParser,
+    events: VecDeque<StreamEvent>,
+    eof: bool,
+    /// Stanzas received since `<enable/>` / `<resumed/>` started counting.
+    received: u32,
+    /// `<r/>` requests seen.
+    requests: u32,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Self {
+        Self {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            parser: StreamParser::new(Default::default()),
+            events: VecDeque::new(),
+            eof: false,
+            received: 0,
+            requests: 0,
+        }
+    }
+
+    async fn send(&mut self, data: &str) {
+        self.stream.write_all(data.as_bytes()).await.unwrap();
+    }
+
+    async fn next(&mut self) -> Option<StreamEvent> {
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                if let Some(event) = self.events.pop_front() {
+                    return Some(event);
+                }
+                if self.eof {
+                    return None;
+                }
+                let mut buf = [0u8; 8192];
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => self.eof = true,
+                    Ok(n) => {
+                        let mut out = Vec::new();
+                        self.parser.feed_events(&buf[..n], &mut out).unwrap();
+                        self.events.extend(out);
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the server answered before the deadline")
+    }
+
+    /// The next element other than `<r/>`; stanzas are counted.
+    async fn element(&mut self) -> Element {
+        loop {
+            match self.next().await {
+                Some(StreamEvent::Stanza(e)) if e.is("r", SM_NS) => self.requests += 1,
+                Some(StreamEvent::Stanza(e)) => {
+                    if e.ns() == CLIENT_NS {
+                        self.received += 1;
+                    }
+                    return e;
+                }
+                other => panic!("expected an element, got {other:?}"),
+            }
+        }
+    }
+
+    async fn open(&mut self) -> Element {
+        self.parser.reset();
+        self.send("<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>").await;
+        assert!(matches!(
+            self.next().await,
+            Some(StreamEvent::StreamOpen { .. })
+        ));
+        let features = self.element().await;
+        assert!(features.is("features", STREAMS_NS), "{features:?}");
+        features
+    }
+
+    async fn scram(&mut self, user: &str, password: &str) {
+        let hash = ScramHash::Sha256;
+        let bare = format!("n={user},r=clientnonce{}", rand::random::<u32>());
+        self.send(&format!(
+            "<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256'>{}</auth>",
+            encode_payload(format!("n,,{bare}").as_bytes())
+        ))
+        .await;
+        let challenge = self.element().await;
+        assert!(challenge.is("challenge", SASL_NS), "{challenge:?}");
+        let server_first = String::from_utf8(decode_payload(&challenge.text()).unwrap()).unwrap();
+        let field = |key: &str| {
+            server_first
+                .split(',')
+                .find_map(|p| p.strip_prefix(key))
+                .unwrap()
+                .to_owned()
+        };
+        let (nonce, salt, iterations) = (
+            field("r="),
+            field("s="),
+            field("i=").parse::<u32>().unwrap(),
+        );
+        let salt = decode_payload(&salt).unwrap();
+        let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
+        let client_key = hash.hmac(&salted, &[b"Client Key"]);
+        let stored_key = hash.digest(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{bare},{server_first},{without_proof}");
+        let signature = hash.hmac(&stored_key, &[auth_message.as_bytes()]);
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        self.send(&format!(
+            "<response xmlns='{SASL_NS}'>{}</response>",
+            encode_payload(format!("{without_proof},p={}", encode_payload(&proof)).as_bytes())
+        ))
+        .await;
+        let outcome = self.element().await;
+        assert!(outcome.is("success", SASL_NS), "{outcome:?}");
+    }
+
+    /// Connects, authenticates and restarts the stream (ready to bind or resume).
+    async fn authenticated(addr: SocketAddr, user: &str) -> Self {
+        let password = USERS.iter().find(|(u, _)| *u == user).unwrap().1;
+        let mut client = Self::connect(addr).await;
+        client.open().await;
+        client.scram(user, password).await;
+        let features = client.open().await;
+        assert!(features.child("bind", BIND_NS).is_some());
+        assert!(
+            features.child("sm", SM_NS).is_some(),
+            "stream management is offered after authentication: {features:?}"
+        );
+        client
+    }
+
+    async fn bind(&mut self, resource: &str) {
+        self.send(&format!(
+            "<iq type='set' id='b1'><bind xmlns='{BIND_NS}'><resource>{resource}</resource></bind></iq>"
+        ))
+        .await;
+        let result = self.element().await;
+        assert_eq!(result.attr("type"), Some("result"), "{result:?}");
+    }
+
+    /// Enables stream management; returns the resumption id when asked for one.
+    async fn enable(&mut self, resume: bool) -> Option<String> {
+        let attr = if resume { " resume='true'" } else { "" };
+        self.send(&format!("<enable xmlns='{SM_NS}'{attr}/>")).await;
+        let enabled = self.element().await;
+        assert!(enabled.is("enabled", SM_NS), "{enabled:?}");
+        self.received = 0;
+        if resume {
+            assert_eq!(enabled.attr("resume"), Some("true"));
+            assert_eq!(enabled.attr("max"), Some("300"));
+        }
+        enabled.attr("id").map(str::to_owned)
+    }
+
+    /// Logs in, binds, optionally enables stream management, sends presence.
+    async fn online(
+        addr: SocketAddr,
+        user: &str,
+        resource: &str,
+        sm: Option<bool>,
+    ) -> (Self, Option<String>) {
+        let mut client = Self::authenticated(addr, user).await;
+        client.bind(resource).await;
+        let id = match sm {
+            Some(resume) => client.enable(resume).await,
+            None => None,
+        };
+        client.send("<presence/>").await;
+        (client, id)
+    }
+
+    /// Asks the server for its `h`.
+    async fn request_ack(&mut self) -> u32 {
+        self.send(&format!("<r xmlns='{SM_NS}'/>")).await;
+        let a = self.element().await;
+        assert!(a.is("a", SM_NS), "{a:?}");
+        a.attr("h").unwrap().parse().unwrap()
+    }
+
+    /// Acknowledges everything received so far.
+    async fn ack(&mut self) {
+        let h = self.received;
+        self.send(&format!("<a xmlns='{SM_NS}' h='{h}'/>")).await;
+    }
+
+    /// A ping round trip; returns the stanzas that arrived before its result.
+    async fn ping(&mut self, id: &str) -> Vec<Element> {
+        self.send(&format!(
+            "<iq type='get' id='{id}'><ping xmlns='{PING_NS}'/></iq>"
+        ))
+        .await;
+        let mut before = Vec::new();
+        loop {
+            let stanza = self.element().await;
+            if stanza.is("iq", CLIENT_NS) && stanza.attr("id") == Some(id) {
+                return before;
+            }
+            before.push(stanza);
+        }
+    }
+
+    async fn message(&mut self, to: &str, id: &str) {
+        self.send(&format!(
+            "<message to='{to}' type='chat' id='{id}'><body>{id}</body></message>"
+        ))
+        .await;
+    }
+
+    /// Expects `<stream:error>` with `condition`; returns it, after the close.
+    async fn expect_stream_error(&mut self, condition: &str) -> Element {
+        let error = loop {
+            match self.next().await {
+                Some(StreamEvent::Stanza(e)) if e.is("error", STREAMS_NS) => break e,
+                Some(_) => continue,
+                None => panic!("closed without a stream error"),
+            }
+        };
+        assert!(
+            error.child(condition, STREAM_ERRORS_NS).is_some(),
+            "{error:?}"
+        );
+        assert!(matches!(self.next().await, Some(StreamEvent::StreamClose)));
+        assert!(self.next().await.is_none());
+        error
+    }
+
+    /// Closes the stream cleanly and waits for the server's close.
+    async fn close(mut self) {
+        self.send("</stream:stream>").await;
+        while self.next().await.is_some() {}
+    }
+}
+
+fn ids(stanzas: &[Element]) -> Vec<String> {
+    stanzas
+        .iter()
+        .filter(|s| s.is("message", CLIENT_NS))
+        .map(|s| s.attr("id").unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Reads `n` messages (skipping other stanzas); returns their ids.
+async fn read_messages(client: &mut Client, n: usize) -> Vec<Element> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let stanza = client.element().await;
+        if stanza.is("message", CLIENT_NS) {
+            got.push(stanza);
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn enable_counts_handled_stanzas_and_both_sides_request_and_acknowledge() {
+    let node = Node::start(SystemClock::shared()).await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(false)).await;
+    bob.ping("ready").await;
+    assert_eq!(bob.received, 1, "the ping result is counted");
+
+    for n in 1..=3 {
+        alice.message("bob@localhost", &format!("m{n}")).await;
+    }
+    alice.ping("p").await;
+    // Presence (1) + three messages + the ping: five handled stanzas.
+    assert_eq!(alice.request_ack().await, 5);
+
+    let got = read_messages(&mut bob, 3).await;
+    assert_eq!(ids(&got), ["m1", "m2", "m3"]);
+    assert!(bob.ping("drain").await.is_empty());
+    // The server asked for acknowledgement (its queue ran dry between stanzas).
+    assert!(bob.requests >= 1);
+    assert_eq!(bob.received, 5, "two ping results and three messages");
+    bob.ack().await;
+    bob.ping("acked").await;
+    // Acknowledged: a fresh login of bob gets nothing stored.
+    bob.close().await;
+    let (mut again, _) = Client::online(node.addr, "bob", "tablet", Some(false)).await;
+    assert!(
+        ids(&again.ping("after").await).is_empty(),
+        "acked messages were removed"
+    );
+
+    // Bad input: an <a/> with an h beyond what was sent.
+    again.send(&format!("<a xmlns='{SM_NS}' h='99'/>")).await;
+    let error = again.expect_stream_error("undefined-condition").await;
+    let detail = error
+        .child("handled-count-too-high", SM_NS)
+        .expect("the XEP-0198 detail");
+    assert_eq!(detail.attr("h"), Some("99"));
+    assert_eq!(detail.attr("send-count"), Some("1"));
+}
+
+#[tokio::test]
+async fn sm_elements_before_enable_or_bind_are_refused() {
+    let node = Node::start(SystemClock::shared()).await;
+    let mut early = Client::authenticated(node.addr, "alice").await;
+    early.send(&format!("<enable xmlns='{SM_NS}'/>")).await;
+    let failed = early.element().await;
+    assert!(failed.is("failed", SM_NS), "{failed:?}");
+    assert!(failed.child("unexpected-request", STANZAS_NS).is_some());
+    early.bind("phone").await;
+    early.send(&format!("<r xmlns='{SM_NS}'/>")).await;
+    early.expect_stream_error("unsupported-stanza-type").await;
+}
+
+#[tokio::test]
+async fn an_acknowledged_offline_message_survives_a_kill_of_the_instance() {
+    let mut node = Node::start(SystemClock::shared()).await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
+    alice.message("bob@localhost", "durable-1").await;
+    // h covers presence + the message: it was stored before this answer.
+    assert_eq!(alice.request_ack().await, 2);
+    node.kill_and_restart().await;
+    assert!(alice.next().await.is_none(), "the kill cut alice off");
+
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(false)).await;
+    let got = bob.ping("after-restart").await;
+    assert_eq!(ids(&got), ["durable-1"]);
+    assert!(got[0].child("delay", DELAY_NS).is_some());
+}
+
+#[tokio::test]
+async fn a_dropped_session_resumes_with_exactly_the_unacknowledged_stanzas_in_order() {
+    let node = Node::start(SystemClock::shared()).await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
+    let (mut bob, id) = Client::online(node.addr, "bob", "laptop", Some(true)).await;
+    let id = id.expect("a resumption id");
+    bob.ping("ready").await;
+    for n in 1..=3 {
+        alice
+            .message("bob@localhost/laptop", &format!("m{n}"))
+            .await;
+    }
+    let got = read_messages(&mut bob, 3).await;
+    assert_eq!(ids(&got), ["m1", "m2", "m3"]);
+    // Bob acknowledges the ping and m1 only, then his socket dies (no </stream>).
+    let h = bob.received - 2;
+    bob.send(&format!("<a xmlns='{SM_NS}' h='{h}'/>")).await;
+    bob.ping("acked").await;
+    drop(bob);
+    // Sent while bob is away: queued for the detached session.
+    alice.message("bob@localhost", "m4").await;
+    assert_eq!(alice.request_ack().await, 5);
+
+    let mut back = Client::authenticated(node.addr, "bob").await;
+    back.send(&format!("<resume xmlns='{SM_NS}' previd='{id}' h='{h}'/>"))
+        .await;
+    let resumed = back.element().await;
+    assert!(resumed.is("resumed", SM_NS), "{resumed:?}");
+    assert_eq!(resumed.attr("previd"), Some(id.as_str()));
+    assert_eq!(resumed.attr("h"), Some("3"), "presence and two pings");
+    back.received = h;
+    let again = back.ping("resumed").await;
+    let redelivered: Vec<&Element> = again
+        .iter()
+        .filter(|s| s.is("message", CLIENT_NS))
+        .collect();
+    assert_eq!(
+        ids(&again),
+        ["m2", "m3", "m4"],
+        "the unacknowledged ones, in order, then the new one"
+    );
+    assert!(
+        redelivered
+            .iter()
+            .all(|m| m.attr("from") == Some("alice@localhost/phone"))
+    );
+    // The resumed session is the bound one: live messages keep coming.
+    alice.message("bob@localhost/laptop", "m5").await;
+    assert_eq!(ids(&read_messages(&mut back, 1).await), ["m5"]);
+    back.ack().await;
+    // The counts line up: the server accepts that h, and nothing is left.
+    assert_eq!(back.request_ack().await, 4, "one more ping handled");
+}
+
+#[tokio::test]
+async fn a_second_connection_resuming_an_attached_session_replaces_it() {
+    let node = Node::start(SystemClock::shared()).await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
+    let (mut first, id) = Client::online(node.addr, "bob", "laptop", Some(true)).await;
+    first.ping("ready").await;
+    alice.message("bob@localhost", "x1").await;
+    assert_eq!(ids(&read_messages(&mut first, 1).await), ["x1"]);
+
+    let mut second = Client::authenticated(node.addr, "bob").await;
+    second
+        .send(&format!(
+            "<resume xmlns='{SM_NS}' previd='{}' h='0'/>",
+            id.unwrap()
+        ))
+        .await;
+    let resumed = second.element().await;
+    assert!(resumed.is("resumed", SM_NS), "{resumed:?}");
+    // The older connection is cut off.
+    while first.next().await.is_some() {}
+    // Nothing was acknowledged: the ping result and x1 come again.
+    let again = second.ping("second").await;
+    assert_eq!(ids(&again), ["x1"]);
+}
+
+#[tokio::test]
+async fn resuming_an_unknown_or_foreign_id_fails_and_the_client_binds_normally() {
+    let node = Node::start(SystemClock::shared()).await;
+    let mut stranger = Client::authenticated(node.addr, "alice").await;
+    stranger
+        .send(&format!(
+            "<resume xmlns='{SM_NS}' previd='no-such-id' h='0'/>"
+        ))
+        .await;
+    let failed = stranger.element().await;
+    assert!(failed.is("failed", SM_NS), "{failed:?}");
+    assert!(failed.child("item-not-found", STANZAS_NS).is_some());
+    stranger.bind("phone").await;
+    stranger.send("<presence/>").await;
+
+    // Bob's live session cannot be taken over by alice, even with its id.
+    let (mut bob, id) = Client::online(node.addr, "bob", "laptop", Some(true)).await;
+    bob.ping("ready").await;
+    let mut thief = Client::authenticated(node.addr, "alice").await;
+    thief
+        .send(&format!(
+            "<resume xmlns='{SM_NS}' previd='{}' h='0'/>",
+            id.unwrap()
+        ))
+        .await;
+    let failed = thief.element().await;
+    assert!(
+        failed.child("item-not-found", STANZAS_NS).is_some(),
+        "{failed:?}"
+    );
+    stranger.message("bob@localhost", "still-bob").await;
+    assert_eq!(ids(&read_messages(&mut bob, 1).await), ["still-bob"]);
+}
+
+#[tokio::test]
+async fn when_the_window_expires_unacknowledged_messages_go_offline() {
+    let clock = ManualClock::new();
+    let node = Node::start(clock.shared()).await;
+    // Alice without stream management: her messages are routed live, not stored.
+    let mut alice = Client::authenticated(node.addr, "alice").await;
+    alice.bind("phone").await;
+    alice.send("<presence/>").await;
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(true)).await;
+    bob.ping("ready").await;
+    alice.message("bob@localhost", "w1").await;
+    alice.message("bob@localhost", "w2").await;
+    assert_eq!(ids(&read_messages(&mut bob, 2).await), ["w1", "w2"]);
+    drop(bob); // never acknowledged
+    alice.ping("sent").await;
+
+    clock.advance(Duration::from_secs(301));
+    // The sweep runs on a cadence: poll with fresh logins until the messages are
+    // delivered from the offline store.
+    let mut collected = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (mut bob, _) = Client::online(node.addr, "bob", "tablet", None).await;
+        // Presence of bob's other (detached) resource may come too: messages only.
+        let got: Vec<Element> = bob
+            .ping("poll")
+            .await
+            .into_iter()
+            .filter(|s| s.is("message", CLIENT_NS))
+            .collect();
+        assert!(got.iter().all(|m| m.child("delay", DELAY_NS).is_some()));
+        assert!(
+            got.iter()
+                .all(|m| m.attr("from") == Some("alice@localhost/phone"))
+        );
+        // A poll may catch the store half-way: collect across polls.
+        collected.extend(ids(&got));
+        bob.close().await;
+        if collected.len() >= 2 {
+            assert_eq!(collected, ["w1", "w2"]);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never moved offline"
+        );
+        // Again, in case bob's drop was noticed only after the first advance.
+        clock.advance(Duration::from_secs(301));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn flushed_offline_messages_stay_stored_until_acknowledged() {
+    let node = Node::start(SystemClock::shared()).await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
+    for n in 1..=3 {
+        alice.message("bob@localhost", &format!("o{n}")).await;
+    }
+    assert_eq!(alice.request_ack().await, 4);
+
+    // Bob gets them, but his socket dies before he acknowledges.
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(false)).await;
+    assert_eq!(ids(&read_messages(&mut bob, 3).await), ["o1", "o2", "o3"]);
+    drop(bob);
+
+    // So the next login gets them again; this time bob acknowledges.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut bob = loop {
+        let (mut bob, _) = Client::online(node.addr, "bob", "tablet", Some(false)).await;
+        let got = bob.ping("second").await;
+        if ids(&got) == ["o1", "o2", "o3"] {
+            break bob;
+        }
+        // The first connection's end was not processed yet (its resource still bound).
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not redelivered: {got:?}"
+        );
+        bob.close().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    bob.ack().await;
+    bob.ping("acked").await;
+    bob.close().await;
+
+    let (mut third, _) = Client::online(node.addr, "bob", "desk", Some(false)).await;
+    assert!(
+        ids(&third.ping("third").await).is_empty(),
+        "removed once acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn a_session_over_its_unacked_bound_is_closed_and_its_messages_go_offline() {
+    let node = Node::start_with(
+        SystemClock::shared(),
+        WhatsappConfig {
+            sm_max_unacked: 16,
+            ..WhatsappConfig::default()
+        },
+    )
+    .await;
+    let mut alice = Client::authenticated(node.addr, "alice").await;
+    alice.bind("phone").await;
+    alice.send("<presence/>").await;
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(false)).await;
+    bob.ping("ready").await; // one unacknowledged stanza
+    // Bob never acknowledges: the 16th message finds his unacked queue full.
+    for n in 1..=16 {
+        alice.message("bob@localhost", &format!("u{n:02}")).await;
+    }
+    bob.expect_stream_error("resource-constraint").await;
+    alice.ping("sent").await;
+
+    let want: Vec<String> = (1..=16).map(|n| format!("u{n:02}")).collect();
+    // Polling logins may catch the store half-way: collect across them.
+    let mut collected = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (mut bob, _) = Client::online(node.addr, "bob", "tablet", None).await;
+        // Presence of bob's other (detached) resource may come too: messages only.
+        let got: Vec<Element> = bob
+            .ping("poll")
+            .await
+            .into_iter()
+            .filter(|s| s.is("message", CLIENT_NS))
+            .collect();
+        assert!(got.iter().all(|m| m.child("delay", DELAY_NS).is_some()));
+        collected.extend(ids(&got));
+        bob.close().await;
+        if collected.len() >= want.len() {
+            assert_eq!(collected, want, "everything unacknowledged, in order, once");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never stored offline"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn stream_management_config_is_bounded_and_names_the_field() {
+    let config: WhatsappConfig =
+        serde_json::from_str(r#"{"sm_resume_timeout": "30s", "sm_max_unacked": 64}"#).unwrap();
+    assert_eq!(config.sm_resume_timeout, Duration::from_secs(30));
+    config.validate().unwrap();
+    let err = WhatsappConfig {
+        sm_max_unacked: 0,
+        ..WhatsappConfig::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(err.starts_with("whatsapp.sm_max_unacked:"), "{err}");
+    let err = WhatsappConfig {
+        sm_resume_timeout: Duration::from_secs(2 * 24 * 3600),
+        ..WhatsappConfig::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(err.starts_with("whatsapp.sm_resume_timeout:"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stored_message_written_to_a_recipient_without_sm_is_removed_after_the_write() {
+    let node = Node::start(SystemClock::shared()).await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", None).await;
+    bob.ping("ready").await;
+    alice.message("bob@localhost", "live-1").await;
+    // Stored durably before this answer, then routed live.
+    assert_eq!(alice.request_ack().await, 2);
+    assert_eq!(ids(&read_messages(&mut bob, 1).await), ["live-1"]);
+    // Answered after the removal that followed the write.
+    bob.ping("written").await;
+    bob.close().await;
+    let (mut again, _) = Client::online(node.addr, "bob", "tablet", None).await;
+    assert!(
+        ids(&again.ping("again").await).is_empty(),
+        "not delivered a second time"
+    );
+}
+
+#[tokio::test]
+async fn a_clean_close_moves_unacknowledged_messages_offline() {
+    let node = Node::start(SystemClock::shared()).await;
+    let mut alice = Client::authenticated(node.addr, "alice").await;
+    alice.bind("phone").await;
+    alice.send("<presence/>").await;
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(true)).await;
+    bob.ping("ready").await;
+    alice.message("bob@localhost", "c1").await;
+    assert_eq!(ids(&read_messages(&mut bob, 1).await), ["c1"]);
+    // Not acknowledged, then </stream>: the session is over, not resumable.
+    bob.close().await;
+    alice.ping("sent").await;
+
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (mut bob, _) = Client::online(node.addr, "bob", "tablet", None).await;
+        let got = bob.ping("poll").await;
+        if !got.is_empty() {
+            assert_eq!(ids(&got), ["c1"]);
+            assert!(got[0].child("delay", DELAY_NS).is_some());
+            break;
+        }
+        bob.close().await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never stored offline"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn pipelined_durable_messages_keep_order_and_h_counts_bounces_behind_them() {
+    let node = Node::start(SystemClock::shared()).await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
+    // One burst: durable messages, a bounce and a ping in between.
+    let mut burst = String::new();
+    for n in 1..=40 {
+        burst.push_str(&format!(
+            "<message to='bob@localhost' type='chat' id='p{n:02}'><body>p{n:02}</body></message>"
+        ));
+        if n == 10 {
+            burst.push_str(
+                "<message to='ghost@localhost' type='chat' id='lost'><body>x</body></message>",
+            );
+        }
+        if n == 20 {
+            burst.push_str(&format!(
+                "<iq type='get' id='mid'><ping xmlns='{PING_NS}'/></iq>"
+            ));
+        }
+    }
+    burst.push_str(&format!("<r xmlns='{SM_NS}'/>"));
+    alice.send(&burst).await;
+    let mut replies = Vec::new();
+    let h = loop {
+        let element = alice.element().await;
+        if element.is("a", SM_NS) {
+            break element.attr("h").unwrap().parse::<u32>().unwrap();
+        }
+        replies.push(element);
+    };
+    // Presence + 40 messages + the bounced one + the ping, all handled.
+    assert_eq!(h, 43);
+    let reply_ids: Vec<&str> = replies.iter().filter_map(|r| r.attr("id")).collect();
+    assert_eq!(
+        reply_ids,
+        ["lost", "mid"],
+        "the bounce, then the ping result"
+    );
+
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(false)).await;
+    let want: Vec<String> = (1..=40).map(|n| format!("p{n:02}")).collect();
+    assert_eq!(ids(&read_messages(&mut bob, 40).await), want);
+}
