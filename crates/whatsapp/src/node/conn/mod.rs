@@ -166,11 +166,11 @@ pub(crate) async fn serve(
     tracing::debug!(peer = %conn.peer, ?end, "connection closed");
 }
 
-/// Writes a `<stream:error>` to a connection refused before it was served, then
-/// closes it: answers the header first so the client can read the error.
-pub(crate) async fn refuse(mut stream: TcpStream, domain: &str, condition: &str) {
+/// Writes `error` (a whole `<stream:error>`) to a connection refused before it was
+/// served, then closes it: answers the header first so the client can read it.
+pub(crate) async fn refuse(mut stream: TcpStream, domain: &str, error: &str) {
     let mut out = stream_open(&[("from", domain), ("version", "1.0")]);
-    out.push_str(&stream_error_text(condition));
+    out.push_str(error);
     out.push_str(stream_close());
     let _ = stream.write_all(out.as_bytes()).await;
     let _ = stream.shutdown().await;
