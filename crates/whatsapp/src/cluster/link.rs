@@ -48,7 +48,7 @@ use super::{Cluster, LinkStats, NodeRef};
 use crate::node::Shared;
 use crate::node::router::Delivery;
 use crate::offline::{NewMessage, OfflineStore};
-use crate::xml::{Frame as XmlFrame, FramedParser, Limits};
+use crate::xml::{Limits, StreamEvent, StreamParser, stream_open};
 
 /// Entries queued to one peer before the link refuses more (→ offline).
 pub const PEER_QUEUE: usize = 8192;
@@ -589,9 +589,11 @@ impl Sender {
             max_stanza_bytes: self.max_stanza_bytes + 4096,
             ..Limits::default()
         };
-        let Ok(XmlFrame::Stanza(element)) =
-            FramedParser::new(limits).parse(entry.stanza.as_bytes())
-        else {
+        // The stanza was written for a `jabber:client` stream: parse it inside one.
+        let wire = format!("{}{}", stream_open(&[]), entry.stanza);
+        let mut events = Vec::new();
+        let parsed = StreamParser::new(limits).feed_events(wire.as_bytes(), &mut events);
+        let Some(StreamEvent::Stanza(element)) = parsed.ok().and_then(|()| events.pop()) else {
             tracing::warn!("unparsable stanza on the link dropped");
             return;
         };
