@@ -268,6 +268,7 @@ impl NodeLink {
             local: self.local.get().cloned().unwrap_or_default(),
             stats: self.stats.clone(),
             max_stanza_bytes: self.max_stanza_bytes,
+            shutdown: self.ctx.shutdown_token(),
         };
         self.ctx.spawn(sender.run());
         peer
@@ -314,8 +315,15 @@ impl NodeLink {
         }
         let mut expected = 1u64;
         let mut out = BytesMut::new();
+        let shutdown = self.ctx.shutdown_token();
         loop {
-            let Some(frame) = read_frame(&mut stream, &mut buf).await? else {
+            // A stopping node closes its inbound links: senders divert what is
+            // unacknowledged, and stop routing here once the node leaves.
+            let frame = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                frame = read_frame(&mut stream, &mut buf) => frame?,
+            };
+            let Some(frame) = frame else {
                 return Ok(());
             };
             let Frame::Batch { first_seq, entries } = frame else {
@@ -398,13 +406,14 @@ struct Sender {
     local: Weak<Shared>,
     stats: Arc<LinkStats>,
     max_stanza_bytes: usize,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Why a connection ended.
 enum Broke {
     /// The peer left the directory: stop for good.
     PeerGone,
-    /// Every handle to the queue is gone (the node is going away).
+    /// Every handle to the queue is gone, or this node is stopping.
     Closed,
     /// I/O or protocol failure: reconnect.
     Failed(anyhow::Error),
@@ -414,7 +423,7 @@ impl Sender {
     async fn run(mut self) {
         let mut backoff = BACKOFF_MIN;
         loop {
-            if !self.cluster.directory.is_live(&self.peer) {
+            if self.shutdown.is_cancelled() || !self.cluster.directory.is_live(&self.peer) {
                 self.down.store(true, Ordering::Release);
                 self.rx.close();
                 self.divert_queued().await;
@@ -432,7 +441,13 @@ impl Sender {
                         self.divert(entry).await;
                     }
                     match broke {
-                        Broke::Closed => return,
+                        Broke::Closed => {
+                            // Stopping: what is still queued goes offline, nothing lost.
+                            self.down.store(true, Ordering::Release);
+                            self.rx.close();
+                            self.divert_queued().await;
+                            return;
+                        }
                         Broke::PeerGone => continue,
                         Broke::Failed(error) => {
                             self.failed(&error);
@@ -444,7 +459,10 @@ impl Sender {
             // Down: refuse new entries at once and divert what waits, then back off.
             self.down.store(true, Ordering::Release);
             self.divert_queued().await;
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(backoff) => {}
+            }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
@@ -551,6 +569,7 @@ impl Sender {
                     metrics::counter!("whatsapp_link_frames_sent_total").increment(count);
                     metrics::histogram!("whatsapp_link_batch_size").record(count as f64);
                 }
+                _ = self.shutdown.cancelled() => return Broke::Closed,
                 _ = liveness.tick() => {
                     if !self.cluster.directory.is_live(&self.peer) {
                         return Broke::PeerGone;

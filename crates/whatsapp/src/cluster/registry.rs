@@ -20,7 +20,7 @@
 //! applies them), presence payloads.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use casebook_kit::runtime::BoxFuture;
@@ -87,9 +87,7 @@ impl EmbeddedRegistry {
     }
 
     fn shard(&self, bare: &str) -> &Mutex<HashMap<String, Vec<Located>>> {
-        let mut h = self.hasher.build_hasher();
-        bare.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(bare) as usize) % SHARDS]
     }
 
     /// Synchronous [`SessionRegistry::register`].
@@ -247,7 +245,7 @@ mod tests {
         clock.advance(Duration::from_secs(3));
         directory.renew(&a);
         clock.advance(Duration::from_secs(3));
-        assert_eq!(nodes(&registry.lookup_now("u@d")), [a.clone()]);
+        assert_eq!(nodes(&registry.lookup_now("u@d")), vec![a.clone()]);
         assert_eq!(registry.entries(), 1, "the dead entry was dropped");
 
         // a restarts under the same id: the new epoch replaces the old one.
@@ -257,7 +255,7 @@ mod tests {
         assert_ne!(a2.epoch, a.epoch);
         registry.register_now("u@d", "r", true, &a2);
         registry.register_now("v@d", "r", true, &a2);
-        assert_eq!(nodes(&registry.lookup_now("u@d")), [a2.clone()]);
+        assert_eq!(nodes(&registry.lookup_now("u@d")), vec![a2.clone()]);
         assert_eq!(registry.purge(&a2), 2);
         assert_eq!(registry.entries(), 0);
     }
@@ -279,7 +277,7 @@ mod tests {
         assert_eq!(found[0].resources, [("y".to_owned(), false)]);
         assert!(!found[0].any_available());
         registry.unregister_now("u@d", "y", &a);
-        assert_eq!(nodes(&registry.lookup_now("u@d")), [b.clone()]);
+        assert_eq!(nodes(&registry.lookup_now("u@d")), vec![b.clone()]);
         registry.unregister_now("u@d", "x", &b);
         assert_eq!(registry.entries(), 0);
     }

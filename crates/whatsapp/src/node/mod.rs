@@ -423,12 +423,17 @@ impl ServiceFactory for ChatNode {
             link.set_local(Arc::downgrade(&shared));
             link.serve(link_listener);
             let sessions = shared.clone();
+            let stopping = ctx.shutdown_token();
             ctx.spawn(async move {
                 // Per-node session gauge (the registry is per process).
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let node = sessions_node(&sessions);
                 loop {
-                    tick.tick().await;
-                    metrics::gauge!("whatsapp_node_sessions", "node" => sessions_node(&sessions))
+                    tokio::select! {
+                        _ = stopping.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    metrics::gauge!("whatsapp_node_sessions", "node" => node.clone())
                         .set(sessions.router.session_count() as f64);
                 }
             });
