@@ -398,7 +398,9 @@ async fn a_user_on_two_nodes_gets_a_bare_message_on_both() {
     assert!(laptop.ping("nothing-else").await.is_empty());
 }
 
-#[tokio::test]
+// Two workers: the sending node's connection task and its link task run in
+// parallel, as in production, so batching comes from the link, not the scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_crosses_the_link_in_fewer_writes_than_messages() {
     // Bob's queue holds the whole burst: this test is about the link, not slow readers.
     let cloud = Cloud::start(WhatsappConfig {

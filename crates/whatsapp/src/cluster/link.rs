@@ -230,6 +230,10 @@ impl NodeLink {
                 Some(peer) if peer.node == *node && !peer.tx.is_closed() => peer.clone(),
                 _ => {
                     let Some(view) = self.cluster.directory.get(node) else {
+                        // A departed peer's finished sender: forget it (bounded map).
+                        if peers.get(&node.id).is_some_and(|p| p.tx.is_closed()) {
+                            peers.remove(&node.id);
+                        }
                         return false;
                     };
                     let peer = self.spawn_peer(node.clone(), view.link_addr);
