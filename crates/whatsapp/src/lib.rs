@@ -12,7 +12,7 @@
 //! |---|---|
 //! | [`auth`] | SASL SCRAM-SHA-256 / SCRAM-SHA-1 / PLAIN, the account store, the failed-login limiter |
 //! | [`cluster`] | regional nodes as one service: directory, session registry (bare JID → nodes), the batched node-to-node link |
-//! | [`node`] | the `chat` service: XMPP c2s over TCP (plaintext), SASL, bind, routing inside one node, offline delivery with XEP-0203 stamps |
+//! | [`node`] | the `chat` service: XMPP c2s over TCP (plaintext), SASL, bind, routing (to other nodes through `cluster`), capacity redirects, offline delivery with XEP-0203 stamps |
 //! | [`offline`] | offline store: per-recipient queues in log-structured shards on the kit's WAL; durable before the sender's ack, removed on the recipient's ack, compaction and retention |
 //! | [`xml`] | XMPP XML layer: streaming stanza parser (TCP and RFC 7395 frames) with limits, element tree, writer, stream errors |
 
