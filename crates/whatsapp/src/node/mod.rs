@@ -445,7 +445,10 @@ impl ServiceFactory for ChatNode {
                 let admitted = live.fetch_add(1, Ordering::AcqRel) < shared.config.max_connections;
                 let slot = admitted.then_some(slot);
                 let shutdown = shutdown.clone();
-                let refusal = (!admitted).then(|| capacity_refusal(&cluster, &me.id));
+                let refusal = (!admitted).then(|| {
+                    let reached = stream.local_addr().ok().map(|a| a.ip());
+                    capacity_refusal(&cluster, &me.id, reached)
+                });
                 async move {
                     if let Some(_slot) = slot {
                         conn::serve(shared, stream, peer, shutdown).await;
@@ -471,17 +474,22 @@ fn sessions_node(shared: &Shared) -> String {
 
 /// The `<stream:error/>` for a connection beyond `max_connections`: send the client
 /// to the least-loaded other node with room (RFC 6120 §4.9.3.19
-/// `<see-other-host/>`, `host:port`, IPv6 in brackets), or, when every node is
-/// full, `<resource-constraint/>` with an application-specific
-/// `<retry-after seconds="…"/>` (§4.9.4).
-pub(crate) fn capacity_refusal(cluster: &Cluster, me: &str) -> String {
+/// `<see-other-host/>`, `host:port`, IPv6 in brackets; a node listening on the
+/// unspecified address is named by the address the client `reached` this one at),
+/// or, when every node is full, `<resource-constraint/>` with an
+/// application-specific `<retry-after seconds="…"/>` (§4.9.4).
+pub(crate) fn capacity_refusal(
+    cluster: &Cluster,
+    me: &str,
+    reached: Option<std::net::IpAddr>,
+) -> String {
     use crate::xml::{Element, STREAM_ERRORS_NS, STREAMS_NS, write_stanza};
     let error = match cluster.directory.least_loaded_other(me) {
         Some(other) => {
             metrics::counter!("whatsapp_see_other_host_total").increment(1);
             Element::new("error", STREAMS_NS).with_child(
                 Element::new("see-other-host", STREAM_ERRORS_NS)
-                    .with_text(other.client_addr.to_string()),
+                    .with_text(other_host(other.client_addr, reached)),
             )
         }
         None => Element::new("error", STREAMS_NS)
@@ -492,4 +500,51 @@ pub(crate) fn capacity_refusal(cluster: &Cluster, me: &str) -> String {
             ),
     };
     write_stanza(&error)
+}
+
+fn other_host(mut other: SocketAddr, reached: Option<std::net::IpAddr>) -> String {
+    if other.ip().is_unspecified()
+        && let Some(ip) = reached
+    {
+        other.set_ip(ip);
+    }
+    other.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ports_step_by_a_hundred_and_zero_stays_free() {
+        let config = WhatsappConfig::default();
+        assert_eq!(config.node_ports(0).c2s, 5222);
+        assert_eq!(config.node_ports(2).c2s, 5422);
+        assert_eq!(node_port(0, 7), 0);
+        assert!(config.validate_nodes(3).is_ok());
+        let high = WhatsappConfig {
+            port: 65_500,
+            ..WhatsappConfig::default()
+        };
+        assert!(high.validate_nodes(1).is_ok());
+        let error = high.validate_nodes(2).unwrap_err();
+        assert!(error.starts_with("whatsapp.port:"), "{error}");
+    }
+
+    #[test]
+    fn see_other_host_names_a_reachable_address() {
+        let reached = Some("10.1.2.3".parse().unwrap());
+        assert_eq!(
+            other_host("0.0.0.0:5322".parse().unwrap(), reached),
+            "10.1.2.3:5322"
+        );
+        assert_eq!(
+            other_host("127.0.0.1:5322".parse().unwrap(), reached),
+            "127.0.0.1:5322"
+        );
+        assert_eq!(
+            other_host("[::1]:5422".parse().unwrap(), None),
+            "[::1]:5422"
+        );
+    }
 }
