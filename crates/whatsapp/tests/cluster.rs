@@ -519,15 +519,23 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Frame>
 
 /// Reads batches until one carries a stanza containing `text` (nudges — asks to
 /// flush offline messages — may come first); returns the first seq of the first
-/// batch read and the last batch's last seq.
-async fn batch_with(stream: &mut TcpStream, buf: &mut BytesMut, text: &str) -> (u64, u64) {
+/// batch read, the last batch's last seq and every entry read.
+async fn batch_with(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    text: &str,
+) -> (u64, u64, Vec<frame::Entry>) {
     let mut first = None;
+    let mut all = Vec::new();
     loop {
         match read_frame(stream, buf).await {
             Some(Frame::Batch { first_seq, entries }) => {
                 first.get_or_insert(first_seq);
-                if entries.iter().any(|e| e.stanza.contains(text)) {
-                    return (first.unwrap(), first_seq + entries.len() as u64 - 1);
+                let last = first_seq + entries.len() as u64 - 1;
+                let found = entries.iter().any(|e| e.stanza.contains(text));
+                all.extend(entries);
+                if found {
+                    return (first.unwrap(), last, all);
                 }
             }
             other => panic!("expected a batch with {text:?}, got {other:?}"),
@@ -562,7 +570,7 @@ async fn failures_after_the_link_accepted_a_message_store_it_offline_and_the_lin
         .send(&message("bob@localhost", "f1", "gone there"))
         .await;
     let (mut link, mut buf) = accept_link(&listener, &fake).await;
-    let (first_seq, last) = batch_with(&mut link, &mut buf, "gone there").await;
+    let (first_seq, last, _) = batch_with(&mut link, &mut buf, "gone there").await;
     assert_eq!((first_seq, last), (1, 1));
     let mut out = BytesMut::new();
     frame::encode(
@@ -616,8 +624,15 @@ async fn failures_after_the_link_accepted_a_message_store_it_offline_and_the_lin
             "no batch after the reconnect"
         );
     }
-    let (first_seq, last) = batch_with(&mut again, &mut buf, "after reconnect").await;
+    let (first_seq, last, entries) = batch_with(&mut again, &mut buf, "after reconnect").await;
     assert_eq!(first_seq, 1, "a new connection numbers from 1");
+    // The nudge for what was diverted while the link was down follows it up.
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.op == frame::Op::Nudge && e.bare == "bob@localhost"),
+        "bob's sessions there are asked to flush: {entries:?}"
+    );
     let mut out = BytesMut::new();
     frame::encode(
         &Frame::Ack {

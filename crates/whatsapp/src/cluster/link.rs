@@ -69,6 +69,29 @@ struct Peer {
     tx: mpsc::Sender<Entry>,
     /// Set while the peer cannot be reached: the router refuses at once.
     down: Arc<AtomicBool>,
+    /// Recipients whose nudge could not be sent: re-sent when the link is back.
+    renudge: Renudge,
+}
+
+/// Bare JIDs to nudge once the link to a peer is up again (bounded).
+#[derive(Debug, Clone, Default)]
+struct Renudge(Arc<Mutex<std::collections::HashSet<String>>>);
+
+/// Most recipients remembered for a re-nudge per peer; beyond it they flush at
+/// their next login.
+const MAX_RENUDGE: usize = 4096;
+
+impl Renudge {
+    fn remember(&self, bare: &str) {
+        let mut set = self.0.lock();
+        if set.len() < MAX_RENUDGE {
+            set.insert(bare.to_owned());
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.0.lock().drain().collect()
+    }
 }
 
 /// A node's end of the cluster: forwarding to peers and serving their links.
@@ -243,12 +266,19 @@ impl NodeLink {
             }
         };
         if peer.down.load(Ordering::Acquire) {
+            if entry.op == Op::Nudge {
+                peer.renudge.remember(&entry.bare);
+            }
             return false;
         }
         match peer.tx.try_send(entry) {
             Ok(()) => true,
-            Err(_) => {
+            Err(error) => {
                 metrics::counter!("whatsapp_link_queue_full_total").increment(1);
+                let entry = error.into_inner();
+                if entry.op == Op::Nudge {
+                    peer.renudge.remember(&entry.bare);
+                }
                 false
             }
         }
@@ -260,6 +290,7 @@ impl NodeLink {
             node: node.clone(),
             tx,
             down: Arc::new(AtomicBool::new(false)),
+            renudge: Renudge::default(),
         };
         let sender = Sender {
             me: self.me.clone(),
@@ -267,6 +298,8 @@ impl NodeLink {
             addr,
             rx,
             down: peer.down.clone(),
+            renudge: peer.renudge.clone(),
+            tx: peer.tx.downgrade(),
             cluster: self.cluster.clone(),
             offline: self.offline.clone(),
             local: self.local.get().cloned().unwrap_or_default(),
@@ -405,6 +438,9 @@ struct Sender {
     addr: SocketAddr,
     rx: mpsc::Receiver<Entry>,
     down: Arc<AtomicBool>,
+    renudge: Renudge,
+    /// To queue re-nudges; weak, so the queue still closes when the node drops it.
+    tx: mpsc::WeakSender<Entry>,
     cluster: Arc<Cluster>,
     offline: OfflineStore,
     local: Weak<Shared>,
@@ -437,6 +473,7 @@ impl Sender {
                 Ok(stream) => {
                     self.stats.connects.fetch_add(1, Ordering::Relaxed);
                     self.down.store(false, Ordering::Release);
+                    self.renudge_now();
                     backoff = BACKOFF_MIN;
                     let mut unacked = VecDeque::new();
                     let broke = self.pump(stream, &mut unacked).await;
@@ -599,13 +636,37 @@ impl Sender {
         }
     }
 
-    /// Stores a message the peer could not take in the recipient's offline store
-    /// (if no other copy was delivered), then nudges the recipient's nodes.
-    async fn divert(&self, entry: Entry) {
-        if entry.flags & FLAG_STORE_ON_FAIL == 0 {
-            if entry.op != Op::Nudge {
-                metrics::counter!("whatsapp_link_dropped_total").increment(1);
+    /// Queues a nudge for every recipient whose nudge could not be sent while the
+    /// link was down: what was stored offline meanwhile reaches sessions that are
+    /// online on the peer without waiting for their next login.
+    fn renudge_now(&self) {
+        let Some(tx) = self.tx.upgrade() else {
+            return;
+        };
+        for bare in self.renudge.take() {
+            let nudge = Entry {
+                op: Op::Nudge,
+                flags: 0,
+                bare,
+                resource: String::new(),
+                stanza: String::new(),
+            };
+            if let Err(error) = tx.try_send(nudge) {
+                self.renudge.remember(&error.into_inner().bare);
             }
+        }
+    }
+
+    /// Stores a message the peer could not take in the recipient's offline store
+    /// (if no other copy was delivered), then nudges the recipient's nodes. A nudge
+    /// that did not get through is remembered for the next connection.
+    async fn divert(&self, entry: Entry) {
+        if entry.op == Op::Nudge {
+            self.renudge.remember(&entry.bare);
+            return;
+        }
+        if entry.flags & FLAG_STORE_ON_FAIL == 0 {
+            metrics::counter!("whatsapp_link_dropped_total").increment(1);
             return;
         }
         let limits = Limits {
