@@ -142,9 +142,13 @@ impl NodeLink {
     /// "nobody elsewhere" (the caller then stores offline: safe, not lost).
     pub(crate) fn elsewhere(&self, bare: &str) -> Vec<Located> {
         let registry: &dyn SessionRegistry = &*self.cluster.registry;
-        let mut found = registry.lookup(bare).now_or_never().unwrap_or_default();
-        found.retain(|l| l.node != self.me);
-        found
+        registry
+            .lookup_except_now(bare, &self.me)
+            .unwrap_or_else(|| {
+                let mut found = registry.lookup(bare).now_or_never().unwrap_or_default();
+                found.retain(|l| l.node != self.me);
+                found
+            })
     }
 
     pub(crate) fn register(&self, bare: &str, resource: &str, available: bool) {

@@ -67,6 +67,16 @@ pub trait SessionRegistry: Send + Sync + std::fmt::Debug + 'static {
     fn unregister(&self, bare: &str, resource: &str, node: &NodeRef) -> BoxFuture<'static, ()>;
     /// The live nodes holding sessions of `bare`.
     fn lookup(&self, bare: &str) -> BoxFuture<'static, Vec<Located>>;
+
+    /// The routing hot path's synchronous answer, when the implementation has one
+    /// (the embedded registry; a remote one's local cache): the live nodes other
+    /// than `except` holding sessions of `bare`. `None` means "ask [`lookup`]".
+    ///
+    /// [`lookup`]: SessionRegistry::lookup
+    fn lookup_except_now(&self, bare: &str, except: &NodeRef) -> Option<Vec<Located>> {
+        let _ = (bare, except);
+        None
+    }
 }
 
 /// The in-process registry.
@@ -192,6 +202,24 @@ impl SessionRegistry for EmbeddedRegistry {
     fn lookup(&self, bare: &str) -> BoxFuture<'static, Vec<Located>> {
         Box::pin(std::future::ready(self.lookup_now(bare)))
     }
+
+    fn lookup_except_now(&self, bare: &str, except: &NodeRef) -> Option<Vec<Located>> {
+        let mut shard = self.shard(bare).lock();
+        let Some(nodes) = shard.get_mut(bare) else {
+            return Some(Vec::new());
+        };
+        nodes.retain(|l| self.directory.is_live(&l.node));
+        // Only the other nodes are copied: a user on this node alone costs nothing.
+        let found = nodes
+            .iter()
+            .filter(|l| l.node != *except)
+            .cloned()
+            .collect();
+        if nodes.is_empty() {
+            shard.remove(bare);
+        }
+        Some(found)
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +267,10 @@ mod tests {
         let found = registry.lookup("u@d").now_or_never().unwrap();
         assert_eq!(nodes(&found), [a.clone(), b.clone()]);
         assert_eq!(found[0].resources, [("phone".to_owned(), true)]);
+        assert_eq!(
+            nodes(&registry.lookup_except_now("u@d", &a).unwrap()),
+            vec![b.clone()]
+        );
         assert!(found[1].has("desk") && !found[1].has("phone"));
 
         // b stops renewing: after the lease it is dead and forgotten.
