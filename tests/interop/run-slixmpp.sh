@@ -17,8 +17,25 @@ fi
 cargo build --quiet -p casebook
 BIN="${CARGO_TARGET_DIR:-target}/debug/casebook"
 DATA="$(mktemp -d)"
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-TLS_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+# `up` starts one chat node per region on PORT, PORT+100, PORT+200 (and the same
+# offsets from TLS_PORT): all of them free.
+free_spread_port() {
+  python3 -c '
+import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    if port + 200 > 65535:
+        continue
+    try:
+        for other in (port + 100, port + 200):
+            socket.socket().bind(("127.0.0.1", other))
+    except OSError:
+        continue
+    print(port); break
+'
+}
+PORT="$(free_spread_port)"
+TLS_PORT="$(free_spread_port)"
 
 for user in alice bob carol; do
   "$BIN" --data-dir "$DATA" whatsapp add-user "$user@localhost" pw >/dev/null

@@ -32,11 +32,15 @@ pub fn build(config: &Config) -> Platform {
             drain: config.shutdown.drain_timeout,
         },
     )));
-    platform.register_service(Arc::new(ChatNode::new(ChatSettings {
-        config: config.whatsapp.clone(),
-        // The account commands (`casebook whatsapp add-user`) use the same root.
-        accounts_root: config.data_dir.clone(),
-    })));
+    platform.register_service(Arc::new(
+        ChatNode::new(ChatSettings {
+            config: config.whatsapp.clone(),
+            // The account commands (`casebook whatsapp add-user`) use the same root.
+            accounts_root: config.data_dir.clone(),
+        })
+        // Node i (in region i) listens on the configured ports + i * 100.
+        .with_regions(region_names(config)),
+    ));
     platform
 }
 
@@ -44,17 +48,58 @@ pub fn build(config: &Config) -> Platform {
 pub const WHATSAPP_PORT_HINT: &str =
     "--whatsapp-port, CASEBOOK_WHATSAPP__PORT or `port` in [whatsapp]";
 
-/// The spec of the chat node's instance: the control plane's host, the
-/// `[whatsapp]` port, the first zone.
-pub fn chat_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
+fn region_names(config: &Config) -> Vec<String> {
+    config
+        .topology
+        .regions
+        .iter()
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// The spec of one chat node: in `zone` (default: the first region's first zone),
+/// on the control plane's host, on its region's ports
+/// ([`WhatsappConfig::node_ports`](casebook_whatsapp::node::WhatsappConfig::node_ports):
+/// the `[whatsapp]` ports + 100 × the region's index).
+pub fn chat_spec(config: &Config, zone: Option<&str>) -> anyhow::Result<InstanceSpec> {
+    let placement = placement(config, zone)?;
+    let regions = region_names(config);
+    config
+        .whatsapp
+        .validate_nodes(regions.len())
+        .map_err(anyhow::Error::msg)?;
+    let index = regions
+        .iter()
+        .position(|r| *r == placement.region)
+        .unwrap_or(0);
     Ok(InstanceSpec {
         service: CHAT_SERVICE.to_owned(),
         instance_id: None,
-        placement: placement(config, None)?,
-        listen: std::net::SocketAddr::new(config.control.host, config.whatsapp.port),
+        placement,
+        listen: std::net::SocketAddr::new(
+            config.control.host,
+            config.whatsapp.node_ports(index).c2s,
+        ),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         port_hint: Some(WHATSAPP_PORT_HINT.to_owned()),
     })
+}
+
+/// One chat node per region of the topology, in region order (the first on the
+/// configured ports): what `casebook up` starts.
+pub fn chat_specs(config: &Config) -> anyhow::Result<Vec<InstanceSpec>> {
+    config
+        .topology
+        .regions
+        .iter()
+        .map(|region| {
+            let zone = region
+                .zones
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("region `{}` has no zones", region.name))?;
+            chat_spec(config, Some(zone))
+        })
+        .collect()
 }
 
 /// Pushes this process's metrics to the control plane's store until `cancel`.

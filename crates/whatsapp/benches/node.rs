@@ -7,9 +7,11 @@
 //!
 //! Scenarios: login (connect → features → PLAIN → restart → bind → presence), routed
 //! round trip (alice → bob → alice, one at a time: latency), pipelined one-way
-//! (alice sends N with at most 1024 in flight, bob reads N: throughput), and the
-//! same with XEP-0198 on both ends (every message durable in the offline store
-//! before it is routed, removed on the recipient's `<a/>`) for 1 and 16 pairs.
+//! (alice sends N with at most 1024 in flight, bob reads N: throughput) — with both
+//! users on one node, then with the recipient on a second node (two regions), so
+//! every message crosses the node-to-node link — and the same with XEP-0198 on both
+//! ends (every message durable in the offline store before it is routed, removed on
+//! the recipient's `<a/>`) for 1 and 16 pairs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,7 +117,7 @@ async fn main() {
     let logins = 200;
     let accounts =
         Accounts::open(dir.path(), "localhost", AccountsConfig::default()).expect("accounts");
-    for user in ["alice", "bob"]
+    for user in ["alice", "bob", "carol", "dave"]
         .into_iter()
         .map(str::to_owned)
         .chain((0..logins).map(|i| format!("u{i}")))
@@ -127,7 +129,7 @@ async fn main() {
     {
         accounts.add(&user, &format!("pw-{user}")).expect("add");
     }
-    let topology = Topology::uniform(&["r1"], 1);
+    let topology = Topology::uniform(&["r1", "r2"], 1);
     let platform = Platform::new(topology.clone(), dir.path(), SystemClock::shared());
     platform.register_service(Arc::new(ChatNode::new(ChatSettings {
         config: WhatsappConfig {
@@ -142,18 +144,22 @@ async fn main() {
         },
         accounts_root: dir.path().to_path_buf(),
     })));
-    let info = platform
-        .start(InstanceSpec {
-            service: "chat".into(),
-            instance_id: None,
-            placement: topology.spread(0),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            version: "bench".into(),
-            port_hint: None,
-        })
-        .await
-        .expect("start");
-    let addr = info.address;
+    let mut addrs = Vec::new();
+    for node in 0..2 {
+        let info = platform
+            .start(InstanceSpec {
+                service: "chat".into(),
+                instance_id: None,
+                placement: topology.spread(node),
+                listen: "127.0.0.1:0".parse().expect("addr"),
+                version: "bench".into(),
+                port_hint: None,
+            })
+            .await
+            .expect("start");
+        addrs.push(info.address);
+    }
+    let addr = addrs[0];
     println!("| scenario | count | rate | p50 | p99 | p99.9 |\n|---|---|---|---|---|---|");
 
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
@@ -174,62 +180,12 @@ async fn main() {
     );
     drop(held);
 
-    let mut alice = Client::login(addr, "alice").await;
-    let mut bob = Client::login(addr, "bob").await;
-    let body = "hello ".repeat(30);
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-    let rounds = messages / 4;
-    let started = Instant::now();
-    for i in 0..rounds {
-        let t = Instant::now();
-        alice
-            .send(&format!(
-                "<message to='bob@localhost/r' type='chat' id='q{i}'><body>{body}</body></message>"
-            ))
-            .await;
-        bob.stanza().await;
-        bob.send(&format!(
-            "<message to='alice@localhost/r' type='chat' id='a{i}'><body>ok</body></message>"
-        ))
-        .await;
-        alice.stanza().await;
-        histogram
-            .record(t.elapsed().as_micros().max(1) as u64)
-            .expect("record");
+    for (label, sender, recipient, other) in [
+        ("", "alice", "bob", addr),
+        (", across nodes", "carol", "dave", addrs[1]),
+    ] {
+        routed(addr, other, sender, recipient, label, messages).await;
     }
-    row(
-        "routed round trip (2 hops)",
-        rounds,
-        started.elapsed(),
-        Some(&histogram),
-    );
-
-    // At most WINDOW messages in flight: an unpaced flood would (by design) get
-    // the reader cut off as slow once its queue is full.
-    const WINDOW: usize = 1024;
-    let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
-    let started = Instant::now();
-    let permits = window.clone();
-    let sender = tokio::spawn(async move {
-        for i in 0..messages {
-            permits.acquire().await.expect("open").forget();
-            alice
-                .send(&format!("<message to='bob@localhost' type='chat' id='p{i}'><body>{body}</body></message>"))
-                .await;
-        }
-        alice
-    });
-    for _ in 0..messages {
-        bob.stanza().await;
-        window.add_permits(1);
-    }
-    let _alice = sender.await.expect("sender");
-    row(
-        "pipelined one-way, bare JID",
-        messages,
-        started.elapsed(),
-        None,
-    );
 
     for pairs in [1, SM_PAIRS] {
         let per_pair = messages / pairs;
@@ -241,6 +197,74 @@ async fn main() {
             None,
         );
     }
+}
+
+/// Round trip and pipelined one-way from `sender` on `from` to `recipient` on `to`.
+async fn routed(
+    from: SocketAddr,
+    to: SocketAddr,
+    sender: &str,
+    recipient: &str,
+    label: &str,
+    messages: usize,
+) {
+    let mut alice = Client::login(from, sender).await;
+    let mut bob = Client::login(to, recipient).await;
+    let body = "hello ".repeat(30);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let rounds = messages / 4;
+    let started = Instant::now();
+    for i in 0..rounds {
+        let t = Instant::now();
+        alice
+            .send(&format!(
+                "<message to='{recipient}@localhost/r' type='chat' id='q{i}'><body>{body}</body></message>"
+            ))
+            .await;
+        bob.stanza().await;
+        bob.send(&format!(
+            "<message to='{sender}@localhost/r' type='chat' id='a{i}'><body>ok</body></message>"
+        ))
+        .await;
+        alice.stanza().await;
+        histogram
+            .record(t.elapsed().as_micros().max(1) as u64)
+            .expect("record");
+    }
+    row(
+        &format!("routed round trip (2 hops){label}"),
+        rounds,
+        started.elapsed(),
+        Some(&histogram),
+    );
+
+    // At most WINDOW messages in flight: an unpaced flood would (by design) get
+    // the reader cut off as slow once its queue is full.
+    const WINDOW: usize = 1024;
+    let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
+    let started = Instant::now();
+    let permits = window.clone();
+    let to = recipient.to_owned();
+    let sender = tokio::spawn(async move {
+        for i in 0..messages {
+            permits.acquire().await.expect("open").forget();
+            alice
+                .send(&format!("<message to='{to}@localhost' type='chat' id='p{i}'><body>{body}</body></message>"))
+                .await;
+        }
+        alice
+    });
+    for _ in 0..messages {
+        bob.stanza().await;
+        window.add_permits(1);
+    }
+    let _alice = sender.await.expect("sender");
+    row(
+        &format!("pipelined one-way, bare JID{label}"),
+        messages,
+        started.elapsed(),
+        None,
+    );
 }
 
 const SM_PAIRS: usize = 16;

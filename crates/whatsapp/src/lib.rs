@@ -12,13 +12,15 @@
 //! |---|---|
 //! | [`archive`] | the XEP-0313 message archive: both copies of a message in one WAL record, per-user count and age bounds, RSM paging |
 //! | [`auth`] | SASL SCRAM-SHA-256 / SCRAM-SHA-1 / PLAIN, the account store, the failed-login limiter |
-//! | [`node`] | the `chat` service: XMPP c2s over TCP (+STARTTLS), direct TLS and RFC 7395 WebSocket, SASL, bind, routing, offline delivery with XEP-0203 stamps, XEP-0198 stream management and resumption |
+//! | [`cluster`] | regional nodes as one service: directory, session registry (bare JID → nodes), the batched node-to-node link |
+//! | [`node`] | the `chat` service: XMPP c2s over TCP (+STARTTLS), direct TLS and RFC 7395 WebSocket, SASL, bind, routing (to other nodes through `cluster`), capacity redirects, offline delivery with XEP-0203 stamps, XEP-0198 stream management and resumption |
 //! | [`offline`] | offline store: per-recipient queues in log-structured shards on the kit's WAL; durable before the sender's ack, removed on the recipient's ack, compaction and retention |
 //! | [`roster`] | rosters and pending subscription requests (RFC 6121), one atomically rewritten file per user |
 //! | [`xml`] | XMPP XML layer: streaming stanza parser (TCP and RFC 7395 frames) with limits, element tree, writer, stream errors |
 
 pub mod archive;
 pub mod auth;
+pub mod cluster;
 pub mod node;
 pub mod offline;
 pub mod roster;

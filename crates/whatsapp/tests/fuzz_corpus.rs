@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use casebook_whatsapp::cluster::frame::check_link_input;
 use casebook_whatsapp::xml::fuzzing::{check_frame_input, check_stream_input};
 
 /// Every input for `target`: the minimised corpus `cargo fuzz` grew
@@ -61,4 +62,17 @@ fn framed_parser_corpus_replays_cleanly() {
         stanza_frames >= 3,
         "only {stanza_frames} stanza frames round-tripped"
     );
+}
+
+#[test]
+fn link_frame_corpus_replays_cleanly() {
+    let mut frames = 0;
+    for (path, data) in corpus("link_frame") {
+        match std::panic::catch_unwind(|| check_link_input(&data)) {
+            Ok(decoded) => frames += decoded,
+            Err(_) => panic!("{} breaks an invariant", path.display()),
+        }
+    }
+    // The seeds hold whole sessions, so the re-encoding was really exercised.
+    assert!(frames >= 20, "only {frames} link frames round-tripped");
 }

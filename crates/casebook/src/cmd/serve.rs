@@ -31,7 +31,7 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut spec = if is_control {
         platform::control_spec(&config)?
     } else if args.service == casebook_whatsapp::node::CHAT_SERVICE {
-        platform::chat_spec(&config)?
+        platform::chat_spec(&config, args.zone.as_deref())?
     } else {
         casebook_kit::runtime::InstanceSpec {
             service: args.service.clone(),

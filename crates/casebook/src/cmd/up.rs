@@ -30,11 +30,14 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         stop_pushing.clone(),
     );
     // The first line is the control-plane URL, for people and for scripts.
-    if let Err(err) = platform.start(platform::chat_spec(&config)?).await {
-        eprintln!("casebook: {err}");
-        stop_pushing.cancel();
-        platform.stop_all(config.shutdown.drain_timeout).await;
-        return Ok(ExitCode::FAILURE);
+    // One chat node per region; they find each other through the process's cluster.
+    for spec in platform::chat_specs(&config)? {
+        if let Err(err) = platform.start(spec).await {
+            eprintln!("casebook: {err}");
+            stop_pushing.cancel();
+            platform.stop_all(config.shutdown.drain_timeout).await;
+            return Ok(ExitCode::FAILURE);
+        }
     }
     println!("casebook control plane: {}", control.http_url());
     print_listeners(&platform, &config);

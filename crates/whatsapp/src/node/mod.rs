@@ -2,17 +2,26 @@
 //!
 //! One tokio task per connection (spawned in the instance's group, so a kill cuts
 //! every connection), a bounded output queue per session, a cap on connections
-//! (beyond it: `<resource-constraint/>` stream error and close), RFC 6120
+//! (beyond it: `<see-other-host/>` naming the least-loaded other node with room,
+//! else `<resource-constraint/>` with a `<retry-after/>` hint, then close), RFC 6120
 //! negotiation with SASL (SCRAM-SHA-256/-1; PLAIN only when `allow_insecure_plain`),
-//! resource binding, routing inside the node through the [`router::Router`] and
-//! store-and-forward through the [`crate::offline::OfflineStore`].
+//! resource binding, routing through the [`router::Router`] (to other nodes of the
+//! process over the [`crate::cluster::link`]) and store-and-forward through the
+//! [`crate::offline::OfflineStore`].
+//!
+//! Several nodes per process: one per region of the topology (`casebook up`), each
+//! on its own ports ([`WhatsappConfig::node_ports`]: node *i* on the configured
+//! ports + *i*·100) plus an internal link listener on a free port, published as
+//! `chat-link`.
 //!
 //! Also served: STARTTLS on the client port, direct TLS (XEP-0368) on `tls_port`
 //! and RFC 7395 WebSocket on `ws_port` ([`tls`], `listeners`, `websocket`); the
-//! connection cap counts every transport together.
+//! connection cap counts every transport together. One node per region
+//! ([`crate::cluster`]): node *i* serves every port + *i*·100, routes to the others
+//! over the node link, and a full node points new clients to the least-loaded one.
 //!
-//! Guarantees: see [`conn`] (and XEP-0198 in `conn::sm`) and [`router`].
-//! Deliberately absent in this slice: routing between nodes.
+//! Guarantees: see [`conn`] (and XEP-0198 in `conn::sm`), [`router`] and
+//! [`crate::cluster`].
 //!
 //! | module | role |
 //! |---|---|
@@ -41,6 +50,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::{Archive, ArchiveConfig};
 use crate::auth::{Accounts, AccountsConfig, LimiterConfig, LoginLimiter};
+use crate::cluster::link::NodeLink;
+use crate::cluster::{Cluster, MemberSpec, Membership};
 use crate::offline::{OfflineConfig, OfflineStore};
 use crate::roster::{RosterConfig, RosterStore};
 use router::Router;
@@ -55,6 +66,12 @@ pub const MAX_STANZA_BYTES: usize = 192 * 1024;
 pub const MAX_CONNECTIONS: usize = 1_000_000;
 /// Largest per-session output queue, in stanzas.
 pub const MAX_OUTBOUND_QUEUE: usize = 65_536;
+/// Port distance between consecutive nodes of one process (5222, 5322, 5422, …).
+pub const NODE_PORT_STRIDE: u16 = 100;
+/// The `<retry-after/>` a full cluster suggests, in seconds.
+pub const RETRY_AFTER_SECS: u32 = 5;
+/// Namespace of the application-specific stream error condition `<retry-after/>`.
+pub const CASEBOOK_XMPP_NS: &str = "urn:casebook:xmpp";
 
 /// The `[whatsapp]` table of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +154,48 @@ impl Default for WhatsappConfig {
     }
 }
 
+/// The listening ports of one node of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePorts {
+    /// Client-to-server (plain TCP).
+    pub c2s: u16,
+}
+
+/// Node `index`'s port for a configured `base`: `base + index * 100`; 0 stays 0 (a
+/// free port for every node).
+pub fn node_port(base: u16, index: usize) -> u16 {
+    if base == 0 {
+        return 0;
+    }
+    let offset = u16::try_from(index)
+        .ok()
+        .and_then(|i| i.checked_mul(NODE_PORT_STRIDE));
+    offset
+        .and_then(|o| base.checked_add(o))
+        .expect("node ports validated by WhatsappConfig::validate_nodes")
+}
+
 impl WhatsappConfig {
+    /// Every listening port of node `index` (0 = the first region's node). The one
+    /// place that derives a node's ports from the configuration.
+    pub fn node_ports(&self, index: usize) -> NodePorts {
+        NodePorts {
+            c2s: node_port(self.port, index),
+        }
+    }
+
+    /// Checks that `nodes` nodes fit below port 65536; the error names the field.
+    pub fn validate_nodes(&self, nodes: usize) -> Result<(), String> {
+        let last = nodes.saturating_sub(1);
+        let highest = u64::from(self.port) + last as u64 * u64::from(NODE_PORT_STRIDE);
+        if self.port != 0 && highest > u64::from(u16::MAX) {
+            return Err(format!(
+                "whatsapp.port: {nodes} nodes need ports up to {highest}, beyond 65535"
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every bound; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
         crate::auth::parse_bare_jid(&format!("x@{}", self.domain))
@@ -211,6 +269,8 @@ pub(crate) struct Domain {
     pub(crate) archive: Arc<Archive>,
     /// XEP-0077 registration attempts per address.
     pub(crate) registrations: conn::RegistrationLimiter,
+    /// The nodes of this domain in this process: directory, registry, link stats.
+    pub(crate) cluster: Arc<Cluster>,
     /// Whether some instance is doing the upkeep (see [`UpkeepTurn`]).
     upkeep: Arc<AtomicBool>,
 }
@@ -232,6 +292,9 @@ pub(crate) struct Shared {
 pub struct ChatNode {
     settings: ChatSettings,
     domain: tokio::sync::OnceCell<Arc<Domain>>,
+    /// The topology's regions, in order: a node's index (hence its ports) is its
+    /// region's position.
+    regions: Vec<String>,
 }
 
 impl ChatNode {
@@ -239,7 +302,25 @@ impl ChatNode {
         Self {
             settings,
             domain: tokio::sync::OnceCell::new(),
+            regions: Vec::new(),
         }
+    }
+
+    /// Numbers nodes by region (node in `regions[i]` is node *i*); without it every
+    /// node is node 0.
+    pub fn with_regions(mut self, regions: Vec<String>) -> Self {
+        self.regions = regions;
+        self
+    }
+
+    /// The index of the node placed in `region`.
+    pub fn node_index(&self, region: &str) -> usize {
+        self.regions.iter().position(|r| r == region).unwrap_or(0)
+    }
+
+    /// The cluster of this process's nodes, once the first one started.
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.domain.get().map(|d| d.cluster.clone())
     }
 
     /// The domain's state, opened on first use.
@@ -334,7 +415,8 @@ fn open_domain(settings: &ChatSettings, clock: SharedClock) -> anyhow::Result<Do
         sasl_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
         rosters: Arc::new(rosters),
         archive: Arc::new(archive),
-        registrations: conn::RegistrationLimiter::new(clock, Default::default()),
+        registrations: conn::RegistrationLimiter::new(clock.clone(), Default::default()),
+        cluster: Arc::new(Cluster::new(clock)),
         upkeep: Arc::new(AtomicBool::new(false)),
     })
 }
@@ -424,6 +506,44 @@ impl ServiceFactory for ChatNode {
     ) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
         Box::pin(async move {
             let domain = self.domain(ctx.clock().clone()).await?;
+            let info = ctx.info();
+            let ports = self
+                .settings
+                .config
+                .node_ports(self.node_index(&info.region));
+            let listener = ctx.bind(ctx.listen_addr()).await?;
+            let address = listener.local_addr().map_err(anyhow::Error::from)?;
+            // The link is internal: a free port, found through the cluster directory.
+            let link_listener = ctx.bind(SocketAddr::new(ctx.listen_addr().ip(), 0)).await?;
+            let link_addr = link_listener.local_addr().map_err(anyhow::Error::from)?;
+            ctx.publish_listener("chat-link", link_addr);
+            tracing::info!(node = %info.instance_id, %address, %link_addr, configured = ports.c2s, "chat node listening");
+            ctx.spawn(domain_upkeep(domain.clone(), ctx.shutdown_token()));
+            let live = Arc::new(AtomicUsize::new(0));
+            let cluster = domain.cluster.clone();
+            let me = cluster.directory.join(MemberSpec {
+                id: info.instance_id.clone(),
+                region: info.region.clone(),
+                client_addr: address,
+                link_addr,
+                live: live.clone(),
+                max_connections: self.settings.config.max_connections,
+            });
+            // Held by a task of this instance: a kill or stop ends the membership.
+            ctx.spawn(
+                Membership {
+                    cluster: cluster.clone(),
+                    node: me.clone(),
+                }
+                .keep(ctx.shutdown_token()),
+            );
+            let link = Arc::new(NodeLink::new(
+                me.clone(),
+                cluster.clone(),
+                domain.offline.clone(),
+                ctx.clone(),
+                self.settings.config.max_stanza_bytes,
+            ));
             let shared = Arc::new(Shared {
                 config: self.settings.config.clone(),
                 domain: domain.clone(),
@@ -431,12 +551,28 @@ impl ServiceFactory for ChatNode {
                 resumable: conn::sm::Registry::default(),
                 clock: ctx.clock().clone(),
             });
-            let listener = ctx.bind(ctx.listen_addr()).await?;
-            let address = listener.local_addr().map_err(anyhow::Error::from)?;
-            ctx.spawn(domain_upkeep(domain.clone(), ctx.shutdown_token()));
+            shared.router.attach(link.clone());
+            link.set_local(Arc::downgrade(&shared));
+            link.serve(link_listener);
             ctx.spawn(conn::sm::sweep(shared.clone(), ctx.shutdown_token()));
-            let live = Arc::new(AtomicUsize::new(0));
+            // TLS and WebSocket listeners: after the router is attached, so every
+            // session they bind is in the cluster's registry.
             listeners::start(ctx, &shared, &live).await?;
+            let sessions = shared.clone();
+            let stopping = ctx.shutdown_token();
+            ctx.spawn(async move {
+                // Per-node session gauge (the registry is per process).
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let node = sessions_node(&sessions);
+                loop {
+                    tokio::select! {
+                        _ = stopping.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    metrics::gauge!("whatsapp_node_sessions", "node" => node.clone())
+                        .set(sessions.router.session_count() as f64);
+                }
+            });
             let shutdown = ctx.shutdown_token();
             serve_tcp(ctx, listener, move |stream, peer| {
                 let shared = shared.clone();
@@ -445,16 +581,116 @@ impl ServiceFactory for ChatNode {
                 let admitted = live.fetch_add(1, Ordering::AcqRel) < shared.config.max_connections;
                 let slot = admitted.then_some(slot);
                 let shutdown = shutdown.clone();
+                let refusal = (!admitted).then(|| {
+                    let reached = stream.local_addr().ok().map(|a| a.ip());
+                    capacity_refusal(&cluster, &me.id, reached)
+                });
                 async move {
                     if let Some(_slot) = slot {
                         conn::serve(shared, stream, peer, shutdown).await;
                     } else {
                         metrics::counter!("whatsapp_connections_refused_total").increment(1);
-                        conn::refuse(stream, &shared.config.domain, "resource-constraint").await;
+                        let refusal = refusal.unwrap_or_default();
+                        conn::refuse(stream, &shared.config.domain, &refusal).await;
                     }
                 }
             });
             Ok(address)
         })
+    }
+}
+
+fn sessions_node(shared: &Shared) -> String {
+    shared
+        .router
+        .node()
+        .map(|n| n.id.clone())
+        .unwrap_or_default()
+}
+
+/// The `<stream:error/>` for a connection beyond `max_connections`: send the client
+/// to the least-loaded other node with room (RFC 6120 §4.9.3.19
+/// `<see-other-host/>`, `host:port`, IPv6 in brackets; a node listening on the
+/// unspecified address is named by the address the client `reached` this one at),
+/// or, when every node is full, `<resource-constraint/>` with an
+/// application-specific `<retry-after seconds="…"/>` (§4.9.4).
+pub(crate) fn capacity_refusal(
+    cluster: &Cluster,
+    me: &str,
+    reached: Option<std::net::IpAddr>,
+) -> String {
+    use crate::xml::{Element, STREAM_ERRORS_NS, STREAMS_NS, write_stanza};
+    let error = match cluster.directory.least_loaded_other(me) {
+        Some(other) => {
+            metrics::counter!("whatsapp_see_other_host_total").increment(1);
+            Element::new("error", STREAMS_NS).with_child(
+                Element::new("see-other-host", STREAM_ERRORS_NS)
+                    .with_text(other_host(other.client_addr, reached)),
+            )
+        }
+        None => return busy_refusal(),
+    };
+    write_stanza(&error)
+}
+
+/// `<resource-constraint/>` with the application-namespaced retry-after: what a
+/// full node answers when no other node has room (and on the TLS and WebSocket
+/// ports, whose clients a client-port `<see-other-host/>` would misdirect).
+pub(crate) fn busy_refusal() -> String {
+    use crate::xml::{Element, STREAM_ERRORS_NS, STREAMS_NS, write_stanza};
+    write_stanza(
+        &Element::new("error", STREAMS_NS)
+            .with_child(Element::new("resource-constraint", STREAM_ERRORS_NS))
+            .with_child(
+                Element::new("retry-after", CASEBOOK_XMPP_NS)
+                    .with_attr("seconds", RETRY_AFTER_SECS.to_string()),
+            ),
+    )
+}
+
+fn other_host(mut other: SocketAddr, reached: Option<std::net::IpAddr>) -> String {
+    if other.ip().is_unspecified()
+        && let Some(ip) = reached
+    {
+        other.set_ip(ip);
+    }
+    other.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ports_step_by_a_hundred_and_zero_stays_free() {
+        let config = WhatsappConfig::default();
+        assert_eq!(config.node_ports(0).c2s, 5222);
+        assert_eq!(config.node_ports(2).c2s, 5422);
+        assert_eq!(node_port(0, 7), 0);
+        assert!(config.validate_nodes(3).is_ok());
+        let high = WhatsappConfig {
+            port: 65_500,
+            ..WhatsappConfig::default()
+        };
+        assert!(high.validate_nodes(1).is_ok());
+        let error = high.validate_nodes(2).unwrap_err();
+        assert!(error.starts_with("whatsapp.port:"), "{error}");
+    }
+
+    #[test]
+    fn see_other_host_names_a_reachable_address() {
+        let reached = Some("10.1.2.3".parse().unwrap());
+        assert_eq!(
+            other_host("0.0.0.0:5322".parse().unwrap(), reached),
+            "10.1.2.3:5322"
+        );
+        assert_eq!(
+            other_host("127.0.0.1:5322".parse().unwrap(), reached),
+            "127.0.0.1:5322"
+        );
+        assert_eq!(
+            other_host("[::1]:5422".parse().unwrap(), None),
+            "[::1]:5422"
+        );
     }
 }

@@ -10,10 +10,21 @@
 //! resource with non-negative priority (RFC 6121 §8.5.2.1.1, the "all" option).
 //! The instant-messaging state of a session (last presence, roster interest,
 //! carbons) lives here too, in its own `impl` block, so "who should get this" has
-//! one answer. Not here: other nodes (no cluster routing yet).
+//! one answer.
+//!
+//! Across nodes: when a [`NodeLink`] is attached, every bind, availability change
+//! and unbind is written to the cluster's session registry, and `to_full` /
+//! `to_bare` / `has_available` / `nudge_offline` also reach sessions on other
+//! nodes through the link (a stanza the link accepts counts as delivered; if the
+//! peer later cannot deliver it, the link stores it offline — see
+//! [`crate::cluster::link`]). The `local_*` and `deliver_*` methods are this node
+//! only: what the link's receiving side uses, so a forwarded stanza is never
+//! forwarded again, and what XEP-0198 uses for messages already in the offline
+//! store (a remote recipient gets those through `nudge_offline`, from the store).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::xml::Element;
@@ -21,6 +32,8 @@ use crate::xml::Element;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::cluster::link::NodeLink;
 
 /// Most resources one account may bind at once on this node.
 pub const MAX_RESOURCES_PER_ACCOUNT: usize = 64;
@@ -76,9 +89,21 @@ pub enum BindRefused {
 pub struct Router {
     sessions: Mutex<HashMap<String, HashMap<String, Session>>>,
     next_conn: AtomicU64,
+    /// The node's cluster link; unset for a router used alone.
+    cluster: OnceLock<Arc<NodeLink>>,
 }
 
 impl Router {
+    /// Routes through `link` to other nodes from now on (set once, at start).
+    pub(crate) fn attach(&self, link: Arc<NodeLink>) {
+        let _ = self.cluster.set(link);
+    }
+
+    /// This node's identity in the cluster, once attached.
+    pub(crate) fn node(&self) -> Option<&crate::cluster::NodeRef> {
+        self.cluster.get().map(|link| &link.me)
+    }
+
     /// A fresh connection id.
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
@@ -122,6 +147,9 @@ impl Router {
                 im: SessionIm::default(),
             },
         );
+        if let Some(link) = self.cluster.get() {
+            link.register(bare, &resource, false);
+        }
         Ok(resource)
     }
 
@@ -142,6 +170,9 @@ impl Router {
         {
             session.available = available;
             session.priority = priority;
+            if let Some(link) = self.cluster.get() {
+                link.register(bare, resource, available && priority >= 0);
+            }
         }
     }
 
@@ -154,6 +185,9 @@ impl Router {
                 .is_some_and(|s| s.conn_id == conn_id)
             {
                 resources.remove(resource);
+                if let Some(link) = self.cluster.get() {
+                    link.unregister(bare, resource);
+                }
             }
             if resources.is_empty() {
                 sessions.remove(bare);
@@ -161,12 +195,47 @@ impl Router {
         }
     }
 
-    /// Queues `stanza` to exactly `bare/resource` (bound, available or not).
+    /// Queues `stanza` to exactly `bare/resource` (bound, available or not), on
+    /// this node or, through the link, on the node that holds it.
     pub fn to_full(&self, bare: &str, resource: &str, stanza: &str) -> Delivery {
+        match self.local_to_full(bare, resource, stanza) {
+            Delivery::NoSession => match self.cluster.get() {
+                Some(link) => link.forward_full(bare, resource, stanza),
+                None => Delivery::NoSession,
+            },
+            delivered => delivered,
+        }
+    }
+
+    /// Queues `stanza` to every available resource of `bare` with priority ≥ 0,
+    /// here and on every other node that has one (each node counts once).
+    pub fn to_bare(&self, bare: &str, stanza: &str) -> Delivery {
+        let here = match self.local_to_bare(bare, stanza) {
+            Delivery::Delivered(n) => n,
+            Delivery::NoSession => 0,
+        };
+        let elsewhere = self
+            .cluster
+            .get()
+            .map_or(0, |link| link.forward_bare(bare, stanza, here > 0));
+        match here + elsewhere {
+            0 => Delivery::NoSession,
+            n => Delivery::Delivered(n),
+        }
+    }
+
+    /// [`Router::to_full`] on this node only.
+    pub fn local_to_full(&self, bare: &str, resource: &str, stanza: &str) -> Delivery {
         self.deliver_full(bare, resource, &|| Outbound::Stanza(stanza.to_owned()))
     }
 
-    /// Queues `item` to exactly `bare/resource` (bound, available or not).
+    /// [`Router::to_bare`] on this node only.
+    pub fn local_to_bare(&self, bare: &str, stanza: &str) -> Delivery {
+        self.deliver_bare(bare, &|| Outbound::Stanza(stanza.to_owned()))
+    }
+
+    /// Queues `item` to exactly `bare/resource` (bound, available or not), on this
+    /// node only.
     pub fn deliver_full(
         &self,
         bare: &str,
@@ -185,12 +254,8 @@ impl Router {
         }
     }
 
-    /// Queues `stanza` to every available resource of `bare` with priority ≥ 0.
-    pub fn to_bare(&self, bare: &str, stanza: &str) -> Delivery {
-        self.deliver_bare(bare, &|| Outbound::Stanza(stanza.to_owned()))
-    }
-
-    /// Queues `item` to every available resource of `bare` with priority ≥ 0.
+    /// Queues `item` to every available resource of `bare` with priority ≥ 0, on
+    /// this node only.
     pub fn deliver_bare(&self, bare: &str, item: &dyn Fn() -> Outbound) -> Delivery {
         let targets: Vec<Session> = self
             .sessions
@@ -211,19 +276,35 @@ impl Router {
         }
     }
 
-    /// Whether `bare` has a session that [`Router::to_bare`] would deliver to.
+    /// Whether `bare` has a session that [`Router::to_bare`] would deliver to, on
+    /// this node or another.
     pub fn has_available(&self, bare: &str) -> bool {
-        self.sessions
+        let here = self
+            .sessions
             .lock()
             .get(bare)
-            .is_some_and(|r| r.values().any(|s| s.available && s.priority >= 0))
+            .is_some_and(|r| r.values().any(|s| s.available && s.priority >= 0));
+        here || self.cluster.get().is_some_and(|link| {
+            link.elsewhere(bare)
+                .iter()
+                .any(crate::cluster::registry::Located::any_available)
+        })
     }
 
     /// Asks every available session of `bare` to flush its offline backlog (a
     /// store that finished after the recipient came online). Returns how many were
     /// asked; a full queue skips a session (its next flush happens at its next
-    /// login).
+    /// login). Other nodes holding available sessions of `bare` are asked too.
     pub fn nudge_offline(&self, bare: &str) -> usize {
+        self.local_nudge(bare)
+            + self
+                .cluster
+                .get()
+                .map_or(0, |link| link.nudge_elsewhere(bare))
+    }
+
+    /// [`Router::nudge_offline`] on this node only.
+    pub fn local_nudge(&self, bare: &str) -> usize {
         let targets: Vec<Session> = self
             .sessions
             .lock()

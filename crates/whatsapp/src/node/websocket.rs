@@ -76,7 +76,7 @@ pub(super) fn serve(
                 conn::serve_transport(shared, transport, peer, shutdown, accepted).await;
             } else {
                 metrics::counter!("whatsapp_connections_refused_total").increment(1);
-                conn::refuse_transport(transport, &shared.config.domain, "resource-constraint")
+                conn::refuse_transport(transport, &shared.config.domain, &super::busy_refusal())
                     .await;
             }
         }

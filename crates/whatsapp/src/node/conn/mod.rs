@@ -238,16 +238,16 @@ pub(crate) async fn serve_transport(
     tracing::debug!(peer = %conn.peer, ?end, "connection closed");
 }
 
-/// Writes a `<stream:error>` to a connection refused before it was served, then
-/// closes it: answers the header first so the client can read the error.
-pub(crate) async fn refuse(stream: TcpStream, domain: &str, condition: &str) {
-    refuse_transport(Transport::tcp(stream, Limits::default()), domain, condition).await;
+/// Writes `error` (a whole `<stream:error>`) to a connection refused before it was
+/// served, then closes it: answers the header first so the client can read it.
+pub(crate) async fn refuse(stream: TcpStream, domain: &str, error: &str) {
+    refuse_transport(Transport::tcp(stream, Limits::default()), domain, error).await;
 }
 
 /// [`refuse`] over any transport.
-pub(crate) async fn refuse_transport(mut transport: Transport, domain: &str, condition: &str) {
+pub(crate) async fn refuse_transport(mut transport: Transport, domain: &str, error: &str) {
     let mut out = transport.header(&[("from", domain), ("version", "1.0")]);
-    out.push_str(&stream_error_text(condition));
+    out.push_str(error);
     out.push_str(&transport.footer());
     let _ = transport.send(&out).await;
     transport.shutdown().await;
