@@ -11,11 +11,13 @@
 //! | module | role |
 //! |---|---|
 //! | [`auth`] | SASL SCRAM-SHA-256 / SCRAM-SHA-1 / PLAIN, the account store, the failed-login limiter |
+//! | [`client`] | an XMPP client library (SCRAM/PLAIN, bind, XEP-0198, receipts) and the load swarm behind `casebook load whatsapp` |
 //! | [`node`] | the `chat` service: XMPP c2s over TCP (plaintext), SASL, bind, routing inside one node, offline delivery with XEP-0203 stamps |
 //! | [`offline`] | offline store: per-recipient queues in log-structured shards on the kit's WAL; durable before the sender's ack, removed on the recipient's ack, compaction and retention |
 //! | [`xml`] | XMPP XML layer: streaming stanza parser (TCP and RFC 7395 frames) with limits, element tree, writer, stream errors |
 
 pub mod auth;
+pub mod client;
 pub mod node;
 pub mod offline;
 pub mod xml;
