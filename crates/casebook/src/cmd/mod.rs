@@ -1,6 +1,7 @@
 //! One module per command.
 
 mod config;
+pub(crate) mod load;
 mod serve;
 mod signal;
 mod up;
@@ -36,5 +37,6 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Config => config::run(&config),
         Command::Whatsapp { command } => whatsapp::run(&config, command),
+        Command::Load { command } => load::run(&config, command).await,
     }
 }
