@@ -282,3 +282,26 @@ async fn the_swarm_counts_failed_logins_by_kind() {
     assert_eq!(report.errors.get("auth:not-authorized"), Some(&2));
     assert!(report.messages.is_none(), "rate 0 only holds the sessions");
 }
+
+#[test]
+fn bulk_accounts_are_created_once_and_a_bad_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = Accounts::open(dir.path(), "localhost", AccountsConfig::default()).unwrap();
+    let batch: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("load-{i}"), "pw".to_owned()))
+        .collect();
+    assert_eq!(accounts.add_many(&batch[..3], 2).unwrap(), 3);
+    assert_eq!(
+        accounts.add_many(&batch, 2).unwrap(),
+        2,
+        "existing ones are kept"
+    );
+    assert_eq!(accounts.len(), 5);
+    let reopened = Accounts::open(dir.path(), "localhost", AccountsConfig::default()).unwrap();
+    assert_eq!(reopened.len(), 5, "one persist holds them all");
+    assert!(
+        accounts
+            .add_many(&[("bad@name".into(), "pw".into())], 1)
+            .is_err()
+    );
+}
