@@ -409,32 +409,32 @@ impl Accounts {
         }
         let iterations = self.config.iterations;
         let chunk = todo.len().div_ceil(threads.max(1)).max(1);
-        let derived: Vec<Result<Vec<(String, Arc<Credentials>)>, AccountError>> =
-            std::thread::scope(|scope| {
-                let workers: Vec<_> = todo
-                    .chunks(chunk)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|(name, password)| {
-                                    Credentials::derive(password, iterations)
-                                        .map(|c| (name.clone(), Arc::new(c)))
-                                })
-                                .collect()
-                        })
+        type Derived = Result<Vec<(String, Arc<Credentials>)>, AccountError>;
+        let derived: Vec<Derived> = std::thread::scope(|scope| {
+            let workers: Vec<_> = todo
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(name, password)| {
+                                Credentials::derive(password, iterations)
+                                    .map(|c| (name.clone(), Arc::new(c)))
+                            })
+                            .collect()
                     })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|w| w.join().expect("a derivation thread panicked"))
-                    .collect()
-            });
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a derivation thread panicked"))
+                .collect()
+        });
         let mut created = 0;
         self.update(|map| {
             for part in derived {
                 for (name, credentials) in part? {
-                    if !map.contains_key(&name) {
-                        map.insert(name, credentials);
+                    if let std::collections::btree_map::Entry::Vacant(slot) = map.entry(name) {
+                        slot.insert(credentials);
                         created += 1;
                     }
                 }

@@ -851,7 +851,7 @@ async fn offline_flush(config: &LoadConfig, cache: &ScramCache, errors: &Errors)
         }
     };
     let logged_in = Instant::now();
-    let mut next_seq = vec![0u64; OFFLINE_SENDERS];
+    let mut next_seq = [0u64; OFFLINE_SENDERS];
     let bound = config.loss_timeout.max(Duration::from_secs(60));
     let outcome = tokio::time::timeout(bound, async {
         while report.delivered < queued as u64 {
@@ -928,7 +928,8 @@ mod tests {
     #[test]
     fn bad_options_are_refused_with_the_option_named() {
         config().validate().unwrap();
-        let cases: [(fn(&mut LoadConfig), &str); 6] = [
+        type Change = fn(&mut LoadConfig);
+        let cases: [(Change, &str); 6] = [
             (|c| c.connections = 11, "--connections"),
             (|c| c.sources = 0, "--sources"),
             (|c| c.login_rate = 0.0, "--login-rate"),
