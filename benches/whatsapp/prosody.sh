@@ -28,7 +28,7 @@ install() {
 
 config() {
     local port=$1
-    mkdir -p "$ETC" "$DATA"
+    mkdir -p "$ETC/certs" "$DATA"
     # The plaintext benchmark config of /work/shared/PEERS.md: internal_plain
     # storage of passwords, PLAIN over the unencrypted stream, no s2s, no TLS.
     cat > "$ETC/prosody.cfg.lua" <<CFG
@@ -51,10 +51,11 @@ CFG
 
 users() {
     local n=$1 password=${2:-load-pw}
+    # Prosody's datamanager escapes every non-alphanumeric byte as %xx.
     local dir="$DATA/$(echo "$DOMAIN" | sed 's/\./%2e/g')/accounts"
     mkdir -p "$dir"
     for ((i = 0; i < n; i++)); do
-        printf 'return { ["password"] = "%s"; };\n' "$password" > "$dir/load-$i.dat"
+        printf 'return { ["password"] = "%s"; };\n' "$password" > "$dir/load%2d$i.dat"
     done
     echo "$n accounts in $dir"
 }
