@@ -21,8 +21,8 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 STEP_SECS=${STEP_SECS:-10}
 SESSIONS=${SESSIONS:-"1000 5000 15000"}
-OUR_RATES=${OUR_RATES:-"5000 10000 20000 30000 40000 50000 60000 80000"}
-PROSODY_RATES=${PROSODY_RATES:-"500 1000 1500 2000 2500 3000 4000"}
+OUR_RATES=${OUR_RATES:-"5000 10000 20000 30000 40000 50000 60000"}
+PROSODY_RATES=${PROSODY_RATES:-"500 1000 1500 2000 3000"}
 MAX_USERS=15000
 PASSWORD=load-pw
 export PROSODY_ROOT=${PROSODY_ROOT:-$OUT/prosody}
@@ -94,16 +94,17 @@ load() {
         >"$OUT/$name.json" 2>"$OUT/$name.err"
 }
 
-# Idle sessions: PLAIN for both (cheap for the generator, so every session logs in;
-# the mechanism does not change what an idle session holds), at a login rate both
-# servers keep up with, so few logins are in flight at once.
+# Idle sessions, each system logged in with its benchmark mechanism (ours SCRAM-SHA-256,
+# what clients use; Prosody PLAIN), at a login rate it keeps up with, so few logins
+# are in flight at once (transient login state inflates the high-water mark).
 memory() {
     for system in ${SYSTEMS:-ours prosody}; do
         for n in $SESSIONS; do
-            # Prosody logs in ≈ 100-200/s here; more in flight overflows its backlog.
-            if [ $system = ours ]; then start_ours; port=$OUR_PORT; lrate=300; lconc=2000; else
-                start_prosody; port=$PROSODY_PORT; lrate=150; lconc=64; fi
-            mech=plain
+            # Prosody logs in ≈ 40-60/s here (one contended core); more in flight overflows
+            # its listen backlog (128).
+            if [ $system = ours ]; then start_ours; port=$OUR_PORT; lrate=300; lconc=2000
+                mech=${OUR_MEMORY_MECH:-scram-sha-256}; else
+                start_prosody; port=$PROSODY_PORT; lrate=60; lconc=64; mech=plain; fi
             sleep 1
             local before after
             before=$(rss_kb "$SERVER_PID")
@@ -127,39 +128,52 @@ memory() {
     stop_server
 }
 
+# Saturation: an open-loop login rate above capacity for a few seconds, at most
+# 200 (Prosody: 64) in flight; logins due beyond that are dropped, so logins/s is
+# what completed per second of the window. Ours with SCRAM-SHA-256 after a warm-up
+# pass (the generator caches SCRAM keys as real clients do; otherwise its own PBKDF2
+# is the bottleneck) and with PLAIN (the server runs PBKDF2 per login); Prosody with
+# PLAIN against internal_plain (a string compare).
 logins() {
-    local n=10000
     start_ours
-    load logins-ours-scram $OUR_PORT --connections $n --sources 2 --mechanism scram-sha-256 \
-        --warm-scram --login-rate 100000 --login-concurrency 200 --rate 0 --duration 1s
+    load logins-ours-scram $OUR_PORT --connections 15000 --sources 2 --mechanism scram-sha-256 \
+        --warm-scram --login-rate 10000 --login-concurrency 200 --rate 0 --duration 1s
     start_ours
-    load logins-ours-plain $OUR_PORT --connections $n --sources 2 --mechanism plain \
-        --login-rate 100000 --login-concurrency 200 --rate 0 --duration 1s
+    load logins-ours-plain $OUR_PORT --connections 10000 --sources 2 --mechanism plain \
+        --login-rate 2500 --login-concurrency 200 --rate 0 --duration 1s
     start_prosody
-    load logins-prosody-plain $PROSODY_PORT --connections $n --sources 2 --mechanism plain \
-        --login-rate 100000 --login-concurrency 200 --rate 0 --duration 1s
+    load logins-prosody-plain $PROSODY_PORT --connections 4000 --sources 2 --mechanism plain \
+        --login-rate 1000 --login-concurrency 64 --rate 0 --duration 1s
     stop_server
     for f in logins-ours-scram logins-ours-plain logins-prosody-plain; do
-        echo "logins $f $(jq -c '{ok: .logins.ok, failed: .logins.failed, dropped: .logins.dropped, per_sec: .logins.per_sec, p99_ms: .logins.p99_ms, errors: .errors}' "$OUT/$f.json")" |
+        echo "logins $f $(jq -c '{ok: .logins.ok, elapsed_s: .logins.elapsed_s, failed: .logins.failed, dropped: .logins.dropped, per_sec: .logins.per_sec, p99_ms: .logins.p99_ms, errors: .errors}' "$OUT/$f.json")" |
             tee -a "$OUT/summary.txt"
     done
 }
 
-# Steps the rate until p99 >= 100 ms or anything is lost; prints every step.
+# Steps the rate up; each step passes if p99 < 100 ms with nothing lost. Stops at
+# the first loss (or delivery below 95 % of the offered rate).
 messages() {
     for system in ours prosody; do
-        if [ $system = ours ]; then rates=$OUR_RATES; mech=scram-sha-256; else
-            rates=$PROSODY_RATES; mech=plain; fi
+        if [ $system = ours ]; then rates=$OUR_RATES; else rates=$PROSODY_RATES; fi
+        mech=plain # logins are not what this measures
         for rate in $rates; do
             if [ $system = ours ]; then start_ours; port=$OUR_PORT; else
                 start_prosody; port=$PROSODY_PORT; fi
-            load "messages-$system-$rate" $port --connections 1000 --sources 2 --mechanism $mech \
-                --login-rate 2000 --rate "$rate" --duration "${STEP_SECS}s" --loss-timeout 5s
+            load "messages-$system-$rate" $port --connections 500 --sources 2 --mechanism $mech \
+                --login-rate 1000 --login-concurrency 64 --rate "$rate" --duration "${STEP_SECS}s" --loss-timeout 5s
             local line
             line=$(jq -c '{sent: .messages.sent, delivered: .messages.delivered, lost: .messages.lost, unsent: .messages.unsent, per_sec: .messages.delivered_per_sec, p50: .messages.p50_ms, p99: .messages.p99_ms, p999: .messages.p999_ms, max: .messages.max_ms, errors: .errors}' \
                 "$OUT/messages-$system-$rate.json")
-            echo "messages $system rate=$rate $line" | tee -a "$OUT/summary.txt"
-            if jq -e '.messages.p99_ms >= 100 or .messages.lost > 0 or .messages.unsent > 0' \
+            local verdict=pass
+            if jq -e '.messages.p99_ms >= 100' "$OUT/messages-$system-$rate.json" >/dev/null; then
+                verdict=p99-over-100ms
+            fi
+            echo "messages $system rate=$rate $verdict $line" | tee -a "$OUT/summary.txt"
+            # Past the p99 bound the steps go on while nothing is lost: how far the
+            # throughput goes is worth knowing too.
+            if jq -e '.messages.lost > 0 or .messages.unsent > 0
+                    or .messages.delivered_per_sec < 0.95 * .messages.offered_rate' \
                 "$OUT/messages-$system-$rate.json" >/dev/null; then
                 break
             fi

@@ -387,12 +387,7 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
     };
     if config.warm_scram {
         progress.set_phase(Phase::WarmScram);
-        let (sessions, _) = logins(&config, &cache, &errors, &progress).await?;
-        for session in sessions.into_iter().flatten() {
-            let _ = session.close(config.step_timeout).await;
-        }
-        // Warm-up failures are the timed pass's business.
-        errors.0.lock().clear();
+        warm_scram(&config, &cache).await;
     }
     progress.set_phase(Phase::Logins);
     let (sessions, logins) = logins(&config, &cache, &errors, &progress).await?;
@@ -423,6 +418,23 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
         messages,
         errors,
     })
+}
+
+/// Logs every account in once and out again, closed loop (none dropped, at most
+/// `login_concurrency` at a time), so each account's SCRAM keys are in `cache`.
+/// Failures are left to the timed pass to count.
+async fn warm_scram(config: &LoadConfig, cache: &ScramCache) {
+    use futures::StreamExt as _;
+    futures::stream::iter(0..config.connections)
+        .for_each_concurrent(config.login_concurrency, |i| {
+            let client = config.client(i, cache);
+            async move {
+                if let Ok(session) = Session::login(&client).await {
+                    let _ = session.close(client.timeout).await;
+                }
+            }
+        })
+        .await;
 }
 
 /// One pass of open-loop logins; slot `i` holds `load-i`'s session if it logged in.
