@@ -7,7 +7,7 @@
 #   benches/whatsapp/bench.sh [memory|logins|messages|flush|all]
 #
 # Environment: WA_BENCH_BIN (default target/release/casebook), BENCH_OUT
-# (default /tmp/casebook-wa-bench), SERVER_CPU (0), LOAD_CPU (1), STEP_SECS (10),
+# (default /tmp/casebook-wa-bench), SERVER_CPU (0), LOAD_CPU (1), STEP_SECS (10), SYSTEMS,
 # OUR_RATES / PROSODY_RATES (message rates to step through), SESSIONS ("1000 5000 15000").
 set -euo pipefail
 
@@ -22,7 +22,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 STEP_SECS=${STEP_SECS:-10}
 SESSIONS=${SESSIONS:-"1000 5000 15000"}
 OUR_RATES=${OUR_RATES:-"5000 10000 20000 30000 40000 50000 60000"}
-PROSODY_RATES=${PROSODY_RATES:-"500 1000 1500 2000 3000"}
+PROSODY_RATES=${PROSODY_RATES:-"500 1000 1500 2000 3000 4000 5000 6000 8000"}
 MAX_USERS=15000
 PASSWORD=load-pw
 export PROSODY_ROOT=${PROSODY_ROOT:-$OUT/prosody}
@@ -154,7 +154,7 @@ logins() {
 # Steps the rate up; each step passes if p99 < 100 ms with nothing lost. Stops at
 # the first loss (or delivery below 95 % of the offered rate).
 messages() {
-    for system in ours prosody; do
+    for system in ${SYSTEMS:-ours prosody}; do
         if [ $system = ours ]; then rates=$OUR_RATES; else rates=$PROSODY_RATES; fi
         mech=plain # logins are not what this measures
         for rate in $rates; do
@@ -183,7 +183,7 @@ messages() {
 }
 
 flush() {
-    for system in ours prosody; do
+    for system in ${SYSTEMS:-ours prosody}; do
         if [ $system = ours ]; then start_ours; port=$OUR_PORT; mech=scram-sha-256; else
             start_prosody; port=$PROSODY_PORT; mech=plain; fi
         load "flush-$system" $port --connections 0 --mechanism $mech --offline-flush 10000 \
