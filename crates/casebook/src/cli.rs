@@ -73,6 +73,12 @@ pub enum Command {
     /// Print the effective configuration as TOML (defaults, file, environment, flags).
     Config,
 
+    /// Load generators against the running cases (`casebook load whatsapp --help`).
+    Load {
+        #[command(subcommand)]
+        command: crate::cmd::load::LoadCommand,
+    },
+
     /// WhatsApp case administration (accounts of the XMPP service).
     Whatsapp {
         #[command(subcommand)]

@@ -322,7 +322,9 @@ where
         tokio::spawn(async move {
             let verdict = request.await;
             let latency = intended.elapsed();
-            drop(permit);
+            // The permit goes back only after the outcome is recorded: the run
+            // ends when every permit is back, and must not miss the last outcome.
+            let _permit = permit;
             progress.done.fetch_add(1, Ordering::Relaxed);
             let mut all = stats.lock();
             let s = all.entry(class).or_insert_with(ClassStats::new);

@@ -12,6 +12,7 @@
 //! |---|---|
 //! | [`archive`] | the XEP-0313 message archive: both copies of a message in one WAL record, per-user count and age bounds, RSM paging |
 //! | [`auth`] | SASL SCRAM-SHA-256 / SCRAM-SHA-1 / PLAIN, the account store, the failed-login limiter |
+//! | [`client`] | an XMPP client library (SCRAM/PLAIN, bind, XEP-0198, receipts) and the load swarm behind `casebook load whatsapp` |
 //! | [`cluster`] | regional nodes as one service: directory, session registry (bare JID → nodes), the batched node-to-node link |
 //! | [`node`] | the `chat` service: XMPP c2s over TCP (+STARTTLS), direct TLS and RFC 7395 WebSocket, SASL, bind, routing (to other nodes through `cluster`), capacity redirects, offline delivery with XEP-0203 stamps, XEP-0198 stream management and resumption |
 //! | [`offline`] | offline store: per-recipient queues in log-structured shards on the kit's WAL; durable before the sender's ack, removed on the recipient's ack, compaction and retention |
@@ -20,6 +21,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod client;
 pub mod cluster;
 pub mod node;
 pub mod offline;

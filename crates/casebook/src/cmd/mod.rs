@@ -1,6 +1,18 @@
 //! One module per command.
 
+/// `println!` that ignores a closed stdout: `casebook up | head -1` (a script
+/// reading the URL, then closing the pipe) must not bring the platform down.
+macro_rules! say {
+    () => {{
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), b"\n");
+    }};
+    ($($arg:tt)*) => {{
+        let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{}\n", format_args!($($arg)*)));
+    }};
+}
+
 mod config;
+pub(crate) mod load;
 mod serve;
 mod signal;
 mod up;
@@ -36,5 +48,6 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Config => config::run(&config),
         Command::Whatsapp { command } => whatsapp::run(&config, command),
+        Command::Load { command } => load::run(&config, command).await,
     }
 }

@@ -72,7 +72,7 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         &info.instance_id,
         stop_pushing.clone(),
     );
-    println!(
+    say!(
         "casebook {}: {} ({} in {}/{})",
         info.service,
         info.http_url(),

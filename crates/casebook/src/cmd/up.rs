@@ -39,12 +39,12 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
-    println!("casebook control plane: {}", control.http_url());
+    say!("casebook control plane: {}", control.http_url());
     print_listeners(&platform, &config);
     let _ = std::io::stdout().flush();
 
     stop_requested().await;
-    println!(
+    say!(
         "stopping: draining in-flight work (up to {:?}); press Ctrl-C again to exit at once",
         config.shutdown.drain_timeout
     );
@@ -53,7 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     tokio::select! {
         reports = platform.stop_all(config.shutdown.drain_timeout) => {
             let forced = reports.iter().filter(|r| !r.drained).count();
-            println!("stopped {} instance(s){}", reports.len(),
+            say!("stopped {} instance(s){}", reports.len(),
                 if forced > 0 { format!(", {forced} killed at the drain deadline") } else { String::new() });
             Ok(ExitCode::SUCCESS)
         }
@@ -72,13 +72,16 @@ fn print_listeners(platform: &Platform, config: &Config) {
         .max()
         .unwrap_or(0)
         .max("instance".len());
-    println!();
-    println!(
+    say!();
+    say!(
         "  {:<10} {:<width$} {:<10} {:<12} address",
-        "service", "instance", "region", "zone"
+        "service",
+        "instance",
+        "region",
+        "zone"
     );
     for view in &views {
-        println!(
+        say!(
             "  {:<10} {:<width$} {:<10} {:<12} {}",
             view.info.service,
             view.info.instance_id,
@@ -91,13 +94,18 @@ fn print_listeners(platform: &Platform, config: &Config) {
             },
         );
         for listener in &view.listeners {
-            println!(
+            say!(
                 "  {:<10} {:<width$} {:<10} {:<12} {} {}",
-                "", "", "", "", listener.name, listener.address
+                "",
+                "",
+                "",
+                "",
+                listener.name,
+                listener.address
             );
         }
     }
-    println!();
-    println!("  data dir: {}", config.data_dir.display());
-    println!("  Ctrl-C to stop gracefully");
+    say!();
+    say!("  data dir: {}", config.data_dir.display());
+    say!("  Ctrl-C to stop gracefully");
 }
