@@ -168,7 +168,7 @@ pub enum Io {
 /// A raw XMPP client. It counts the stanzas it receives (its XEP-0198 `h`) and
 /// records the server's `<r/>` requests instead of returning them.
 pub struct Client {
-    io: Io,
+    pub io: Io,
     parser: StreamParser,
     framed: FramedParser,
     events: VecDeque<StreamEvent>,
