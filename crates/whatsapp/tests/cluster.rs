@@ -3,7 +3,8 @@
 //! client built on the crate's own XML layer. Waits are bounded by a deadline (a
 //! hang fails the test); nothing asserts on timing — batching is shown by counters.
 
-use std::collections::VecDeque;
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,22 +14,16 @@ use bytes::BytesMut;
 use casebook_kit::clock::SystemClock;
 use casebook_kit::runtime::{InstanceSpec, Platform};
 use casebook_kit::topology::{Placement, Topology};
-use casebook_whatsapp::auth::{
-    Accounts, AccountsConfig, ScramHash, decode_payload, encode_payload,
-};
 use casebook_whatsapp::cluster::frame::{self, Frame};
 use casebook_whatsapp::cluster::{Cluster, MemberSpec, NodeRef};
-use casebook_whatsapp::node::conn::{BIND_NS, PING_NS, SASL_NS};
 use casebook_whatsapp::node::{
     CASEBOOK_XMPP_NS, ChatNode, ChatSettings, DELAY_NS, RETRY_AFTER_SECS, WhatsappConfig,
 };
-use casebook_whatsapp::xml::{
-    CLIENT_NS, Element, STREAM_ERRORS_NS, STREAMS_NS, StreamEvent, StreamParser,
-};
+use casebook_whatsapp::xml::{CLIENT_NS, STREAM_ERRORS_NS};
+use support::{Client, DEADLINE, add_accounts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const DEADLINE: Duration = Duration::from_secs(20);
 const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 
 struct Cloud {
@@ -42,11 +37,7 @@ struct Cloud {
 impl Cloud {
     async fn start(config: WhatsappConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let accounts =
-            Accounts::open(dir.path(), &config.domain, AccountsConfig::default()).unwrap();
-        for user in ["alice", "bob", "carol"] {
-            accounts.add(user, &format!("{user}-pw")).unwrap();
-        }
+        add_accounts(dir.path(), &config.domain, &["alice", "bob", "carol"]);
         let topology = Topology::uniform(&REGIONS, 1);
         let platform = Platform::new(topology.clone(), dir.path(), SystemClock::shared());
         let chat = Arc::new(
@@ -115,139 +106,12 @@ impl Cloud {
     }
 }
 
-struct Client {
-    stream: TcpStream,
-    parser: StreamParser,
-    events: VecDeque<StreamEvent>,
-    eof: bool,
-}
-
 impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        Self {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            parser: StreamParser::new(Default::default()),
-            events: VecDeque::new(),
-            eof: false,
-        }
-    }
-
-    async fn send(&mut self, data: &str) {
-        self.stream.write_all(data.as_bytes()).await.unwrap();
-    }
-
-    async fn next(&mut self) -> Option<StreamEvent> {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                if let Some(event) = self.events.pop_front() {
-                    return Some(event);
-                }
-                if self.eof {
-                    return None;
-                }
-                let mut buf = [0u8; 8192];
-                match self.stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => self.eof = true,
-                    Ok(n) => {
-                        let mut out = Vec::new();
-                        self.parser.feed_events(&buf[..n], &mut out).unwrap();
-                        self.events.extend(out);
-                    }
-                }
-            }
-        })
-        .await
-        .expect("the server answered before the deadline")
-    }
-
-    async fn stanza(&mut self) -> Element {
-        match self.next().await {
-            Some(StreamEvent::Stanza(element)) => element,
-            other => panic!("expected a stanza, got {other:?}"),
-        }
-    }
-
-    async fn send_header(&mut self) {
-        self.parser.reset();
-        self.send("<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>").await;
-    }
-
-    async fn open(&mut self) -> Element {
-        self.send_header().await;
-        assert!(matches!(
-            self.next().await,
-            Some(StreamEvent::StreamOpen { .. })
-        ));
-        let features = self.stanza().await;
-        assert!(features.is("features", STREAMS_NS), "{features:?}");
-        features
-    }
-
-    async fn scram(&mut self, user: &str, password: &str) {
-        let hash = ScramHash::Sha256;
-        let bare = format!("n={user},r=clientnonce{}", rand::random::<u32>());
-        self.send(&format!(
-            "<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256'>{}</auth>",
-            encode_payload(format!("n,,{bare}").as_bytes())
-        ))
-        .await;
-        let challenge = self.stanza().await;
-        assert!(challenge.is("challenge", SASL_NS), "{challenge:?}");
-        let server_first = String::from_utf8(decode_payload(&challenge.text()).unwrap()).unwrap();
-        let field = |key: &str| {
-            server_first
-                .split(',')
-                .find_map(|p| p.strip_prefix(key))
-                .unwrap()
-                .to_owned()
-        };
-        let (nonce, salt, iterations) = (
-            field("r="),
-            field("s="),
-            field("i=").parse::<u32>().unwrap(),
-        );
-        let salt = decode_payload(&salt).unwrap();
-        let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
-        let client_key = hash.hmac(&salted, &[b"Client Key"]);
-        let stored_key = hash.digest(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{bare},{server_first},{without_proof}");
-        let signature = hash.hmac(&stored_key, &[auth_message.as_bytes()]);
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        self.send(&format!(
-            "<response xmlns='{SASL_NS}'>{}</response>",
-            encode_payload(format!("{without_proof},p={}", encode_payload(&proof)).as_bytes())
-        ))
-        .await;
-        let outcome = self.stanza().await;
-        assert!(outcome.is("success", SASL_NS), "{outcome:?}");
-    }
-
-    async fn bind(&mut self, resource: &str) -> String {
-        self.open().await;
-        self.send(&format!(
-            "<iq type='set' id='b1'><bind xmlns='{BIND_NS}'><resource>{resource}</resource></bind></iq>"
-        ))
-        .await;
-        let result = self.stanza().await;
-        assert_eq!(result.attr("type"), Some("result"), "{result:?}");
-        result
-            .child("bind", BIND_NS)
-            .unwrap()
-            .child("jid", BIND_NS)
-            .unwrap()
-            .text()
-    }
-
     /// Logs in, binds, sends initial presence and waits until it was handled.
     async fn online(addr: SocketAddr, user: &str, resource: &str) -> Self {
         let mut client = Self::connect(addr).await;
         client.open().await;
-        client.scram(user, &format!("{user}-pw")).await;
+        client.scram(user, &format!("{user}-pw")).await.unwrap();
         let jid = client.bind(resource).await;
         assert_eq!(jid, format!("{user}@localhost/{resource}"));
         client.send("<presence/>").await;
@@ -255,41 +119,11 @@ impl Client {
         client
     }
 
-    /// A ping round trip; returns what the server sent before the answer.
-    async fn ping(&mut self, id: &str) -> Vec<Element> {
-        self.send(&format!(
-            "<iq type='get' id='{id}'><ping xmlns='{PING_NS}'/></iq>"
-        ))
-        .await;
-        let mut before = Vec::new();
-        loop {
-            let stanza = self.stanza().await;
-            if stanza.is("iq", CLIENT_NS) && stanza.attr("id") == Some(id) {
-                return before;
-            }
-            before.push(stanza);
-        }
-    }
-
     /// The next message's body.
     async fn body(&mut self) -> String {
         let message = self.stanza().await;
         assert!(message.is("message", CLIENT_NS), "{message:?}");
         message.child("body", CLIENT_NS).unwrap().text()
-    }
-
-    /// The `<stream:error/>` the server sent, after which it closed.
-    async fn stream_error(&mut self) -> Element {
-        let error = loop {
-            match self.next().await {
-                Some(StreamEvent::Stanza(e)) if e.is("error", STREAMS_NS) => break e,
-                Some(StreamEvent::StreamOpen { .. }) => continue,
-                other => panic!("expected a stream error, got {other:?}"),
-            }
-        };
-        assert!(matches!(self.next().await, Some(StreamEvent::StreamClose)));
-        assert!(self.next().await.is_none(), "the server closed the socket");
-        error
     }
 }
 
@@ -469,7 +303,7 @@ async fn killing_a_node_sends_its_users_messages_offline_and_forgets_its_session
 
     let mut bob = Client::connect(cloud.addr(0)).await;
     bob.open().await;
-    bob.scram("bob", "bob-pw").await;
+    bob.scram("bob", "bob-pw").await.unwrap();
     bob.bind("desk").await;
     bob.send("<presence/>").await;
     let delivered = bob.ping("flushed").await;
@@ -647,7 +481,7 @@ async fn failures_after_the_link_accepted_a_message_store_it_offline_and_the_lin
     cloud.cluster().directory.leave(&fake);
     let mut bob = Client::connect(cloud.addr(1)).await;
     bob.open().await;
-    bob.scram("bob", "bob-pw").await;
+    bob.scram("bob", "bob-pw").await.unwrap();
     bob.bind("laptop").await;
     bob.send("<presence/>").await;
     let bodies: Vec<String> = bob

@@ -4,72 +4,23 @@
 //! Waits are bounded by a deadline (a hang fails the test); nothing asserts on
 //! timing.
 
-use std::collections::VecDeque;
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use casebook_kit::clock::{SharedClock, SystemClock};
-use casebook_kit::runtime::{InstanceSpec, Platform};
-use casebook_kit::topology::Topology;
-use casebook_whatsapp::auth::{
-    Accounts, AccountsConfig, ScramHash, decode_payload, encode_payload,
-};
-use casebook_whatsapp::node::conn::{BIND_NS, DISCO_INFO_NS, PING_NS, SASL_NS};
-use casebook_whatsapp::node::stanza::STANZAS_NS;
-use casebook_whatsapp::node::{ChatNode, ChatSettings, WhatsappConfig};
-use casebook_whatsapp::xml::{CLIENT_NS, Element, STREAMS_NS, StreamEvent, StreamParser};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use casebook_whatsapp::node::WhatsappConfig;
+use casebook_whatsapp::node::conn::DISCO_INFO_NS;
+use casebook_whatsapp::xml::{CLIENT_NS, Element, STREAMS_NS, StreamEvent};
+use support::{Client, Node, stanza_error};
 
-const DEADLINE: Duration = Duration::from_secs(20);
 const ROSTER_NS: &str = "jabber:iq:roster";
-
-struct Node {
-    platform: Platform,
-    instance_id: String,
-    addr: SocketAddr,
-}
-
-impl Node {
-    /// Kills the instance and drops the process's state (a crash, as far as the
-    /// stores can tell).
-    async fn crash(self) {
-        assert!(self.platform.kill(&self.instance_id).await);
-        drop(self.platform);
-    }
-}
 
 /// A node over `dir` (which may hold a previous node's state).
 async fn node_in(dir: &Path, config: WhatsappConfig, users: &[&str], clock: SharedClock) -> Node {
-    let accounts = Accounts::open(dir, &config.domain, AccountsConfig::default()).unwrap();
-    for user in users {
-        if !accounts.contains(user) {
-            accounts.add(user, &format!("{user}-pw")).unwrap();
-        }
-    }
-    let topology = Topology::uniform(&["r1"], 1);
-    let platform = Platform::new(topology.clone(), dir, clock);
-    platform.register_service(std::sync::Arc::new(ChatNode::new(ChatSettings {
-        config,
-        accounts_root: dir.to_path_buf(),
-    })));
-    let info = platform
-        .start(InstanceSpec {
-            service: "chat".into(),
-            instance_id: None,
-            placement: topology.spread(0),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            version: "test".into(),
-            port_hint: None,
-        })
-        .await
-        .unwrap();
-    Node {
-        platform,
-        instance_id: info.instance_id,
-        addr: info.address,
-    }
+    Node::start_in(dir, config, users, clock).await
 }
 
 async fn node(dir: &Path) -> Node {
@@ -86,197 +37,8 @@ async fn login(addr: SocketAddr, user: &str, resource: &str) -> Client {
     let mut client = Client::connect(addr).await;
     client.open().await;
     client.scram(user, &format!("{user}-pw")).await.unwrap();
-    client.bind(Some(resource)).await;
+    client.bind_session(Some(resource)).await;
     client
-}
-
-fn condition(element: &Element) -> String {
-    element
-        .children()
-        .next()
-        .map(|c| c.name().to_owned())
-        .unwrap_or_default()
-}
-
-fn stanza_error(stanza: &Element) -> Option<String> {
-    let error = stanza.child("error", CLIENT_NS)?;
-    error
-        .children()
-        .find(|c| c.ns() == STANZAS_NS)
-        .map(|c| c.name().to_owned())
-}
-
-struct Client {
-    stream: TcpStream,
-    parser: StreamParser,
-    events: VecDeque<StreamEvent>,
-    eof: bool,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        Self {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            parser: StreamParser::new(Default::default()),
-            events: VecDeque::new(),
-            eof: false,
-        }
-    }
-
-    async fn send(&mut self, data: &str) {
-        self.stream.write_all(data.as_bytes()).await.unwrap();
-    }
-
-    /// The next event, or `None` once the server closed the socket.
-    async fn next(&mut self) -> Option<StreamEvent> {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                if let Some(event) = self.events.pop_front() {
-                    return Some(event);
-                }
-                if self.eof {
-                    return None;
-                }
-                let mut buf = [0u8; 4096];
-                match self.stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => self.eof = true,
-                    Ok(n) => {
-                        let mut out = Vec::new();
-                        self.parser.feed_events(&buf[..n], &mut out).unwrap();
-                        self.events.extend(out);
-                    }
-                }
-            }
-        })
-        .await
-        .expect("the server answered before the deadline")
-    }
-
-    async fn stanza(&mut self) -> Element {
-        match self.next().await {
-            Some(StreamEvent::Stanza(element)) => element,
-            other => panic!("expected a stanza, got {other:?}"),
-        }
-    }
-
-    /// Opens a stream; returns the features.
-    async fn open(&mut self) -> Element {
-        self.parser.reset();
-        self.send("<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>").await;
-        match self.next().await {
-            Some(StreamEvent::StreamOpen { attrs }) => {
-                let id = attrs
-                    .iter()
-                    .find(|(k, _)| k == "id")
-                    .map(|(_, v)| v.clone());
-                assert!(id.is_some_and(|id| id.len() >= 16), "a fresh stream id");
-            }
-            other => panic!("expected a stream header, got {other:?}"),
-        }
-        let features = self.stanza().await;
-        assert!(features.is("features", STREAMS_NS), "{features:?}");
-        features
-    }
-
-    /// Runs SCRAM-SHA-256; `Ok` on success, else the failure condition.
-    async fn scram(&mut self, user: &str, password: &str) -> Result<(), String> {
-        let hash = ScramHash::Sha256;
-        let bare = format!("n={user},r=clientnonce{}", rand::random::<u32>());
-        self.send(&format!(
-            "<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256'>{}</auth>",
-            encode_payload(format!("n,,{bare}").as_bytes())
-        ))
-        .await;
-        let challenge = self.stanza().await;
-        if challenge.is("failure", SASL_NS) {
-            return Err(condition(&challenge));
-        }
-        assert!(challenge.is("challenge", SASL_NS), "{challenge:?}");
-        let server_first = String::from_utf8(decode_payload(&challenge.text()).unwrap()).unwrap();
-        let field = |key: &str| {
-            server_first
-                .split(',')
-                .find_map(|p| p.strip_prefix(key))
-                .unwrap()
-                .to_owned()
-        };
-        let (nonce, salt, iterations) = (
-            field("r="),
-            field("s="),
-            field("i=").parse::<u32>().unwrap(),
-        );
-        let salt = decode_payload(&salt).unwrap();
-        let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
-        let client_key = hash.hmac(&salted, &[b"Client Key"]);
-        let stored_key = hash.digest(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{bare},{server_first},{without_proof}");
-        let signature = hash.hmac(&stored_key, &[auth_message.as_bytes()]);
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        self.send(&format!(
-            "<response xmlns='{SASL_NS}'>{}</response>",
-            encode_payload(format!("{without_proof},p={}", encode_payload(&proof)).as_bytes())
-        ))
-        .await;
-        let outcome = self.stanza().await;
-        if outcome.is("success", SASL_NS) {
-            Ok(())
-        } else {
-            Err(condition(&outcome))
-        }
-    }
-
-    /// Restarts the stream, binds `resource`; returns the full JID.
-    async fn bind(&mut self, resource: Option<&str>) -> String {
-        let features = self.open().await;
-        assert!(features.child("bind", BIND_NS).is_some());
-        let resource = resource
-            .map(|r| format!("<resource>{r}</resource>"))
-            .unwrap_or_default();
-        self.send(&format!(
-            "<iq type='set' id='b1'><bind xmlns='{BIND_NS}'>{resource}</bind></iq>"
-        ))
-        .await;
-        let result = self.stanza().await;
-        assert_eq!(result.attr("type"), Some("result"), "{result:?}");
-        let jid = result
-            .child("bind", BIND_NS)
-            .unwrap()
-            .child("jid", BIND_NS)
-            .unwrap()
-            .text();
-        self.send(
-            "<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
-        )
-        .await;
-        let session = self.stanza().await;
-        assert_eq!(
-            (session.attr("type"), session.attr("id")),
-            (Some("result"), Some("s1"))
-        );
-        jid
-    }
-
-    /// A ping round trip: everything the server sent before it is drained first.
-    async fn ping(&mut self, id: &str) -> Vec<Element> {
-        self.send(&format!(
-            "<iq type='get' id='{id}'><ping xmlns='{PING_NS}'/></iq>"
-        ))
-        .await;
-        let mut before = Vec::new();
-        loop {
-            let stanza = self.stanza().await;
-            if stanza.is("iq", CLIENT_NS) && stanza.attr("id") == Some(id) {
-                assert_eq!(stanza.attr("type"), Some("result"));
-                return before;
-            }
-            before.push(stanza);
-        }
-    }
 }
 
 impl Client {

@@ -2,245 +2,29 @@
 //! on the crate's own XML layer, a real platform instance. Waits are bounded by a
 //! deadline (a hang fails the test); nothing asserts on timing.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+mod support;
+
 use std::time::Duration;
 
 use casebook_kit::clock::SystemClock;
-use casebook_kit::runtime::{InstanceSpec, Platform};
-use casebook_kit::topology::Topology;
-use casebook_whatsapp::auth::{
-    Accounts, AccountsConfig, ScramHash, decode_payload, encode_payload,
-};
-use casebook_whatsapp::node::conn::{BIND_NS, DISCO_INFO_NS, PING_NS, SASL_NS};
-use casebook_whatsapp::node::stanza::STANZAS_NS;
-use casebook_whatsapp::node::{ChatNode, ChatSettings, DELAY_NS, WhatsappConfig};
-use casebook_whatsapp::xml::{
-    CLIENT_NS, Element, STREAM_ERRORS_NS, STREAMS_NS, StreamEvent, StreamParser,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use casebook_whatsapp::node::conn::{DISCO_INFO_NS, PING_NS};
+use casebook_whatsapp::node::{DELAY_NS, WhatsappConfig};
+use casebook_whatsapp::xml::{CLIENT_NS, STREAMS_NS, StreamEvent};
+use support::{Client, DEADLINE, Node, mechanisms, stanza_error};
 use tokio::net::TcpStream;
 
-const DEADLINE: Duration = Duration::from_secs(20);
-
-struct Node {
-    platform: Platform,
-    instance_id: String,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-async fn node_with(config: WhatsappConfig, users: &[(&str, &str)]) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let accounts = Accounts::open(dir.path(), &config.domain, AccountsConfig::default()).unwrap();
-    for (user, password) in users {
-        accounts.add(user, password).unwrap();
-    }
-    let topology = Topology::uniform(&["r1"], 1);
-    let platform = Platform::new(topology.clone(), dir.path(), SystemClock::shared());
-    platform.register_service(std::sync::Arc::new(ChatNode::new(ChatSettings {
-        config,
-        accounts_root: dir.path().to_path_buf(),
-    })));
-    let info = platform
-        .start(InstanceSpec {
-            service: "chat".into(),
-            instance_id: None,
-            placement: topology.spread(0),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            version: "test".into(),
-            port_hint: None,
-        })
-        .await
-        .unwrap();
-    Node {
-        platform,
-        instance_id: info.instance_id,
-        addr: info.address,
-        _dir: dir,
-    }
+async fn node_with(config: WhatsappConfig, users: &[&str]) -> Node {
+    Node::start(config, users, SystemClock::shared()).await
 }
 
 async fn node() -> Node {
-    node_with(
-        WhatsappConfig::default(),
-        &[("alice", "alice-pw"), ("bob", "bob-pw")],
-    )
-    .await
-}
-
-struct Client {
-    stream: TcpStream,
-    parser: StreamParser,
-    events: VecDeque<StreamEvent>,
-    eof: bool,
+    node_with(WhatsappConfig::default(), &["alice", "bob"]).await
 }
 
 impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        Self {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            parser: StreamParser::new(Default::default()),
-            events: VecDeque::new(),
-            eof: false,
-        }
-    }
-
-    async fn send(&mut self, data: &str) {
-        self.stream.write_all(data.as_bytes()).await.unwrap();
-    }
-
-    /// The next event, or `None` once the server closed the socket.
-    async fn next(&mut self) -> Option<StreamEvent> {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                if let Some(event) = self.events.pop_front() {
-                    return Some(event);
-                }
-                if self.eof {
-                    return None;
-                }
-                let mut buf = [0u8; 4096];
-                match self.stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => self.eof = true,
-                    Ok(n) => {
-                        let mut out = Vec::new();
-                        self.parser.feed_events(&buf[..n], &mut out).unwrap();
-                        self.events.extend(out);
-                    }
-                }
-            }
-        })
-        .await
-        .expect("the server answered before the deadline")
-    }
-
-    async fn stanza(&mut self) -> Element {
-        match self.next().await {
-            Some(StreamEvent::Stanza(element)) => element,
-            other => panic!("expected a stanza, got {other:?}"),
-        }
-    }
-
-    /// Opens a stream; returns the features.
-    async fn open(&mut self) -> Element {
-        self.parser.reset();
-        self.send("<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>").await;
-        match self.next().await {
-            Some(StreamEvent::StreamOpen { attrs }) => {
-                let id = attrs
-                    .iter()
-                    .find(|(k, _)| k == "id")
-                    .map(|(_, v)| v.clone());
-                assert!(id.is_some_and(|id| id.len() >= 16), "a fresh stream id");
-            }
-            other => panic!("expected a stream header, got {other:?}"),
-        }
-        let features = self.stanza().await;
-        assert!(features.is("features", STREAMS_NS), "{features:?}");
-        features
-    }
-
-    /// Runs SCRAM-SHA-256; `Ok` on success, else the failure condition.
-    async fn scram(&mut self, user: &str, password: &str) -> Result<(), String> {
-        let hash = ScramHash::Sha256;
-        let bare = format!("n={user},r=clientnonce{}", rand::random::<u32>());
-        self.send(&format!(
-            "<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256'>{}</auth>",
-            encode_payload(format!("n,,{bare}").as_bytes())
-        ))
-        .await;
-        let challenge = self.stanza().await;
-        if challenge.is("failure", SASL_NS) {
-            return Err(condition(&challenge));
-        }
-        assert!(challenge.is("challenge", SASL_NS), "{challenge:?}");
-        let server_first = String::from_utf8(decode_payload(&challenge.text()).unwrap()).unwrap();
-        let field = |key: &str| {
-            server_first
-                .split(',')
-                .find_map(|p| p.strip_prefix(key))
-                .unwrap()
-                .to_owned()
-        };
-        let (nonce, salt, iterations) = (
-            field("r="),
-            field("s="),
-            field("i=").parse::<u32>().unwrap(),
-        );
-        let salt = decode_payload(&salt).unwrap();
-        let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
-        let client_key = hash.hmac(&salted, &[b"Client Key"]);
-        let stored_key = hash.digest(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{bare},{server_first},{without_proof}");
-        let signature = hash.hmac(&stored_key, &[auth_message.as_bytes()]);
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        self.send(&format!(
-            "<response xmlns='{SASL_NS}'>{}</response>",
-            encode_payload(format!("{without_proof},p={}", encode_payload(&proof)).as_bytes())
-        ))
-        .await;
-        let outcome = self.stanza().await;
-        if outcome.is("success", SASL_NS) {
-            Ok(())
-        } else {
-            Err(condition(&outcome))
-        }
-    }
-
-    async fn plain(&mut self, user: &str, password: &str) -> Result<(), String> {
-        self.send(&format!(
-            "<auth xmlns='{SASL_NS}' mechanism='PLAIN'>{}</auth>",
-            encode_payload(format!("\0{user}\0{password}").as_bytes())
-        ))
-        .await;
-        let outcome = self.stanza().await;
-        if outcome.is("success", SASL_NS) {
-            Ok(())
-        } else {
-            Err(condition(&outcome))
-        }
-    }
-
-    /// Restarts the stream, binds `resource`; returns the full JID.
-    async fn bind(&mut self, resource: Option<&str>) -> String {
-        let features = self.open().await;
-        assert!(features.child("bind", BIND_NS).is_some());
-        let resource = resource
-            .map(|r| format!("<resource>{r}</resource>"))
-            .unwrap_or_default();
-        self.send(&format!(
-            "<iq type='set' id='b1'><bind xmlns='{BIND_NS}'>{resource}</bind></iq>"
-        ))
-        .await;
-        let result = self.stanza().await;
-        assert_eq!(result.attr("type"), Some("result"), "{result:?}");
-        let jid = result
-            .child("bind", BIND_NS)
-            .unwrap()
-            .child("jid", BIND_NS)
-            .unwrap()
-            .text();
-        self.send(
-            "<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
-        )
-        .await;
-        let session = self.stanza().await;
-        assert_eq!(
-            (session.attr("type"), session.attr("id")),
-            (Some("result"), Some("s1"))
-        );
-        jid
-    }
-
     /// Logs in with SCRAM, binds, sends initial presence.
     async fn online(
-        addr: SocketAddr,
+        addr: std::net::SocketAddr,
         user: &str,
         password: &str,
         resource: &str,
@@ -248,66 +32,10 @@ impl Client {
         let mut client = Self::connect(addr).await;
         client.open().await;
         client.scram(user, password).await.unwrap();
-        let jid = client.bind(Some(resource)).await;
+        let jid = client.bind_session(Some(resource)).await;
         client.send("<presence/>").await;
         (client, jid)
     }
-
-    /// A ping round trip: everything the server sent before it is drained first.
-    async fn ping(&mut self, id: &str) -> Vec<Element> {
-        self.send(&format!(
-            "<iq type='get' id='{id}'><ping xmlns='{PING_NS}'/></iq>"
-        ))
-        .await;
-        let mut before = Vec::new();
-        loop {
-            let stanza = self.stanza().await;
-            if stanza.is("iq", CLIENT_NS) && stanza.attr("id") == Some(id) {
-                assert_eq!(stanza.attr("type"), Some("result"));
-                return before;
-            }
-            before.push(stanza);
-        }
-    }
-
-    /// Expects `<stream:error><condition/>`, then the close and EOF.
-    async fn expect_stream_error(&mut self, expected: &str) {
-        loop {
-            match self.next().await {
-                Some(StreamEvent::Stanza(e)) if e.is("error", STREAMS_NS) => {
-                    assert!(e.child(expected, STREAM_ERRORS_NS).is_some(), "{e:?}");
-                    break;
-                }
-                Some(StreamEvent::Stanza(_)) | Some(StreamEvent::StreamOpen { .. }) => continue,
-                other => panic!("expected stream error {expected}, got {other:?}"),
-            }
-        }
-        assert!(matches!(self.next().await, Some(StreamEvent::StreamClose)));
-        assert!(self.next().await.is_none(), "the server closed the socket");
-    }
-}
-
-fn condition(element: &Element) -> String {
-    element
-        .children()
-        .next()
-        .map(|c| c.name().to_owned())
-        .unwrap_or_default()
-}
-
-fn mechanisms(features: &Element) -> Vec<String> {
-    features
-        .child("mechanisms", SASL_NS)
-        .map(|m| m.children().map(Element::text).collect())
-        .unwrap_or_default()
-}
-
-fn stanza_error(stanza: &Element) -> Option<String> {
-    let error = stanza.child("error", CLIENT_NS)?;
-    error
-        .children()
-        .find(|c| c.ns() == STANZAS_NS)
-        .map(|c| c.name().to_owned())
 }
 
 #[tokio::test]
@@ -361,7 +89,7 @@ async fn plain_is_offered_only_when_allowed() {
             allow_insecure_plain: true,
             ..WhatsappConfig::default()
         },
-        &[("alice", "alice-pw")],
+        &["alice"],
     )
     .await;
     let mut client = Client::connect(allowed.addr).await;
@@ -369,7 +97,7 @@ async fn plain_is_offered_only_when_allowed() {
     assert!(mechanisms(&features).contains(&"PLAIN".to_owned()));
     client.plain("alice", "alice-pw").await.unwrap();
     assert_eq!(
-        client.bind(None).await.split('/').next(),
+        client.bind_session(None).await.split('/').next(),
         Some("alice@localhost")
     );
 }
@@ -528,7 +256,7 @@ async fn oversized_stanza_is_a_policy_violation() {
             max_stanza_bytes: 2048,
             ..WhatsappConfig::default()
         },
-        &[("alice", "alice-pw")],
+        &["alice"],
     )
     .await;
     let (mut alice, _) = Client::online(node.addr, "alice", "alice-pw", "phone").await;
@@ -548,7 +276,7 @@ async fn connections_beyond_the_limit_get_resource_constraint() {
             max_connections: 2,
             ..WhatsappConfig::default()
         },
-        &[("alice", "alice-pw")],
+        &["alice"],
     )
     .await;
     let mut first = Client::connect(node.addr).await;
@@ -604,11 +332,7 @@ async fn a_slow_reader_is_disconnected_and_never_blocks_the_sender_or_others() {
             max_bytes_per_second: u32::MAX,
             ..WhatsappConfig::default()
         },
-        &[
-            ("alice", "alice-pw"),
-            ("bob", "bob-pw"),
-            ("carol", "carol-pw"),
-        ],
+        &["alice", "bob", "carol"],
     )
     .await;
     let (mut alice, _) = Client::online(node.addr, "alice", "alice-pw", "phone").await;
@@ -657,7 +381,7 @@ async fn a_slow_reader_is_disconnected_and_never_blocks_the_sender_or_others() {
 #[tokio::test]
 async fn an_account_added_by_the_operator_command_can_log_in_on_the_running_node() {
     let node = node().await;
-    let root = node._dir.path().to_path_buf();
+    let root = node.root.clone();
     let added = casebook_whatsapp::auth::run_account_command(
         &root,
         casebook_whatsapp::auth::AccountCommand::Add {
@@ -676,7 +400,7 @@ async fn an_account_added_by_the_operator_command_can_log_in_on_the_running_node
         client.open().await;
         if client.scram("dave", "dave-pw").await.is_ok() {
             assert_eq!(
-                client.bind(None).await.split('/').next(),
+                client.bind_session(None).await.split('/').next(),
                 Some("dave@localhost")
             );
             break;

@@ -3,218 +3,35 @@
 //! the resumption window matters). Waits are bounded by a deadline (a hang fails
 //! the test); nothing asserts on timing.
 
-use std::collections::VecDeque;
+mod support;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use casebook_kit::clock::{ManualClock, SharedClock, SystemClock};
-use casebook_kit::runtime::{InstanceSpec, Platform};
-use casebook_kit::topology::Topology;
-use casebook_whatsapp::auth::{
-    Accounts, AccountsConfig, ScramHash, decode_payload, encode_payload,
-};
-use casebook_whatsapp::node::conn::{BIND_NS, PING_NS, SASL_NS, SM_NS};
+use casebook_whatsapp::node::conn::{PING_NS, SM_NS};
 use casebook_whatsapp::node::stanza::STANZAS_NS;
-use casebook_whatsapp::node::{ChatNode, ChatSettings, DELAY_NS, WhatsappConfig};
-use casebook_whatsapp::xml::{
-    CLIENT_NS, Element, STREAM_ERRORS_NS, STREAMS_NS, StreamEvent, StreamParser,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use casebook_whatsapp::node::{DELAY_NS, WhatsappConfig};
+use casebook_whatsapp::xml::{CLIENT_NS, Element};
+use support::{Client, DEADLINE, Node};
 
-const DEADLINE: Duration = Duration::from_secs(20);
-const USERS: &[(&str, &str)] = &[("alice", "alice-pw"), ("bob", "bob-pw")];
+const USERS: &[&str] = &["alice", "bob"];
 
-struct Node {
-    platform: Platform,
-    instance_id: String,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
+async fn node(clock: SharedClock) -> Node {
+    node_with(clock, WhatsappConfig::default()).await
 }
 
-impl Node {
-    async fn start(clock: SharedClock) -> Self {
-        Self::start_with(clock, WhatsappConfig::default()).await
-    }
-
-    async fn start_with(clock: SharedClock, config: WhatsappConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let accounts =
-            Accounts::open(dir.path(), &config.domain, AccountsConfig::default()).unwrap();
-        for (user, password) in USERS {
-            accounts.add(user, password).unwrap();
-        }
-        let topology = Topology::uniform(&["r1"], 1);
-        let platform = Platform::new(topology, dir.path(), clock);
-        platform.register_service(Arc::new(ChatNode::new(ChatSettings {
-            config,
-            accounts_root: dir.path().to_path_buf(),
-        })));
-        let (instance_id, addr) = start_instance(&platform).await;
-        Self {
-            platform,
-            instance_id,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// Kills the instance (every task dropped at once) and starts a new one.
-    async fn kill_and_restart(&mut self) {
-        assert!(self.platform.kill(&self.instance_id).await);
-        (self.instance_id, self.addr) = start_instance(&self.platform).await;
-    }
-}
-
-async fn start_instance(platform: &Platform) -> (String, SocketAddr) {
-    let info = platform
-        .start(InstanceSpec {
-            service: "chat".into(),
-            instance_id: None,
-            placement: Topology::uniform(&["r1"], 1).spread(0),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            version: "test".into(),
-            port_hint: None,
-        })
-        .await
-        .unwrap();
-    (info.instance_id, info.address)
-}
-
-/// A raw XMPP client that counts the stanzas it receives (its XEP-0198 `h`) and
-/// records the server's `<r/>` requests instead of returning them.
-struct Client {
-    stream: TcpStream,
-    parser: StreamParser,
-    events: VecDeque<StreamEvent>,
-    eof: bool,
-    /// Stanzas received since `<enable/>` / `<resumed/>` started counting.
-    received: u32,
-    /// `<r/>` requests seen.
-    requests: u32,
+async fn node_with(clock: SharedClock, config: WhatsappConfig) -> Node {
+    Node::start(config, USERS, clock).await
 }
 
 impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        Self {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            parser: StreamParser::new(Default::default()),
-            events: VecDeque::new(),
-            eof: false,
-            received: 0,
-            requests: 0,
-        }
-    }
-
-    async fn send(&mut self, data: &str) {
-        self.stream.write_all(data.as_bytes()).await.unwrap();
-    }
-
-    async fn next(&mut self) -> Option<StreamEvent> {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                if let Some(event) = self.events.pop_front() {
-                    return Some(event);
-                }
-                if self.eof {
-                    return None;
-                }
-                let mut buf = [0u8; 8192];
-                match self.stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => self.eof = true,
-                    Ok(n) => {
-                        let mut out = Vec::new();
-                        self.parser.feed_events(&buf[..n], &mut out).unwrap();
-                        self.events.extend(out);
-                    }
-                }
-            }
-        })
-        .await
-        .expect("the server answered before the deadline")
-    }
-
-    /// The next element other than `<r/>`; stanzas are counted.
-    async fn element(&mut self) -> Element {
-        loop {
-            match self.next().await {
-                Some(StreamEvent::Stanza(e)) if e.is("r", SM_NS) => self.requests += 1,
-                Some(StreamEvent::Stanza(e)) => {
-                    if e.ns() == CLIENT_NS {
-                        self.received += 1;
-                    }
-                    return e;
-                }
-                other => panic!("expected an element, got {other:?}"),
-            }
-        }
-    }
-
-    async fn open(&mut self) -> Element {
-        self.parser.reset();
-        self.send("<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>").await;
-        assert!(matches!(
-            self.next().await,
-            Some(StreamEvent::StreamOpen { .. })
-        ));
-        let features = self.element().await;
-        assert!(features.is("features", STREAMS_NS), "{features:?}");
-        features
-    }
-
-    async fn scram(&mut self, user: &str, password: &str) {
-        let hash = ScramHash::Sha256;
-        let bare = format!("n={user},r=clientnonce{}", rand::random::<u32>());
-        self.send(&format!(
-            "<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256'>{}</auth>",
-            encode_payload(format!("n,,{bare}").as_bytes())
-        ))
-        .await;
-        let challenge = self.element().await;
-        assert!(challenge.is("challenge", SASL_NS), "{challenge:?}");
-        let server_first = String::from_utf8(decode_payload(&challenge.text()).unwrap()).unwrap();
-        let field = |key: &str| {
-            server_first
-                .split(',')
-                .find_map(|p| p.strip_prefix(key))
-                .unwrap()
-                .to_owned()
-        };
-        let (nonce, salt, iterations) = (
-            field("r="),
-            field("s="),
-            field("i=").parse::<u32>().unwrap(),
-        );
-        let salt = decode_payload(&salt).unwrap();
-        let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
-        let client_key = hash.hmac(&salted, &[b"Client Key"]);
-        let stored_key = hash.digest(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{bare},{server_first},{without_proof}");
-        let signature = hash.hmac(&stored_key, &[auth_message.as_bytes()]);
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        self.send(&format!(
-            "<response xmlns='{SASL_NS}'>{}</response>",
-            encode_payload(format!("{without_proof},p={}", encode_payload(&proof)).as_bytes())
-        ))
-        .await;
-        let outcome = self.element().await;
-        assert!(outcome.is("success", SASL_NS), "{outcome:?}");
-    }
-
     /// Connects, authenticates and restarts the stream (ready to bind or resume).
     async fn authenticated(addr: SocketAddr, user: &str) -> Self {
-        let password = USERS.iter().find(|(u, _)| *u == user).unwrap().1;
         let mut client = Self::connect(addr).await;
         client.open().await;
-        client.scram(user, password).await;
-        let features = client.open().await;
-        assert!(features.child("bind", BIND_NS).is_some());
+        client.scram(user, &format!("{user}-pw")).await.unwrap();
+        let features = client.restart().await;
         assert!(
             features.child("sm", SM_NS).is_some(),
             "stream management is offered after authentication: {features:?}"
@@ -222,20 +39,11 @@ impl Client {
         client
     }
 
-    async fn bind(&mut self, resource: &str) {
-        self.send(&format!(
-            "<iq type='set' id='b1'><bind xmlns='{BIND_NS}'><resource>{resource}</resource></bind></iq>"
-        ))
-        .await;
-        let result = self.element().await;
-        assert_eq!(result.attr("type"), Some("result"), "{result:?}");
-    }
-
     /// Enables stream management; returns the resumption id when asked for one.
     async fn enable(&mut self, resume: bool) -> Option<String> {
         let attr = if resume { " resume='true'" } else { "" };
         self.send(&format!("<enable xmlns='{SM_NS}'{attr}/>")).await;
-        let enabled = self.element().await;
+        let enabled = self.stanza().await;
         assert!(enabled.is("enabled", SM_NS), "{enabled:?}");
         self.received = 0;
         if resume {
@@ -253,7 +61,7 @@ impl Client {
         sm: Option<bool>,
     ) -> (Self, Option<String>) {
         let mut client = Self::authenticated(addr, user).await;
-        client.bind(resource).await;
+        client.bind_iq(Some(resource)).await;
         let id = match sm {
             Some(resume) => client.enable(resume).await,
             None => None,
@@ -265,7 +73,7 @@ impl Client {
     /// Asks the server for its `h`.
     async fn request_ack(&mut self) -> u32 {
         self.send(&format!("<r xmlns='{SM_NS}'/>")).await;
-        let a = self.element().await;
+        let a = self.stanza().await;
         assert!(a.is("a", SM_NS), "{a:?}");
         a.attr("h").unwrap().parse().unwrap()
     }
@@ -276,51 +84,11 @@ impl Client {
         self.send(&format!("<a xmlns='{SM_NS}' h='{h}'/>")).await;
     }
 
-    /// A ping round trip; returns the stanzas that arrived before its result.
-    async fn ping(&mut self, id: &str) -> Vec<Element> {
-        self.send(&format!(
-            "<iq type='get' id='{id}'><ping xmlns='{PING_NS}'/></iq>"
-        ))
-        .await;
-        let mut before = Vec::new();
-        loop {
-            let stanza = self.element().await;
-            if stanza.is("iq", CLIENT_NS) && stanza.attr("id") == Some(id) {
-                return before;
-            }
-            before.push(stanza);
-        }
-    }
-
     async fn message(&mut self, to: &str, id: &str) {
         self.send(&format!(
             "<message to='{to}' type='chat' id='{id}'><body>{id}</body></message>"
         ))
         .await;
-    }
-
-    /// Expects `<stream:error>` with `condition`; returns it, after the close.
-    async fn expect_stream_error(&mut self, condition: &str) -> Element {
-        let error = loop {
-            match self.next().await {
-                Some(StreamEvent::Stanza(e)) if e.is("error", STREAMS_NS) => break e,
-                Some(_) => continue,
-                None => panic!("closed without a stream error"),
-            }
-        };
-        assert!(
-            error.child(condition, STREAM_ERRORS_NS).is_some(),
-            "{error:?}"
-        );
-        assert!(matches!(self.next().await, Some(StreamEvent::StreamClose)));
-        assert!(self.next().await.is_none());
-        error
-    }
-
-    /// Closes the stream cleanly and waits for the server's close.
-    async fn close(mut self) {
-        self.send("</stream:stream>").await;
-        while self.next().await.is_some() {}
     }
 }
 
@@ -336,7 +104,7 @@ fn ids(stanzas: &[Element]) -> Vec<String> {
 async fn read_messages(client: &mut Client, n: usize) -> Vec<Element> {
     let mut got = Vec::new();
     while got.len() < n {
-        let stanza = client.element().await;
+        let stanza = client.stanza().await;
         if stanza.is("message", CLIENT_NS) {
             got.push(stanza);
         }
@@ -346,7 +114,7 @@ async fn read_messages(client: &mut Client, n: usize) -> Vec<Element> {
 
 #[tokio::test]
 async fn enable_counts_handled_stanzas_and_both_sides_request_and_acknowledge() {
-    let node = Node::start(SystemClock::shared()).await;
+    let node = node(SystemClock::shared()).await;
     let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
     let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(false)).await;
     bob.ping("ready").await;
@@ -387,20 +155,20 @@ async fn enable_counts_handled_stanzas_and_both_sides_request_and_acknowledge() 
 
 #[tokio::test]
 async fn sm_elements_before_enable_or_bind_are_refused() {
-    let node = Node::start(SystemClock::shared()).await;
+    let node = node(SystemClock::shared()).await;
     let mut early = Client::authenticated(node.addr, "alice").await;
     early.send(&format!("<enable xmlns='{SM_NS}'/>")).await;
-    let failed = early.element().await;
+    let failed = early.stanza().await;
     assert!(failed.is("failed", SM_NS), "{failed:?}");
     assert!(failed.child("unexpected-request", STANZAS_NS).is_some());
-    early.bind("phone").await;
+    early.bind_iq(Some("phone")).await;
     early.send(&format!("<r xmlns='{SM_NS}'/>")).await;
     early.expect_stream_error("unsupported-stanza-type").await;
 }
 
 #[tokio::test]
 async fn an_acknowledged_offline_message_survives_a_kill_of_the_instance() {
-    let mut node = Node::start(SystemClock::shared()).await;
+    let mut node = node(SystemClock::shared()).await;
     let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
     alice.message("bob@localhost", "durable-1").await;
     // h covers presence + the message: it was stored before this answer.
@@ -416,7 +184,7 @@ async fn an_acknowledged_offline_message_survives_a_kill_of_the_instance() {
 
 #[tokio::test]
 async fn a_dropped_session_resumes_with_exactly_the_unacknowledged_stanzas_in_order() {
-    let node = Node::start(SystemClock::shared()).await;
+    let node = node(SystemClock::shared()).await;
     let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
     let (mut bob, id) = Client::online(node.addr, "bob", "laptop", Some(true)).await;
     let id = id.expect("a resumption id");
@@ -440,7 +208,7 @@ async fn a_dropped_session_resumes_with_exactly_the_unacknowledged_stanzas_in_or
     let mut back = Client::authenticated(node.addr, "bob").await;
     back.send(&format!("<resume xmlns='{SM_NS}' previd='{id}' h='{h}'/>"))
         .await;
-    let resumed = back.element().await;
+    let resumed = back.stanza().await;
     assert!(resumed.is("resumed", SM_NS), "{resumed:?}");
     assert_eq!(resumed.attr("previd"), Some(id.as_str()));
     assert_eq!(resumed.attr("h"), Some("3"), "presence and two pings");
@@ -470,7 +238,7 @@ async fn a_dropped_session_resumes_with_exactly_the_unacknowledged_stanzas_in_or
 
 #[tokio::test]
 async fn a_second_connection_resuming_an_attached_session_replaces_it() {
-    let node = Node::start(SystemClock::shared()).await;
+    let node = node(SystemClock::shared()).await;
     let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
     let (mut first, id) = Client::online(node.addr, "bob", "laptop", Some(true)).await;
     first.ping("ready").await;
@@ -484,7 +252,7 @@ async fn a_second_connection_resuming_an_attached_session_replaces_it() {
             id.unwrap()
         ))
         .await;
-    let resumed = second.element().await;
+    let resumed = second.stanza().await;
     assert!(resumed.is("resumed", SM_NS), "{resumed:?}");
     // The older connection is cut off.
     while first.next().await.is_some() {}
@@ -495,17 +263,17 @@ async fn a_second_connection_resuming_an_attached_session_replaces_it() {
 
 #[tokio::test]
 async fn resuming_an_unknown_or_foreign_id_fails_and_the_client_binds_normally() {
-    let node = Node::start(SystemClock::shared()).await;
+    let node = node(SystemClock::shared()).await;
     let mut stranger = Client::authenticated(node.addr, "alice").await;
     stranger
         .send(&format!(
             "<resume xmlns='{SM_NS}' previd='no-such-id' h='0'/>"
         ))
         .await;
-    let failed = stranger.element().await;
+    let failed = stranger.stanza().await;
     assert!(failed.is("failed", SM_NS), "{failed:?}");
     assert!(failed.child("item-not-found", STANZAS_NS).is_some());
-    stranger.bind("phone").await;
+    stranger.bind_iq(Some("phone")).await;
     stranger.send("<presence/>").await;
 
     // Bob's live session cannot be taken over by alice, even with its id.
@@ -518,7 +286,7 @@ async fn resuming_an_unknown_or_foreign_id_fails_and_the_client_binds_normally()
             id.unwrap()
         ))
         .await;
-    let failed = thief.element().await;
+    let failed = thief.stanza().await;
     assert!(
         failed.child("item-not-found", STANZAS_NS).is_some(),
         "{failed:?}"
@@ -530,10 +298,10 @@ async fn resuming_an_unknown_or_foreign_id_fails_and_the_client_binds_normally()
 #[tokio::test]
 async fn when_the_window_expires_unacknowledged_messages_go_offline() {
     let clock = ManualClock::new();
-    let node = Node::start(clock.shared()).await;
+    let node = node(clock.shared()).await;
     // Alice without stream management: her messages are routed live, not stored.
     let mut alice = Client::authenticated(node.addr, "alice").await;
-    alice.bind("phone").await;
+    alice.bind_iq(Some("phone")).await;
     alice.send("<presence/>").await;
     let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(true)).await;
     bob.ping("ready").await;
@@ -581,7 +349,7 @@ async fn when_the_window_expires_unacknowledged_messages_go_offline() {
 
 #[tokio::test]
 async fn flushed_offline_messages_stay_stored_until_acknowledged() {
-    let node = Node::start(SystemClock::shared()).await;
+    let node = node(SystemClock::shared()).await;
     let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
     for n in 1..=3 {
         alice.message("bob@localhost", &format!("o{n}")).await;
@@ -622,7 +390,7 @@ async fn flushed_offline_messages_stay_stored_until_acknowledged() {
 
 #[tokio::test]
 async fn a_session_over_its_unacked_bound_is_closed_and_its_messages_go_offline() {
-    let node = Node::start_with(
+    let node = node_with(
         SystemClock::shared(),
         WhatsappConfig {
             sm_max_unacked: 16,
@@ -631,7 +399,7 @@ async fn a_session_over_its_unacked_bound_is_closed_and_its_messages_go_offline(
     )
     .await;
     let mut alice = Client::authenticated(node.addr, "alice").await;
-    alice.bind("phone").await;
+    alice.bind_iq(Some("phone")).await;
     alice.send("<presence/>").await;
     let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(false)).await;
     bob.ping("ready").await; // one unacknowledged stanza
@@ -694,7 +462,7 @@ fn stream_management_config_is_bounded_and_names_the_field() {
 
 #[tokio::test]
 async fn a_stored_message_written_to_a_recipient_without_sm_is_removed_after_the_write() {
-    let node = Node::start(SystemClock::shared()).await;
+    let node = node(SystemClock::shared()).await;
     let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
     let (mut bob, _) = Client::online(node.addr, "bob", "laptop", None).await;
     bob.ping("ready").await;
@@ -714,9 +482,9 @@ async fn a_stored_message_written_to_a_recipient_without_sm_is_removed_after_the
 
 #[tokio::test]
 async fn a_clean_close_moves_unacknowledged_messages_offline() {
-    let node = Node::start(SystemClock::shared()).await;
+    let node = node(SystemClock::shared()).await;
     let mut alice = Client::authenticated(node.addr, "alice").await;
-    alice.bind("phone").await;
+    alice.bind_iq(Some("phone")).await;
     alice.send("<presence/>").await;
     let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(true)).await;
     bob.ping("ready").await;
@@ -746,7 +514,7 @@ async fn a_clean_close_moves_unacknowledged_messages_offline() {
 
 #[tokio::test]
 async fn pipelined_durable_messages_keep_order_and_h_counts_bounces_behind_them() {
-    let node = Node::start(SystemClock::shared()).await;
+    let node = node(SystemClock::shared()).await;
     let (mut alice, _) = Client::online(node.addr, "alice", "phone", Some(false)).await;
     // One burst: durable messages, a bounce and a ping in between.
     let mut burst = String::new();
@@ -769,7 +537,7 @@ async fn pipelined_durable_messages_keep_order_and_h_counts_bounces_behind_them(
     alice.send(&burst).await;
     let mut replies = Vec::new();
     let h = loop {
-        let element = alice.element().await;
+        let element = alice.stanza().await;
         if element.is("a", SM_NS) {
             break element.attr("h").unwrap().parse::<u32>().unwrap();
         }

@@ -5,398 +5,34 @@
 //! crate's own XML layer. Waits are bounded by a deadline (a hang fails the test);
 //! nothing asserts on timing.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+mod support;
+
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use casebook_kit::clock::SystemClock;
-use casebook_kit::runtime::{InstanceSpec, Platform};
-use casebook_kit::topology::Topology;
-use casebook_whatsapp::auth::{
-    Accounts, AccountsConfig, ScramHash, decode_payload, encode_payload,
-};
-use casebook_whatsapp::node::conn::{BIND_NS, PING_NS, SASL_NS, TLS_NS};
-use casebook_whatsapp::node::{ChatNode, ChatSettings, WhatsappConfig, domain_dir, tls};
-use casebook_whatsapp::xml::{
-    CLIENT_NS, Element, FRAMING_NS, Frame, FramedParser, STREAM_ERRORS_NS, STREAMS_NS, StreamEvent,
-    StreamParser,
-};
-use futures::{SinkExt, StreamExt};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use casebook_whatsapp::node::conn::{PING_NS, TLS_NS};
+use casebook_whatsapp::node::{WhatsappConfig, domain_dir, tls};
+use casebook_whatsapp::xml::{CLIENT_NS, Element, FRAMING_NS, STREAMS_NS, StreamEvent};
+use futures::SinkExt;
+use rustls::pki_types::ServerName;
+use support::{Client, DEADLINE, HEADER, Io, Node, connector_trusting, mechanisms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const DEADLINE: Duration = Duration::from_secs(20);
-const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
-
-struct Node {
-    platform: Platform,
-    instance_id: String,
-    tcp: SocketAddr,
-    tls: SocketAddr,
-    ws: SocketAddr,
-    root: std::path::PathBuf,
-}
-
-const USERS: &[(&str, &str)] = &[("alice", "alice-pw"), ("bob", "bob-pw")];
-
-/// Starts a chat node on free ports with its accounts under `root`.
+/// Starts a chat node on free ports with alice's and bob's accounts under `root`.
 async fn start_node(root: &Path, config: WhatsappConfig) -> Node {
-    let accounts = Accounts::open(root, &config.domain, AccountsConfig::default()).unwrap();
-    for (user, password) in USERS {
-        if !accounts.contains(user) {
-            accounts.add(user, password).unwrap();
-        }
-    }
-    let topology = Topology::uniform(&["r1"], 1);
-    let platform = Platform::new(topology.clone(), root, SystemClock::shared());
-    platform.register_service(Arc::new(ChatNode::new(ChatSettings {
-        config,
-        accounts_root: root.to_path_buf(),
-    })));
-    let info = platform
-        .start(InstanceSpec {
-            service: "chat".into(),
-            instance_id: None,
-            placement: topology.spread(0),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            version: "test".into(),
-            port_hint: None,
-        })
-        .await
-        .unwrap();
-    let view = platform
-        .list()
-        .into_iter()
-        .find(|v| v.info.instance_id == info.instance_id)
-        .unwrap();
-    let listener = |name: &str| {
-        view.listeners
-            .iter()
-            .find(|l| l.name == name)
-            .unwrap_or_else(|| panic!("{name} published: {:?}", view.listeners))
-            .address
-    };
-    Node {
-        tls: listener("xmpp-tls"),
-        ws: listener("xmpp-websocket"),
-        platform,
-        instance_id: info.instance_id,
-        tcp: info.address,
-        root: root.to_path_buf(),
-    }
-}
-
-/// The client side of TLS, trusting exactly the certificate the node generated.
-fn tls_connector(root: &Path) -> tokio_rustls::TlsConnector {
-    let (cert, _) = tls::generated_paths(&domain_dir(root, "localhost"));
-    connector_trusting(&cert)
-}
-
-/// The client side of TLS, trusting exactly the certificates in `cert`.
-fn connector_trusting(cert: &Path) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(cert).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
-enum Io {
-    Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
-    Gone,
-}
-
-struct Client {
-    io: Io,
-    parser: StreamParser,
-    framed: FramedParser,
-    events: VecDeque<StreamEvent>,
-    eof: bool,
+    Node::start_in(root, config, &["alice", "bob"], SystemClock::shared()).await
 }
 
 impl Client {
-    fn over(io: Io) -> Self {
-        Self {
-            io,
-            parser: StreamParser::new(Default::default()),
-            framed: FramedParser::new(Default::default()),
-            events: VecDeque::new(),
-            eof: false,
-        }
-    }
-
-    async fn tcp(addr: SocketAddr) -> Self {
-        Self::over(Io::Tcp(TcpStream::connect(addr).await.unwrap()))
-    }
-
-    async fn tls(node: &Node) -> Self {
-        Self::tls_at(node.tls, &node.root).await
-    }
-
-    async fn tls_at(addr: SocketAddr, root: &Path) -> Self {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let tls = tls_connector(root).connect(name, tcp).await.unwrap();
-        Self::over(Io::Tls(Box::new(tls)))
-    }
-
-    async fn ws(node: &Node) -> Self {
-        let mut request = format!("ws://{}/xmpp-websocket", node.ws)
-            .into_client_request()
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", "xmpp".parse().unwrap());
-        let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-        assert_eq!(
-            response.headers().get("sec-websocket-protocol").unwrap(),
-            "xmpp"
-        );
-        Self::over(Io::Ws(Box::new(socket)))
-    }
-
-    fn is_ws(&self) -> bool {
-        matches!(self.io, Io::Ws(_))
-    }
-
-    async fn send(&mut self, data: &str) {
-        match &mut self.io {
-            Io::Tcp(tcp) => tcp.write_all(data.as_bytes()).await.unwrap(),
-            Io::Tls(tls) => {
-                tls.write_all(data.as_bytes()).await.unwrap();
-                tls.flush().await.unwrap();
-            }
-            Io::Ws(ws) => ws.send(Message::Text(data.into())).await.unwrap(),
-            Io::Gone => panic!("no transport"),
-        }
-    }
-
-    /// Like [`Client::send`] but tolerates a peer that already closed.
-    async fn try_send_raw(&mut self, data: &[u8]) -> bool {
-        match &mut self.io {
-            Io::Tcp(tcp) => tcp.write_all(data).await.is_ok(),
-            Io::Tls(tls) => tls.write_all(data).await.is_ok() && tls.flush().await.is_ok(),
-            Io::Ws(ws) => ws.send(Message::Binary(data.to_vec().into())).await.is_ok(),
-            Io::Gone => false,
-        }
-    }
-
-    /// The next event, or `None` once the server closed the connection.
-    async fn next(&mut self) -> Option<StreamEvent> {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                if let Some(event) = self.events.pop_front() {
-                    return Some(event);
-                }
-                if self.eof {
-                    return None;
-                }
-                let mut buf = [0u8; 4096];
-                let read = match &mut self.io {
-                    Io::Tcp(tcp) => tcp.read(&mut buf).await,
-                    Io::Tls(tls) => tls.read(&mut buf).await,
-                    Io::Ws(ws) => {
-                        match ws.next().await {
-                            Some(Ok(Message::Text(text))) => {
-                                let event = match self.framed.parse(text.as_bytes()).unwrap() {
-                                    Frame::Open { attrs } => StreamEvent::StreamOpen { attrs },
-                                    Frame::Close { .. } => StreamEvent::StreamClose,
-                                    Frame::Stanza(e) => StreamEvent::Stanza(e),
-                                };
-                                self.events.push_back(event);
-                            }
-                            Some(Ok(Message::Binary(_))) => panic!("the server sent binary"),
-                            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => self.eof = true,
-                            Some(Ok(_)) => {}
-                        }
-                        continue;
-                    }
-                    Io::Gone => Ok(0),
-                };
-                match read {
-                    Ok(0) | Err(_) => self.eof = true,
-                    Ok(n) => {
-                        let mut out = Vec::new();
-                        self.parser.feed_events(&buf[..n], &mut out).unwrap();
-                        self.events.extend(out);
-                    }
-                }
-            }
-        })
-        .await
-        .expect("the server answered before the deadline")
-    }
-
-    async fn stanza(&mut self) -> Element {
-        match self.next().await {
-            Some(StreamEvent::Stanza(element)) => element,
-            other => panic!("expected a stanza, got {other:?}"),
-        }
-    }
-
-    /// Opens a stream (header or RFC 7395 `<open/>`); returns the features.
-    async fn open(&mut self) -> Element {
-        if self.is_ws() {
-            self.send(&format!(
-                "<open xmlns='{FRAMING_NS}' to='localhost' version='1.0'/>"
-            ))
-            .await;
-        } else {
-            self.parser.reset();
-            self.send(HEADER).await;
-        }
-        match self.next().await {
-            Some(StreamEvent::StreamOpen { attrs }) => {
-                assert!(attrs.iter().any(|(k, v)| k == "from" && v == "localhost"));
-            }
-            other => panic!("expected a stream header, got {other:?}"),
-        }
-        let features = self.stanza().await;
-        assert!(features.is("features", STREAMS_NS), "{features:?}");
-        features
-    }
-
-    /// `<starttls/>`, `<proceed/>`, the TLS handshake trusting the node's stored
-    /// certificate, then a fresh stream; returns its features.
-    async fn starttls(&mut self, root: &Path) -> Element {
-        self.send(&format!("<starttls xmlns='{TLS_NS}'/>")).await;
-        let proceed = self.stanza().await;
-        assert!(proceed.is("proceed", TLS_NS), "{proceed:?}");
-        let Io::Tcp(tcp) = std::mem::replace(&mut self.io, Io::Gone) else {
-            panic!("STARTTLS over plain TCP only");
-        };
-        let name = ServerName::try_from("localhost").unwrap();
-        let tls = tls_connector(root).connect(name, tcp).await.unwrap();
-        self.io = Io::Tls(Box::new(tls));
-        self.open().await
-    }
-
-    async fn scram(&mut self, user: &str, password: &str) -> Result<(), String> {
-        let hash = ScramHash::Sha256;
-        let bare = format!("n={user},r=clientnonce{}", rand::random::<u32>());
-        self.send(&format!(
-            "<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256'>{}</auth>",
-            encode_payload(format!("n,,{bare}").as_bytes())
-        ))
-        .await;
-        let challenge = self.stanza().await;
-        if challenge.is("failure", SASL_NS) {
-            return Err(condition(&challenge));
-        }
-        let server_first = String::from_utf8(decode_payload(&challenge.text()).unwrap()).unwrap();
-        let field = |key: &str| {
-            server_first
-                .split(',')
-                .find_map(|p| p.strip_prefix(key))
-                .unwrap()
-                .to_owned()
-        };
-        let (nonce, salt, iterations) = (
-            field("r="),
-            field("s="),
-            field("i=").parse::<u32>().unwrap(),
-        );
-        let salt = decode_payload(&salt).unwrap();
-        let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
-        let client_key = hash.hmac(&salted, &[b"Client Key"]);
-        let stored_key = hash.digest(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{bare},{server_first},{without_proof}");
-        let signature = hash.hmac(&stored_key, &[auth_message.as_bytes()]);
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        self.send(&format!(
-            "<response xmlns='{SASL_NS}'>{}</response>",
-            encode_payload(format!("{without_proof},p={}", encode_payload(&proof)).as_bytes())
-        ))
-        .await;
-        let outcome = self.stanza().await;
-        if outcome.is("success", SASL_NS) {
-            Ok(())
-        } else {
-            Err(condition(&outcome))
-        }
-    }
-
-    async fn plain(&mut self, user: &str, password: &str) -> Result<(), String> {
-        self.send(&format!(
-            "<auth xmlns='{SASL_NS}' mechanism='PLAIN'>{}</auth>",
-            encode_payload(format!("\0{user}\0{password}").as_bytes())
-        ))
-        .await;
-        let outcome = self.stanza().await;
-        if outcome.is("success", SASL_NS) {
-            Ok(())
-        } else {
-            Err(condition(&outcome))
-        }
-    }
-
     /// Restarts the stream, binds `resource`, sends presence; returns the full JID.
-    async fn bind(&mut self, resource: &str) -> String {
-        let features = self.open().await;
-        assert!(features.child("bind", BIND_NS).is_some(), "{features:?}");
-        let iq = format!(
-            "<iq type='set' id='b1'{}><bind xmlns='{BIND_NS}'><resource>{resource}</resource></bind></iq>",
-            self.ns()
-        );
-        self.send(&iq).await;
-        let result = self.stanza().await;
-        assert_eq!(result.attr("type"), Some("result"), "{result:?}");
-        let presence = format!("<presence{}/>", self.ns());
-        self.send(&presence).await;
-        result
-            .child("bind", BIND_NS)
-            .unwrap()
-            .child("jid", BIND_NS)
-            .unwrap()
-            .text()
-    }
-
-    /// RFC 7395 frames carry their own namespace; in a stream it is inherited.
-    fn ns(&self) -> String {
-        if self.is_ws() {
-            format!(" xmlns='{CLIENT_NS}'")
-        } else {
-            String::new()
-        }
-    }
-
-    /// A ping round trip; returns what arrived before its answer.
-    async fn ping(&mut self, id: &str) -> Vec<Element> {
-        let ping = format!(
-            "<iq type='get' id='{id}'{}><ping xmlns='{PING_NS}'/></iq>",
-            self.ns()
-        );
-        self.send(&ping).await;
-        let mut before = Vec::new();
-        loop {
-            let stanza = self.stanza().await;
-            if stanza.is("iq", CLIENT_NS) && stanza.attr("id") == Some(id) {
-                assert_eq!(stanza.attr("type"), Some("result"));
-                return before;
-            }
-            before.push(stanza);
-        }
+    async fn bind_present(&mut self, resource: &str) -> String {
+        let jid = self.bind(resource).await;
+        self.presence().await;
+        jid
     }
 
     async fn message(&mut self, to: &str, body: &str) {
@@ -406,45 +42,6 @@ impl Client {
         );
         self.send(&message).await;
     }
-
-    /// Expects `<stream:error><condition/>`, then the close and the end.
-    async fn expect_stream_error(&mut self, expected: &str) {
-        loop {
-            match self.next().await {
-                Some(StreamEvent::Stanza(e)) if e.is("error", STREAMS_NS) => {
-                    assert!(e.child(expected, STREAM_ERRORS_NS).is_some(), "{e:?}");
-                    break;
-                }
-                Some(StreamEvent::Stanza(_)) | Some(StreamEvent::StreamOpen { .. }) => continue,
-                other => panic!("expected stream error {expected}, got {other:?}"),
-            }
-        }
-        assert!(matches!(self.next().await, Some(StreamEvent::StreamClose)));
-        assert!(
-            self.next().await.is_none(),
-            "the server closed the connection"
-        );
-    }
-
-    /// Waits until the server closed the connection, skipping what it still sent.
-    async fn expect_closed(&mut self) {
-        while self.next().await.is_some() {}
-    }
-}
-
-fn condition(element: &Element) -> String {
-    element
-        .children()
-        .next()
-        .map(|c| c.name().to_owned())
-        .unwrap_or_default()
-}
-
-fn mechanisms(features: &Element) -> Vec<String> {
-    features
-        .child("mechanisms", SASL_NS)
-        .map(|m| m.children().map(Element::text).collect())
-        .unwrap_or_default()
 }
 
 fn body(stanza: &Element) -> String {
@@ -464,14 +61,14 @@ fn free_ports() -> WhatsappConfig {
 async fn online(client: &mut Client, user: &str, password: &str, resource: &str) -> String {
     client.open().await;
     client.scram(user, password).await.unwrap();
-    client.bind(resource).await
+    client.bind_present(resource).await
 }
 
 #[tokio::test]
 async fn starttls_then_scram_and_a_message_over_tls_to_a_plaintext_user() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node(dir.path(), free_ports()).await;
-    let mut alice = Client::tcp(node.tcp).await;
+    let mut alice = Client::connect(node.addr).await;
     let features = alice.open().await;
     assert!(features.child("starttls", TLS_NS).is_some(), "{features:?}");
     assert!(
@@ -488,9 +85,9 @@ async fn starttls_then_scram_and_a_message_over_tls_to_a_plaintext_user() {
         "not offered twice"
     );
     alice.scram("alice", "alice-pw").await.unwrap();
-    assert_eq!(alice.bind("phone").await, "alice@localhost/phone");
+    assert_eq!(alice.bind_present("phone").await, "alice@localhost/phone");
 
-    let mut bob = Client::tcp(node.tcp).await;
+    let mut bob = Client::connect(node.addr).await;
     online(&mut bob, "bob", "bob-pw", "laptop").await;
     alice.ping("a").await;
     bob.ping("b").await;
@@ -517,7 +114,7 @@ async fn direct_tls_login_and_starttls_is_refused_once_encrypted_or_authenticate
         "PLAIN over TLS"
     );
     alice.scram("alice", "alice-pw").await.unwrap();
-    alice.bind("tls").await;
+    alice.bind_present("tls").await;
     alice.ping("p").await;
 
     // STARTTLS on an encrypted stream: <failure/> and close.
@@ -528,7 +125,7 @@ async fn direct_tls_login_and_starttls_is_refused_once_encrypted_or_authenticate
     again.expect_closed().await;
 
     // STARTTLS after authentication on a plaintext stream: the same.
-    let mut late = Client::tcp(node.tcp).await;
+    let mut late = Client::connect(node.addr).await;
     late.open().await;
     late.scram("bob", "bob-pw").await.unwrap();
     late.open().await;
@@ -542,7 +139,7 @@ async fn direct_tls_login_and_starttls_is_refused_once_encrypted_or_authenticate
 async fn plain_is_refused_before_tls_and_accepted_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node(dir.path(), free_ports()).await;
-    let mut client = Client::tcp(node.tcp).await;
+    let mut client = Client::connect(node.addr).await;
     let features = client.open().await;
     assert!(!mechanisms(&features).contains(&"PLAIN".to_owned()));
     assert_eq!(
@@ -552,7 +149,7 @@ async fn plain_is_refused_before_tls_and_accepted_after_it() {
     let features = client.starttls(&node.root).await;
     assert!(mechanisms(&features).contains(&"PLAIN".to_owned()));
     client.plain("alice", "alice-pw").await.unwrap();
-    assert_eq!(client.bind("plain").await, "alice@localhost/plain");
+    assert_eq!(client.bind_present("plain").await, "alice@localhost/plain");
     client.ping("p").await;
 }
 
@@ -567,7 +164,7 @@ async fn require_encryption_refuses_auth_before_starttls() {
         },
     )
     .await;
-    let mut client = Client::tcp(node.tcp).await;
+    let mut client = Client::connect(node.addr).await;
     let features = client.open().await;
     let starttls = features.child("starttls", TLS_NS).expect("offered");
     assert!(starttls.child("required", TLS_NS).is_some());
@@ -579,7 +176,7 @@ async fn require_encryption_refuses_auth_before_starttls() {
     let features = client.starttls(&node.root).await;
     assert!(!mechanisms(&features).is_empty());
     client.scram("alice", "alice-pw").await.unwrap();
-    client.bind("secure").await;
+    client.bind_present("secure").await;
     client.ping("p").await;
 }
 
@@ -587,12 +184,12 @@ async fn require_encryption_refuses_auth_before_starttls() {
 async fn bad_tls_handshake_bytes_close_that_connection_only() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node(dir.path(), free_ports()).await;
-    let mut alice = Client::tcp(node.tcp).await;
+    let mut alice = Client::connect(node.addr).await;
     online(&mut alice, "alice", "alice-pw", "phone").await;
     alice.ping("before").await;
 
     // Garbage on the direct-TLS port.
-    let mut garbage = TcpStream::connect(node.tls).await.unwrap();
+    let mut garbage = TcpStream::connect(node.listener("xmpp-tls")).await.unwrap();
     garbage
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
@@ -610,7 +207,7 @@ async fn bad_tls_handshake_bytes_close_that_connection_only() {
     assert!(closed.is_ok(), "the node closed the garbage connection");
 
     // Garbage after <proceed/>.
-    let mut client = Client::tcp(node.tcp).await;
+    let mut client = Client::connect(node.addr).await;
     client.open().await;
     client.send(&format!("<starttls xmlns='{TLS_NS}'/>")).await;
     assert!(client.stanza().await.is("proceed", TLS_NS));
@@ -687,7 +284,7 @@ async fn a_configured_certificate_is_served_instead_of_a_generated_one() {
         !generated.exists(),
         "nothing generated when one is configured"
     );
-    let tcp = TcpStream::connect(node.tls).await.unwrap();
+    let tcp = TcpStream::connect(node.listener("xmpp-tls")).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let tls = connector_trusting(&cert).connect(name, tcp).await.unwrap();
     let mut client = Client::over(Io::Tls(Box::new(tls)));
@@ -706,8 +303,11 @@ async fn websocket_login_and_messages_to_a_tcp_user_and_back() {
         "no STARTTLS over WebSocket"
     );
     alice.scram("alice", "alice-pw").await.unwrap();
-    assert_eq!(alice.bind("browser").await, "alice@localhost/browser");
-    let mut bob = Client::tcp(node.tcp).await;
+    assert_eq!(
+        alice.bind_present("browser").await,
+        "alice@localhost/browser"
+    );
+    let mut bob = Client::connect(node.addr).await;
     online(&mut bob, "bob", "bob-pw", "laptop").await;
     alice.ping("a").await;
     bob.ping("b").await;
@@ -736,7 +336,7 @@ async fn websocket_upgrade_without_the_xmpp_subprotocol_or_elsewhere_is_refused(
         Err(other) => panic!("expected an HTTP refusal, got {other}"),
         Ok(_) => panic!("the upgrade was accepted"),
     };
-    let url = format!("ws://{}/xmpp-websocket", node.ws);
+    let url = format!("ws://{}/xmpp-websocket", node.listener("xmpp-websocket"));
     assert_eq!(
         status(tokio_tungstenite::connect_async(url.as_str()).await),
         400
@@ -746,7 +346,7 @@ async fn websocket_upgrade_without_the_xmpp_subprotocol_or_elsewhere_is_refused(
         .headers_mut()
         .insert("sec-websocket-protocol", "mqtt".parse().unwrap());
     assert_eq!(status(tokio_tungstenite::connect_async(other).await), 400);
-    let mut elsewhere = format!("ws://{}/chat", node.ws)
+    let mut elsewhere = format!("ws://{}/chat", node.listener("xmpp-websocket"))
         .into_client_request()
         .unwrap();
     elsewhere
@@ -796,10 +396,10 @@ async fn an_unbound_connection_times_out_and_a_bound_one_does_not() {
         },
     )
     .await;
-    let mut bound = Client::tcp(node.tcp).await;
+    let mut bound = Client::connect(node.addr).await;
     online(&mut bound, "alice", "alice-pw", "phone").await;
     // Sits at the header, never authenticates; and one over WebSocket too.
-    let mut lingering = Client::tcp(node.tcp).await;
+    let mut lingering = Client::connect(node.addr).await;
     lingering.open().await;
     lingering.expect_stream_error("connection-timeout").await;
     let mut ws = Client::ws(&node).await;
@@ -820,7 +420,7 @@ async fn an_idle_session_times_out() {
         },
     )
     .await;
-    let mut alice = Client::tcp(node.tcp).await;
+    let mut alice = Client::connect(node.addr).await;
     online(&mut alice, "alice", "alice-pw", "phone").await;
     alice.ping("p").await;
     alice.expect_stream_error("connection-timeout").await;
@@ -859,17 +459,17 @@ async fn websocket_pings_keep_a_session_alive_and_silence_does_not() {
 async fn a_burst_of_plain_logins_over_tls_all_succeed_while_a_session_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node(dir.path(), free_ports()).await;
-    let mut bob = Client::tcp(node.tcp).await;
+    let mut bob = Client::connect(node.addr).await;
     online(&mut bob, "bob", "bob-pw", "calm").await;
     // PLAIN verification is PBKDF2 on the server: it runs on the blocking pool.
     let logins: Vec<_> = (0..16)
         .map(|i| {
-            let (addr, root) = (node.tls, node.root.clone());
+            let (addr, root) = (node.listener("xmpp-tls"), node.root.clone());
             tokio::spawn(async move {
                 let mut client = Client::tls_at(addr, &root).await;
                 client.open().await;
                 client.plain("alice", "alice-pw").await.unwrap();
-                client.bind(&format!("r{i}")).await
+                client.bind_present(&format!("r{i}")).await
             })
         })
         .collect();
@@ -897,10 +497,10 @@ async fn a_flooding_client_does_not_keep_another_from_being_answered() {
         },
     )
     .await;
-    let mut flooder = Client::tcp(node.tcp).await;
+    let mut flooder = Client::connect(node.addr).await;
     online(&mut flooder, "alice", "alice-pw", "flood").await;
     flooder.ping("ready").await;
-    let mut bob = Client::tcp(node.tcp).await;
+    let mut bob = Client::connect(node.addr).await;
     online(&mut bob, "bob", "bob-pw", "calm").await;
     bob.ping("ready").await;
 
@@ -939,7 +539,7 @@ async fn the_connection_cap_counts_tcp_tls_and_websocket_together() {
         },
     )
     .await;
-    let mut tcp = Client::tcp(node.tcp).await;
+    let mut tcp = Client::connect(node.addr).await;
     tcp.open().await;
     let mut ws = Client::ws(&node).await;
     ws.open().await;
@@ -947,7 +547,7 @@ async fn the_connection_cap_counts_tcp_tls_and_websocket_together() {
     refused_ws.expect_stream_error("resource-constraint").await;
     let mut refused_tls = Client::tls(&node).await;
     refused_tls.expect_stream_error("resource-constraint").await;
-    let mut refused_tcp = Client::tcp(node.tcp).await;
+    let mut refused_tcp = Client::connect(node.addr).await;
     refused_tcp.expect_stream_error("resource-constraint").await;
 
     // Closing the WebSocket one frees a slot for a TCP one.
@@ -955,7 +555,7 @@ async fn the_connection_cap_counts_tcp_tls_and_websocket_together() {
     ws.expect_closed().await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let mut next = Client::tcp(node.tcp).await;
+        let mut next = Client::connect(node.addr).await;
         next.send(HEADER).await;
         next.next().await;
         if next.stanza().await.is("features", STREAMS_NS) {
