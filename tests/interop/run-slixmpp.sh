@@ -22,7 +22,7 @@ PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 for user in alice bob carol; do
   "$BIN" --data-dir "$DATA" whatsapp add-user "$user@localhost" pw >/dev/null
 done
-CASEBOOK_WHATSAPP__PORT="$PORT" "$BIN" --data-dir "$DATA" --control-port 0 up >"$DATA/up.log" 2>&1 &
+CASEBOOK_UBER__RESP_PORT=0 CASEBOOK_WHATSAPP__PORT="$PORT" "$BIN" --data-dir "$DATA" --control-port 0 up >"$DATA/up.log" 2>&1 &
 UP=$!
 cleanup() {
   kill -INT "$UP" 2>/dev/null || true

@@ -18,6 +18,7 @@ use casebook_control::ControlConfig;
 use casebook_control::discovery::DiscoveryConfig;
 use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_kit::topology::Topology;
+use casebook_uber::resp::server::UberConfig;
 use casebook_whatsapp::node::WhatsappConfig;
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The WhatsApp case's chat node (XMPP c2s).
     pub whatsapp: WhatsappConfig,
+    /// The Uber case (its RESP geo port).
+    pub uber: UberConfig,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             metrics_push: MetricsPushConfig::default(),
             shutdown: ShutdownConfig::default(),
             whatsapp: WhatsappConfig::default(),
+            uber: UberConfig::default(),
         }
     }
 }
@@ -444,5 +448,21 @@ mod tests {
         let f = file("[whatsapp]\nbogus = 1\n");
         let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
         assert!(err.message.contains("bogus"), "{}", err.message);
+    }
+
+    #[test]
+    fn uber_table_defaults_and_env() {
+        let config = load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.uber.resp_port, 6380);
+        let config = load(
+            None,
+            env(&[("CASEBOOK_UBER__RESP_PORT", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.uber.resp_port, 0);
+        let f = file("[uber]\nresp_port = \"six\"\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.source, f.path().display().to_string());
     }
 }

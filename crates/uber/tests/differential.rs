@@ -16,7 +16,11 @@ use rand::{Rng, SeedableRng};
 const REDIS_PORT: u16 = 6379;
 
 fn numbers_close(a: &[u8], b: &[u8]) -> bool {
-    let parse = |x: &[u8]| std::str::from_utf8(x).ok().and_then(|s| s.parse::<f64>().ok());
+    let parse = |x: &[u8]| {
+        std::str::from_utf8(x)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+    };
     match (parse(a), parse(b)) {
         (Some(x), Some(y)) => (x - y).abs() <= 1e-6_f64.max(1e-3 * x.abs()),
         _ => false,
@@ -31,7 +35,10 @@ fn same(ours: &Frame, redis: &Frame) -> bool {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
         }
         (Frame::Map(a), Frame::Map(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|((k1, v1), (k2, v2))| same(k1, k2) && same(v1, v2))
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|((k1, v1), (k2, v2))| same(k1, k2) && same(v1, v2))
         }
         _ => ours == redis,
     }
@@ -65,12 +72,15 @@ fn tie_equivalent(ours: &Frame, redis: &Frame, score: &mut dyn FnMut(&Bytes) -> 
         return false;
     };
     a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| match (member_of(x), member_of(y)) {
-            (Some(mx), Some(my)) => {
-                same(&without_member(x), &without_member(y)) && (mx == my || score(mx) == score(my))
-            }
-            _ => false,
-        })
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| match (member_of(x), member_of(y)) {
+                (Some(mx), Some(my)) => {
+                    same(&without_member(x), &without_member(y))
+                        && (mx == my || score(mx) == score(my))
+                }
+                _ => false,
+            })
 }
 
 /// ZRANGE WITHSCORES of a stored result: the same scores in order; members
@@ -81,7 +91,8 @@ fn stored_tie_equivalent(ours: &Frame, redis: &Frame) -> bool {
     };
     a.len() == b.len()
         && a.chunks(2).zip(b.chunks(2)).all(|(x, y)| {
-            same(&x[1], &y[1]) && (x[0] == y[0] || a.chunks(2).filter(|p| same(&p[1], &x[1])).count() > 1)
+            same(&x[1], &y[1])
+                && (x[0] == y[0] || a.chunks(2).filter(|p| same(&p[1], &x[1])).count() > 1)
         })
 }
 
@@ -103,12 +114,21 @@ impl Gen {
     }
     fn point(&mut self) -> (f64, f64) {
         match self.rng.random_range(0..20) {
-            0 => (self.rng.random_range(-180.0..180.0), self.rng.random_range(-85.0..85.0)),
+            0 => (
+                self.rng.random_range(-180.0..180.0),
+                self.rng.random_range(-85.0..85.0),
+            ),
             1 => (200.0, 10.0), // invalid: Redis's error text
-            2 => (self.rng.random_range(-180.0..180.0), self.rng.random_range(84.0..85.05)),
+            2 => (
+                self.rng.random_range(-180.0..180.0),
+                self.rng.random_range(84.0..85.05),
+            ),
             _ => {
                 let (lon, lat) = self.centers[self.rng.random_range(0..self.centers.len())];
-                (lon + self.rng.random_range(-0.2..0.2), lat + self.rng.random_range(-0.2..0.2))
+                (
+                    lon + self.rng.random_range(-0.2..0.2),
+                    lat + self.rng.random_range(-0.2..0.2),
+                )
             }
         }
     }
@@ -121,8 +141,13 @@ impl Gen {
         }
     }
     fn unit(&mut self) -> (&'static str, f64) {
-        [("m", 1.0), ("km", 1000.0), ("mi", 1609.34), ("ft", 0.3048), ("KM", 1000.0)]
-            [self.rng.random_range(0..5)]
+        [
+            ("m", 1.0),
+            ("km", 1000.0),
+            ("mi", 1609.34),
+            ("ft", 0.3048),
+            ("KM", 1000.0),
+        ][self.rng.random_range(0..5)]
     }
 
     fn search_options(&mut self, out: &mut Vec<String>, with: bool) {
@@ -215,7 +240,11 @@ impl Gen {
                 let store = self.rng.random_bool(0.15);
                 self.search_options(&mut c, !store);
                 if store {
-                    let kind = if self.rng.random_bool(0.5) { "STORE" } else { "STOREDIST" };
+                    let kind = if self.rng.random_bool(0.5) {
+                        "STORE"
+                    } else {
+                        "STOREDIST"
+                    };
                     let dest = self.dest();
                     c.extend([kind.into(), dest]);
                 }
@@ -239,22 +268,91 @@ impl Gen {
                 c.extend(["ZCARD".into(), key]);
             }
             90..=95 => {
-                let k = if self.rng.random_bool(0.5) { key } else { self.dest() };
-                c.extend(["ZRANGE".into(), k, "0".into(), "-1".into(), "WITHSCORES".into()]);
+                let k = if self.rng.random_bool(0.5) {
+                    key
+                } else {
+                    self.dest()
+                };
+                c.extend([
+                    "ZRANGE".into(),
+                    k,
+                    "0".into(),
+                    "-1".into(),
+                    "WITHSCORES".into(),
+                ]);
             }
             _ => {
                 // Argument errors: Redis's texts and validation order.
                 let bad: [&[&str]; 10] = [
-                    &["GEOSEARCH", "K", "FROMLONLAT", "1", "2", "BYRADIUS", "-1", "m"],
-                    &["GEOSEARCH", "K", "FROMLONLAT", "1", "2", "BYRADIUS", "1", "parsec"],
-                    &["GEOSEARCH", "K", "FROMLONLAT", "1", "2", "BYRADIUS", "1", "m", "COUNT", "0"],
-                    &["GEOSEARCH", "K", "FROMLONLAT", "1", "2", "BYRADIUS", "1", "m", "ANY"],
+                    &[
+                        "GEOSEARCH",
+                        "K",
+                        "FROMLONLAT",
+                        "1",
+                        "2",
+                        "BYRADIUS",
+                        "-1",
+                        "m",
+                    ],
+                    &[
+                        "GEOSEARCH",
+                        "K",
+                        "FROMLONLAT",
+                        "1",
+                        "2",
+                        "BYRADIUS",
+                        "1",
+                        "parsec",
+                    ],
+                    &[
+                        "GEOSEARCH",
+                        "K",
+                        "FROMLONLAT",
+                        "1",
+                        "2",
+                        "BYRADIUS",
+                        "1",
+                        "m",
+                        "COUNT",
+                        "0",
+                    ],
+                    &[
+                        "GEOSEARCH",
+                        "K",
+                        "FROMLONLAT",
+                        "1",
+                        "2",
+                        "BYRADIUS",
+                        "1",
+                        "m",
+                        "ANY",
+                    ],
                     &["GEOSEARCH", "K", "BYRADIUS", "1", "m", "ASC", "WITHDIST"],
-                    &["GEOSEARCH", "K", "FROMMEMBER", "nosuch", "BYBOX", "1", "1", "km"],
+                    &[
+                        "GEOSEARCH",
+                        "K",
+                        "FROMMEMBER",
+                        "nosuch",
+                        "BYBOX",
+                        "1",
+                        "1",
+                        "km",
+                    ],
                     &["GEORADIUS", "K", "1", "100", "1", "m"],
                     &["GEORADIUSBYMEMBER", "K", "nosuch", "1", "m"],
                     &["GEOADD", "K", "NX", "XX", "1", "2", "a"],
-                    &["GEOSEARCHSTORE", "D", "K", "FROMLONLAT", "1", "2", "BYRADIUS", "1", "m", "WITHDIST"],
+                    &[
+                        "GEOSEARCHSTORE",
+                        "D",
+                        "K",
+                        "FROMLONLAT",
+                        "1",
+                        "2",
+                        "BYRADIUS",
+                        "1",
+                        "m",
+                        "WITHDIST",
+                    ],
                 ];
                 let pick = bad[self.rng.random_range(0..bad.len())];
                 let dest = self.dest();
@@ -280,7 +378,13 @@ fn run_stream(seed: u64, commands: usize, resp3: bool) {
     let mut generator = Gen {
         rng: StdRng::seed_from_u64(seed),
         prefix: prefix.clone(),
-        centers: vec![(-73.98, 40.75), (13.36, 38.11), (151.2, -33.86), (179.9, 0.0), (-0.1, 51.5)],
+        centers: vec![
+            (-73.98, 40.75),
+            (13.36, 38.11),
+            (151.2, -33.86),
+            (179.9, 0.0),
+            (-0.1, 51.5),
+        ],
     };
     if resp3 {
         for c in [&mut ours, &mut redis] {
@@ -298,13 +402,19 @@ fn run_stream(seed: u64, commands: usize, resp3: bool) {
         let args: Vec<&str> = command.iter().map(String::as_str).collect();
         let a = ours.cmd_str(&args);
         let b = redis.cmd_str(&args);
-        let src = if command[0] == "GEOSEARCHSTORE" { &command[2] } else { &command[1] };
+        let src = if command[0] == "GEOSEARCHSTORE" {
+            &command[2]
+        } else {
+            &command[1]
+        };
         let equivalent = same(&a, &b)
             || (command[0].starts_with("GEO")
                 && tie_equivalent(&a, &b, &mut |m| {
                     checker.cmd(&[b"ZSCORE", src.as_bytes(), m])
                 }))
-            || (command[0] == "ZRANGE" && command[1].contains(":d") && stored_tie_equivalent(&a, &b));
+            || (command[0] == "ZRANGE"
+                && command[1].contains(":d")
+                && stored_tie_equivalent(&a, &b));
         assert!(
             equivalent,
             "command #{n} {command:?}\n ours:  {}\n redis: {}",
@@ -318,7 +428,10 @@ fn run_stream(seed: u64, commands: usize, resp3: bool) {
             searches_with_results += 1;
         }
     }
-    assert!(searches_with_results > commands / 50, "only {searches_with_results} searches found anything");
+    assert!(
+        searches_with_results > commands / 50,
+        "only {searches_with_results} searches found anything"
+    );
     // Leave the shared Redis as it was.
     let mut del = vec!["DEL".to_owned()];
     for i in 0..3 {
@@ -397,7 +510,10 @@ fn protocol_errors_match_redis_byte_for_byte() {
 fn a_protocol_error_closes_only_its_connection() {
     let (port, _server) = start_server();
     let mut good = Client::connect(port);
-    assert_eq!(good.cmd_str(&["GEOADD", "k", "13.361389", "38.115556", "Palermo"]), Frame::Integer(1));
+    assert_eq!(
+        good.cmd_str(&["GEOADD", "k", "13.361389", "38.115556", "Palermo"]),
+        Frame::Integer(1)
+    );
     // Half a request from the good client, then a bad one from another.
     good.send_raw(b"*2\r\n$6\r\nGEOPOS\r\n");
     let mut bad = Client::connect(port);
@@ -407,5 +523,9 @@ fn a_protocol_error_closes_only_its_connection() {
         b"+PONG\r\n-ERR Protocol error: expected '$', got 'x'\r\n".to_vec()
     );
     good.send_raw(b"$1\r\nk\r\n");
-    assert_eq!(good.read_frame(), Frame::Array(vec![]), "the good client finishes its request: GEOPOS k (no members) is an empty array");
+    assert_eq!(
+        good.read_frame(),
+        Frame::Array(vec![]),
+        "the good client finishes its request: GEOPOS k (no members) is an empty array"
+    );
 }

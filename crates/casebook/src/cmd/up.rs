@@ -30,11 +30,16 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         stop_pushing.clone(),
     );
     // The first line is the control-plane URL, for people and for scripts.
-    if let Err(err) = platform.start(platform::chat_spec(&config)?).await {
-        eprintln!("casebook: {err}");
-        stop_pushing.cancel();
-        platform.stop_all(config.shutdown.drain_timeout).await;
-        return Ok(ExitCode::FAILURE);
+    for spec in [
+        platform::chat_spec(&config)?,
+        platform::geo_resp_spec(&config)?,
+    ] {
+        if let Err(err) = platform.start(spec).await {
+            eprintln!("casebook: {err}");
+            stop_pushing.cancel();
+            platform.stop_all(config.shutdown.drain_timeout).await;
+            return Ok(ExitCode::FAILURE);
+        }
     }
     println!("casebook control plane: {}", control.http_url());
     print_listeners(&platform, &config);
@@ -83,6 +88,8 @@ fn print_listeners(platform: &Platform, config: &Config) {
             view.info.zone,
             if view.info.service == casebook_whatsapp::node::CHAT_SERVICE {
                 format!("xmpp c2s {}", view.info.address)
+            } else if view.info.service == casebook_uber::resp::server::GEO_RESP_SERVICE {
+                format!("redis (RESP geo) {}", view.info.address)
             } else {
                 view.info.http_url()
             },

@@ -31,8 +31,8 @@ use std::ops::ControlFlow;
 use bytes::Bytes;
 
 use super::hash::{
-    self, Area, Cell, EARTH_RADIUS_M, decode_wgs84, deg_rad, distance, encode_wgs84,
-    estimate_step, neighbourhood, position_of, rad_deg,
+    self, Area, Cell, EARTH_RADIUS_M, decode_wgs84, deg_rad, distance, encode_wgs84, estimate_step,
+    neighbourhood, position_of, rad_deg,
 };
 use super::store::GeoStore;
 
@@ -115,9 +115,10 @@ pub fn within(shape: &Shape, lon: f64, lat: f64) -> Option<f64> {
 fn bounding_box(shape: &Shape) -> [f64; 4] {
     let (height, width) = match shape.kind {
         ShapeKind::Radius(r) => (shape.conversion * r, shape.conversion * r),
-        ShapeKind::Box { width, height } => {
-            (shape.conversion * (height / 2.0), shape.conversion * (width / 2.0))
-        }
+        ShapeKind::Box { width, height } => (
+            shape.conversion * (height / 2.0),
+            shape.conversion * (width / 2.0),
+        ),
     };
     let lat_delta = rad_deg(height / EARTH_RADIUS_M);
     let lon_delta_top = rad_deg(width / EARTH_RADIUS_M / deg_rad(shape.lat + lat_delta).cos());
@@ -224,11 +225,19 @@ pub fn search(store: &dyn GeoStore, query: &Query) -> Vec<Hit> {
     if query.count != 0 && sort == Sort::None && !query.any {
         sort = Sort::Asc;
     }
-    let distinct = cells.iter().enumerate().all(|(i, c)| !cells[..i].contains(c));
+    let distinct = cells
+        .iter()
+        .enumerate()
+        .all(|(i, c)| !cells[..i].contains(c));
     let mut hits = if query.count != 0 && !query.any && distinct {
         nearest(store, &query.shape, &cells, query.count, sort)
     } else {
-        scan_all(store, &query.shape, &cells, if query.any { query.count } else { 0 })
+        scan_all(
+            store,
+            &query.shape,
+            &cells,
+            if query.any { query.count } else { 0 },
+        )
     };
     match sort {
         Sort::None => {}
@@ -265,7 +274,7 @@ fn scan_all(store: &dyn GeoStore, shape: &Shape, cells: &[Cell], limit: usize) -
 }
 
 /// How many levels below Redis's step the best-first search splits cells.
-const SPLIT_LEVELS: u8 = 5;
+const SPLIT_LEVELS: u8 = 3;
 
 /// A lower bound on the distance (metres) from the centre to any point of `area`:
 /// the latitude gap, and the cross-track distance to the nearer bounding
@@ -279,19 +288,18 @@ fn lower_bound(lon0: f64, lat0: f64, cos_lat0: f64, area: &Area) -> f64 {
     } else {
         0.0
     };
-    let (near, far) = if lon0 < area.lon.min {
-        let east = area.lon.min - lon0;
-        let west = lon0 + 360.0 - area.lon.max;
-        (east.min(west), (area.lon.max - lon0).max(lon0 + 360.0 - area.lon.min))
+    // The longitude gap to the nearer edge, either way round the globe.
+    let near = if lon0 < area.lon.min {
+        (area.lon.min - lon0).min(lon0 + 360.0 - area.lon.max)
     } else if lon0 > area.lon.max {
-        let west = lon0 - area.lon.max;
-        let east = area.lon.min + 360.0 - lon0;
-        (west.min(east), (lon0 - area.lon.min).max(area.lon.max + 360.0 - lon0))
+        (lon0 - area.lon.max).min(area.lon.min + 360.0 - lon0)
     } else {
-        (0.0, 0.0)
+        0.0
     };
+    let span = area.lon.max - area.lon.min;
     let by_lat = deg_rad(dlat);
-    let by_lon = if near > 0.0 && far - near < 90.0 && near < 90.0 {
+    // The cross-track distance grows with the gap only up to a quarter turn.
+    let by_lon = if near > 0.0 && near + span < 90.0 {
         (cos_lat0 * deg_rad(near).sin()).clamp(0.0, 1.0).asin()
     } else {
         0.0
@@ -348,7 +356,13 @@ impl Ord for Kept {
 }
 
 /// The `count` nearest (or farthest, for DESC) members among Redis's candidates.
-fn nearest(store: &dyn GeoStore, shape: &Shape, cells: &[Cell], count: usize, sort: Sort) -> Vec<Hit> {
+fn nearest(
+    store: &dyn GeoStore,
+    shape: &Shape,
+    cells: &[Cell],
+    count: usize,
+    sort: Sort,
+) -> Vec<Hit> {
     if sort == Sort::Desc {
         // The farthest n need every candidate; no pruning applies.
         return scan_all(store, shape, cells, 0);
@@ -359,12 +373,17 @@ fn nearest(store: &dyn GeoStore, shape: &Shape, cells: &[Cell], count: usize, so
         ShapeKind::Radius(r) => r * shape.conversion,
         ShapeKind::Box { .. } => f64::INFINITY,
     };
-    let leaf_step = cells
-        .first()
-        .map_or(hash::STEP_MAX, |c| (c.step + SPLIT_LEVELS).min(hash::STEP_MAX));
+    let leaf_step = cells.first().map_or(hash::STEP_MAX, |c| {
+        (c.step + SPLIT_LEVELS).min(hash::STEP_MAX)
+    });
     let mut frontier: BinaryHeap<Reverse<Pending>> = cells
         .iter()
-        .map(|&cell| Reverse(Pending { bound: bound(cell), cell }))
+        .map(|&cell| {
+            Reverse(Pending {
+                bound: bound(cell),
+                cell,
+            })
+        })
         .collect();
     let mut best: BinaryHeap<Kept> = BinaryHeap::with_capacity(count + 1);
     while let Some(Reverse(Pending { bound: lb, cell })) = frontier.pop() {
@@ -378,7 +397,10 @@ fn nearest(store: &dyn GeoStore, shape: &Shape, cells: &[Cell], count: usize, so
             for child in cell.children() {
                 let lb = bound(child);
                 if lb <= max_dist {
-                    frontier.push(Reverse(Pending { bound: lb, cell: child }));
+                    frontier.push(Reverse(Pending {
+                        bound: lb,
+                        cell: child,
+                    }));
                 }
             }
             continue;

@@ -155,9 +155,20 @@ impl GeoStore for SortedGeoSet {
         let take = stop - start + 1;
         let pick = |(score, member): &(Score, Bytes)| (member.clone(), score.0);
         if reverse {
-            self.ordered.iter().rev().skip(start).take(take).map(pick).collect()
+            self.ordered
+                .iter()
+                .rev()
+                .skip(start)
+                .take(take)
+                .map(pick)
+                .collect()
         } else {
-            self.ordered.iter().skip(start).take(take).map(pick).collect()
+            self.ordered
+                .iter()
+                .skip(start)
+                .take(take)
+                .map(pick)
+                .collect()
         }
     }
 }
@@ -169,12 +180,30 @@ mod tests {
     #[test]
     fn add_modes_and_order() {
         let mut set = SortedGeoSet::default();
-        assert_eq!(set.add(Bytes::from("b"), 5.0, AddMode::Upsert), AddOutcome::Added);
-        assert_eq!(set.add(Bytes::from("a"), 5.0, AddMode::Upsert), AddOutcome::Added);
-        assert_eq!(set.add(Bytes::from("c"), 1.0, AddMode::OnlyExisting), AddOutcome::Unchanged);
-        assert_eq!(set.add(Bytes::from("b"), 7.0, AddMode::OnlyNew), AddOutcome::Unchanged);
-        assert_eq!(set.add(Bytes::from("b"), 7.0, AddMode::OnlyExisting), AddOutcome::Updated);
-        assert_eq!(set.add(Bytes::from("b"), 7.0, AddMode::Upsert), AddOutcome::Unchanged);
+        assert_eq!(
+            set.add(Bytes::from("b"), 5.0, AddMode::Upsert),
+            AddOutcome::Added
+        );
+        assert_eq!(
+            set.add(Bytes::from("a"), 5.0, AddMode::Upsert),
+            AddOutcome::Added
+        );
+        assert_eq!(
+            set.add(Bytes::from("c"), 1.0, AddMode::OnlyExisting),
+            AddOutcome::Unchanged
+        );
+        assert_eq!(
+            set.add(Bytes::from("b"), 7.0, AddMode::OnlyNew),
+            AddOutcome::Unchanged
+        );
+        assert_eq!(
+            set.add(Bytes::from("b"), 7.0, AddMode::OnlyExisting),
+            AddOutcome::Updated
+        );
+        assert_eq!(
+            set.add(Bytes::from("b"), 7.0, AddMode::Upsert),
+            AddOutcome::Unchanged
+        );
         assert_eq!(set.len(), 2);
         let mut seen = Vec::new();
         set.scan(0.0, 8.0, &mut |s, m| {

@@ -71,7 +71,10 @@ impl Frame {
             Frame::Error(e) => {
                 // Redis never lets a newline into an error line.
                 out.put_u8(b'-');
-                out.extend(e.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+                out.extend(
+                    e.bytes()
+                        .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+                );
                 out.put_slice(b"\r\n");
             }
             Frame::Integer(i) => line(out, b':', itoa(*i).as_bytes()),
@@ -193,7 +196,11 @@ pub fn format_human(d: f64) -> String {
     }
     let s = format!("{d:.17}");
     let s = strip_zeros(&s);
-    if s == "-0" { "0".to_owned() } else { s.to_owned() }
+    if s == "-0" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
 }
 
 const MAX_DEPTH: usize = 64;

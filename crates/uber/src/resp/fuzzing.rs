@@ -9,7 +9,11 @@ use bytes::BytesMut;
 use super::frame::Frame;
 use super::parse::{INLINE_MAX, Limits, ProtocolError, RequestParser};
 
-fn run(input: &[u8], chunk: impl Fn(usize) -> usize, limits: Limits) -> (Vec<Vec<bytes::Bytes>>, Option<ProtocolError>) {
+fn run(
+    input: &[u8],
+    chunk: impl Fn(usize) -> usize,
+    limits: Limits,
+) -> (Vec<Vec<bytes::Bytes>>, Option<ProtocolError>) {
     let mut parser = RequestParser::new(limits);
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
@@ -44,7 +48,11 @@ pub fn check_request_input(data: &[u8]) -> usize {
     let Some((&seed, input)) = data.split_first() else {
         return 0;
     };
-    let limits = Limits { max_multibulk_len: 4096, max_bulk_len: 8192, max_request_bytes: 1 << 20 };
+    let limits = Limits {
+        max_multibulk_len: 4096,
+        max_bulk_len: 8192,
+        max_request_bytes: 1 << 20,
+    };
     let step = usize::from(seed % 13) + 1;
     let chunked = run(input, |n| (step * (n + 3)) % 17 + 1, limits);
     let whole = run(input, |_| input.len(), limits);

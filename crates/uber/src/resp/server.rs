@@ -89,7 +89,11 @@ impl Server {
     }
 
     /// Serves one connection to its end.
-    pub async fn serve_connection(self: Arc<Self>, mut stream: TcpStream, shutdown: CancellationToken) {
+    pub async fn serve_connection(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        shutdown: CancellationToken,
+    ) {
         let _ = stream.set_nodelay(true);
         self.clients.fetch_add(1, Ordering::Relaxed);
         let _count = ClientCount(&self.clients);
@@ -126,7 +130,8 @@ impl Server {
                     Ok(None) => break,
                     Err(ProtocolError::Reply(text)) => {
                         metrics::counter!("uber_resp_protocol_errors_total").increment(1);
-                        Frame::err(format!("Protocol error: {text}")).encode(session.proto, &mut output);
+                        Frame::err(format!("Protocol error: {text}"))
+                            .encode(session.proto, &mut output);
                         close = true;
                         break;
                     }
@@ -213,11 +218,16 @@ impl ServiceFactory for GeoResp {
         GEO_RESP_SERVICE
     }
 
-    fn start<'a>(&'a self, ctx: &'a InstanceContext) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
+    fn start<'a>(
+        &'a self,
+        ctx: &'a InstanceContext,
+    ) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
         Box::pin(async move {
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
-            self.server.port.store(u64::from(address.port()), Ordering::Relaxed);
+            self.server
+                .port
+                .store(u64::from(address.port()), Ordering::Relaxed);
             let server = self.server.clone();
             let shutdown = ctx.shutdown_token();
             serve_tcp(ctx, listener, move |stream, _peer| {

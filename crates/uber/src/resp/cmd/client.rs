@@ -17,7 +17,9 @@ pub(super) fn run(_: &Server, session: &mut Session, args: &[Bytes]) -> Frame {
             return wrong_arity("client|setname");
         }
         if !valid_name(&args[2]) {
-            return Frame::err("Client names cannot contain spaces, newlines or special characters.");
+            return Frame::err(
+                "Client names cannot contain spaces, newlines or special characters.",
+            );
         }
         session.name = (!args[2].is_empty()).then(|| args[2].clone());
         Frame::ok()

@@ -12,9 +12,12 @@ use crate::geo::store::{AddMode, AddOutcome};
 pub(crate) fn lon_lat(args: &[Bytes]) -> Result<(f64, f64), Frame> {
     let lon = super::double_arg(&args[0], None)?;
     let lat = super::double_arg(&args[1], None)?;
-    if !(hash::LON_MIN..=hash::LON_MAX).contains(&lon) || !(hash::LAT_MIN..=hash::LAT_MAX).contains(&lat)
+    if !(hash::LON_MIN..=hash::LON_MAX).contains(&lon)
+        || !(hash::LAT_MIN..=hash::LAT_MAX).contains(&lat)
     {
-        return Err(Frame::err(format!("invalid longitude,latitude pair {lon:.6},{lat:.6}")));
+        return Err(Frame::err(format!(
+            "invalid longitude,latitude pair {lon:.6},{lat:.6}"
+        )));
     }
     Ok((lon, lat))
 }

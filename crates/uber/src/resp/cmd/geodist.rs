@@ -8,7 +8,8 @@ use crate::geo::hash::{distance, position_of};
 use crate::geo::unit_factor;
 
 pub(crate) fn unit_or_err(arg: &[u8]) -> Result<f64, Frame> {
-    unit_factor(arg).ok_or_else(|| Frame::err("unsupported unit provided. please use M, KM, FT, MI"))
+    unit_factor(arg)
+        .ok_or_else(|| Frame::err("unsupported unit provided. please use M, KM, FT, MI"))
 }
 
 pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
@@ -29,5 +30,8 @@ pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     };
     let (lon1, lat1) = position_of(a as u64);
     let (lon2, lat2) = position_of(b as u64);
-    Frame::bulk(format!("{:.4}", distance(lon1, lat1, lon2, lat2) / to_meter))
+    Frame::bulk(format!(
+        "{:.4}",
+        distance(lon1, lat1, lon2, lat2) / to_meter
+    ))
 }

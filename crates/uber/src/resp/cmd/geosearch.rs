@@ -37,32 +37,89 @@ struct Flags {
 
 pub(super) fn geosearch(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     let keys = server.keys.read();
-    run_read(&keys, args, 1, Flags { kind: Kind::Search, no_store: false, search_store: false })
+    run_read(
+        &keys,
+        args,
+        1,
+        Flags {
+            kind: Kind::Search,
+            no_store: false,
+            search_store: false,
+        },
+    )
 }
 
 pub(super) fn geosearchstore(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     let mut keys = server.keys.write();
-    run_write(server, &mut keys, args, 2, Flags { kind: Kind::Search, no_store: false, search_store: true })
+    run_write(
+        server,
+        &mut keys,
+        args,
+        2,
+        Flags {
+            kind: Kind::Search,
+            no_store: false,
+            search_store: true,
+        },
+    )
 }
 
 pub(super) fn georadius(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     let mut keys = server.keys.write();
-    run_write(server, &mut keys, args, 1, Flags { kind: Kind::Coords, no_store: false, search_store: false })
+    run_write(
+        server,
+        &mut keys,
+        args,
+        1,
+        Flags {
+            kind: Kind::Coords,
+            no_store: false,
+            search_store: false,
+        },
+    )
 }
 
 pub(super) fn georadius_ro(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     let keys = server.keys.read();
-    run_read(&keys, args, 1, Flags { kind: Kind::Coords, no_store: true, search_store: false })
+    run_read(
+        &keys,
+        args,
+        1,
+        Flags {
+            kind: Kind::Coords,
+            no_store: true,
+            search_store: false,
+        },
+    )
 }
 
 pub(super) fn georadiusbymember(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     let mut keys = server.keys.write();
-    run_write(server, &mut keys, args, 1, Flags { kind: Kind::Member, no_store: false, search_store: false })
+    run_write(
+        server,
+        &mut keys,
+        args,
+        1,
+        Flags {
+            kind: Kind::Member,
+            no_store: false,
+            search_store: false,
+        },
+    )
 }
 
 pub(super) fn georadiusbymember_ro(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     let keys = server.keys.read();
-    run_read(&keys, args, 1, Flags { kind: Kind::Member, no_store: true, search_store: false })
+    run_read(
+        &keys,
+        args,
+        1,
+        Flags {
+            kind: Kind::Member,
+            no_store: true,
+            search_store: false,
+        },
+    )
 }
 
 /// A result to store under a key (STORE, STOREDIST, GEOSEARCHSTORE).
@@ -130,20 +187,35 @@ fn plan(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Planned {
 fn plan_inner(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Result<Planned, Frame> {
     let set = keys.get(&args[src]).map(|b| &**b);
     // Redis zero-initialises its shape.
-    let mut shape = Shape { lon: 0.0, lat: 0.0, kind: ShapeKind::Radius(0.0), conversion: 0.0 };
+    let mut shape = Shape {
+        lon: 0.0,
+        lat: 0.0,
+        kind: ShapeKind::Radius(0.0),
+        conversion: 0.0,
+    };
     let mut store_key: Option<Bytes> = None;
     let base = match flags.kind {
         Kind::Coords => {
             let (lon, lat) = lon_lat(&args[2..4])?;
             let (radius, conversion) = distance_args(&args[4..6])?;
-            shape = Shape { lon, lat, kind: ShapeKind::Radius(radius), conversion };
+            shape = Shape {
+                lon,
+                lat,
+                kind: ShapeKind::Radius(radius),
+                conversion,
+            };
             6
         }
         Kind::Member => {
             if let Some(set) = set {
                 let (lon, lat) = member_position(set, &args[2])?;
                 let (radius, conversion) = distance_args(&args[3..5])?;
-                shape = Shape { lon, lat, kind: ShapeKind::Radius(radius), conversion };
+                shape = Shape {
+                    lon,
+                    lat,
+                    kind: ShapeKind::Radius(radius),
+                    conversion,
+                };
             }
             5
         }
@@ -157,7 +229,8 @@ fn plan_inner(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Result<P
         }
     };
     let (mut withdist, mut withhash, mut withcoord) = (false, false, false);
-    let (mut from_member, mut from_lonlat, mut by_radius, mut by_box) = (false, false, false, false);
+    let (mut from_member, mut from_lonlat, mut by_radius, mut by_box) =
+        (false, false, false, false);
     let mut sort = Sort::None;
     let mut any = false;
     let mut count: i64 = 0;
@@ -234,7 +307,11 @@ fn plan_inner(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Result<P
     if store_key.is_some() && (withdist || withhash || withcoord) {
         return Err(Frame::err(format!(
             "{} is not compatible with WITHDIST, WITHHASH and WITHCOORD options",
-            if flags.search_store { "GEOSEARCHSTORE" } else { "STORE option in GEORADIUS" }
+            if flags.search_store {
+                "GEOSEARCHSTORE"
+            } else {
+                "STORE option in GEORADIUS"
+            }
         )));
     }
     let typed = String::from_utf8_lossy(&args[0]);
@@ -253,17 +330,29 @@ fn plan_inner(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Result<P
     }
     let Some(set) = set else {
         return Ok(match store_key {
-            Some(key) => Planned::Store(Store { key, entries: Vec::new() }),
+            Some(key) => Planned::Store(Store {
+                key,
+                entries: Vec::new(),
+            }),
             None => Planned::Reply(Frame::Array(Vec::new())),
         });
     };
-    let query = Query { shape, sort, count: count as usize, any };
+    let query = Query {
+        shape,
+        sort,
+        count: count as usize,
+        any,
+    };
     let hits = search::search(set, &query);
     if let Some(key) = store_key {
         let entries = hits
             .into_iter()
             .map(|h| {
-                let score = if store_dist { h.dist_m / shape.conversion } else { h.score };
+                let score = if store_dist {
+                    h.dist_m / shape.conversion
+                } else {
+                    h.score
+                };
                 (h.member, score)
             })
             .collect();
@@ -285,7 +374,10 @@ fn plan_inner(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Result<P
                 item.push(Frame::Integer(h.score as i64));
             }
             if withcoord {
-                item.push(Frame::Array(vec![Frame::HumanDouble(h.lon), Frame::HumanDouble(h.lat)]));
+                item.push(Frame::Array(vec![
+                    Frame::HumanDouble(h.lon),
+                    Frame::HumanDouble(h.lat),
+                ]));
             }
             Frame::Array(item)
         })

@@ -34,7 +34,9 @@ pub(super) fn run(_: &Server, session: &mut Session, args: &[Bytes]) -> Frame {
             j += 2;
         } else if is(&args[j], "setname") && more >= 1 {
             if !valid_name(&args[j + 1]) {
-                return Frame::err("Client names cannot contain spaces, newlines or special characters.");
+                return Frame::err(
+                    "Client names cannot contain spaces, newlines or special characters.",
+                );
             }
             name = Some(args[j + 1].clone());
             j += 1;

@@ -51,31 +51,131 @@ struct Spec {
 }
 
 const COMMANDS: &[Spec] = &[
-    Spec { name: "geoadd", arity: -5, run: geoadd::run },
-    Spec { name: "geosearch", arity: -7, run: geosearch::geosearch },
-    Spec { name: "geosearchstore", arity: -8, run: geosearch::geosearchstore },
-    Spec { name: "georadius", arity: -6, run: geosearch::georadius },
-    Spec { name: "georadius_ro", arity: -6, run: geosearch::georadius_ro },
-    Spec { name: "georadiusbymember", arity: -5, run: geosearch::georadiusbymember },
-    Spec { name: "georadiusbymember_ro", arity: -5, run: geosearch::georadiusbymember_ro },
-    Spec { name: "geopos", arity: -2, run: geopos::run },
-    Spec { name: "geodist", arity: -4, run: geodist::run },
-    Spec { name: "geohash", arity: -2, run: geohash::run },
-    Spec { name: "zrem", arity: -3, run: zrem::run },
-    Spec { name: "zcard", arity: 2, run: zcard::run },
-    Spec { name: "zrange", arity: -4, run: zrange::run },
-    Spec { name: "zscore", arity: 3, run: zscore::run },
-    Spec { name: "del", arity: -2, run: del::run },
-    Spec { name: "ping", arity: -1, run: ping::run },
-    Spec { name: "echo", arity: 2, run: echo::run },
-    Spec { name: "info", arity: -1, run: info::run },
-    Spec { name: "select", arity: 2, run: select::run },
-    Spec { name: "flushdb", arity: -1, run: flush::run },
-    Spec { name: "flushall", arity: -1, run: flush::run },
-    Spec { name: "hello", arity: -1, run: hello::run },
-    Spec { name: "client", arity: -2, run: client::run },
-    Spec { name: "config", arity: -2, run: config::run },
-    Spec { name: "command", arity: -1, run: command::run },
+    Spec {
+        name: "geoadd",
+        arity: -5,
+        run: geoadd::run,
+    },
+    Spec {
+        name: "geosearch",
+        arity: -7,
+        run: geosearch::geosearch,
+    },
+    Spec {
+        name: "geosearchstore",
+        arity: -8,
+        run: geosearch::geosearchstore,
+    },
+    Spec {
+        name: "georadius",
+        arity: -6,
+        run: geosearch::georadius,
+    },
+    Spec {
+        name: "georadius_ro",
+        arity: -6,
+        run: geosearch::georadius_ro,
+    },
+    Spec {
+        name: "georadiusbymember",
+        arity: -5,
+        run: geosearch::georadiusbymember,
+    },
+    Spec {
+        name: "georadiusbymember_ro",
+        arity: -5,
+        run: geosearch::georadiusbymember_ro,
+    },
+    Spec {
+        name: "geopos",
+        arity: -2,
+        run: geopos::run,
+    },
+    Spec {
+        name: "geodist",
+        arity: -4,
+        run: geodist::run,
+    },
+    Spec {
+        name: "geohash",
+        arity: -2,
+        run: geohash::run,
+    },
+    Spec {
+        name: "zrem",
+        arity: -3,
+        run: zrem::run,
+    },
+    Spec {
+        name: "zcard",
+        arity: 2,
+        run: zcard::run,
+    },
+    Spec {
+        name: "zrange",
+        arity: -4,
+        run: zrange::run,
+    },
+    Spec {
+        name: "zscore",
+        arity: 3,
+        run: zscore::run,
+    },
+    Spec {
+        name: "del",
+        arity: -2,
+        run: del::run,
+    },
+    Spec {
+        name: "ping",
+        arity: -1,
+        run: ping::run,
+    },
+    Spec {
+        name: "echo",
+        arity: 2,
+        run: echo::run,
+    },
+    Spec {
+        name: "info",
+        arity: -1,
+        run: info::run,
+    },
+    Spec {
+        name: "select",
+        arity: 2,
+        run: select::run,
+    },
+    Spec {
+        name: "flushdb",
+        arity: -1,
+        run: flush::run,
+    },
+    Spec {
+        name: "flushall",
+        arity: -1,
+        run: flush::run,
+    },
+    Spec {
+        name: "hello",
+        arity: -1,
+        run: hello::run,
+    },
+    Spec {
+        name: "client",
+        arity: -2,
+        run: client::run,
+    },
+    Spec {
+        name: "config",
+        arity: -2,
+        run: config::run,
+    },
+    Spec {
+        name: "command",
+        arity: -1,
+        run: command::run,
+    },
 ];
 
 /// How many commands the table holds (COMMAND COUNT).
@@ -89,7 +189,10 @@ pub fn dispatch(server: &Server, session: &mut Session, args: &[Bytes]) -> Outco
     if name.eq_ignore_ascii_case(b"quit") {
         return Outcome::Close(Frame::ok());
     }
-    let Some(spec) = COMMANDS.iter().find(|s| name.eq_ignore_ascii_case(s.name.as_bytes())) else {
+    let Some(spec) = COMMANDS
+        .iter()
+        .find(|s| name.eq_ignore_ascii_case(s.name.as_bytes()))
+    else {
         return Outcome::Reply(unknown_command(args));
     };
     let argc = args.len() as i32;
@@ -101,7 +204,11 @@ pub fn dispatch(server: &Server, session: &mut Session, args: &[Bytes]) -> Outco
 
 /// C's `%.Ns` of an argument: up to a NUL, at most `max` bytes.
 fn c_str(arg: &[u8], max: usize) -> String {
-    let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len()).min(max);
+    let end = arg
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(arg.len())
+        .min(max);
     String::from_utf8_lossy(&arg[..end]).into_owned()
 }
 
@@ -121,7 +228,9 @@ fn unknown_command(args: &[Bytes]) -> Frame {
 }
 
 pub(crate) fn wrong_arity(full_name: &str) -> Frame {
-    Frame::err(format!("wrong number of arguments for '{full_name}' command"))
+    Frame::err(format!(
+        "wrong number of arguments for '{full_name}' command"
+    ))
 }
 
 pub(crate) fn unknown_subcommand(args: &[Bytes], container: &str) -> Frame {

@@ -54,7 +54,10 @@ pub(super) fn run(server: &Server, session: &mut Session, args: &[Bytes]) -> Fra
                 out.push(Frame::Bulk(member));
                 out.push(Frame::Double(score));
             }
-            (true, Proto::Resp3) => out.push(Frame::Array(vec![Frame::Bulk(member), Frame::Double(score)])),
+            (true, Proto::Resp3) => out.push(Frame::Array(vec![
+                Frame::Bulk(member),
+                Frame::Double(score),
+            ])),
         }
     }
     Frame::Array(out)
