@@ -213,7 +213,7 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
     assert!(status.success(), "graceful stop exits 0, got {status}");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert!(rest.contains("stopped 2 instance(s)"), "{rest}");
+    assert!(rest.contains("stopped 3 instance(s)"), "{rest}");
 }
 
 #[test]

@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(score_of(13.361389, 38.115556), Some(3479099956230698));
         let (lon, lat) = position_of(3479099956230698);
         assert!((lon - 13.361389338970184).abs() < 1e-12);
-        assert!((lat - 38.115556395496299).abs() < 1e-12);
+        assert!((lat - 38.115_556_395_496_3).abs() < 1e-12);
         assert_eq!(&geohash_string(3479099956230698), b"sqc8b49rny0");
         let catania = score_of(15.087269, 37.502669).unwrap();
         assert_eq!(&geohash_string(catania), b"sqdtr74hyu0");

@@ -201,16 +201,55 @@ fn scanned_cells(cells: &[Cell; 9]) -> Vec<Cell> {
     out
 }
 
-fn hit(store_member: &Bytes, score: f64, shape: &Shape) -> Option<Hit> {
-    // Redis decodes `(uint64_t)score`: whatever the score, it names a cell.
-    let (lon, lat) = position_of(score as u64);
-    within(shape, lon, lat).map(|dist_m| Hit {
-        member: store_member.clone(),
-        score,
-        dist_m,
-        lon,
-        lat,
-    })
+/// The shape test with the centre's trigonometry done once per search: the same
+/// operations in the same order as [`within`], so the same bits.
+struct Probe<'a> {
+    shape: &'a Shape,
+    lat1r: f64,
+    lon1r: f64,
+    cos_lat1: f64,
+    radius_m: f64,
+}
+
+impl<'a> Probe<'a> {
+    fn new(shape: &'a Shape) -> Self {
+        let lat1r = deg_rad(shape.lat);
+        let radius_m = match shape.kind {
+            ShapeKind::Radius(r) => r * shape.conversion,
+            ShapeKind::Box { .. } => f64::NAN,
+        };
+        Self {
+            shape,
+            lat1r,
+            lon1r: deg_rad(shape.lon),
+            cos_lat1: lat1r.cos(),
+            radius_m,
+        }
+    }
+
+    /// Position and distance of a stored score when it passes the test.
+    fn test(&self, score: f64) -> Option<(f64, f64, f64)> {
+        // Redis decodes `(uint64_t)score`: whatever the score, it names a cell.
+        let (lon, lat) = position_of(score as u64);
+        let dist = match self.shape.kind {
+            ShapeKind::Radius(_) => {
+                let lat2r = deg_rad(lat);
+                let lon2r = deg_rad(lon);
+                let u = ((lat2r - self.lat1r) / 2.0).sin();
+                let v = ((lon2r - self.lon1r) / 2.0).sin();
+                let d = 2.0
+                    * EARTH_RADIUS_M
+                    * (u * u + self.cos_lat1 * lat2r.cos() * v * v).sqrt().asin();
+                // `d > r` rather than `d <= r` so a NaN distance passes, as in Redis.
+                if d > self.radius_m {
+                    return None;
+                }
+                d
+            }
+            ShapeKind::Box { .. } => within(self.shape, lon, lat)?,
+        };
+        Some((dist, lon, lat))
+    }
 }
 
 fn by_distance(a: &Hit, b: &Hit) -> Ordering {
@@ -253,6 +292,7 @@ pub fn search(store: &dyn GeoStore, query: &Query) -> Vec<Hit> {
 /// Redis's own scan: every cell in order, every member in score order, stopping
 /// once `limit` hits are found (0 = no limit).
 fn scan_all(store: &dyn GeoStore, shape: &Shape, cells: &[Cell], limit: usize) -> Vec<Hit> {
+    let probe = Probe::new(shape);
     let mut hits = Vec::new();
     for cell in cells {
         if limit != 0 && hits.len() >= limit {
@@ -260,8 +300,14 @@ fn scan_all(store: &dyn GeoStore, shape: &Shape, cells: &[Cell], limit: usize) -
         }
         let (min, max) = cell.score_range();
         store.scan(min as f64, max as f64, &mut |score, member| {
-            if let Some(h) = hit(member, score, shape) {
-                hits.push(h);
+            if let Some((dist_m, lon, lat)) = probe.test(score) {
+                hits.push(Hit {
+                    member: member.clone(),
+                    score,
+                    dist_m,
+                    lon,
+                    lat,
+                });
             }
             if limit != 0 && hits.len() >= limit {
                 ControlFlow::Break(())
@@ -367,6 +413,7 @@ fn nearest(
         // The farthest n need every candidate; no pruning applies.
         return scan_all(store, shape, cells, 0);
     }
+    let probe = Probe::new(shape);
     let cos_lat0 = deg_rad(shape.lat).cos();
     let bound = |cell: Cell| lower_bound(shape.lon, shape.lat, cos_lat0, &decode_wgs84(cell));
     let max_dist = match shape.kind {
@@ -407,13 +454,27 @@ fn nearest(
         }
         let (min, max) = cell.score_range();
         store.scan(min as f64, max as f64, &mut |score, member| {
-            if let Some(h) = hit(member, score, shape) {
-                let candidate = Kept(h);
-                if best.len() < count {
-                    best.push(candidate);
-                } else if best.peek().is_some_and(|worst| candidate < *worst) {
-                    best.pop();
-                    best.push(candidate);
+            if let Some((dist_m, lon, lat)) = probe.test(score) {
+                // Compare before cloning the member: most candidates lose.
+                let better = best.len() < count
+                    || best.peek().is_some_and(|worst| {
+                        dist_m
+                            .total_cmp(&worst.0.dist_m)
+                            .then(score.total_cmp(&worst.0.score))
+                            .then(member.as_ref().cmp(worst.0.member.as_ref()))
+                            .is_lt()
+                    });
+                if better {
+                    if best.len() >= count {
+                        best.pop();
+                    }
+                    best.push(Kept(Hit {
+                        member: member.clone(),
+                        score,
+                        dist_m,
+                        lon,
+                        lat,
+                    }));
                 }
             }
             ControlFlow::Continue(())

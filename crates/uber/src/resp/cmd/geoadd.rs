@@ -39,7 +39,7 @@ pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
         first += 1;
     }
     let rest = &args[first..];
-    if rest.len() % 3 != 0 || (nx && xx) || rest.is_empty() {
+    if !rest.len().is_multiple_of(3) || (nx && xx) || rest.is_empty() {
         return syntax_error();
     }
     let mut points = Vec::with_capacity(rest.len() / 3);
