@@ -3,7 +3,7 @@
 # port (release build), same commands, same run. Servers pinned to CPU 0, the
 # client to CPU 1 (when `taskset` exists). Prints one line per (command, server).
 #
-#   crates/uber/benches/redis_benchmark.sh [MEMBERS=1000000] [REQUESTS=200000]
+#   [ROUNDS=3] crates/uber/benches/redis_benchmark.sh [MEMBERS=1000000] [REQUESTS=200000]
 set -euo pipefail
 MEMBERS=${1:-1000000}
 REQUESTS=${2:-200000}
@@ -34,17 +34,23 @@ for port in $REDIS_PORT $OURS_PORT; do
   echo "load $MEMBERS members port $port: $(echo "$end - $start" | bc) s, zcard $(redis-cli -p $port zcard drivers)"
 done
 
-bench() { # name port args...
-  local name=$1 port=$2; shift 2
-  local rps
-  rps=$($PIN_CLIENT redis-benchmark -p "$port" -c 50 -r 1000000000000 --csv "$@" | tail -1 | cut -d, -f2 | tr -d '"')
-  echo "$name port $port rps $rps"
+rps() { # port args... -> requests per second
+  local port=$1; shift
+  $PIN_CLIENT redis-benchmark -p "$port" -c 50 -r 1000000000000 --csv "$@" | tail -1 | cut -d, -f2 | tr -d '"'
 }
-for round in 1 2; do
-  for port in $REDIS_PORT $OURS_PORT; do
-    bench "GEOADD P1" $port -n "$REQUESTS" GEOADD bench -73.__rand_int__ 40.__rand_int__ member:__rand_int__
-    bench "GEOADD P16" $port -n $((REQUESTS * 5)) -P 16 GEOADD bench -73.__rand_int__ 40.__rand_int__ member:__rand_int__
-    bench "GEOSEARCH 2km COUNT 10 ASC" $port -n $((REQUESTS / 4)) GEOSEARCH drivers FROMLONLAT -73.__rand_int__ 40.__rand_int__ BYRADIUS 2 km COUNT 10 ASC
-    bench "GEOSEARCH 2km COUNT 10 ASC P16" $port -n $((REQUESTS / 2)) -P 16 GEOSEARCH drivers FROMLONLAT -73.__rand_int__ 40.__rand_int__ BYRADIUS 2 km COUNT 10 ASC
-  done
+# Each command runs on Redis and then on ours back to back, ROUNDS times, so a
+# ratio compares two runs seconds apart (the machine's load drifts).
+pair() { # name args...
+  local name=$1; shift
+  local theirs ours
+  theirs=$(rps $REDIS_PORT "$@")
+  ours=$(rps $OURS_PORT "$@")
+  echo "$name | redis $theirs | ours $ours | ratio $(echo "scale=2; $ours / $theirs" | bc)"
+}
+for round in $(seq "${ROUNDS:-3}"); do
+  echo "round $round ($(uptime | sed 's/.*load average/load average/'))"
+  pair "GEOADD" -n "$REQUESTS" GEOADD bench -73.__rand_int__ 40.__rand_int__ member:__rand_int__
+  pair "GEOADD -P 16" -n $((REQUESTS * 5)) -P 16 GEOADD bench -73.__rand_int__ 40.__rand_int__ member:__rand_int__
+  pair "GEOSEARCH 2 km COUNT 10 ASC" -n $((REQUESTS / 4)) GEOSEARCH drivers FROMLONLAT -73.__rand_int__ 40.__rand_int__ BYRADIUS 2 km COUNT 10 ASC
+  pair "GEOSEARCH 2 km COUNT 10 ASC -P 16" -n $((REQUESTS / 2)) -P 16 GEOSEARCH drivers FROMLONLAT -73.__rand_int__ 40.__rand_int__ BYRADIUS 2 km COUNT 10 ASC
 done

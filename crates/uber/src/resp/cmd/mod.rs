@@ -268,25 +268,24 @@ pub fn parse_double(arg: &[u8]) -> Option<f64> {
     let negative = text.starts_with('-');
     let value = if unsigned.len() > 2 && unsigned[..2].eq_ignore_ascii_case("0x") {
         parse_hex_float(&unsigned[2..])?
-    } else {
-        let lower = unsigned.to_ascii_lowercase();
-        if lower == "inf" || lower == "infinity" {
+    } else if unsigned.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        // Only strtod's words; NaN is refused like Redis does.
+        if unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity") {
             f64::INFINITY
         } else {
-            // Rust accepts what strtod accepts in decimal, except these words.
-            if lower.starts_with("inf") || lower.starts_with("nan") || lower.contains('_') {
-                return None;
-            }
-            let v: f64 = unsigned.parse().ok()?;
-            if v.is_infinite() {
-                return None; // ERANGE overflow
-            }
-            let mantissa = lower.split('e').next().unwrap_or("");
-            if v == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
-                return None; // ERANGE underflow to zero
-            }
-            v
+            return None;
         }
+    } else {
+        // Rust reads what strtod reads in decimal (no words reach here).
+        let v: f64 = unsigned.parse().ok()?;
+        if v.is_infinite() {
+            return None; // ERANGE overflow
+        }
+        let mantissa = unsigned.split(['e', 'E']).next().unwrap_or("");
+        if v == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
+            return None; // ERANGE underflow to zero
+        }
+        v
     };
     Some(if negative { -value } else { value })
 }
