@@ -3,7 +3,7 @@
 # port (release build), same commands, same run. Servers pinned to CPU 0, the
 # client to CPU 1 (when `taskset` exists). Prints one line per (command, server).
 #
-#   [ROUNDS=3] crates/uber/benches/redis_benchmark.sh [MEMBERS=1000000] [REQUESTS=200000]
+#   [ROUNDS=3] [PIN=1] [OURS_THREADS=1] crates/uber/benches/redis_benchmark.sh [MEMBERS=1000000] [REQUESTS=200000]
 set -euo pipefail
 MEMBERS=${1:-1000000}
 REQUESTS=${2:-200000}
@@ -11,14 +11,16 @@ ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 REDIS_PORT=16379
 OURS_PORT=16380
 PIN_SERVER=""; PIN_CLIENT=""
-if command -v taskset >/dev/null; then PIN_SERVER="taskset -c 0"; PIN_CLIENT="taskset -c 1"; fi
+# PIN=0 leaves both servers and the client to the scheduler (then OURS_THREADS=2
+# lets ours use both cores, which single-threaded Redis cannot).
+if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null; then PIN_SERVER="taskset -c 0"; PIN_CLIENT="taskset -c 1"; fi
 
 cargo build --release -q -p casebook-uber --example geo_resp --manifest-path "$ROOT/Cargo.toml"
 BIN="$ROOT/target/release/examples/geo_resp"
 
 $PIN_SERVER redis-server --port $REDIS_PORT --save '' --appendonly no --daemonize no --loglevel warning &
 REDIS_PID=$!
-$PIN_SERVER "$BIN" $OURS_PORT 1 2>/dev/null &
+$PIN_SERVER "$BIN" $OURS_PORT "${OURS_THREADS:-1}" 2>/dev/null &
 OURS_PID=$!
 trap 'kill $REDIS_PID $OURS_PID 2>/dev/null || true' EXIT
 for port in $REDIS_PORT $OURS_PORT; do
