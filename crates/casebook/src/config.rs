@@ -238,6 +238,18 @@ pub fn load(
             message,
         });
     }
+    if let Err(message) = config.uber.validate() {
+        let key = message.split(':').next().unwrap_or("uber").to_owned();
+        let message = message[key.len()..]
+            .trim_start_matches(':')
+            .trim()
+            .to_owned();
+        return Err(ConfigError {
+            source: blame(&origin, &key).unwrap_or_else(|| whole.clone()),
+            key,
+            message,
+        });
+    }
     if let Some(zone) = &config.control.zone
         && config.topology.region_of(zone).is_none()
     {
@@ -464,5 +476,16 @@ mod tests {
         let f = file("[uber]\nresp_port = \"six\"\n");
         let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
         assert_eq!(err.source, f.path().display().to_string());
+        let err = load(
+            None,
+            env(&[("CASEBOOK_UBER__RESP_MAX_CLIENTS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.source,
+            "environment variable CASEBOOK_UBER__RESP_MAX_CLIENTS"
+        );
+        assert_eq!(err.key, "uber.resp_max_clients");
     }
 }

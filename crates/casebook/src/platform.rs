@@ -38,7 +38,7 @@ pub fn build(config: &Config) -> Platform {
         // The account commands (`casebook whatsapp add-user`) use the same root.
         accounts_root: config.data_dir.clone(),
     })));
-    platform.register_service(Arc::new(GeoResp::default()));
+    platform.register_service(Arc::new(GeoResp::from_config(&config.uber)));
     platform
 }
 

@@ -157,3 +157,58 @@ fn pipelined_requests_are_answered_in_order_and_quit_closes() {
     // QUIT answers +OK and closes: the PING after it is never run.
     assert_eq!(c.read_to_end(), b"+OK\r\n".to_vec());
 }
+
+#[test]
+fn connections_beyond_max_clients_are_refused_and_the_others_unharmed() {
+    use casebook_uber::resp::{Limits, Server};
+    use std::sync::Arc;
+    let server = Arc::new(Server::new(
+        Limits {
+            max_clients: 2,
+            ..Limits::default()
+        },
+        || Box::new(casebook_uber::geo::store::SortedGeoSet::default()),
+    ));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shared = server.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr").port())
+                .expect("port");
+            shared
+                .serve(listener, tokio_util::sync::CancellationToken::new())
+                .await;
+        });
+    });
+    let port = rx.recv().expect("port");
+    let mut first = Client::connect(port);
+    let mut second = Client::connect(port);
+    assert_eq!(first.cmd_str(&["PING"]), Frame::Simple("PONG"));
+    assert_eq!(second.cmd_str(&["PING"]), Frame::Simple("PONG"));
+    let mut third = Client::connect(port);
+    assert_eq!(
+        third.read_to_end(),
+        b"-ERR max number of clients reached\r\n".to_vec()
+    );
+    assert_eq!(first.cmd_str(&["PING"]), Frame::Simple("PONG"));
+    drop(second);
+    // A freed slot is taken again (the count drops when the task ends).
+    let mut again = None;
+    for _ in 0..50 {
+        let mut c = Client::connect(port);
+        c.send_raw(b"PING\r\n");
+        if c.read_frame() == Frame::Simple("PONG") {
+            again = Some(c);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(again.is_some(), "the slot of a closed client is reused");
+}

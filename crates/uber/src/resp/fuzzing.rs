@@ -52,6 +52,7 @@ pub fn check_request_input(data: &[u8]) -> usize {
         max_multibulk_len: 4096,
         max_bulk_len: 8192,
         max_request_bytes: 1 << 20,
+        max_clients: 1,
     };
     let step = usize::from(seed % 13) + 1;
     let chunked = run(input, |n| (step * (n + 3)) % 17 + 1, limits);

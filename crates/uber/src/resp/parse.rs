@@ -38,6 +38,9 @@ pub struct Limits {
     pub max_bulk_len: usize,
     /// Largest request (sum of its arguments).
     pub max_request_bytes: usize,
+    /// Most simultaneous connections (Redis's `maxclients`); the next one is
+    /// told `-ERR max number of clients reached` and closed.
+    pub max_clients: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +49,7 @@ impl Default for Limits {
             max_multibulk_len: 1024 * 1024,
             max_bulk_len: 1024 * 1024,
             max_request_bytes: 64 * 1024 * 1024,
+            max_clients: 10_000,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The `geo-resp` server: one shared [`Server`] (keyspace, counters), one task
 //! per connection.
 //!
-//! The connection loop reads into a bounded buffer, runs every complete request
+//! Connections beyond [`Limits::max_clients`] are told Redis's `-ERR max number
+//! of clients reached` and closed. The connection loop reads into a bounded buffer, runs every complete request
 //! in it, appends each reply to one output buffer and writes it once per read
 //! (pipelining costs one write per batch). A protocol error is replied, flushed,
 //! and the connection closed — every other connection carries on. QUIT replies
@@ -95,8 +96,16 @@ impl Server {
         shutdown: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
-        self.clients.fetch_add(1, Ordering::Relaxed);
+        // Counted before anything else, so a burst of connections cannot pass the cap.
+        let admitted = self.clients.fetch_add(1, Ordering::AcqRel) < self.limits.max_clients;
         let _count = ClientCount(&self.clients);
+        if !admitted {
+            metrics::counter!("uber_resp_connections_refused_total").increment(1);
+            let _ = stream
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
+            return;
+        }
         let mut session = Session {
             proto: Proto::Resp2,
             id: self.next_client_id.fetch_add(1, Ordering::Relaxed),
@@ -170,7 +179,7 @@ struct ClientCount<'a>(&'a AtomicUsize);
 
 impl Drop for ClientCount<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -191,11 +200,32 @@ pub const GEO_RESP_SERVICE: &str = "geo-resp";
 pub struct UberConfig {
     /// The RESP port (Redis's is 6379; ours defaults to 6380).
     pub resp_port: u16,
+    /// Most simultaneous RESP connections (Redis's `maxclients`, 10,000).
+    pub resp_max_clients: usize,
 }
+
+/// Most RESP connections one process may be configured for (the machine allows
+/// 20,000 open files per process; the rest of the platform needs some).
+pub const MAX_RESP_CLIENTS: usize = 15_000;
 
 impl Default for UberConfig {
     fn default() -> Self {
-        Self { resp_port: 6380 }
+        Self {
+            resp_port: 6380,
+            resp_max_clients: 10_000,
+        }
+    }
+}
+
+impl UberConfig {
+    /// Checks every bound; the error starts with the dotted key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_RESP_CLIENTS).contains(&self.resp_max_clients) {
+            return Err(format!(
+                "uber.resp_max_clients: must be in 1..={MAX_RESP_CLIENTS}"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -210,6 +240,15 @@ pub struct GeoResp {
 impl GeoResp {
     pub fn new(server: Arc<Server>) -> Self {
         Self { server }
+    }
+
+    /// The service as `[uber]` configures it, on the sorted-set store.
+    pub fn from_config(config: &UberConfig) -> Self {
+        let limits = Limits {
+            max_clients: config.resp_max_clients,
+            ..Limits::default()
+        };
+        Self::new(Arc::new(Server::new(limits, sorted_set)))
     }
 }
 
