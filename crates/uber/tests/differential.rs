@@ -369,12 +369,29 @@ impl Gen {
     }
 }
 
+/// Deletes this run's keys from the shared Redis however the test ends.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mut keys = vec!["DEL".to_owned()];
+        keys.extend((0..3).map(|i| format!("{}:k{i}", self.0)));
+        keys.extend((0..2).map(|i| format!("{}:d{i}", self.0)));
+        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", REDIS_PORT)) {
+            drop(stream);
+            let args: Vec<&str> = keys.iter().map(String::as_str).collect();
+            Client::connect(REDIS_PORT).cmd_str(&args);
+        }
+    }
+}
+
 fn run_stream(seed: u64, commands: usize, resp3: bool) {
     let (port, _server) = start_server();
     let mut ours = Client::connect(port);
     let mut checker = Client::connect(port);
     let mut redis = Client::connect(REDIS_PORT);
     let prefix = format!("casebook-diff:{}:{seed}", std::process::id());
+    let _cleanup = Cleanup(prefix.clone());
     let mut generator = Gen {
         rng: StdRng::seed_from_u64(seed),
         prefix: prefix.clone(),
@@ -432,16 +449,6 @@ fn run_stream(seed: u64, commands: usize, resp3: bool) {
         searches_with_results > commands / 50,
         "only {searches_with_results} searches found anything"
     );
-    // Leave the shared Redis as it was.
-    let mut del = vec!["DEL".to_owned()];
-    for i in 0..3 {
-        del.push(format!("{prefix}:k{i}"));
-    }
-    for i in 0..2 {
-        del.push(format!("{prefix}:d{i}"));
-    }
-    let args: Vec<&str> = del.iter().map(String::as_str).collect();
-    redis.cmd_str(&args);
 }
 
 #[test]
