@@ -18,6 +18,7 @@ use casebook_control::ControlConfig;
 use casebook_control::discovery::DiscoveryConfig;
 use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_kit::topology::Topology;
+use casebook_uber::resp::server::UberConfig;
 use casebook_whatsapp::node::WhatsappConfig;
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The WhatsApp case's chat node (XMPP c2s).
     pub whatsapp: WhatsappConfig,
+    /// The Uber case (its RESP geo port).
+    pub uber: UberConfig,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             metrics_push: MetricsPushConfig::default(),
             shutdown: ShutdownConfig::default(),
             whatsapp: WhatsappConfig::default(),
+            uber: UberConfig::default(),
         }
     }
 }
@@ -224,6 +228,18 @@ pub fn load(
     if let Err(message) = config.whatsapp.validate() {
         // The message starts with the dotted key: blame its source.
         let key = message.split(':').next().unwrap_or("whatsapp").to_owned();
+        let message = message[key.len()..]
+            .trim_start_matches(':')
+            .trim()
+            .to_owned();
+        return Err(ConfigError {
+            source: blame(&origin, &key).unwrap_or_else(|| whole.clone()),
+            key,
+            message,
+        });
+    }
+    if let Err(message) = config.uber.validate() {
+        let key = message.split(':').next().unwrap_or("uber").to_owned();
         let message = message[key.len()..]
             .trim_start_matches(':')
             .trim()
@@ -469,5 +485,32 @@ mod tests {
         let f = file("[whatsapp]\nbogus = 1\n");
         let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
         assert!(err.message.contains("bogus"), "{}", err.message);
+    }
+
+    #[test]
+    fn uber_table_defaults_and_env() {
+        let config = load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.uber.resp_port, 6380);
+        let config = load(
+            None,
+            env(&[("CASEBOOK_UBER__RESP_PORT", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.uber.resp_port, 0);
+        let f = file("[uber]\nresp_port = \"six\"\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.source, f.path().display().to_string());
+        let err = load(
+            None,
+            env(&[("CASEBOOK_UBER__RESP_MAX_CLIENTS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.source,
+            "environment variable CASEBOOK_UBER__RESP_MAX_CLIENTS"
+        );
+        assert_eq!(err.key, "uber.resp_max_clients");
     }
 }

@@ -8,6 +8,7 @@ use casebook_kit::discovery::{DiscoveryClient, DiscoveryRegistrar};
 use casebook_kit::metrics_push::{self, MetricsPusher};
 use casebook_kit::runtime::{InstanceSpec, Platform};
 use casebook_kit::topology::Placement;
+use casebook_uber::resp::server::{GEO_RESP_SERVICE, GeoResp};
 use casebook_whatsapp::node::{CHAT_SERVICE, ChatNode, ChatSettings};
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +42,24 @@ pub fn build(config: &Config) -> Platform {
         // Node i (in region i) listens on the configured ports + i * 100.
         .with_regions(region_names(config)),
     ));
+    platform.register_service(Arc::new(GeoResp::from_config(&config.uber)));
     platform
+}
+
+/// How a user changes the RESP geo port, shown when it is taken.
+pub const UBER_RESP_PORT_HINT: &str = "CASEBOOK_UBER__RESP_PORT or `resp_port` in [uber]";
+
+/// The spec of the RESP geo port's instance: the control plane's host, the
+/// `[uber]` resp_port, the first zone.
+pub fn geo_resp_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
+    Ok(InstanceSpec {
+        service: GEO_RESP_SERVICE.to_owned(),
+        instance_id: None,
+        placement: placement(config, None)?,
+        listen: std::net::SocketAddr::new(config.control.host, config.uber.resp_port),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        port_hint: Some(UBER_RESP_PORT_HINT.to_owned()),
+    })
 }
 
 /// How a user changes the chat node's port, shown when it is taken.

@@ -12,10 +12,12 @@ fn casebook(data_dir: &std::path::Path) -> Command {
         .arg(data_dir)
         .env_remove("CASEBOOK_CONFIG")
         .env_remove("RUST_LOG")
-        // The chat node on free ports: tests never need :5222, :5223 or :5280.
+        // The chat nodes and the RESP geo port on free ports: tests never need
+        // :5222, :5223, :5280 or :6380.
         .env("CASEBOOK_WHATSAPP__PORT", "0")
         .env("CASEBOOK_WHATSAPP__TLS_PORT", "0")
         .env("CASEBOOK_WHATSAPP__WS_PORT", "0")
+        .env("CASEBOOK_UBER__RESP_PORT", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -109,6 +111,32 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         answer.extend_from_slice(&buf[..n]);
     }
     assert!(String::from_utf8_lossy(&answer).contains("SCRAM-SHA-256"));
+    // The RESP geo port answers Redis commands on its (free) port.
+    let resp = by_service("geo-resp");
+    assert_eq!(resp["state"], "running");
+    let resp_addr: std::net::SocketAddr = resp["address"].as_str().unwrap().parse().unwrap();
+    assert_ne!(resp_addr.port(), 6380, "tests never take the real port");
+    let mut redis = tokio::net::TcpStream::connect(resp_addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut redis,
+        b"GEOADD k 13.361389 38.115556 Palermo\r\nGEOHASH k Palermo\r\n",
+    )
+    .await
+    .unwrap();
+    let mut reply = Vec::new();
+    while !reply.ends_with(b"sqc8b49rny0\r\n") {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            tokio::io::AsyncReadExt::read(&mut redis, &mut buf),
+        )
+        .await
+        .expect("the RESP port answers")
+        .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(reply, b":1\r\n*1\r\n$11\r\nsqc8b49rny0\r\n");
     assert!(
         String::from_utf8_lossy(&answer).contains("urn:ietf:params:xml:ns:xmpp-tls"),
         "STARTTLS is offered"
@@ -210,7 +238,8 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
     assert!(status.success(), "graceful stop exits 0, got {status}");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert!(rest.contains("stopped 4 instance(s)"), "{rest}");
+    // The control plane, three chat nodes, the RESP geo port.
+    assert!(rest.contains("stopped 5 instance(s)"), "{rest}");
 }
 
 #[test]
@@ -280,7 +309,7 @@ fn serving_an_unknown_service_lists_the_known_ones() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("unknown service `nope` (known: chat, control)"),
+        stderr.contains("unknown service `nope` (known: chat, control, geo-resp)"),
         "{stderr}"
     );
 }

@@ -30,8 +30,11 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         stop_pushing.clone(),
     );
     // The first line is the control-plane URL, for people and for scripts.
-    // One chat node per region; they find each other through the process's cluster.
-    for spec in platform::chat_specs(&config)? {
+    // One chat node per region (they find each other through the process's
+    // cluster), then the RESP geo port.
+    let mut specs = platform::chat_specs(&config)?;
+    specs.push(platform::geo_resp_spec(&config)?);
+    for spec in specs {
         if let Err(err) = platform.start(spec).await {
             eprintln!("casebook: {err}");
             stop_pushing.cancel();
@@ -89,6 +92,8 @@ fn print_listeners(platform: &Platform, config: &Config) {
             view.info.zone,
             if view.info.service == casebook_whatsapp::node::CHAT_SERVICE {
                 format!("xmpp c2s {}", view.info.address)
+            } else if view.info.service == casebook_uber::resp::server::GEO_RESP_SERVICE {
+                format!("redis (RESP geo) {}", view.info.address)
             } else {
                 view.info.http_url()
             },

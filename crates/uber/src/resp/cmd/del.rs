@@ -1,0 +1,15 @@
+//! `DEL key [...]`: how many keys existed.
+
+use bytes::Bytes;
+
+use super::{Frame, Server, Session};
+
+pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
+    let mut keys = server.keys.write();
+    Frame::Integer(
+        args[1..]
+            .iter()
+            .filter(|k| keys.remove(*k).is_some())
+            .count() as i64,
+    )
+}

@@ -1,0 +1,64 @@
+//! `ZRANGE key start stop [REV] [WITHSCORES]`: members by rank, Redis's index
+//! rules (negative from the end, clamped). RESP3 pairs each member with its
+//! score. BYSCORE / BYLEX / LIMIT are not served (this port's keys are geo sets,
+//! searched with GEOSEARCH); they get a plain error, not a wrong answer.
+
+use bytes::Bytes;
+
+use super::{Frame, Server, Session, int_arg, is, syntax_error};
+use crate::resp::frame::Proto;
+
+pub(super) fn run(server: &Server, session: &mut Session, args: &[Bytes]) -> Frame {
+    let (mut rev, mut withscores) = (false, false);
+    let mut j = 4;
+    while j < args.len() {
+        let arg = &args[j];
+        let left = args.len() - j - 1;
+        if is(arg, "withscores") {
+            withscores = true;
+        } else if is(arg, "rev") && !rev {
+            rev = true;
+        } else if is(arg, "byscore") || is(arg, "bylex") || (is(arg, "limit") && left >= 2) {
+            return Frame::err("BYSCORE, BYLEX and LIMIT are not supported by this server");
+        } else {
+            return syntax_error();
+        }
+        j += 1;
+    }
+    let (start, end) = match (int_arg(&args[2]), int_arg(&args[3])) {
+        (Ok(s), Ok(e)) => (s, e),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let keys = server.keys.read();
+    let Some(set) = keys.get(&args[1]) else {
+        return Frame::Array(Vec::new());
+    };
+    let len = set.len() as i64;
+    let mut start = if start < 0 { len + start } else { start };
+    let mut end = if end < 0 { len + end } else { end };
+    if start < 0 {
+        start = 0;
+    }
+    if start > end || start >= len {
+        return Frame::Array(Vec::new());
+    }
+    if end >= len {
+        end = len - 1;
+    }
+    let items = set.by_rank(start as usize, end as usize, rev);
+    let mut out = Vec::with_capacity(items.len() * if withscores { 2 } else { 1 });
+    for (member, score) in items {
+        match (withscores, session.proto) {
+            (false, _) => out.push(Frame::Bulk(member)),
+            (true, Proto::Resp2) => {
+                out.push(Frame::Bulk(member));
+                out.push(Frame::Double(score));
+            }
+            (true, Proto::Resp3) => out.push(Frame::Array(vec![
+                Frame::Bulk(member),
+                Frame::Double(score),
+            ])),
+        }
+    }
+    Frame::Array(out)
+}

@@ -1,0 +1,27 @@
+//! RESP2/RESP3, the Redis protocol, in the mini-redis style: a request parser,
+//! reply [`Frame`]s, one file per command under [`cmd`], and the `geo-resp`
+//! server that runs them over TCP.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`parse`] | incremental request parser: multibulk and inline, Redis's limits and error texts |
+//! | [`frame`] | replies, written in RESP2 or RESP3; a reply reader for clients and tests |
+//! | [`cmd`] | the commands: table, arity, dispatch, argument helpers |
+//! | [`server`] | the keyspace, per-connection sessions, the connection loop with pipelining, the `geo-resp` service |
+//! | [`fuzzing`] | the invariants the fuzz targets check |
+//!
+//! Guarantees: requests are answered in order, replies of one read batched into
+//! one write; a protocol error is answered with Redis's text and closes that
+//! connection only. Deliberately absent: AUTH/ACLs, MULTI/EXEC, pub/sub, keys of
+//! any type but geo sets (so WRONGTYPE never arises), databases other than 0,
+//! persistence, ZRANGE's BYSCORE/BYLEX forms.
+
+pub mod cmd;
+pub mod frame;
+pub mod fuzzing;
+pub mod parse;
+pub mod server;
+
+pub use frame::{Frame, Proto};
+pub use parse::{Limits, ProtocolError, RequestParser};
+pub use server::{GeoResp, Server, Session};
