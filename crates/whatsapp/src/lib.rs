@@ -5,8 +5,9 @@
 //! WhatsApp's customised XMPP did), with durable offline store-and-forward,
 //! delivery receipts and regional nodes that route to each other.
 //!
-//! Under construction (issue 5): the leaf modules come first, then the chat node
-//! that assembles them and registers with the platform.
+//! `casebook up` starts one chat node per region of the topology (the `chat`
+//! service); `casebook load whatsapp` drives them (or Prosody) with the [`client`]
+//! swarm.
 //!
 //! | module | role |
 //! |---|---|
