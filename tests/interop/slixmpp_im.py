@@ -10,7 +10,7 @@ import sys
 
 import slixmpp
 
-from slixmpp_suite import RUN, TIMEOUT, Client
+from slixmpp_suite import RUN, TIMEOUT, Client, run_cases
 
 
 class ImClient(Client):
@@ -90,19 +90,5 @@ async def case_carbons_receipts_and_mam():
 CASES = [case_mutual_subscription_and_presence, case_carbons_receipts_and_mam]
 
 
-async def main():
-    passed = failed = 0
-    for case in CASES:
-        try:
-            await case()
-            passed += 1
-            print(f"ok     {case.__name__}")
-        except Exception as err:  # report every case, then fail the run
-            failed += 1
-            print(f"FAILED {case.__name__}: {type(err).__name__}: {err}")
-    print(f"{passed} passed, {failed} failed")
-    return failed
-
-
 if __name__ == "__main__":
-    sys.exit(1 if asyncio.run(main()) else 0)
+    sys.exit(1 if asyncio.run(run_cases(CASES)) else 0)

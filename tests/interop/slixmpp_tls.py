@@ -16,6 +16,8 @@ import uuid
 
 import slixmpp
 
+from slixmpp_suite import run_cases
+
 HOST = "127.0.0.1"
 PORT = int(os.environ.get("INTEROP_XMPP_PORT", "5222"))
 TLS_PORT = int(os.environ.get("INTEROP_XMPP_TLS_PORT", "5223"))
@@ -70,19 +72,5 @@ async def case_starttls_and_direct_tls_chat():
 CASES = [case_starttls_and_direct_tls_chat]
 
 
-async def main():
-    passed = failed = 0
-    for case in CASES:
-        try:
-            await case()
-            passed += 1
-            print(f"ok     {case.__name__}")
-        except Exception as err:  # report every case, then fail the run
-            failed += 1
-            print(f"FAILED {case.__name__}: {type(err).__name__}: {err}")
-    print(f"{passed} passed, {failed} failed")
-    return failed
-
-
 if __name__ == "__main__":
-    sys.exit(1 if asyncio.run(main()) else 0)
+    sys.exit(1 if asyncio.run(run_cases(CASES)) else 0)
