@@ -1,28 +1,14 @@
 //! The `casebook` binary end to end: what `up` prints and serves, how it stops, and
 //! how it refuses bad configuration.
 
+mod support;
+
+use support::casebook;
+
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use casebook_kit::http_client::HttpClient;
-
-fn casebook(data_dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_casebook"));
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("CASEBOOK_CONFIG")
-        .env_remove("RUST_LOG")
-        // The chat nodes and the RESP geo port on free ports: tests never need
-        // :5222, :5223, :5280 or :6380.
-        .env("CASEBOOK_WHATSAPP__PORT", "0")
-        .env("CASEBOOK_WHATSAPP__TLS_PORT", "0")
-        .env("CASEBOOK_WHATSAPP__WS_PORT", "0")
-        .env("CASEBOOK_UBER__RESP_PORT", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
 
 /// Starts `casebook up` on a free control port and returns it with its URL.
 fn start_up(data_dir: &std::path::Path) -> (Child, String, BufReader<std::process::ChildStdout>) {

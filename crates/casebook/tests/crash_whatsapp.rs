@@ -11,10 +11,14 @@
 
 mod common;
 
+mod support;
+
+use support::casebook;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -31,21 +35,6 @@ const WINDOW: usize = 40;
 /// Acknowledged messages (all senders) before the kill.
 const KILL_AFTER_ACKED: usize = 3000;
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn casebook(data_dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_casebook"));
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("CASEBOOK_CONFIG")
-        .env_remove("RUST_LOG")
-        .env("CASEBOOK_WHATSAPP__PORT", "0")
-        .env("CASEBOOK_WHATSAPP__TLS_PORT", "0")
-        .env("CASEBOOK_WHATSAPP__WS_PORT", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    cmd
-}
 
 fn add_user(data_dir: &std::path::Path, user: &str) {
     let status = casebook(data_dir)
@@ -66,6 +55,7 @@ fn add_user(data_dir: &std::path::Path, user: &str) {
 fn start(data_dir: &std::path::Path) -> (Child, SocketAddr) {
     let mut child = casebook(data_dir)
         .args(["--control-port", "0", "up"])
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());

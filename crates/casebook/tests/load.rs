@@ -2,23 +2,14 @@
 //! `casebook up` child serving XMPP on a free port, a short run whose JSON report
 //! must account for every message. Nothing asserts on timing.
 
+mod support;
+
+use support::casebook;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use casebook_kit::http_client::HttpClient;
-
-fn casebook(data_dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_casebook"));
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("CASEBOOK_CONFIG")
-        .env_remove("RUST_LOG")
-        .env("CASEBOOK_WHATSAPP__PORT", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
 
 /// Kills the child however the test ends.
 struct Child(std::process::Child);
