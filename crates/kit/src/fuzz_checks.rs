@@ -57,6 +57,34 @@ pub fn replay_corpus(fuzz_dir: &std::path::Path, targets: &[(&str, Check)]) {
     }
 }
 
+/// Every input of one target, sorted: the corpus `cargo fuzz` grew
+/// (`<fuzz_dir>/corpus/<target>`) and the hand-made seeds and crash reproducers
+/// (`<fuzz_dir>/seeds/<target>`, which `cmin` must not prune). Each of the two must
+/// hold at least `min_each` files, so a replay cannot pass on an emptied corpus.
+pub fn corpus_and_seeds(fuzz_dir: &Path, target: &str, min_each: usize) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for kind in ["corpus", "seeds"] {
+        let dir = fuzz_dir.join(kind).join(target);
+        let before = files.len();
+        for entry in std::fs::read_dir(&dir)
+            .unwrap_or_else(|error| panic!("corpus {}: {error}", dir.display()))
+        {
+            let path = entry.expect("corpus entry").path();
+            if path.is_file() {
+                let data = std::fs::read(&path).expect("corpus file");
+                files.push((path, data));
+            }
+        }
+        assert!(
+            files.len() - before >= min_each,
+            "{} is nearly empty",
+            dir.display()
+        );
+    }
+    files.sort();
+    files
+}
+
 /// Every kit target, by the name of its fuzz target and corpus directory.
 pub const TARGETS: &[(&str, Check)] = &[
     ("traceparent", traceparent),

@@ -4,33 +4,14 @@
 
 use std::path::PathBuf;
 
+use casebook_kit::fuzz_checks::corpus_and_seeds;
+
 use casebook_uber::resp::fuzzing::{check_reply_input, check_request_input};
 
-/// Every input for `target`: the corpus `cargo fuzz` grew (`fuzz/corpus/<target>`)
-/// and the hand-made seeds (`fuzz/seeds/<target>`, which `cmin` must not prune).
+/// Every input for `target`: its corpus and its seeds (at least 10 of each).
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let fuzz_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    let mut files = Vec::new();
-    for kind in ["corpus", "seeds"] {
-        let dir = fuzz_dir.join(kind).join(target);
-        let before = files.len();
-        for entry in std::fs::read_dir(&dir)
-            .unwrap_or_else(|error| panic!("corpus {}: {error}", dir.display()))
-        {
-            let path = entry.expect("corpus entry").path();
-            if path.is_file() {
-                let data = std::fs::read(&path).expect("corpus file");
-                files.push((path, data));
-            }
-        }
-        assert!(
-            files.len() - before >= 10,
-            "{} is nearly empty",
-            dir.display()
-        );
-    }
-    files.sort();
-    files
+    corpus_and_seeds(&fuzz_dir, target, 10)
 }
 
 #[test]
