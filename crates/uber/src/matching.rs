@@ -782,12 +782,16 @@ impl Matcher {
         let now = self.clock.now();
         let mut report = TickReport::default();
         // Take the batch: (ride, pickup, excluded).
+        let taken: Vec<RideId>;
+        let mut unmatched: Vec<RideId> = Vec::new();
         let mut pending: Vec<(RideId, Point, HashSet<DriverId>)> = {
             let mut st = self.state.lock();
             st.last_batch = Some(now);
             let take = st.queue.len().min(self.config.max_batch);
-            let ids: Vec<RideId> = st.queue.drain(..take).collect();
-            ids.into_iter()
+            taken = st.queue.drain(..take).collect();
+            taken
+                .iter()
+                .copied()
                 .filter_map(|id| {
                     let r = st.rides.get(&id)?;
                     (r.status == RideStatus::Queued).then(|| (id, r.pickup, r.excluded.clone()))
@@ -825,7 +829,7 @@ impl Matcher {
             {
                 let Some(col) = col else {
                     // No free driver within reach: wait for the next window.
-                    self.requeue_or_give_up(ride, now, &mut report);
+                    unmatched.push(ride);
                     continue;
                 };
                 let driver = columns[col];
@@ -850,28 +854,34 @@ impl Matcher {
             }
             pending = retry;
         }
-        for (ride, _, _) in pending {
-            self.requeue_or_give_up(ride, now, &mut report);
-        }
+        unmatched.extend(pending.into_iter().map(|(ride, _, _)| ride));
+        // Keep arrival order: riders are re-queued oldest first.
+        let order: HashMap<RideId, usize> =
+            taken.iter().enumerate().map(|(i, r)| (*r, i)).collect();
+        unmatched.sort_by_key(|r| order.get(r).copied().unwrap_or(usize::MAX));
+        self.requeue_or_give_up(unmatched, now, &mut report);
         report.queued = self.queued();
         report
     }
 
-    fn requeue_or_give_up(&self, ride: RideId, now: Instant, report: &mut TickReport) {
+    /// Riders the batch could not match: back to the front of the queue in their
+    /// old order (they have waited longest), or `no_drivers` past `max_wait`.
+    fn requeue_or_give_up(&self, rides: Vec<RideId>, now: Instant, report: &mut TickReport) {
         let mut st = self.state.lock();
-        let Some(r) = st.rides.get_mut(&ride) else {
-            return;
-        };
-        if r.status != RideStatus::Queued {
-            return;
-        }
-        if now.duration_since(r.requested_at) >= self.config.max_wait {
-            r.status = RideStatus::NoDrivers;
-            st.finished.push_back(ride);
-            report.gave_up += 1;
-        } else {
-            // Back at the front: these riders have waited longest.
-            st.queue.push_front(ride);
+        for ride in rides.into_iter().rev() {
+            let Some(r) = st.rides.get_mut(&ride) else {
+                continue;
+            };
+            if r.status != RideStatus::Queued {
+                continue;
+            }
+            if now.duration_since(r.requested_at) >= self.config.max_wait {
+                r.status = RideStatus::NoDrivers;
+                st.finished.push_back(ride);
+                report.gave_up += 1;
+            } else {
+                st.queue.push_front(ride);
+            }
         }
     }
 }
