@@ -51,6 +51,10 @@ use crate::matching::{DriverId, Point, RiderId};
 
 /// The topic trip events are published to.
 pub const TOPIC: &str = "trips";
+/// A trip is snapshotted every this many events: a completed trip (6 events) is
+/// then loaded from a snapshot plus at most 3 events, and keeps no more than
+/// that in memory.
+pub const SNAPSHOT_EVERY: u64 = 4;
 /// Highest surge multiplier accepted.
 pub const MAX_SURGE: f64 = 10.0;
 
@@ -343,7 +347,7 @@ impl Trips {
             dir,
             EventStoreConfig {
                 topic: TOPIC.into(),
-                snapshot_every: 64,
+                snapshot_every: SNAPSHOT_EVERY,
                 wal,
             },
         )?;
