@@ -14,8 +14,10 @@
 //! - **Batched** ([`Mode::Batched`]): requests wait in a bounded queue; every
 //!   window (default 2 s on the injected clock, driven by [`Matcher::tick`]) the
 //!   queue is solved as one rectangular minimum-cost assignment
-//!   ([`solve_assignment`]). Each assignment is then claimed; riders whose claim
-//!   lost a race are re-solved against the drivers still free (bounded rounds).
+//!   ([`solve_assignment`]) over each rider's `candidates` nearest free drivers.
+//!   Each assignment is then claimed; riders whose claim lost a race, or whose
+//!   candidates all went to other riders, are re-solved against the drivers still
+//!   free with twice the candidates (bounded rounds, bounded width).
 //!   Riders left unmatched stay queued until `max_wait`, then end as `no_drivers`.
 //!
 //! # Guarantees
@@ -270,8 +272,12 @@ pub struct MatchConfig {
     pub offer_timeout: Duration,
     /// Offers per ride at most (the first and the re-matches).
     pub max_offers: u32,
-    /// Re-solve rounds after lost claims in one batch.
+    /// Extra solve rounds per batch, for riders who lost a claim race or whose
+    /// candidates all went to others; each round doubles the candidates per
+    /// rider, up to `max_candidates`.
     pub max_resolve_rounds: u32,
+    /// The widest candidate list a batch round asks for.
+    pub max_candidates: usize,
     /// Rides remembered at most (finished ones are forgotten first).
     pub max_rides: usize,
 }
@@ -287,7 +293,8 @@ impl Default for MatchConfig {
             max_wait: Duration::from_secs(30),
             offer_timeout: Duration::from_secs(15),
             max_offers: 3,
-            max_resolve_rounds: 3,
+            max_resolve_rounds: 8,
+            max_candidates: 512,
             max_rides: 1_000_000,
         }
     }
@@ -301,6 +308,9 @@ impl MatchConfig {
         }
         if self.candidates == 0 || self.max_queue == 0 || self.max_batch == 0 {
             return bad("candidates, max_queue and max_batch must be > 0");
+        }
+        if self.max_candidates < self.candidates || self.max_resolve_rounds > 16 {
+            return bad("max_candidates must be >= candidates, max_resolve_rounds <= 16");
         }
         if self.max_offers == 0 || self.max_rides == 0 {
             return bad("max_offers and max_rides must be > 0");
@@ -571,17 +581,17 @@ impl Matcher {
     }
 
     /// Candidates for a pickup with their ETAs, best first.
-    fn candidates(&self, pickup: Point, excluded: &HashSet<DriverId>) -> Vec<(DriverId, Duration)> {
+    fn candidates(
+        &self,
+        pickup: Point,
+        excluded: &HashSet<DriverId>,
+        k: usize,
+    ) -> Vec<(DriverId, Duration)> {
         let claims = &self.claims;
         let filter = |d: DriverId| !excluded.contains(&d) && claims.holder(d).is_none();
         let mut found: Vec<(DriverId, Duration)> = self
             .drivers
-            .nearest(
-                pickup,
-                self.config.radius_m,
-                self.config.candidates,
-                &filter,
-            )
+            .nearest(pickup, self.config.radius_m, k, &filter)
             .into_iter()
             .map(|(d, m)| (d, self.eta.eta(d, m)))
             .collect();
@@ -591,7 +601,7 @@ impl Matcher {
 
     /// Greedy: claim the best candidate that is still free, then offer.
     fn greedy(&self, ride: RideId, pickup: Point, excluded: &HashSet<DriverId>) {
-        for (driver, eta) in self.candidates(pickup, excluded) {
+        for (driver, eta) in self.candidates(pickup, excluded, self.config.candidates) {
             if self.claims.claim(driver, ride) {
                 if !self.offer(ride, driver, eta) {
                     self.claims.release(driver, ride);
@@ -799,16 +809,19 @@ impl Matcher {
                 .collect()
         };
         let mut lost: HashSet<DriverId> = HashSet::new();
-        for _round in 0..=self.config.max_resolve_rounds {
+        for round in 0..=self.config.max_resolve_rounds {
             if pending.is_empty() {
                 break;
             }
+            // Widening: a rider whose nearest drivers all went to others in the
+            // last round looks further this round.
+            let k = (self.config.candidates << round).min(self.config.max_candidates);
             let cands: Vec<Vec<(DriverId, Duration)>> = pending
                 .iter()
                 .map(|(_, p, ex)| {
                     let mut ex = ex.clone();
                     ex.extend(lost.iter().copied());
-                    self.candidates(*p, &ex)
+                    self.candidates(*p, &ex, k)
                 })
                 .collect();
             let mut columns: Vec<DriverId> = cands.iter().flatten().map(|(d, _)| *d).collect();
@@ -828,8 +841,14 @@ impl Matcher {
                 pending.into_iter().zip(assigned).enumerate()
             {
                 let Some(col) = col else {
-                    // No free driver within reach: wait for the next window.
-                    unmatched.push(ride);
+                    if cands[row].len() < k {
+                        // Every free driver within reach was considered and
+                        // none is left for this rider: wait for the next window.
+                        unmatched.push(ride);
+                    } else {
+                        // Its nearest drivers went to others: look wider.
+                        retry.push((ride, pickup, excluded));
+                    }
                     continue;
                 };
                 let driver = columns[col];
