@@ -31,8 +31,11 @@
 //!   without that driver. Decline does the same at once. At most `max_offers`
 //!   offers per ride, then `no_drivers`.
 //! - Bounded: the batch queue (`max_queue`, then [`MatchError::QueueFull`]), the
-//!   candidates per rider (`candidates`), the rides remembered (`max_rides`, oldest
-//!   finished rides forgotten first), the re-solve rounds per batch.
+//!   candidates per rider (`candidates`, widened per round up to
+//!   `max_candidates`), the rides remembered (`max_rides`: oldest finished rides
+//!   are forgotten first, and with none to forget a request is refused with
+//!   [`MatchError::TooManyRides`]), the re-solve rounds per batch. Expired offers
+//!   are found through a deadline index, not a scan of every ride.
 //!
 //! # Deliberately absent
 //! - Road-network ETAs: the [`EtaModel`] trait is where a routing engine plugs in.
@@ -42,7 +45,7 @@
 //!   drivers are skipped early, but correctness rests on the claim alone.
 //! - Trips and money: [`crate::trips`] records the accepted match as an event.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -331,6 +334,8 @@ pub enum MatchError {
     BadConfig(String),
     #[error("the batch queue is full ({0} riders waiting)")]
     QueueFull(usize),
+    #[error("{0} rides in progress: no room for another")]
+    TooManyRides(usize),
     #[error("unknown ride {0}")]
     UnknownRide(RideId),
     #[error("ride {ride} has no open offer to driver {driver}")]
@@ -409,6 +414,8 @@ struct State {
     finished: VecDeque<RideId>,
     next_id: RideId,
     last_batch: Option<Instant>,
+    /// Open offers by deadline, so a tick finds the expired ones without a scan.
+    deadlines: BTreeSet<(Instant, RideId)>,
 }
 
 /// What one [`Matcher::tick`] did.
@@ -542,6 +549,9 @@ impl Matcher {
                 return Err(MatchError::QueueFull(st.queue.len()));
             }
             self.forget_old(&mut st);
+            if st.rides.len() >= self.config.max_rides {
+                return Err(MatchError::TooManyRides(st.rides.len()));
+            }
             let id = st.next_id;
             st.next_id += 1;
             st.rides.insert(
@@ -616,17 +626,20 @@ impl Matcher {
     /// (cancelled), in which case the caller releases the driver.
     fn offer(&self, ride: RideId, driver: DriverId, eta: Duration) -> bool {
         let now = self.clock.now();
-        let mut st = self.state.lock();
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
         let Some(r) = st.rides.get_mut(&ride) else {
             return false;
         };
         if r.status != RideStatus::Queued {
             return false;
         }
+        let expires = now + self.config.offer_timeout;
         r.status = RideStatus::Offered { driver, eta };
         r.offers += 1;
         r.first_offer_at.get_or_insert(now);
-        r.offer_expires = Some(now + self.config.offer_timeout);
+        r.offer_expires = Some(expires);
+        st.deadlines.insert((expires, ride));
         true
     }
 
@@ -643,17 +656,19 @@ impl Matcher {
     /// The driver accepts: the ride is matched and the driver stays dispatched.
     pub fn accept(&self, ride: RideId, driver: DriverId) -> Result<RideView, MatchError> {
         let now = self.clock.now();
-        let mut st = self.state.lock();
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
         let r = st
             .rides
             .get_mut(&ride)
             .ok_or(MatchError::UnknownRide(ride))?;
         match r.status {
+            // An offer past its deadline is dead even if no tick withdrew it yet.
             RideStatus::Offered { driver: d, eta }
                 if d == driver && r.offer_expires.is_some_and(|t| now < t) =>
             {
                 r.status = RideStatus::Accepted { driver, eta };
-                r.offer_expires = None;
+                clear_deadline(&mut st.deadlines, ride, r);
                 Ok(view(ride, r))
             }
             _ => Err(MatchError::NoSuchOffer { ride, driver }),
@@ -676,7 +691,8 @@ impl Matcher {
     /// Takes an offer back from `driver` (decline or timeout) and re-matches.
     fn withdraw(&self, ride: RideId, driver: DriverId) {
         let rematch = {
-            let mut st = self.state.lock();
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
             let Some(r) = st.rides.get_mut(&ride) else {
                 return;
             };
@@ -685,7 +701,7 @@ impl Matcher {
             }
             self.claims.release(driver, ride);
             r.excluded.insert(driver);
-            r.offer_expires = None;
+            clear_deadline(&mut st.deadlines, ride, r);
             if r.offers >= self.config.max_offers {
                 r.status = RideStatus::NoDrivers;
                 st.finished.push_back(ride);
@@ -717,7 +733,8 @@ impl Matcher {
     }
 
     fn close(&self, ride: RideId, to: RideStatus) -> Result<(), MatchError> {
-        let mut st = self.state.lock();
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
         let r = st
             .rides
             .get_mut(&ride)
@@ -729,7 +746,7 @@ impl Matcher {
             self.claims.release(driver, ride);
         }
         r.status = to;
-        r.offer_expires = None;
+        clear_deadline(&mut st.deadlines, ride, r);
         st.queue.retain(|q| *q != ride);
         st.finished.push_back(ride);
         Ok(())
@@ -754,14 +771,10 @@ impl Matcher {
         let mut report = TickReport::default();
         let expired: Vec<(RideId, DriverId)> = {
             let st = self.state.lock();
-            st.rides
-                .iter()
-                .filter_map(|(id, r)| match r.status {
-                    RideStatus::Offered { driver, .. }
-                        if r.offer_expires.is_some_and(|t| now >= t) =>
-                    {
-                        Some((*id, driver))
-                    }
+            st.deadlines
+                .range(..=(now, RideId::MAX))
+                .filter_map(|(_, id)| match st.rides.get(id)?.status {
+                    RideStatus::Offered { driver, .. } => Some((*id, driver)),
                     _ => None,
                 })
                 .collect()
@@ -902,6 +915,12 @@ impl Matcher {
                 st.queue.push_front(ride);
             }
         }
+    }
+}
+
+fn clear_deadline(deadlines: &mut BTreeSet<(Instant, RideId)>, ride: RideId, r: &mut Ride) {
+    if let Some(t) = r.offer_expires.take() {
+        deadlines.remove(&(t, ride));
     }
 }
 

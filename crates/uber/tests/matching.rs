@@ -444,3 +444,33 @@ proptest! {
         prop_assert_eq!((cols.len(), total), brute(&costs));
     }
 }
+
+#[test]
+fn rides_in_progress_are_bounded_and_finished_ones_are_forgotten_first() {
+    let clock = ManualClock::new();
+    let drivers = Arc::new(ScanDrivers::new());
+    drivers.upsert(1, SF);
+    drivers.upsert(2, SF);
+    let m = matcher(
+        drivers,
+        &clock,
+        MatchConfig {
+            max_rides: 2,
+            ..MatchConfig::default()
+        },
+    );
+    let a = m.request(1, SF, SF, Mode::Greedy).unwrap();
+    let _b = m.request(2, SF, SF, Mode::Greedy).unwrap();
+    assert_eq!(
+        m.request(3, SF, SF, Mode::Greedy),
+        Err(MatchError::TooManyRides(2))
+    );
+    m.finish(a).unwrap();
+    // The finished ride makes room (and is forgotten).
+    let c = m.request(3, SF, SF, Mode::Greedy).unwrap();
+    assert_eq!(m.status(a), Err(MatchError::UnknownRide(a)));
+    assert!(matches!(
+        m.status(c).unwrap().status,
+        RideStatus::Offered { .. }
+    ));
+}
