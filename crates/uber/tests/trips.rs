@@ -374,3 +374,63 @@ async fn reopening_replays_identical_state_and_read_models_equal_a_rebuild() {
         snapshot
     );
 }
+
+#[tokio::test]
+async fn a_matched_ride_becomes_a_trip_and_the_driver_is_freed_at_the_end() {
+    use casebook_uber::matching::{
+        DriverClaims, MatchConfig, Matcher, Mode, RideStatus, ScanDrivers, SpeedEta,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let bus: Arc<dyn EventBus> = Arc::new(WalBus::open(dir.path().join("bus"), wal()).unwrap());
+    let trips = open(dir.path(), &clock);
+    let drivers = Arc::new(ScanDrivers::new());
+    drivers.upsert(42, Point::new(A.lat + 0.005, A.lng).unwrap());
+    let matcher = Matcher::new(
+        MatchConfig::default(),
+        drivers,
+        Arc::new(SpeedEta::new(8.3, Duration::from_secs(20)).unwrap()),
+        Arc::new(DriverClaims::new()),
+        clock.shared(),
+    )
+    .unwrap();
+
+    // What the HTTP layer will do for POST /v1/rides and the driver's accept.
+    let ride = matcher.request(7, A, B, Mode::Greedy).unwrap();
+    let trip = format!("ride-{ride}");
+    trips.request(&trip, 7, "sf", A, B).await.unwrap();
+    let RideStatus::Offered { driver, .. } = matcher.status(ride).unwrap().status else {
+        panic!("no offer")
+    };
+    let accepted = matcher.accept(ride, driver).unwrap();
+    let RideStatus::Accepted { eta, .. } = accepted.status else {
+        panic!("not accepted")
+    };
+    trips
+        .matched(&trip, driver, eta.as_millis() as u64)
+        .await
+        .unwrap();
+    clock.advance(eta);
+    trips.arrived(&trip).await.unwrap();
+    trips.started(&trip).await.unwrap();
+    clock.advance(Duration::from_secs(600));
+    let fare = trips.completed(&trip, 5_000.0, 1.5).await.unwrap();
+    trips.paid(&trip).await.unwrap();
+    matcher.finish(ride).unwrap();
+    assert_eq!(matcher.claims().holder(42), None);
+
+    trips.relay(bus.clone()).relay_once().await.unwrap();
+    let mut views = ReadModels::open(bus, dir.path().join("views"), Durability::NoSync).unwrap();
+    views.catch_up().await.unwrap();
+    assert_eq!(
+        views.earnings(42),
+        Earnings {
+            trips: 1,
+            fare_cents: fare
+        }
+    );
+    assert_eq!(views.rider_trips(7), std::slice::from_ref(&trip));
+    let state = views.trip(&trip).unwrap();
+    assert_eq!(state.eta_ms, Some(eta.as_millis() as u64));
+    assert_eq!(views.city("sf").get("paid"), Some(&1));
+}
