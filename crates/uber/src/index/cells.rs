@@ -30,6 +30,13 @@ pub fn range_level(range: KeyRange) -> u8 {
     ((61 - log2.min(61)) / 2) as u8
 }
 
+/// The S2 cell whose leaf range is a shard's range: a cell with lowest set bit
+/// `lsb` owns `[id - lsb, id + lsb)`, so its id is the range's midpoint. The
+/// inverse of the kit's `s2_cell_range` for ranges on the S2 quad grid.
+pub fn range_cell(range: KeyRange) -> CellID {
+    CellID(range.first() + (range.key_count() / 2) as u64)
+}
+
 /// The leaf-id ranges of a covering of the cap of `radius_m` around `at`,
 /// sorted and disjoint. The cap is widened by a metre (and a relative 1e-9) so
 /// that floating-point edges never drop a leaf the exact distance filter keeps.
@@ -143,10 +150,11 @@ mod tests {
         let face = CellID(leaf).face() as usize;
         assert!(s2_face_ranges()[face].contains(leaf));
         assert_eq!(range_level(s2_face_ranges()[face]), 0);
-        for level in [1u64, 6, 12, 29] {
+        for level in [0u64, 1, 6, 12, 29] {
             let cell = CellID(leaf).parent(level);
             let range = s2_cell_range(cell.0).unwrap();
             assert_eq!(u64::from(range_level(range)), level);
+            assert_eq!(range_cell(range), cell);
             assert!(range.contains(leaf));
         }
     }

@@ -46,7 +46,8 @@
 //! - Persistence and events: the caller writes accepted updates to the primary
 //!   store and the outbox; the index is rebuilt from them.
 //! - Lock-free splits: a split or merge pauses the index for its `O(log n)`
-//!   `split_off` / small `append` under the exclusive layout lock.
+//!   `split_off` / small `append` under the exclusive layout lock (and waits for
+//!   in-flight batches and queries, which hold the layout lock shared).
 //! - A background task: the owner calls [`DriverIndex::sweep`] and
 //!   [`DriverIndex::rebalance`] on its own timer.
 //! - Deleting drivers: a record stays (offline) once seen, up to `max_drivers`.
@@ -65,7 +66,7 @@ use casebook_kit::partition::{
 };
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
-use cells::{Cells, covering_ranges, leaf_cell, range_level};
+use cells::{Cells, covering_ranges, leaf_cell, range_cell, range_level};
 pub use types::{
     BatchReport, DriverId, DriverStatus, DriverView, IndexError, LatLng, LocationUpdate,
 };
@@ -192,6 +193,8 @@ impl IndexConfig {
 pub struct ShardStats {
     /// The shard (its range is an S2 cell's leaf range).
     pub id: ShardId,
+    /// That S2 cell.
+    pub cell: s2::cellid::CellID,
     /// Its S2 level.
     pub level: u8,
     /// Load estimate, units per second.
@@ -718,6 +721,7 @@ impl DriverIndex {
             .into_iter()
             .map(|s| ShardStats {
                 id: s.id,
+                cell: range_cell(s.id.range()),
                 level: range_level(s.id.range()),
                 load_per_sec: s.load_per_sec,
                 drivers: map.payload(s.id).map_or(0, |c| c.lock().len()),
