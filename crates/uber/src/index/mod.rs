@@ -256,6 +256,9 @@ impl CellOp {
 
 type Layout = ShardMap<Mutex<Cells>>;
 
+/// A validated update: (stripe, driver, index in the batch, position, leaf cell).
+type Valid = (usize, DriverId, usize, LatLng, u64);
+
 /// The live-driver index; see the module notes.
 #[derive(Debug)]
 pub struct DriverIndex {
@@ -264,6 +267,8 @@ pub struct DriverIndex {
     layout: RwLock<Layout>,
     stripes: Box<[Mutex<Stripe>]>,
     drivers: AtomicUsize,
+    /// Batches ingested: picks each batch's first stripe.
+    batches: AtomicUsize,
     /// Where the next sweep resumes: (stripe, record position).
     sweep_cursor: Mutex<(usize, usize)>,
 }
@@ -331,6 +336,7 @@ impl DriverIndex {
             stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
             layout: RwLock::new(map),
             drivers: AtomicUsize::new(0),
+            batches: AtomicUsize::new(0),
             sweep_cursor: Mutex::new((0, 0)),
             config,
             clock,
@@ -359,7 +365,7 @@ impl DriverIndex {
         }
         let mut report = BatchReport::default();
         // Validation and the cell id (the trigonometry) happen before any lock.
-        let mut valid: Vec<(usize, DriverId, usize, LatLng, u64)> = Vec::with_capacity(batch.len());
+        let mut valid: Vec<Valid> = Vec::with_capacity(batch.len());
         for (i, u) in batch.iter().enumerate() {
             let checked = LatLng::new(u.lat, u.lon).and_then(|at| {
                 if u.status.is_server_owned() {
@@ -378,7 +384,14 @@ impl DriverIndex {
         let now = self.clock.now();
         let map = self.layout.read();
         let mut ops = Vec::new();
-        for group in valid.chunk_by(|a, b| a.0 == b.0) {
+        // Batches start at rotating stripes: concurrent batches then rarely queue
+        // on the same stripe in lockstep. Any order is deadlock-free, since a
+        // batch holds one stripe at a time.
+        let mut groups: Vec<&[Valid]> = valid.chunk_by(|a, b| a.0 == b.0).collect();
+        let start = self.batches.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        let first = groups.partition_point(|g| g[0].0 < start);
+        groups.rotate_left(first);
+        for group in groups {
             let mut stripe = self.stripes[group[0].0].lock();
             for run in group.chunk_by(|a, b| a.1 == b.1) {
                 let driver = run[0].1;
