@@ -251,6 +251,60 @@ proptest! {
     }
 }
 
+/// Places where S2 coverings are easy to get wrong: the antimeridian, a pole,
+/// a cube corner (three faces meet), a face edge on the equator.
+const AWKWARD: [(f64, f64); 4] = [
+    (0.0, 180.0),
+    (89.999, 10.0),
+    (35.264_389_7, 45.0),
+    (0.0, 45.0),
+];
+
+/// `lon` wrapped into [-180, 180].
+fn wrap(lon: f64) -> f64 {
+    if lon > 180.0 {
+        lon - 360.0
+    } else if lon < -180.0 {
+        lon + 360.0
+    } else {
+        lon
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn k_nearest_equals_brute_force_at_awkward_places(
+        place in 0usize..AWKWARD.len(),
+        drivers in prop::collection::vec((-0.03f64..0.03, -0.03f64..0.03), 1..200),
+        queries in prop::collection::vec(((-0.02f64..0.02, -0.02f64..0.02), 1.0f64..6_000.0, 1usize..30), 1..6),
+        split_to in 4u8..16,
+    ) {
+        let (lat0, lon0) = AWKWARD[place];
+        let point = |dlat: f64, dlon: f64| at((lat0 + dlat).clamp(-90.0, 90.0), wrap(lon0 + dlon));
+        let (index, _clock) = new_index(config());
+        split_around(&index, point(0.0, 0.0), split_to);
+        let mut model = HashMap::new();
+        let batch: Vec<LocationUpdate> = drivers
+            .iter()
+            .enumerate()
+            .map(|(i, &(dlat, dlon))| {
+                let p = point(dlat, dlon);
+                model.insert(i as u64, (p, DriverStatus::Available));
+                ping(i as u64, p.lat(), p.lon(), 1, DriverStatus::Available)
+            })
+            .collect();
+        index.ingest(&batch).unwrap();
+        for ((dlat, dlon), radius, k) in queries {
+            let q = point(dlat, dlon);
+            let got = index.try_nearest(q, radius, k, |_| true).unwrap();
+            prop_assert_eq!(got, brute_force(&model, q, radius, k, |_| true));
+        }
+        prop_assert_eq!(index.audit().unwrap(), model.len());
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Ping(u64, (f64, f64), DriverStatus),
