@@ -251,6 +251,12 @@ proptest! {
     }
 }
 
+/// The S2 face range holding `p` (a leaf id's top three bits are its face).
+fn face_of(p: LatLng) -> casebook_kit::partition::KeyRange {
+    casebook_kit::partition::s2_face_ranges()
+        [(casebook_uber::index::cells::leaf_cell(p) >> 61) as usize]
+}
+
 /// Places where S2 coverings are easy to get wrong: the antimeridian, a pole,
 /// a cube corner (three faces meet), a face edge on the equator.
 const AWKWARD: [(f64, f64); 4] = [
@@ -494,9 +500,23 @@ fn concurrent_ingest_queries_and_rebalancing_keep_the_invariants() {
     {
         let (index, done, clock) = (index.clone(), done.clone(), clock.clone());
         helpers.push(std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
+            let mut rng = StdRng::seed_from_u64(77);
+            let mut rounds = 0;
+            while rounds < 20 || !done.load(Ordering::Relaxed) {
+                rounds += 1;
                 clock.advance(Duration::from_millis(50));
                 index.rebalance();
+                // Forced splits and merges where the drivers are, whatever the load.
+                let p = at(
+                    CENTER.0 + rng.random_range(-0.02..0.02),
+                    CENTER.1 + rng.random_range(-0.02..0.02),
+                );
+                let shard = index.shard_of(p);
+                if rng.random_bool(0.5) {
+                    let _ = index.split(shard);
+                } else if let Some(parent) = shard.range().parent_within(&face_of(p)) {
+                    let _ = index.merge(casebook_kit::partition::ShardId::new(parent));
+                }
                 let hits = index.nearest(at(CENTER.0, CENTER.1), 1_000.0, 20, |_| true);
                 // Never the same driver twice in one answer.
                 let mut ids: Vec<DriverId> = hits.iter().map(|h| h.0).collect();
