@@ -656,10 +656,19 @@ fn bad_input_gets_precise_errors() {
             ping(2, 0.0, 0.0, 1, DriverStatus::Available),
             ping(3, 0.0, 0.0, 1, DriverStatus::Available),
             ping(1, 0.0, 0.1, 2, DriverStatus::Available),
+            ping(4, 95.0, 0.0, 1, DriverStatus::Available),
+            ping(5, 0.0, 0.0, 1, DriverStatus::Available),
         ])
         .unwrap();
     assert_eq!(r.accepted, 3);
-    assert_eq!(r.invalid, vec![(2, IndexError::TooManyDrivers { max: 2 })]);
+    assert_eq!(
+        r.invalid,
+        vec![
+            (2, IndexError::TooManyDrivers { max: 2 }),
+            (4, IndexError::InvalidLatitude { lat: 95.0 }),
+            (5, IndexError::TooManyDrivers { max: 2 }),
+        ]
+    );
 }
 
 #[test]

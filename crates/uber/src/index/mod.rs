@@ -452,6 +452,8 @@ impl DriverIndex {
             Self::apply_ops(&map, &mut ops, true);
             drop(stripe);
         }
+        // Capacity refusals were found stripe by stripe: report in batch order.
+        report.invalid.sort_by_key(|(i, _)| *i);
         Ok(report)
     }
 

@@ -112,7 +112,7 @@ pub struct BatchReport {
     pub stale: usize,
     /// Updates with the same timestamp as the driver's state: ignored (idempotent).
     pub duplicate: usize,
-    /// Updates refused, with their index in the batch.
+    /// Updates refused, with their index in the batch, in batch order.
     pub invalid: Vec<(usize, IndexError)>,
 }
 
