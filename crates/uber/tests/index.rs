@@ -650,25 +650,33 @@ fn bad_input_gets_precise_errors() {
         max_drivers: 2,
         ..config()
     });
-    let r = small
-        .ingest(&[
-            ping(1, 0.0, 0.0, 1, DriverStatus::Available),
-            ping(2, 0.0, 0.0, 1, DriverStatus::Available),
-            ping(3, 0.0, 0.0, 1, DriverStatus::Available),
-            ping(1, 0.0, 0.1, 2, DriverStatus::Available),
-            ping(4, 95.0, 0.0, 1, DriverStatus::Available),
-            ping(5, 0.0, 0.0, 1, DriverStatus::Available),
-        ])
-        .unwrap();
-    assert_eq!(r.accepted, 3);
-    assert_eq!(
-        r.invalid,
-        vec![
-            (2, IndexError::TooManyDrivers { max: 2 }),
-            (4, IndexError::InvalidLatitude { lat: 95.0 }),
-            (5, IndexError::TooManyDrivers { max: 2 }),
-        ]
-    );
+    let batch = [
+        ping(1, 0.0, 0.0, 1, DriverStatus::Available),
+        ping(2, 0.0, 0.0, 1, DriverStatus::Available),
+        ping(3, 0.0, 0.0, 1, DriverStatus::Available),
+        ping(1, 0.0, 0.1, 2, DriverStatus::Available),
+        ping(4, 95.0, 0.0, 1, DriverStatus::Available),
+        ping(5, 0.0, 0.0, 1, DriverStatus::Available),
+    ];
+    let r = small.ingest(&batch).unwrap();
+    // Two of the four valid new drivers get in (which two is unspecified);
+    // every update of the others is refused, in batch order.
+    assert_eq!(small.driver_count(), 2);
+    let admitted: Vec<u64> = [1, 2, 3, 5]
+        .into_iter()
+        .filter(|&d| small.get(DriverId(d)).is_some())
+        .collect();
+    assert_eq!(admitted.len(), 2);
+    let mut want: Vec<(usize, IndexError)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, u)| *i != 4 && !admitted.contains(&u.driver.0))
+        .map(|(i, _)| (i, IndexError::TooManyDrivers { max: 2 }))
+        .collect();
+    want.push((4, IndexError::InvalidLatitude { lat: 95.0 }));
+    want.sort_by_key(|(i, _)| *i);
+    assert_eq!(r.invalid, want);
+    assert_eq!(r.accepted, 5 - (want.len() - 1));
 }
 
 #[test]

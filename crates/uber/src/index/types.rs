@@ -169,7 +169,9 @@ pub enum IndexError {
         /// The status it has.
         actual: DriverStatus,
     },
-    /// The index holds `max` drivers already (503: capacity).
+    /// The index holds `max` drivers already (503: capacity). When a batch's new
+    /// drivers overflow the table, which of them get in is unspecified (stripe
+    /// order, not batch order); every update of the others gets this error.
     #[error("at most {max} drivers")]
     TooManyDrivers {
         /// The limit.
