@@ -474,3 +474,53 @@ fn rides_in_progress_are_bounded_and_finished_ones_are_forgotten_first() {
         RideStatus::Offered { .. }
     ));
 }
+
+/// The matcher over the real S2 index (not the brute-force scan): greedy requests
+/// get the nearest available driver the index knows, and each driver at most once.
+#[test]
+fn the_matcher_runs_on_the_live_s2_index() {
+    use casebook_uber::index::{DriverIndex, DriverStatus, IndexConfig, LocationUpdate};
+    use casebook_uber::matching::NearbyDrivers;
+
+    let clock = ManualClock::new();
+    let index = Arc::new(DriverIndex::new(IndexConfig::default(), clock.shared()).unwrap());
+    // Three drivers east of a pickup in Manhattan, 100 m, 400 m and 900 m away.
+    let pickup = (40.7580, -73.9855);
+    let batch: Vec<LocationUpdate> = [(1u64, 0.0012), (2, 0.0047), (3, 0.0107)]
+        .into_iter()
+        .map(|(id, dlon)| LocationUpdate {
+            driver: casebook_uber::index::DriverId(id),
+            lat: pickup.0,
+            lon: pickup.1 + dlon,
+            ts: 1,
+            status: DriverStatus::Available,
+        })
+        .collect();
+    let report = index.ingest(&batch).unwrap();
+    assert_eq!(report.accepted, 3, "{report:?}");
+
+    let at = Point::new(pickup.0, pickup.1).unwrap();
+    let found = NearbyDrivers::nearest(index.as_ref(), at, 2_000.0, 10, &|_| true);
+    let ids: Vec<u64> = found.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [1, 2, 3], "nearest first: {found:?}");
+    assert!(found[0].1 < found[1].1 && found[1].1 < found[2].1);
+    let without_1 = NearbyDrivers::nearest(index.as_ref(), at, 2_000.0, 10, &|id| id != 1);
+    assert_eq!(without_1.first().map(|(id, _)| *id), Some(2));
+
+    let matcher = Matcher::new(
+        MatchConfig::default(),
+        index.clone(),
+        Arc::new(SpeedEta::new(8.3, Duration::from_secs(20)).unwrap()),
+        Arc::new(DriverClaims::new()),
+        clock.shared(),
+    )
+    .unwrap();
+    let first = matcher.request(10, at, at, Mode::Greedy).unwrap();
+    let second = matcher.request(11, at, at, Mode::Greedy).unwrap();
+    let driver_of = |ride| match matcher.status(ride).unwrap().status {
+        RideStatus::Offered { driver, .. } => driver,
+        other => panic!("not offered: {other:?}"),
+    };
+    assert_eq!(driver_of(first), 1, "the nearest goes to the first rider");
+    assert_eq!(driver_of(second), 2, "and is never offered twice");
+}
