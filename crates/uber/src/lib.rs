@@ -11,11 +11,13 @@
 //! | [`geo`] | Redis's geohash scores, distances, search cells, and the [`geo::store::GeoStore`] trait with its sorted-set implementation |
 //! | [`index`] | the live-driver index: latest-wins driver state, available drivers on S2 leaf cells in sharded ordered maps, k-nearest search, hot-shard splits and cold merges, batch ingest |
 //! | [`matching`] | ride requests → drivers: greedy by ETA or batched Kuhn–Munkres, the atomic driver claim, offers with timeout and re-match |
+//! | [`pricing`] | surge pricing as its own service: demand and supply per S2 cell (level 12) over a sliding window, smoothed and capped; quotes; the `pricing` HTTP service and [`pricing::PricingClient`] (resilience stack, fallback multiplier 1.0) |
 //! | [`trips`] | trips event-sourced on the kit's event store: transition table, replay, read models (trip, rider, earnings, city) |
 //! | [`resp`] | RESP2/RESP3: incremental request parser with Redis's limits and error wording, replies, the commands, the `geo-resp` server |
 
 pub mod geo;
 pub mod index;
 pub mod matching;
+pub mod pricing;
 pub mod resp;
 pub mod trips;
