@@ -916,6 +916,83 @@ mod tests {
         assert_eq!(state.drivers.len(), 100);
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        Demand(usize),
+        Supply(u64, usize),
+        Gone(u64),
+        Advance(u64),
+        Read(usize),
+        Maintain,
+    }
+
+    fn spots() -> [LatLng; 6] {
+        [
+            hot(),
+            cold(),
+            at(40.80, -73.95),
+            at(40.65, -73.95),
+            at(51.5, -0.12),
+            at(-33.87, 151.21),
+        ]
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..6usize).prop_map(Op::Demand),
+            (0..10u64, 0..6usize).prop_map(|(d, s)| Op::Supply(d, s)),
+            (0..10u64).prop_map(Op::Gone),
+            (0..200u64).prop_map(Op::Advance),
+            (0..6usize).prop_map(Op::Read),
+            Just(Op::Maintain),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives in whatever order: limits hold, every cell's supply is
+        /// exactly the drivers whose latest ping is in it, no counted driver is
+        /// older than the window, and every multiplier is in [1, cap].
+        #[test]
+        fn invariants_hold_under_any_sequence(ops in proptest::collection::vec(op(), 1..300)) {
+            let config = SurgeConfig {
+                max_cells: 4,
+                max_drivers: 6,
+                ..SurgeConfig::default()
+            };
+            let (surge, clock) = engine(config.clone());
+            let spots = spots();
+            for op in ops {
+                match op {
+                    Op::Demand(s) => { surge.record(&demand(1, spots[s])); }
+                    Op::Supply(d, s) => { surge.record(&supply(d..d + 1, spots[s])); }
+                    Op::Gone(d) => { surge.record(&[Signal::SupplyGone { driver: DriverId(d) }]); }
+                    Op::Advance(secs) => clock.advance(Duration::from_secs(secs)),
+                    Op::Read(s) => {
+                        let m = surge.multiplier(spots[s]).multiplier;
+                        proptest::prop_assert!((1.0..=config.cap).contains(&m), "{m}");
+                    }
+                    Op::Maintain => surge.maintain(),
+                }
+                let tick = surge.tick();
+                let state = surge.state.lock();
+                proptest::prop_assert!(state.cells.len() <= config.max_cells);
+                proptest::prop_assert!(state.drivers.len() <= config.max_drivers);
+                for (id, cell) in &state.cells {
+                    let here = state.drivers.values().filter(|e| e.cell == *id).count();
+                    proptest::prop_assert_eq!(cell.supply as usize, here);
+                }
+                for entry in state.drivers.values() {
+                    proptest::prop_assert!(state.cells.contains_key(&entry.cell));
+                    if matches!(op, Op::Advance(_)) {
+                        continue; // expiry runs at the next operation
+                    }
+                    proptest::prop_assert!(entry.tick + config.buckets() > tick);
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_configurations_name_their_key() {
         let bad = |c: SurgeConfig| c.validate().unwrap_err();
