@@ -291,6 +291,49 @@ mod tests {
         );
     }
 
+    fn any_f64() -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            -200.0..200.0f64,
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(-90.0),
+            Just(180.0),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any signal either validates to in-range coordinates or is refused
+        /// naming one of its own fields; arbitrary bytes never panic the parser.
+        #[test]
+        fn validation_is_total_and_names_a_field(
+            kind in 0..3u8,
+            driver in proptest::option::of(proptest::prelude::any::<u64>()),
+            lat in proptest::option::of(any_f64()),
+            lon in proptest::option::of(any_f64()),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let kind = [SignalKind::Demand, SignalKind::Supply, SignalKind::SupplyGone][kind as usize];
+            let wire = WireSignal { kind, driver, lat, lon };
+            match wire.validate("signals[9]") {
+                Ok(Signal::Demand { at }) | Ok(Signal::Supply { at, .. }) => {
+                    proptest::prop_assert!((-90.0..=90.0).contains(&at.lat()));
+                    proptest::prop_assert!((-180.0..=180.0).contains(&at.lon()));
+                }
+                Ok(Signal::SupplyGone { .. }) => {}
+                Err(e) => {
+                    let field = e.field.unwrap_or_default();
+                    proptest::prop_assert!(
+                        ["lat", "lon", "driver"].iter().any(|f| field == format!("signals[9].{f}")),
+                        "{field}"
+                    );
+                }
+            }
+            let _ = casebook_kit::api::parse_json::<SignalsRequest>(&bytes);
+        }
+    }
+
     #[test]
     fn default_config_is_valid_and_errors_are_prefixed() {
         PricingConfig::default().validate().unwrap();
