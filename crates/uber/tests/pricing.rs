@@ -178,6 +178,15 @@ async fn surge_then_fallback_while_down_then_real_prices_after_restart() {
     let stats = client.stats();
     assert_eq!(short(&stats), Some(3), "{stats:?}");
     assert_eq!(stats.fallbacks, open.fallbacks + 2);
+    // The fallback is visible to operators too.
+    let exposition = casebook_kit::telemetry::metrics().render_prometheus();
+    assert!(
+        exposition
+            .lines()
+            .any(|l| l
+                .starts_with(r#"casebook_uber_pricing_fallback_total{cause="short_circuited"}"#)),
+        "{exposition}"
+    );
     // Signals have no fallback: they fail, naming why.
     match client.send_signals(&rush_hour()).await {
         Err(PricingError::Unavailable { cause, .. }) => assert_eq!(cause, "short_circuited"),
