@@ -202,6 +202,14 @@ pub struct UberConfig {
     pub resp_port: u16,
     /// Most simultaneous RESP connections (Redis's `maxclients`, 10,000).
     pub resp_max_clients: usize,
+    /// The HTTP API's port (`uber` service): ingest, rides, trips.
+    pub http_port: u16,
+    /// Most updates in one `POST /v1/locations` (more: 413).
+    pub max_location_batch: usize,
+    /// The city trips are recorded in.
+    pub city: String,
+    /// A driver silent this many seconds leaves the available set.
+    pub driver_stale_secs: u64,
 }
 
 /// Most RESP connections one process may be configured for (the machine allows
@@ -213,6 +221,10 @@ impl Default for UberConfig {
         Self {
             resp_port: 6380,
             resp_max_clients: 10_000,
+            http_port: 8090,
+            max_location_batch: 10_000,
+            city: "sf".to_owned(),
+            driver_stale_secs: 30,
         }
     }
 }
@@ -224,6 +236,26 @@ impl UberConfig {
             return Err(format!(
                 "uber.resp_max_clients: must be in 1..={MAX_RESP_CLIENTS}"
             ));
+        }
+        if !(1..=crate::index::MAX_BATCH).contains(&self.max_location_batch) {
+            return Err(format!(
+                "uber.max_location_batch: must be in 1..={}",
+                crate::index::MAX_BATCH
+            ));
+        }
+        let city_ok = (1..=64).contains(&self.city.len())
+            && self
+                .city
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !city_ok {
+            return Err("uber.city: must be 1-64 characters from [A-Za-z0-9._-]".to_owned());
+        }
+        if !(1..=86_400).contains(&self.driver_stale_secs) {
+            return Err("uber.driver_stale_secs: must be in 1..=86400".to_owned());
+        }
+        if self.http_port != 0 && self.http_port == self.resp_port {
+            return Err("uber.http_port: must differ from resp_port".to_owned());
         }
         Ok(())
     }
