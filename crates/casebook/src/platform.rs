@@ -9,6 +9,7 @@ use casebook_kit::metrics_push::{self, MetricsPusher};
 use casebook_kit::runtime::{InstanceSpec, Platform};
 use casebook_kit::topology::Placement;
 use casebook_uber::resp::server::{GEO_RESP_SERVICE, GeoResp};
+use casebook_uber::service::{UBER_SERVICE, UberService};
 use casebook_whatsapp::node::{CHAT_SERVICE, ChatNode, ChatSettings};
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +44,7 @@ pub fn build(config: &Config) -> Platform {
         .with_regions(region_names(config)),
     ));
     platform.register_service(Arc::new(GeoResp::from_config(&config.uber)));
+    platform.register_service(Arc::new(UberService::from_config(&config.uber)));
     platform
 }
 
@@ -59,6 +61,22 @@ pub fn geo_resp_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
         listen: std::net::SocketAddr::new(config.control.host, config.uber.resp_port),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         port_hint: Some(UBER_RESP_PORT_HINT.to_owned()),
+    })
+}
+
+/// How a user changes the Uber HTTP API's port, shown when it is taken.
+pub const UBER_HTTP_PORT_HINT: &str = "CASEBOOK_UBER__HTTP_PORT or `http_port` in [uber]";
+
+/// The spec of the Uber HTTP API's instance: the control plane's host, the
+/// `[uber]` http_port, the first zone.
+pub fn uber_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
+    Ok(InstanceSpec {
+        service: UBER_SERVICE.to_owned(),
+        instance_id: None,
+        placement: placement(config, None)?,
+        listen: std::net::SocketAddr::new(config.control.host, config.uber.http_port),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        port_hint: Some(UBER_HTTP_PORT_HINT.to_owned()),
     })
 }
 

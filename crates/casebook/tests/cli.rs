@@ -123,6 +123,16 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         reply.extend_from_slice(&buf[..n]);
     }
     assert_eq!(reply, b":1\r\n*1\r\n$11\r\nsqc8b49rny0\r\n");
+    // The Uber HTTP API serves its city view on its (free) port.
+    let uber = by_service("uber");
+    assert_eq!(uber["state"], "running");
+    let uber_addr: std::net::SocketAddr = uber["address"].as_str().unwrap().parse().unwrap();
+    assert_ne!(uber_addr.port(), 8090, "tests never take the real port");
+    let city: serde_json::Value = client
+        .get_json(&format!("http://{uber_addr}/v1/city"))
+        .await
+        .unwrap();
+    assert_eq!(city["city"], "sf");
     assert!(
         String::from_utf8_lossy(&answer).contains("urn:ietf:params:xml:ns:xmpp-tls"),
         "STARTTLS is offered"
@@ -225,7 +235,7 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     // The control plane, three chat nodes, the RESP geo port.
-    assert!(rest.contains("stopped 5 instance(s)"), "{rest}");
+    assert!(rest.contains("stopped 6 instance(s)"), "{rest}");
 }
 
 #[test]
