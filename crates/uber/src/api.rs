@@ -583,8 +583,12 @@ fn trip_error(e: TripError) -> ApiError {
 }
 
 fn parse_id(field: &str, raw: &str) -> Result<u64, ApiError> {
-    raw.parse::<u64>()
-        .map_err(|_| ApiError::bad_field(field, format!("{field} must be an unsigned integer, not {raw:?}")))
+    raw.parse::<u64>().map_err(|_| {
+        ApiError::bad_field(
+            field,
+            format!("{field} must be an unsigned integer, not {raw:?}"),
+        )
+    })
 }
 
 // ---------------------------------------------------------------- the router
@@ -735,8 +739,11 @@ struct RideOut {
 }
 
 fn ride_out(engine: &Engine, view: RideView) -> RideOut {
-    let trip = matches!(view.status, RideStatus::Accepted { .. } | RideStatus::Finished)
-        .then(|| engine.trip_id(view.id));
+    let trip = matches!(
+        view.status,
+        RideStatus::Accepted { .. } | RideStatus::Finished
+    )
+    .then(|| engine.trip_id(view.id));
     RideOut { view, trip }
 }
 
@@ -789,7 +796,13 @@ async fn ride_action(
             let recorded = async {
                 engine
                     .trips
-                    .request(&trip, view.rider, &engine.config.city, view.pickup, view.dropoff)
+                    .request(
+                        &trip,
+                        view.rider,
+                        &engine.config.city,
+                        view.pickup,
+                        view.dropoff,
+                    )
                     .await?;
                 engine
                     .trips
