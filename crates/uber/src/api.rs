@@ -352,18 +352,21 @@ impl Engine {
             let mut commits = tokio::task::JoinSet::new();
             for chunk in logged.chunks(UPDATES_PER_RECORD) {
                 let records: Vec<LocationRecord> = chunk.iter().map(|u| (**u).into()).collect();
-                let payload = json!({ "updates": records });
+                let change = json!({ "driver_locations": records.len() });
+                // The updates are stored once, in the event: the outbox record
+                // holds change and events together, so it is still the durable
+                // copy of every update.
                 let event = Event::new(
                     "driver.locations",
                     records[0].driver.to_string(),
-                    payload.clone(),
+                    json!({ "updates": records }),
                     self.clock.as_ref(),
                 );
                 let outbox = self.outbox.clone();
                 commits.spawn(async move {
                     outbox
                         .commit(
-                            payload,
+                            change,
                             vec![OutboundEvent {
                                 topic: LOCATIONS_TOPIC.to_owned(),
                                 event,
