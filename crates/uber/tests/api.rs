@@ -495,6 +495,28 @@ async fn under_overload_pings_are_shed_while_ride_requests_go_through() {
     );
     drop(in_flight);
     assert_eq!(api.ping(1, 37.7751, -122.4191, 2).await["accepted"], 1);
+
+    // A deadline already passed (a 0 ms budget) is refused without running: 504,
+    // and no ride was created.
+    let url = format!("http://{}/v1/rides", api.addr);
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert("x-deadline-ms", HeaderValue::from_static("0"));
+    let ride_body = json!({
+        "rider": 2,
+        "pickup": {"lat": 37.7750, "lng": -122.4190},
+        "dropoff": {"lat": 37.8000, "lng": -122.4000},
+    });
+    let response = api
+        .client
+        .send(Method::POST, &url, h, Bytes::from(ride_body.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(response.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(api.get("/v1/rides/2").await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
