@@ -18,7 +18,7 @@ use casebook_control::ControlConfig;
 use casebook_control::discovery::DiscoveryConfig;
 use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_kit::topology::Topology;
-use casebook_uber::resp::server::UberConfig;
+use casebook_uber::config::UberConfig;
 use casebook_whatsapp::node::WhatsappConfig;
 use serde::{Deserialize, Serialize};
 
@@ -491,13 +491,25 @@ mod tests {
     fn uber_table_defaults_and_env() {
         let config = load(None, env(&[]), &Overrides::default()).unwrap();
         assert_eq!(config.uber.resp_port, 6380);
+        assert_eq!(config.uber.http_port, 8090);
         let config = load(
             None,
-            env(&[("CASEBOOK_UBER__RESP_PORT", "0")]),
+            env(&[
+                ("CASEBOOK_UBER__RESP_PORT", "0"),
+                ("CASEBOOK_UBER__HTTP_PORT", "0"),
+            ]),
             &Overrides::default(),
         )
         .unwrap();
         assert_eq!(config.uber.resp_port, 0);
+        assert_eq!(config.uber.http_port, 0);
+        let err = load(
+            None,
+            env(&[("CASEBOOK_UBER__MAX_LOCATION_BATCH", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "uber.max_location_batch");
         let f = file("[uber]\nresp_port = \"six\"\n");
         let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
         assert_eq!(err.source, f.path().display().to_string());

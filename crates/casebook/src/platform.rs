@@ -8,7 +8,9 @@ use casebook_kit::discovery::{DiscoveryClient, DiscoveryRegistrar};
 use casebook_kit::metrics_push::{self, MetricsPusher};
 use casebook_kit::runtime::{InstanceSpec, Platform};
 use casebook_kit::topology::Placement;
+use casebook_uber::pricing::{PRICING_SERVICE, PricingConfig, PricingService};
 use casebook_uber::resp::server::{GEO_RESP_SERVICE, GeoResp};
+use casebook_uber::service::{UBER_SERVICE, UberService};
 use casebook_whatsapp::node::{CHAT_SERVICE, ChatNode, ChatSettings};
 use tokio_util::sync::CancellationToken;
 
@@ -43,22 +45,65 @@ pub fn build(config: &Config) -> Platform {
         .with_regions(region_names(config)),
     ));
     platform.register_service(Arc::new(GeoResp::from_config(&config.uber)));
+    platform.register_service(Arc::new(UberService::from_config(&config.uber)));
+    platform.register_service(Arc::new(
+        PricingService::new(PricingConfig::default()).expect("the default pricing config is valid"),
+    ));
     platform
 }
 
 /// How a user changes the RESP geo port, shown when it is taken.
 pub const UBER_RESP_PORT_HINT: &str = "CASEBOOK_UBER__RESP_PORT or `resp_port` in [uber]";
+/// How a user changes the Uber HTTP API's port, shown when it is taken.
+pub const UBER_HTTP_PORT_HINT: &str = "CASEBOOK_UBER__HTTP_PORT or `http_port` in [uber]";
+/// How a user changes the pricing service's port, shown when it is taken.
+pub const PRICING_PORT_HINT: &str = "CASEBOOK_UBER__PRICING_PORT or `pricing_port` in [uber]";
 
-/// The spec of the RESP geo port's instance: the control plane's host, the
-/// `[uber]` resp_port, the first zone.
+/// The spec of the RESP geo port's instance (`[uber]` resp_port).
 pub fn geo_resp_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
+    first_zone_spec(
+        config,
+        GEO_RESP_SERVICE,
+        config.uber.resp_port,
+        UBER_RESP_PORT_HINT,
+    )
+}
+
+/// The spec of the Uber HTTP API's instance (`[uber]` http_port).
+pub fn uber_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
+    first_zone_spec(
+        config,
+        UBER_SERVICE,
+        config.uber.http_port,
+        UBER_HTTP_PORT_HINT,
+    )
+}
+
+/// The spec of the surge pricing service's instance (`[uber]` pricing_port).
+pub fn pricing_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
+    first_zone_spec(
+        config,
+        PRICING_SERVICE,
+        config.uber.pricing_port,
+        PRICING_PORT_HINT,
+    )
+}
+
+/// One instance of `service` on the control plane's host at `port`, in the first
+/// zone, with `hint` shown if the port is taken.
+fn first_zone_spec(
+    config: &Config,
+    service: &str,
+    port: u16,
+    hint: &str,
+) -> anyhow::Result<InstanceSpec> {
     Ok(InstanceSpec {
-        service: GEO_RESP_SERVICE.to_owned(),
+        service: service.to_owned(),
         instance_id: None,
         placement: placement(config, None)?,
-        listen: std::net::SocketAddr::new(config.control.host, config.uber.resp_port),
+        listen: std::net::SocketAddr::new(config.control.host, port),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        port_hint: Some(UBER_RESP_PORT_HINT.to_owned()),
+        port_hint: Some(hint.to_owned()),
     })
 }
 

@@ -123,6 +123,28 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         reply.extend_from_slice(&buf[..n]);
     }
     assert_eq!(reply, b":1\r\n*1\r\n$11\r\nsqc8b49rny0\r\n");
+    // The Uber HTTP API serves its city view on its (free) port.
+    let uber = by_service("uber");
+    assert_eq!(uber["state"], "running");
+    let uber_addr: std::net::SocketAddr = uber["address"].as_str().unwrap().parse().unwrap();
+    assert_ne!(uber_addr.port(), 8090, "tests never take the real port");
+    let city: serde_json::Value = client
+        .get_json(&format!("http://{uber_addr}/v1/city"))
+        .await
+        .unwrap();
+    assert_eq!(city["city"], "sf");
+    // Surge pricing is its own service, on its (free) port: a quiet cell is 1.0.
+    let pricing = by_service("pricing");
+    assert_eq!(pricing["state"], "running");
+    let pricing_addr: std::net::SocketAddr = pricing["address"].as_str().unwrap().parse().unwrap();
+    assert_ne!(pricing_addr.port(), 8091, "tests never take the real port");
+    let surge: serde_json::Value = client
+        .get_json(&format!(
+            "http://{pricing_addr}/v1/multiplier?lat=37.7749&lon=-122.4194"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(surge["multiplier"], 1.0, "{surge}");
     assert!(
         String::from_utf8_lossy(&answer).contains("urn:ietf:params:xml:ns:xmpp-tls"),
         "STARTTLS is offered"
@@ -224,8 +246,8 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
     assert!(status.success(), "graceful stop exits 0, got {status}");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    // The control plane, three chat nodes, the RESP geo port.
-    assert!(rest.contains("stopped 5 instance(s)"), "{rest}");
+    // The control plane, three chat nodes, the RESP geo port, the Uber API, pricing.
+    assert!(rest.contains("stopped 7 instance(s)"), "{rest}");
 }
 
 #[test]
@@ -295,7 +317,7 @@ fn serving_an_unknown_service_lists_the_known_ones() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("unknown service `nope` (known: chat, control, geo-resp)"),
+        stderr.contains("unknown service `nope` (known: chat, control, geo-resp, pricing, uber)"),
         "{stderr}"
     );
 }

@@ -31,9 +31,11 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     );
     // The first line is the control-plane URL, for people and for scripts.
     // One chat node per region (they find each other through the process's
-    // cluster), then the RESP geo port.
+    // cluster), then the RESP geo port, the Uber HTTP API and its pricing service.
     let mut specs = platform::chat_specs(&config)?;
     specs.push(platform::geo_resp_spec(&config)?);
+    specs.push(platform::uber_spec(&config)?);
+    specs.push(platform::pricing_spec(&config)?);
     for spec in specs {
         if let Err(err) = platform.start(spec).await {
             eprintln!("casebook: {err}");
@@ -94,6 +96,10 @@ fn print_listeners(platform: &Platform, config: &Config) {
                 format!("xmpp c2s {}", view.info.address)
             } else if view.info.service == casebook_uber::resp::server::GEO_RESP_SERVICE {
                 format!("redis (RESP geo) {}", view.info.address)
+            } else if view.info.service == casebook_uber::service::UBER_SERVICE {
+                format!("uber api {}", view.info.http_url())
+            } else if view.info.service == casebook_uber::pricing::PRICING_SERVICE {
+                format!("uber pricing {}", view.info.http_url())
             } else {
                 view.info.http_url()
             },

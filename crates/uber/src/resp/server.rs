@@ -17,7 +17,6 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartError, serve_tcp};
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -194,41 +193,6 @@ pub struct Session {
 /// The geo-resp service's name.
 pub const GEO_RESP_SERVICE: &str = "geo-resp";
 
-/// The `[uber]` table of the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UberConfig {
-    /// The RESP port (Redis's is 6379; ours defaults to 6380).
-    pub resp_port: u16,
-    /// Most simultaneous RESP connections (Redis's `maxclients`, 10,000).
-    pub resp_max_clients: usize,
-}
-
-/// Most RESP connections one process may be configured for (the machine allows
-/// 20,000 open files per process; the rest of the platform needs some).
-pub const MAX_RESP_CLIENTS: usize = 15_000;
-
-impl Default for UberConfig {
-    fn default() -> Self {
-        Self {
-            resp_port: 6380,
-            resp_max_clients: 10_000,
-        }
-    }
-}
-
-impl UberConfig {
-    /// Checks every bound; the error starts with the dotted key.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(1..=MAX_RESP_CLIENTS).contains(&self.resp_max_clients) {
-            return Err(format!(
-                "uber.resp_max_clients: must be in 1..={MAX_RESP_CLIENTS}"
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// The `geo-resp` service: a RESP server over one keyspace, shared by every
 /// instance of this process (the keyspace is in memory; a restarted instance
 /// finds it as it was, a restarted process starts empty).
@@ -243,7 +207,7 @@ impl GeoResp {
     }
 
     /// The service as `[uber]` configures it, on the sorted-set store.
-    pub fn from_config(config: &UberConfig) -> Self {
+    pub fn from_config(config: &crate::config::UberConfig) -> Self {
         let limits = Limits {
             max_clients: config.resp_max_clients,
             ..Limits::default()

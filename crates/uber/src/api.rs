@@ -1,0 +1,1007 @@
+//! The Uber HTTP API (issue 6, items 1, 3, 4, 7): location ingest, ride requests
+//! and offers, trip commands and read models behind one axum router.
+//!
+//! # Role
+//! [`Engine`] owns one instance's engines — the live-driver [`DriverIndex`], the
+//! [`Matcher`] over it, the event-sourced [`Trips`] with their [`ReadModels`] — and
+//! the location [`Outbox`] relayed to an embedded [`WalBus`]. [`router`] maps HTTP
+//! onto it; [`crate::service`] serves the router and runs the timers.
+//!
+//! | route | does |
+//! |---|---|
+//! | `POST /v1/drivers/{id}/location` | one ping `{lat, lon, ts, status}` (low priority) |
+//! | `POST /v1/locations` | a batch `{updates: [{driver, lat, lon, ts, status}]}` (low priority) |
+//! | `POST /v1/rides` | `{rider, pickup, dropoff, mode}` → 201 `{ride, …}` (critical) |
+//! | `GET /v1/rides/{id}` | the ride's status (and its trip once accepted) |
+//! | `POST /v1/rides/{id}/accept` · `/decline` | the offered driver answers `{driver}` |
+//! | `POST /v1/trips/{id}/{arrived,start,complete,cancel,pay}` | trip commands |
+//! | `GET /v1/trips/{id}` · `/v1/riders/{id}/trips` · `/v1/drivers/{id}/earnings` · `/v1/city` | read models |
+//!
+//! # Guarantees
+//! - **Durable before acknowledged.** A location request is answered after its
+//!   accepted updates are committed to the outbox's WAL — that record *is* the
+//!   primary store of locations — and then applied to the index; the relay
+//!   publishes them to the bus (topic [`LOCATIONS_TOPIC`]) at least once. A trip
+//!   command is answered after its event is appended to the trip event store.
+//! - **Latest wins** by the driver's timestamp (the index's rule); a batch reports
+//!   `accepted`, `stale`, `duplicate` and each `invalid` update with its index and
+//!   field. Which updates go to the outbox is decided against the index just
+//!   before the commit; two concurrent requests for the *same* driver may both
+//!   log an update the index then counts stale — consumers apply the same
+//!   latest-wins rule, so the bus converges to the index.
+//! - **One driver, one ride.** Offers go through the matcher's atomic claim; on
+//!   accept the driver moves `available → dispatched` in the index, on start
+//!   `→ on_trip`, on complete or cancel back to `available` (and the claim is
+//!   released), so a dispatched driver is never offered again and a finished one is.
+//! - **Shedding by priority**: pings are `low`, ride requests `critical`, the rest
+//!   `normal` (an `x-priority` header cannot raise a ping); under overload pings get
+//!   503 + `Retry-After` first (the kit's [`LoadShedLayer`]), an `x-deadline-ms`
+//!   already passed gets 504 without running.
+//! - **Precise errors** ([`ApiError`] JSON): 400 naming the field (bad JSON, NaN or
+//!   out-of-range coordinates, a server-owned status), 404 for unknown rides, trips,
+//!   riders and drivers, 409 for illegal transitions and stale offers, 413 over the
+//!   batch limit.
+//!
+//! # Deliberately absent
+//! - Rides survive only in memory (the matcher's table): after a restart
+//!   `GET /v1/rides/{id}` is 404, while trips — event-sourced — are all there.
+//! - The index is not rebuilt from the outbox on restart: drivers ping every few
+//!   seconds and refill it; the outbox is compacted once relayed.
+//! - Authentication (a driver may only move itself), pricing (`surge` is taken from
+//!   the request, 1.0 by default, until the pricing service is called).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use casebook_kit::api::{ApiError, DEFAULT_BODY_LIMIT, JsonBody, parse_json};
+use casebook_kit::clock::SharedClock;
+use casebook_kit::events::{Event, EventBus, WalBus};
+use casebook_kit::outbox::{OutboundEvent, Outbox};
+use casebook_kit::resilience::shed::{
+    LoadShedLayer, LoadShedder, RequestMetaLayer, ShedConfig, handle_error,
+};
+use casebook_kit::resilience::{Priority, set_priority};
+use casebook_kit::wal::{Durability, WalConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tower::ServiceBuilder;
+use tower::util::MapRequestLayer;
+
+use crate::index::{
+    DriverId, DriverIndex, DriverStatus, IndexConfig, IndexError, LatLng, LocationUpdate, MAX_BATCH,
+};
+use crate::matching::{
+    DriverClaims, MatchConfig, MatchError, Matcher, Mode, Point, RideStatus, RideView, SpeedEta,
+};
+use crate::trips::{FareSchedule, ReadModels, TripError, TripState, TripStatus, Trips};
+
+/// The bus topic location updates are published to.
+pub const LOCATIONS_TOPIC: &str = "driver-locations";
+/// Accepted updates per outbox record (one WAL record, one bus event): keeps a
+/// record far below the WAL's record limit whatever the batch size.
+pub const UPDATES_PER_RECORD: usize = 1_000;
+/// Largest trip distance a `complete` may report (the trip store's own bound).
+pub const MAX_TRIP_DISTANCE_M: f64 = 2_000_000.0;
+
+/// What one instance of the API runs with.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Most updates in one `POST /v1/locations` (more: 413).
+    pub max_batch: usize,
+    /// The city trips are recorded in (the city view's key).
+    pub city: String,
+    /// The live-driver index.
+    pub index: IndexConfig,
+    /// The matcher.
+    pub matching: MatchConfig,
+    /// Pickup ETA speed, metres per second.
+    pub eta_speed_mps: f64,
+    /// The tariff.
+    pub fares: FareSchedule,
+    /// The shedder in front of every route.
+    pub shed: ShedConfig,
+    /// Durability of the outbox, the bus, the trip store and the read models.
+    pub durability: Durability,
+    /// How often the matcher's batch window and offer timeouts are driven.
+    pub tick_every: Duration,
+    /// How often the index is swept for silent drivers and rebalanced.
+    pub sweep_every: Duration,
+    /// Driver records one sweep examines at most.
+    pub sweep_budget: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 10_000,
+            city: "sf".to_owned(),
+            index: IndexConfig::default(),
+            matching: MatchConfig::default(),
+            eta_speed_mps: 8.3,
+            fares: FareSchedule {
+                base_cents: 250,
+                per_km_cents: 120,
+                per_minute_cents: 30,
+            },
+            shed: ShedConfig::default(),
+            durability: Durability::Sync,
+            tick_every: Duration::from_millis(100),
+            sweep_every: Duration::from_secs(1),
+            sweep_budget: 100_000,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Checks the fields the engines do not check themselves; the error names the
+    /// field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_BATCH).contains(&self.max_batch) {
+            return Err(format!("max_batch: must be in 1..={MAX_BATCH}"));
+        }
+        if self.tick_every.is_zero() || self.sweep_every.is_zero() {
+            return Err("tick_every, sweep_every: must be positive".to_owned());
+        }
+        if self.sweep_budget == 0 {
+            return Err("sweep_budget: must be positive".to_owned());
+        }
+        self.shed.validate().map_err(|e| e.to_string())?;
+        self.index.validate().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// One instance's engines and stores. Shared by the router and the timers.
+pub struct Engine {
+    config: ApiConfig,
+    clock: SharedClock,
+    index: Arc<DriverIndex>,
+    matcher: Matcher,
+    trips: Trips,
+    views: tokio::sync::Mutex<ReadModels>,
+    bus: WalBus,
+    outbox: Outbox,
+    shedder: LoadShedder,
+    /// This start's number in the data dir: trip ids are `{boot}-{ride}`, unique
+    /// across restarts although ride ids restart at 1.
+    boot: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("boot", &self.boot)
+            .finish_non_exhaustive()
+    }
+}
+
+fn wal_config(durability: Durability) -> WalConfig {
+    WalConfig {
+        segment_bytes: 16 * 1024 * 1024,
+        durability,
+        ..WalConfig::default()
+    }
+}
+
+/// Reads, increments and writes back the boot counter in `dir`.
+fn next_boot(dir: &Path) -> anyhow::Result<u64> {
+    let path = dir.join("boot");
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e.into()),
+    };
+    let boot = previous + 1;
+    let tmp = dir.join("boot.tmp");
+    std::fs::write(&tmp, boot.to_string())?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(boot)
+}
+
+impl Engine {
+    /// Opens (or reopens, replaying the trip store) an engine over `dir`.
+    pub fn open(dir: &Path, config: ApiConfig, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        std::fs::create_dir_all(dir)?;
+        let boot = next_boot(dir)?;
+        let wal = wal_config(config.durability);
+        let index = Arc::new(DriverIndex::new(config.index.clone(), clock.clone())?);
+        let eta = SpeedEta::new(config.eta_speed_mps, Duration::ZERO)?;
+        let matcher = Matcher::new(
+            config.matching.clone(),
+            index.clone(),
+            Arc::new(eta),
+            Arc::new(DriverClaims::new()),
+            clock.clone(),
+        )?;
+        let bus = WalBus::open(dir.join("bus"), wal.clone())?;
+        let outbox = Outbox::open(dir.join("locations"), wal.clone())?;
+        let trips = Trips::open(dir.join("trips"), wal, clock.clone(), config.fares)?;
+        let views = ReadModels::open(Arc::new(bus.clone()), dir.join("views"), config.durability)?;
+        let shedder = LoadShedder::new("uber_api", config.shed.clone(), clock.clone())?;
+        Ok(Arc::new(Self {
+            config,
+            clock,
+            index,
+            matcher,
+            trips,
+            views: tokio::sync::Mutex::new(views),
+            bus,
+            outbox,
+            shedder,
+            boot,
+        }))
+    }
+
+    pub fn config(&self) -> &ApiConfig {
+        &self.config
+    }
+    pub fn index(&self) -> &Arc<DriverIndex> {
+        &self.index
+    }
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+    pub fn trips(&self) -> &Trips {
+        &self.trips
+    }
+    /// The embedded bus (topics [`LOCATIONS_TOPIC`] and [`crate::trips::TOPIC`]).
+    pub fn bus(&self) -> &WalBus {
+        &self.bus
+    }
+    /// The location outbox (the primary store of locations).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+    /// The admission gate in front of every route.
+    pub fn shedder(&self) -> &LoadShedder {
+        &self.shedder
+    }
+
+    /// One timer step: offer timeouts and the batch window.
+    pub fn tick(&self) {
+        self.matcher.tick();
+    }
+
+    /// One maintenance step: silent drivers leave the available set, hot shards
+    /// split and cold ones merge, relayed outbox segments are dropped.
+    pub fn maintain(&self) {
+        let offline = self.index.sweep(self.config.sweep_budget);
+        if offline > 0 {
+            metrics::counter!("uber_drivers_gone_stale_total").increment(offline as u64);
+        }
+        let moves = self.index.rebalance();
+        if !moves.is_empty() {
+            metrics::counter!("uber_index_rebalances_total").increment(moves.len() as u64);
+        }
+        if let Ok(sent) = self.outbox.sent_up_to()
+            && let Err(error) = self.outbox.truncate_before(sent)
+        {
+            tracing::warn!(%error, "location outbox compaction failed");
+        }
+    }
+
+    /// Publishes the outbox and trip events to the bus until `shutdown`.
+    pub async fn relay(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let bus: Arc<dyn EventBus> = Arc::new(self.bus.clone());
+        let locations = self.outbox.relay(bus.clone(), 64);
+        let trips = self.trips.relay(bus);
+        let mut every = tokio::time::interval(self.config.tick_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            // A failed publish is retried on the next tick; the checkpoints keep
+            // every entry until it went out.
+            while matches!(locations.relay_once().await, Ok(n) if n > 0) {}
+            if let Err(error) = trips.relay_once().await {
+                tracing::warn!(%error, "trip relay failed");
+            }
+        }
+    }
+
+    /// Validates and ingests location updates: durable in the outbox first, then
+    /// the index. `base` is the JSON path prefix of the updates (for errors).
+    pub async fn ingest(&self, updates: &[LocationUpdate]) -> Result<IngestReport, ApiError> {
+        if updates.len() > self.config.max_batch {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "batch of {} updates is above the maximum of {}",
+                    updates.len(),
+                    self.config.max_batch
+                ),
+            ));
+        }
+        let mut invalid = Vec::new();
+        // Latest-wins decided against the index as it is now, in batch order.
+        let mut latest: HashMap<DriverId, Option<u64>> = HashMap::new();
+        let mut logged: Vec<&LocationUpdate> = Vec::new();
+        for (i, u) in updates.iter().enumerate() {
+            if let Err(e) = check_update(u) {
+                invalid.push(Invalid {
+                    index: i,
+                    field: e.0.to_owned(),
+                    error: e.1,
+                });
+                continue;
+            }
+            let current = *latest
+                .entry(u.driver)
+                .or_insert_with(|| self.index.get(u.driver).map(|v| v.ts));
+            if current.is_none_or(|ts| u.ts > ts) {
+                latest.insert(u.driver, Some(u.ts));
+                logged.push(u);
+            }
+        }
+        if !logged.is_empty() {
+            let mut commits = tokio::task::JoinSet::new();
+            for chunk in logged.chunks(UPDATES_PER_RECORD) {
+                let records: Vec<LocationRecord> = chunk.iter().map(|u| (**u).into()).collect();
+                let change = json!({ "driver_locations": records.len() });
+                // The updates are stored once, in the event: the outbox record
+                // holds change and events together, so it is still the durable
+                // copy of every update.
+                let event = Event::new(
+                    "driver.locations",
+                    records[0].driver.to_string(),
+                    json!({ "updates": records }),
+                    self.clock.as_ref(),
+                );
+                let outbox = self.outbox.clone();
+                commits.spawn(async move {
+                    outbox
+                        .commit(
+                            change,
+                            vec![OutboundEvent {
+                                topic: LOCATIONS_TOPIC.to_owned(),
+                                event,
+                            }],
+                        )
+                        .await
+                });
+            }
+            while let Some(done) = commits.join_next().await {
+                match done {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(ApiError::internal(format!("primary store: {e}"))),
+                    Err(e) => return Err(ApiError::internal(format!("primary store: {e}"))),
+                }
+            }
+        }
+        let report = self.index.ingest(updates).map_err(index_error)?;
+        // Validation is the same rule on both sides; a refusal only the index
+        // knows (capacity) is reported too.
+        for (i, e) in report.invalid {
+            if !invalid.iter().any(|v| v.index == i) {
+                invalid.push(Invalid {
+                    index: i,
+                    field: "driver".to_owned(),
+                    error: e.to_string(),
+                });
+            }
+        }
+        invalid.sort_by_key(|v| v.index);
+        Ok(IngestReport {
+            accepted: report.accepted,
+            stale: report.stale,
+            duplicate: report.duplicate,
+            invalid,
+        })
+    }
+
+    fn trip_id(&self, ride: u64) -> String {
+        format!("{}-{ride}", self.boot)
+    }
+
+    /// The ride behind a trip of this boot (older boots' rides are gone).
+    fn ride_of(&self, trip: &str) -> Option<u64> {
+        let (boot, ride) = trip.split_once('-')?;
+        (boot.parse::<u64>().ok()? == self.boot)
+            .then(|| ride.parse().ok())
+            .flatten()
+    }
+
+    /// The read models, caught up with every appended trip event.
+    async fn views(&self) -> Result<tokio::sync::MutexGuard<'_, ReadModels>, ApiError> {
+        let mut views = self.views.lock().await;
+        let relay = self.trips.relay(Arc::new(self.bus.clone()));
+        loop {
+            match relay.relay_once().await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(ApiError::internal(format!("trip relay: {e}"))),
+            }
+        }
+        views.catch_up().await.map_err(trip_error)?;
+        Ok(views)
+    }
+
+    /// Moves a driver's index status if it is `from` (the index and the claims
+    /// agree); a driver the index lost meanwhile (it went offline) is left alone.
+    fn move_driver(&self, driver: u64, from: DriverStatus, to: DriverStatus) {
+        if let Err(error) = self.index.transition(DriverId(driver), from, to) {
+            tracing::debug!(%error, "driver status not moved");
+        }
+    }
+
+    /// The driver is free again: back to available from whatever the ride left.
+    fn free_driver(&self, driver: u64) {
+        for from in [DriverStatus::OnTrip, DriverStatus::Dispatched] {
+            if self
+                .index
+                .transition(DriverId(driver), from, DriverStatus::Available)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// A location update as logged and published.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct LocationRecord {
+    pub driver: u64,
+    pub lat: f64,
+    pub lon: f64,
+    pub ts: u64,
+    pub status: StatusName,
+}
+
+impl From<LocationUpdate> for LocationRecord {
+    fn from(u: LocationUpdate) -> Self {
+        Self {
+            driver: u.driver.0,
+            lat: u.lat,
+            lon: u.lon,
+            ts: u.ts,
+            status: u.status.into(),
+        }
+    }
+}
+
+/// A driver status on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusName {
+    Offline,
+    Available,
+    Dispatched,
+    OnTrip,
+}
+
+impl From<StatusName> for DriverStatus {
+    fn from(s: StatusName) -> Self {
+        match s {
+            StatusName::Offline => Self::Offline,
+            StatusName::Available => Self::Available,
+            StatusName::Dispatched => Self::Dispatched,
+            StatusName::OnTrip => Self::OnTrip,
+        }
+    }
+}
+
+impl From<DriverStatus> for StatusName {
+    fn from(s: DriverStatus) -> Self {
+        match s {
+            DriverStatus::Offline => Self::Offline,
+            DriverStatus::Available => Self::Available,
+            DriverStatus::Dispatched => Self::Dispatched,
+            DriverStatus::OnTrip => Self::OnTrip,
+        }
+    }
+}
+
+/// The field at fault and why.
+fn check_update(u: &LocationUpdate) -> Result<(), (&'static str, String)> {
+    match LatLng::new(u.lat, u.lon) {
+        Err(e @ IndexError::InvalidLatitude { .. }) => return Err(("lat", e.to_string())),
+        Err(e) => return Err(("lon", e.to_string())),
+        Ok(_) => {}
+    }
+    if u.status.is_server_owned() {
+        return Err((
+            "status",
+            IndexError::ServerOwnedStatus { status: u.status }.to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// One refused update of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invalid {
+    /// Its index in the batch.
+    pub index: usize,
+    /// The field at fault.
+    pub field: String,
+    pub error: String,
+}
+
+/// What a location request did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestReport {
+    pub accepted: usize,
+    pub stale: usize,
+    pub duplicate: usize,
+    pub invalid: Vec<Invalid>,
+}
+
+fn index_error(e: IndexError) -> ApiError {
+    match e {
+        IndexError::BatchTooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+        }
+        IndexError::UnknownDriver { .. } => ApiError::not_found(e.to_string()),
+        IndexError::WrongStatus { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        IndexError::TooManyDrivers { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        IndexError::InvalidLatitude { .. } => ApiError::bad_field("lat", e.to_string()),
+        IndexError::InvalidLongitude { .. } => ApiError::bad_field("lon", e.to_string()),
+        IndexError::ServerOwnedStatus { .. } => ApiError::bad_field("status", e.to_string()),
+        _ => ApiError::bad_request(e.to_string()),
+    }
+}
+
+fn match_error(e: MatchError) -> ApiError {
+    match e {
+        MatchError::UnknownRide(_) => ApiError::not_found(e.to_string()),
+        MatchError::NoSuchOffer { .. } | MatchError::Finished(_) => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
+        }
+        MatchError::QueueFull(_) | MatchError::TooManyRides(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        MatchError::BadLocation { .. } | MatchError::BadConfig(_) => {
+            ApiError::bad_request(e.to_string())
+        }
+    }
+}
+
+fn trip_error(e: TripError) -> ApiError {
+    match e {
+        TripError::UnknownTrip(_) => ApiError::not_found(e.to_string()),
+        TripError::IllegalTransition { .. } | TripError::Conflict { .. } => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
+        }
+        TripError::BadInput(_) => ApiError::bad_request(e.to_string()),
+        TripError::Store(_) => ApiError::internal(e.to_string()),
+    }
+}
+
+fn parse_id(field: &str, raw: &str) -> Result<u64, ApiError> {
+    raw.parse::<u64>().map_err(|_| {
+        ApiError::bad_field(
+            field,
+            format!("{field} must be an unsigned integer, not {raw:?}"),
+        )
+    })
+}
+
+// ---------------------------------------------------------------- the router
+
+type Shared = State<Arc<Engine>>;
+
+/// Every route of the API, behind the priority shedder.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let batch_body = engine
+        .config
+        .max_batch
+        .saturating_mul(256)
+        .max(DEFAULT_BODY_LIMIT);
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(handle_error))
+        .layer(RequestMetaLayer::new(engine.clock.clone()))
+        .layer(MapRequestLayer::new(route_priority))
+        .layer(LoadShedLayer::shared(engine.shedder.clone()));
+    Router::new()
+        .route("/v1/drivers/{id}/location", post(post_location))
+        .route(
+            "/v1/locations",
+            post(post_locations).layer(DefaultBodyLimit::max(batch_body)),
+        )
+        .route("/v1/rides", post(post_ride))
+        .route("/v1/rides/{id}", get(get_ride))
+        .route("/v1/rides/{id}/{action}", post(ride_action))
+        .route("/v1/trips/{id}", get(get_trip))
+        .route("/v1/trips/{id}/{action}", post(trip_action))
+        .route("/v1/riders/{id}/trips", get(rider_trips))
+        .route("/v1/drivers/{id}/earnings", get(driver_earnings))
+        .route("/v1/city", get(city))
+        .layer(shed)
+        .with_state(engine)
+}
+
+/// The route decides the priority: pings are low (the next ping supersedes a
+/// shed one), ride requests critical; elsewhere the `x-priority` header stands.
+fn route_priority<B>(mut request: Request<B>) -> Request<B> {
+    let path = request.uri().path();
+    let is_post = request.method() == axum::http::Method::POST;
+    let priority = if is_post && (path == "/v1/locations" || path.ends_with("/location")) {
+        Some(Priority::Low)
+    } else if is_post && path == "/v1/rides" {
+        Some(Priority::Critical)
+    } else {
+        None
+    };
+    if let Some(p) = priority {
+        set_priority(&mut request, p);
+    }
+    request
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocationBody {
+    lat: f64,
+    lon: f64,
+    ts: u64,
+    status: StatusName,
+}
+
+async fn post_location(
+    State(engine): Shared,
+    UrlPath(id): UrlPath<String>,
+    JsonBody(body): JsonBody<LocationBody>,
+) -> Result<Response, ApiError> {
+    let driver = parse_id("id", &id)?;
+    let update = LocationUpdate {
+        driver: DriverId(driver),
+        lat: body.lat,
+        lon: body.lon,
+        ts: body.ts,
+        status: body.status.into(),
+    };
+    if let Err((field, error)) = check_update(&update) {
+        return Err(ApiError::bad_field(field, error));
+    }
+    let report = engine.ingest(&[update]).await?;
+    Ok(axum::Json(report).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    updates: Vec<LocationRecord>,
+}
+
+async fn post_locations(
+    State(engine): Shared,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> Result<Response, ApiError> {
+    let updates: Vec<LocationUpdate> = body
+        .updates
+        .iter()
+        .map(|r| LocationUpdate {
+            driver: DriverId(r.driver),
+            lat: r.lat,
+            lon: r.lon,
+            ts: r.ts,
+            status: r.status.into(),
+        })
+        .collect();
+    let mut report = engine.ingest(&updates).await?;
+    for v in &mut report.invalid {
+        v.field = format!("updates[{}].{}", v.index, v.field);
+    }
+    Ok(axum::Json(report).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RideBody {
+    rider: u64,
+    pickup: Point,
+    dropoff: Point,
+    #[serde(default = "greedy")]
+    mode: Mode,
+}
+
+fn greedy() -> Mode {
+    Mode::Greedy
+}
+
+fn check_point(field: &str, p: Point) -> Result<Point, ApiError> {
+    if !(-90.0..=90.0).contains(&p.lat) {
+        return Err(ApiError::bad_field(
+            format!("{field}.lat"),
+            format!("latitude {} is not in [-90, 90]", p.lat),
+        ));
+    }
+    if !(-180.0..=180.0).contains(&p.lng) {
+        return Err(ApiError::bad_field(
+            format!("{field}.lng"),
+            format!("longitude {} is not in [-180, 180]", p.lng),
+        ));
+    }
+    Ok(p)
+}
+
+/// A ride as the API shows it: the matcher's view and its trip once accepted.
+#[derive(Debug, Serialize)]
+struct RideOut {
+    #[serde(flatten)]
+    view: RideView,
+    trip: Option<String>,
+}
+
+fn ride_out(engine: &Engine, view: RideView) -> RideOut {
+    let trip = matches!(
+        view.status,
+        RideStatus::Accepted { .. } | RideStatus::Finished
+    )
+    .then(|| engine.trip_id(view.id));
+    RideOut { view, trip }
+}
+
+async fn post_ride(
+    State(engine): Shared,
+    JsonBody(body): JsonBody<RideBody>,
+) -> Result<Response, ApiError> {
+    let pickup = check_point("pickup", body.pickup)?;
+    let dropoff = check_point("dropoff", body.dropoff)?;
+    let id = engine
+        .matcher
+        .request(body.rider, pickup, dropoff, body.mode)
+        .map_err(match_error)?;
+    let view = engine.matcher.status(id).map_err(match_error)?;
+    Ok((StatusCode::CREATED, axum::Json(ride_out(&engine, view))).into_response())
+}
+
+async fn get_ride(
+    State(engine): Shared,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let ride = parse_id("id", &id)?;
+    let view = engine.matcher.status(ride).map_err(match_error)?;
+    Ok(axum::Json(ride_out(&engine, view)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DriverBody {
+    driver: u64,
+}
+
+async fn ride_action(
+    State(engine): Shared,
+    UrlPath((id, action)): UrlPath<(String, String)>,
+    JsonBody(body): JsonBody<DriverBody>,
+) -> Result<Response, ApiError> {
+    let ride = parse_id("id", &id)?;
+    match action.as_str() {
+        "accept" => {
+            let view = engine
+                .matcher
+                .accept(ride, body.driver)
+                .map_err(match_error)?;
+            let RideStatus::Accepted { driver, eta } = view.status else {
+                return Err(ApiError::internal("accepted ride not in accepted state"));
+            };
+            engine.move_driver(driver, DriverStatus::Available, DriverStatus::Dispatched);
+            let trip = engine.trip_id(ride);
+            let recorded = async {
+                engine
+                    .trips
+                    .request(
+                        &trip,
+                        view.rider,
+                        &engine.config.city,
+                        view.pickup,
+                        view.dropoff,
+                    )
+                    .await?;
+                engine
+                    .trips
+                    .matched(&trip, driver, eta.as_millis() as u64)
+                    .await
+            };
+            if let Err(e) = recorded.await {
+                // Without its trip the match is void: give the driver back.
+                let _ = engine.matcher.cancel(ride);
+                engine.free_driver(driver);
+                return Err(trip_error(e));
+            }
+            Ok(axum::Json(ride_out(&engine, view)).into_response())
+        }
+        "decline" => {
+            engine
+                .matcher
+                .decline(ride, body.driver)
+                .map_err(match_error)?;
+            let view = engine.matcher.status(ride).map_err(match_error)?;
+            Ok(axum::Json(ride_out(&engine, view)).into_response())
+        }
+        other => Err(ApiError::not_found(format!(
+            "no ride action {other:?} (accept, decline)"
+        ))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TripBody {
+    /// `complete`: metres driven.
+    distance_m: Option<f64>,
+    /// `complete`: the surge multiplier quoted (1.0 without pricing).
+    surge: Option<f64>,
+    /// `cancel`: why.
+    reason: Option<String>,
+}
+
+/// A trip as the API shows it.
+#[derive(Debug, Serialize)]
+struct TripOut {
+    id: String,
+    #[serde(flatten)]
+    state: TripState,
+}
+
+async fn trip_action(
+    State(engine): Shared,
+    UrlPath((trip, action)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // The body is optional (`arrived`, `start`, `pay` need none).
+    let body: TripBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TripBody::default()
+    } else {
+        parse_json(&body)?
+    };
+    let (state, _) = engine.trips.load(&trip).await.map_err(trip_error)?;
+    if state.status == TripStatus::New {
+        return Err(ApiError::not_found(format!("unknown trip {trip}")));
+    }
+    let trips = &engine.trips;
+    match action.as_str() {
+        "arrived" => {
+            trips.arrived(&trip).await.map_err(trip_error)?;
+        }
+        "start" => {
+            trips.started(&trip).await.map_err(trip_error)?;
+            if let Some(driver) = state.driver {
+                engine.move_driver(driver, DriverStatus::Dispatched, DriverStatus::OnTrip);
+            }
+        }
+        "complete" => {
+            let distance_m = body.distance_m.ok_or_else(|| {
+                ApiError::bad_field("distance_m", "complete needs distance_m (metres driven)")
+            })?;
+            if !(distance_m.is_finite() && (0.0..=MAX_TRIP_DISTANCE_M).contains(&distance_m)) {
+                return Err(ApiError::bad_field(
+                    "distance_m",
+                    format!("distance_m {distance_m} is not in [0, {MAX_TRIP_DISTANCE_M}]"),
+                ));
+            }
+            let surge = body.surge.unwrap_or(1.0);
+            if !(surge.is_finite() && (1.0..=crate::trips::MAX_SURGE).contains(&surge)) {
+                return Err(ApiError::bad_field(
+                    "surge",
+                    format!("surge {surge} is not in [1, {}]", crate::trips::MAX_SURGE),
+                ));
+            }
+            trips
+                .completed(&trip, distance_m, surge)
+                .await
+                .map_err(trip_error)?;
+            release(&engine, &trip, state.driver, false);
+        }
+        "cancel" => {
+            let reason = body.reason.unwrap_or_else(|| "cancelled".to_owned());
+            if reason.len() > 256 {
+                return Err(ApiError::bad_field("reason", "longer than 256 bytes"));
+            }
+            trips.cancel(&trip, &reason).await.map_err(trip_error)?;
+            release(&engine, &trip, state.driver, true);
+        }
+        "pay" => {
+            trips.paid(&trip).await.map_err(trip_error)?;
+        }
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no trip action {other:?} (arrived, start, complete, cancel, pay)"
+            )));
+        }
+    }
+    let (state, _) = engine.trips.load(&trip).await.map_err(trip_error)?;
+    Ok(axum::Json(TripOut { id: trip, state }).into_response())
+}
+
+/// The trip is over for its driver: the claim released, the index status back.
+fn release(engine: &Engine, trip: &str, driver: Option<u64>, cancelled: bool) {
+    if let Some(ride) = engine.ride_of(trip) {
+        let closed = if cancelled {
+            engine.matcher.cancel(ride)
+        } else {
+            engine.matcher.finish(ride)
+        };
+        if let Err(error) = closed {
+            tracing::debug!(%error, "ride already closed");
+        }
+    }
+    if let Some(driver) = driver {
+        engine.free_driver(driver);
+    }
+}
+
+async fn get_trip(
+    State(engine): Shared,
+    UrlPath(trip): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let views = engine.views().await?;
+    let state = views
+        .trip(&trip)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("unknown trip {trip}")))?;
+    Ok(axum::Json(TripOut { id: trip, state }).into_response())
+}
+
+async fn rider_trips(
+    State(engine): Shared,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let rider = parse_id("id", &id)?;
+    let views = engine.views().await?;
+    let ids = views.rider_trips(rider);
+    if ids.is_empty() {
+        return Err(ApiError::not_found(format!("unknown rider {rider}")));
+    }
+    let trips: Vec<TripOut> = ids
+        .iter()
+        .filter_map(|id| {
+            views.trip(id).map(|state| TripOut {
+                id: id.clone(),
+                state: state.clone(),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "rider": rider, "trips": trips })).into_response())
+}
+
+async fn driver_earnings(
+    State(engine): Shared,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let driver = parse_id("id", &id)?;
+    let views = engine.views().await?;
+    let known = engine.index.get(DriverId(driver));
+    let earnings = views.earnings(driver);
+    if known.is_none() && !views.all_earnings().contains_key(&driver) {
+        return Err(ApiError::not_found(format!("unknown driver {driver}")));
+    }
+    Ok(axum::Json(json!({
+        "driver": driver,
+        "trips": earnings.trips,
+        "fare_cents": earnings.fare_cents,
+        "status": known.map(|v| StatusName::from(v.status)),
+    }))
+    .into_response())
+}
+
+async fn city(State(engine): Shared) -> Result<Response, ApiError> {
+    let views = engine.views().await?;
+    let city = &engine.config.city;
+    Ok(axum::Json(json!({
+        "city": city,
+        "trips": views.city(city),
+        "drivers": engine.index.driver_count(),
+        "queued_rides": engine.matcher.queued(),
+    }))
+    .into_response())
+}

@@ -1,0 +1,79 @@
+//! The `[uber]` table of the configuration: the case's ports and limits, validated
+//! with errors that start with the dotted key.
+
+use serde::{Deserialize, Serialize};
+
+/// The `[uber]` table of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UberConfig {
+    /// The RESP port (Redis's is 6379; ours defaults to 6380).
+    pub resp_port: u16,
+    /// Most simultaneous RESP connections (Redis's `maxclients`, 10,000).
+    pub resp_max_clients: usize,
+    /// The HTTP API's port (`uber` service): ingest, rides, trips.
+    pub http_port: u16,
+    /// The surge pricing service's port (`pricing`): signals, multipliers, quotes.
+    pub pricing_port: u16,
+    /// Most updates in one `POST /v1/locations` (more: 413).
+    pub max_location_batch: usize,
+    /// The city trips are recorded in.
+    pub city: String,
+    /// A driver silent this many seconds leaves the available set.
+    pub driver_stale_secs: u64,
+}
+
+/// Most RESP connections one process may be configured for (the machine allows
+/// 20,000 open files per process; the rest of the platform needs some).
+pub const MAX_RESP_CLIENTS: usize = 15_000;
+
+impl Default for UberConfig {
+    fn default() -> Self {
+        Self {
+            resp_port: 6380,
+            resp_max_clients: 10_000,
+            http_port: 8090,
+            pricing_port: 8091,
+            max_location_batch: 10_000,
+            city: "sf".to_owned(),
+            driver_stale_secs: 30,
+        }
+    }
+}
+
+impl UberConfig {
+    /// Checks every bound; the error starts with the dotted key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_RESP_CLIENTS).contains(&self.resp_max_clients) {
+            return Err(format!(
+                "uber.resp_max_clients: must be in 1..={MAX_RESP_CLIENTS}"
+            ));
+        }
+        if !(1..=crate::index::MAX_BATCH).contains(&self.max_location_batch) {
+            return Err(format!(
+                "uber.max_location_batch: must be in 1..={}",
+                crate::index::MAX_BATCH
+            ));
+        }
+        let city_ok = (1..=64).contains(&self.city.len())
+            && self
+                .city
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !city_ok {
+            return Err("uber.city: must be 1-64 characters from [A-Za-z0-9._-]".to_owned());
+        }
+        if !(1..=86_400).contains(&self.driver_stale_secs) {
+            return Err("uber.driver_stale_secs: must be in 1..=86400".to_owned());
+        }
+        if self.http_port != 0 && self.http_port == self.resp_port {
+            return Err("uber.http_port: must differ from resp_port".to_owned());
+        }
+        if self.pricing_port != 0
+            && (self.pricing_port == self.http_port || self.pricing_port == self.resp_port)
+        {
+            return Err("uber.pricing_port: must differ from http_port and resp_port".to_owned());
+        }
+        Ok(())
+    }
+}
