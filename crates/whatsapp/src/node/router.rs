@@ -51,7 +51,9 @@ pub enum Outbound {
     /// it (its `<a/>`, or the socket write without stream management).
     Stored {
         xml: String,
-        key: crate::offline::MessageKey,
+        /// Boxed: every connection's queue allocates its first block of slots
+        /// up front, and the slot is as large as the largest variant.
+        key: Box<crate::offline::MessageKey>,
     },
 }
 

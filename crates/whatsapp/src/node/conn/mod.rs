@@ -51,7 +51,7 @@ use crate::xml::{
     CLIENT_NS, Element, Frame, FramedParser, Limits, STREAMS_NS, StreamEvent, stream_error,
     write_stanza,
 };
-use transport::{Throttle, Transport};
+use transport::{READ_CHUNK, Throttle, Transport};
 
 /// SASL mechanisms, `<auth/>`, `<success/>`, ….
 pub const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
@@ -70,8 +70,9 @@ pub const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 const MAX_SASL_FAILURES: u32 = 3;
 /// Offline messages read per batch when flushing a backlog.
 const OFFLINE_BATCH: usize = 128;
-/// Read buffer size.
-const READ_CHUNK: usize = 8 * 1024;
+/// What one coalesced write of queued outbound stanzas may gather before it is
+/// written (one stanza may exceed it: it is written whole).
+const WRITE_BUDGET: usize = 64 * 1024;
 
 /// Why the connection ended (for the log and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,11 +151,23 @@ struct Conn {
     /// Stored messages written to this (non-SM) session, to remove from the
     /// offline store in one batch.
     removals: Vec<crate::offline::MessageKey>,
+    /// While queued outbound stanzas are being drained: what they wrote, sent in
+    /// one write at the end of the drain (see [`Conn::outbound_batch`]).
+    corked: Option<Corked>,
     /// XEP-0198 durable stores in flight, completing in order.
     stores: sm::Stores,
     /// The stanza being handled is a message whose store is in flight: `h`
     /// counts it when the store completes.
     sm_defer_current: bool,
+}
+
+/// Output gathered while draining the outbound queue.
+#[derive(Debug, Default)]
+struct Corked {
+    out: String,
+    /// Stored messages in `out` (no SM): they join `removals` only once `out` was
+    /// written, so a failed write leaves them in the offline store.
+    removals: Vec<crate::offline::MessageKey>,
 }
 
 /// A closed or kicked connection: stop.
@@ -226,6 +239,7 @@ pub(crate) async fn serve_transport(
         available: false,
         sm: None,
         removals: Vec::new(),
+        corked: None,
         stores: sm::Stores::default(),
         sm_defer_current: false,
     };
@@ -255,7 +269,6 @@ pub(crate) async fn refuse_transport(mut transport: Transport, domain: &str, err
 
 impl Conn {
     async fn run(&mut self, shutdown: CancellationToken) -> End {
-        let mut buf = vec![0u8; READ_CHUNK];
         // Re-armed only when it fires early (input moved the idle deadline), so a
         // busy connection does not touch the timer wheel per read.
         let timer = tokio::time::sleep_until(self.deadline());
@@ -282,18 +295,17 @@ impl Conn {
                 Some(done) = self.stores.next(), if !self.stores.is_empty() => {
                     self.store_done(done).await
                 }
-                Some(outbound) = self.rx.recv() => self.outbound(outbound).await,
+                Some(outbound) = self.rx.recv() => self.outbound_batch(outbound).await,
                 // Over the rate limit: stop reading until the buckets refill, so the
                 // client's TCP window fills and it slows down.
                 () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => Ok(()),
-                read = self.transport.read(&mut buf), if pause.is_none() => match read {
+                // No read buffer is held while waiting (`Transport::read`).
+                read = self.transport.read(), if pause.is_none() => match read {
                     Ok(0) | Err(_) => return End::PeerClosed,
                     Ok(n) => {
                         self.last_input = tokio::time::Instant::now();
                         self.throttle.bytes(n);
-                        // A WebSocket message is held by the transport and can be
-                        // longer than `buf`: only stream bytes are in `buf`.
-                        self.input(&buf[..n.min(buf.len())]).await
+                        self.input().await
                     }
                 },
             };
@@ -322,12 +334,56 @@ impl Conn {
     async fn outbound(&mut self, outbound: Outbound) -> Result<(), Gone> {
         match outbound {
             Outbound::Stanza(stanza) => self.deliver(stanza, None).await,
-            Outbound::Stored { xml, key } => self.deliver(xml, Some(key)).await,
+            Outbound::Stored { xml, key } => self.deliver(xml, Some(*key)).await,
             Outbound::FlushOffline => {
+                // Its removals follow its writes: nothing may wait in a cork. The
+                // batch (if any) ends here.
+                self.uncork().await?;
                 let bare = self.bare_jid();
                 self.flush_offline(&bare).await
             }
         }
+    }
+
+    /// Handles `first` and whatever else is already queued (up to
+    /// [`WRITE_BUDGET`] bytes of output) with one write to the socket: under load
+    /// a woken connection writes many stanzas per system call instead of one. Each
+    /// stanza still goes through [`Conn::write`] on its own, so XEP-0198 counts
+    /// every one; the WebSocket transport splits the joined output back into one
+    /// message per element.
+    async fn outbound_batch(&mut self, first: Outbound) -> Result<(), Gone> {
+        if self.rx.is_empty() {
+            // Alone: written as it is, no copy.
+            return self.outbound(first).await;
+        }
+        self.corked = Some(Corked::default());
+        let mut result = self.outbound(first).await;
+        while result.is_ok()
+            && self
+                .corked
+                .as_ref()
+                .is_some_and(|c| c.out.len() < WRITE_BUDGET)
+        {
+            match self.rx.try_recv() {
+                Ok(next) => result = self.outbound(next).await,
+                Err(_) => break,
+            }
+        }
+        let written = self.uncork().await;
+        result.and(written)
+    }
+
+    /// Ends a drain: writes what it gathered; its stored messages are then
+    /// written, so they may be removed.
+    async fn uncork(&mut self) -> Result<(), Gone> {
+        let Some(corked) = self.corked.take() else {
+            return Ok(());
+        };
+        if !corked.out.is_empty() {
+            self.send(&corked.out).await?;
+        }
+        self.removals.extend(corked.removals);
+        Ok(())
     }
 
     /// Handles what is already queued, so what a stanza's handling routed to this
@@ -335,16 +391,38 @@ impl Conn {
     /// to the client's next stanza.
     async fn drain_queued(&mut self) -> Result<(), Gone> {
         while let Ok(outbound) = self.rx.try_recv() {
-            self.outbound(outbound).await?;
+            self.outbound_batch(outbound).await?;
         }
         Ok(())
     }
 
-    /// Writes `data`, giving up when the router kicks this connection.
+    /// Writes `data`, giving up when the router kicks this connection; while the
+    /// outbound queue is being drained, gathers it for one write instead.
     async fn write(&mut self, data: &str) -> Result<(), Gone> {
         // XEP-0198: every stanza sent counts and waits for the client's <a/>. The
         // count is per call: write one stanza per call (never several joined).
         self.sm_track(data);
+        match self.corked.as_mut() {
+            Some(corked) => {
+                corked.out.push_str(data);
+                Ok(())
+            }
+            None => self.send(data).await,
+        }
+    }
+
+    /// A stored message (no SM) was just written with [`Conn::write`]: remove it
+    /// from the offline store once it really was.
+    fn written_stored(&mut self, key: crate::offline::MessageKey) {
+        match self.corked.as_mut() {
+            Some(corked) => corked.removals.push(key),
+            None => self.removals.push(key),
+        }
+    }
+
+    /// Writes `data` to the socket now, giving up when the router kicks this
+    /// connection.
+    async fn send(&mut self, data: &str) -> Result<(), Gone> {
         tokio::select! {
             biased;
             _ = self.kick.cancelled() => Err(Gone(End::Dropped)),
@@ -354,6 +432,8 @@ impl Conn {
 
     /// Sends `data` then the closing tag, and ends the connection.
     async fn close_with(&mut self, data: &str) -> Result<(), Gone> {
+        // What a drain gathered goes first (it was handled before this).
+        let _ = self.uncork().await;
         let mut out = String::with_capacity(data.len() + 80);
         out.push_str(data);
         out.push_str(&self.transport.footer());
@@ -368,10 +448,8 @@ impl Conn {
         self.close_with(&stream_error_text(condition)).await
     }
 
-    async fn input(&mut self, bytes: &[u8]) -> Result<(), Gone> {
-        if let Err(error) = self.transport.feed(bytes) {
-            return self.close_with(&stream_error(error.condition, None)).await;
-        }
+    /// Handles every event of what [`Transport::read`] fed to the parser.
+    async fn input(&mut self) -> Result<(), Gone> {
         loop {
             match self.transport.next_event() {
                 Ok(Some(event)) => {
