@@ -293,7 +293,9 @@ impl Accounts {
 
     /// Whether the account exists.
     pub fn contains(&self, localpart: &str) -> bool {
-        self.get(localpart).is_some()
+        // Keys are canonical: one found as it is needs no nodeprep (and no
+        // allocation) — the common case on the routing path.
+        self.current.read().contains_key(localpart) || self.get(localpart).is_some()
     }
 
     /// All localparts, sorted.

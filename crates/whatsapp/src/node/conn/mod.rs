@@ -146,8 +146,9 @@ struct Conn {
     sasl_failures: u32,
     bound: Option<Bound>,
     available: bool,
-    /// XEP-0198 state, once the client enabled stream management.
-    sm: Option<sm::Sm>,
+    /// XEP-0198 state, once the client enabled stream management (boxed: most
+    /// connections never enable it, and every byte of `Conn` is per session).
+    sm: Option<Box<sm::Sm>>,
     /// Stored messages written to this (non-SM) session, to remove from the
     /// offline store in one batch.
     removals: Vec<crate::offline::MessageKey>,
@@ -246,7 +247,7 @@ pub(crate) async fn serve_transport(
     let end = conn.run(shutdown).await;
     // XEP-0198: a dropped session is kept for resumption; otherwise what it was
     // sent and never acknowledged goes to the offline store.
-    conn.end_session(end).await;
+    Box::pin(conn.end_session(end)).await;
     metrics::counter!("whatsapp_connections_closed_total", "end" => format!("{end:?}"))
         .increment(1);
     tracing::debug!(peer = %conn.peer, ?end, "connection closed");
@@ -268,6 +269,10 @@ pub(crate) async fn refuse_transport(mut transport: Transport, domain: &str, err
 }
 
 impl Conn {
+    /// The connection's loop. What handles input and output is boxed where it is
+    /// awaited: the task's own state is then only what waiting needs (a few
+    /// hundred bytes plus `Conn`), not the largest handler's (kilobytes), and an
+    /// idle session holds only that.
     async fn run(&mut self, shutdown: CancellationToken) -> End {
         // Re-armed only when it fires early (input moved the idle deadline), so a
         // busy connection does not touch the timer wheel per read.
@@ -279,23 +284,23 @@ impl Conn {
                 biased;
                 _ = self.kick.cancelled() => return End::Dropped,
                 _ = shutdown.cancelled() => {
-                    let _ = self.close_with(&stream_error_text("system-shutdown")).await;
+                    let _ = Box::pin(self.close_with(&stream_error_text("system-shutdown"))).await;
                     return End::Shutdown;
                 }
                 () = &mut timer => {
                     let deadline = self.deadline();
                     if deadline <= tokio::time::Instant::now() {
                         metrics::counter!("whatsapp_connection_timeouts_total").increment(1);
-                        self.stream_fail("connection-timeout").await
+                        Box::pin(self.stream_fail("connection-timeout")).await
                     } else {
                         timer.as_mut().reset(deadline);
                         Ok(())
                     }
                 }
                 Some(done) = self.stores.next(), if !self.stores.is_empty() => {
-                    self.store_done(done).await
+                    Box::pin(self.store_done(done)).await
                 }
-                Some(outbound) = self.rx.recv() => self.outbound_batch(outbound).await,
+                Some(outbound) = self.rx.recv() => Box::pin(self.outbound_batch(outbound)).await,
                 // Over the rate limit: stop reading until the buckets refill, so the
                 // client's TCP window fills and it slows down.
                 () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => Ok(()),
@@ -305,12 +310,12 @@ impl Conn {
                     Ok(n) => {
                         self.last_input = tokio::time::Instant::now();
                         self.throttle.bytes(n);
-                        self.input().await
+                        Box::pin(self.input()).await
                     }
                 },
             };
             let result = match result {
-                Ok(()) => self.sm_after_turn().await,
+                Ok(()) => Box::pin(self.sm_after_turn()).await,
                 gone => gone,
             };
             if let Err(Gone(end)) = result {

@@ -177,7 +177,7 @@ pub(crate) struct Handoff {
     rx: mpsc::Receiver<Outbound>,
     bound: Bound,
     available: bool,
-    sm: Sm,
+    sm: Box<Sm>,
 }
 
 #[derive(Debug)]
@@ -741,7 +741,7 @@ impl Conn {
                 self.shared.config.sm_resume_timeout.as_secs().to_string(),
             );
         }
-        self.sm = Some(Sm {
+        self.sm = Some(Box::new(Sm {
             resume_id,
             handled_in: 0,
             acked_out: 0,
@@ -750,7 +750,7 @@ impl Conn {
             unrequested: 0,
             flush_paused: false,
             max_unacked: self.shared.config.sm_max_unacked,
-        });
+        }));
         metrics::counter!("whatsapp_sm_enabled_total").increment(1);
         self.write(&write_stanza(&enabled)).await
     }

@@ -49,11 +49,14 @@ fn feed(parser: &mut StreamParser, bytes: &[u8]) -> usize {
 }
 
 /// One connection's transport.
+// The byte stream (the common case) is inline; the larger WebSocket is boxed.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Transport {
     /// An XML stream over a byte stream (RFC 6120 §4).
     Stream(StreamIo),
-    /// RFC 7395 framing over a WebSocket.
-    Ws(WsIo),
+    /// RFC 7395 framing over a WebSocket (boxed: inline, every plaintext
+    /// connection would pay for its size).
+    Ws(Box<WsIo>),
 }
 
 pub(crate) struct StreamIo {
@@ -117,11 +120,11 @@ impl Transport {
     }
 
     pub(crate) fn websocket(socket: WebSocketStream<TcpStream>, limits: Limits) -> Self {
-        Transport::Ws(WsIo {
+        Transport::Ws(Box::new(WsIo {
             socket,
             parser: FramedParser::new(limits),
             pending: None,
-        })
+        }))
     }
 
     /// Whether the stream is encrypted (TLS from the start or after STARTTLS).
