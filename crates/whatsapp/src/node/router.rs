@@ -49,12 +49,18 @@ pub enum Outbound {
     /// A message already durable in the offline store (its sender has XEP-0198
     /// enabled): deliver it, and remove it from the store once the recipient has
     /// it (its `<a/>`, or the socket write without stream management).
-    Stored {
-        xml: String,
-        /// Boxed: every connection's queue allocates its first block of slots
-        /// up front, and the slot is as large as the largest variant.
-        key: Box<crate::offline::MessageKey>,
-    },
+    /// Boxed: every connection's queue allocates its first block of 32 slots up
+    /// front, each as large as the largest variant (this keeps it a `String`).
+    Stored(Box<StoredOutbound>),
+}
+
+/// A message already durable in the offline store, on its way to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOutbound {
+    /// The serialized stanza.
+    pub xml: String,
+    /// Its key in the offline store.
+    pub key: crate::offline::MessageKey,
 }
 
 /// One bound resource as the router sees it.

@@ -42,7 +42,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::router::{Delivery, Outbound};
+use super::router::{Delivery, Outbound, StoredOutbound};
 use super::stanza::{Jid, error_reply, stream_error_text, xep0082_stamp};
 use super::{DELAY_NS, Shared};
 use crate::auth::{SaslPolicy, SaslServer, SaslStep, decode_payload, encode_payload};
@@ -339,7 +339,10 @@ impl Conn {
     async fn outbound(&mut self, outbound: Outbound) -> Result<(), Gone> {
         match outbound {
             Outbound::Stanza(stanza) => self.deliver(stanza, None).await,
-            Outbound::Stored { xml, key } => self.deliver(xml, Some(*key)).await,
+            Outbound::Stored(stored) => {
+                let StoredOutbound { xml, key } = *stored;
+                self.deliver(xml, Some(key)).await
+            }
             Outbound::FlushOffline => {
                 // Its removals follow its writes: nothing may wait in a cork. The
                 // batch (if any) ends here.

@@ -377,7 +377,7 @@ async fn finish(shared: &Arc<Shared>, session: Handoff) {
     while let Ok(outbound) = rx.try_recv() {
         match outbound {
             Outbound::Stanza(xml) => items.push((xml, false)),
-            Outbound::Stored { xml, .. } => items.push((xml, true)),
+            Outbound::Stored(stored) => items.push((stored.xml, true)),
             Outbound::FlushOffline => {}
         }
     }
@@ -632,9 +632,11 @@ impl Conn {
         }
         let bare = to.bare();
         let xml = write_stanza(&element);
-        let item = || Outbound::Stored {
-            xml: xml.clone(),
-            key: Box::new(key.clone()),
+        let item = || {
+            Outbound::Stored(Box::new(StoredOutbound {
+                xml: xml.clone(),
+                key: key.clone(),
+            }))
         };
         let router = &self.shared.router;
         if let Some(resource) = &to.resource
