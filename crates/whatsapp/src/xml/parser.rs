@@ -268,6 +268,12 @@ impl Core {
                 self.buf = Vec::new();
                 self.pos = 0;
                 self.scan = 0;
+                // Between stanzas, the element stack and the namespace frames of
+                // the last one's children are not needed either.
+                if self.open.is_empty() {
+                    self.open = Vec::new();
+                }
+                self.ns.shrink_to_fit();
                 Ok(None)
             }
             Ok(produced) => Ok(produced),
