@@ -250,14 +250,12 @@ impl Router {
         resource: &str,
         item: &dyn Fn() -> Outbound,
     ) -> Delivery {
-        let target = self
-            .sessions
-            .lock()
-            .get(bare)
-            .and_then(|r| r.get(resource))
-            .cloned();
-        match target {
-            Some(session) if offer(&session, item()) => Delivery::Delivered(1),
+        // Offered under the lock (`try_send` never waits, `item` only builds the
+        // value): cloning the session (its sender and kick token) per stanza cost
+        // more than the lock is held.
+        let sessions = self.sessions.lock();
+        match sessions.get(bare).and_then(|r| r.get(resource)) {
+            Some(session) if offer(session, item()) => Delivery::Delivered(1),
             _ => Delivery::NoSession,
         }
     }
@@ -265,18 +263,13 @@ impl Router {
     /// Queues `item` to every available resource of `bare` with priority ≥ 0, on
     /// this node only.
     pub fn deliver_bare(&self, bare: &str, item: &dyn Fn() -> Outbound) -> Delivery {
-        let targets: Vec<Session> = self
-            .sessions
-            .lock()
-            .get(bare)
-            .map(|r| {
-                r.values()
-                    .filter(|s| s.available && s.priority >= 0)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let delivered = targets.iter().filter(|s| offer(s, item())).count();
+        // Under the lock, as in `deliver_full`.
+        let sessions = self.sessions.lock();
+        let delivered = sessions.get(bare).map_or(0, |r| {
+            r.values()
+                .filter(|s| s.available && s.priority >= 0 && offer(s, item()))
+                .count()
+        });
         if delivered == 0 {
             Delivery::NoSession
         } else {
