@@ -122,7 +122,8 @@ memory() {
             load "memory-$system-$n${TAG:-}" $port --connections "$n" --sources 2 --mechanism $mech \
                 --login-rate $lrate --login-concurrency $lconc --rate 0 --duration 15s &
             local gen=$!
-            for _ in $(seq 1 1200); do
+            # Until every login is done (bounded: the expected login time + 60 s).
+            for _ in $(seq 1 $(((n / lrate + 60) * 10))); do
                 grep -q "phase: Hold" "$OUT/memory-$system-$n${TAG:-}.err" 2>/dev/null && break
                 sleep 0.1
             done

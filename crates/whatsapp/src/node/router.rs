@@ -41,8 +41,9 @@ pub const MAX_RESOURCES_PER_ACCOUNT: usize = 64;
 /// What routing hands to a session's connection task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
-    /// A serialized stanza to write.
-    Stanza(String),
+    /// A serialized stanza to write (a `Box<str>`, not a `String`: 16 bytes a
+    /// slot, see `Stored`).
+    Stanza(Box<str>),
     /// Offline messages were stored for this account after it became available:
     /// deliver them.
     FlushOffline,
@@ -50,7 +51,7 @@ pub enum Outbound {
     /// enabled): deliver it, and remove it from the store once the recipient has
     /// it (its `<a/>`, or the socket write without stream management).
     /// Boxed: every connection's queue allocates its first block of 32 slots up
-    /// front, each as large as the largest variant (this keeps it a `String`).
+    /// front, each as large as the largest variant.
     Stored(Box<StoredOutbound>),
 }
 
@@ -234,12 +235,12 @@ impl Router {
 
     /// [`Router::to_full`] on this node only.
     pub fn local_to_full(&self, bare: &str, resource: &str, stanza: &str) -> Delivery {
-        self.deliver_full(bare, resource, &|| Outbound::Stanza(stanza.to_owned()))
+        self.deliver_full(bare, resource, &|| Outbound::Stanza(stanza.into()))
     }
 
     /// [`Router::to_bare`] on this node only.
     pub fn local_to_bare(&self, bare: &str, stanza: &str) -> Delivery {
-        self.deliver_bare(bare, &|| Outbound::Stanza(stanza.to_owned()))
+        self.deliver_bare(bare, &|| Outbound::Stanza(stanza.into()))
     }
 
     /// Queues `item` to exactly `bare/resource` (bound, available or not), on this

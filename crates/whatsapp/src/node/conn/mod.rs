@@ -345,7 +345,7 @@ impl Conn {
     /// Handles what routing queued for this session.
     async fn outbound(&mut self, outbound: Outbound) -> Result<(), Gone> {
         match outbound {
-            Outbound::Stanza(stanza) => self.deliver(stanza, None).await,
+            Outbound::Stanza(stanza) => self.deliver(stanza.into(), None).await,
             Outbound::Stored(stored) => {
                 let StoredOutbound { xml, key } = *stored;
                 self.deliver(xml, Some(key)).await

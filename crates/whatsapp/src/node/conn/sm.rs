@@ -376,7 +376,7 @@ async fn finish(shared: &Arc<Shared>, session: Handoff) {
         .collect();
     while let Ok(outbound) = rx.try_recv() {
         match outbound {
-            Outbound::Stanza(xml) => items.push((xml, false)),
+            Outbound::Stanza(xml) => items.push((xml.into(), false)),
             Outbound::Stored(stored) => items.push((stored.xml, true)),
             Outbound::FlushOffline => {}
         }
