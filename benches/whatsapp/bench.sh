@@ -8,7 +8,11 @@
 #
 # Environment: WA_BENCH_BIN (default target/release/casebook), BENCH_OUT
 # (default /tmp/casebook-wa-bench), SERVER_CPU (0), LOAD_CPU (1), STEP_SECS (10), SYSTEMS,
-# OUR_RATES / PROSODY_RATES (message rates to step through), SESSIONS ("1000 5000 15000").
+# OUR_RATES / PROSODY_RATES (message rates to step through), SESSIONS ("1000 5000 15000"),
+# OUR_ARCHIVE (false: like Prosody here, no message archive; true = the node's default),
+# MSG_SM (false: the message steps run without XEP-0198 on both; true = the generator
+# enables it when offered, and our node then stores every message durably first),
+# TAG (suffix for report names and summary lines).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -67,8 +71,14 @@ start_ours() {
     rm -rf "$OUT/ours"
     mkdir -p "$OUT/ours/whatsapp/localhost"
     cp "$OUT/accounts/whatsapp/localhost/accounts.json" "$OUT/ours/whatsapp/localhost/"
+    # The per-connection rate limit (100 stanzas/s by default) is lifted: the message
+    # steps send up to 120/s per connection.
     CASEBOOK_WHATSAPP__MAX_CONNECTIONS=19000 \
         CASEBOOK_WHATSAPP__ALLOW_INSECURE_PLAIN=true \
+        CASEBOOK_WHATSAPP__ARCHIVE_MESSAGES=${OUR_ARCHIVE:-false} \
+        CASEBOOK_WHATSAPP__MAX_STANZAS_PER_SECOND=1000000 \
+        CASEBOOK_WHATSAPP__STANZA_BURST=1000000 \
+        CASEBOOK_WHATSAPP__MAX_BYTES_PER_SECOND=1000000000 \
         CASEBOOK_METRICS_PUSH__ENABLED=false \
         taskset -c "$SERVER_CPU" "$BIN" --data-dir "$OUT/ours" --control-port 0 \
         --whatsapp-port $OUR_PORT --log warn up >"$OUT/ours.log" 2>&1 &
@@ -112,7 +122,8 @@ memory() {
             load "memory-$system-$n${TAG:-}" $port --connections "$n" --sources 2 --mechanism $mech \
                 --login-rate $lrate --login-concurrency $lconc --rate 0 --duration 15s &
             local gen=$!
-            for _ in $(seq 1 1200); do
+            # Until every login is done (bounded: the expected login time + 60 s).
+            for _ in $(seq 1 $(((n / lrate + 60) * 10))); do
                 grep -q "phase: Hold" "$OUT/memory-$system-$n${TAG:-}.err" 2>/dev/null && break
                 sleep 0.1
             done
@@ -157,24 +168,27 @@ messages() {
     for system in ${SYSTEMS:-ours prosody}; do
         if [ $system = ours ]; then rates=$OUR_RATES; else rates=$PROSODY_RATES; fi
         mech=plain # logins are not what this measures
+        local sm_flag=--no-stream-management
+        if [ "${MSG_SM:-false}" = true ]; then sm_flag=; fi
         for rate in $rates; do
             if [ $system = ours ]; then start_ours; port=$OUR_PORT; else
                 start_prosody; port=$PROSODY_PORT; fi
-            load "messages-$system-$rate" $port --connections 500 --sources 2 --mechanism $mech \
+            local name="messages-$system${TAG:-}-$rate"
+            load "$name" $port --connections 500 --sources 2 --mechanism $mech $sm_flag \
                 --login-rate 1000 --login-concurrency 64 --rate "$rate" --duration "${STEP_SECS}s" --loss-timeout 5s
             local line
             line=$(jq -c '{sent: .messages.sent, delivered: .messages.delivered, lost: .messages.lost, unsent: .messages.unsent, per_sec: .messages.delivered_per_sec, p50: .messages.p50_ms, p99: .messages.p99_ms, p999: .messages.p999_ms, max: .messages.max_ms, errors: .errors}' \
-                "$OUT/messages-$system-$rate.json")
+                "$OUT/$name.json")
             local verdict=pass
-            if jq -e '.messages.p99_ms >= 100' "$OUT/messages-$system-$rate.json" >/dev/null; then
+            if jq -e '.messages.p99_ms >= 100' "$OUT/$name.json" >/dev/null; then
                 verdict=p99-over-100ms
             fi
-            echo "messages $system rate=$rate $verdict $line" | tee -a "$OUT/summary.txt"
+            echo "messages $system${TAG:-} rate=$rate $verdict $line" | tee -a "$OUT/summary.txt"
             # Past the p99 bound the steps go on while nothing is lost: how far the
             # throughput goes is worth knowing too.
             if jq -e '.messages.lost > 0 or .messages.unsent > 0
                     or .messages.delivered_per_sec < 0.95 * .messages.offered_rate' \
-                "$OUT/messages-$system-$rate.json" >/dev/null; then
+                "$OUT/$name.json" >/dev/null; then
                 break
             fi
         done

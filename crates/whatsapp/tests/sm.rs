@@ -556,3 +556,49 @@ async fn pipelined_durable_messages_keep_order_and_h_counts_bounces_behind_them(
     let want: Vec<String> = (1..=40).map(|n| format!("p{n:02}")).collect();
     assert_eq!(ids(&read_messages(&mut bob, 40).await), want);
 }
+
+/// A burst queued for a stream-managed session is written in coalesced writes;
+/// `h` still counts every stanza: acknowledging exactly what arrived is accepted,
+/// and leaves nothing unacknowledged (nothing comes back on a fresh login).
+#[tokio::test]
+async fn a_coalesced_burst_counts_every_stanza_in_h() {
+    let node = node(SystemClock::shared()).await;
+    let (mut alice, _) = Client::online(node.addr, "alice", "phone", None).await;
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", Some(false)).await;
+    bob.ping("ready").await;
+    alice.ping("ready").await;
+    const BURST: usize = 150;
+    let mut burst = String::new();
+    for n in 0..BURST {
+        burst.push_str(&format!(
+            "<message to='bob@localhost/laptop' type='chat' id='b{n}'><body>{n}</body></message>"
+        ));
+    }
+    alice.send(&burst).await;
+    alice.ping("sent").await;
+    let got = read_messages(&mut bob, BURST).await;
+    let expected: Vec<String> = (0..BURST).map(|n| format!("b{n}")).collect();
+    assert_eq!(ids(&got), expected);
+    assert!(bob.ping("drain").await.is_empty());
+    assert_eq!(bob.received as usize, BURST + 2, "two ping results");
+    bob.ack().await;
+    bob.ping("acked").await;
+    // One beyond what arrived is refused, naming the server's count: exactly
+    // what the client counted (per stanza, not per write).
+    let sent = bob.received;
+    bob.send(&format!("<a xmlns='{SM_NS}' h='{}'/>", sent + 1))
+        .await;
+    let error = bob.expect_stream_error("undefined-condition").await;
+    let count = sent.to_string();
+    assert_eq!(
+        error
+            .child("handled-count-too-high", SM_NS)
+            .and_then(|d| d.attr("send-count")),
+        Some(count.as_str())
+    );
+    let (mut again, _) = Client::online(node.addr, "bob", "tablet", Some(false)).await;
+    assert!(
+        ids(&again.ping("after").await).is_empty(),
+        "every message was acknowledged: none went offline"
+    );
+}

@@ -569,3 +569,45 @@ async fn the_connection_cap_counts_tcp_tls_and_websocket_together() {
     }
     assert!(node.platform.kill(&node.instance_id).await);
 }
+
+/// A burst routed to one session is drained from its queue and written in as few
+/// writes as possible; over WebSocket it still arrives as one message per element
+/// (the client's framed parser refuses anything else), over TLS intact, in order.
+#[tokio::test]
+async fn a_burst_of_queued_stanzas_arrives_whole_and_in_order_over_websocket_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path(), free_ports()).await;
+    let mut ws = Client::ws(&node).await;
+    online(&mut ws, "alice", "alice-pw", "browser").await;
+    let mut tls = Client::tls(&node).await;
+    online(&mut tls, "alice", "alice-pw", "tls").await;
+    let mut bob = Client::connect(node.addr).await;
+    online(&mut bob, "bob", "bob-pw", "laptop").await;
+    ws.ping("a").await;
+    tls.ping("b").await;
+    bob.ping("c").await;
+
+    // One write from bob: his task routes them all before either recipient runs.
+    const BURST: usize = 80;
+    let mut burst = String::new();
+    for n in 0..BURST {
+        for resource in ["browser", "tls"] {
+            burst.push_str(&format!(
+                "<message to='alice@localhost/{resource}' type='chat'><body>{resource}-{n}</body></message>"
+            ));
+        }
+    }
+    bob.send(&burst).await;
+    for (client, resource) in [(&mut ws, "browser"), (&mut tls, "tls")] {
+        let mut got = Vec::new();
+        while got.len() < BURST {
+            let stanza = client.stanza().await;
+            if stanza.is("message", CLIENT_NS) {
+                got.push(body(&stanza));
+            }
+        }
+        let expected: Vec<String> = (0..BURST).map(|n| format!("{resource}-{n}")).collect();
+        assert_eq!(got, expected, "{resource}");
+        client.ping("after").await;
+    }
+}

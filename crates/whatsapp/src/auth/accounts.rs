@@ -9,7 +9,9 @@
 //! clone. Localparts go through [`nodeprep_lite`]; in-band registration (XEP-0077)
 //! is refused unless enabled and applies the same validation. A corrupt or
 //! inconsistent file is a [`AccountError::Corrupt`] naming the file. No secret is
-//! ever logged or printed by `Debug`.
+//! ever logged or printed by `Debug`. [`Accounts::reload`] re-reads the file only
+//! when its length, mtime or inode differ from the version last read or written
+//! (a node polls it every few seconds; with many accounts the parse is costly).
 //!
 //! Not guaranteed: concurrent writers in two processes on the same file (one node
 //! owns a domain's store); full RFC 7622 nodeprep (see [`nodeprep_lite`]).
@@ -219,8 +221,9 @@ pub struct Accounts {
     path: PathBuf,
     config: AccountsConfig,
     current: RwLock<Arc<AccountMap>>,
-    /// Serialises writers so two updates cannot lose each other.
-    writer: Mutex<()>,
+    /// Serialises writers so two updates cannot lose each other; holds the stamp
+    /// of the file version `current` was read from or written to.
+    writer: Mutex<Option<FileStamp>>,
     /// Process-private key for unknown users' decoy secrets (see [`Accounts::lookup`]).
     decoy_key: [u8; 32],
 }
@@ -243,12 +246,13 @@ impl Accounts {
         }
         let domain = validate_domain(domain)?;
         let path = Self::path_for(data_dir, &domain)?;
+        let stamp = FileStamp::of(&path);
         let accounts = load(&path, &domain)?;
         Ok(Self {
             domain,
             path,
             current: RwLock::new(Arc::new(accounts)),
-            writer: Mutex::new(()),
+            writer: Mutex::new(stamp),
             decoy_key: rand::random(),
             config,
         })
@@ -289,7 +293,9 @@ impl Accounts {
 
     /// Whether the account exists.
     pub fn contains(&self, localpart: &str) -> bool {
-        self.get(localpart).is_some()
+        // Keys are canonical: one found as it is needs no nodeprep (and no
+        // allocation) — the common case on the routing path.
+        self.current.read().contains_key(localpart) || self.get(localpart).is_some()
     }
 
     /// All localparts, sorted.
@@ -366,12 +372,19 @@ impl Accounts {
 
     /// Re-reads the file, e.g. after `casebook whatsapp add-user` changed it while
     /// this node runs; returns the number of accounts. On error the current
-    /// accounts stay in place.
+    /// accounts stay in place. An unchanged file (same length, mtime and inode as
+    /// the version last read or written) is not read again.
     pub fn reload(&self) -> Result<usize, AccountError> {
-        let _writer = self.writer.lock();
+        let mut seen = self.writer.lock();
+        // Stat before reading: a change landing between the two is seen next time.
+        let stamp = FileStamp::of(&self.path);
+        if stamp.is_some() && stamp == *seen {
+            return Ok(self.current.read().len());
+        }
         let accounts = load(&self.path, &self.domain)?;
         let count = accounts.len();
         *self.current.write() = Arc::new(accounts);
+        *seen = stamp;
         Ok(count)
     }
 
@@ -380,12 +393,38 @@ impl Accounts {
         &self,
         change: impl FnOnce(&mut AccountMap) -> Result<(), AccountError>,
     ) -> Result<(), AccountError> {
-        let _writer = self.writer.lock();
+        let mut seen = self.writer.lock();
         let mut next = AccountMap::clone(&self.current.read());
         change(&mut next)?;
         persist(&self.path, &self.domain, &next)?;
         *self.current.write() = Arc::new(next);
+        // The renamed file is what `current` holds: no need to read it back.
+        *seen = FileStamp::of(&self.path);
         Ok(())
+    }
+}
+
+/// What identifies one version of the account file without reading it: `persist`
+/// renames a new file into place (a new inode), an editor may rewrite in place
+/// (new mtime and usually length).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    inode: u64,
+}
+
+impl FileStamp {
+    /// `None` when the file cannot be stat'ed (missing): always (re)read then.
+    fn of(path: &Path) -> Option<Self> {
+        let meta = fs::metadata(path).ok()?;
+        Some(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            inode: std::os::unix::fs::MetadataExt::ino(&meta),
+        })
     }
 }
 
@@ -585,6 +624,43 @@ mod tests {
         fs::write(node.path(), "garbage").unwrap();
         assert!(matches!(node.reload(), Err(AccountError::Corrupt { .. })));
         assert!(node.contains("alice"));
+    }
+
+    #[test]
+    fn reload_reads_the_file_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open(dir.path());
+        node.add("alice", "pw").unwrap();
+        let before = Arc::as_ptr(&node.current.read());
+        assert_eq!(node.reload().unwrap(), 1);
+        assert_eq!(
+            Arc::as_ptr(&node.current.read()),
+            before,
+            "its own write is not read back"
+        );
+        // Another writer (a new file renamed into place): read.
+        open(dir.path()).add("bob", "pw").unwrap();
+        assert_eq!(node.reload().unwrap(), 2);
+        let after = Arc::as_ptr(&node.current.read());
+        assert_ne!(after, before);
+        assert_eq!(node.reload().unwrap(), 2);
+        assert_eq!(
+            Arc::as_ptr(&node.current.read()),
+            after,
+            "unchanged: not read"
+        );
+        // Rewritten in place with another length: read (and refused, state kept).
+        let text = fs::read_to_string(node.path()).unwrap();
+        fs::write(node.path(), format!("{text}  ")).unwrap();
+        assert_eq!(node.reload().unwrap(), 2);
+        assert_ne!(Arc::as_ptr(&node.current.read()), after);
+        fs::write(node.path(), "garbage").unwrap();
+        assert!(node.reload().is_err());
+        assert!(node.reload().is_err(), "a bad file stays unread-as-good");
+        assert!(node.contains("bob"));
+        // Removed: an empty store, as at open.
+        fs::remove_file(node.path()).unwrap();
+        assert_eq!(node.reload().unwrap(), 0);
     }
 
     #[test]

@@ -585,7 +585,10 @@ impl ServiceFactory for ChatNode {
                     let reached = stream.local_addr().ok().map(|a| a.ip());
                     capacity_refusal(&cluster, &me.id, reached)
                 });
-                async move {
+                // Boxed: the instance's task wrapper moves its future into a
+                // `select!`, which holds it twice; this way each connection's
+                // state exists once.
+                Box::pin(async move {
                     if let Some(_slot) = slot {
                         conn::serve(shared, stream, peer, shutdown).await;
                     } else {
@@ -593,7 +596,7 @@ impl ServiceFactory for ChatNode {
                         let refusal = refusal.unwrap_or_default();
                         conn::refuse(stream, &shared.config.domain, &refusal).await;
                     }
-                }
+                })
             });
             Ok(address)
         })

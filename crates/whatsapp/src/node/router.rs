@@ -41,18 +41,27 @@ pub const MAX_RESOURCES_PER_ACCOUNT: usize = 64;
 /// What routing hands to a session's connection task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
-    /// A serialized stanza to write.
-    Stanza(String),
+    /// A serialized stanza to write (a `Box<str>`, not a `String`: 16 bytes a
+    /// slot, see `Stored`).
+    Stanza(Box<str>),
     /// Offline messages were stored for this account after it became available:
     /// deliver them.
     FlushOffline,
     /// A message already durable in the offline store (its sender has XEP-0198
     /// enabled): deliver it, and remove it from the store once the recipient has
     /// it (its `<a/>`, or the socket write without stream management).
-    Stored {
-        xml: String,
-        key: crate::offline::MessageKey,
-    },
+    /// Boxed: every connection's queue allocates its first block of 32 slots up
+    /// front, each as large as the largest variant.
+    Stored(Box<StoredOutbound>),
+}
+
+/// A message already durable in the offline store, on its way to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOutbound {
+    /// The serialized stanza.
+    pub xml: String,
+    /// Its key in the offline store.
+    pub key: crate::offline::MessageKey,
 }
 
 /// One bound resource as the router sees it.
@@ -226,12 +235,12 @@ impl Router {
 
     /// [`Router::to_full`] on this node only.
     pub fn local_to_full(&self, bare: &str, resource: &str, stanza: &str) -> Delivery {
-        self.deliver_full(bare, resource, &|| Outbound::Stanza(stanza.to_owned()))
+        self.deliver_full(bare, resource, &|| Outbound::Stanza(stanza.into()))
     }
 
     /// [`Router::to_bare`] on this node only.
     pub fn local_to_bare(&self, bare: &str, stanza: &str) -> Delivery {
-        self.deliver_bare(bare, &|| Outbound::Stanza(stanza.to_owned()))
+        self.deliver_bare(bare, &|| Outbound::Stanza(stanza.into()))
     }
 
     /// Queues `item` to exactly `bare/resource` (bound, available or not), on this
@@ -242,14 +251,12 @@ impl Router {
         resource: &str,
         item: &dyn Fn() -> Outbound,
     ) -> Delivery {
-        let target = self
-            .sessions
-            .lock()
-            .get(bare)
-            .and_then(|r| r.get(resource))
-            .cloned();
-        match target {
-            Some(session) if offer(&session, item()) => Delivery::Delivered(1),
+        // Offered under the lock (`try_send` never waits, `item` only builds the
+        // value): cloning the session (its sender and kick token) per stanza cost
+        // more than the lock is held.
+        let sessions = self.sessions.lock();
+        match sessions.get(bare).and_then(|r| r.get(resource)) {
+            Some(session) if offer(session, item()) => Delivery::Delivered(1),
             _ => Delivery::NoSession,
         }
     }
@@ -257,18 +264,13 @@ impl Router {
     /// Queues `item` to every available resource of `bare` with priority ≥ 0, on
     /// this node only.
     pub fn deliver_bare(&self, bare: &str, item: &dyn Fn() -> Outbound) -> Delivery {
-        let targets: Vec<Session> = self
-            .sessions
-            .lock()
-            .get(bare)
-            .map(|r| {
-                r.values()
-                    .filter(|s| s.available && s.priority >= 0)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let delivered = targets.iter().filter(|s| offer(s, item())).count();
+        // Under the lock, as in `deliver_full`.
+        let sessions = self.sessions.lock();
+        let delivered = sessions.get(bare).map_or(0, |r| {
+            r.values()
+                .filter(|s| s.available && s.priority >= 0 && offer(s, item()))
+                .count()
+        });
         if delivered == 0 {
             Delivery::NoSession
         } else {

@@ -260,6 +260,22 @@ impl Core {
             return Err(error.clone());
         }
         match self.step() {
+            Ok(None) if self.pos == self.buf.len() => {
+                // Everything fed was parsed: hold no buffer until the next read (an
+                // idle connection costs nothing here, and one large stanza does not
+                // pin its capacity for the connection's life). `scan` is between
+                // `pos` and the end, so it is at the end too.
+                self.buf = Vec::new();
+                self.pos = 0;
+                self.scan = 0;
+                // Between stanzas, the element stack and the namespace frames of
+                // the last one's children are not needed either.
+                if self.open.is_empty() {
+                    self.open = Vec::new();
+                }
+                self.ns.shrink_to_fit();
+                Ok(None)
+            }
             Ok(produced) => Ok(produced),
             Err(error) => {
                 self.failed = Some(error.clone());
@@ -1025,6 +1041,12 @@ impl StreamParser {
     /// Bytes currently held unparsed (always at most `max_buffer_bytes`).
     pub fn buffered_len(&self) -> usize {
         self.core.buf.len() - self.core.pos
+    }
+
+    /// Heap bytes the input buffer holds: 0 once every event of what was fed has
+    /// been taken.
+    pub fn buffer_capacity(&self) -> usize {
+        self.core.buf.capacity()
     }
 
     /// Whether the peer's `</stream:stream>` has been seen.

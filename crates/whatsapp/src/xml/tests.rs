@@ -667,3 +667,43 @@ fn zero_limits_are_sanitised_not_panicking() {
     let error = FramedParser::new(zero).parse(b"<a/>").unwrap_err();
     assert_eq!(error.condition, StreamErrorCondition::PolicyViolation);
 }
+
+#[test]
+fn the_input_buffer_is_released_once_everything_fed_is_parsed() {
+    let mut parser = StreamParser::default();
+    parser.feed(HEADER.as_bytes()).unwrap();
+    assert!(matches!(
+        parser.next_event().unwrap(),
+        Some(StreamEvent::StreamOpen { .. })
+    ));
+    assert_eq!(parser.next_event().unwrap(), None);
+    assert_eq!(parser.buffer_capacity(), 0, "idle after the header");
+    // A large stanza in pieces: buffered while incomplete, released once taken.
+    let big = message_of_size(60_000);
+    let (first, rest) = big.as_bytes().split_at(30_000);
+    parser.feed(first).unwrap();
+    assert_eq!(parser.next_event().unwrap(), None);
+    assert!(parser.buffer_capacity() >= 30_000);
+    parser.feed(rest).unwrap();
+    assert!(matches!(
+        parser.next_event().unwrap(),
+        Some(StreamEvent::Stanza(_))
+    ));
+    assert_eq!(parser.next_event().unwrap(), None);
+    assert_eq!(parser.buffer_capacity(), 0, "idle after a large stanza");
+    // A partial stanza stays buffered and completes across the release.
+    parser.feed(b"<presence/><message><bo").unwrap();
+    assert!(matches!(
+        parser.next_event().unwrap(),
+        Some(StreamEvent::Stanza(p)) if p.name() == "presence"
+    ));
+    assert_eq!(parser.next_event().unwrap(), None);
+    assert!(parser.buffer_capacity() > 0);
+    parser.feed(b"dy>hi</body></message>").unwrap();
+    assert!(matches!(
+        parser.next_event().unwrap(),
+        Some(StreamEvent::Stanza(m)) if m.name() == "message"
+    ));
+    assert_eq!(parser.next_event().unwrap(), None);
+    assert_eq!(parser.buffer_capacity(), 0);
+}

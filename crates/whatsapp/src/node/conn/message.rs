@@ -24,12 +24,14 @@ impl Conn {
         let bare = to.bare();
         let bare_recipient = bare.clone();
         self.archive_and_stamp(&mut element, &bare).await;
-        let own = self
-            .bound
-            .as_ref()
-            .map(|b| (b.bare.clone(), b.resource.clone()));
-        if let Some((own_bare, own_resource)) = &own {
-            carbons::copy(&self.shared, "sent", own_bare, Some(own_resource), &element);
+        if let Some(own) = &self.bound {
+            carbons::copy(
+                &self.shared,
+                "sent",
+                &own.bare,
+                Some(&own.resource),
+                &element,
+            );
         }
         if self.sm.is_some() && matches!(element.attr("type"), None | Some("normal") | Some("chat"))
         {

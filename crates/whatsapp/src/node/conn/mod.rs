@@ -14,6 +14,13 @@
 //! read until its token buckets refill. SASL computations run off the runtime
 //! threads.
 //!
+//! Cost per session: an idle connection holds no read buffer (the transport
+//! reads into a stack buffer only once the socket is readable, and the parser
+//! frees its buffer once everything fed was parsed) and its task is small (the
+//! handlers are boxed where they are awaited). Stanzas routed to a session while
+//! it is busy are drained from its queue and written together (up to 64 KiB per
+//! write); XEP-0198 still counts each one.
+//!
 //! Not here (yet): s2s, SCRAM-*-PLUS. Without XEP-0198, removal after the socket
 //! write means a message is lost if the connection dies with it still in the
 //! kernel's buffers.
@@ -42,7 +49,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::router::{Delivery, Outbound};
+use super::router::{Delivery, Outbound, StoredOutbound};
 use super::stanza::{Jid, error_reply, stream_error_text, xep0082_stamp};
 use super::{DELAY_NS, Shared};
 use crate::auth::{SaslPolicy, SaslServer, SaslStep, decode_payload, encode_payload};
@@ -51,7 +58,7 @@ use crate::xml::{
     CLIENT_NS, Element, Frame, FramedParser, Limits, STREAMS_NS, StreamEvent, stream_error,
     write_stanza,
 };
-use transport::{Throttle, Transport};
+use transport::{READ_CHUNK, Throttle, Transport};
 
 /// SASL mechanisms, `<auth/>`, `<success/>`, ….
 pub const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
@@ -70,8 +77,9 @@ pub const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 const MAX_SASL_FAILURES: u32 = 3;
 /// Offline messages read per batch when flushing a backlog.
 const OFFLINE_BATCH: usize = 128;
-/// Read buffer size.
-const READ_CHUNK: usize = 8 * 1024;
+/// What one coalesced write of queued outbound stanzas may gather before it is
+/// written (one stanza may exceed it: it is written whole).
+const WRITE_BUDGET: usize = 64 * 1024;
 
 /// Why the connection ended (for the log and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,16 +153,29 @@ struct Conn {
     sasl_failures: u32,
     bound: Option<Bound>,
     available: bool,
-    /// XEP-0198 state, once the client enabled stream management.
-    sm: Option<sm::Sm>,
+    /// XEP-0198 state, once the client enabled stream management (boxed: most
+    /// connections never enable it, and every byte of `Conn` is per session).
+    sm: Option<Box<sm::Sm>>,
     /// Stored messages written to this (non-SM) session, to remove from the
     /// offline store in one batch.
     removals: Vec<crate::offline::MessageKey>,
+    /// While queued outbound stanzas are being drained: what they wrote, sent in
+    /// one write at the end of the drain (see [`Conn::outbound_batch`]).
+    corked: Option<Corked>,
     /// XEP-0198 durable stores in flight, completing in order.
     stores: sm::Stores,
     /// The stanza being handled is a message whose store is in flight: `h`
     /// counts it when the store completes.
     sm_defer_current: bool,
+}
+
+/// Output gathered while draining the outbound queue.
+#[derive(Debug, Default)]
+struct Corked {
+    out: String,
+    /// Stored messages in `out` (no SM): they join `removals` only once `out` was
+    /// written, so a failed write leaves them in the offline store.
+    removals: Vec<crate::offline::MessageKey>,
 }
 
 /// A closed or kicked connection: stop.
@@ -226,13 +247,14 @@ pub(crate) async fn serve_transport(
         available: false,
         sm: None,
         removals: Vec::new(),
+        corked: None,
         stores: sm::Stores::default(),
         sm_defer_current: false,
     };
     let end = conn.run(shutdown).await;
     // XEP-0198: a dropped session is kept for resumption; otherwise what it was
     // sent and never acknowledged goes to the offline store.
-    conn.end_session(end).await;
+    Box::pin(conn.end_session(end)).await;
     metrics::counter!("whatsapp_connections_closed_total", "end" => format!("{end:?}"))
         .increment(1);
     tracing::debug!(peer = %conn.peer, ?end, "connection closed");
@@ -254,8 +276,11 @@ pub(crate) async fn refuse_transport(mut transport: Transport, domain: &str, err
 }
 
 impl Conn {
+    /// The connection's loop. What handles input and output is boxed where it is
+    /// awaited: the task's own state is then only what waiting needs (a few
+    /// hundred bytes plus `Conn`), not the largest handler's (kilobytes), and an
+    /// idle session holds only that.
     async fn run(&mut self, shutdown: CancellationToken) -> End {
-        let mut buf = vec![0u8; READ_CHUNK];
         // Re-armed only when it fires early (input moved the idle deadline), so a
         // busy connection does not touch the timer wheel per read.
         let timer = tokio::time::sleep_until(self.deadline());
@@ -266,39 +291,38 @@ impl Conn {
                 biased;
                 _ = self.kick.cancelled() => return End::Dropped,
                 _ = shutdown.cancelled() => {
-                    let _ = self.close_with(&stream_error_text("system-shutdown")).await;
+                    let _ = Box::pin(self.close_with(&stream_error_text("system-shutdown"))).await;
                     return End::Shutdown;
                 }
                 () = &mut timer => {
                     let deadline = self.deadline();
                     if deadline <= tokio::time::Instant::now() {
                         metrics::counter!("whatsapp_connection_timeouts_total").increment(1);
-                        self.stream_fail("connection-timeout").await
+                        Box::pin(self.stream_fail("connection-timeout")).await
                     } else {
                         timer.as_mut().reset(deadline);
                         Ok(())
                     }
                 }
                 Some(done) = self.stores.next(), if !self.stores.is_empty() => {
-                    self.store_done(done).await
+                    Box::pin(self.store_done(done)).await
                 }
-                Some(outbound) = self.rx.recv() => self.outbound(outbound).await,
+                Some(outbound) = self.rx.recv() => Box::pin(self.outbound_batch(outbound)).await,
                 // Over the rate limit: stop reading until the buckets refill, so the
                 // client's TCP window fills and it slows down.
                 () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => Ok(()),
-                read = self.transport.read(&mut buf), if pause.is_none() => match read {
+                // No read buffer is held while waiting (`Transport::read`).
+                read = self.transport.read(), if pause.is_none() => match read {
                     Ok(0) | Err(_) => return End::PeerClosed,
                     Ok(n) => {
                         self.last_input = tokio::time::Instant::now();
                         self.throttle.bytes(n);
-                        // A WebSocket message is held by the transport and can be
-                        // longer than `buf`: only stream bytes are in `buf`.
-                        self.input(&buf[..n.min(buf.len())]).await
+                        Box::pin(self.input()).await
                     }
                 },
             };
             let result = match result {
-                Ok(()) => self.sm_after_turn().await,
+                Ok(()) => Box::pin(self.sm_after_turn()).await,
                 gone => gone,
             };
             if let Err(Gone(end)) = result {
@@ -321,13 +345,60 @@ impl Conn {
     /// Handles what routing queued for this session.
     async fn outbound(&mut self, outbound: Outbound) -> Result<(), Gone> {
         match outbound {
-            Outbound::Stanza(stanza) => self.deliver(stanza, None).await,
-            Outbound::Stored { xml, key } => self.deliver(xml, Some(key)).await,
+            Outbound::Stanza(stanza) => self.deliver(stanza.into(), None).await,
+            Outbound::Stored(stored) => {
+                let StoredOutbound { xml, key } = *stored;
+                self.deliver(xml, Some(key)).await
+            }
             Outbound::FlushOffline => {
+                // Its removals follow its writes: nothing may wait in a cork. The
+                // batch (if any) ends here.
+                self.uncork().await?;
                 let bare = self.bare_jid();
                 self.flush_offline(&bare).await
             }
         }
+    }
+
+    /// Handles `first` and whatever else is already queued (up to
+    /// [`WRITE_BUDGET`] bytes of output) with one write to the socket: under load
+    /// a woken connection writes many stanzas per system call instead of one. Each
+    /// stanza still goes through [`Conn::write`] on its own, so XEP-0198 counts
+    /// every one; the WebSocket transport splits the joined output back into one
+    /// message per element.
+    async fn outbound_batch(&mut self, first: Outbound) -> Result<(), Gone> {
+        if self.rx.is_empty() {
+            // Alone: written as it is, no copy.
+            return self.outbound(first).await;
+        }
+        self.corked = Some(Corked::default());
+        let mut result = self.outbound(first).await;
+        while result.is_ok()
+            && self
+                .corked
+                .as_ref()
+                .is_some_and(|c| c.out.len() < WRITE_BUDGET)
+        {
+            match self.rx.try_recv() {
+                Ok(next) => result = self.outbound(next).await,
+                Err(_) => break,
+            }
+        }
+        let written = self.uncork().await;
+        result.and(written)
+    }
+
+    /// Ends a drain: writes what it gathered; its stored messages are then
+    /// written, so they may be removed.
+    async fn uncork(&mut self) -> Result<(), Gone> {
+        let Some(corked) = self.corked.take() else {
+            return Ok(());
+        };
+        if !corked.out.is_empty() {
+            self.send(&corked.out).await?;
+        }
+        self.removals.extend(corked.removals);
+        Ok(())
     }
 
     /// Handles what is already queued, so what a stanza's handling routed to this
@@ -335,16 +406,38 @@ impl Conn {
     /// to the client's next stanza.
     async fn drain_queued(&mut self) -> Result<(), Gone> {
         while let Ok(outbound) = self.rx.try_recv() {
-            self.outbound(outbound).await?;
+            self.outbound_batch(outbound).await?;
         }
         Ok(())
     }
 
-    /// Writes `data`, giving up when the router kicks this connection.
+    /// Writes `data`, giving up when the router kicks this connection; while the
+    /// outbound queue is being drained, gathers it for one write instead.
     async fn write(&mut self, data: &str) -> Result<(), Gone> {
         // XEP-0198: every stanza sent counts and waits for the client's <a/>. The
         // count is per call: write one stanza per call (never several joined).
         self.sm_track(data);
+        match self.corked.as_mut() {
+            Some(corked) => {
+                corked.out.push_str(data);
+                Ok(())
+            }
+            None => self.send(data).await,
+        }
+    }
+
+    /// A stored message (no SM) was just written with [`Conn::write`]: remove it
+    /// from the offline store once it really was.
+    fn written_stored(&mut self, key: crate::offline::MessageKey) {
+        match self.corked.as_mut() {
+            Some(corked) => corked.removals.push(key),
+            None => self.removals.push(key),
+        }
+    }
+
+    /// Writes `data` to the socket now, giving up when the router kicks this
+    /// connection.
+    async fn send(&mut self, data: &str) -> Result<(), Gone> {
         tokio::select! {
             biased;
             _ = self.kick.cancelled() => Err(Gone(End::Dropped)),
@@ -354,6 +447,8 @@ impl Conn {
 
     /// Sends `data` then the closing tag, and ends the connection.
     async fn close_with(&mut self, data: &str) -> Result<(), Gone> {
+        // What a drain gathered goes first (it was handled before this).
+        let _ = self.uncork().await;
         let mut out = String::with_capacity(data.len() + 80);
         out.push_str(data);
         out.push_str(&self.transport.footer());
@@ -368,10 +463,8 @@ impl Conn {
         self.close_with(&stream_error_text(condition)).await
     }
 
-    async fn input(&mut self, bytes: &[u8]) -> Result<(), Gone> {
-        if let Err(error) = self.transport.feed(bytes) {
-            return self.close_with(&stream_error(error.condition, None)).await;
-        }
+    /// Handles every event of what [`Transport::read`] fed to the parser.
+    async fn input(&mut self) -> Result<(), Gone> {
         loop {
             match self.transport.next_event() {
                 Ok(Some(event)) => {

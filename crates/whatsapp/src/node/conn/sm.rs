@@ -86,39 +86,45 @@ type StoreFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PendingSto
 
 /// In-flight durable stores of one connection, completing in order, each with the
 /// number of stanzas handled after it (and before the next store): they count in
-/// `h` only once the store before them completed.
+/// `h` only once the store before them completed. Allocates only while stores are
+/// in flight (every connection has one of these, most never store anything).
 #[derive(Default)]
 pub(super) struct Stores {
-    futures: futures::stream::FuturesOrdered<StoreFuture>,
+    futures: Option<futures::stream::FuturesOrdered<StoreFuture>>,
     trailing: VecDeque<u32>,
 }
 
 impl std::fmt::Debug for Stores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stores")
-            .field("in_flight", &self.futures.len())
+            .field("in_flight", &self.len())
             .finish()
     }
 }
 
 impl Stores {
     pub(super) fn is_empty(&self) -> bool {
-        self.futures.is_empty()
+        self.len() == 0
     }
 
     fn len(&self) -> usize {
-        self.futures.len()
+        self.futures.as_ref().map_or(0, |f| f.len())
     }
 
     fn push(&mut self, store: StoreFuture) {
-        self.futures.push_back(store);
+        self.futures.get_or_insert_default().push_back(store);
         self.trailing.push_back(0);
     }
 
     /// The oldest store, once complete, and the stanzas counted behind it.
     pub(super) async fn next(&mut self) -> Option<(PendingStore, u32)> {
-        let done = self.futures.next().await?;
-        Some((done, self.trailing.pop_front().unwrap_or(0)))
+        let done = self.futures.as_mut()?.next().await?;
+        let trailing = self.trailing.pop_front().unwrap_or(0);
+        if self.is_empty() {
+            self.futures = None;
+            self.trailing = VecDeque::new();
+        }
+        Some((done, trailing))
     }
 }
 
@@ -171,7 +177,7 @@ pub(crate) struct Handoff {
     rx: mpsc::Receiver<Outbound>,
     bound: Bound,
     available: bool,
-    sm: Sm,
+    sm: Box<Sm>,
 }
 
 #[derive(Debug)]
@@ -370,8 +376,8 @@ async fn finish(shared: &Arc<Shared>, session: Handoff) {
         .collect();
     while let Ok(outbound) = rx.try_recv() {
         match outbound {
-            Outbound::Stanza(xml) => items.push((xml, false)),
-            Outbound::Stored { xml, .. } => items.push((xml, true)),
+            Outbound::Stanza(xml) => items.push((xml.into(), false)),
+            Outbound::Stored(stored) => items.push((stored.xml, true)),
             Outbound::FlushOffline => {}
         }
     }
@@ -541,7 +547,7 @@ impl Conn {
             // No stream management: written is as delivered as it gets (the
             // documented loss window of plain XMPP). Batched: one tombstone
             // write per batch, not per message.
-            Some(key) => self.removals.push(key),
+            Some(key) => self.written_stored(key),
             None => {}
         }
         Ok(())
@@ -626,9 +632,11 @@ impl Conn {
         }
         let bare = to.bare();
         let xml = write_stanza(&element);
-        let item = || Outbound::Stored {
-            xml: xml.clone(),
-            key: key.clone(),
+        let item = || {
+            Outbound::Stored(Box::new(StoredOutbound {
+                xml: xml.clone(),
+                key: key.clone(),
+            }))
         };
         let router = &self.shared.router;
         if let Some(resource) = &to.resource
@@ -735,7 +743,7 @@ impl Conn {
                 self.shared.config.sm_resume_timeout.as_secs().to_string(),
             );
         }
-        self.sm = Some(Sm {
+        self.sm = Some(Box::new(Sm {
             resume_id,
             handled_in: 0,
             acked_out: 0,
@@ -744,7 +752,7 @@ impl Conn {
             unrequested: 0,
             flush_paused: false,
             max_unacked: self.shared.config.sm_max_unacked,
-        });
+        }));
         metrics::counter!("whatsapp_sm_enabled_total").increment(1);
         self.write(&write_stanza(&enabled)).await
     }

@@ -23,7 +23,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use casebook_kit::clock::SharedClock;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -36,12 +36,27 @@ use crate::xml::{
     XmlError, framing_close, framing_open, stream_close, stream_open,
 };
 
+/// The most a connection reads at once (a stack buffer, see [`Transport::read`]).
+pub(crate) const READ_CHUNK: usize = 8 * 1024;
+
+/// Feeds what was read to the parser; a feed error stays in the parser, which
+/// returns it from its next event.
+fn feed(parser: &mut StreamParser, bytes: &[u8]) -> usize {
+    if !bytes.is_empty() {
+        let _ = parser.feed(bytes);
+    }
+    bytes.len()
+}
+
 /// One connection's transport.
+// The byte stream (the common case) is inline; the larger WebSocket is boxed.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Transport {
     /// An XML stream over a byte stream (RFC 6120 §4).
     Stream(StreamIo),
-    /// RFC 7395 framing over a WebSocket.
-    Ws(WsIo),
+    /// RFC 7395 framing over a WebSocket (boxed: inline, every plaintext
+    /// connection would pay for its size).
+    Ws(Box<WsIo>),
 }
 
 pub(crate) struct StreamIo {
@@ -105,11 +120,11 @@ impl Transport {
     }
 
     pub(crate) fn websocket(socket: WebSocketStream<TcpStream>, limits: Limits) -> Self {
-        Transport::Ws(WsIo {
+        Transport::Ws(Box::new(WsIo {
             socket,
             parser: FramedParser::new(limits),
             pending: None,
-        })
+        }))
     }
 
     /// Whether the stream is encrypted (TLS from the start or after STARTTLS).
@@ -138,13 +153,45 @@ impl Transport {
         }
     }
 
-    /// Waits for input; returns how many bytes arrived, 0 once the peer is gone (a
-    /// WebSocket ping counts as one byte and yields no event). Cancel-safe (it sits in the connection's `select!`): nothing read is lost.
-    pub(crate) async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Waits for input and hands it to the parser; returns how many bytes arrived,
+    /// 0 once the peer is gone (a WebSocket ping counts as one byte and yields no
+    /// event). A parse error while feeding is kept by the parser and reported by
+    /// [`Transport::next_event`]. Cancel-safe (it sits in the connection's
+    /// `select!`): nothing read is lost.
+    ///
+    /// No read buffer outlives the call: the byte stream waits for readiness
+    /// owning nothing, then reads into a stack buffer that is fed to the parser
+    /// before the next await (so it is not part of the connection task's state). An
+    /// idle plaintext session holds no input buffer at all; over TLS, rustls keeps
+    /// its own record buffers, and a WebSocket keeps tungstenite's.
+    pub(crate) async fn read(&mut self) -> io::Result<usize> {
         match self {
-            Transport::Stream(stream) => match &mut stream.io {
-                Io::Tcp(tcp) => tcp.read(buf).await,
-                Io::Tls(tls) => tls.read(buf).await,
+            Transport::Stream(StreamIo { io, parser }) => match io {
+                Io::Tcp(tcp) => loop {
+                    tcp.readable().await?;
+                    let mut chunk = [0u8; READ_CHUNK];
+                    match tcp.try_read(&mut chunk) {
+                        Ok(n) => return Ok(feed(parser, &chunk[..n])),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e),
+                    }
+                },
+                Io::Tls(tls) => loop {
+                    // rustls may hold decrypted bytes already (a record larger
+                    // than one read): try before waiting for the socket. A
+                    // pending read leaves the socket's readiness cleared, so the
+                    // `readable()` below cannot miss what arrives after it.
+                    let ready = {
+                        let mut chunk = [0u8; READ_CHUNK];
+                        tls.read(&mut chunk)
+                            .now_or_never()
+                            .map(|read| read.map(|n| feed(parser, &chunk[..n])))
+                    };
+                    if let Some(read) = ready {
+                        return read;
+                    }
+                    tls.get_ref().0.readable().await?;
+                },
                 Io::Gone => Ok(0),
             },
             Transport::Ws(ws) => loop {
@@ -154,7 +201,8 @@ impl Transport {
                     Some(Ok(message)) => message,
                 };
                 // An empty text message still counts as input (it is a frame that
-                // will fail to parse), hence the `max(1)`.
+                // will fail to parse), hence the `max(1)`. The message is held
+                // here until `next_event` parses it.
                 return match message {
                     Message::Text(text) => {
                         let len = text.len();
@@ -172,15 +220,6 @@ impl Transport {
                     Message::Close(_) => Ok(0),
                 };
             },
-        }
-    }
-
-    /// Hands the bytes [`Transport::read`] put in its buffer to the parser.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), XmlError> {
-        match self {
-            Transport::Stream(stream) => stream.parser.feed(bytes),
-            // The message is held by the transport itself.
-            Transport::Ws(_) => Ok(()),
         }
     }
 
