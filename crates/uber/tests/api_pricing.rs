@@ -271,7 +271,8 @@ async fn demand_raises_the_quote_fallback_while_pricing_is_down_real_again_after
     assert_eq!(trip["surge"].as_f64(), Some(quoted), "{trip}");
     // The driver's ping was supply, its dispatch supply gone.
     w.signals_flushed().await;
-    assert!(w.engine().pricing().stats().sent >= 10 + 1 + 1 + 1);
+    // 10 + 1 demand, 1 supply, 1 supply gone.
+    assert!(w.engine().pricing().stats().sent >= 13);
 
     // Pricing killed: quotes and rides go on, flat and flagged.
     assert!(w.platform.kill(&w.pricing_id).await);
