@@ -49,12 +49,11 @@
 //! - The index is not rebuilt from the outbox on restart: drivers ping every few
 //!   seconds and refill it; the outbox is compacted once relayed.
 //! - Authentication (a driver may only move itself).
-//! - The multiplier quoted at request time lives with the ride, in memory: a trip
-//!   completed after a restart (its ride is gone) is charged 1.0.
 //!
 //! # Pricing
 //! Through [`PriceWire`]: each ride request is quoted first (the multiplier is
-//! kept with the ride and charged at completion; a fallback quote is 1.0), then a
+//! kept with the ride, written into the trip's `Requested` event on accept and
+//! charged at completion; a fallback quote is 1.0), then a
 //! `Demand` signal is queued; accepted available pings queue `Supply` (at most one
 //! per driver per 30 s), an offline ping or a dispatch `SupplyGone`. Signals are
 //! sent in batches by the service's sender task, never on a request's path.
@@ -940,14 +939,23 @@ async fn ride_action(
             engine.pricing.gone(DriverId(driver));
             let trip = engine.trip_id(ride);
             let recorded = async {
+                // The quoted multiplier goes into the trip's first event: what
+                // completion charges survives a restart with the trip. A service
+                // answering out of range is clamped, not trusted.
+                let quoted = engine
+                    .ride_quote(ride)
+                    .map(|q| q.multiplier)
+                    .filter(|m| m.is_finite())
+                    .map(|m| m.clamp(1.0, crate::trips::MAX_SURGE));
                 engine
                     .trips
-                    .request(
+                    .request_quoted(
                         &trip,
                         view.rider,
                         &engine.config.city,
                         view.pickup,
                         view.dropoff,
+                        quoted,
                     )
                     .await?;
                 engine
@@ -1030,15 +1038,10 @@ async fn trip_action(
                     format!("distance_m {distance_m} is not in [0, {MAX_TRIP_DISTANCE_M}]"),
                 ));
             }
-            // The multiplier quoted when the ride was requested; a ride from
-            // before a restart is gone with its quote and is charged flat. A
-            // service answering out of range is clamped, not trusted.
-            let surge = engine
-                .ride_of(&trip)
-                .and_then(|ride| engine.ride_quote(ride))
-                .map(|q| q.multiplier)
-                .filter(|m| m.is_finite())
-                .map_or(1.0, |m| m.clamp(1.0, crate::trips::MAX_SURGE));
+            // The multiplier quoted when the ride was requested, recorded in
+            // the trip (so a restart keeps it); a trip from before pricing was
+            // called is charged flat.
+            let surge = state.quoted_surge.unwrap_or(1.0);
             trips
                 .completed(&trip, distance_m, surge)
                 .await

@@ -42,10 +42,12 @@ struct Wired {
 }
 
 async fn start(platform: &Platform, service: &str, listen: SocketAddr) -> (String, SocketAddr) {
+    // One uber instance id, so a restart reopens its stores.
+    let instance_id = (service == UBER_SERVICE).then(|| "uber-test".to_owned());
     let info = platform
         .start(InstanceSpec {
             service: service.into(),
-            instance_id: None,
+            instance_id,
             placement: Topology::uniform(&["r1"], 1).spread(0),
             listen,
             version: "test".into(),
@@ -87,6 +89,17 @@ impl Wired {
             client: HttpClient::new(DEADLINE),
             _dir: dir,
         }
+    }
+
+    /// A graceful stop and a start of the uber instance on the same data dir.
+    async fn restart_uber(&mut self) {
+        self.platform
+            .stop("uber-test", Duration::from_secs(5))
+            .await
+            .expect("stopped");
+        self.uber = start(&self.platform, UBER_SERVICE, "127.0.0.1:0".parse().unwrap())
+            .await
+            .1;
     }
 
     fn engine(&self) -> Arc<Engine> {
@@ -269,6 +282,7 @@ async fn demand_raises_the_quote_fallback_while_pricing_is_down_real_again_after
     assert!(quoted > 1.0, "{ride}");
     assert_eq!(trip["status"], "completed");
     assert_eq!(trip["surge"].as_f64(), Some(quoted), "{trip}");
+    assert_eq!(trip["quoted_surge"].as_f64(), Some(quoted), "{trip}");
     // The driver's ping was supply, its dispatch supply gone.
     w.signals_flushed().await;
     // 10 + 1 demand, 1 supply, 1 supply gone.
@@ -350,4 +364,43 @@ async fn bad_quote_requests_are_400_naming_the_field() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quoted_multiplier_is_in_the_trip_and_survives_an_api_restart() {
+    let mut w = Wired::start().await;
+    w.rush(1, 10).await;
+    w.ping(1, HOT, 1).await;
+    let ride = w.ride(100, HOT).await;
+    let quoted = ride["quote"]["multiplier"].as_f64().unwrap();
+    assert!(quoted > 1.0, "{ride}");
+    let id = ride["id"].as_u64().unwrap();
+    let (status, accepted) = w
+        .post(&format!("/v1/rides/{id}/accept"), json!({"driver": 1}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{accepted}");
+    let trip = accepted["trip"].as_str().unwrap().to_owned();
+    for action in ["arrived", "start"] {
+        let (status, body) = w
+            .post(&format!("/v1/trips/{trip}/{action}"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{action}: {body}");
+    }
+    // The ride (and its in-memory quote) is gone with the restart; the trip
+    // carries the multiplier.
+    w.restart_uber().await;
+    assert_eq!(
+        w.call(Method::GET, &format!("/v1/rides/{id}"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, done) = w
+        .post(
+            &format!("/v1/trips/{trip}/complete"),
+            json!({"distance_m": 3000.0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["surge"].as_f64(), Some(quoted), "{done}");
 }
