@@ -21,6 +21,12 @@ pub const CONTROL_PORT_HINT: &str = "--control-port, CASEBOOK_CONTROL__PORT or `
 
 /// A platform with every service of this binary registered.
 pub fn build(config: &Config) -> Platform {
+    build_with_uber(config).0
+}
+
+/// [`build`], and the `uber` service registered in it: `casebook up` hands it the
+/// address of the pricing instance it started ([`UberService::set_pricing_url`]).
+pub fn build_with_uber(config: &Config) -> (Platform, Arc<UberService>) {
     let platform = Platform::new(
         config.topology.clone(),
         config.data_dir.clone(),
@@ -45,11 +51,12 @@ pub fn build(config: &Config) -> Platform {
         .with_regions(region_names(config)),
     ));
     platform.register_service(Arc::new(GeoResp::from_config(&config.uber)));
-    platform.register_service(Arc::new(UberService::from_config(&config.uber)));
+    let uber = Arc::new(UberService::from_config(&config.uber));
+    platform.register_service(uber.clone());
     platform.register_service(Arc::new(
         PricingService::new(PricingConfig::default()).expect("the default pricing config is valid"),
     ));
-    platform
+    (platform, uber)
 }
 
 /// How a user changes the RESP geo port, shown when it is taken.

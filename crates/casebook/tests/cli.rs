@@ -145,6 +145,24 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         .await
         .unwrap();
     assert_eq!(surge["multiplier"], 1.0, "{surge}");
+    // The API was handed pricing's real (free) port by `up`: its quote is a real
+    // answer, not the fallback it would give calling the default :8091.
+    let quote: serde_json::Value = client
+        .json(
+            http::Method::POST,
+            &format!("http://{uber_addr}/v1/quote"),
+            &serde_json::json!({
+                "pickup": {"lat": 37.7749, "lng": -122.4194},
+                "dropoff": {"lat": 37.7849, "lng": -122.4094},
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (quote["multiplier"].clone(), quote["fallback"].clone()),
+        (serde_json::json!(1.0), serde_json::json!(false)),
+        "{quote}"
+    );
     assert!(
         String::from_utf8_lossy(&answer).contains("urn:ietf:params:xml:ns:xmpp-tls"),
         "STARTTLS is offered"

@@ -11,7 +11,8 @@
 //! |---|---|
 //! | `POST /v1/drivers/{id}/location` | one ping `{lat, lon, ts, status}` (low priority) |
 //! | `POST /v1/locations` | a batch `{updates: [{driver, lat, lon, ts, status}]}` (low priority) |
-//! | `POST /v1/rides` | `{rider, pickup, dropoff, mode}` → 201 `{ride, …}` (critical) |
+//! | `POST /v1/quote` | `{pickup, dropoff}` → the pricing quote (`fallback: true` while pricing is down) |
+//! | `POST /v1/rides` | `{rider, pickup, dropoff, mode}` → 201 `{ride, quote, …}` (critical) |
 //! | `GET /v1/rides/{id}` | the ride's status (and its trip once accepted) |
 //! | `POST /v1/rides/{id}/accept` · `/decline` | the offered driver answers `{driver}` |
 //! | `POST /v1/trips/{id}/{arrived,start,complete,cancel,pay}` | trip commands |
@@ -47,8 +48,15 @@
 //!   `GET /v1/rides/{id}` is 404, while trips — event-sourced — are all there.
 //! - The index is not rebuilt from the outbox on restart: drivers ping every few
 //!   seconds and refill it; the outbox is compacted once relayed.
-//! - Authentication (a driver may only move itself), pricing (`surge` is taken from
-//!   the request, 1.0 by default, until the pricing service is called).
+//! - Authentication (a driver may only move itself).
+//!
+//! # Pricing
+//! Through [`PriceWire`]: each ride request is quoted first (the multiplier is
+//! kept with the ride, written into the trip's `Requested` event on accept and
+//! charged at completion; a fallback quote is 1.0), then a
+//! `Demand` signal is queued; accepted available pings queue `Supply` (at most one
+//! per driver per 30 s), an offline ping or a dispatch `SupplyGone`. Signals are
+//! sent in batches by the service's sender task, never on a request's path.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -82,6 +90,8 @@ use crate::index::{
 use crate::matching::{
     DriverClaims, MatchConfig, MatchError, Matcher, Mode, Point, RideStatus, RideView, SpeedEta,
 };
+use crate::pricewire::{PriceWire, PriceWireConfig};
+use crate::pricing::{PricingError, Quote};
 use crate::trips::{FareSchedule, ReadModels, TripError, TripState, TripStatus, Trips};
 
 /// The bus topic location updates are published to.
@@ -117,6 +127,8 @@ pub struct ApiConfig {
     pub sweep_every: Duration,
     /// Driver records one sweep examines at most.
     pub sweep_budget: usize,
+    /// The pricing service: where, how, and the signals' queue.
+    pub pricing: PriceWireConfig,
 }
 
 impl Default for ApiConfig {
@@ -137,6 +149,7 @@ impl Default for ApiConfig {
             tick_every: Duration::from_millis(100),
             sweep_every: Duration::from_secs(1),
             sweep_budget: 100_000,
+            pricing: PriceWireConfig::default(),
         }
     }
 }
@@ -155,6 +168,7 @@ impl ApiConfig {
             return Err("sweep_budget: must be positive".to_owned());
         }
         self.shed.validate().map_err(|e| e.to_string())?;
+        self.pricing.validate()?;
         self.index.validate().map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -171,6 +185,10 @@ pub struct Engine {
     bus: WalBus,
     outbox: Outbox,
     shedder: LoadShedder,
+    pricing: Arc<PriceWire>,
+    /// The quote each live ride was requested with (ride id → quote), oldest
+    /// evicted first beyond the matcher's ride bound.
+    ride_quotes: parking_lot::Mutex<std::collections::BTreeMap<u64, RideQuote>>,
     /// This start's number in the data dir: trip ids are `{boot}-{ride}`, unique
     /// across restarts although ride ids restart at 1.
     boot: u64,
@@ -231,6 +249,8 @@ impl Engine {
         let trips = Trips::open(dir.join("trips"), wal, clock.clone(), config.fares)?;
         let views = ReadModels::open(Arc::new(bus.clone()), dir.join("views"), config.durability)?;
         let shedder = LoadShedder::new("uber_api", config.shed.clone(), clock.clone())?;
+        let pricing =
+            PriceWire::new(config.pricing.clone(), clock.clone()).map_err(anyhow::Error::msg)?;
         Ok(Arc::new(Self {
             config,
             clock,
@@ -241,6 +261,8 @@ impl Engine {
             bus,
             outbox,
             shedder,
+            pricing,
+            ride_quotes: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
             boot,
         }))
     }
@@ -270,6 +292,16 @@ impl Engine {
         &self.shedder
     }
 
+    /// The wire to the pricing service (quotes, signals).
+    pub fn pricing(&self) -> &Arc<PriceWire> {
+        &self.pricing
+    }
+
+    /// The quote ride `ride` was requested with, while the ride is live.
+    pub fn ride_quote(&self, ride: u64) -> Option<RideQuote> {
+        self.ride_quotes.lock().get(&ride).cloned()
+    }
+
     /// One timer step: offer timeouts and the batch window.
     pub fn tick(&self) {
         self.matcher.tick();
@@ -282,6 +314,7 @@ impl Engine {
         if offline > 0 {
             metrics::counter!("uber_drivers_gone_stale_total").increment(offline as u64);
         }
+        self.pricing.maintain();
         let moves = self.index.rebalance();
         if !moves.is_empty() {
             metrics::counter!("uber_index_rebalances_total").increment(moves.len() as u64);
@@ -384,6 +417,23 @@ impl Engine {
             }
         }
         let report = self.index.ingest(updates).map_err(index_error)?;
+        // Surge signals, queued (never sent from here): an offline ping is supply
+        // gone; an available one is supply if the index still says available (a
+        // dispatched driver's ping keeps its server-owned status).
+        for u in logged.iter().filter(|u| u.status == DriverStatus::Offline) {
+            self.pricing.gone(u.driver);
+        }
+        self.pricing.pings(
+            logged
+                .iter()
+                .filter(|u| u.status == DriverStatus::Available)
+                .filter_map(|u| Some((u.driver, LatLng::new(u.lat, u.lon).ok()?))),
+            |driver| {
+                self.index
+                    .get(driver)
+                    .is_some_and(|v| v.status == DriverStatus::Available)
+            },
+        );
         // Validation is the same rule on both sides; a refusal only the index
         // knows (capacity) is reported too.
         for (i, e) in report.invalid {
@@ -402,6 +452,17 @@ impl Engine {
             duplicate: report.duplicate,
             invalid,
         })
+    }
+
+    /// Keeps `quote` with ride `ride` until the ride's trip completes or is
+    /// cancelled; beyond the matcher's ride bound the oldest ride's quote goes
+    /// (ride ids only grow).
+    fn remember_quote(&self, ride: u64, quote: RideQuote) {
+        let mut quotes = self.ride_quotes.lock();
+        quotes.insert(ride, quote);
+        while quotes.len() > self.config.matching.max_rides.max(1) {
+            quotes.pop_first();
+        }
     }
 
     fn trip_id(&self, ride: u64) -> String {
@@ -616,6 +677,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             "/v1/locations",
             post(post_locations).layer(DefaultBodyLimit::max(batch_body)),
         )
+        .route("/v1/quote", post(post_quote))
         .route("/v1/rides", post(post_ride))
         .route("/v1/rides/{id}", get(get_ride))
         .route("/v1/rides/{id}/{action}", post(ride_action))
@@ -733,11 +795,37 @@ fn check_point(field: &str, p: Point) -> Result<Point, ApiError> {
     Ok(p)
 }
 
-/// A ride as the API shows it: the matcher's view and its trip once accepted.
+/// The price a ride was requested at: what completion charges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RideQuote {
+    /// The surge multiplier quoted (1.0 for a fallback).
+    pub multiplier: f64,
+    /// True when pricing could not be asked.
+    pub fallback: bool,
+    /// The pickup's surge cell (S2 token).
+    pub cell: String,
+    /// The fare quoted, surge included, before the trip's real distance and time.
+    pub fare_cents: u64,
+}
+
+impl From<&Quote> for RideQuote {
+    fn from(q: &Quote) -> Self {
+        Self {
+            multiplier: q.multiplier,
+            fallback: q.fallback,
+            cell: q.cell.clone(),
+            fare_cents: q.fare_cents,
+        }
+    }
+}
+
+/// A ride as the API shows it: the matcher's view, its quote while the ride is
+/// live, and its trip once accepted.
 #[derive(Debug, Serialize)]
 struct RideOut {
     #[serde(flatten)]
     view: RideView,
+    quote: Option<RideQuote>,
     trip: Option<String>,
 }
 
@@ -747,7 +835,47 @@ fn ride_out(engine: &Engine, view: RideView) -> RideOut {
         RideStatus::Accepted { .. } | RideStatus::Finished
     )
     .then(|| engine.trip_id(view.id));
-    RideOut { view, trip }
+    let quote = engine.ride_quote(view.id);
+    RideOut { view, quote, trip }
+}
+
+fn pricing_error(e: PricingError) -> ApiError {
+    match e {
+        PricingError::Rejected { error, field, .. } => ApiError {
+            field,
+            ..ApiError::bad_request(error)
+        },
+        PricingError::Unavailable { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+}
+
+fn lat_lng_of(field: &str, p: Point) -> Result<LatLng, ApiError> {
+    let p = check_point(field, p)?;
+    LatLng::new(p.lat, p.lng)
+        .map_err(|e| ApiError::bad_field(format!("{field}.lat"), e.to_string()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuoteBody {
+    pickup: Point,
+    dropoff: Point,
+}
+
+async fn post_quote(
+    State(engine): Shared,
+    JsonBody(body): JsonBody<QuoteBody>,
+) -> Result<Response, ApiError> {
+    let pickup = lat_lng_of("pickup", body.pickup)?;
+    let dropoff = lat_lng_of("dropoff", body.dropoff)?;
+    let quote = engine
+        .pricing
+        .quote(pickup, dropoff)
+        .await
+        .map_err(pricing_error)?;
+    Ok(axum::Json(quote).into_response())
 }
 
 async fn post_ride(
@@ -756,10 +884,23 @@ async fn post_ride(
 ) -> Result<Response, ApiError> {
     let pickup = check_point("pickup", body.pickup)?;
     let dropoff = check_point("dropoff", body.dropoff)?;
+    let (from, to) = (
+        lat_lng_of("pickup", pickup)?,
+        lat_lng_of("dropoff", dropoff)?,
+    );
+    // The price is fixed now, before matching: what the rider was shown is what
+    // completion charges. Pricing down answers the fallback, not an error.
+    let quote = engine
+        .pricing
+        .quote(from, to)
+        .await
+        .map_err(pricing_error)?;
     let id = engine
         .matcher
         .request(body.rider, pickup, dropoff, body.mode)
         .map_err(match_error)?;
+    engine.remember_quote(id, RideQuote::from(&quote));
+    engine.pricing.demand(from);
     let view = engine.matcher.status(id).map_err(match_error)?;
     Ok((StatusCode::CREATED, axum::Json(ride_out(&engine, view))).into_response())
 }
@@ -795,16 +936,26 @@ async fn ride_action(
                 return Err(ApiError::internal("accepted ride not in accepted state"));
             };
             engine.move_driver(driver, DriverStatus::Available, DriverStatus::Dispatched);
+            engine.pricing.gone(DriverId(driver));
             let trip = engine.trip_id(ride);
             let recorded = async {
+                // The quoted multiplier goes into the trip's first event: what
+                // completion charges survives a restart with the trip. A service
+                // answering out of range is clamped, not trusted.
+                let quoted = engine
+                    .ride_quote(ride)
+                    .map(|q| q.multiplier)
+                    .filter(|m| m.is_finite())
+                    .map(|m| m.clamp(1.0, crate::trips::MAX_SURGE));
                 engine
                     .trips
-                    .request(
+                    .request_quoted(
                         &trip,
                         view.rider,
                         &engine.config.city,
                         view.pickup,
                         view.dropoff,
+                        quoted,
                     )
                     .await?;
                 engine
@@ -837,10 +988,8 @@ async fn ride_action(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct TripBody {
-    /// `complete`: metres driven.
+    /// `complete`: metres driven (the multiplier is the one quoted at request).
     distance_m: Option<f64>,
-    /// `complete`: the surge multiplier quoted (1.0 without pricing).
-    surge: Option<f64>,
     /// `cancel`: why.
     reason: Option<String>,
 }
@@ -889,13 +1038,10 @@ async fn trip_action(
                     format!("distance_m {distance_m} is not in [0, {MAX_TRIP_DISTANCE_M}]"),
                 ));
             }
-            let surge = body.surge.unwrap_or(1.0);
-            if !(surge.is_finite() && (1.0..=crate::trips::MAX_SURGE).contains(&surge)) {
-                return Err(ApiError::bad_field(
-                    "surge",
-                    format!("surge {surge} is not in [1, {}]", crate::trips::MAX_SURGE),
-                ));
-            }
+            // The multiplier quoted when the ride was requested, recorded in
+            // the trip (so a restart keeps it); a trip from before pricing was
+            // called is charged flat.
+            let surge = state.quoted_surge.unwrap_or(1.0);
             trips
                 .completed(&trip, distance_m, surge)
                 .await
@@ -926,6 +1072,7 @@ async fn trip_action(
 /// The trip is over for its driver: the claim released, the index status back.
 fn release(engine: &Engine, trip: &str, driver: Option<u64>, cancelled: bool) {
     if let Some(ride) = engine.ride_of(trip) {
+        engine.ride_quotes.lock().remove(&ride);
         let closed = if cancelled {
             engine.matcher.cancel(ride)
         } else {

@@ -15,6 +15,9 @@ pub struct UberConfig {
     pub http_port: u16,
     /// The surge pricing service's port (`pricing`): signals, multipliers, quotes.
     pub pricing_port: u16,
+    /// Where the `uber` service finds pricing (`casebook up` passes the address
+    /// of the instance it started instead).
+    pub pricing_url: String,
     /// Most updates in one `POST /v1/locations` (more: 413).
     pub max_location_batch: usize,
     /// The city trips are recorded in.
@@ -34,6 +37,7 @@ impl Default for UberConfig {
             resp_max_clients: 10_000,
             http_port: 8090,
             pricing_port: 8091,
+            pricing_url: "http://127.0.0.1:8091".to_owned(),
             max_location_batch: 10_000,
             city: "sf".to_owned(),
             driver_stale_secs: 30,
@@ -65,6 +69,12 @@ impl UberConfig {
         }
         if !(1..=86_400).contains(&self.driver_stale_secs) {
             return Err("uber.driver_stale_secs: must be in 1..=86400".to_owned());
+        }
+        if !(self.pricing_url.starts_with("http://") || self.pricing_url.starts_with("https://")) {
+            return Err(format!(
+                "uber.pricing_url: must start with http:// or https://, got {:?}",
+                self.pricing_url
+            ));
         }
         if self.http_port != 0 && self.http_port == self.resp_port {
             return Err("uber.http_port: must differ from resp_port".to_owned());

@@ -14,6 +14,7 @@
 //! | [`index`] | the live-driver index: latest-wins driver state, available drivers on S2 leaf cells in sharded ordered maps, k-nearest search, hot-shard splits and cold merges, batch ingest |
 //! | [`matching`] | ride requests → drivers: greedy by ETA or batched Kuhn–Munkres, the atomic driver claim, offers with timeout and re-match |
 //! | [`pricing`] | surge pricing as its own service: demand and supply per S2 cell (level 12) over a sliding window, smoothed and capped; quotes; the `pricing` HTTP service and [`pricing::PricingClient`] (resilience stack, fallback multiplier 1.0) |
+//! | [`pricewire`] | the API's wire to pricing: quotes through [`pricing::PricingClient`], demand/supply signals on a bounded queue sent in batches by a background task |
 //! | [`service`] | the `uber` service: the API on :8090 with its timers (matcher tick, index sweep and rebalance, relays) |
 //! | [`trips`] | trips event-sourced on the kit's event store: transition table, replay, read models (trip, rider, earnings, city) |
 //! | [`resp`] | RESP2/RESP3: incremental request parser with Redis's limits and error wording, replies, the commands, the `geo-resp` server |
@@ -23,6 +24,7 @@ pub mod config;
 pub mod geo;
 pub mod index;
 pub mod matching;
+pub mod pricewire;
 pub mod pricing;
 pub mod resp;
 pub mod service;

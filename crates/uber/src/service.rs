@@ -6,8 +6,14 @@
 //! [`crate::api::router`] through the kit's `serve_http` (`/health`, `/metrics`,
 //! request ids), and runs three tasks in the instance's group: the matcher's tick
 //! (batch window, offer timeouts) every `tick_every`, the index's sweep and
-//! rebalance every `sweep_every`, and the relay of the location outbox and the
-//! trip events to the bus. The decisions are all on the injected clock inside the
+//! rebalance every `sweep_every`, the relay of the location outbox and the
+//! trip events to the bus, and the sender of pricing signals
+//! ([`crate::pricewire::PriceWire::run`]).
+//!
+//! Pricing is found at a URL: `[uber] pricing_url` (default
+//! `http://127.0.0.1:8091`), or the one handed over with
+//! [`UberService::set_pricing_url`] before a start — `casebook up` starts pricing
+//! first and passes its real address (its port may be 0). The decisions are all on the injected clock inside the
 //! engines; the tokio intervals only set how often they are asked.
 //!
 //! A stopped instance drops its engine with its tasks; a start on the same
@@ -33,11 +39,14 @@ pub struct UberService {
     /// The engine of the instance started last, while it runs (tests and tools
     /// look inside; holding it does not keep a stopped instance's stores open).
     last: Mutex<Weak<Engine>>,
+    /// Where the next start finds pricing (overrides `config.pricing.url`).
+    pricing_url: Mutex<Option<String>>,
 }
 
 impl UberService {
     pub fn new(config: ApiConfig) -> Self {
         Self {
+            pricing_url: Mutex::new(config.pricing.url.clone()),
             config,
             last: Mutex::new(Weak::new()),
         }
@@ -51,7 +60,18 @@ impl UberService {
             ..ApiConfig::default()
         };
         api.index.stale_after = std::time::Duration::from_secs(config.driver_stale_secs);
+        api.pricing.url = Some(config.pricing_url.clone());
         Self::new(api)
+    }
+
+    /// The pricing service the next start calls (a running instance keeps its own).
+    pub fn set_pricing_url(&self, url: impl Into<String>) {
+        *self.pricing_url.lock() = Some(url.into());
+    }
+
+    /// The pricing URL the next start will use.
+    pub fn pricing_url(&self) -> Option<String> {
+        self.pricing_url.lock().clone()
     }
 
     /// The running engine of the instance started last, if it still runs.
@@ -73,7 +93,8 @@ impl ServiceFactory for UberService {
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
             let dir = ctx.data_dir().to_path_buf();
-            let config = self.config.clone();
+            let mut config = self.config.clone();
+            config.pricing.url = self.pricing_url();
             let clock = ctx.clock().clone();
             // Opening replays the trip store: file I/O, off the async workers.
             let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, config, clock))
@@ -99,6 +120,7 @@ impl ServiceFactory for UberService {
                     }
                 }
             });
+            ctx.spawn(engine.pricing().clone().run(shutdown.clone()));
             ctx.spawn(engine.relay(shutdown));
             Ok(address)
         })

@@ -67,6 +67,11 @@ pub enum TripEvent {
         city: String,
         pickup: Point,
         dropoff: Point,
+        /// The surge multiplier quoted to the rider when the ride was requested:
+        /// what completion charges. Absent in logs written before pricing was
+        /// called (those trips are charged what `completed` is given).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quoted_surge: Option<f64>,
     },
     Matched {
         driver: DriverId,
@@ -181,6 +186,9 @@ pub struct TripState {
     pub completed_ms: Option<u64>,
     pub distance_m: Option<f64>,
     pub surge: Option<f64>,
+    /// The multiplier quoted at request time, if the trip was requested with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted_surge: Option<f64>,
     pub fare_cents: Option<u64>,
     pub paid_cents: Option<u64>,
     pub cancel_reason: Option<String>,
@@ -202,7 +210,9 @@ impl TripState {
                 city,
                 pickup,
                 dropoff,
+                quoted_surge,
             } => {
+                self.quoted_surge = *quoted_surge;
                 self.rider = Some(*rider);
                 self.city = city.clone();
                 self.pickup = Some(*pickup);
@@ -433,11 +443,26 @@ impl Trips {
         pickup: Point,
         dropoff: Point,
     ) -> Result<u64, TripError> {
+        self.request_quoted(trip, rider, city, pickup, dropoff, None)
+            .await
+    }
+
+    /// A new trip (version 1) with the surge multiplier the rider was quoted.
+    pub async fn request_quoted(
+        &self,
+        trip: &str,
+        rider: RiderId,
+        city: &str,
+        pickup: Point,
+        dropoff: Point,
+        quoted_surge: Option<f64>,
+    ) -> Result<u64, TripError> {
         let event = TripEvent::Requested {
             rider,
             city: city.to_string(),
             pickup,
             dropoff,
+            quoted_surge,
         };
         self.append(trip, 0, event).await
     }
@@ -534,9 +559,17 @@ fn validate_event(event: &TripEvent) -> Result<(), TripError> {
             city,
             pickup,
             dropoff,
+            quoted_surge,
             ..
         } => {
             validate_id("city", city)?;
+            if let Some(surge) = quoted_surge
+                && !(surge.is_finite() && (1.0..=MAX_SURGE).contains(surge))
+            {
+                return Err(bad(format!(
+                    "quoted surge {surge} out of range 1-{MAX_SURGE}"
+                )));
+            }
             for p in [pickup, dropoff] {
                 Point::new(p.lat, p.lng).map_err(|e| bad(e.to_string()))?;
             }
@@ -843,6 +876,7 @@ mod tests {
             city: "sf".into(),
             pickup: p,
             dropoff: p,
+            quoted_surge: None,
         };
         let cancel = TripEvent::Cancelled { reason: "x".into() };
         assert_eq!(transition(S::New, &req), Some(S::Requested));

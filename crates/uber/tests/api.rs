@@ -532,7 +532,7 @@ async fn a_restart_on_the_same_data_dir_keeps_trips_and_read_models() {
     for (action, body) in [
         ("arrived", json!({})),
         ("start", json!({})),
-        ("complete", json!({"distance_m": 1000.0, "surge": 2.0})),
+        ("complete", json!({"distance_m": 1000.0})),
     ] {
         let (status, body) = api.post(&format!("/v1/trips/{trip}/{action}"), body).await;
         assert_eq!(status, StatusCode::OK, "{action}: {body}");

@@ -119,7 +119,8 @@ async fn illegal_transitions_are_refused_with_a_typed_error() {
                     rider: 1,
                     city: "sf".into(),
                     pickup: A,
-                    dropoff: B
+                    dropoff: B,
+                    quoted_surge: None,
                 }
             )
             .await,

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::platform;
 
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let platform = platform::build(&config);
+    let (platform, uber) = platform::build_with_uber(&config);
     let control = match platform.start(platform::control_spec(&config)?).await {
         Ok(info) => info,
         Err(err) => {
@@ -31,17 +31,30 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     );
     // The first line is the control-plane URL, for people and for scripts.
     // One chat node per region (they find each other through the process's
-    // cluster), then the RESP geo port, the Uber HTTP API and its pricing service.
+    // cluster), then the RESP geo port, the pricing service and the Uber HTTP
+    // API — pricing first, so the API is handed its real address (the port may be 0).
     let mut specs = platform::chat_specs(&config)?;
     specs.push(platform::geo_resp_spec(&config)?);
-    specs.push(platform::uber_spec(&config)?);
     specs.push(platform::pricing_spec(&config)?);
+    specs.push(platform::uber_spec(&config)?);
     for spec in specs {
-        if let Err(err) = platform.start(spec).await {
-            eprintln!("casebook: {err}");
-            stop_pushing.cancel();
-            platform.stop_all(config.shutdown.drain_timeout).await;
-            return Ok(ExitCode::FAILURE);
+        let service = spec.service.clone();
+        match platform.start(spec).await {
+            Ok(info) if service == casebook_uber::pricing::PRICING_SERVICE => {
+                // Bound to every interface: call it on this host's loopback.
+                let mut address = info.address;
+                if address.ip().is_unspecified() {
+                    address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                uber.set_pricing_url(format!("http://{address}"));
+            }
+            Ok(_) => {}
+            Err(err) => {
+                eprintln!("casebook: {err}");
+                stop_pushing.cancel();
+                platform.stop_all(config.shutdown.drain_timeout).await;
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     say!("casebook control plane: {}", control.http_url());
