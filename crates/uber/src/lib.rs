@@ -3,8 +3,10 @@
 //! The Uber case study (issue 6). Under construction, engines first: the
 //! Redis-compatible GEO port (Redis's geo semantics and a RESP2/RESP3 server), the
 //! live-driver S2 index, matching (greedy and batched, served by the index through
-//! [`matching::NearbyDrivers`]) and event-sourced trips. The HTTP API on :8090 ([`api`],
-//! [`service`]). Still to come: pricing, regions with gossip, the workload generator.
+//! [`matching::NearbyDrivers`]), event-sourced trips, surge [`pricing`] as its own
+//! service (the API quotes through [`pricewire`] with a 1.0 fallback), and the HTTP
+//! API on :8090 ([`api`], [`service`]). Still to come: regions with gossip, the
+//! workload generator, the RESP port served from the S2 index.
 //!
 //! | module | role |
 //! |---|---|
