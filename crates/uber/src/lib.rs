@@ -16,6 +16,7 @@
 //! | [`pricing`] | surge pricing as its own service: demand and supply per S2 cell (level 12) over a sliding window, smoothed and capped; quotes; the `pricing` HTTP service and [`pricing::PricingClient`] (resilience stack, fallback multiplier 1.0) |
 //! | [`service`] | the `uber` service: the API on :8090 with its timers (matcher tick, index sweep and rebalance, relays) |
 //! | [`trips`] | trips event-sourced on the kit's event store: transition table, replay, read models (trip, rider, earnings, city) |
+//! | [`workload`] | the `casebook load uber` engine: seeded generators (drivers on routes, Zipf hotspots, airport, stadium burst) and the open-loop runner against the API, request → match latency |
 //! | [`resp`] | RESP2/RESP3: incremental request parser with Redis's limits and error wording, replies, the commands, the `geo-resp` server |
 
 pub mod api;
@@ -27,3 +28,4 @@ pub mod pricing;
 pub mod resp;
 pub mod service;
 pub mod trips;
+pub mod workload;
