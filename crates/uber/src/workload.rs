@@ -380,7 +380,9 @@ pub struct Fleet {
     city: CityBox,
     legs: Vec<Leg>,
     speeds: Vec<f64>,
-    rng: Rng,
+    /// One stream per driver: a driver's route depends on the seed and its index
+    /// only, never on the order drivers are asked for.
+    rngs: Vec<Rng>,
 }
 
 impl Fleet {
@@ -399,23 +401,29 @@ impl Fleet {
         if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= hi && hi <= 100.0) {
             return Err(bad("speed_mps", format!("{lo}..{hi} is not in (0, 100]")));
         }
-        let mut rng = Rng::new(seed);
-        let speeds: Vec<f64> = (0..drivers).map(|_| rng.range(lo, hi.max(lo))).collect();
+        let mut rngs: Vec<Rng> = (0..drivers as u64)
+            .map(|i| {
+                // Decorrelate the streams: the seed of stream i is a hash of (seed, i).
+                let mut mix = Rng::new(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                Rng::new(mix.next_u64())
+            })
+            .collect();
+        let speeds: Vec<f64> = rngs.iter_mut().map(|r| r.range(lo, hi)).collect();
         let mut fleet = Self {
             city,
             legs: Vec::with_capacity(drivers),
             speeds,
-            rng,
+            rngs,
         };
         for i in 0..drivers {
-            let from = city.random_point(&mut fleet.rng);
+            let from = city.random_point(&mut fleet.rngs[i]);
             let leg = fleet.leg(i, from, 0.0);
             fleet.legs.push(leg);
         }
         Ok(fleet)
     }
     fn leg(&mut self, i: usize, from: Point, start: f64) -> Leg {
-        let to = self.city.random_point(&mut self.rng);
+        let to = self.city.random_point(&mut self.rngs[i]);
         // At least a second per leg: a waypoint drawn next to the last one must not
         // make a zero-length leg (and an endless loop in `position`).
         let secs = (distance_m(from, to) / self.speeds[i]).max(1.0);
@@ -511,7 +519,7 @@ impl Default for WorkloadConfig {
             },
             zipf_s: 1.3,
             zipf_q: 4.0,
-            // SFO-ish lies outside the default box: the box's south-east corner.
+            // The south-east corner of the box (SFO itself lies just south of it).
             airport: Point {
                 lat: 37.70,
                 lng: -122.32,
