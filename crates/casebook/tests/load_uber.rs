@@ -101,7 +101,14 @@ async fn a_short_run_against_casebook_up_matches_every_ride() {
         .get_json(&format!("http://{target}/v1/city"))
         .await
         .unwrap();
-    assert!(city.to_string().contains("40"), "{city}");
+    assert_eq!(city["drivers"], 300, "{city}");
+    let trips: u64 = city["trips"]
+        .as_object()
+        .unwrap_or_else(|| panic!("trips by status in {city}"))
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert_eq!(trips, 40, "{city}");
 }
 
 #[test]

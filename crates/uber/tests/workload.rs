@@ -61,9 +61,7 @@ fn the_airport_gets_its_steady_share() {
     let n = 100_000;
     let airport = (0..n)
         .map(|_| rides.ride())
-        .filter(|r| {
-            r.origin == Origin::Airport && distance_m(r.pickup, config.airport) < 500.0
-        })
+        .filter(|r| r.origin == Origin::Airport && distance_m(r.pickup, config.airport) < 500.0)
         .count();
     let share = airport as f64 / n as f64;
     assert!((0.09..=0.11).contains(&share), "{share}");
@@ -93,7 +91,10 @@ fn the_burst_is_scheduled_inside_its_window_from_the_stadium() {
     }
     for bad in [
         Burst { rate: 0.0, ..burst },
-        Burst { rate: f64::NAN, ..burst },
+        Burst {
+            rate: f64::NAN,
+            ..burst
+        },
         Burst {
             len: Duration::ZERO,
             ..burst
