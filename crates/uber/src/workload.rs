@@ -32,7 +32,9 @@
 //! - A dispatched driver does not drive to the pickup: it keeps its route (its
 //!   pings still say `available`; the server keeps the status it owns).
 //! - Ping timestamps are the driver's wall clock in ms; no clock skew is simulated.
-//! - Real trip data (`--trips-csv`) is not wired yet.
+//! - Real trip data (`--trips-csv`, the Chicago taxi sample fetched by
+//!   `benches/uber/fetch-chicago.sh`) replays pickups and dropoffs only, in file
+//!   order; trip start times are ignored (the rate is the run's).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -240,6 +242,8 @@ pub enum Origin {
     Hotspot(usize),
     Airport,
     Stadium,
+    /// Row `n` of the replayed trips.
+    Replay(usize),
 }
 
 /// One ride to request.
@@ -293,6 +297,8 @@ pub struct RideGen {
     airport: Point,
     airport_share: f64,
     stadium: Point,
+    replay: Option<Arc<Vec<(Point, Point)>>>,
+    cursor: usize,
     rng: Rng,
 }
 
@@ -317,6 +323,8 @@ impl RideGen {
             airport: config.airport,
             airport_share: config.airport_share,
             stadium: config.stadium,
+            replay: config.trips.clone().filter(|t| !t.is_empty()),
+            cursor: 0,
             rng,
         })
     }
@@ -332,10 +340,20 @@ impl RideGen {
             lng: lng.clamp(self.grid.city.west, self.grid.city.east),
         }
     }
-    /// An ordinary ride: the airport with `airport_share`, else a Zipf hotspot.
+    /// An ordinary ride: the airport with `airport_share`, else the next replayed
+    /// trip (cycling) if there are any, else a Zipf hotspot.
     pub fn ride(&mut self) -> RideSpec {
         let (origin, pickup) = if self.rng.unit() < self.airport_share {
             (Origin::Airport, self.near(self.airport))
+        } else if let Some(trips) = &self.replay {
+            let n = self.cursor % trips.len();
+            self.cursor += 1;
+            let (pickup, dropoff) = trips[n];
+            return RideSpec {
+                origin: Origin::Replay(n),
+                pickup,
+                dropoff,
+            };
         } else {
             let cell = self.cell_of_rank[self.zipf.sample(&mut self.rng)];
             (
@@ -482,6 +500,9 @@ pub struct WorkloadConfig {
     pub airport_share: f64,
     pub stadium: Point,
     pub burst: Option<Burst>,
+    /// Replayed trips (pickup, dropoff), e.g. from [`parse_trips_csv`].
+    #[serde(skip)]
+    pub trips: Option<Arc<Vec<(Point, Point)>>>,
     /// Ride requests outstanding at most (the loadgen's bound).
     pub max_in_flight: usize,
     /// A batched ride not offered within this is counted unmatched (`timeout`).
@@ -531,6 +552,7 @@ impl Default for WorkloadConfig {
                 lng: -122.3893,
             },
             burst: None,
+            trips: None,
             max_in_flight: 10_000,
             match_timeout: Duration::from_secs(40),
             poll_every: Duration::from_millis(50),
@@ -1122,5 +1144,122 @@ async fn trip(
             }
             _ => {}
         }
+    }
+}
+
+// ------------------------------------------------------------------ real trips
+
+/// Rows read from a trips CSV at most.
+pub const MAX_TRIPS: usize = 10_000_000;
+
+/// Splits one CSV line, honouring double quotes (`""` inside quotes is a quote).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// The trips of a CSV with `pickup_latitude`, `pickup_longitude`,
+/// `dropoff_latitude` and `dropoff_longitude` columns (the Chicago taxi sample's
+/// names), at most `max` of them. Rows with an empty, unparsable or out-of-range
+/// coordinate are skipped — the sample leaves them empty when the trip left
+/// Chicago; the count of skipped rows is returned with the trips.
+pub fn parse_trips_csv(
+    text: &str,
+    max: usize,
+) -> Result<(Vec<(Point, Point)>, usize), WorkloadError> {
+    let max = max.min(MAX_TRIPS);
+    let mut lines = text.lines();
+    let header = csv_fields(lines.next().unwrap_or_default());
+    let column = |name: &'static str| {
+        header
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| bad("trips_csv", format!("no {name} column in the header")))
+    };
+    let cols = [
+        column("pickup_latitude")?,
+        column("pickup_longitude")?,
+        column("dropoff_latitude")?,
+        column("dropoff_longitude")?,
+    ];
+    let mut trips = Vec::new();
+    let mut skipped = 0;
+    for line in lines {
+        if trips.len() >= max {
+            break;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields = csv_fields(line);
+        let v: Vec<Option<f64>> = cols
+            .iter()
+            .map(|&c| fields.get(c).and_then(|f| f.trim().parse::<f64>().ok()))
+            .collect();
+        match v[..] {
+            [Some(plat), Some(plng), Some(dlat), Some(dlng)]
+                if Point::new(plat, plng).is_ok() && Point::new(dlat, dlng).is_ok() =>
+            {
+                trips.push((
+                    Point {
+                        lat: plat,
+                        lng: plng,
+                    },
+                    Point {
+                        lat: dlat,
+                        lng: dlng,
+                    },
+                ));
+            }
+            _ => skipped += 1,
+        }
+    }
+    if trips.is_empty() {
+        return Err(bad(
+            "trips_csv",
+            format!("no usable trip ({skipped} rows skipped)"),
+        ));
+    }
+    Ok((trips, skipped))
+}
+
+impl CityBox {
+    /// The smallest box holding every pickup and dropoff, widened by ~1 km.
+    pub fn around(trips: &[(Point, Point)]) -> Option<Self> {
+        let mut points = trips.iter().flat_map(|&(a, b)| [a, b]);
+        let first = points.next()?;
+        let mut b = Self {
+            south: first.lat,
+            north: first.lat,
+            west: first.lng,
+            east: first.lng,
+        };
+        for p in points {
+            b.south = b.south.min(p.lat);
+            b.north = b.north.max(p.lat);
+            b.west = b.west.min(p.lng);
+            b.east = b.east.max(p.lng);
+        }
+        Some(Self {
+            south: (b.south - 0.01).max(-90.0),
+            north: (b.north + 0.01).min(90.0),
+            west: (b.west - 0.01).max(-180.0),
+            east: (b.east + 0.01).min(180.0),
+        })
     }
 }

@@ -180,3 +180,53 @@ fn bad_configs_name_the_field() {
     }
     assert!(Fleet::new(CityBox::sf(), 1, (0.0, 1.0), 1).is_err());
 }
+
+#[test]
+fn a_trips_csv_replays_its_pickups_in_order_and_skips_rows_without_coordinates() {
+    use casebook_uber::workload::parse_trips_csv;
+    use std::sync::Arc;
+    let csv = "pickup_community_area,pickup_latitude,pickup_longitude,dropoff_latitude,dropoff_longitude,company\n\
+        10,41.98,-87.80,,,Cash\n\
+        8,41.89,-87.63,41.90,-87.62,\"Taxi, Affiliation \"\"A\"\"\"\n\
+        8,41.88,-87.64,41.87,-87.65,Flash Cab\n\
+        8,91.0,-87.64,41.87,-87.65,bad latitude\n";
+    let (trips, skipped) = parse_trips_csv(csv, 100).unwrap();
+    assert_eq!(skipped, 2);
+    assert_eq!(trips.len(), 2);
+    assert_eq!(
+        trips[0].0,
+        Point {
+            lat: 41.89,
+            lng: -87.63
+        }
+    );
+    assert_eq!(
+        trips[1].1,
+        Point {
+            lat: 41.87,
+            lng: -87.65
+        }
+    );
+    assert_eq!(parse_trips_csv(csv, 1).unwrap().0.len(), 1);
+    let e = parse_trips_csv("a,b\n1,2\n", 10).unwrap_err().to_string();
+    assert!(e.contains("pickup_latitude"), "{e}");
+    assert!(parse_trips_csv(&csv[..csv.find("Cash").unwrap() + 5], 10).is_err());
+
+    let city = CityBox::around(&trips).unwrap();
+    assert!(
+        trips
+            .iter()
+            .all(|&(a, b)| city.contains(a) && city.contains(b))
+    );
+    let config = WorkloadConfig {
+        airport_share: 0.0,
+        trips: Some(Arc::new(trips.clone())),
+        ..WorkloadConfig::default()
+    };
+    let mut rides = RideGen::new(&config, 1).unwrap();
+    let got: Vec<_> = (0..4).map(|_| rides.ride()).collect();
+    assert_eq!(got[0].origin, Origin::Replay(0));
+    assert_eq!(got[1].origin, Origin::Replay(1));
+    assert_eq!(got[2].origin, Origin::Replay(0));
+    assert_eq!((got[3].pickup, got[3].dropoff), trips[1]);
+}

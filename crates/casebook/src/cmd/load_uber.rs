@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use casebook_kit::clock::SystemClock;
-use casebook_uber::matching::Mode;
-use casebook_uber::workload::{self, Burst, WorkloadConfig, WorkloadProgress};
+use casebook_uber::matching::{Mode, Point};
+use casebook_uber::workload::{self, Burst, CityBox, WorkloadConfig, WorkloadProgress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
@@ -56,6 +57,14 @@ pub struct UberArgs {
     /// Delay between trip steps (accept, arrived, start, complete, pay).
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     trip_step: Duration,
+    /// Replay pickups and dropoffs from a trips CSV (the Chicago taxi sample:
+    /// `benches/uber/fetch-chicago.sh`); the city box becomes the trips' box, the
+    /// airport O'Hare and the stadium Soldier Field.
+    #[arg(long, value_name = "PATH")]
+    trips_csv: Option<std::path::PathBuf>,
+    /// Rows of `--trips-csv` read at most.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    max_trips: usize,
     /// Seed of the generators.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -77,7 +86,7 @@ pub async fn run(config: &Config, args: UberArgs) -> anyhow::Result<ExitCode> {
     } else {
         format!("http://{target}")
     };
-    let load = WorkloadConfig {
+    let mut load = WorkloadConfig {
         target,
         drivers: args.drivers,
         ping_every: args.ping_every,
@@ -100,6 +109,34 @@ pub async fn run(config: &Config, args: UberArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         ..WorkloadConfig::default()
     };
+    if let Some(path) = &args.trips_csv {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --trips-csv {}", path.display()))?;
+        let (trips, skipped) = match workload::parse_trips_csv(&text, args.max_trips) {
+            Ok(parsed) => parsed,
+            Err(problem) => {
+                eprintln!("casebook: {}: {problem}", path.display());
+                return Ok(ExitCode::from(2));
+            }
+        };
+        eprintln!(
+            "replaying {} trips from {} ({skipped} rows without coordinates skipped)",
+            trips.len(),
+            path.display()
+        );
+        if let Some(city) = CityBox::around(&trips) {
+            load.grid.city = city;
+        }
+        load.airport = Point {
+            lat: 41.9786,
+            lng: -87.9048,
+        };
+        load.stadium = Point {
+            lat: 41.8623,
+            lng: -87.6167,
+        };
+        load.trips = Some(Arc::new(trips));
+    }
     if let Err(problem) = load.validate() {
         eprintln!("casebook: {problem}");
         return Ok(ExitCode::from(2));
