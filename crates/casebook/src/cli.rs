@@ -73,7 +73,7 @@ pub enum Command {
     /// Print the effective configuration as TOML (defaults, file, environment, flags).
     Config,
 
-    /// Load generators against the running cases (`casebook load whatsapp --help`).
+    /// Load generators against the running cases (`casebook load whatsapp --help`, `casebook load uber --help`).
     Load {
         #[command(subcommand)]
         command: crate::cmd::load::LoadCommand,

@@ -19,6 +19,7 @@
 //! | [`pricewire`] | the API's wire to pricing: quotes through [`pricing::PricingClient`], demand/supply signals on a bounded queue sent in batches by a background task |
 //! | [`service`] | the `uber` service: the API on :8090 with its timers (matcher tick, index sweep and rebalance, relays) |
 //! | [`trips`] | trips event-sourced on the kit's event store: transition table, replay, read models (trip, rider, earnings, city) |
+//! | [`workload`] | the `casebook load uber` engine: seeded generators (drivers on routes, Zipf hotspots, airport, stadium burst) and the open-loop runner against the API, request → match latency |
 //! | [`resp`] | RESP2/RESP3: incremental request parser with Redis's limits and error wording, replies, the commands, the `geo-resp` server |
 
 pub mod api;
@@ -31,3 +32,4 @@ pub mod pricing;
 pub mod resp;
 pub mod service;
 pub mod trips;
+pub mod workload;

@@ -36,6 +36,14 @@ pub enum LoadCommand {
     /// 32768-60999, i.e. about 28,000 connections per source address and target:
     /// use `--sources` beyond that.
     Whatsapp(WhatsappArgs),
+    /// The Uber workload against the API (:8090): drivers moving along routes with
+    /// a ping every 4 s (batched into `POST /v1/locations`), ride requests open loop
+    /// at `--rides-per-sec` from Zipf hotspots over ~1 km cells, an airport and an
+    /// optional stadium burst; each offer accepted on the driver's behalf and its
+    /// trip driven to paid. Reports pings sent/accepted/shed, rides
+    /// requested/matched/unmatched and request → match percentiles (from the
+    /// intended send time).
+    Uber(super::load_uber::UberArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +119,7 @@ fn parse_mechanism(name: &str) -> Result<Mechanism, String> {
 pub async fn run(config: &Config, command: LoadCommand) -> anyhow::Result<ExitCode> {
     match command {
         LoadCommand::Whatsapp(args) => whatsapp(config, args).await,
+        LoadCommand::Uber(args) => super::load_uber::run(config, args).await,
     }
 }
 

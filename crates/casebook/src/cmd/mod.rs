@@ -13,6 +13,7 @@ macro_rules! say {
 
 mod config;
 pub(crate) mod load;
+mod load_uber;
 mod serve;
 mod signal;
 mod up;
