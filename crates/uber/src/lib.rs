@@ -5,8 +5,9 @@
 //! live-driver S2 index, matching (greedy and batched, served by the index through
 //! [`matching::NearbyDrivers`]), event-sourced trips, surge [`pricing`] as its own
 //! service (the API quotes through [`pricewire`] with a 1.0 fallback), and the HTTP
-//! API on :8090 ([`api`], [`service`]). Still to come: regions with gossip, the
-//! workload generator, the RESP port served from the S2 index.
+//! API on :8090 ([`api`], [`service`]), driven by the [`workload`] generator behind
+//! `casebook load uber`. Still to come: regions with gossip, the RESP port served
+//! from the S2 index.
 //!
 //! | module | role |
 //! |---|---|
