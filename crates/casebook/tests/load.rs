@@ -4,22 +4,7 @@
 
 mod support;
 
-use support::casebook;
-
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
-use casebook_kit::http_client::HttpClient;
-
-/// Kills the child however the test ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{Up, casebook};
 
 #[tokio::test]
 async fn a_short_run_against_casebook_up_delivers_every_message_it_sent() {
@@ -48,34 +33,8 @@ async fn a_short_run_against_casebook_up_delivers_every_message_it_sent() {
     assert!(created.status.success(), "{stderr}");
     assert!(stderr.contains("created 4 load accounts"), "{stderr}");
 
-    let mut up = Child(
-        casebook(dir.path())
-            .args(["--control-port", "0", "up"])
-            // Nobody reads its log: a full pipe would block the server's logging.
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first = String::new();
-    BufReader::new(up.0.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("casebook control plane: ")
-        .unwrap_or_else(|| panic!("the control-plane URL first, got {first:?}"))
-        .to_owned();
-    let instances: serde_json::Value = HttpClient::default()
-        .get_json(&format!("{url}/api/instances"))
-        .await
-        .unwrap();
-    let chat = instances
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["service"] == "chat")
-        .unwrap_or_else(|| panic!("no chat instance in {instances}"));
-    let target = chat["address"].as_str().unwrap().to_owned();
+    let up = Up::start(dir.path());
+    let target = up.address_of("chat").await;
 
     let run = casebook(dir.path())
         .args([

@@ -4,27 +4,14 @@
 
 mod support;
 
-use support::casebook;
-
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
 use casebook_kit::http_client::HttpClient;
-
-/// Kills the child however the test ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{Up, casebook};
 
 #[tokio::test]
 async fn a_short_run_against_casebook_up_matches_every_ride() {
     let dir = tempfile::tempdir().unwrap();
-    let (_up, target) = up(dir.path()).await;
+    let up = Up::start(dir.path());
+    let target = up.address_of("uber").await;
 
     // 300 drivers for 40 rides (burst included): supply is never short.
     let run = casebook(dir.path())
@@ -85,41 +72,11 @@ async fn a_short_run_against_casebook_up_matches_every_ride() {
     assert_eq!(trips, 40, "{city}");
 }
 
-/// Starts `casebook up` in `dir` and answers the child and the uber API's address.
-async fn up(dir: &std::path::Path) -> (Child, String) {
-    let mut up = Child(
-        casebook(dir)
-            .args(["--control-port", "0", "up"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first = String::new();
-    BufReader::new(up.0.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("casebook control plane: ")
-        .unwrap_or_else(|| panic!("the control-plane URL first, got {first:?}"))
-        .to_owned();
-    let instances: serde_json::Value = HttpClient::default()
-        .get_json(&format!("{url}/api/instances"))
-        .await
-        .unwrap();
-    let uber = instances
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["service"] == "uber")
-        .unwrap_or_else(|| panic!("no uber instance in {instances}"));
-    (up, uber["address"].as_str().unwrap().to_owned())
-}
-
 #[tokio::test]
 async fn a_trips_csv_is_replayed_and_every_ride_matched() {
     let dir = tempfile::tempdir().unwrap();
-    let (_up, target) = up(dir.path()).await;
+    let up = Up::start(dir.path());
+    let target = up.address_of("uber").await;
     // Chicago-like rows, one without coordinates (skipped), one with a quoted comma.
     let csv = dir.path().join("trips.csv");
     std::fs::write(

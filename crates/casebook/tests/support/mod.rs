@@ -1,5 +1,8 @@
 //! Running the real `casebook` binary in tests: one place that says how.
 
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -24,4 +27,56 @@ pub fn casebook(data_dir: &Path) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
+}
+
+/// A `casebook up` child on free ports, killed (and reaped) when dropped, however the
+/// test ends. Its log goes nowhere: nobody reads it, and a full pipe would block it.
+pub struct Up {
+    child: std::process::Child,
+    /// The control plane's URL: the first line `up` prints.
+    pub url: String,
+}
+
+impl Up {
+    pub fn start(data_dir: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = casebook(data_dir)
+            .args(["--control-port", "0", "up"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        // The reader is dropped after the first line: `up` must survive a closed stdout.
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first
+            .trim()
+            .strip_prefix("casebook control plane: ")
+            .unwrap_or_else(|| panic!("the control-plane URL first, got {first:?}"))
+            .to_owned();
+        Self { child, url }
+    }
+
+    /// The main address of the (first) running instance of `service`.
+    pub async fn address_of(&self, service: &str) -> String {
+        let instances: serde_json::Value = casebook_kit::http_client::HttpClient::default()
+            .get_json(&format!("{}/api/instances", self.url))
+            .await
+            .unwrap();
+        let instance = instances
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["service"] == service)
+            .unwrap_or_else(|| panic!("no {service} instance in {instances}"));
+        instance["address"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
