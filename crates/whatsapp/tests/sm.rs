@@ -557,6 +557,58 @@ async fn pipelined_durable_messages_keep_order_and_h_counts_bounces_behind_them(
     assert_eq!(ids(&read_messages(&mut bob, 40).await), want);
 }
 
+/// Two stream-managed senders pipeline long bursts to one offline recipient at once:
+/// each sender's messages come out of the offline store in the order it sent them
+/// (durable stores to one recipient never overlap within a connection).
+#[tokio::test]
+async fn concurrent_pipelined_senders_keep_their_own_order_offline() {
+    let node = Node::start(
+        WhatsappConfig::default(),
+        &["alice", "bob", "carol"],
+        SystemClock::shared(),
+    )
+    .await;
+    const BURST: usize = 300;
+    let mut senders = Vec::new();
+    for user in ["alice", "carol"] {
+        let addr = node.addr;
+        senders.push(tokio::spawn(async move {
+            let (mut client, _) = Client::online(addr, user, "phone", Some(false)).await;
+            let mut burst = String::new();
+            for n in 0..BURST {
+                burst.push_str(&format!(
+                    "<message to='bob@localhost' type='chat' id='{user}-{n}'><body>{n}</body></message>"
+                ));
+            }
+            burst.push_str(&format!("<r xmlns='{SM_NS}'/>"));
+            client.send(&burst).await;
+            // The <a/> comes once every message of the burst is durable.
+            loop {
+                if client.stanza().await.is("a", SM_NS) {
+                    break;
+                }
+            }
+            client
+        }));
+    }
+    let mut done = Vec::new();
+    for sender in senders {
+        done.push(sender.await.unwrap());
+    }
+    // Without stream management, so the flush is not held at the unacked bound.
+    let (mut bob, _) = Client::online(node.addr, "bob", "laptop", None).await;
+    let got = ids(&read_messages(&mut bob, 2 * BURST).await);
+    for user in ["alice", "carol"] {
+        let mine: Vec<&String> = got.iter().filter(|id| id.starts_with(user)).collect();
+        let want: Vec<String> = (0..BURST).map(|n| format!("{user}-{n}")).collect();
+        assert_eq!(mine.len(), BURST, "{user}: every message once");
+        assert!(
+            mine.iter().zip(&want).all(|(a, b)| *a == b),
+            "{user}: out of order: {mine:?}"
+        );
+    }
+}
+
 /// A burst queued for a stream-managed session is written in coalesced writes;
 /// `h` still counts every stanza: acknowledging exactly what arrived is accepted,
 /// and leaves nothing unacknowledged (nothing comes back on a fresh login).

@@ -92,6 +92,10 @@ type StoreFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PendingSto
 pub(super) struct Stores {
     futures: Option<futures::stream::FuturesOrdered<StoreFuture>>,
     trailing: VecDeque<u32>,
+    /// The recipient of each in-flight store, oldest first: two stores to one
+    /// recipient never run at once, or the second could reach the offline store's
+    /// log first and be delivered before the first (RFC 6120 §10.1: sender order).
+    recipients: VecDeque<String>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -111,18 +115,26 @@ impl Stores {
         self.futures.as_ref().map_or(0, |f| f.len())
     }
 
-    fn push(&mut self, store: StoreFuture) {
+    fn push(&mut self, recipient: String, store: StoreFuture) {
         self.futures.get_or_insert_default().push_back(store);
         self.trailing.push_back(0);
+        self.recipients.push_back(recipient);
+    }
+
+    /// Whether a store to `recipient` is in flight.
+    fn holds(&self, recipient: &str) -> bool {
+        self.recipients.iter().any(|r| r == recipient)
     }
 
     /// The oldest store, once complete, and the stanzas counted behind it.
     pub(super) async fn next(&mut self) -> Option<(PendingStore, u32)> {
         let done = self.futures.as_mut()?.next().await?;
         let trailing = self.trailing.pop_front().unwrap_or(0);
+        self.recipients.pop_front();
         if self.is_empty() {
             self.futures = None;
             self.trailing = VecDeque::new();
+            self.recipients = VecDeque::new();
         }
         Some((done, trailing))
     }
@@ -562,10 +574,12 @@ impl Conn {
     /// first waits for them, so the sender's order is kept and an `<a/>` answering
     /// an `<r/>` covers everything sent before it.
     pub(super) async fn message_durable(&mut self, element: Element, to: Jid) -> Result<(), Gone> {
-        if self.stores.len() >= STORES_IN_FLIGHT {
+        let bare = to.bare();
+        // Stores to different recipients overlap; to one recipient they queue, so the
+        // offline log holds them in the order the sender sent them.
+        while self.stores.len() >= STORES_IN_FLIGHT || self.stores.holds(&bare) {
             self.store_next().await?;
         }
-        let bare = to.bare();
         let id = element
             .attr("id")
             .map(str::to_owned)
@@ -577,20 +591,23 @@ impl Conn {
         };
         let message = NewMessage {
             id,
-            recipient: bare,
+            recipient: bare.clone(),
             sender,
             payload: Bytes::from(element.to_xml()),
         };
         let offline = self.shared.domain.offline.clone();
-        self.stores.push(Box::pin(async move {
-            let stored = offline.store(message).await;
-            PendingStore {
-                element,
-                to,
-                key,
-                stored,
-            }
-        }));
+        self.stores.push(
+            bare,
+            Box::pin(async move {
+                let stored = offline.store(message).await;
+                PendingStore {
+                    element,
+                    to,
+                    key,
+                    stored,
+                }
+            }),
+        );
         // Counted in h when it completes, not now.
         self.sm_defer_current = true;
         Ok(())
