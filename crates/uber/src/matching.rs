@@ -512,6 +512,9 @@ impl Matcher {
         clock: SharedClock,
     ) -> Result<Self, MatchError> {
         config.validate()?;
+        // Windows run from the matcher's start, not from its first tick: a tick that
+        // comes late (a busy runtime) must not restart the window.
+        let started = clock.now();
         Ok(Self {
             config,
             drivers,
@@ -520,6 +523,7 @@ impl Matcher {
             clock,
             state: Mutex::new(State {
                 next_id: 1,
+                last_batch: Some(started),
                 ..State::default()
             }),
             batch_lock: Mutex::new(()),
