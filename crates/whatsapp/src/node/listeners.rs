@@ -111,9 +111,7 @@ pub(super) async fn start(
         let (slot, admitted) = admit(&tls_live, shared.config.max_connections);
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
-        // Boxed: the instance's task wrapper moves its future into a `select!`,
-        // which holds it twice; this way each connection's state exists once.
-        Box::pin(async move {
+        async move {
             let _slot = slot;
             let handshake =
                 tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream))
@@ -130,7 +128,7 @@ pub(super) async fn start(
                 conn::refuse_transport(transport, &shared.config.domain, &super::busy_refusal())
                     .await;
             }
-        })
+        }
     });
     websocket::serve(ctx, ws_listener, shared.clone(), live.clone());
 

@@ -585,10 +585,7 @@ impl ServiceFactory for ChatNode {
                     let reached = stream.local_addr().ok().map(|a| a.ip());
                     capacity_refusal(&cluster, &me.id, reached)
                 });
-                // Boxed: the instance's task wrapper moves its future into a
-                // `select!`, which holds it twice; this way each connection's
-                // state exists once.
-                Box::pin(async move {
+                async move {
                     if let Some(_slot) = slot {
                         conn::serve(shared, stream, peer, shutdown).await;
                     } else {
@@ -596,7 +593,7 @@ impl ServiceFactory for ChatNode {
                         let refusal = refusal.unwrap_or_default();
                         conn::refuse(stream, &shared.config.domain, &refusal).await;
                     }
-                })
+                }
             });
             Ok(address)
         })

@@ -45,8 +45,7 @@ pub(super) fn serve(
         let shared = shared.clone();
         let (slot, admitted) = admit(&live, shared.config.max_connections);
         let shutdown = shutdown.clone();
-        // Boxed, as in `listeners::start`: each connection's state exists once.
-        Box::pin(async move {
+        async move {
             let _slot = slot;
             // Room for the largest stanza plus the framing's own namespace
             // declarations; the frame parser enforces the exact limit.
@@ -80,7 +79,7 @@ pub(super) fn serve(
                 conn::refuse_transport(transport, &shared.config.domain, &super::busy_refusal())
                     .await;
             }
-        })
+        }
     });
 }
 
