@@ -388,7 +388,14 @@ async fn a_ride_end_to_end_offer_decline_accept_trip_and_earnings() {
 
     // The finished driver is available again: the next rider may get them (after
     // a fresh ping: ten minutes of the trip left every earlier ping stale, and
-    // rider 101's offer to driver 1 timed out meanwhile).
+    // rider 101's offer to driver 1 timed out meanwhile). The tick must have
+    // withdrawn that offer first, or it could re-offer ride 101 to the freshly
+    // pinged driver 2 and leave rider 102 without one.
+    let other_id = other["id"].as_u64().unwrap();
+    api.wait_for(&format!("/v1/rides/{other_id}"), |b| {
+        b["status"]["state"] == "no_drivers"
+    })
+    .await;
     api.ping(2, 37.7800, -122.4200, 2).await;
     let next = api.ride(102, "greedy").await;
     assert_eq!(next["status"]["driver"], 2, "{next}");
