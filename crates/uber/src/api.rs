@@ -16,6 +16,7 @@
 //! | `GET /v1/rides/{id}` | the ride's status (and its trip once accepted) |
 //! | `POST /v1/rides/{id}/accept` · `/decline` | the offered driver answers `{driver}` |
 //! | `POST /v1/trips/{id}/{arrived,start,complete,cancel,pay}` | trip commands |
+//! | `GET /v1/drivers/{id}` | the driver as the index sees it (position, status, ts, age) |
 //! | `GET /v1/trips/{id}` · `/v1/riders/{id}/trips` · `/v1/drivers/{id}/earnings` · `/v1/city` | read models |
 //!
 //! # Guarantees
@@ -30,6 +31,10 @@
 //!   before the commit; two concurrent requests for the *same* driver may both
 //!   log an update the index then counts stale — consumers apply the same
 //!   latest-wins rule, so the bus converges to the index.
+//! - **Restart keeps the drivers.** The index is snapshotted every
+//!   `snapshot_every`; a start (graceful or after `kill -9`) restores the
+//!   snapshot, replays the outbox after it and reconciles the server-owned
+//!   statuses with the trip store ([`Engine::recover`], [`crate::locations`]).
 //! - **One driver, one ride.** Offers go through the matcher's atomic claim; on
 //!   accept the driver moves `available → dispatched` in the index, on start
 //!   `→ on_trip`, on complete or cancel back to `available` (and the claim is
@@ -46,8 +51,6 @@
 //! # Deliberately absent
 //! - Rides survive only in memory (the matcher's table): after a restart
 //!   `GET /v1/rides/{id}` is 404, while trips — event-sourced — are all there.
-//! - The index is not rebuilt from the outbox on restart: drivers ping every few
-//!   seconds and refill it; the outbox is compacted once relayed.
 //! - Authentication (a driver may only move itself).
 //!
 //! # Pricing
@@ -87,6 +90,7 @@ use tower::util::MapRequestLayer;
 use crate::index::{
     DriverId, DriverIndex, DriverStatus, IndexConfig, IndexError, LatLng, LocationUpdate, MAX_BATCH,
 };
+use crate::locations::{LocationStore, Recovery};
 use crate::matching::{
     DriverClaims, MatchConfig, MatchError, Matcher, Mode, Point, RideStatus, RideView, SpeedEta,
 };
@@ -129,6 +133,11 @@ pub struct ApiConfig {
     pub sweep_budget: usize,
     /// The pricing service: where, how, and the signals' queue.
     pub pricing: PriceWireConfig,
+    /// How often the index is snapshotted (a restart replays the location
+    /// outbox only from the last snapshot on).
+    pub snapshot_every: Duration,
+    /// How much history the bus topic [`LOCATIONS_TOPIC`] keeps.
+    pub bus_retention: Duration,
 }
 
 impl Default for ApiConfig {
@@ -150,6 +159,8 @@ impl Default for ApiConfig {
             sweep_every: Duration::from_secs(1),
             sweep_budget: 100_000,
             pricing: PriceWireConfig::default(),
+            snapshot_every: Duration::from_secs(10),
+            bus_retention: Duration::from_secs(600),
         }
     }
 }
@@ -161,8 +172,9 @@ impl ApiConfig {
         if !(1..=MAX_BATCH).contains(&self.max_batch) {
             return Err(format!("max_batch: must be in 1..={MAX_BATCH}"));
         }
-        if self.tick_every.is_zero() || self.sweep_every.is_zero() {
-            return Err("tick_every, sweep_every: must be positive".to_owned());
+        if self.tick_every.is_zero() || self.sweep_every.is_zero() || self.snapshot_every.is_zero()
+        {
+            return Err("tick_every, sweep_every, snapshot_every: must be positive".to_owned());
         }
         if self.sweep_budget == 0 {
             return Err("sweep_budget: must be positive".to_owned());
@@ -183,7 +195,9 @@ pub struct Engine {
     trips: Trips,
     views: tokio::sync::Mutex<ReadModels>,
     bus: WalBus,
-    outbox: Outbox,
+    locations: LocationStore,
+    /// What the index was rebuilt from at open.
+    recovery: Recovery,
     shedder: LoadShedder,
     pricing: Arc<PriceWire>,
     /// The quote each live ride was requested with (ride id → quote), oldest
@@ -245,7 +259,8 @@ impl Engine {
             clock.clone(),
         )?;
         let bus = WalBus::open(dir.join("bus"), wal.clone())?;
-        let outbox = Outbox::open(dir.join("locations"), wal.clone())?;
+        let locations = LocationStore::open(dir, wal.clone(), clock.clone())?;
+        let recovery = locations.recover(&index)?;
         let trips = Trips::open(dir.join("trips"), wal, clock.clone(), config.fares)?;
         let views = ReadModels::open(Arc::new(bus.clone()), dir.join("views"), config.durability)?;
         let shedder = LoadShedder::new("uber_api", config.shed.clone(), clock.clone())?;
@@ -259,7 +274,8 @@ impl Engine {
             trips,
             views: tokio::sync::Mutex::new(views),
             bus,
-            outbox,
+            locations,
+            recovery,
             shedder,
             pricing,
             ride_quotes: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
@@ -285,7 +301,12 @@ impl Engine {
     }
     /// The location outbox (the primary store of locations).
     pub fn outbox(&self) -> &Outbox {
-        &self.outbox
+        self.locations.outbox()
+    }
+
+    /// The primary store of locations with its snapshots.
+    pub fn locations(&self) -> &LocationStore {
+        &self.locations
     }
     /// The admission gate in front of every route.
     pub fn shedder(&self) -> &LoadShedder {
@@ -319,17 +340,75 @@ impl Engine {
         if !moves.is_empty() {
             metrics::counter!("uber_index_rebalances_total").increment(moves.len() as u64);
         }
-        if let Ok(sent) = self.outbox.sent_up_to()
-            && let Err(error) = self.outbox.truncate_before(sent)
-        {
+        if let Err(error) = self.locations.compact() {
             tracing::warn!(%error, "location outbox compaction failed");
         }
+        if let Err(error) =
+            self.locations
+                .trim_bus(&self.bus, LOCATIONS_TOPIC, self.config.bus_retention)
+        {
+            tracing::warn!(%error, "location bus retention failed");
+        }
+    }
+
+    /// Writes a snapshot of the index (blocking file I/O: call it off the async
+    /// workers); a restart replays the location outbox from it.
+    pub fn snapshot_locations(&self) -> anyhow::Result<usize> {
+        let snapshot = self.locations.save(&self.index)?;
+        metrics::counter!("uber_location_snapshots_total").increment(1);
+        Ok(snapshot.drivers.len())
+    }
+
+    /// What [`open`](Self::open) rebuilt the index from.
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// Completes the index's rebuild at start ([`open`](Self::open) restored the
+    /// location snapshot and replayed the outbox after it): the server-owned
+    /// statuses come from the trip store — a driver with an open trip is
+    /// dispatched (matched, arrived) or on trip (started), one without is not,
+    /// whatever the snapshot said (those moves are not in the location log).
+    /// Returns how many drivers it moved.
+    pub async fn reconcile_drivers(&self) -> anyhow::Result<usize> {
+        let views = self
+            .views()
+            .await
+            .map_err(|e| anyhow::anyhow!("trip read models: {}", e.error))?;
+        let mut busy: HashMap<u64, DriverStatus> = HashMap::new();
+        for state in views.trips().values() {
+            let status = match state.status {
+                TripStatus::Matched | TripStatus::DriverArrived => DriverStatus::Dispatched,
+                TripStatus::Started => DriverStatus::OnTrip,
+                _ => continue,
+            };
+            if let Some(driver) = state.driver {
+                busy.insert(driver, status);
+            }
+        }
+        drop(views);
+        let mut moved = 0;
+        for saved in self.index.export() {
+            let want = busy.get(&saved.id.0).copied();
+            let to = match (saved.status.is_server_owned(), want) {
+                (_, Some(to)) if to != saved.status => to,
+                (true, None) if saved.age < self.config.index.stale_after => {
+                    DriverStatus::Available
+                }
+                (true, None) => DriverStatus::Offline,
+                _ => continue,
+            };
+            if self.index.transition(saved.id, saved.status, to).is_ok() {
+                moved += 1;
+            }
+        }
+        Ok(moved)
     }
 
     /// Publishes the outbox and trip events to the bus until `shutdown`.
     pub async fn relay(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let bus: Arc<dyn EventBus> = Arc::new(self.bus.clone());
-        let locations = self.outbox.relay(bus.clone(), 64);
+        let locations = self.outbox().relay(bus.clone(), 64);
         let trips = self.trips.relay(bus);
         let mut every = tokio::time::interval(self.config.tick_every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -381,6 +460,9 @@ impl Engine {
                 logged.push(u);
             }
         }
+        // Registered before the commit, released after the index applied it: a
+        // snapshot meanwhile replays from below this request's entries.
+        let _in_flight = self.locations.begin();
         if !logged.is_empty() {
             let mut commits = tokio::task::JoinSet::new();
             for chunk in logged.chunks(UPDATES_PER_RECORD) {
@@ -395,7 +477,7 @@ impl Engine {
                     json!({ "updates": records }),
                     self.clock.as_ref(),
                 );
-                let outbox = self.outbox.clone();
+                let outbox = self.outbox().clone();
                 commits.spawn(async move {
                     outbox
                         .commit(
@@ -684,6 +766,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/trips/{id}", get(get_trip))
         .route("/v1/trips/{id}/{action}", post(trip_action))
         .route("/v1/riders/{id}/trips", get(rider_trips))
+        .route("/v1/drivers/{id}", get(get_driver))
         .route("/v1/drivers/{id}/earnings", get(driver_earnings))
         .route("/v1/city", get(city))
         .layer(shed)
@@ -1119,6 +1202,29 @@ async fn rider_trips(
         })
         .collect();
     Ok(axum::Json(json!({ "rider": rider, "trips": trips })).into_response())
+}
+
+/// A driver as the live index sees it: position, status, the driver's own
+/// timestamp and how long ago its last update arrived.
+async fn get_driver(
+    State(engine): Shared,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let driver = parse_id("id", &id)?;
+    let view = engine
+        .index
+        .get(DriverId(driver))
+        .ok_or_else(|| ApiError::not_found(format!("unknown driver {driver}")))?;
+    let age = engine.clock.now().saturating_duration_since(view.last_seen);
+    Ok(axum::Json(json!({
+        "driver": driver,
+        "lat": view.position.lat(),
+        "lon": view.position.lon(),
+        "ts": view.ts,
+        "status": StatusName::from(view.status),
+        "age_ms": u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+    }))
+    .into_response())
 }
 
 async fn driver_earnings(

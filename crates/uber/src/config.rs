@@ -24,6 +24,9 @@ pub struct UberConfig {
     pub city: String,
     /// A driver silent this many seconds leaves the available set.
     pub driver_stale_secs: u64,
+    /// Seconds between snapshots of the driver index (a restart replays the
+    /// location log only from the last one on).
+    pub location_snapshot_secs: u64,
 }
 
 /// Most RESP connections one process may be configured for (the machine allows
@@ -41,6 +44,7 @@ impl Default for UberConfig {
             max_location_batch: 10_000,
             city: "sf".to_owned(),
             driver_stale_secs: 30,
+            location_snapshot_secs: 10,
         }
     }
 }
@@ -69,6 +73,9 @@ impl UberConfig {
         }
         if !(1..=86_400).contains(&self.driver_stale_secs) {
             return Err("uber.driver_stale_secs: must be in 1..=86400".to_owned());
+        }
+        if !(1..=3_600).contains(&self.location_snapshot_secs) {
+            return Err("uber.location_snapshot_secs: must be in 1..=3600".to_owned());
         }
         if !(self.pricing_url.starts_with("http://") || self.pricing_url.starts_with("https://")) {
             return Err(format!(

@@ -27,6 +27,7 @@ pub mod api;
 pub mod config;
 pub mod geo;
 pub mod index;
+pub mod locations;
 pub mod matching;
 pub mod pricewire;
 pub mod pricing;

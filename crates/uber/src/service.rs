@@ -6,7 +6,9 @@
 //! [`crate::api::router`] through the kit's `serve_http` (`/health`, `/metrics`,
 //! request ids), and runs three tasks in the instance's group: the matcher's tick
 //! (batch window, offer timeouts) every `tick_every`, the index's sweep and
-//! rebalance every `sweep_every`, the relay of the location outbox and the
+//! rebalance every `sweep_every`, a snapshot of the index every
+//! `snapshot_every` (the start restores it, replays the location outbox after
+//! it and reconciles driver statuses with the trips: [`Engine::reconcile_drivers`]), the relay of the location outbox and the
 //! trip events to the bus, and the sender of pricing signals
 //! ([`crate::pricewire::PriceWire::run`]).
 //!
@@ -60,6 +62,7 @@ impl UberService {
             ..ApiConfig::default()
         };
         api.index.stale_after = std::time::Duration::from_secs(config.driver_stale_secs);
+        api.snapshot_every = std::time::Duration::from_secs(config.location_snapshot_secs);
         api.pricing.url = Some(config.pricing_url.clone());
         Self::new(api)
     }
@@ -100,6 +103,15 @@ impl ServiceFactory for UberService {
             let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, config, clock))
                 .await
                 .map_err(anyhow::Error::from)??;
+            let moved = engine.reconcile_drivers().await?;
+            let recovery = engine.recovery();
+            tracing::info!(
+                snapshot = recovery.snapshot_drivers,
+                replayed = recovery.replayed_updates,
+                restored = recovery.index.restored,
+                reconciled = moved,
+                "driver index rebuilt from the location store"
+            );
             *self.last.lock() = Arc::downgrade(&engine);
             serve_http(ctx, listener, router(engine.clone()));
 
@@ -117,6 +129,28 @@ impl ServiceFactory for UberService {
                         _ = stop.cancelled() => return,
                         _ = tick.tick() => timers.tick(),
                         _ = sweep.tick() => timers.maintain(),
+
+                    }
+                }
+            });
+            // Snapshots on their own task: writing one may take a while, and the
+            // matcher's tick must not wait for it.
+            let snapshots = engine.clone();
+            let stop = shutdown.clone();
+            ctx.spawn(async move {
+                let mut every = tokio::time::interval(snapshots.config().snapshot_every);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every.reset(); // the first a period after start, not at once
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = every.tick() => {}
+                    }
+                    let engine = snapshots.clone();
+                    match tokio::task::spawn_blocking(move || engine.snapshot_locations()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => tracing::warn!(%error, "location snapshot failed"),
+                        Err(error) => tracing::warn!(%error, "location snapshot task failed"),
                     }
                 }
             });

@@ -577,3 +577,100 @@ async fn a_restart_on_the_same_data_dir_keeps_trips_and_read_models() {
     let (_, rides) = api.get("/v1/riders/42/trips").await;
     assert_eq!(rides["trips"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_restart_rebuilds_the_index_from_snapshot_and_outbox_and_trips() {
+    let mut api = Api::start(config()).await;
+    api.ping(1, 37.7751, -122.4191, 1).await;
+    api.ping(2, 37.7800, -122.4200, 1).await;
+    let accept = |ride: &Value, driver: u64| {
+        let api = &api;
+        let id = ride["id"].as_u64().unwrap();
+        async move {
+            let (status, body) = api
+                .post(&format!("/v1/rides/{id}/accept"), json!({"driver": driver}))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["trip"].as_str().unwrap().to_owned()
+        }
+    };
+    let trip_step = |trip: String, action: &'static str, body: Value| {
+        let api = &api;
+        async move {
+            let (status, out) = api.post(&format!("/v1/trips/{trip}/{action}"), body).await;
+            assert_eq!(status, StatusCode::OK, "{action}: {out}");
+        }
+    };
+    // Driver 1 is dispatched when the snapshot is taken...
+    let first = api.ride(50, "greedy").await;
+    assert_eq!(first["status"]["driver"], 1);
+    let t1 = accept(&first, 1).await;
+    let saved = api.engine().snapshot_locations().unwrap();
+    assert_eq!(saved, 2);
+    // ...and free again after it: its trip completes.
+    trip_step(t1.clone(), "arrived", json!({})).await;
+    trip_step(t1.clone(), "start", json!({})).await;
+    trip_step(t1, "complete", json!({"distance_m": 900.0})).await;
+    // Driver 2 was available in the snapshot, and is on a trip after it.
+    let second = api.ride(51, "greedy").await;
+    let id = second["id"].as_u64().unwrap();
+    let (status, _) = api
+        .post(&format!("/v1/rides/{id}/decline"), json!({"driver": 1}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let t2 = accept(&second, 2).await;
+    trip_step(t2.clone(), "arrived", json!({})).await;
+    trip_step(t2, "start", json!({})).await;
+    // Only in the outbox: driver 4's first ping, driver 1's move.
+    api.ping(4, 37.7760, -122.4180, 1).await;
+    api.ping(1, 37.7752, -122.4192, 2).await;
+
+    api.restart().await;
+    let engine = api.engine();
+    let recovery = engine.recovery();
+    assert_eq!(recovery.snapshot_drivers, 2);
+    assert!(recovery.replayed_updates >= 2, "{recovery:?}");
+    let driver = |id: u64| {
+        let api = &api;
+        async move {
+            let (status, body) = api.get(&format!("/v1/drivers/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    let one = driver(1).await;
+    assert_eq!(
+        (one["status"].clone(), one["ts"].clone(), one["lat"].clone()),
+        (json!("available"), json!(2), json!(37.7752)),
+        "the snapshot's dispatched status is reconciled with the completed trip"
+    );
+    assert_eq!(
+        driver(2).await["status"],
+        "on_trip",
+        "its open trip was started"
+    );
+    assert_eq!(
+        driver(4).await["status"],
+        "available",
+        "replayed from the outbox"
+    );
+    assert_eq!(
+        engine.index().audit().unwrap(),
+        2,
+        "drivers 1 and 4 indexed"
+    );
+    assert_eq!(api.get("/v1/drivers/3").await.0, StatusCode::NOT_FOUND);
+    // Riders are matched at once, without waiting for the next pings; the driver
+    // on a trip is never offered.
+    let next = api.ride(52, "greedy").await;
+    assert_eq!(next["status"]["driver"], 1, "{next}");
+    let id = next["id"].as_u64().unwrap();
+    let (_, declined) = api
+        .post(&format!("/v1/rides/{id}/decline"), json!({"driver": 1}))
+        .await;
+    assert_eq!(declined["status"]["driver"], 4, "{declined}");
+    let (_, declined) = api
+        .post(&format!("/v1/rides/{id}/decline"), json!({"driver": 4}))
+        .await;
+    assert_eq!(declined["status"]["state"], "no_drivers", "{declined}");
+}

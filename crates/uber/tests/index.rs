@@ -11,7 +11,7 @@ use casebook_kit::clock::ManualClock;
 use casebook_kit::partition::Rebalance;
 use casebook_uber::index::{
     DriverId, DriverIndex, DriverStatus, DriverView, IndexConfig, IndexError, LatLng,
-    LocationUpdate, MAX_BATCH, MAX_K,
+    LocationUpdate, MAX_BATCH, MAX_K, SavedDriver,
 };
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -735,4 +735,96 @@ fn busy_drivers_keep_their_server_status_and_leave_the_index() {
         .unwrap();
     assert_eq!((r.accepted, r.duplicate), (0, 1));
     assert_eq!(index.audit().unwrap(), 1);
+}
+
+/// Export then restore into a fresh index (the snapshot path of a restart):
+/// every driver comes back with its status, server-owned ones included, and as
+/// stale as it was; an available driver silent past `stale_after` comes back
+/// offline; a saved state not newer than the live one changes nothing.
+#[test]
+fn export_and_restore_keep_status_position_and_staleness() {
+    let (index, clock) = new_index(config());
+    let stale_after = index.config().stale_after;
+    index
+        .ingest(&[
+            ping(1, CENTER.0, CENTER.1, 5, DriverStatus::Available),
+            ping(2, CENTER.0 + 0.01, CENTER.1, 5, DriverStatus::Available),
+            ping(3, CENTER.0 - 0.01, CENTER.1, 5, DriverStatus::Offline),
+        ])
+        .unwrap();
+    index
+        .transition(DriverId(2), DriverStatus::Available, DriverStatus::OnTrip)
+        .unwrap();
+    clock.advance(stale_after / 2);
+    index
+        .ingest(&[ping(
+            4,
+            CENTER.0,
+            CENTER.1 + 0.01,
+            7,
+            DriverStatus::Available,
+        )])
+        .unwrap();
+    let mut saved = index.export();
+    saved.sort_by_key(|d| d.id);
+    assert_eq!(saved.len(), 4);
+    assert_eq!(saved[0].age, stale_after / 2);
+    assert_eq!(saved[3].age, Duration::ZERO);
+
+    let (fresh, fresh_clock) = new_index(config());
+    // The snapshot is a little older by the time it is read back.
+    fresh_clock.advance(stale_after);
+    let aged: Vec<SavedDriver> = saved
+        .iter()
+        .map(|d| SavedDriver {
+            age: d.age + stale_after / 4,
+            ..*d
+        })
+        .collect();
+    let report = fresh.restore(&aged);
+    assert_eq!((report.restored, report.older, report.refused), (4, 0, 0));
+    let view = |id| fresh.get(DriverId(id)).unwrap();
+    assert_eq!(view(2).status, DriverStatus::OnTrip);
+    assert_eq!(view(3).status, DriverStatus::Offline);
+    assert_eq!((view(1).ts, view(1).position), (5, at(CENTER.0, CENTER.1)));
+    assert_eq!(fresh.audit().unwrap(), 2, "drivers 1 and 4 are indexed");
+    // Driver 1 was heard 3/4 of `stale_after` ago: stale a quarter later.
+    assert_eq!(
+        fresh
+            .nearest(at(CENTER.0, CENTER.1), 5_000.0, 10, |_| true)
+            .len(),
+        2
+    );
+    fresh_clock.advance(stale_after / 4);
+    let found = fresh.nearest(at(CENTER.0, CENTER.1), 5_000.0, 10, |_| true);
+    assert_eq!(
+        found.iter().map(|f| f.0).collect::<Vec<_>>(),
+        vec![DriverId(4)]
+    );
+
+    // Older than what is live: ignored. Silent too long: offline, not indexed.
+    let report = fresh.restore(&[
+        SavedDriver {
+            ts: 4,
+            lat: 0.0,
+            ..aged[0]
+        },
+        SavedDriver {
+            id: DriverId(9),
+            age: stale_after,
+            ..aged[0]
+        },
+        SavedDriver {
+            id: DriverId(10),
+            lat: f64::NAN,
+            ..aged[0]
+        },
+    ]);
+    assert_eq!((report.restored, report.older, report.refused), (1, 1, 1));
+    assert_eq!(fresh.get(DriverId(1)).unwrap().ts, 5);
+    assert_eq!(
+        fresh.get(DriverId(9)).unwrap().status,
+        DriverStatus::Offline
+    );
+    assert_eq!(fresh.audit().unwrap(), 2);
 }

@@ -29,18 +29,21 @@ pub fn casebook(data_dir: &Path) -> Command {
     cmd
 }
 
-/// A `casebook up` child on free ports, killed (and reaped) when dropped, however the
-/// test ends. Its log goes nowhere: nobody reads it, and a full pipe would block it.
-pub struct Up {
-    child: std::process::Child,
-    /// The control plane's URL: the first line `up` prints.
-    pub url: String,
+/// `casebook up` as it will be started; see [`Up::builder`].
+pub struct UpBuilder {
+    command: Command,
 }
 
-impl Up {
-    pub fn start(data_dir: &Path) -> Self {
+impl UpBuilder {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn start(mut self) -> Up {
         use std::io::BufRead;
-        let mut child = casebook(data_dir)
+        let mut child = self
+            .command
             .args(["--control-port", "0", "up"])
             .stderr(Stdio::null())
             .spawn()
@@ -55,7 +58,34 @@ impl Up {
             .strip_prefix("casebook control plane: ")
             .unwrap_or_else(|| panic!("the control-plane URL first, got {first:?}"))
             .to_owned();
-        Self { child, url }
+        Up { child, url }
+    }
+}
+
+/// A `casebook up` child on free ports, killed (and reaped) when dropped, however the
+/// test ends. Its log goes nowhere: nobody reads it, and a full pipe would block it.
+pub struct Up {
+    child: std::process::Child,
+    /// The control plane's URL: the first line `up` prints.
+    pub url: String,
+}
+
+impl Up {
+    pub fn start(data_dir: &Path) -> Self {
+        Self::builder(data_dir).start()
+    }
+
+    /// An `up` to start with more settings (environment variables).
+    pub fn builder(data_dir: &Path) -> UpBuilder {
+        UpBuilder {
+            command: casebook(data_dir),
+        }
+    }
+
+    /// `kill -9`: the process dies at once, mid-whatever; reaped here.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The main address of the (first) running instance of `service`.

@@ -69,6 +69,7 @@ use parking_lot::{Mutex, MutexGuard, RwLock};
 use cells::{Cells, covering_ranges, leaf_cell, range_cell, range_level};
 pub use types::{
     BatchReport, DriverId, DriverStatus, DriverView, IndexError, LatLng, LocationUpdate,
+    RestoreReport, SavedDriver,
 };
 
 /// Stripes of the driver table.
@@ -742,6 +743,101 @@ impl DriverIndex {
                 drivers: map.payload(s.id).map_or(0, |c| c.lock().len()),
             })
             .collect()
+    }
+
+    /// Every driver's state (any status), with the age of its last update, one
+    /// stripe at a time: each driver's own state is consistent, the whole is not
+    /// a point-in-time cut (the primary store's replay covers the difference).
+    pub fn export(&self) -> Vec<SavedDriver> {
+        let now = self.clock.now();
+        let mut saved = Vec::with_capacity(self.driver_count());
+        for stripe in self.stripes.iter() {
+            let stripe = stripe.lock();
+            saved.extend(stripe.records.iter().map(|rec| SavedDriver {
+                id: rec.view.id,
+                lat: rec.view.position.lat(),
+                lon: rec.view.position.lon(),
+                ts: rec.view.ts,
+                status: rec.view.status,
+                age: now.saturating_duration_since(rec.view.last_seen),
+            }));
+        }
+        saved
+    }
+
+    /// Applies saved driver states, latest wins by the driver's timestamp (a
+    /// state not newer than the driver's current one changes nothing), keeping
+    /// their statuses — the server-owned ones included — and their ages: a
+    /// driver last heard `age` ago is as stale as it was. Used to rebuild the
+    /// index at start from its snapshot and the primary store.
+    pub fn restore(&self, saved: &[SavedDriver]) -> RestoreReport {
+        let mut report = RestoreReport::default();
+        let now = self.clock.now();
+        let mut valid: Vec<(usize, &SavedDriver, DriverStatus, LatLng, u64, Instant)> = Vec::new();
+        for s in saved {
+            // An available driver silent for `stale_after` is restored offline,
+            // as the sweep would have left it (its age may also lie before the
+            // clock's origin, where an `Instant` cannot go).
+            let stale = s.age >= self.config.stale_after;
+            let status = if stale && s.status == DriverStatus::Available {
+                DriverStatus::Offline
+            } else {
+                s.status
+            };
+            let last_seen = now.checked_sub(s.age).unwrap_or(now);
+            match LatLng::new(s.lat, s.lon) {
+                Ok(at) => valid.push((stripe_of(s.id), s, status, at, leaf_cell(at), last_seen)),
+                Err(_) => report.refused += 1,
+            }
+        }
+        valid.sort_by_key(|v| v.0);
+        let map = self.layout.read();
+        let mut ops = Vec::new();
+        for group in valid.chunk_by(|a, b| a.0 == b.0) {
+            let mut stripe = self.stripes[group[0].0].lock();
+            for &(_, s, status, at, cell, last_seen) in group {
+                let view = DriverView {
+                    id: s.id,
+                    position: at,
+                    status,
+                    ts: s.ts,
+                    last_seen,
+                };
+                let fresh = Record {
+                    view,
+                    cell,
+                    indexed: status == DriverStatus::Available,
+                };
+                let before = match stripe.slots.get(&s.id) {
+                    Some(&slot) => {
+                        let rec = &mut stripe.records[slot];
+                        if rec.view.ts >= s.ts {
+                            report.older += 1;
+                            continue;
+                        }
+                        let before = (rec.indexed, rec.cell);
+                        *rec = fresh;
+                        Some(before)
+                    }
+                    None => {
+                        let max = self.config.max_drivers;
+                        if self.drivers.fetch_add(1, Ordering::Relaxed) >= max {
+                            self.drivers.fetch_sub(1, Ordering::Relaxed);
+                            report.refused += 1;
+                            continue;
+                        }
+                        let slot = stripe.records.len();
+                        stripe.records.push(fresh);
+                        stripe.slots.insert(s.id, slot);
+                        None
+                    }
+                };
+                diff(before, &fresh, &mut ops);
+                report.restored += 1;
+            }
+            Self::apply_ops(&map, &mut ops, false);
+        }
+        report
     }
 
     /// The number of shards.

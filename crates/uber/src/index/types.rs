@@ -103,6 +103,32 @@ pub struct DriverView {
     pub last_seen: Instant,
 }
 
+/// A driver's state away from the live index: saved in a snapshot, or read
+/// back from the primary store. `age` is how long before the save (or the
+/// restore) its last update arrived, so staleness survives a restart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SavedDriver {
+    pub id: DriverId,
+    pub lat: f64,
+    pub lon: f64,
+    /// The driver's own timestamp of that update (latest wins on restore).
+    pub ts: u64,
+    /// Any status, the server-owned ones included: a driver on a trip stays on it.
+    pub status: DriverStatus,
+    pub age: std::time::Duration,
+}
+
+/// What one [`restore`](super::DriverIndex::restore) call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Drivers set from the saved state.
+    pub restored: usize,
+    /// Saved states not newer than the driver's current one: ignored.
+    pub older: usize,
+    /// Saved states with an invalid position, or beyond `max_drivers`.
+    pub refused: usize,
+}
+
 /// What one [`ingest`](super::DriverIndex::ingest) call did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchReport {
