@@ -90,7 +90,7 @@ use tower::util::MapRequestLayer;
 use crate::index::{
     DriverId, DriverIndex, DriverStatus, IndexConfig, IndexError, LatLng, LocationUpdate, MAX_BATCH,
 };
-use crate::locations::{LocationStore, Recovery};
+use crate::locations::{LocationColumns, LocationStore, Recovery};
 use crate::matching::{
     DriverClaims, MatchConfig, MatchError, Matcher, Mode, Point, RideStatus, RideView, SpeedEta,
 };
@@ -98,7 +98,8 @@ use crate::pricewire::{PriceWire, PriceWireConfig};
 use crate::pricing::{PricingError, Quote};
 use crate::trips::{FareSchedule, ReadModels, TripError, TripState, TripStatus, Trips};
 
-/// The bus topic location updates are published to.
+/// The bus topic location updates are published to: `driver.locations` events
+/// whose payload is [`LocationColumns`].
 pub const LOCATIONS_TOPIC: &str = "driver-locations";
 /// Accepted updates per outbox record (one WAL record, one bus event): keeps a
 /// record far below the WAL's record limit whatever the batch size.
@@ -440,41 +441,58 @@ impl Engine {
             ));
         }
         let mut invalid = Vec::new();
-        // Latest-wins decided against the index as it is now, in batch order.
-        let mut latest: HashMap<DriverId, Option<u64>> = HashMap::new();
-        let mut logged: Vec<&LocationUpdate> = Vec::new();
+        let mut valid: Vec<usize> = Vec::with_capacity(updates.len());
         for (i, u) in updates.iter().enumerate() {
-            if let Err(e) = check_update(u) {
-                invalid.push(Invalid {
+            match check_update(u) {
+                Ok(()) => valid.push(i),
+                Err((field, error)) => invalid.push(Invalid {
                     index: i,
-                    field: e.0.to_owned(),
-                    error: e.1,
-                });
-                continue;
-            }
-            let current = *latest
-                .entry(u.driver)
-                .or_insert_with(|| self.index.get(u.driver).map(|v| v.ts));
-            if current.is_none_or(|ts| u.ts > ts) {
-                latest.insert(u.driver, Some(u.ts));
-                logged.push(u);
+                    field: field.to_owned(),
+                    error,
+                }),
             }
         }
+        // Latest wins, decided against the index as it is now, in batch order
+        // per driver: only what the index will accept is logged.
+        let mut by_driver = valid.clone();
+        by_driver.sort_unstable_by_key(|&i| (updates[i].driver, i));
+        let same_driver = |a: &usize, b: &usize| updates[*a].driver == updates[*b].driver;
+        let drivers: Vec<DriverId> = by_driver
+            .chunk_by(same_driver)
+            .map(|run| updates[run[0]].driver)
+            .collect();
+        let mut keep = vec![false; updates.len()];
+        for (run, current) in by_driver
+            .chunk_by(same_driver)
+            .zip(self.index.timestamps(&drivers))
+        {
+            let mut latest = current;
+            for &i in run {
+                if latest.is_none_or(|ts| updates[i].ts > ts) {
+                    latest = Some(updates[i].ts);
+                    keep[i] = true;
+                }
+            }
+        }
+        let logged: Vec<&LocationUpdate> = valid
+            .iter()
+            .filter(|&&i| keep[i])
+            .map(|&i| &updates[i])
+            .collect();
         // Registered before the commit, released after the index applied it: a
         // snapshot meanwhile replays from below this request's entries.
         let _in_flight = self.locations.begin();
         if !logged.is_empty() {
             let mut commits = tokio::task::JoinSet::new();
             for chunk in logged.chunks(UPDATES_PER_RECORD) {
-                let records: Vec<LocationRecord> = chunk.iter().map(|u| (**u).into()).collect();
-                let change = json!({ "driver_locations": records.len() });
+                let change = json!({ "driver_locations": chunk.len() });
                 // The updates are stored once, in the event: the outbox record
                 // holds change and events together, so it is still the durable
                 // copy of every update.
                 let event = Event::new(
                     "driver.locations",
-                    records[0].driver.to_string(),
-                    json!({ "updates": records }),
+                    chunk[0].driver.0.to_string(),
+                    LocationColumns::to_value(chunk.iter().copied()),
                     self.clock.as_ref(),
                 );
                 let outbox = self.outbox().clone();

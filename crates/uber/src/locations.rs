@@ -35,9 +35,12 @@ use casebook_kit::events::{Checkpoint, WalBus};
 use casebook_kit::outbox::Outbox;
 use casebook_kit::wal::WalConfig;
 use parking_lot::Mutex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::index::{DriverId, DriverIndex, DriverStatus, RestoreReport, SavedDriver};
+use crate::index::{
+    DriverId, DriverIndex, DriverStatus, LocationUpdate, RestoreReport, SavedDriver,
+};
 
 /// The snapshot file's first bytes (format version 1).
 const MAGIC: &[u8; 8] = b"CBLOCS01";
@@ -185,10 +188,74 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// What the outbox holds of location updates (see `Engine::ingest`).
-#[derive(Deserialize)]
-struct LoggedUpdates {
-    updates: Vec<crate::api::LocationRecord>,
+/// The payload of a `driver.locations` event (the outbox entry and the bus
+/// event): the updates column by column —
+/// `{"driver":[…],"lat":[…],"lon":[…],"ts":[…],"status":"aao…"}`, one status
+/// letter per update (`a` available, `o` offline, `d` dispatched, `t` on trip).
+/// A map per update would be six JSON values and five key strings each to build,
+/// write, read back and relay; columns are one number each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationColumns {
+    pub driver: Vec<u64>,
+    pub lat: Vec<f64>,
+    pub lon: Vec<f64>,
+    pub ts: Vec<u64>,
+    pub status: String,
+}
+
+fn status_letter(status: DriverStatus) -> char {
+    match status {
+        DriverStatus::Available => 'a',
+        DriverStatus::Offline => 'o',
+        DriverStatus::Dispatched => 'd',
+        DriverStatus::OnTrip => 't',
+    }
+}
+
+impl LocationColumns {
+    /// The payload for `updates`, built straight into JSON values.
+    pub fn to_value<'a>(updates: impl Iterator<Item = &'a LocationUpdate> + Clone) -> Value {
+        let column =
+            |f: &dyn Fn(&LocationUpdate) -> Value| Value::Array(updates.clone().map(f).collect());
+        let mut map = serde_json::Map::new();
+        map.insert("driver".into(), column(&|u| u.driver.0.into()));
+        map.insert("lat".into(), column(&|u| u.lat.into()));
+        map.insert("lon".into(), column(&|u| u.lon.into()));
+        map.insert("ts".into(), column(&|u| u.ts.into()));
+        let status: String = updates.map(|u| status_letter(u.status)).collect();
+        map.insert("status".into(), Value::String(status));
+        Value::Object(map)
+    }
+
+    /// The updates in a payload; an error names what is malformed.
+    pub fn updates(payload: &Value) -> Result<Vec<LocationUpdate>, String> {
+        let c = Self::deserialize(payload).map_err(|e| e.to_string())?;
+        let n = c.driver.len();
+        if [c.lat.len(), c.lon.len(), c.ts.len(), c.status.len()] != [n; 4] {
+            return Err(format!("columns of unequal length ({n} drivers)"));
+        }
+        c.status
+            .chars()
+            .enumerate()
+            .map(|(i, letter)| {
+                let status = match letter {
+                    'a' => DriverStatus::Available,
+                    'o' => DriverStatus::Offline,
+                    'd' => DriverStatus::Dispatched,
+                    't' => DriverStatus::OnTrip,
+                    other => return Err(format!("update {i}: unknown status letter {other:?}")),
+                };
+                Ok(LocationUpdate {
+                    driver: DriverId(c.driver[i]),
+                    lat: c.lat[i],
+                    lon: c.lon[i],
+                    ts: c.ts[i],
+                    status,
+                })
+            })
+            .collect()
+    }
 }
 
 impl LocationStore {
@@ -283,17 +350,15 @@ impl LocationStore {
             for entry in &entries {
                 recovery.replayed_entries += 1;
                 for outbound in &entry.events {
-                    let logged: LoggedUpdates =
-                        serde_json::from_value(outbound.event.payload.clone()).map_err(|e| {
-                            anyhow::anyhow!("location outbox entry {}: {e}", entry.seq)
-                        })?;
+                    let updates = LocationColumns::updates(&outbound.event.payload)
+                        .map_err(|e| anyhow::anyhow!("location outbox entry {}: {e}", entry.seq))?;
                     let age = aged(outbound.event.time_ms);
-                    saved.extend(logged.updates.into_iter().map(|r| SavedDriver {
-                        id: DriverId(r.driver),
-                        lat: r.lat,
-                        lon: r.lon,
-                        ts: r.ts,
-                        status: r.status.into(),
+                    saved.extend(updates.into_iter().map(|u| SavedDriver {
+                        id: u.driver,
+                        lat: u.lat,
+                        lon: u.lon,
+                        ts: u.ts,
+                        status: u.status,
                         age,
                     }));
                 }
@@ -361,6 +426,42 @@ mod tests {
             status,
             age: Duration::from_millis(id * 7),
         }
+    }
+
+    #[test]
+    fn location_columns_round_trip_and_malformed_ones_are_named() {
+        let updates: Vec<LocationUpdate> = [DriverStatus::Available, DriverStatus::Offline]
+            .into_iter()
+            .enumerate()
+            .map(|(i, status)| LocationUpdate {
+                driver: DriverId(7 + i as u64),
+                lat: 37.5 + i as f64,
+                lon: -122.25,
+                ts: 100 + i as u64,
+                status,
+            })
+            .collect();
+        let value = LocationColumns::to_value(updates.iter());
+        assert_eq!(
+            value,
+            serde_json::json!({"driver": [7, 8], "lat": [37.5, 38.5], "lon": [-122.25, -122.25],
+                               "ts": [100, 101], "status": "ao"})
+        );
+        assert_eq!(LocationColumns::updates(&value).unwrap(), updates);
+        let mut short = value.clone();
+        short["ts"] = serde_json::json!([100]);
+        assert!(
+            LocationColumns::updates(&short)
+                .unwrap_err()
+                .contains("unequal")
+        );
+        let mut letter = value;
+        letter["status"] = "ax".into();
+        assert!(
+            LocationColumns::updates(&letter)
+                .unwrap_err()
+                .contains("'x'")
+        );
     }
 
     #[test]

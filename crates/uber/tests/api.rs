@@ -22,6 +22,7 @@ use casebook_kit::topology::Topology;
 use casebook_kit::wal::Durability;
 use casebook_uber::api::{ApiConfig, Engine, LOCATIONS_TOPIC};
 use casebook_uber::index::{DriverId, DriverStatus};
+use casebook_uber::locations::LocationColumns;
 use casebook_uber::service::UberService;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
@@ -216,8 +217,8 @@ async fn single_and_batch_ingest_latest_wins_and_reach_the_bus_through_the_outbo
         let events = engine.bus().read(LOCATIONS_TOPIC, 0, 100).await.unwrap();
         let logged: Vec<(u64, u64)> = events
             .iter()
-            .flat_map(|d| d.event.payload["updates"].as_array().unwrap().clone())
-            .map(|u| (u["driver"].as_u64().unwrap(), u["ts"].as_u64().unwrap()))
+            .flat_map(|d| LocationColumns::updates(&d.event.payload).unwrap())
+            .map(|u| (u.driver.0, u.ts))
             .collect();
         if logged.len() >= 3 {
             assert_eq!(logged, vec![(1, 10), (2, 1), (2, 3)]);

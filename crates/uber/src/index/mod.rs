@@ -504,6 +504,28 @@ impl DriverIndex {
         }
     }
 
+    /// The drivers' timestamps (`None`: unknown), aligned with `drivers`: one
+    /// lock per stripe for the lot, where a `get` each would lock once a driver.
+    pub fn timestamps(&self, drivers: &[DriverId]) -> Vec<Option<u64>> {
+        let mut order: Vec<(usize, usize)> = drivers
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| (stripe_of(d), i))
+            .collect();
+        order.sort_unstable();
+        let mut out = vec![None; drivers.len()];
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            let stripe = self.stripes[group[0].0].lock();
+            for &(_, i) in group {
+                out[i] = stripe
+                    .slots
+                    .get(&drivers[i])
+                    .map(|&slot| stripe.records[slot].view.ts);
+            }
+        }
+        out
+    }
+
     /// A driver's current state.
     pub fn get(&self, driver: DriverId) -> Option<DriverView> {
         let stripe = self.stripes[stripe_of(driver)].lock();
