@@ -30,6 +30,7 @@ pub mod index;
 pub mod matching;
 pub mod pricewire;
 pub mod pricing;
+pub mod region;
 pub mod resp;
 pub mod service;
 pub mod trips;
