@@ -238,7 +238,17 @@ pub fn load(
             message,
         });
     }
-    if let Err(message) = config.uber.validate() {
+    let regions: Vec<String> = config
+        .topology
+        .regions
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    if let Err(message) = config
+        .uber
+        .validate()
+        .and_then(|()| config.uber.validate_regions(&regions).map(|_| ()))
+    {
         let key = message.split(':').next().unwrap_or("uber").to_owned();
         let message = message[key.len()..]
             .trim_start_matches(':')

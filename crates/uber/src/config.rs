@@ -3,8 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::region::{CityConfig, RegionMap, default_cities};
+
 /// The `[uber]` table of the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UberConfig {
     /// The RESP port (Redis's is 6379; ours defaults to 6380).
@@ -24,6 +26,13 @@ pub struct UberConfig {
     pub city: String,
     /// A driver silent this many seconds leaves the available set.
     pub driver_stale_secs: u64,
+    /// The UDP port of region 0's replica gossip (foca); region *i* uses
+    /// `gossip_port + i`. 0: a free port each (replicas of one process find
+    /// each other in-process).
+    pub gossip_port: u16,
+    /// The cities and the region each belongs to (`[[uber.cities]]`): a ride
+    /// belongs to the region of the city nearest its pickup.
+    pub cities: Vec<CityConfig>,
 }
 
 /// Most RESP connections one process may be configured for (the machine allows
@@ -41,6 +50,8 @@ impl Default for UberConfig {
             max_location_batch: 10_000,
             city: "sf".to_owned(),
             driver_stale_secs: 30,
+            gossip_port: 7946,
+            cities: default_cities(),
         }
     }
 }
@@ -85,5 +96,48 @@ impl UberConfig {
             return Err("uber.pricing_port: must differ from http_port and resp_port".to_owned());
         }
         Ok(())
+    }
+
+    /// Region *i*'s API port (`http_port + 100 i`, like the chat nodes; 0 stays 0).
+    pub fn http_port_of(&self, index: usize) -> u16 {
+        if self.http_port == 0 {
+            return 0;
+        }
+        u16::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_mul(100))
+            .and_then(|o| self.http_port.checked_add(o))
+            .expect("http ports validated by validate_regions")
+    }
+
+    /// Region *i*'s gossip port (`gossip_port + i`; 0 stays 0).
+    pub fn gossip_port_of(&self, index: usize) -> u16 {
+        if self.gossip_port == 0 {
+            return 0;
+        }
+        u16::try_from(index)
+            .ok()
+            .and_then(|i| self.gossip_port.checked_add(i))
+            .expect("gossip ports validated by validate_regions")
+    }
+
+    /// Checks the regional settings against the topology's `regions` and
+    /// returns the map; the error starts with the dotted key.
+    pub fn validate_regions(&self, regions: &[String]) -> Result<RegionMap, String> {
+        let last = u64::from(self.gossip_port) + regions.len().saturating_sub(1) as u64;
+        if self.gossip_port != 0 && last > u64::from(u16::MAX) {
+            return Err(format!(
+                "uber.gossip_port: {} regions need ports up to {last}, beyond 65535",
+                regions.len()
+            ));
+        }
+        let last = u64::from(self.http_port) + 100 * regions.len().saturating_sub(1) as u64;
+        if self.http_port != 0 && last > u64::from(u16::MAX) {
+            return Err(format!(
+                "uber.http_port: {} regions need ports up to {last}, beyond 65535",
+                regions.len()
+            ));
+        }
+        RegionMap::new(&self.cities, regions).map_err(|e| format!("uber.{e}"))
     }
 }

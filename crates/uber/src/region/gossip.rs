@@ -627,11 +627,15 @@ impl Replica {
     }
 
     /// The addresses announced to while they are not up members (the other
-    /// replicas). Replaces the previous list.
+    /// replicas). Replaces the previous list; a changed list is announced to at
+    /// the next step.
     pub fn set_seeds(&self, seeds: Vec<SocketAddr>) {
+        let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != self.addr).collect();
         let mut inner = self.inner.lock();
-        inner.seeds = seeds.into_iter().filter(|s| *s != self.addr).collect();
-        inner.next_rejoin = self.clock.now();
+        if inner.seeds != seeds {
+            inner.seeds = seeds;
+            inner.next_rejoin = self.clock.now();
+        }
     }
 
     /// Cuts the replica off (chaos): nothing goes out or comes in while isolated.
