@@ -464,3 +464,245 @@ async fn the_admin_switch_isolates_a_replica_and_heals_it() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
 }
+
+// ------------------------------------------------------------- real sockets
+
+mod udp {
+    use super::*;
+    use bytes::Bytes;
+    use casebook_kit::clock::SystemClock;
+    use casebook_kit::http_client::HttpClient;
+    use casebook_kit::runtime::{InstanceSpec, Platform};
+    use casebook_kit::topology::Topology;
+    use casebook_uber::service::{RegionSetup, UberService};
+    use http::HeaderMap;
+
+    /// Any bounded wait here gives up after this long.
+    const DEADLINE: Duration = Duration::from_secs(30);
+    const TWO: [&str; 2] = ["bay", "valley"];
+
+    async fn http(
+        client: &HttpClient,
+        method: Method,
+        at: SocketAddr,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let response = client
+            .send(
+                method,
+                &format!("http://{at}{path}"),
+                headers,
+                Bytes::from(body),
+            )
+            .await
+            .unwrap();
+        let value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+        (response.status, value)
+    }
+
+    /// Polls `probe` every 50 ms until it holds; panics naming `what` after
+    /// [`DEADLINE`].
+    async fn wait_for<F, Fut>(what: &str, mut probe: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let give_up = tokio::time::Instant::now() + DEADLINE;
+        while !probe().await {
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "{what}: not within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn reaches(client: &HttpClient, at: SocketAddr, region: &str) -> bool {
+        let (status, view) = http(client, Method::GET, at, "/v1/regions", None).await;
+        status == StatusCode::OK && view["reachable"][region] == true
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_gossip_over_udp_and_the_admin_switch_partitions_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let topology = Topology::uniform(&TWO, 1);
+        let platform = Platform::new(topology.clone(), dir.path(), SystemClock::shared());
+        let regions: Vec<String> = TWO.iter().map(|r| (*r).to_owned()).collect();
+        let two_cities: Vec<_> = cities()
+            .into_iter()
+            .filter(|c| c.region != "coast")
+            .collect();
+        let map = RegionMap::new(&two_cities, &regions).unwrap();
+        let config = ApiConfig {
+            durability: Durability::NoSync,
+            ..ApiConfig::default()
+        };
+        let service = Arc::new(UberService::new(config).with_regions(RegionSetup {
+            map: Arc::new(map),
+            host: "127.0.0.1".parse().unwrap(),
+            gossip_port: 0,
+            gossip: GossipConfig::default(),
+        }));
+        platform.register_service(service.clone());
+        let mut api = Vec::new();
+        for i in 0..TWO.len() {
+            let info = platform
+                .start(InstanceSpec {
+                    service: "uber".into(),
+                    instance_id: None,
+                    placement: topology.spread(i),
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    version: "test".into(),
+                    port_hint: None,
+                })
+                .await
+                .unwrap();
+            assert_eq!(info.region, TWO[i]);
+            api.push(info.address);
+        }
+        let (bay, valley) = (api[0], api[1]);
+        let client = HttpClient::new(DEADLINE);
+        wait_for("the replicas find each other", || async {
+            reaches(&client, bay, "valley").await && reaches(&client, valley, "bay").await
+        })
+        .await;
+
+        // A ping in the bay reaches the valley's replica by gossip over UDP.
+        let ping = json!({"lat": SF.0, "lon": SF.1, "ts": 1, "status": "available"});
+        let (status, _) = http(
+            &client,
+            Method::POST,
+            bay,
+            "/v1/drivers/5/location",
+            Some(ping),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        wait_for("driver 5 gossiped to the valley", || async {
+            let (status, d) = http(&client, Method::GET, valley, "/v1/drivers/5", None).await;
+            status == StatusCode::OK && d["source"] == "gossip" && d["region"] == "bay"
+        })
+        .await;
+
+        // Cut the valley off from outside, through its admin API.
+        let (status, view) = http(
+            &client,
+            Method::POST,
+            valley,
+            "/v1/admin/partition",
+            Some(json!({"isolate": true})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(view["reachable"]["bay"], false);
+        let to_bay = json!({"rider": 1, "pickup": {"lat": SACRAMENTO.0, "lng": SACRAMENTO.1},
+            "dropoff": {"lat": SF.0, "lng": SF.1}});
+        let (status, refused) = http(
+            &client,
+            Method::POST,
+            valley,
+            "/v1/rides",
+            Some(to_bay.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
+        wait_for("the bay sees the valley gone", || async {
+            !reaches(&client, bay, "valley").await
+        })
+        .await;
+        let to_valley = json!({"rider": 2, "pickup": {"lat": SF.0, "lng": SF.1},
+            "dropoff": {"lat": SACRAMENTO.0, "lng": SACRAMENTO.1}});
+        let (status, refused) = http(
+            &client,
+            Method::POST,
+            bay,
+            "/v1/rides",
+            Some(to_valley.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
+        // The bay keeps matching on its own.
+        let local = json!({"rider": 3, "pickup": {"lat": SF.0, "lng": SF.1},
+            "dropoff": {"lat": OAKLAND.0, "lng": OAKLAND.1}});
+        let (status, matched) = http(&client, Method::POST, bay, "/v1/rides", Some(local)).await;
+        assert_eq!(status, StatusCode::CREATED, "{matched}");
+        assert_eq!(matched["status"]["driver"], 5, "{matched}");
+        // A ping during the cut.
+        let ping = json!({"lat": SF.0, "lon": SF.1, "ts": 2, "status": "available"});
+        let (status, _) = http(
+            &client,
+            Method::POST,
+            bay,
+            "/v1/drivers/6/location",
+            Some(ping),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+
+        // Heal: both sides reach each other again and the valley catches up.
+        let (status, _) = http(
+            &client,
+            Method::POST,
+            valley,
+            "/v1/admin/partition",
+            Some(json!({"isolate": false})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        wait_for("heal", || async {
+            reaches(&client, bay, "valley").await && reaches(&client, valley, "bay").await
+        })
+        .await;
+        wait_for("driver 6 reaches the valley after the heal", || async {
+            let (status, _) = http(&client, Method::GET, valley, "/v1/drivers/6", None).await;
+            status == StatusCode::OK
+        })
+        .await;
+        let (status, accepted) =
+            http(&client, Method::POST, bay, "/v1/rides", Some(to_valley)).await;
+        assert_eq!(status, StatusCode::CREATED, "{accepted}");
+        platform.stop_all(Duration::from_secs(5)).await;
+    }
+}
+
+/// Not a timing test: counts what ten thousand drivers cost to spread (rounds of
+/// 100 ms simulated, packets), printed for the note; asserts only convergence.
+#[tokio::test]
+async fn ten_thousand_drivers_converge_on_every_replica() {
+    let sim = Sim::new();
+    sim.run_until("membership", Sim::all_reach_all);
+    let bay = sim.node("bay");
+    let drivers: Vec<u64> = (1..=10_000).collect();
+    for chunk in drivers.chunks(1_000) {
+        let updates: Vec<(u64, (f64, f64), u64)> = chunk
+            .iter()
+            .map(|d| (*d, near(SF, (*d % 100) as f64 / 10.0), 1))
+            .collect();
+        pings(bay, &updates).await;
+    }
+    let before: u64 = sim
+        .nodes
+        .iter()
+        .map(|n| n.replica.stats().packets_sent)
+        .sum();
+    let rounds = sim.run_until("10k drivers everywhere", |s| {
+        s.nodes
+            .iter()
+            .all(|n| n.replica.stats().drivers_known == 10_000)
+    });
+    let sent: u64 = sim
+        .nodes
+        .iter()
+        .map(|n| n.replica.stats().packets_sent)
+        .sum::<u64>()
+        - before;
+    assert!(sim.converged(&drivers));
+    let offered = bay.replica.stats().states_offered;
+    eprintln!(
+        "10k drivers: everywhere after {rounds} rounds of 100 ms, {sent} packets, {offered} states offered by the origin"
+    );
+}

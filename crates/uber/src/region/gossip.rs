@@ -442,6 +442,9 @@ pub struct GossipConfig {
     pub max_learned: usize,
     /// Drivers one replica knows, at most.
     pub max_drivers: usize,
+    /// Broadcast rounds one step runs at most (each sends one packet of up to
+    /// 1,400 bytes to each of up to 3 active members).
+    pub broadcasts_per_step: usize,
     /// How often seeds that are not up members are announced to.
     pub rejoin_every: Duration,
     /// How often every local driver is offered again (anti-entropy).
@@ -458,6 +461,7 @@ impl Default for GossipConfig {
             backlog_target: 512,
             max_learned: 65_536,
             max_drivers: 1_000_000,
+            broadcasts_per_step: 32,
             rejoin_every: Duration::from_secs(2),
             resync_every: Duration::from_secs(60),
             rng_seed: 0x5eed,
@@ -476,6 +480,7 @@ impl GossipConfig {
             ("backlog_target", self.backlog_target),
             ("max_learned", self.max_learned),
             ("max_drivers", self.max_drivers),
+            ("broadcasts_per_step", self.broadcasts_per_step),
         ] {
             if v == 0 {
                 return Err(format!("gossip.{name}: must be positive"));
@@ -755,8 +760,13 @@ impl Replica {
             // Offered states would only burn their transmissions on a cut link.
             return;
         }
-        self.pump(&mut inner);
-        if inner.foca.custom_broadcast_backlog() > 0 {
+        // Piggybacking on foca's own messages alone carries a few dozen states
+        // per 200 ms; explicit broadcasts, bounded per step, keep up with pings.
+        for _ in 0..self.config.broadcasts_per_step {
+            self.pump(&mut inner);
+            if inner.foca.custom_broadcast_backlog() == 0 {
+                break;
+            }
             let Inner { foca, runtime, .. } = &mut *inner;
             if let Err(error) = foca.broadcast(&mut *runtime) {
                 tracing::debug!(%error, "gossip broadcast");
