@@ -549,7 +549,7 @@ mod udp {
         }));
         platform.register_service(service.clone());
         let mut api = Vec::new();
-        for i in 0..TWO.len() {
+        for (i, region) in TWO.iter().enumerate() {
             let info = platform
                 .start(InstanceSpec {
                     service: "uber".into(),
@@ -561,7 +561,7 @@ mod udp {
                 })
                 .await
                 .unwrap();
-            assert_eq!(info.region, TWO[i]);
+            assert_eq!(info.region, *region);
             api.push(info.address);
         }
         let (bay, valley) = (api[0], api[1]);
