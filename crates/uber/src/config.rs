@@ -141,3 +141,46 @@ impl UberConfig {
         RegionMap::new(&self.cities, regions).map_err(|e| format!("uber.{e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regions() -> Vec<String> {
+        ["us-east", "eu-west", "ap-south"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn regional_ports_step_and_bad_regions_are_named() {
+        let config = UberConfig::default();
+        let map = config.validate_regions(&regions()).unwrap();
+        assert_eq!(map.regions(), regions().as_slice());
+        assert_eq!(
+            (0..3).map(|i| config.http_port_of(i)).collect::<Vec<_>>(),
+            [8090, 8190, 8290]
+        );
+        assert_eq!(
+            (0..3).map(|i| config.gossip_port_of(i)).collect::<Vec<_>>(),
+            [7946, 7947, 7948]
+        );
+        let free = UberConfig {
+            http_port: 0,
+            gossip_port: 0,
+            ..UberConfig::default()
+        };
+        assert_eq!((free.http_port_of(2), free.gossip_port_of(2)), (0, 0));
+        let high = UberConfig {
+            http_port: 65_400,
+            ..UberConfig::default()
+        };
+        let e = high.validate_regions(&regions()).unwrap_err();
+        assert!(e.starts_with("uber.http_port:"), "{e}");
+        let e = config
+            .validate_regions(&["us-east".to_owned()])
+            .unwrap_err();
+        assert!(e.starts_with("uber.cities[3].region:"), "{e}");
+    }
+}
