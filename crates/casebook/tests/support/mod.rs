@@ -61,6 +61,16 @@ impl Up {
 
     /// The main address of the (first) running instance of `service`.
     pub async fn address_of(&self, service: &str) -> String {
+        self.find_address(service, None).await
+    }
+
+    /// The address of `service`'s instance in `region` (the `uber` replicas each
+    /// serve their own region's cities).
+    pub async fn address_in(&self, service: &str, region: &str) -> String {
+        self.find_address(service, Some(region)).await
+    }
+
+    async fn find_address(&self, service: &str, region: Option<&str>) -> String {
         let instances: serde_json::Value = casebook_kit::http_client::HttpClient::default()
             .get_json(&format!("{}/api/instances", self.url))
             .await
@@ -69,8 +79,8 @@ impl Up {
             .as_array()
             .unwrap()
             .iter()
-            .find(|i| i["service"] == service)
-            .unwrap_or_else(|| panic!("no {service} instance in {instances}"));
+            .find(|i| i["service"] == service && region.is_none_or(|r| i["region"] == r))
+            .unwrap_or_else(|| panic!("no {service} instance ({region:?}) in {instances}"));
         instance["address"].as_str().unwrap().to_owned()
     }
 }
