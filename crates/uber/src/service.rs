@@ -23,7 +23,7 @@
 //! listener, attaches a [`Regional`] to its engine and runs one more task — the
 //! gossip loop: datagrams in → [`Replica::handle_packet`], the replica's packets
 //! out through a bounded queue (full: dropped, as UDP would), a step every
-//! [`GOSSIP_STEP`], learned driver states applied to the engine. Seeds are the
+//! [`GOSSIP_STEP`] (20 ms), learned driver states applied to the engine. Seeds are the
 //! other regions' configured gossip ports plus the addresses of the replicas
 //! this process started (so free ports work in one process).
 //!
@@ -49,7 +49,10 @@ use crate::region::{GossipConfig, RegionMap, Regional, Replica, Transport};
 
 /// How often a replica's gossip timers and queues are stepped (the decisions
 /// are on the injected clock; this only sets how often they are asked).
-pub const GOSSIP_STEP: Duration = Duration::from_millis(50);
+pub const GOSSIP_STEP: Duration = Duration::from_millis(20);
+/// Datagrams read in one go before anything else runs (the socket's receive
+/// buffer is what overflows when a reader falls behind).
+const RECV_BURST: usize = 256;
 /// Outbound gossip datagrams waiting for the socket, at most.
 pub const GOSSIP_QUEUE: usize = 4_096;
 /// How a user changes the gossip port, shown when it is taken.
@@ -348,7 +351,16 @@ async fn run_gossip(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             received = socket.recv_from(&mut buf) => match received {
-                Ok((n, _)) => replica.handle_packet(&buf[..n]),
+                Ok((n, _)) => {
+                    replica.handle_packet(&buf[..n]);
+                    // Empty the receive buffer before sending or stepping.
+                    for _ in 0..RECV_BURST {
+                        match socket.try_recv_from(&mut buf) {
+                            Ok((n, _)) => replica.handle_packet(&buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Err(error) => tracing::debug!(%error, "gossip receive"),
             },
             Some((to, data)) = outbound.recv() => {
