@@ -238,7 +238,17 @@ pub fn load(
             message,
         });
     }
-    if let Err(message) = config.uber.validate() {
+    let regions: Vec<String> = config
+        .topology
+        .regions
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    if let Err(message) = config
+        .uber
+        .validate()
+        .and_then(|()| config.uber.validate_regions(&regions).map(|_| ()))
+    {
         let key = message.split(':').next().unwrap_or("uber").to_owned();
         let message = message[key.len()..]
             .trim_start_matches(':')
@@ -524,5 +534,29 @@ mod tests {
             "environment variable CASEBOOK_UBER__RESP_MAX_CLIENTS"
         );
         assert_eq!(err.key, "uber.resp_max_clients");
+    }
+
+    #[test]
+    fn uber_regions_are_checked_against_the_topology() {
+        let config = load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.uber.gossip_port, 7946);
+        assert_eq!(config.uber.cities[0].name, "san-francisco");
+        let f = file(
+            "[[uber.cities]]\nname = \"atlantis\"\nlat = 0.0\nlng = 0.0\nradius_km = 10.0\nregion = \"mars\"\n",
+        );
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "uber.cities[0].region");
+        assert!(
+            err.message.contains("us-east, eu-west, ap-south"),
+            "{}",
+            err.message
+        );
+        let err = load(
+            None,
+            env(&[("CASEBOOK_UBER__GOSSIP_PORT", "65535")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "uber.gossip_port");
     }
 }

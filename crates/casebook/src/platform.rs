@@ -51,7 +51,12 @@ pub fn build_with_uber(config: &Config) -> (Platform, Arc<UberService>) {
         .with_regions(region_names(config)),
     ));
     platform.register_service(Arc::new(GeoResp::from_config(&config.uber)));
-    let uber = Arc::new(UberService::from_config(&config.uber));
+    // One replica per region (instance i on http_port + 100 i, gossip on
+    // gossip_port + i); the regional settings were checked when the config loaded.
+    let uber = Arc::new(
+        UberService::regional_from_config(&config.uber, &region_names(config), config.control.host)
+            .expect("[uber] regions validated when the configuration was loaded"),
+    );
     platform.register_service(uber.clone());
     platform.register_service(Arc::new(
         PricingService::new(PricingConfig::default()).expect("the default pricing config is valid"),
@@ -76,14 +81,39 @@ pub fn geo_resp_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
     )
 }
 
-/// The spec of the Uber HTTP API's instance (`[uber]` http_port).
-pub fn uber_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
-    first_zone_spec(
-        config,
-        UBER_SERVICE,
-        config.uber.http_port,
-        UBER_HTTP_PORT_HINT,
-    )
+/// The spec of one Uber API replica: in `zone` (default: the first region's first
+/// zone), on its region's port (`[uber]` http_port + 100 × the region's index).
+pub fn uber_spec(config: &Config, zone: Option<&str>) -> anyhow::Result<InstanceSpec> {
+    let placement = placement(config, zone)?;
+    let index = region_names(config)
+        .iter()
+        .position(|r| *r == placement.region)
+        .unwrap_or(0);
+    Ok(InstanceSpec {
+        service: UBER_SERVICE.to_owned(),
+        instance_id: None,
+        placement,
+        listen: std::net::SocketAddr::new(config.control.host, config.uber.http_port_of(index)),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        port_hint: Some(UBER_HTTP_PORT_HINT.to_owned()),
+    })
+}
+
+/// One Uber API replica per region of the topology, in region order: what
+/// `casebook up` starts (they gossip driver state to each other).
+pub fn uber_specs(config: &Config) -> anyhow::Result<Vec<InstanceSpec>> {
+    config
+        .topology
+        .regions
+        .iter()
+        .map(|region| {
+            let zone = region
+                .zones
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("region `{}` has no zones", region.name))?;
+            uber_spec(config, Some(zone))
+        })
+        .collect()
 }
 
 /// The spec of the surge pricing service's instance (`[uber]` pricing_port).

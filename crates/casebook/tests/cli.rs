@@ -264,8 +264,9 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
     assert!(status.success(), "graceful stop exits 0, got {status}");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    // The control plane, three chat nodes, the RESP geo port, the Uber API, pricing.
-    assert!(rest.contains("stopped 7 instance(s)"), "{rest}");
+    // The control plane, three chat nodes, the RESP geo port, pricing, and one Uber
+    // API replica per region (three: regions gossip driver state to each other).
+    assert!(rest.contains("stopped 9 instance(s)"), "{rest}");
 }
 
 #[test]

@@ -66,7 +66,7 @@ async fn snapshots(client: &HttpClient, api: &str) -> f64 {
 async fn acknowledged_pings_and_dispatches_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut up = env(Up::builder(dir.path())).start();
-    let api = format!("http://{}", up.address_of("uber").await);
+    let api = format!("http://{}", up.address_in("uber", "us-east").await);
     let client = HttpClient::new(Duration::from_secs(20));
 
     // A ride accepted before the kill: its driver must stay dispatched.
@@ -141,7 +141,7 @@ async fn acknowledged_pings_and_dispatches_survive_kill_9() {
     );
 
     let up = env(Up::builder(dir.path())).start();
-    let api = format!("http://{}", up.address_of("uber").await);
+    let api = format!("http://{}", up.address_in("uber", "us-east").await);
     let mut later = 0;
     for (&id, &ts) in &acked {
         let state: Value = client

@@ -11,7 +11,9 @@ use support::{Up, casebook};
 async fn a_short_run_against_casebook_up_matches_every_ride() {
     let dir = tempfile::tempdir().unwrap();
     let up = Up::start(dir.path());
-    let target = up.address_of("uber").await;
+    // San Francisco and Chicago are us-east's: another region's replica
+    // answers their rides 421.
+    let target = up.address_in("uber", "us-east").await;
 
     // 300 drivers for 40 rides (burst included): supply is never short.
     let run = casebook(dir.path())
@@ -76,7 +78,9 @@ async fn a_short_run_against_casebook_up_matches_every_ride() {
 async fn a_trips_csv_is_replayed_and_every_ride_matched() {
     let dir = tempfile::tempdir().unwrap();
     let up = Up::start(dir.path());
-    let target = up.address_of("uber").await;
+    // San Francisco and Chicago are us-east's: another region's replica
+    // answers their rides 421.
+    let target = up.address_in("uber", "us-east").await;
     // Chicago-like rows, one without coordinates (skipped), one with a quoted comma.
     let csv = dir.path().join("trips.csv");
     std::fs::write(

@@ -16,8 +16,19 @@
 //! | `GET /v1/rides/{id}` | the ride's status (and its trip once accepted) |
 //! | `POST /v1/rides/{id}/accept` · `/decline` | the offered driver answers `{driver}` |
 //! | `POST /v1/trips/{id}/{arrived,start,complete,cancel,pay}` | trip commands |
-//! | `GET /v1/drivers/{id}` | the driver as the index sees it (position, status, ts, age) |
 //! | `GET /v1/trips/{id}` · `/v1/riders/{id}/trips` · `/v1/drivers/{id}/earnings` · `/v1/city` | read models |
+//! | `GET /v1/drivers/{id}` | a driver's latest state (with regions: local or learned by gossip, and its region) |
+//! | `GET /v1/regions` | with regions: this replica's region, cities, members, reachability, gossip counters |
+//! | `POST /v1/admin/partition` | with regions: `{isolate: bool}` cuts this replica's gossip off (chaos) or heals it |
+//!
+//! # Regions
+//! With a [`Regional`] attached ([`Engine::attach_region`]) the engine is one
+//! region's replica: a ride whose pickup is in another region is refused with 421
+//! naming the owner; a ride whose dropoff is in another region is accepted while
+//! that region is reachable and refused with 503 while it is not (the pickup's
+//! region keeps matching on its own). Pings are gossiped to the other replicas;
+//! the index (hence matching) holds only drivers whose latest state is in this
+//! region — a ping or a learned state elsewhere takes the driver out of it.
 //!
 //! # Guarantees
 //! - **Durable before acknowledged.** A location request is answered after its
@@ -96,6 +107,7 @@ use crate::matching::{
 };
 use crate::pricewire::{PriceWire, PriceWireConfig};
 use crate::pricing::{PricingError, Quote};
+use crate::region::{DriverState, Regional};
 use crate::trips::{FareSchedule, ReadModels, TripError, TripState, TripStatus, Trips};
 
 /// The bus topic location updates are published to: `driver.locations` events
@@ -207,6 +219,8 @@ pub struct Engine {
     /// This start's number in the data dir: trip ids are `{boot}-{ride}`, unique
     /// across restarts although ride ids restart at 1.
     boot: u64,
+    /// This replica's region and gossip, when the engine runs as one of several.
+    region: std::sync::OnceLock<Regional>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -281,6 +295,7 @@ impl Engine {
             pricing,
             ride_quotes: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
             boot,
+            region: std::sync::OnceLock::new(),
         }))
     }
 
@@ -317,6 +332,57 @@ impl Engine {
     /// The wire to the pricing service (quotes, signals).
     pub fn pricing(&self) -> &Arc<PriceWire> {
         &self.pricing
+    }
+
+    /// Makes this engine one region's replica (once; a second call is refused).
+    pub fn attach_region(&self, regional: Regional) -> Result<(), String> {
+        self.region
+            .set(regional)
+            .map_err(|_| "a region is attached already".to_owned())
+    }
+
+    /// This replica's region and gossip, if it is a regional replica.
+    pub fn regional(&self) -> Option<&Regional> {
+        self.region.get()
+    }
+
+    /// Applies driver states learned by gossip to the index: a state in this
+    /// region is ingested like a ping (latest wins by the driver's timestamp);
+    /// one elsewhere takes a driver this index holds out of matching (offline at
+    /// that timestamp). Returns how many index updates were made.
+    pub fn apply_remote(&self, states: &[DriverState]) -> usize {
+        let Some(regional) = self.regional() else {
+            return 0;
+        };
+        let mine = regional.region();
+        let updates: Vec<LocationUpdate> = states
+            .iter()
+            .filter_map(|s| {
+                let at = s.position()?;
+                let status = if regional.map.region_of(at) == mine {
+                    s.status
+                } else if self.index.get(DriverId(s.driver)).is_some() {
+                    DriverStatus::Offline
+                } else {
+                    return None;
+                };
+                Some(LocationUpdate {
+                    driver: DriverId(s.driver),
+                    lat: s.lat,
+                    lon: s.lng,
+                    ts: s.ts,
+                    status,
+                })
+            })
+            .collect();
+        let mut applied = 0;
+        for chunk in updates.chunks(MAX_BATCH) {
+            match self.index.ingest(chunk) {
+                Ok(report) => applied += report.accepted,
+                Err(error) => tracing::debug!(%error, "learned driver states not applied"),
+            }
+        }
+        applied
     }
 
     /// The quote ride `ride` was requested with, while the ride is live.
@@ -370,7 +436,10 @@ impl Engine {
     /// statuses come from the trip store — a driver with an open trip is
     /// dispatched (matched, arrived) or on trip (started), one without is not,
     /// whatever the snapshot said (those moves are not in the location log).
-    /// Returns how many drivers it moved.
+    /// With a region attached, drivers restored at a position in another
+    /// region leave the available set (as their ping did when it came), and this
+    /// region's drivers are published to the other replicas again (the gossip
+    /// registers live in memory only). Returns how many drivers it moved.
     pub async fn reconcile_drivers(&self) -> anyhow::Result<usize> {
         let views = self
             .views()
@@ -402,6 +471,39 @@ impl Engine {
             if self.index.transition(saved.id, saved.status, to).is_ok() {
                 moved += 1;
             }
+        }
+        if let Some(regional) = self.regional() {
+            let mine = regional.region();
+            let mut local = Vec::new();
+            for saved in self.index.export() {
+                let Ok(at) = LatLng::new(saved.lat, saved.lon) else {
+                    continue;
+                };
+                if regional.map.region_of(at) != mine {
+                    if saved.status == DriverStatus::Available
+                        && self
+                            .index
+                            .transition(saved.id, DriverStatus::Available, DriverStatus::Offline)
+                            .is_ok()
+                    {
+                        moved += 1;
+                    }
+                    continue;
+                }
+                local.push(DriverState {
+                    driver: saved.id.0,
+                    lat: saved.lat,
+                    lng: saved.lon,
+                    ts: saved.ts,
+                    // What the driver's app last said: on duty.
+                    status: if saved.status.is_server_owned() {
+                        DriverStatus::Available
+                    } else {
+                        saved.status
+                    },
+                });
+            }
+            regional.replica.publish(local);
         }
         Ok(moved)
     }
@@ -516,7 +618,35 @@ impl Engine {
                 }
             }
         }
-        let report = self.index.ingest(updates).map_err(index_error)?;
+        let report = match self.regional() {
+            None => self.index.ingest(updates),
+            Some(regional) => {
+                // Matching here uses only drivers whose latest state is in this
+                // region: a ping from elsewhere takes the driver out (offline at
+                // its timestamp); the ping itself is gossiped to its region.
+                let mine = regional.region();
+                let local: Vec<LocationUpdate> = updates
+                    .iter()
+                    .map(|u| match LatLng::new(u.lat, u.lon) {
+                        Ok(at) if regional.map.region_of(at) != mine => LocationUpdate {
+                            status: DriverStatus::Offline,
+                            ..*u
+                        },
+                        _ => *u,
+                    })
+                    .collect();
+                let report = self.index.ingest(&local);
+                regional.replica.publish(logged.iter().map(|u| DriverState {
+                    driver: u.driver.0,
+                    lat: u.lat,
+                    lng: u.lon,
+                    ts: u.ts,
+                    status: u.status,
+                }));
+                report
+            }
+        }
+        .map_err(index_error)?;
         // Surge signals, queued (never sent from here): an offline ping is supply
         // gone; an available one is supply if the index still says available (a
         // dispatched driver's ping keeps its server-owned status).
@@ -786,6 +916,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/riders/{id}/trips", get(rider_trips))
         .route("/v1/drivers/{id}", get(get_driver))
         .route("/v1/drivers/{id}/earnings", get(driver_earnings))
+        .route("/v1/regions", get(get_regions))
+        .route("/v1/admin/partition", post(post_partition))
         .route("/v1/city", get(city))
         .layer(shed)
         .with_state(engine)
@@ -958,6 +1090,39 @@ fn lat_lng_of(field: &str, p: Point) -> Result<LatLng, ApiError> {
         .map_err(|e| ApiError::bad_field(format!("{field}.lat"), e.to_string()))
 }
 
+/// The region rules for a ride: the pickup must be ours; a dropoff in another
+/// region needs that region reachable.
+fn check_regions(regional: &Regional, pickup: LatLng, dropoff: LatLng) -> Result<(), ApiError> {
+    let mine = regional.region();
+    let owner = regional.map.region_of(pickup);
+    if owner != mine {
+        return Err(ApiError {
+            field: Some("pickup".to_owned()),
+            ..ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "pickup is in region {owner}, this replica serves {mine}: \
+                     request the ride from region {owner}'s replica"
+                ),
+            )
+        });
+    }
+    let to = regional.map.region_of(dropoff);
+    if to != mine && !regional.replica.reachable(to) {
+        metrics::counter!("uber_cross_region_refused_total").increment(1);
+        return Err(ApiError {
+            field: Some("dropoff".to_owned()),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "region {to} unreachable: cross-region trips refused until the partition heals"
+                ),
+            )
+        });
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QuoteBody {
@@ -989,6 +1154,9 @@ async fn post_ride(
         lat_lng_of("pickup", pickup)?,
         lat_lng_of("dropoff", dropoff)?,
     );
+    if let Some(regional) = engine.regional() {
+        check_regions(regional, from, to)?;
+    }
     // The price is fixed now, before matching: what the rider was shown is what
     // completion charges. Pricing down answers the fallback, not an error.
     let quote = engine
@@ -1222,29 +1390,6 @@ async fn rider_trips(
     Ok(axum::Json(json!({ "rider": rider, "trips": trips })).into_response())
 }
 
-/// A driver as the live index sees it: position, status, the driver's own
-/// timestamp and how long ago its last update arrived.
-async fn get_driver(
-    State(engine): Shared,
-    UrlPath(id): UrlPath<String>,
-) -> Result<Response, ApiError> {
-    let driver = parse_id("id", &id)?;
-    let view = engine
-        .index
-        .get(DriverId(driver))
-        .ok_or_else(|| ApiError::not_found(format!("unknown driver {driver}")))?;
-    let age = engine.clock.now().saturating_duration_since(view.last_seen);
-    Ok(axum::Json(json!({
-        "driver": driver,
-        "lat": view.position.lat(),
-        "lon": view.position.lon(),
-        "ts": view.ts,
-        "status": StatusName::from(view.status),
-        "age_ms": u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
-    }))
-    .into_response())
-}
-
 async fn driver_earnings(
     State(engine): Shared,
     UrlPath(id): UrlPath<String>,
@@ -1263,6 +1408,113 @@ async fn driver_earnings(
         "status": known.map(|v| StatusName::from(v.status)),
     }))
     .into_response())
+}
+
+/// A driver's latest state: as this replica's index has it (position, status —
+/// the server-owned ones included —, the driver's timestamp, how long ago its
+/// last update arrived), or as gossip brought it when that is newer; with
+/// regions, also the region and city of its position and whether it can be
+/// matched here.
+async fn get_driver(
+    State(engine): Shared,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let driver = parse_id("id", &id)?;
+    let in_index = engine.index.get(DriverId(driver));
+    let register = engine
+        .regional()
+        .and_then(|regional| regional.replica.driver(driver));
+    let mut out = match (&in_index, &register) {
+        (Some(view), register) if register.as_ref().is_none_or(|r| r.state.ts <= view.ts) => {
+            let age = engine.clock.now().saturating_duration_since(view.last_seen);
+            // The same update may have come by gossip (the index took it then).
+            let source = match register {
+                Some(r) if r.state.ts == view.ts && !r.local => "gossip",
+                _ => "local",
+            };
+            json!({
+                "driver": driver,
+                "lat": view.position.lat(),
+                "lon": view.position.lon(),
+                "ts": view.ts,
+                "status": StatusName::from(view.status),
+                "age_ms": u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+                "source": source,
+            })
+        }
+        (_, Some(register)) => {
+            let s = register.state;
+            json!({
+                "driver": driver,
+                "lat": s.lat,
+                "lon": s.lng,
+                "ts": s.ts,
+                "status": StatusName::from(s.status),
+                "source": if register.local { "local" } else { "gossip" },
+            })
+        }
+        (None, None) | (Some(_), None) => {
+            return Err(ApiError::not_found(format!("unknown driver {driver}")));
+        }
+    };
+    out["matchable_here"] = json!(in_index.is_some_and(|v| v.status == DriverStatus::Available));
+    if let Some(regional) = engine.regional() {
+        let at = LatLng::new(
+            out["lat"].as_f64().unwrap_or(f64::NAN),
+            out["lon"].as_f64().unwrap_or(f64::NAN),
+        );
+        if let Ok(at) = at {
+            out["region"] = json!(regional.map.region_of(at));
+            out["city"] = json!(regional.map.city_of(at).map(|c| c.name.clone()));
+        }
+        out["replica"] = json!(regional.region());
+    }
+    Ok(axum::Json(out).into_response())
+}
+
+fn regional_of(engine: &Engine) -> Result<&Regional, ApiError> {
+    engine
+        .regional()
+        .ok_or_else(|| ApiError::not_found("this instance runs without regions"))
+}
+
+fn regions_view(regional: &Regional) -> serde_json::Value {
+    let reachable: serde_json::Map<String, serde_json::Value> = regional
+        .map
+        .regions()
+        .iter()
+        .map(|r| (r.clone(), json!(regional.replica.reachable(r))))
+        .collect();
+    json!({
+        "region": regional.region(),
+        "gossip_addr": regional.replica.addr(),
+        "isolated": regional.replica.is_isolated(),
+        "cities": regional.map.cities().iter().filter(|c| c.region == regional.region()).collect::<Vec<_>>(),
+        "reachable": reachable,
+        "members": regional.replica.members(),
+        "gossip": regional.replica.stats(),
+    })
+}
+
+async fn get_regions(State(engine): Shared) -> Result<Response, ApiError> {
+    let regional = regional_of(&engine)?;
+    Ok(axum::Json(regions_view(regional)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionBody {
+    isolate: bool,
+}
+
+async fn post_partition(
+    State(engine): Shared,
+    JsonBody(body): JsonBody<PartitionBody>,
+) -> Result<Response, ApiError> {
+    let regional = regional_of(&engine)?;
+    regional.replica.set_isolated(body.isolate);
+    tracing::warn!(region = %regional.region(), isolate = body.isolate, "gossip partition switch");
+    Ok(axum::Json(regions_view(regional)).into_response())
 }
 
 async fn city(State(engine): Shared) -> Result<Response, ApiError> {

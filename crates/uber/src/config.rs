@@ -3,8 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::region::{CityConfig, RegionMap, default_cities};
+
 /// The `[uber]` table of the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UberConfig {
     /// The RESP port (Redis's is 6379; ours defaults to 6380).
@@ -27,6 +29,13 @@ pub struct UberConfig {
     /// Seconds between snapshots of the driver index (a restart replays the
     /// location log only from the last one on).
     pub location_snapshot_secs: u64,
+    /// The UDP port of region 0's replica gossip (foca); region *i* uses
+    /// `gossip_port + i`. 0: a free port each (replicas of one process find
+    /// each other in-process).
+    pub gossip_port: u16,
+    /// The cities and the region each belongs to (`[[uber.cities]]`): a ride
+    /// belongs to the region of the city nearest its pickup.
+    pub cities: Vec<CityConfig>,
 }
 
 /// Most RESP connections one process may be configured for (the machine allows
@@ -45,6 +54,8 @@ impl Default for UberConfig {
             city: "sf".to_owned(),
             driver_stale_secs: 30,
             location_snapshot_secs: 10,
+            gossip_port: 7946,
+            cities: default_cities(),
         }
     }
 }
@@ -92,5 +103,91 @@ impl UberConfig {
             return Err("uber.pricing_port: must differ from http_port and resp_port".to_owned());
         }
         Ok(())
+    }
+
+    /// Region *i*'s API port (`http_port + 100 i`, like the chat nodes; 0 stays 0).
+    pub fn http_port_of(&self, index: usize) -> u16 {
+        if self.http_port == 0 {
+            return 0;
+        }
+        u16::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_mul(100))
+            .and_then(|o| self.http_port.checked_add(o))
+            .expect("http ports validated by validate_regions")
+    }
+
+    /// Region *i*'s gossip port (`gossip_port + i`; 0 stays 0).
+    pub fn gossip_port_of(&self, index: usize) -> u16 {
+        if self.gossip_port == 0 {
+            return 0;
+        }
+        u16::try_from(index)
+            .ok()
+            .and_then(|i| self.gossip_port.checked_add(i))
+            .expect("gossip ports validated by validate_regions")
+    }
+
+    /// Checks the regional settings against the topology's `regions` and
+    /// returns the map; the error starts with the dotted key.
+    pub fn validate_regions(&self, regions: &[String]) -> Result<RegionMap, String> {
+        let last = u64::from(self.gossip_port) + regions.len().saturating_sub(1) as u64;
+        if self.gossip_port != 0 && last > u64::from(u16::MAX) {
+            return Err(format!(
+                "uber.gossip_port: {} regions need ports up to {last}, beyond 65535",
+                regions.len()
+            ));
+        }
+        let last = u64::from(self.http_port) + 100 * regions.len().saturating_sub(1) as u64;
+        if self.http_port != 0 && last > u64::from(u16::MAX) {
+            return Err(format!(
+                "uber.http_port: {} regions need ports up to {last}, beyond 65535",
+                regions.len()
+            ));
+        }
+        RegionMap::new(&self.cities, regions).map_err(|e| format!("uber.{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regions() -> Vec<String> {
+        ["us-east", "eu-west", "ap-south"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn regional_ports_step_and_bad_regions_are_named() {
+        let config = UberConfig::default();
+        let map = config.validate_regions(&regions()).unwrap();
+        assert_eq!(map.regions(), regions().as_slice());
+        assert_eq!(
+            (0..3).map(|i| config.http_port_of(i)).collect::<Vec<_>>(),
+            [8090, 8190, 8290]
+        );
+        assert_eq!(
+            (0..3).map(|i| config.gossip_port_of(i)).collect::<Vec<_>>(),
+            [7946, 7947, 7948]
+        );
+        let free = UberConfig {
+            http_port: 0,
+            gossip_port: 0,
+            ..UberConfig::default()
+        };
+        assert_eq!((free.http_port_of(2), free.gossip_port_of(2)), (0, 0));
+        let high = UberConfig {
+            http_port: 65_400,
+            ..UberConfig::default()
+        };
+        let e = high.validate_regions(&regions()).unwrap_err();
+        assert!(e.starts_with("uber.http_port:"), "{e}");
+        let e = config
+            .validate_regions(&["us-east".to_owned()])
+            .unwrap_err();
+        assert!(e.starts_with("uber.cities[3].region:"), "{e}");
     }
 }

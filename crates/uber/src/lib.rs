@@ -6,8 +6,9 @@
 //! [`matching::NearbyDrivers`]), event-sourced trips, surge [`pricing`] as its own
 //! service (the API quotes through [`pricewire`] with a 1.0 fallback), and the HTTP
 //! API on :8090 ([`api`], [`service`]), driven by the [`workload`] generator behind
-//! `casebook load uber`. Still to come: regions with gossip, the RESP port served
-//! from the S2 index.
+//! `casebook load uber`, and [`region`]s: one replica per region, driver state
+//! gossiped over foca, regional autonomy during partitions. Still to come: the RESP
+//! port served from the S2 index.
 //!
 //! | module | role |
 //! |---|---|
@@ -16,6 +17,7 @@
 //! | [`geo`] | Redis's geohash scores, distances, search cells, and the [`geo::store::GeoStore`] trait with its sorted-set implementation |
 //! | [`index`] | the live-driver index: latest-wins driver state, available drivers on S2 leaf cells in sharded ordered maps, k-nearest search, hot-shard splits and cold merges, batch ingest |
 //! | [`matching`] | ride requests → drivers: greedy by ETA or batched Kuhn–Munkres, the atomic driver claim, offers with timeout and re-match |
+//! | [`region`] | cities → regions ([`region::RegionMap`]) and the regional replica's gossip ([`region::Replica`]: last-writer-wins driver registers over foca, reachability, the isolation switch) |
 //! | [`pricing`] | surge pricing as its own service: demand and supply per S2 cell (level 12) over a sliding window, smoothed and capped; quotes; the `pricing` HTTP service and [`pricing::PricingClient`] (resilience stack, fallback multiplier 1.0) |
 //! | [`pricewire`] | the API's wire to pricing: quotes through [`pricing::PricingClient`], demand/supply signals on a bounded queue sent in batches by a background task |
 //! | [`service`] | the `uber` service: the API on :8090 with its timers (matcher tick, index sweep and rebalance, relays) |
@@ -31,6 +33,7 @@ pub mod locations;
 pub mod matching;
 pub mod pricewire;
 pub mod pricing;
+pub mod region;
 pub mod resp;
 pub mod service;
 pub mod trips;

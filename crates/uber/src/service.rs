@@ -18,18 +18,60 @@
 //! first and passes its real address (its port may be 0). The decisions are all on the injected clock inside the
 //! engines; the tokio intervals only set how often they are asked.
 //!
+//! # Regions
+//! With [`UberService::with_regions`] every instance is its region's replica
+//! (its placement's region): it binds a UDP socket for foca on `[uber]
+//! gossip_port + i` (region *i*; 0 = a free port), published as the `gossip`
+//! listener, attaches a [`Regional`] to its engine and runs one more task — the
+//! gossip loop: datagrams in → [`Replica::handle_packet`], the replica's packets
+//! out through a bounded queue (full: dropped, as UDP would), a step every
+//! [`GOSSIP_STEP`] (20 ms), learned driver states applied to the engine. Seeds are the
+//! other regions' configured gossip ports plus the addresses of the replicas
+//! this process started (so free ports work in one process).
+//!
 //! A stopped instance drops its engine with its tasks; a start on the same
 //! instance id reopens the same stores. A kill -9 of the process is not exercised
 //! here (the stores' own tests cover torn writes).
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
+use bytes::Bytes;
 use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartError, serve_http};
 use parking_lot::Mutex;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiConfig, Engine, router};
 use crate::config::UberConfig;
+use crate::region::{GossipConfig, RegionMap, Regional, Replica, Transport};
+
+/// How often a replica's gossip timers and queues are stepped (the decisions
+/// are on the injected clock; this only sets how often they are asked).
+pub const GOSSIP_STEP: Duration = Duration::from_millis(20);
+/// Datagrams read in one go before anything else runs (the socket's receive
+/// buffer is what overflows when a reader falls behind).
+const RECV_BURST: usize = 256;
+/// Outbound gossip datagrams waiting for the socket, at most.
+pub const GOSSIP_QUEUE: usize = 4_096;
+/// How a user changes the gossip port, shown when it is taken.
+pub const GOSSIP_PORT_HINT: &str = "CASEBOOK_UBER__GOSSIP_PORT or `gossip_port` in [uber]";
+
+/// What makes instances regional replicas.
+#[derive(Debug, Clone)]
+pub struct RegionSetup {
+    /// Cities → regions (its region list is the topology's, in order).
+    pub map: Arc<RegionMap>,
+    /// The host gossip sockets bind on.
+    pub host: IpAddr,
+    /// Region 0's gossip port; region *i* uses `+ i`; 0: free ports.
+    pub gossip_port: u16,
+    /// How replicas gossip (the cluster size is set from the regions).
+    pub gossip: GossipConfig,
+}
 
 /// The service's name.
 pub const UBER_SERVICE: &str = "uber";
@@ -43,6 +85,36 @@ pub struct UberService {
     last: Mutex<Weak<Engine>>,
     /// Where the next start finds pricing (overrides `config.pricing.url`).
     pricing_url: Mutex<Option<String>>,
+    /// Regional replicas, when set.
+    regions: Option<RegionSetup>,
+    /// The gossip address and engine of each region's replica started here.
+    replicas: Registry,
+}
+
+/// Region → the gossip address and engine of its replica started here.
+type Registry = Arc<Mutex<BTreeMap<String, (SocketAddr, Weak<Engine>)>>>;
+
+/// The gossip seeds of the replica of region `index`: the other regions'
+/// configured ports and the other replicas started in this process.
+fn seeds_of(setup: &RegionSetup, index: usize, registry: &Registry) -> Vec<SocketAddr> {
+    let mut seeds: Vec<SocketAddr> = Vec::new();
+    if setup.gossip_port != 0 {
+        for j in (0..setup.map.regions().len()).filter(|j| *j != index) {
+            if let Some(port) = u16::try_from(j)
+                .ok()
+                .and_then(|j| setup.gossip_port.checked_add(j))
+            {
+                seeds.push(SocketAddr::new(setup.host, port));
+            }
+        }
+    }
+    let own = &setup.map.regions()[index];
+    for (region, (addr, _)) in registry.lock().iter() {
+        if region != own && !seeds.contains(addr) {
+            seeds.push(*addr);
+        }
+    }
+    seeds
 }
 
 impl UberService {
@@ -51,7 +123,123 @@ impl UberService {
             pricing_url: Mutex::new(config.pricing.url.clone()),
             config,
             last: Mutex::new(Weak::new()),
+            regions: None,
+            replicas: Arc::new(Mutex::new(BTreeMap::new())),
         }
+    }
+
+    /// Makes every instance its region's replica.
+    pub fn with_regions(mut self, setup: RegionSetup) -> Self {
+        self.regions = Some(setup);
+        self
+    }
+
+    /// The running engine of `region`'s replica started by this service.
+    pub fn engine_of(&self, region: &str) -> Option<Arc<Engine>> {
+        self.replicas.lock().get(region)?.1.upgrade()
+    }
+
+    /// Binds the gossip socket and makes `engine` its region's replica.
+    async fn start_replica(
+        &self,
+        setup: &RegionSetup,
+        ctx: &InstanceContext,
+        engine: &Arc<Engine>,
+    ) -> Result<(), StartError> {
+        let region = ctx.info().region;
+        let index = setup
+            .map
+            .regions()
+            .iter()
+            .position(|r| *r == region)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "region `{region}` is not in the uber region map ({})",
+                    setup.map.regions().join(", ")
+                )
+            })?;
+        let port = if setup.gossip_port == 0 {
+            0
+        } else {
+            u16::try_from(index)
+                .ok()
+                .and_then(|i| setup.gossip_port.checked_add(i))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("uber.gossip_port: region {index} is beyond 65535")
+                })?
+        };
+        let bind = SocketAddr::new(setup.host, port);
+        let socket = UdpSocket::bind(bind).await.map_err(|e| {
+            anyhow::anyhow!(
+                "{}: gossip port {bind} (udp) is taken or not bindable: {e}; change it with {GOSSIP_PORT_HINT}",
+                ctx.info().instance_id
+            )
+        })?;
+        let mut addr = socket.local_addr().map_err(anyhow::Error::from)?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        ctx.publish_listener("gossip (udp)", addr);
+        let (tx, rx) = mpsc::channel(GOSSIP_QUEUE);
+        let clock = ctx.clock().clone();
+        // A restarted replica must win over its previous identity: the wall
+        // clock in milliseconds grows across restarts.
+        let bump = clock.wall_millis();
+        let gossip = GossipConfig {
+            cluster_size: u32::try_from(setup.map.regions().len()).unwrap_or(u32::MAX),
+            rng_seed: bump ^ index as u64,
+            ..setup.gossip.clone()
+        };
+        let replica = Replica::new(
+            &region,
+            addr,
+            bump,
+            gossip,
+            clock,
+            Arc::new(UdpTransport { tx }),
+        )
+        .map_err(anyhow::Error::msg)?;
+        engine
+            .attach_region(Regional {
+                map: setup.map.clone(),
+                replica: replica.clone(),
+            })
+            .map_err(anyhow::Error::msg)?;
+        self.replicas
+            .lock()
+            .insert(region.clone(), (addr, Arc::downgrade(engine)));
+        let seeds = {
+            let setup = setup.clone();
+            let registry = self.replicas.clone();
+            move || seeds_of(&setup, index, &registry)
+        };
+        replica.set_seeds(seeds());
+        ctx.spawn(run_gossip(
+            engine.clone(),
+            replica,
+            socket,
+            rx,
+            seeds,
+            ctx.shutdown_token(),
+        ));
+        Ok(())
+    }
+
+    /// The service as `[uber]` configures it, one replica per region of
+    /// `regions` (the topology's, in order). A `[uber]` table that passed
+    /// [`UberConfig::validate_regions`] gives a map.
+    pub fn regional_from_config(
+        config: &UberConfig,
+        regions: &[String],
+        host: IpAddr,
+    ) -> Result<Self, String> {
+        let map = config.validate_regions(regions)?;
+        Ok(Self::from_config(config).with_regions(RegionSetup {
+            map: Arc::new(map),
+            host,
+            gossip_port: config.gossip_port,
+            gossip: GossipConfig::default(),
+        }))
     }
 
     /// The service as `[uber]` configures it.
@@ -103,6 +291,11 @@ impl ServiceFactory for UberService {
             let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, config, clock))
                 .await
                 .map_err(anyhow::Error::from)??;
+            *self.last.lock() = Arc::downgrade(&engine);
+            if let Some(setup) = &self.regions {
+                self.start_replica(setup, ctx, &engine).await?;
+            }
+            // After the region is attached: reconciling also applies its rule.
             let moved = engine.reconcile_drivers().await?;
             let recovery = engine.recovery();
             tracing::info!(
@@ -112,7 +305,6 @@ impl ServiceFactory for UberService {
                 reconciled = moved,
                 "driver index rebuilt from the location store"
             );
-            *self.last.lock() = Arc::downgrade(&engine);
             serve_http(ctx, listener, router(engine.clone()));
 
             let shutdown = ctx.shutdown_token();
@@ -158,5 +350,67 @@ impl ServiceFactory for UberService {
             ctx.spawn(engine.relay(shutdown));
             Ok(address)
         })
+    }
+}
+
+/// The replica's packets, to the gossip loop's socket through a bounded queue.
+#[derive(Debug)]
+struct UdpTransport {
+    tx: mpsc::Sender<(SocketAddr, Bytes)>,
+}
+
+impl Transport for UdpTransport {
+    fn send(&self, to: SocketAddr, data: Bytes) {
+        if self.tx.try_send((to, data)).is_err() {
+            metrics::counter!("uber_gossip_dropped_total").increment(1);
+        }
+    }
+}
+
+/// One replica's gossip I/O until `shutdown`: datagrams in, queued packets out,
+/// a step every [`GOSSIP_STEP`] (seeds refreshed), learned states applied.
+async fn run_gossip(
+    engine: Arc<Engine>,
+    replica: Arc<Replica>,
+    socket: UdpSocket,
+    mut outbound: mpsc::Receiver<(SocketAddr, Bytes)>,
+    seeds: impl Fn() -> Vec<SocketAddr> + Send + 'static,
+    shutdown: CancellationToken,
+) {
+    // Foca's packets are at most 1,400 bytes; a larger datagram is cut and
+    // then refused by foca's decoder.
+    let mut buf = vec![0u8; 2_048];
+    let mut step = tokio::time::interval(GOSSIP_STEP);
+    step.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, _)) => {
+                    replica.handle_packet(&buf[..n]);
+                    // Empty the receive buffer before sending or stepping.
+                    for _ in 0..RECV_BURST {
+                        match socket.try_recv_from(&mut buf) {
+                            Ok((n, _)) => replica.handle_packet(&buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "gossip receive"),
+            },
+            Some((to, data)) = outbound.recv() => {
+                if let Err(error) = socket.send_to(&data, to).await {
+                    tracing::debug!(%error, %to, "gossip send");
+                }
+            }
+            _ = step.tick() => {
+                replica.set_seeds(seeds());
+                replica.step();
+            }
+        }
+        let learned = replica.take_learned();
+        if !learned.is_empty() {
+            engine.apply_remote(&learned);
+        }
     }
 }

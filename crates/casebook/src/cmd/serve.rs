@@ -35,7 +35,7 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     } else if args.service == casebook_uber::resp::server::GEO_RESP_SERVICE {
         platform::geo_resp_spec(&config)?
     } else if args.service == casebook_uber::service::UBER_SERVICE {
-        platform::uber_spec(&config)?
+        platform::uber_spec(&config, args.zone.as_deref())?
     } else if args.service == casebook_uber::pricing::PRICING_SERVICE {
         platform::pricing_spec(&config)?
     } else {

@@ -31,12 +31,13 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     );
     // The first line is the control-plane URL, for people and for scripts.
     // One chat node per region (they find each other through the process's
-    // cluster), then the RESP geo port, the pricing service and the Uber HTTP
-    // API — pricing first, so the API is handed its real address (the port may be 0).
+    // cluster), then the RESP geo port, the pricing service and one Uber API
+    // replica per region — pricing first, so the replicas are handed its real
+    // address (the port may be 0).
     let mut specs = platform::chat_specs(&config)?;
     specs.push(platform::geo_resp_spec(&config)?);
     specs.push(platform::pricing_spec(&config)?);
-    specs.push(platform::uber_spec(&config)?);
+    specs.extend(platform::uber_specs(&config)?);
     for spec in specs {
         let service = spec.service.clone();
         match platform.start(spec).await {

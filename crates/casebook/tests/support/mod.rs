@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 /// `casebook --data-dir DIR …` with nothing inherited that would change its
 /// configuration, and every listener on a free port (tests never take :5222, :5223,
-/// :5280, :6380, :8090 or :8091, so they run beside each other and beside a real `casebook up`).
+/// :5280, :6380, :8090, :8091 or udp :7946, so they run beside each other and beside a real `casebook up`).
 /// Stdout and stderr are piped: a caller that does not read stderr of a long-running
 /// child should set it to null, so a full pipe can never block the child's logging.
 pub fn casebook(data_dir: &Path) -> Command {
@@ -23,6 +23,7 @@ pub fn casebook(data_dir: &Path) -> Command {
         .env("CASEBOOK_UBER__RESP_PORT", "0")
         .env("CASEBOOK_UBER__HTTP_PORT", "0")
         .env("CASEBOOK_UBER__PRICING_PORT", "0")
+        .env("CASEBOOK_UBER__GOSSIP_PORT", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -90,6 +91,16 @@ impl Up {
 
     /// The main address of the (first) running instance of `service`.
     pub async fn address_of(&self, service: &str) -> String {
+        self.find_address(service, None).await
+    }
+
+    /// The address of `service`'s instance in `region` (the `uber` replicas each
+    /// serve their own region's cities).
+    pub async fn address_in(&self, service: &str, region: &str) -> String {
+        self.find_address(service, Some(region)).await
+    }
+
+    async fn find_address(&self, service: &str, region: Option<&str>) -> String {
         let instances: serde_json::Value = casebook_kit::http_client::HttpClient::default()
             .get_json(&format!("{}/api/instances", self.url))
             .await
@@ -98,8 +109,8 @@ impl Up {
             .as_array()
             .unwrap()
             .iter()
-            .find(|i| i["service"] == service)
-            .unwrap_or_else(|| panic!("no {service} instance in {instances}"));
+            .find(|i| i["service"] == service && region.is_none_or(|r| i["region"] == r))
+            .unwrap_or_else(|| panic!("no {service} instance ({region:?}) in {instances}"));
         instance["address"].as_str().unwrap().to_owned()
     }
 }
