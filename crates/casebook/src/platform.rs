@@ -50,8 +50,13 @@ pub fn build_with_uber(config: &Config) -> (Platform, Arc<UberService>) {
         // Node i (in region i) listens on the configured ports + i * 100.
         .with_regions(region_names(config)),
     ));
-    platform.register_service(Arc::new(GeoResp::from_config(&config.uber)));
     let uber = Arc::new(UberService::from_config(&config.uber));
+    // The RESP port's live key (`drivers`) reads the running uber engine's index.
+    let engine_of = Arc::downgrade(&uber);
+    platform.register_service(Arc::new(GeoResp::from_config_live(
+        &config.uber,
+        Arc::new(move || Some(engine_of.upgrade()?.engine()?.index().clone())),
+    )));
     platform.register_service(uber.clone());
     platform.register_service(Arc::new(
         PricingService::new(PricingConfig::default()).expect("the default pricing config is valid"),
