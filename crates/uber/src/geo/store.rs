@@ -139,10 +139,11 @@ impl GeoStore for SortedGeoSet {
         if min >= max {
             return;
         }
-        // (max, empty) is the first possible entry with score `max`: excluded.
-        let range = (Score(min), Bytes::new())..(Score(max), Bytes::new());
-        for (score, member) in self.ordered.range(range) {
-            if visit(score.0, member).is_break() {
+        // One descent to the first entry, then a walk until the score reaches
+        // `max`: a bounded range would descend the tree a second time for its end,
+        // and most scans here are short (searches scan many small cells).
+        for (score, member) in self.ordered.range((Score(min), Bytes::new())..) {
+            if score.0 >= max || visit(score.0, member).is_break() {
                 return;
             }
         }

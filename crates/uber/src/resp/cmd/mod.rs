@@ -303,9 +303,12 @@ pub fn parse_double(arg: &[u8]) -> Option<f64> {
         if v.is_infinite() {
             return None; // ERANGE overflow
         }
-        let mantissa = unsigned.split(['e', 'E']).next().unwrap_or("");
-        if v == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
-            return None; // ERANGE underflow to zero
+        // Only a zero needs the mantissa looked at again (a hot path: GEOADD).
+        if v == 0.0 {
+            let mantissa = unsigned.split(['e', 'E']).next().unwrap_or("");
+            if mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
+                return None; // ERANGE underflow to zero
+            }
         }
         v
     };
