@@ -6,8 +6,8 @@
 //! [`matching::NearbyDrivers`]), event-sourced trips, surge [`pricing`] as its own
 //! service (the API quotes through [`pricewire`] with a 1.0 fallback), and the HTTP
 //! API on :8090 ([`api`], [`service`]), driven by the [`workload`] generator behind
-//! `casebook load uber`. Still to come: regions with gossip, the RESP port served
-//! from the S2 index.
+//! `casebook load uber`; the RESP port's `drivers` key is a live view of the
+//! driver index ([`resp::live`]). Still to come: regions with gossip.
 //!
 //! | module | role |
 //! |---|---|

@@ -5,7 +5,8 @@
 //! the commands need is: add/update with NX/XX semantics, remove, look up a
 //! member's score, walk a score range in (score, member) order, and read by rank.
 //! The search algorithm ([`super::search`]) only walks score ranges, so another
-//! index (the S2 cells) can sit behind the same trait later.
+//! index could sit behind the same trait (the RESP port's live key instead feeds
+//! the search a throwaway set of the S2 driver index's candidates).
 //!
 //! Guarantees of [`SortedGeoSet`]: members are unique; iteration is by score, then
 //! member bytes (Redis's order for equal scores); every operation is O(log n)
