@@ -50,13 +50,24 @@ pub fn build_with_uber(config: &Config) -> (Platform, Arc<UberService>) {
         // Node i (in region i) listens on the configured ports + i * 100.
         .with_regions(region_names(config)),
     ));
-    platform.register_service(Arc::new(GeoResp::from_config(&config.uber)));
     // One replica per region (instance i on http_port + 100 i, gossip on
     // gossip_port + i); the regional settings were checked when the config loaded.
     let uber = Arc::new(
         UberService::regional_from_config(&config.uber, &region_names(config), config.control.host)
             .expect("[uber] regions validated when the configuration was loaded"),
     );
+    // The RESP port's live key (`drivers`) reads the index of the uber replica
+    // in the RESP port's own region (the first: where `up` places it).
+    let engine_of = Arc::downgrade(&uber);
+    let resp_region = region_names(config).into_iter().next().unwrap_or_default();
+    platform.register_service(Arc::new(GeoResp::from_config_live(
+        &config.uber,
+        Arc::new(move || {
+            let uber = engine_of.upgrade()?;
+            let engine = uber.engine_of(&resp_region).or_else(|| uber.engine())?;
+            Some(engine.index().clone())
+        }),
+    )));
     platform.register_service(uber.clone());
     platform.register_service(Arc::new(
         PricingService::new(PricingConfig::default()).expect("the default pricing config is valid"),

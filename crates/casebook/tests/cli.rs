@@ -124,7 +124,14 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
     }
     assert_eq!(reply, b":1\r\n*1\r\n$11\r\nsqc8b49rny0\r\n");
     // The Uber HTTP API serves its city view on its (free) port.
-    let uber = by_service("uber");
+    // The replica of the first region, where the RESP port runs too.
+    let uber = instances
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["service"] == "uber" && i["region"] == "us-east")
+        .unwrap_or_else(|| panic!("no us-east uber replica in {instances}"))
+        .clone();
     assert_eq!(uber["state"], "running");
     let uber_addr: std::net::SocketAddr = uber["address"].as_str().unwrap().parse().unwrap();
     assert_ne!(uber_addr.port(), 8090, "tests never take the real port");
@@ -163,6 +170,38 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         (serde_json::json!(1.0), serde_json::json!(false)),
         "{quote}"
     );
+    // The RESP port's `drivers` key is the API's driver index: a driver pinged
+    // over HTTP is a member there, at Redis's rounding of its position.
+    let pinged: serde_json::Value = client
+        .json(
+            http::Method::POST,
+            &format!("http://{uber_addr}/v1/drivers/77/location"),
+            // San Francisco: a us-east city (a ping elsewhere leaves this
+            // region's index).
+            &serde_json::json!({"lat": 37.7749, "lon": -122.4194, "ts": 1, "status": "available"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pinged["accepted"], 1, "{pinged}");
+    tokio::io::AsyncWriteExt::write_all(&mut redis, b"GEOHASH drivers 77 78\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    // Redis 7.0's answer for the same point (GEOADD + GEOHASH on :6379).
+    let expected = b"*2\r\n$11\r\n9q8yyk8ytp0\r\n$-1\r\n";
+    while reply.len() < expected.len() {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            tokio::io::AsyncReadExt::read(&mut redis, &mut buf),
+        )
+        .await
+        .expect("the RESP port answers")
+        .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(reply, expected, "{}", String::from_utf8_lossy(&reply));
     assert!(
         String::from_utf8_lossy(&answer).contains("urn:ietf:params:xml:ns:xmpp-tls"),
         "STARTTLS is offered"

@@ -13,6 +13,8 @@ pub struct UberConfig {
     pub resp_port: u16,
     /// Most simultaneous RESP connections (Redis's `maxclients`, 10,000).
     pub resp_max_clients: usize,
+    /// The RESP key served live from the driver index (empty: none).
+    pub resp_live_key: String,
     /// The HTTP API's port (`uber` service): ingest, rides, trips.
     pub http_port: u16,
     /// The surge pricing service's port (`pricing`): signals, multipliers, quotes.
@@ -47,6 +49,7 @@ impl Default for UberConfig {
         Self {
             resp_port: 6380,
             resp_max_clients: 10_000,
+            resp_live_key: "drivers".to_owned(),
             http_port: 8090,
             pricing_port: 8091,
             pricing_url: "http://127.0.0.1:8091".to_owned(),
@@ -67,6 +70,9 @@ impl UberConfig {
             return Err(format!(
                 "uber.resp_max_clients: must be in 1..={MAX_RESP_CLIENTS}"
             ));
+        }
+        if self.resp_live_key.len() > 256 {
+            return Err("uber.resp_live_key: must be at most 256 bytes".to_owned());
         }
         if !(1..=crate::index::MAX_BATCH).contains(&self.max_location_batch) {
             return Err(format!(

@@ -6,9 +6,9 @@
 //! [`matching::NearbyDrivers`]), event-sourced trips, surge [`pricing`] as its own
 //! service (the API quotes through [`pricewire`] with a 1.0 fallback), and the HTTP
 //! API on :8090 ([`api`], [`service`]), driven by the [`workload`] generator behind
-//! `casebook load uber`, and [`region`]s: one replica per region, driver state
-//! gossiped over foca, regional autonomy during partitions. Still to come: the RESP
-//! port served from the S2 index.
+//! `casebook load uber`, [`region`]s: one replica per region, driver state
+//! gossiped over foca, regional autonomy during partitions; the RESP port's
+//! `drivers` key is a live view of the driver index ([`resp::live`]).
 //!
 //! | module | role |
 //! |---|---|

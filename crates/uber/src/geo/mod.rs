@@ -9,8 +9,9 @@
 //!
 //! Guarantees: a point's score, its decoded position, distances and search
 //! results equal Redis 7.0's (checked against a running `redis-server` by
-//! `tests/differential.rs`). Deliberately absent: any index other than the sorted
-//! set (the S2 index of the issue plugs in behind [`store::GeoStore`]).
+//! `tests/differential.rs`). The RESP port's live key answers from the S2 driver
+//! index by running this module's search over the index's candidates
+//! (`crate::resp::live`).
 
 pub mod hash;
 pub mod search;

@@ -320,7 +320,7 @@ fn scan_all(store: &dyn GeoStore, shape: &Shape, cells: &[Cell], limit: usize) -
 }
 
 /// How many levels below Redis's step the best-first search splits cells.
-const SPLIT_LEVELS: u8 = 3;
+const SPLIT_LEVELS: u8 = 4;
 
 /// A lower bound on the distance (metres) from the centre to any point of `area`:
 /// the latitude gap, and the cross-track distance to the nearer bounding

@@ -5,7 +5,8 @@
 //! the commands need is: add/update with NX/XX semantics, remove, look up a
 //! member's score, walk a score range in (score, member) order, and read by rank.
 //! The search algorithm ([`super::search`]) only walks score ranges, so another
-//! index (the S2 cells) can sit behind the same trait later.
+//! index could sit behind the same trait (the RESP port's live key instead feeds
+//! the search a throwaway set of the S2 driver index's candidates).
 //!
 //! Guarantees of [`SortedGeoSet`]: members are unique; iteration is by score, then
 //! member bytes (Redis's order for equal scores); every operation is O(log n)
@@ -139,10 +140,11 @@ impl GeoStore for SortedGeoSet {
         if min >= max {
             return;
         }
-        // (max, empty) is the first possible entry with score `max`: excluded.
-        let range = (Score(min), Bytes::new())..(Score(max), Bytes::new());
-        for (score, member) in self.ordered.range(range) {
-            if visit(score.0, member).is_break() {
+        // One descent to the first entry, then a walk until the score reaches
+        // `max`: a bounded range would descend the tree a second time for its end,
+        // and most scans here are short (searches scan many small cells).
+        for (score, member) in self.ordered.range((Score(min), Bytes::new())..) {
+            if score.0 >= max || visit(score.0, member).is_break() {
                 return;
             }
         }

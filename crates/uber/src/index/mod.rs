@@ -532,6 +532,47 @@ impl DriverIndex {
         stripe.slots.get(&driver).map(|&s| stripe.records[s].view)
     }
 
+    /// The driver if it is in the index now: available and fresh (what a query
+    /// would find).
+    pub fn available(&self, driver: DriverId) -> Option<DriverView> {
+        let now = self.clock.now();
+        let stripe = self.stripes[stripe_of(driver)].lock();
+        let rec = &stripe.records[*stripe.slots.get(&driver)?];
+        (rec.indexed && now.saturating_duration_since(rec.view.last_seen) < self.config.stale_after)
+            .then_some(rec.view)
+    }
+
+    /// How many drivers are available and fresh: a walk of every record (for
+    /// the RESP port's ZCARD; not a hot path).
+    pub fn available_count(&self) -> usize {
+        let now = self.clock.now();
+        let stale_after = self.config.stale_after;
+        self.stripes
+            .iter()
+            .map(|stripe| {
+                let stripe = stripe.lock();
+                stripe
+                    .records
+                    .iter()
+                    .filter(|r| {
+                        r.indexed && now.saturating_duration_since(r.view.last_seen) < stale_after
+                    })
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Every fresh available driver within `radius_m` of `at`, any order, from
+    /// one snapshot (the cap covering, then the exact distance). Unbounded radius
+    /// and count, unlike [`nearest`](Self::nearest): the RESP port applies
+    /// Redis's own search to these candidates.
+    pub fn available_within(&self, at: LatLng, radius_m: f64) -> Vec<DriverView> {
+        self.within(at, radius_m)
+            .into_iter()
+            .map(|(view, _)| view)
+            .collect()
+    }
+
     /// Sets `driver`'s status to `to` if it is `from` now (compare-and-set), and
     /// adds or removes its index entry accordingly; the matcher's atomic claim is
     /// `transition(d, Available, Dispatched)`.

@@ -8,6 +8,7 @@
 //! | [`frame`] | replies, written in RESP2 or RESP3; a reply reader for clients and tests |
 //! | [`cmd`] | the commands: table, arity, dispatch, argument helpers |
 //! | [`server`] | the keyspace, per-connection sessions, the connection loop with pipelining, the `geo-resp` service |
+//! | [`live`] | the live key: a view of the `uber` service's driver index (`drivers`) |
 //! | [`fuzzing`] | the invariants the fuzz targets check |
 //!
 //! Guarantees: requests are answered in order, replies of one read batched into
@@ -19,6 +20,7 @@
 pub mod cmd;
 pub mod frame;
 pub mod fuzzing;
+pub mod live;
 pub mod parse;
 pub mod server;
 

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cmd::{self, Outcome};
 use super::frame::{Frame, Proto};
+use super::live::LiveKey;
 use super::parse::{Limits, ProtocolError, RequestParser};
 use crate::geo::store::{GeoStore, SortedGeoSet};
 
@@ -46,6 +47,8 @@ pub struct Server {
     pub port: AtomicU64,
     pub clients: AtomicUsize,
     next_client_id: AtomicU64,
+    /// The key served from the driver index, if any.
+    pub live: Option<LiveKey>,
 }
 
 impl Default for Server {
@@ -64,7 +67,19 @@ impl Server {
             port: AtomicU64::new(0),
             clients: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
+            live: None,
         }
+    }
+
+    /// Serves `live` from the driver index instead of a sorted set.
+    pub fn with_live(mut self, live: LiveKey) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// The live key, if `key` is it.
+    pub fn live_key(&self, key: &[u8]) -> Option<&LiveKey> {
+        self.live.as_ref().filter(|live| live.name == key)
     }
 
     /// Accepts connections on `listener` until `shutdown`, each in its own task.
@@ -206,13 +221,35 @@ impl GeoResp {
         Self { server }
     }
 
-    /// The service as `[uber]` configures it, on the sorted-set store.
+    /// The service as `[uber]` configures it, on the sorted-set store, without a
+    /// live key.
     pub fn from_config(config: &crate::config::UberConfig) -> Self {
-        let limits = Limits {
-            max_clients: config.resp_max_clients,
-            ..Limits::default()
-        };
-        Self::new(Arc::new(Server::new(limits, sorted_set)))
+        Self::new(Arc::new(Server::new(limits_of(config), sorted_set)))
+    }
+
+    /// [`from_config`](Self::from_config), with `[uber] resp_live_key` served
+    /// from the index `source` finds (none when the key is configured empty).
+    pub fn from_config_live(
+        config: &crate::config::UberConfig,
+        source: super::live::IndexSource,
+    ) -> Self {
+        let mut server = Server::new(limits_of(config), sorted_set);
+        if !config.resp_live_key.is_empty() {
+            server = server.with_live(LiveKey::new(config.resp_live_key.clone(), source));
+        }
+        Self::new(Arc::new(server))
+    }
+
+    /// The shared server.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+}
+
+fn limits_of(config: &crate::config::UberConfig) -> Limits {
+    Limits {
+        max_clients: config.resp_max_clients,
+        ..Limits::default()
     }
 }
 

@@ -21,11 +21,11 @@ pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
         4 => 1.0,
         _ => return syntax_error(),
     };
-    let keys = server.keys.read();
-    let Some(set) = keys.get(&args[1]) else {
-        return Frame::Null;
+    let scores = match super::member_scores(server, &args[1], &args[2..4]) {
+        Ok(scores) => scores,
+        Err(frame) => return frame,
     };
-    let (Some(a), Some(b)) = (set.score(&args[2]), set.score(&args[3])) else {
+    let (Some(a), Some(b)) = (scores[0], scores[1]) else {
         return Frame::Null;
     };
     let (lon1, lat1) = position_of(a as u64);

@@ -7,12 +7,14 @@ use super::{Frame, Server, Session};
 use crate::geo::hash::position_of;
 
 pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
-    let keys = server.keys.read();
-    let set = keys.get(&args[1]);
+    let scores = match super::member_scores(server, &args[1], &args[2..]) {
+        Ok(scores) => scores,
+        Err(frame) => return frame,
+    };
     Frame::Array(
-        args[2..]
-            .iter()
-            .map(|member| match set.and_then(|s| s.score(member)) {
+        scores
+            .into_iter()
+            .map(|score| match score {
                 Some(score) => {
                     let (lon, lat) = position_of(score as u64);
                     Frame::Array(vec![Frame::HumanDouble(lon), Frame::HumanDouble(lat)])

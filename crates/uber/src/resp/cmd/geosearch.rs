@@ -14,6 +14,8 @@ use super::{Frame, Server, Session, double_arg, int_arg, is, syntax_error};
 use crate::geo::hash::position_of;
 use crate::geo::search::{self, Query, Shape, ShapeKind, Sort};
 use crate::geo::store::{AddMode, GeoStore};
+use crate::index::DriverIndex;
+use crate::resp::live;
 use crate::resp::server::Keys;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,7 @@ struct Flags {
 pub(super) fn geosearch(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     let keys = server.keys.read();
     run_read(
+        server,
         &keys,
         args,
         1,
@@ -82,6 +85,7 @@ pub(super) fn georadius(server: &Server, _: &mut Session, args: &[Bytes]) -> Fra
 pub(super) fn georadius_ro(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     let keys = server.keys.read();
     run_read(
+        server,
         &keys,
         args,
         1,
@@ -111,6 +115,7 @@ pub(super) fn georadiusbymember(server: &Server, _: &mut Session, args: &[Bytes]
 pub(super) fn georadiusbymember_ro(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     let keys = server.keys.read();
     run_read(
+        server,
         &keys,
         args,
         1,
@@ -134,8 +139,8 @@ enum Planned {
     Store(Store),
 }
 
-fn run_read(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Frame {
-    match plan(keys, args, src, flags) {
+fn run_read(server: &Server, keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Frame {
+    match plan(server, keys, args, src, flags) {
         Planned::Reply(frame) => frame,
         // Read-only variants never plan a store.
         Planned::Store(_) => syntax_error(),
@@ -143,9 +148,12 @@ fn run_read(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Frame {
 }
 
 fn run_write(server: &Server, keys: &mut Keys, args: &[Bytes], src: usize, flags: Flags) -> Frame {
-    match plan(keys, args, src, flags) {
+    match plan(server, keys, args, src, flags) {
         Planned::Reply(frame) => frame,
         Planned::Store(store) => {
+            if let Some(live) = server.live_key(&store.key) {
+                return live.refused("storing a search result");
+            }
             let stored = store.entries.len() as i64;
             if store.entries.is_empty() {
                 keys.remove(&store.key);
@@ -161,9 +169,22 @@ fn run_write(server: &Server, keys: &mut Keys, args: &[Bytes], src: usize, flags
     }
 }
 
+/// Where the searched key's members are.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// A sorted set, or no key.
+    Set(Option<&'a dyn GeoStore>),
+    /// The live key: the driver index.
+    Live(&'a DriverIndex),
+}
+
 /// The member's decoded position.
-fn member_position(set: &dyn GeoStore, member: &[u8]) -> Result<(f64, f64), Frame> {
-    set.score(member)
+fn member_position(set: Source<'_>, member: &[u8]) -> Result<(f64, f64), Frame> {
+    let score = match set {
+        Source::Set(set) => set.and_then(|s| s.score(member)),
+        Source::Live(index) => live::score(index, member),
+    };
+    score
         .map(|s| position_of(s as u64))
         .ok_or_else(|| Frame::err("could not decode requested zset member"))
 }
@@ -177,15 +198,25 @@ fn distance_args(args: &[Bytes]) -> Result<(f64, f64), Frame> {
     Ok((radius, unit_or_err(&args[1])?))
 }
 
-fn plan(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Planned {
-    match plan_inner(keys, args, src, flags) {
+fn plan(server: &Server, keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Planned {
+    let index = match server.live_key(&args[src]).map(|live| live.index()) {
+        Some(Ok(index)) => Some(index),
+        Some(Err(frame)) => return Planned::Reply(frame),
+        None => None,
+    };
+    let source = match &index {
+        Some(index) => Source::Live(index),
+        None => Source::Set(keys.get(&args[src]).map(|b| &**b)),
+    };
+    match plan_inner(source, args, flags) {
         Ok(planned) => planned,
         Err(frame) => Planned::Reply(frame),
     }
 }
 
-fn plan_inner(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Result<Planned, Frame> {
-    let set = keys.get(&args[src]).map(|b| &**b);
+fn plan_inner(source: Source<'_>, args: &[Bytes], flags: Flags) -> Result<Planned, Frame> {
+    // A missing key (never the live one) answers before any member lookup.
+    let exists = !matches!(source, Source::Set(None));
     // Redis zero-initialises its shape.
     let mut shape = Shape {
         lon: 0.0,
@@ -207,8 +238,8 @@ fn plan_inner(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Result<P
             6
         }
         Kind::Member => {
-            if let Some(set) = set {
-                let (lon, lat) = member_position(set, &args[2])?;
+            if exists {
+                let (lon, lat) = member_position(source, &args[2])?;
                 let (radius, conversion) = distance_args(&args[3..5])?;
                 shape = Shape {
                     lon,
@@ -270,8 +301,8 @@ fn plan_inner(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Result<P
         } else if is(arg, "storedist") && search && flags.search_store {
             store_dist = true;
         } else if is(arg, "frommember") && i + 1 < remaining && search && !from_lonlat {
-            if let Some(set) = set {
-                let (lon, lat) = member_position(set, &opts[i + 1])?;
+            if exists {
+                let (lon, lat) = member_position(source, &opts[i + 1])?;
                 shape.lon = lon;
                 shape.lat = lat;
             }
@@ -328,7 +359,7 @@ fn plan_inner(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Result<P
     if any && count == 0 {
         return Err(Frame::err("the ANY argument requires COUNT argument"));
     }
-    let Some(set) = set else {
+    if !exists {
         return Ok(match store_key {
             Some(key) => Planned::Store(Store {
                 key,
@@ -336,14 +367,18 @@ fn plan_inner(keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Result<P
             }),
             None => Planned::Reply(Frame::Array(Vec::new())),
         });
-    };
+    }
     let query = Query {
         shape,
         sort,
         count: count as usize,
         any,
     };
-    let hits = search::search(set, &query);
+    let hits = match source {
+        Source::Set(Some(set)) => search::search(set, &query),
+        Source::Set(None) => Vec::new(),
+        Source::Live(index) => live::search(index, &query),
+    };
     if let Some(key) = store_key {
         let entries = hits
             .into_iter()

@@ -1,5 +1,5 @@
 //! `INFO [section ...]`: `# Server` (the fields tools read, as Redis 7.0.15
-//! prints them), `# Clients` and `# Keyspace`. A verbatim string in RESP3.
+//! prints them), `# Clients`, `# Cluster` and `# Keyspace`. A verbatim string in RESP3.
 
 use std::sync::atomic::Ordering;
 
@@ -44,6 +44,10 @@ pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
             "# Clients\r\nconnected_clients:{}\r\n",
             server.clients.load(Ordering::Relaxed)
         ));
+    }
+    if wants("cluster") {
+        // Client libraries read `cluster_enabled` (redis-py's test suite does).
+        sections.push("# Cluster\r\ncluster_enabled:0\r\n".to_owned());
     }
     if wants("keyspace") {
         let keys = server.keys.read().len();

@@ -202,6 +202,28 @@ pub fn dispatch(server: &Server, session: &mut Session, args: &[Bytes]) -> Outco
     Outcome::Reply((spec.run)(server, session, args))
 }
 
+/// The scores of `members` in `key`, `None` for a missing member or key; the
+/// live key's come from the driver index.
+pub(crate) fn member_scores(
+    server: &Server,
+    key: &[u8],
+    members: &[Bytes],
+) -> Result<Vec<Option<f64>>, Frame> {
+    if let Some(live) = server.live_key(key) {
+        let index = live.index()?;
+        return Ok(members
+            .iter()
+            .map(|m| crate::resp::live::score(&index, m))
+            .collect());
+    }
+    let keys = server.keys.read();
+    let set = keys.get(key);
+    Ok(members
+        .iter()
+        .map(|m| set.and_then(|s| s.score(m)))
+        .collect())
+}
+
 /// C's `%.Ns` of an argument: up to a NUL, at most `max` bytes.
 fn c_str(arg: &[u8], max: usize) -> String {
     let end = arg
@@ -281,9 +303,12 @@ pub fn parse_double(arg: &[u8]) -> Option<f64> {
         if v.is_infinite() {
             return None; // ERANGE overflow
         }
-        let mantissa = unsigned.split(['e', 'E']).next().unwrap_or("");
-        if v == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
-            return None; // ERANGE underflow to zero
+        // Only a zero needs the mantissa looked at again (a hot path: GEOADD).
+        if v == 0.0 {
+            let mantissa = unsigned.split(['e', 'E']).next().unwrap_or("");
+            if mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
+                return None; // ERANGE underflow to zero
+            }
         }
         v
     };

@@ -25,6 +25,9 @@ pub(super) fn run(server: &Server, session: &mut Session, args: &[Bytes]) -> Fra
         }
         j += 1;
     }
+    if let Some(live) = server.live_key(&args[1]) {
+        return live.refused("ZRANGE");
+    }
     let (start, end) = match (int_arg(&args[2]), int_arg(&args[3])) {
         (Ok(s), Ok(e)) => (s, e),
         (Err(e), _) | (_, Err(e)) => return e,

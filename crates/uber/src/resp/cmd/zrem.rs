@@ -5,6 +5,18 @@ use bytes::Bytes;
 use super::{Frame, Server, Session};
 
 pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
+    if let Some(live) = server.live_key(&args[1]) {
+        // On the live key: each available driver named goes offline.
+        return match live.index() {
+            Ok(index) => Frame::Integer(
+                args[2..]
+                    .iter()
+                    .filter(|m| crate::resp::live::remove(&index, m))
+                    .count() as i64,
+            ),
+            Err(frame) => frame,
+        };
+    }
     let mut keys = server.keys.write();
     let Some(set) = keys.get_mut(&args[1]) else {
         return Frame::Integer(0);
