@@ -45,7 +45,7 @@
 //! - **Restart keeps the drivers.** The index is snapshotted every
 //!   `snapshot_every`; a start (graceful or after `kill -9`) restores the
 //!   snapshot, replays the outbox after it and reconciles the server-owned
-//!   statuses with the trip store ([`Engine::recover`], [`crate::locations`]).
+//!   statuses with the trip store ([`Engine::reconcile_drivers`], [`crate::locations`]).
 //! - **One driver, one ride.** Offers go through the matcher's atomic claim; on
 //!   accept the driver moves `available → dispatched` in the index, on start
 //!   `→ on_trip`, on complete or cancel back to `available` (and the claim is

@@ -1,14 +1,15 @@
 //! # casebook-uber
 //!
-//! The Uber case study (issue 6). Under construction, engines first: the
-//! Redis-compatible GEO port (Redis's geo semantics and a RESP2/RESP3 server), the
-//! live-driver S2 index, matching (greedy and batched, served by the index through
-//! [`matching::NearbyDrivers`]), event-sourced trips, surge [`pricing`] as its own
-//! service (the API quotes through [`pricewire`] with a 1.0 fallback), and the HTTP
-//! API on :8090 ([`api`], [`service`]), driven by the [`workload`] generator behind
-//! `casebook load uber`, [`region`]s: one replica per region, driver state
-//! gossiped over foca, regional autonomy during partitions; the RESP port's
-//! `drivers` key is a live view of the driver index ([`resp::live`]).
+//! The Uber case study (issue 6): live driver locations in an S2 [`index`] fed
+//! through the location outbox (the primary store, with snapshots for restarts:
+//! [`locations`]), matching (greedy and batched, served by the index through
+//! [`matching::NearbyDrivers`]), event-sourced [`trips`] with read models, surge
+//! [`pricing`] as its own service (the API quotes through [`pricewire`] with a 1.0
+//! fallback), the HTTP API on :8090 ([`api`], [`service`]) as one replica per
+//! [`region`] with driver state gossiped over foca and regional autonomy during
+//! partitions, a Redis-compatible GEO port whose `drivers` key is a live view of
+//! the index ([`resp`], [`resp::live`]), and the [`workload`] generator behind
+//! `casebook load uber`.
 //!
 //! | module | role |
 //! |---|---|
@@ -16,6 +17,7 @@
 //! | [`config`] | the `[uber]` table: ports (RESP :6380, API :8090, pricing :8091) and limits |
 //! | [`geo`] | Redis's geohash scores, distances, search cells, and the [`geo::store::GeoStore`] trait with its sorted-set implementation |
 //! | [`index`] | the live-driver index: latest-wins driver state, available drivers on S2 leaf cells in sharded ordered maps, k-nearest search, hot-shard splits and cold merges, batch ingest |
+//! | [`locations`] | the primary store of locations (the outbox) with periodic index snapshots; the index's rebuild at start; the bus topic's retention |
 //! | [`matching`] | ride requests → drivers: greedy by ETA or batched Kuhn–Munkres, the atomic driver claim, offers with timeout and re-match |
 //! | [`region`] | cities → regions ([`region::RegionMap`]) and the regional replica's gossip ([`region::Replica`]: last-writer-wins driver registers over foca, reachability, the isolation switch) |
 //! | [`pricing`] | surge pricing as its own service: demand and supply per S2 cell (level 12) over a sliding window, smoothed and capped; quotes; the `pricing` HTTP service and [`pricing::PricingClient`] (resilience stack, fallback multiplier 1.0) |
