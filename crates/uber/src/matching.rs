@@ -97,6 +97,16 @@ pub trait NearbyDrivers: Send + Sync {
         k: usize,
         filter: &dyn Fn(DriverId) -> bool,
     ) -> Vec<(DriverId, f64)>;
+
+    /// The matcher claimed `driver` for an offer. A source that can should stop
+    /// returning it (the index moves it to dispatched): under load the claimed
+    /// drivers crowd the hotspots, and every search would scan and filter them.
+    /// The claim table stays the arbiter of who is free.
+    fn claimed(&self, _driver: DriverId) {}
+
+    /// The claim on `driver` ended without a trip in progress (declined, timed
+    /// out, cancelled, finished): a source that hid it returns it.
+    fn released(&self, _driver: DriverId) {}
 }
 
 /// Pickup time of a driver at a distance.
@@ -613,12 +623,28 @@ impl Matcher {
         found
     }
 
+    /// Claims `driver` for `ride` (the atomic claim), telling the source.
+    fn claim(&self, driver: DriverId, ride: RideId) -> bool {
+        let claimed = self.claims.claim(driver, ride);
+        if claimed {
+            self.drivers.claimed(driver);
+        }
+        claimed
+    }
+
+    /// Releases `ride`'s claim on `driver`, telling the source.
+    fn release(&self, driver: DriverId, ride: RideId) {
+        if self.claims.release(driver, ride) {
+            self.drivers.released(driver);
+        }
+    }
+
     /// Greedy: claim the best candidate that is still free, then offer.
     fn greedy(&self, ride: RideId, pickup: Point, excluded: &HashSet<DriverId>) {
         for (driver, eta) in self.candidates(pickup, excluded, self.config.candidates) {
-            if self.claims.claim(driver, ride) {
+            if self.claim(driver, ride) {
                 if !self.offer(ride, driver, eta) {
-                    self.claims.release(driver, ride);
+                    self.release(driver, ride);
                 }
                 return;
             }
@@ -703,7 +729,7 @@ impl Matcher {
             if !matches!(r.status, RideStatus::Offered { driver: d, .. } if d == driver) {
                 return;
             }
-            self.claims.release(driver, ride);
+            self.release(driver, ride);
             r.excluded.insert(driver);
             clear_deadline(&mut st.deadlines, ride, r);
             if r.offers >= self.config.max_offers {
@@ -747,7 +773,7 @@ impl Matcher {
             return Err(MatchError::Finished(ride));
         }
         if let RideStatus::Offered { driver, .. } | RideStatus::Accepted { driver, .. } = r.status {
-            self.claims.release(driver, ride);
+            self.release(driver, ride);
         }
         r.status = to;
         clear_deadline(&mut st.deadlines, ride, r);
@@ -874,11 +900,11 @@ impl Matcher {
                     .find(|(d, _)| *d == driver)
                     .map(|(_, e)| *e)
                     .expect("an assigned pair is one of the row's candidates");
-                if self.claims.claim(driver, ride) {
+                if self.claim(driver, ride) {
                     if self.offer(ride, driver, eta) {
                         report.batch_matched += 1;
                     } else {
-                        self.claims.release(driver, ride);
+                        self.release(driver, ride);
                     }
                 } else {
                     // A greedy request (or another matcher) took this driver

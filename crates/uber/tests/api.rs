@@ -311,6 +311,11 @@ async fn a_ride_end_to_end_offer_decline_accept_trip_and_earnings() {
     let id = ride["id"].as_u64().unwrap();
     assert_eq!(ride["status"]["state"], "offered");
     assert_eq!(ride["status"]["driver"], 1);
+    assert_eq!(
+        status_of(&engine, 1),
+        DriverStatus::Dispatched,
+        "an offer's claim takes the driver out of every other search"
+    );
     // Only the offered driver may answer.
     let (status, _) = api
         .post(&format!("/v1/rides/{id}/accept"), json!({"driver": 2}))
@@ -322,6 +327,7 @@ async fn a_ride_end_to_end_offer_decline_accept_trip_and_earnings() {
         .await;
     assert_eq!(status, StatusCode::OK, "{declined}");
     assert_eq!(declined["status"]["driver"], 2);
+    assert_eq!(status_of(&engine, 1), DriverStatus::Available, "released");
     let (status, accepted) = api
         .post(&format!("/v1/rides/{id}/accept"), json!({"driver": 2}))
         .await;

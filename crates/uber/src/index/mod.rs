@@ -964,8 +964,9 @@ impl DriverIndex {
 
 /// The matcher asks the live index for candidates: available drivers only (the index
 /// holds no other), nearest first, exact distances. The matcher's claim table stays
-/// the single owner of who is dispatched; a driver it claims still pings as
-/// available here until the index's own status is moved by the ride flow.
+/// the single owner of who is claimed; a claim moves the driver to dispatched here
+/// (out of every later search: no scanning past claimed drivers in a busy
+/// hotspot) and a release without a trip in progress moves it back.
 impl crate::matching::NearbyDrivers for DriverIndex {
     fn nearest(
         &self,
@@ -983,5 +984,24 @@ impl crate::matching::NearbyDrivers for DriverIndex {
             .into_iter()
             .map(|(id, distance)| (id.0, distance))
             .collect()
+    }
+
+    fn claimed(&self, driver: crate::matching::DriverId) {
+        // Offline or gone meanwhile: nothing to hide.
+        let _ = self.transition(
+            DriverId(driver),
+            DriverStatus::Available,
+            DriverStatus::Dispatched,
+        );
+    }
+
+    fn released(&self, driver: crate::matching::DriverId) {
+        // On a trip (finished rides release before the API frees the driver) or
+        // already moved: the ride flow owns it.
+        let _ = self.transition(
+            DriverId(driver),
+            DriverStatus::Dispatched,
+            DriverStatus::Available,
+        );
     }
 }
