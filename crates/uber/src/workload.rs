@@ -510,6 +510,10 @@ pub struct WorkloadConfig {
     pub poll_every: Duration,
     /// Delay between trip steps (accept → arrived → start → complete → pay).
     pub trip_step: Duration,
+    /// Drive each accepted trip to paid (`false`: the driver accepts and the trip
+    /// stays matched — request → match without the trip traffic; the driver is
+    /// then used up, so plan a driver per ride).
+    pub drive_trips: bool,
     /// How long to wait for trips still running after the last request.
     pub drain_timeout: Duration,
     pub http_timeout: Duration,
@@ -557,6 +561,7 @@ impl Default for WorkloadConfig {
             match_timeout: Duration::from_secs(40),
             poll_every: Duration::from_millis(50),
             trip_step: Duration::from_millis(200),
+            drive_trips: true,
             drain_timeout: Duration::from_secs(30),
             http_timeout: Duration::from_secs(10),
             seed: 1,
@@ -1120,6 +1125,9 @@ async fn trip(
         return;
     };
     c.accepted.fetch_add(1, Ordering::Relaxed);
+    if !shared.config.drive_trips {
+        return;
+    }
     let distance = (distance_m(spec.pickup, spec.dropoff) * 1.3).min(1_000_000.0);
     for action in ["arrived", "start", "complete", "pay"] {
         tokio::time::sleep(step).await;

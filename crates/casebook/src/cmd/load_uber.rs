@@ -57,6 +57,10 @@ pub struct UberArgs {
     /// Delay between trip steps (accept, arrived, start, complete, pay).
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     trip_step: Duration,
+    /// Drivers accept their offers but trips are not driven on (request → match
+    /// without the trip traffic; each driver then serves one ride).
+    #[arg(long)]
+    accept_only: bool,
     /// Replay pickups and dropoffs from a trips CSV (the Chicago taxi sample:
     /// `benches/uber/fetch-chicago.sh`); the city box becomes the trips' box, the
     /// airport O'Hare and the stadium Soldier Field.
@@ -106,6 +110,7 @@ pub async fn run(config: &Config, args: UberArgs) -> anyhow::Result<ExitCode> {
         }),
         max_in_flight: args.max_in_flight,
         trip_step: args.trip_step,
+        drive_trips: !args.accept_only,
         seed: args.seed,
         ..WorkloadConfig::default()
     };
