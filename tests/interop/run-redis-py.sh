@@ -37,7 +37,7 @@ cargo build --quiet -p casebook
 BIN="${CARGO_TARGET_DIR:-target}/debug/casebook"
 DATA="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-CASEBOOK_UBER__RESP_PORT="$PORT" CASEBOOK_UBER__PRICING_PORT=0 CASEBOOK_UBER__HTTP_PORT=0 \
+CASEBOOK_UBER__RESP_PORT="$PORT" CASEBOOK_UBER__PRICING_PORT=0 CASEBOOK_UBER__HTTP_PORT=0 CASEBOOK_UBER__GOSSIP_PORT=0 \
   CASEBOOK_WHATSAPP__PORT=0 CASEBOOK_WHATSAPP__TLS_PORT=0 CASEBOOK_WHATSAPP__WS_PORT=0 \
   "$BIN" --data-dir "$DATA" --control-port 0 up >"$DATA/up.log" 2>&1 &
 UP=$!

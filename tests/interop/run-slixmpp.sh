@@ -40,7 +40,7 @@ TLS_PORT="$(free_spread_port)"
 for user in alice bob carol; do
   "$BIN" --data-dir "$DATA" whatsapp add-user "$user@localhost" pw >/dev/null
 done
-CASEBOOK_UBER__RESP_PORT=0 CASEBOOK_UBER__PRICING_PORT=0 CASEBOOK_UBER__HTTP_PORT=0 CASEBOOK_WHATSAPP__PORT="$PORT" CASEBOOK_WHATSAPP__TLS_PORT="$TLS_PORT" CASEBOOK_WHATSAPP__WS_PORT=0 "$BIN" --data-dir "$DATA" --control-port 0 up >"$DATA/up.log" 2>&1 &
+CASEBOOK_UBER__RESP_PORT=0 CASEBOOK_UBER__PRICING_PORT=0 CASEBOOK_UBER__HTTP_PORT=0 CASEBOOK_UBER__GOSSIP_PORT=0 CASEBOOK_WHATSAPP__PORT="$PORT" CASEBOOK_WHATSAPP__TLS_PORT="$TLS_PORT" CASEBOOK_WHATSAPP__WS_PORT=0 "$BIN" --data-dir "$DATA" --control-port 0 up >"$DATA/up.log" 2>&1 &
 UP=$!
 cleanup() {
   kill -INT "$UP" 2>/dev/null || true

@@ -113,6 +113,14 @@ pub fn uber_spec(config: &Config, zone: Option<&str>) -> anyhow::Result<Instance
 /// One Uber API replica per region of the topology, in region order: what
 /// `casebook up` starts (they gossip driver state to each other).
 pub fn uber_specs(config: &Config) -> anyhow::Result<Vec<InstanceSpec>> {
+    per_region(config, uber_spec)
+}
+
+/// `spec` in each region's first zone, in region order.
+fn per_region(
+    config: &Config,
+    spec: impl Fn(&Config, Option<&str>) -> anyhow::Result<InstanceSpec>,
+) -> anyhow::Result<Vec<InstanceSpec>> {
     config
         .topology
         .regions
@@ -122,7 +130,7 @@ pub fn uber_specs(config: &Config) -> anyhow::Result<Vec<InstanceSpec>> {
                 .zones
                 .first()
                 .ok_or_else(|| anyhow::anyhow!("region `{}` has no zones", region.name))?;
-            uber_spec(config, Some(zone))
+            spec(config, Some(zone))
         })
         .collect()
 }
@@ -199,18 +207,7 @@ pub fn chat_spec(config: &Config, zone: Option<&str>) -> anyhow::Result<Instance
 /// One chat node per region of the topology, in region order (the first on the
 /// configured ports): what `casebook up` starts.
 pub fn chat_specs(config: &Config) -> anyhow::Result<Vec<InstanceSpec>> {
-    config
-        .topology
-        .regions
-        .iter()
-        .map(|region| {
-            let zone = region
-                .zones
-                .first()
-                .ok_or_else(|| anyhow::anyhow!("region `{}` has no zones", region.name))?;
-            chat_spec(config, Some(zone))
-        })
-        .collect()
+    per_region(config, chat_spec)
 }
 
 /// Pushes this process's metrics to the control plane's store until `cancel`.
