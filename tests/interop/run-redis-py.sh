@@ -33,34 +33,9 @@ if [ ! -f "$TESTS/tests/test_commands.py" ]; then
   rm -rf "$SDIST"
 fi
 
-cargo build --quiet -p casebook
-BIN="${CARGO_TARGET_DIR:-target}/debug/casebook"
-DATA="$(mktemp -d)"
+source tests/interop/lib.sh
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-CASEBOOK_UBER__RESP_PORT="$PORT" CASEBOOK_UBER__PRICING_PORT=0 CASEBOOK_UBER__HTTP_PORT=0 CASEBOOK_UBER__GOSSIP_PORT=0 \
-  CASEBOOK_WHATSAPP__PORT=0 CASEBOOK_WHATSAPP__TLS_PORT=0 CASEBOOK_WHATSAPP__WS_PORT=0 \
-  "$BIN" --data-dir "$DATA" --control-port 0 up >"$DATA/up.log" 2>&1 &
-UP=$!
-cleanup() {
-  kill -INT "$UP" 2>/dev/null || true
-  wait "$UP" 2>/dev/null || true
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-
-ready=0
-for _ in $(seq 1 300); do
-  if python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null; then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-if [ "$ready" != 1 ]; then
-  echo "the RESP port never listened on $PORT:"
-  cat "$DATA/up.log"
-  exit 1
-fi
+start_up "$PORT" "the RESP port" CASEBOOK_UBER__RESP_PORT="$PORT"
 
 # Every test whose name has "geo" in it (GEOADD … GEOSEARCHSTORE, GEORADIUS*), none
 # deselected: they use only commands of the subset. One is skipped by

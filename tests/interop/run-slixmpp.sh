@@ -14,9 +14,7 @@ if ! has_slixmpp; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "slixmpp==1.17"
 fi
 
-cargo build --quiet -p casebook
-BIN="${CARGO_TARGET_DIR:-target}/debug/casebook"
-DATA="$(mktemp -d)"
+source tests/interop/lib.sh
 # `up` starts one chat node per region on PORT, PORT+100, PORT+200 (and the same
 # offsets from TLS_PORT): all of them free.
 free_spread_port() {
@@ -40,28 +38,7 @@ TLS_PORT="$(free_spread_port)"
 for user in alice bob carol; do
   "$BIN" --data-dir "$DATA" whatsapp add-user "$user@localhost" pw >/dev/null
 done
-CASEBOOK_UBER__RESP_PORT=0 CASEBOOK_UBER__PRICING_PORT=0 CASEBOOK_UBER__HTTP_PORT=0 CASEBOOK_UBER__GOSSIP_PORT=0 CASEBOOK_WHATSAPP__PORT="$PORT" CASEBOOK_WHATSAPP__TLS_PORT="$TLS_PORT" CASEBOOK_WHATSAPP__WS_PORT=0 "$BIN" --data-dir "$DATA" --control-port 0 up >"$DATA/up.log" 2>&1 &
-UP=$!
-cleanup() {
-  kill -INT "$UP" 2>/dev/null || true
-  wait "$UP" 2>/dev/null || true
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-
-ready=0
-for _ in $(seq 1 300); do
-  if python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null; then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-if [ "$ready" != 1 ]; then
-  echo "the chat node never listened on $PORT:"
-  cat "$DATA/up.log"
-  exit 1
-fi
+start_up "$PORT" "the chat node" CASEBOOK_WHATSAPP__PORT="$PORT" CASEBOOK_WHATSAPP__TLS_PORT="$TLS_PORT"
 
 # One suite: its client log and the server's log are shown if it fails.
 run_suite() {
