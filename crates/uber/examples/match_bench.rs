@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use casebook_kit::clock::{ManualClock, SystemClock};
 use casebook_uber::matching::{
-    DriverClaims, MatchConfig, Matcher, Mode, Point, RideStatus, ScanDrivers, SpeedEta,
+    DriverClaims, DriverId, MatchConfig, Matcher, Mode, Point, RideStatus, ScanDrivers, SpeedEta,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -39,7 +39,7 @@ fn latency() {
     let mut rng = StdRng::seed_from_u64(1);
     let drivers = Arc::new(ScanDrivers::new());
     for id in 0..5_000 {
-        drivers.upsert(id, around(&mut rng, SF, 0.1));
+        drivers.upsert(DriverId(id), around(&mut rng, SF, 0.1));
     }
     let m = Matcher::new(
         MatchConfig::default(),
@@ -132,7 +132,7 @@ fn supply_tight(seed: u64) {
     let run = |mode: Mode, config: &MatchConfig| {
         let index = Arc::new(ScanDrivers::new());
         for (id, p) in drivers.iter().enumerate() {
-            index.upsert(id as u64, *p);
+            index.upsert(DriverId(id as u64), *p);
         }
         let clock = ManualClock::new();
         let m = Matcher::new(

@@ -445,7 +445,7 @@ impl Engine {
             .views()
             .await
             .map_err(|e| anyhow::anyhow!("trip read models: {}", e.error))?;
-        let mut busy: HashMap<u64, DriverStatus> = HashMap::new();
+        let mut busy: HashMap<DriverId, DriverStatus> = HashMap::new();
         for state in views.trips().values() {
             let status = match state.status {
                 TripStatus::Matched | TripStatus::DriverArrived => DriverStatus::Dispatched,
@@ -459,7 +459,7 @@ impl Engine {
         drop(views);
         let mut moved = 0;
         for saved in self.index.export() {
-            let want = busy.get(&saved.id.0).copied();
+            let want = busy.get(&saved.id).copied();
             let to = match (saved.status.is_server_owned(), want) {
                 (_, Some(to)) if to != saved.status => to,
                 (true, None) if saved.age < self.config.index.stale_after => {
@@ -724,18 +724,18 @@ impl Engine {
 
     /// Moves a driver's index status if it is `from` (the index and the claims
     /// agree); a driver the index lost meanwhile (it went offline) is left alone.
-    fn move_driver(&self, driver: u64, from: DriverStatus, to: DriverStatus) {
-        if let Err(error) = self.index.transition(DriverId(driver), from, to) {
+    fn move_driver(&self, driver: DriverId, from: DriverStatus, to: DriverStatus) {
+        if let Err(error) = self.index.transition(driver, from, to) {
             tracing::debug!(%error, "driver status not moved");
         }
     }
 
     /// The driver is free again: back to available from whatever the ride left.
-    fn free_driver(&self, driver: u64) {
+    fn free_driver(&self, driver: DriverId) {
         for from in [DriverStatus::OnTrip, DriverStatus::Dispatched] {
             if self
                 .index
-                .transition(DriverId(driver), from, DriverStatus::Available)
+                .transition(driver, from, DriverStatus::Available)
                 .is_ok()
             {
                 return;
@@ -1186,7 +1186,7 @@ async fn get_ride(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DriverBody {
-    driver: u64,
+    driver: DriverId,
 }
 
 async fn ride_action(
@@ -1205,7 +1205,7 @@ async fn ride_action(
                 return Err(ApiError::internal("accepted ride not in accepted state"));
             };
             engine.move_driver(driver, DriverStatus::Available, DriverStatus::Dispatched);
-            engine.pricing.gone(DriverId(driver));
+            engine.pricing.gone(driver);
             let trip = engine.trip_id(ride);
             let recorded = async {
                 // The quoted multiplier goes into the trip's first event: what
@@ -1339,7 +1339,7 @@ async fn trip_action(
 }
 
 /// The trip is over for its driver: the claim released, the index status back.
-fn release(engine: &Engine, trip: &str, driver: Option<u64>, cancelled: bool) {
+fn release(engine: &Engine, trip: &str, driver: Option<DriverId>, cancelled: bool) {
     if let Some(ride) = engine.ride_of(trip) {
         engine.ride_quotes.lock().remove(&ride);
         let closed = if cancelled {
@@ -1394,9 +1394,9 @@ async fn driver_earnings(
     State(engine): Shared,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let driver = parse_id("id", &id)?;
+    let driver = DriverId(parse_id("id", &id)?);
     let views = engine.views().await?;
-    let known = engine.index.get(DriverId(driver));
+    let known = engine.index.get(driver);
     let earnings = views.earnings(driver);
     if known.is_none() && !views.all_earnings().contains_key(&driver) {
         return Err(ApiError::not_found(format!("unknown driver {driver}")));

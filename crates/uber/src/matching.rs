@@ -56,8 +56,7 @@ use pathfinding::matrix::Matrix;
 
 use crate::geo::hash::distance;
 
-/// A driver.
-pub type DriverId = u64;
+pub use crate::index::DriverId;
 /// A rider.
 pub type RiderId = u64;
 /// A ride request.
@@ -1010,12 +1009,13 @@ mod tests {
     #[test]
     fn claims_are_compare_and_set() {
         let claims = DriverClaims::new();
-        assert!(claims.claim(7, 1));
-        assert!(!claims.claim(7, 2));
-        assert!(!claims.release(7, 2));
-        assert_eq!(claims.holder(7), Some(1));
-        assert!(claims.release(7, 1));
-        assert!(claims.claim(7, 2));
+        let seven = DriverId(7);
+        assert!(claims.claim(seven, 1));
+        assert!(!claims.claim(seven, 2));
+        assert!(!claims.release(seven, 2));
+        assert_eq!(claims.holder(seven), Some(1));
+        assert!(claims.release(seven, 1));
+        assert!(claims.claim(seven, 2));
     }
 
     #[test]
@@ -1031,8 +1031,8 @@ mod tests {
         assert!(SpeedEta::new(0.0, Duration::ZERO).is_err());
         let eta = SpeedEta::new(10.0, Duration::from_secs(30))
             .unwrap()
-            .with_overhead(1, Duration::ZERO);
-        assert_eq!(eta.eta(1, 100.0), Duration::from_secs(10));
-        assert_eq!(eta.eta(2, 100.0), Duration::from_secs(40));
+            .with_overhead(DriverId(1), Duration::ZERO);
+        assert_eq!(eta.eta(DriverId(1), 100.0), Duration::from_secs(10));
+        assert_eq!(eta.eta(DriverId(2), 100.0), Duration::from_secs(40));
     }
 }

@@ -40,7 +40,7 @@ fn matcher(drivers: Arc<ScanDrivers>, clock: &ManualClock, config: MatchConfig) 
 fn fleet(rng: &mut StdRng, n: u64, spread: f64) -> Arc<ScanDrivers> {
     let drivers = Arc::new(ScanDrivers::new());
     for id in 1..=n {
-        drivers.upsert(id, near(rng, spread));
+        drivers.upsert(DriverId(id), near(rng, spread));
     }
     drivers
 }
@@ -140,11 +140,11 @@ fn greedy_takes_the_lowest_eta_not_the_nearest_when_overheads_differ() {
     let clock = ManualClock::new();
     let drivers = Arc::new(ScanDrivers::new());
     // Driver 1 is ~111 m away but needs 5 min to get going; driver 2 is ~555 m away.
-    drivers.upsert(1, Point::new(SF.lat + 0.001, SF.lng).unwrap());
-    drivers.upsert(2, Point::new(SF.lat + 0.005, SF.lng).unwrap());
+    drivers.upsert(DriverId(1), Point::new(SF.lat + 0.001, SF.lng).unwrap());
+    drivers.upsert(DriverId(2), Point::new(SF.lat + 0.005, SF.lng).unwrap());
     let eta = SpeedEta::new(8.3, Duration::from_secs(10))
         .unwrap()
-        .with_overhead(1, Duration::from_secs(300));
+        .with_overhead(DriverId(1), Duration::from_secs(300));
     let m = Matcher::new(
         MatchConfig::default(),
         drivers,
@@ -158,7 +158,7 @@ fn greedy_takes_the_lowest_eta_not_the_nearest_when_overheads_differ() {
     let RideStatus::Offered { driver, eta } = view.status else {
         panic!("not offered: {view:?}")
     };
-    assert_eq!(driver, 2);
+    assert_eq!(driver, DriverId(2));
     assert!(
         eta > Duration::from_secs(70) && eta < Duration::from_secs(80),
         "{eta:?}"
@@ -173,8 +173,8 @@ fn batches_wait_for_the_window_and_beat_greedy_on_total_eta() {
     let p = |dlat: f64| Point::new(SF.lat + dlat, SF.lng).unwrap();
     let setup = || {
         let drivers = Arc::new(ScanDrivers::new());
-        drivers.upsert(1, p(0.011));
-        drivers.upsert(2, p(0.0));
+        drivers.upsert(DriverId(1), p(0.011));
+        drivers.upsert(DriverId(2), p(0.0));
         drivers
     };
     let clock = ManualClock::new();
@@ -210,7 +210,10 @@ fn batches_wait_for_the_window_and_beat_greedy_on_total_eta() {
     );
     assert!(matches!(
         batched.status(b1).unwrap().status,
-        RideStatus::Offered { driver: 2, .. }
+        RideStatus::Offered {
+            driver: DriverId(2),
+            ..
+        }
     ));
     assert_eq!(
         batched.status(b2).unwrap().time_to_offer,
@@ -222,7 +225,7 @@ fn batches_wait_for_the_window_and_beat_greedy_on_total_eta() {
 fn unmatched_batched_riders_wait_then_end_as_no_drivers() {
     let clock = ManualClock::new();
     let drivers = Arc::new(ScanDrivers::new());
-    drivers.upsert(1, SF);
+    drivers.upsert(DriverId(1), SF);
     let m = matcher(
         drivers,
         &clock,
@@ -245,7 +248,10 @@ fn unmatched_batched_riders_wait_then_end_as_no_drivers() {
             .filter(|r| {
                 matches!(
                     m.status(*r).unwrap().status,
-                    RideStatus::Offered { driver: 1, .. }
+                    RideStatus::Offered {
+                        driver: DriverId(1),
+                        ..
+                    }
                 )
             })
             .collect()
@@ -278,8 +284,8 @@ fn unmatched_batched_riders_wait_then_end_as_no_drivers() {
 fn offer_timeout_releases_the_driver_and_rematches_excluding_it() {
     let clock = ManualClock::new();
     let drivers = Arc::new(ScanDrivers::new());
-    drivers.upsert(1, Point::new(SF.lat + 0.001, SF.lng).unwrap());
-    drivers.upsert(2, Point::new(SF.lat + 0.002, SF.lng).unwrap());
+    drivers.upsert(DriverId(1), Point::new(SF.lat + 0.001, SF.lng).unwrap());
+    drivers.upsert(DriverId(2), Point::new(SF.lat + 0.002, SF.lng).unwrap());
     let m = matcher(
         drivers,
         &clock,
@@ -292,7 +298,10 @@ fn offer_timeout_releases_the_driver_and_rematches_excluding_it() {
     let ride = m.request(5, SF, SF, Mode::Greedy).unwrap();
     assert!(matches!(
         m.status(ride).unwrap().status,
-        RideStatus::Offered { driver: 1, .. }
+        RideStatus::Offered {
+            driver: DriverId(1),
+            ..
+        }
     ));
     clock.advance(Duration::from_millis(9_999));
     assert_eq!(m.tick().expired, 0);
@@ -301,15 +310,24 @@ fn offer_timeout_releases_the_driver_and_rematches_excluding_it() {
     // Re-matched to driver 2; driver 1 is free again (for other riders).
     let view = m.status(ride).unwrap();
     assert!(
-        matches!(view.status, RideStatus::Offered { driver: 2, .. }),
+        matches!(
+            view.status,
+            RideStatus::Offered {
+                driver: DriverId(2),
+                ..
+            }
+        ),
         "{view:?}"
     );
     assert_eq!(view.offers, 2);
-    assert_eq!(m.claims().holder(1), None);
+    assert_eq!(m.claims().holder(DriverId(1)), None);
     // Too late for driver 1 to accept.
     assert_eq!(
-        m.accept(ride, 1),
-        Err(MatchError::NoSuchOffer { ride, driver: 1 })
+        m.accept(ride, DriverId(1)),
+        Err(MatchError::NoSuchOffer {
+            ride,
+            driver: DriverId(1)
+        })
     );
     // The second offer also times out: max_offers reached, the rider gets no_drivers.
     clock.advance(Duration::from_secs(10));
@@ -320,7 +338,10 @@ fn offer_timeout_releases_the_driver_and_rematches_excluding_it() {
     let other = m.request(6, SF, SF, Mode::Greedy).unwrap();
     assert!(matches!(
         m.status(other).unwrap().status,
-        RideStatus::Offered { driver: 1, .. }
+        RideStatus::Offered {
+            driver: DriverId(1),
+            ..
+        }
     ));
 }
 
@@ -328,38 +349,50 @@ fn offer_timeout_releases_the_driver_and_rematches_excluding_it() {
 fn decline_rematches_at_once_and_accept_keeps_the_driver_dispatched() {
     let clock = ManualClock::new();
     let drivers = Arc::new(ScanDrivers::new());
-    drivers.upsert(1, Point::new(SF.lat + 0.001, SF.lng).unwrap());
-    drivers.upsert(2, Point::new(SF.lat + 0.002, SF.lng).unwrap());
+    drivers.upsert(DriverId(1), Point::new(SF.lat + 0.001, SF.lng).unwrap());
+    drivers.upsert(DriverId(2), Point::new(SF.lat + 0.002, SF.lng).unwrap());
     let m = matcher(drivers, &clock, MatchConfig::default());
     let ride = m.request(5, SF, SF, Mode::Batched).unwrap();
     m.run_batch();
     assert!(matches!(
         m.status(ride).unwrap().status,
-        RideStatus::Offered { driver: 1, .. }
+        RideStatus::Offered {
+            driver: DriverId(1),
+            ..
+        }
     ));
     assert_eq!(
-        m.decline(ride, 2),
-        Err(MatchError::NoSuchOffer { ride, driver: 2 })
+        m.decline(ride, DriverId(2)),
+        Err(MatchError::NoSuchOffer {
+            ride,
+            driver: DriverId(2)
+        })
     );
-    m.decline(ride, 1).unwrap();
+    m.decline(ride, DriverId(1)).unwrap();
     // A batched ride goes back to the queue, and the next batch skips driver 1.
     assert_eq!(m.status(ride).unwrap().status, RideStatus::Queued);
     m.run_batch();
     assert!(matches!(
         m.status(ride).unwrap().status,
-        RideStatus::Offered { driver: 2, .. }
+        RideStatus::Offered {
+            driver: DriverId(2),
+            ..
+        }
     ));
-    let view = m.accept(ride, 2).unwrap();
+    let view = m.accept(ride, DriverId(2)).unwrap();
     assert!(matches!(
         view.status,
-        RideStatus::Accepted { driver: 2, .. }
+        RideStatus::Accepted {
+            driver: DriverId(2),
+            ..
+        }
     ));
     // Accepted offers never time out; the driver stays held until the trip ends.
     clock.advance(Duration::from_secs(3600));
     assert_eq!(m.tick().expired, 0);
-    assert_eq!(m.claims().holder(2), Some(ride));
+    assert_eq!(m.claims().holder(DriverId(2)), Some(ride));
     m.finish(ride).unwrap();
-    assert_eq!(m.claims().holder(2), None);
+    assert_eq!(m.claims().holder(DriverId(2)), None);
     assert_eq!(m.finish(ride), Err(MatchError::Finished(ride)));
     assert_eq!(m.status(999), Err(MatchError::UnknownRide(999)));
 }
@@ -368,12 +401,12 @@ fn decline_rematches_at_once_and_accept_keeps_the_driver_dispatched() {
 fn cancelling_releases_the_driver() {
     let clock = ManualClock::new();
     let drivers = Arc::new(ScanDrivers::new());
-    drivers.upsert(1, SF);
+    drivers.upsert(DriverId(1), SF);
     let m = matcher(drivers, &clock, MatchConfig::default());
     let ride = m.request(5, SF, SF, Mode::Greedy).unwrap();
-    assert_eq!(m.claims().holder(1), Some(ride));
+    assert_eq!(m.claims().holder(DriverId(1)), Some(ride));
     m.cancel(ride).unwrap();
-    assert_eq!(m.claims().holder(1), None);
+    assert_eq!(m.claims().holder(DriverId(1)), None);
     assert_eq!(m.status(ride).unwrap().status, RideStatus::Cancelled);
     let bad = Point {
         lat: 91.0,
@@ -449,8 +482,8 @@ proptest! {
 fn rides_in_progress_are_bounded_and_finished_ones_are_forgotten_first() {
     let clock = ManualClock::new();
     let drivers = Arc::new(ScanDrivers::new());
-    drivers.upsert(1, SF);
-    drivers.upsert(2, SF);
+    drivers.upsert(DriverId(1), SF);
+    drivers.upsert(DriverId(2), SF);
     let m = matcher(
         drivers,
         &clock,
@@ -501,11 +534,12 @@ fn the_matcher_runs_on_the_live_s2_index() {
 
     let at = Point::new(pickup.0, pickup.1).unwrap();
     let found = NearbyDrivers::nearest(index.as_ref(), at, 2_000.0, 10, &|_| true);
-    let ids: Vec<u64> = found.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<u64> = found.iter().map(|(id, _)| id.0).collect();
     assert_eq!(ids, [1, 2, 3], "nearest first: {found:?}");
     assert!(found[0].1 < found[1].1 && found[1].1 < found[2].1);
-    let without_1 = NearbyDrivers::nearest(index.as_ref(), at, 2_000.0, 10, &|id| id != 1);
-    assert_eq!(without_1.first().map(|(id, _)| *id), Some(2));
+    let without_1 =
+        NearbyDrivers::nearest(index.as_ref(), at, 2_000.0, 10, &|id| id != DriverId(1));
+    assert_eq!(without_1.first().map(|(id, _)| *id), Some(DriverId(2)));
 
     let matcher = Matcher::new(
         MatchConfig::default(),
@@ -521,6 +555,10 @@ fn the_matcher_runs_on_the_live_s2_index() {
         RideStatus::Offered { driver, .. } => driver,
         other => panic!("not offered: {other:?}"),
     };
-    assert_eq!(driver_of(first), 1, "the nearest goes to the first rider");
-    assert_eq!(driver_of(second), 2, "and is never offered twice");
+    assert_eq!(
+        driver_of(first),
+        DriverId(1),
+        "the nearest goes to the first rider"
+    );
+    assert_eq!(driver_of(second), DriverId(2), "and is never offered twice");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use casebook_kit::clock::ManualClock;
 use casebook_kit::events::{EventBus, WalBus};
 use casebook_kit::wal::{Durability, WalConfig};
-use casebook_uber::matching::Point;
+use casebook_uber::matching::{DriverId, Point};
 use casebook_uber::trips::{
     Earnings, FareSchedule, ReadModels, TripError, TripEvent, TripState, TripStatus, Trips,
 };
@@ -47,7 +47,7 @@ async fn full_trip(
     clock: &ManualClock,
     id: &str,
     rider: u64,
-    driver: u64,
+    driver: DriverId,
     city: &str,
 ) -> u64 {
     trips.request(id, rider, city, A, B).await.unwrap();
@@ -66,13 +66,13 @@ async fn a_trip_runs_its_course_and_the_fare_is_fixed_at_completion() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let trips = open(dir.path(), &clock);
-    let fare = full_trip(&trips, &clock, "t1", 7, 42, "sf").await;
+    let fare = full_trip(&trips, &clock, "t1", 7, DriverId(42), "sf").await;
     // (200 + 100 × 5 km + 50 × 10 min) × 1.5 surge.
     assert_eq!(fare, 1800);
     let (state, version) = trips.load("t1").await.unwrap();
     assert_eq!(version, 6);
     assert_eq!(state.status, TripStatus::Paid);
-    assert_eq!(state.driver, Some(42));
+    assert_eq!(state.driver, Some(DriverId(42)));
     assert_eq!(state.rider, Some(7));
     assert_eq!(state.fare_cents, Some(1800));
     assert_eq!(state.paid_cents, Some(1800));
@@ -129,7 +129,7 @@ async fn illegal_transitions_are_refused_with_a_typed_error() {
             ..
         })
     ));
-    trips.matched("t1", 3, 1000).await.unwrap();
+    trips.matched("t1", DriverId(3), 1000).await.unwrap();
     trips.arrived("t1").await.unwrap();
     trips.started("t1").await.unwrap();
     // No cancelling a started trip; no paying before completion.
@@ -176,7 +176,7 @@ async fn illegal_transitions_are_refused_with_a_typed_error() {
     trips.request("t2", 1, "sf", A, B).await.unwrap();
     trips.cancel("t2", "no show").await.unwrap();
     assert!(matches!(
-        trips.matched("t2", 3, 1).await,
+        trips.matched("t2", DriverId(3), 1).await,
         Err(TripError::IllegalTransition {
             from: TripStatus::Cancelled,
             ..
@@ -193,7 +193,8 @@ async fn concurrent_appends_at_a_stale_version_are_refused() {
     trips.request("t1", 1, "sf", A, B).await.unwrap();
     // 16 dispatchers all saw version 1 and each tries to match its own driver.
     let tasks: Vec<_> = (0..16u64)
-        .map(|driver| {
+        .map(|n| {
+            let driver = DriverId(n);
             let trips = trips.clone();
             tokio::spawn(async move {
                 trips
@@ -228,7 +229,7 @@ async fn concurrent_appends_at_a_stale_version_are_refused() {
     assert_eq!(state.driver, Some(winners[0].0));
     // A stale writer that re-reads and retries sees the match and is refused by the table.
     assert!(matches!(
-        trips.matched("t1", 99, 1000).await,
+        trips.matched("t1", DriverId(99), 1000).await,
         Err(TripError::IllegalTransition {
             from: TripStatus::Matched,
             ..
@@ -241,7 +242,7 @@ async fn workload(trips: &Trips, clock: &ManualClock, from: u64, to: u64) {
     for i in from..to {
         let id = format!("trip-{i}");
         let city = ["sf", "nyc", "sao-paulo"][(i % 3) as usize];
-        let (rider, driver) = (i % 11, 100 + i % 7);
+        let (rider, driver) = (i % 11, DriverId(100 + i % 7));
         match i % 5 {
             0 | 1 => {
                 full_trip(trips, clock, &id, rider, driver, city).await;
@@ -386,7 +387,7 @@ async fn a_matched_ride_becomes_a_trip_and_the_driver_is_freed_at_the_end() {
     let bus: Arc<dyn EventBus> = Arc::new(WalBus::open(dir.path().join("bus"), wal()).unwrap());
     let trips = open(dir.path(), &clock);
     let drivers = Arc::new(ScanDrivers::new());
-    drivers.upsert(42, Point::new(A.lat + 0.005, A.lng).unwrap());
+    drivers.upsert(DriverId(42), Point::new(A.lat + 0.005, A.lng).unwrap());
     let matcher = Matcher::new(
         MatchConfig::default(),
         drivers,
@@ -418,13 +419,13 @@ async fn a_matched_ride_becomes_a_trip_and_the_driver_is_freed_at_the_end() {
     let fare = trips.completed(&trip, 5_000.0, 1.5).await.unwrap();
     trips.paid(&trip).await.unwrap();
     matcher.finish(ride).unwrap();
-    assert_eq!(matcher.claims().holder(42), None);
+    assert_eq!(matcher.claims().holder(DriverId(42)), None);
 
     trips.relay(bus.clone()).relay_once().await.unwrap();
     let mut views = ReadModels::open(bus, dir.path().join("views"), Durability::NoSync).unwrap();
     views.catch_up().await.unwrap();
     assert_eq!(
-        views.earnings(42),
+        views.earnings(DriverId(42)),
         Earnings {
             trips: 1,
             fare_cents: fare

@@ -973,35 +973,24 @@ impl crate::matching::NearbyDrivers for DriverIndex {
         at: crate::matching::Point,
         radius_m: f64,
         k: usize,
-        filter: &dyn Fn(crate::matching::DriverId) -> bool,
-    ) -> Vec<(crate::matching::DriverId, f64)> {
+        filter: &dyn Fn(DriverId) -> bool,
+    ) -> Vec<(DriverId, f64)> {
         // `Point` is validated on construction, so this cannot fail in practice; an
         // invalid one answers nobody rather than panicking.
         let Ok(at) = LatLng::new(at.lat, at.lng) else {
             return Vec::new();
         };
-        DriverIndex::nearest(self, at, radius_m, k, |view| filter(view.id.0))
-            .into_iter()
-            .map(|(id, distance)| (id.0, distance))
-            .collect()
+        DriverIndex::nearest(self, at, radius_m, k, |view| filter(view.id))
     }
 
-    fn claimed(&self, driver: crate::matching::DriverId) {
+    fn claimed(&self, driver: DriverId) {
         // Offline or gone meanwhile: nothing to hide.
-        let _ = self.transition(
-            DriverId(driver),
-            DriverStatus::Available,
-            DriverStatus::Dispatched,
-        );
+        let _ = self.transition(driver, DriverStatus::Available, DriverStatus::Dispatched);
     }
 
-    fn released(&self, driver: crate::matching::DriverId) {
+    fn released(&self, driver: DriverId) {
         // On a trip (finished rides release before the API frees the driver) or
         // already moved: the ride flow owns it.
-        let _ = self.transition(
-            DriverId(driver),
-            DriverStatus::Dispatched,
-            DriverStatus::Available,
-        );
+        let _ = self.transition(driver, DriverStatus::Dispatched, DriverStatus::Available);
     }
 }

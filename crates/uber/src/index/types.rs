@@ -4,8 +4,12 @@
 
 use std::time::Instant;
 
-/// A driver's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A driver's id: one type for the index, the matcher, trips and gossip; on the
+/// wire, the bare number.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct DriverId(pub u64);
 
 impl std::fmt::Display for DriverId {
