@@ -10,12 +10,40 @@ use std::process::{Child, Command};
 
 use casebook_kit::http_client::HttpClient;
 
+/// A child process killed and reaped when dropped while it still runs: a failed
+/// assertion must not leave `casebook up` behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// Starts `casebook up` on a free control port and returns it with its URL.
-fn start_up(data_dir: &std::path::Path) -> (Child, String, BufReader<std::process::ChildStdout>) {
-    let mut child = casebook(data_dir)
-        .args(["--control-port", "0", "up"])
-        .spawn()
-        .unwrap();
+fn start_up(data_dir: &std::path::Path) -> (Reaped, String, BufReader<std::process::ChildStdout>) {
+    let mut child = Reaped(
+        casebook(data_dir)
+            .args(["--control-port", "0", "up"])
+            .spawn()
+            .unwrap(),
+    );
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
