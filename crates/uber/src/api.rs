@@ -457,52 +457,46 @@ impl Engine {
             }
         }
         drop(views);
+        let regional = self.regional();
         let mut moved = 0;
+        let mut local = Vec::new();
+        // One pass over the index: the trips' statuses, then the region's rule.
         for saved in self.index.export() {
-            let want = busy.get(&saved.id).copied();
-            let to = match (saved.status.is_server_owned(), want) {
-                (_, Some(to)) if to != saved.status => to,
-                (true, None) if saved.age < self.config.index.stale_after => {
-                    DriverStatus::Available
-                }
+            let reconciled = match (saved.status.is_server_owned(), busy.get(&saved.id)) {
+                (_, Some(&to)) => to,
+                (true, None) if !self.config.index.is_stale(saved.age) => DriverStatus::Available,
                 (true, None) => DriverStatus::Offline,
-                _ => continue,
+                (false, None) => saved.status,
             };
-            if self.index.transition(saved.id, saved.status, to).is_ok() {
+            let foreign = regional.is_some_and(|r| {
+                LatLng::new(saved.lat, saved.lon).is_ok_and(|at| r.map.region_of(at) != r.region())
+            });
+            let to = if foreign && reconciled == DriverStatus::Available {
+                DriverStatus::Offline
+            } else {
+                reconciled
+            };
+            let mut status = saved.status;
+            if to != status && self.index.transition(saved.id, status, to).is_ok() {
                 moved += 1;
+                status = to;
             }
-        }
-        if let Some(regional) = self.regional() {
-            let mine = regional.region();
-            let mut local = Vec::new();
-            for saved in self.index.export() {
-                let Ok(at) = LatLng::new(saved.lat, saved.lon) else {
-                    continue;
-                };
-                if regional.map.region_of(at) != mine {
-                    if saved.status == DriverStatus::Available
-                        && self
-                            .index
-                            .transition(saved.id, DriverStatus::Available, DriverStatus::Offline)
-                            .is_ok()
-                    {
-                        moved += 1;
-                    }
-                    continue;
-                }
+            if regional.is_some() && !foreign {
                 local.push(DriverState {
                     driver: saved.id.0,
                     lat: saved.lat,
                     lng: saved.lon,
                     ts: saved.ts,
                     // What the driver's app last said: on duty.
-                    status: if saved.status.is_server_owned() {
+                    status: if status.is_server_owned() {
                         DriverStatus::Available
                     } else {
-                        saved.status
+                        status
                     },
                 });
             }
+        }
+        if let Some(regional) = regional {
             regional.replica.publish(local);
         }
         Ok(moved)
@@ -744,24 +738,25 @@ impl Engine {
     }
 }
 
-/// A location update as logged and published.
+/// One update of a `POST /v1/locations` batch, as posted (logged and published
+/// as [`LocationColumns`]).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct LocationRecord {
-    pub driver: u64,
+    pub driver: DriverId,
     pub lat: f64,
     pub lon: f64,
     pub ts: u64,
     pub status: StatusName,
 }
 
-impl From<LocationUpdate> for LocationRecord {
-    fn from(u: LocationUpdate) -> Self {
+impl From<&LocationRecord> for LocationUpdate {
+    fn from(r: &LocationRecord) -> Self {
         Self {
-            driver: u.driver.0,
-            lat: u.lat,
-            lon: u.lon,
-            ts: u.ts,
-            status: u.status.into(),
+            driver: r.driver,
+            lat: r.lat,
+            lon: r.lon,
+            ts: r.ts,
+            status: r.status.into(),
         }
     }
 }
@@ -980,17 +975,7 @@ async fn post_locations(
     State(engine): Shared,
     JsonBody(body): JsonBody<BatchBody>,
 ) -> Result<Response, ApiError> {
-    let updates: Vec<LocationUpdate> = body
-        .updates
-        .iter()
-        .map(|r| LocationUpdate {
-            driver: DriverId(r.driver),
-            lat: r.lat,
-            lon: r.lon,
-            ts: r.ts,
-            status: r.status.into(),
-        })
-        .collect();
+    let updates: Vec<LocationUpdate> = body.updates.iter().map(LocationUpdate::from).collect();
     let mut report = engine.ingest(&updates).await?;
     for v in &mut report.invalid {
         v.field = format!("updates[{}].{}", v.index, v.field);

@@ -44,6 +44,15 @@ pub struct UberConfig {
 /// 20,000 open files per process; the rest of the platform needs some).
 pub const MAX_RESP_CLIENTS: usize = 15_000;
 
+/// `base + offset`, the port of a region's instance; 0 (free ports) stays 0;
+/// `None` beyond 65535.
+pub fn regional_port(base: u16, offset: usize) -> Option<u16> {
+    if base == 0 {
+        return Some(0);
+    }
+    u16::try_from(offset).ok().and_then(|o| base.checked_add(o))
+}
+
 impl Default for UberConfig {
     fn default() -> Self {
         Self {
@@ -113,25 +122,13 @@ impl UberConfig {
 
     /// Region *i*'s API port (`http_port + 100 i`, like the chat nodes; 0 stays 0).
     pub fn http_port_of(&self, index: usize) -> u16 {
-        if self.http_port == 0 {
-            return 0;
-        }
-        u16::try_from(index)
-            .ok()
-            .and_then(|i| i.checked_mul(100))
-            .and_then(|o| self.http_port.checked_add(o))
+        regional_port(self.http_port, index.saturating_mul(100))
             .expect("http ports validated by validate_regions")
     }
 
     /// Region *i*'s gossip port (`gossip_port + i`; 0 stays 0).
     pub fn gossip_port_of(&self, index: usize) -> u16 {
-        if self.gossip_port == 0 {
-            return 0;
-        }
-        u16::try_from(index)
-            .ok()
-            .and_then(|i| self.gossip_port.checked_add(i))
-            .expect("gossip ports validated by validate_regions")
+        regional_port(self.gossip_port, index).expect("gossip ports validated by validate_regions")
     }
 
     /// Checks the regional settings against the topology's `regions` and

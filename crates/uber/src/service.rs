@@ -46,7 +46,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiConfig, Engine, router};
-use crate::config::UberConfig;
+use crate::config::{UberConfig, regional_port};
 use crate::region::{GossipConfig, RegionMap, Regional, Replica, Transport};
 
 /// How often a replica's gossip timers and queues are stepped (the decisions
@@ -100,10 +100,7 @@ fn seeds_of(setup: &RegionSetup, index: usize, registry: &Registry) -> Vec<Socke
     let mut seeds: Vec<SocketAddr> = Vec::new();
     if setup.gossip_port != 0 {
         for j in (0..setup.map.regions().len()).filter(|j| *j != index) {
-            if let Some(port) = u16::try_from(j)
-                .ok()
-                .and_then(|j| setup.gossip_port.checked_add(j))
-            {
+            if let Some(port) = regional_port(setup.gossip_port, j) {
                 seeds.push(SocketAddr::new(setup.host, port));
             }
         }
@@ -158,16 +155,8 @@ impl UberService {
                     setup.map.regions().join(", ")
                 )
             })?;
-        let port = if setup.gossip_port == 0 {
-            0
-        } else {
-            u16::try_from(index)
-                .ok()
-                .and_then(|i| setup.gossip_port.checked_add(i))
-                .ok_or_else(|| {
-                    anyhow::anyhow!("uber.gossip_port: region {index} is beyond 65535")
-                })?
-        };
+        let port = regional_port(setup.gossip_port, index)
+            .ok_or_else(|| anyhow::anyhow!("uber.gossip_port: region {index} is beyond 65535"))?;
         let bind = SocketAddr::new(setup.host, port);
         let socket = UdpSocket::bind(bind).await.map_err(|e| {
             anyhow::anyhow!(

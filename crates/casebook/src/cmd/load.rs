@@ -169,6 +169,16 @@ async fn whatsapp(config: &Config, args: WhatsappArgs) -> anyhow::Result<ExitCod
     let watcher = tokio::spawn(watch(progress.clone(), show));
     let report = load::run(load, progress.clone()).await;
     watcher.abort();
+    print_report(report, args.json, |r| r.table())
+}
+
+/// Prints a load run's report — a table, or JSON with `--json` — or, for a run
+/// that could not start, why (exit 1).
+pub(crate) fn print_report<R: serde::Serialize>(
+    report: Result<R, impl std::fmt::Display>,
+    json: bool,
+    table: impl Fn(&R) -> String,
+) -> anyhow::Result<ExitCode> {
     let report = match report {
         Ok(report) => report,
         Err(problem) => {
@@ -176,10 +186,10 @@ async fn whatsapp(config: &Config, args: WhatsappArgs) -> anyhow::Result<ExitCod
             return Ok(ExitCode::FAILURE);
         }
     };
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.table());
+        print!("{}", table(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -151,19 +151,7 @@ pub async fn run(config: &Config, args: UberArgs) -> anyhow::Result<ExitCode> {
     let watcher = tokio::spawn(watch(progress.clone(), show));
     let report = workload::run(load, SystemClock::shared(), progress).await;
     watcher.abort();
-    let report = match report {
-        Ok(report) => report,
-        Err(problem) => {
-            eprintln!("casebook: {problem}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(ExitCode::SUCCESS)
+    super::load::print_report(report, args.json, |r| r.table())
 }
 
 /// Rides due over rides planned, with pings and matches as the message.

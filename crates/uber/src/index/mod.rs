@@ -136,6 +136,12 @@ impl Default for IndexConfig {
 }
 
 impl IndexConfig {
+    /// A driver last heard `age` ago is stale: out of every query, swept
+    /// offline, restored offline.
+    pub fn is_stale(&self, age: Duration) -> bool {
+        age >= self.stale_after
+    }
+
     /// Checks every field; the error names the field at fault.
     pub fn validate(&self) -> Result<(), IndexError> {
         let invalid =
@@ -538,15 +544,21 @@ impl DriverIndex {
         let now = self.clock.now();
         let stripe = self.stripes[stripe_of(driver)].lock();
         let rec = &stripe.records[*stripe.slots.get(&driver)?];
-        (rec.indexed && now.saturating_duration_since(rec.view.last_seen) < self.config.stale_after)
-            .then_some(rec.view)
+        self.findable(rec, now).then_some(rec.view)
+    }
+
+    /// Whether a query at `now` would find the driver: indexed and not stale.
+    fn findable(&self, rec: &Record, now: Instant) -> bool {
+        rec.indexed
+            && !self
+                .config
+                .is_stale(now.saturating_duration_since(rec.view.last_seen))
     }
 
     /// How many drivers are available and fresh: a walk of every record (for
     /// the RESP port's ZCARD; not a hot path).
     pub fn available_count(&self) -> usize {
         let now = self.clock.now();
-        let stale_after = self.config.stale_after;
         self.stripes
             .iter()
             .map(|stripe| {
@@ -554,9 +566,7 @@ impl DriverIndex {
                 stripe
                     .records
                     .iter()
-                    .filter(|r| {
-                        r.indexed && now.saturating_duration_since(r.view.last_seen) < stale_after
-                    })
+                    .filter(|r| self.findable(r, now))
                     .count()
             })
             .sum()
@@ -623,7 +633,9 @@ impl DriverIndex {
                 let rec = &mut stripe.records[pos];
                 pos += 1;
                 if rec.indexed
-                    && now.saturating_duration_since(rec.view.last_seen) >= self.config.stale_after
+                    && self
+                        .config
+                        .is_stale(now.saturating_duration_since(rec.view.last_seen))
                 {
                     rec.indexed = false;
                     rec.view.status = DriverStatus::Offline;
@@ -700,7 +712,6 @@ impl DriverIndex {
     fn within(&self, at: LatLng, radius_m: f64) -> Vec<(DriverView, f64)> {
         let ranges = covering_ranges(at, radius_m, self.config.covering_cells);
         let now = self.clock.now();
-        let stale_after = self.config.stale_after;
         let map = self.layout.read();
         let mut shards: Vec<(ShardId, &Mutex<Cells>)> = ranges
             .iter()
@@ -723,7 +734,10 @@ impl DriverIndex {
                     continue;
                 }
                 for (_, view) in cells.range(lo, hi) {
-                    if now.saturating_duration_since(view.last_seen) >= stale_after {
+                    if self
+                        .config
+                        .is_stale(now.saturating_duration_since(view.last_seen))
+                    {
                         continue;
                     }
                     let d = view.position.distance_m(&at);
@@ -841,7 +855,7 @@ impl DriverIndex {
             // An available driver silent for `stale_after` is restored offline,
             // as the sweep would have left it (its age may also lie before the
             // clock's origin, where an `Instant` cannot go).
-            let stale = s.age >= self.config.stale_after;
+            let stale = self.config.is_stale(s.age);
             let status = if stale && s.status == DriverStatus::Available {
                 DriverStatus::Offline
             } else {
