@@ -8,6 +8,8 @@
 //! |---|---|
 //! | [`clock`] | the injected clock every time-driven rule runs on |
 //! | [`topology`] | regions × zones, and the identity of a service instance |
+//! | [`ports`] | port plans (`base + stride × region`), checked against 65535 in one place |
+//! | [`config`] | the typed configuration error that names the dotted key |
 //! | [`http_client`] | a pooled HTTP/1.1 JSON client with timeouts and request-id propagation |
 //! | [`api`] | JSON errors and a JSON body extractor that names the field at fault |
 //! | [`discovery`] | the discovery client, its lease keeper, and the discovery API's JSON |
@@ -28,6 +30,7 @@
 pub mod api;
 pub mod cache;
 pub mod clock;
+pub mod config;
 pub mod discovery;
 pub mod event_store;
 pub mod events;
@@ -40,6 +43,7 @@ pub mod locks;
 pub mod metrics_push;
 pub mod outbox;
 pub mod partition;
+pub mod ports;
 pub mod resilience;
 pub mod runtime;
 pub mod telemetry;

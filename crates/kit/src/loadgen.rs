@@ -142,6 +142,16 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// A report of `plan` with no requests in it: what a run that sent nothing
+    /// (or a phase that was skipped) reports.
+    pub fn empty(plan: LoadPlan) -> Self {
+        Self {
+            plan,
+            elapsed: Duration::ZERO,
+            classes: Vec::new(),
+        }
+    }
+
     /// One class's numbers.
     pub fn class(&self, name: &str) -> Option<&ClassReport> {
         self.classes.iter().find(|c| c.class == name)
@@ -446,5 +456,52 @@ mod tests {
                 "{plan:?}"
             );
         }
+    }
+}
+
+/// What every `casebook load CASE` shows while it runs, whatever the case: one bar
+/// (the current phase, a position out of a length) and one line of counters. Each
+/// case's live counters implement it, so the binary draws every load the same way.
+pub trait ShowProgress: Send + Sync + 'static {
+    /// The phase under way, e.g. `logins`, `messages` or `rides`.
+    fn phase(&self) -> String;
+    /// How far the phase is: (position, length); a length of 0 draws a spinner.
+    fn position(&self) -> (u64, u64);
+    /// The counters worth watching, e.g. `matched 120 paid 80`.
+    fn message(&self) -> String;
+}
+
+impl ShowProgress for Progress {
+    fn phase(&self) -> String {
+        "requests".to_owned()
+    }
+    fn position(&self) -> (u64, u64) {
+        (self.due(), self.total())
+    }
+    fn message(&self) -> String {
+        format!("answered {}", self.done())
+    }
+}
+
+#[cfg(test)]
+mod face_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_report_has_no_classes_and_no_goodput() {
+        let report = LoadReport::empty(LoadPlan::new(10.0, Duration::from_secs(2)));
+        assert!(report.classes.is_empty());
+        assert_eq!(report.goodput_per_sec(), 0.0);
+        assert!(report.table().contains("goodput 0.0/s"));
+    }
+
+    #[test]
+    fn the_plain_progress_shows_due_over_total() {
+        let progress = Progress::default();
+        progress.total.store(10, Ordering::Relaxed);
+        progress.due.store(4, Ordering::Relaxed);
+        let shown: &dyn ShowProgress = &progress;
+        assert_eq!(shown.position(), (4, 10));
+        assert_eq!(shown.phase(), "requests");
     }
 }

@@ -100,6 +100,17 @@ impl Topology {
             .map(|r| r.name.as_str())
     }
 
+    /// The position of `region` in placement order (region *i* of a per-region
+    /// port plan).
+    pub fn region_index(&self, region: &str) -> Option<usize> {
+        self.regions.iter().position(|r| r.name == region)
+    }
+
+    /// The region names, in placement order.
+    pub fn region_names(&self) -> Vec<String> {
+        self.regions.iter().map(|r| r.name.clone()).collect()
+    }
+
     /// Whether `zone` is a zone of `region`.
     pub fn contains(&self, region: &str, zone: &str) -> bool {
         self.region_of(zone) == Some(region)
@@ -196,6 +207,9 @@ mod tests {
         assert_eq!(t.region_of("eu-west-b"), Some("eu-west"));
         assert!(t.contains("ap-south", "ap-south-c"));
         assert!(!t.contains("us-east", "ap-south-c"));
+        assert_eq!(t.region_index("ap-south"), Some(2));
+        assert_eq!(t.region_index("mars"), None);
+        assert_eq!(t.region_names(), ["us-east", "eu-west", "ap-south"]);
     }
 
     #[test]
