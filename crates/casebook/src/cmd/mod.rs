@@ -27,7 +27,7 @@ use crate::config::Config;
 /// Runs a command to completion.
 pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up => up::run(config).await,
+        Command::Up { cases } => up::run(config, up::Args { cases }).await,
         Command::Serve {
             service,
             zone,
