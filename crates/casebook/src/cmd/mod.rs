@@ -13,7 +13,6 @@ macro_rules! say {
 
 mod config;
 pub(crate) mod load;
-mod load_uber;
 mod serve;
 mod signal;
 mod up;
