@@ -27,7 +27,10 @@ mod http;
 mod platform;
 mod slots;
 
-pub use http::{serve_http, serve_tcp};
+pub use http::{
+    AcceptOptions, ListenerLimits, MAX_CONNECTIONS_CEILING, serve_http, serve_http_with, serve_tcp,
+    serve_tcp_with,
+};
 pub use platform::{
     BindError, BoxFuture, InstanceContext, InstanceSpec, InstanceState, InstanceView, Lease,
     NamedListener, Platform, Registrar, ServiceFactory, StartError, StopReport, WeakPlatform,
