@@ -22,7 +22,7 @@ use crate::telemetry::{
     MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, TRACEPARENT_HEADER, TraceContext, parse_traceparent,
 };
 use crate::wal::format::{self, FrameError, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
-use crate::wal::{Durability, Repair, Wal, WalConfig, WalError};
+use crate::wal::{Durability, MidLogCorruption, Repair, Wal, WalConfig, WalError};
 
 /// A fuzz check: arbitrary bytes in, a panic if an invariant breaks.
 pub type Check = fn(&[u8]);
@@ -414,17 +414,18 @@ pub fn wal_recovery(data: &[u8]) {
     let expected = expected_prefix(data, first);
     let opened = match Wal::open(dir, config.clone()) {
         Ok(wal) => wal,
-        Err(WalError::CorruptMidLog {
-            segment: named,
-            offset,
-            expected_seq,
-            intact_segment,
-            intact_offset,
-            intact_seq,
-            set_aside,
-            kept_records,
-            ..
-        }) => {
+        Err(WalError::CorruptMidLog(refusal)) => {
+            let MidLogCorruption {
+                segment: named,
+                offset,
+                expected_seq,
+                intact_segment,
+                intact_offset,
+                intact_seq,
+                set_aside,
+                kept_records,
+                ..
+            } = *refusal;
             assert_eq!(named, segment);
             assert_eq!(intact_segment, segment);
             assert_eq!(kept_records, expected.len() as u64);

@@ -212,27 +212,34 @@ pub enum WalError {
     },
     #[error("durable record {seq} is unreadable: {reason}")]
     Corrupt { seq: u64, reason: String },
-    #[error(
-        "WAL segment {segment} is corrupt at byte {offset} (expected seq {expected_seq}: \
-         {reason}), but an intact record (seq {intact_seq}) follows at byte {intact_offset} \
-         of {intact_segment}: not a torn tail, refusing to open. {}The log is unchanged; \
-         to keep the {kept_records} records before the damage and set the rest aside, \
-         open with the WAL repair override (Repair::TruncateAfterCopy)",
-        set_aside_text(.set_aside)
-    )]
-    CorruptMidLog {
-        segment: PathBuf,
-        offset: u64,
-        expected_seq: u64,
-        reason: String,
-        intact_segment: PathBuf,
-        intact_offset: u64,
-        intact_seq: u64,
-        /// Where the unreadable bytes of `segment` were copied (none when the damage is
-        /// a missing segment rather than bad bytes).
-        set_aside: Option<PathBuf>,
-        kept_records: u64,
-    },
+    #[error(transparent)]
+    CorruptMidLog(Box<MidLogCorruption>),
+}
+
+/// Corruption that intact records follow: why [`Wal::open`] refused (see the
+/// module docs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "WAL segment {segment} is corrupt at byte {offset} (expected seq {expected_seq}: \
+     {reason}), but an intact record (seq {intact_seq}) follows at byte {intact_offset} \
+     of {intact_segment}: not a torn tail, refusing to open. {}The log is unchanged; \
+     to keep the {kept_records} records before the damage and set the rest aside, \
+     open with the WAL repair override (Repair::TruncateAfterCopy)",
+    set_aside_text(.set_aside)
+)]
+pub struct MidLogCorruption {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub expected_seq: u64,
+    pub reason: String,
+    pub intact_segment: PathBuf,
+    pub intact_offset: u64,
+    pub intact_seq: u64,
+    /// Where the unreadable bytes of `segment` were copied (none when the damage is
+    /// a missing segment rather than bad bytes).
+    pub set_aside: Option<PathBuf>,
+    /// Intact records before the damage: what the override keeps.
+    pub kept_records: u64,
 }
 
 fn set_aside_text(set_aside: &Option<PathBuf>) -> String {
@@ -1014,7 +1021,7 @@ fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
                     None => None,
                 };
                 if effective_repair(config) == Repair::Refuse {
-                    let error = WalError::CorruptMidLog {
+                    let error = WalError::CorruptMidLog(Box::new(MidLogCorruption {
                         segment: cut.segment.clone(),
                         offset: cut.offset,
                         expected_seq: expected,
@@ -1024,7 +1031,7 @@ fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
                         intact_seq: intact.seq,
                         set_aside,
                         kept_records: report.records,
-                    };
+                    }));
                     tracing::error!(%error, "WAL recovery refused");
                     return Err(error);
                 }

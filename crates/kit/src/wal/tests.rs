@@ -389,7 +389,10 @@ fn assert_refused_and_nothing_lost(
 ) -> PathBuf {
     let before = snapshot(dir);
     let error = Wal::open(dir, small_config()).unwrap_err();
-    let WalError::CorruptMidLog {
+    let WalError::CorruptMidLog(refusal) = &error else {
+        panic!("expected a refusal, got {error}");
+    };
+    let MidLogCorruption {
         segment,
         offset: at,
         expected_seq: seq,
@@ -397,10 +400,7 @@ fn assert_refused_and_nothing_lost(
         kept_records,
         intact_seq,
         ..
-    } = &error
-    else {
-        panic!("expected a refusal, got {error}");
-    };
+    } = refusal.as_ref();
     assert_eq!(
         (segment.as_path(), *at, *seq),
         (damaged, offset, expected_seq)
@@ -444,7 +444,7 @@ fn assert_refused_and_nothing_lost(
     // Refusing again neither fails differently nor piles up copies.
     assert!(matches!(
         Wal::open(dir, small_config()),
-        Err(WalError::CorruptMidLog { .. })
+        Err(WalError::CorruptMidLog(_))
     ));
     assert_eq!(snapshot(dir).len(), before.len() + 1);
     aside
@@ -544,14 +544,11 @@ fn a_missing_segment_before_intact_ones_is_refused() {
     fs::remove_file(&files[1]).unwrap();
     let before = snapshot(dir.path());
     let error = Wal::open(dir.path(), small_config()).unwrap_err();
-    let WalError::CorruptMidLog {
-        segment, set_aside, ..
-    } = &error
-    else {
+    let WalError::CorruptMidLog(refusal) = &error else {
         panic!("expected a refusal, got {error}");
     };
-    assert_eq!(segment, &files[2]);
-    assert_eq!(*set_aside, None);
+    assert_eq!(refusal.segment, files[2]);
+    assert_eq!(refusal.set_aside, None);
     assert_eq!(snapshot(dir.path()), before);
     let first_of_second =
         parse_segment_name(files[1].file_name().unwrap().to_str().unwrap()).unwrap();
@@ -638,9 +635,9 @@ proptest! {
                 prop_assert!(!intact_after, "opened although intact records follow the damage");
                 drop(wal);
             }
-            Err(WalError::CorruptMidLog { kept_records, .. }) => {
+            Err(WalError::CorruptMidLog(refusal)) => {
                 prop_assert!(intact_after, "refused a torn tail");
-                prop_assert_eq!(kept_records, first_damaged);
+                prop_assert_eq!(refusal.kept_records, first_damaged);
                 let mut after = snapshot(dir.path());
                 after.retain(|name, _| !name.contains(".corrupt-"));
                 prop_assert_eq!(after, before);
