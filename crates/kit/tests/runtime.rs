@@ -425,3 +425,20 @@ async fn instance_id_directories_from_before_slots_are_adopted_and_strays_report
     // Reported, never removed.
     assert!(stray.is_dir() && gone_zone.is_dir());
 }
+
+#[tokio::test]
+async fn processes_sharing_a_data_root_never_share_a_slot() {
+    // Fleet mode: one platform per process, one data root. Two platforms in one test
+    // process stand in for two processes: the slot lock is per open file.
+    let (first, _holding, _events, dir) = platform();
+    let second = Platform::new(Topology::default(), dir.path(), SystemClock::shared());
+    second.register_service(Arc::new(HoldingService(Arc::new(Holding::default()))));
+    let a = first.start(spec("127.0.0.1:0")).await.unwrap();
+    let b = second.start(spec("127.0.0.1:0")).await.unwrap();
+    assert_eq!(view(&first, &a.instance_id).slot.ordinal, 0);
+    assert_eq!(view(&second, &b.instance_id).slot.ordinal, 1);
+    // Once the first process's instance ends, its slot is free for anyone.
+    first.kill(&a.instance_id).await;
+    let c = second.start(spec("127.0.0.1:0")).await.unwrap();
+    assert_eq!(view(&second, &c.instance_id).slot.ordinal, 0);
+}

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::slots::{Slot, audit_service_dir};
+use super::slots::{Slot, audit_service_dir, try_claim};
 use crate::clock::SharedClock;
 use crate::topology::{InstanceInfo, Placement, Topology};
 
@@ -169,6 +169,8 @@ struct ContextInner {
     address: OnceLock<SocketAddr>,
     listeners: parking_lot::Mutex<Vec<NamedListener>>,
     slot: Slot,
+    /// The slot's on-disk lock, held until the slot is released.
+    slot_lock: parking_lot::Mutex<Option<std::fs::File>>,
     data_dir: PathBuf,
     clock: SharedClock,
     shutdown: CancellationToken,
@@ -428,6 +430,8 @@ impl Platform {
             .instance_id
             .clone()
             .unwrap_or_else(|| format!("{}-{}-{start_seq}", spec.service, zone));
+        // Before any slot is claimed, so adopted directories take the lowest ordinals.
+        self.audit_service(&spec.service).await?;
         let ctx = {
             let mut instances = self.inner.instances.lock();
             if instances
@@ -444,18 +448,35 @@ impl Platform {
                 .filter(|slot| slot.service == spec.service && slot.zone == *zone)
                 .map(|slot| slot.ordinal)
                 .collect();
-            let slot = Slot {
+            let mut slot = Slot {
                 service: spec.service.clone(),
                 region: region.clone(),
                 zone: zone.clone(),
-                ordinal: (0..)
-                    .find(|ordinal| !held.contains(ordinal))
-                    .expect("fewer than u32::MAX instances"),
+                ordinal: 0,
+            };
+            // Skipping those another process holds (its lock is taken).
+            let slot_lock = loop {
+                if held.contains(&slot.ordinal) {
+                    slot.ordinal += 1;
+                    continue;
+                }
+                let dir = slot.dir(&self.inner.data_dir);
+                match try_claim(&dir) {
+                    Ok(Some(lock)) => break lock,
+                    Ok(None) => slot.ordinal += 1,
+                    Err(e) => {
+                        return Err(StartError::Other(anyhow::anyhow!(
+                            "cannot claim data slot {slot} in {}: {e}",
+                            dir.display()
+                        )));
+                    }
+                }
             };
             let ctx = InstanceContext {
                 inner: Arc::new(ContextInner {
                     data_dir: slot.dir(&self.inner.data_dir),
                     slot,
+                    slot_lock: parking_lot::Mutex::new(Some(slot_lock)),
                     spec,
                     instance_id: instance_id.clone(),
                     address: OnceLock::new(),
@@ -479,11 +500,7 @@ impl Platform {
             );
             ctx
         };
-        let started = async {
-            self.prepare_data_dir(&ctx).await?;
-            factory.start(&ctx).await
-        }
-        .await;
+        let started = factory.start(&ctx).await;
         let address = match started {
             Ok(address) => address,
             Err(err) => {
@@ -643,9 +660,9 @@ impl Platform {
     }
 
     /// Audits the service's data directory on its first start (adopting the layout
-    /// before slots), then creates the instance's slot directory.
-    async fn prepare_data_dir(&self, ctx: &InstanceContext) -> Result<(), StartError> {
-        let service = ctx.inner.slot.service.clone();
+    /// before slots, reporting strays).
+    async fn audit_service(&self, service: &str) -> Result<(), StartError> {
+        let service = service.to_owned();
         let mut audited = self.inner.audited.lock().await;
         if !audited.contains(&service) {
             let root = self.inner.data_dir.clone();
@@ -664,10 +681,6 @@ impl Platform {
             self.inner.orphaned.lock().extend(audit.orphaned);
             audited.insert(service);
         }
-        let data_dir = &ctx.inner.data_dir;
-        tokio::fs::create_dir_all(data_dir)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
         Ok(())
     }
 
@@ -679,6 +692,7 @@ impl Platform {
             && entry.start_seq == start_seq
         {
             entry.holds_slot = false;
+            entry.ctx.inner.slot_lock.lock().take();
         }
     }
 

@@ -10,6 +10,9 @@
 //!   instance holds. An instance holds its slot from the start until its stop, kill or
 //!   failed start has finished ending its tasks, so at most one live instance uses a
 //!   slot directory (and a WAL's `LOCK` is free again when the next one opens it).
+//! - Holding is also marked on disk: an exclusive advisory lock on `.slot.lock` in the
+//!   slot directory, so processes sharing a data root (fleet mode: one `casebook
+//!   serve` per instance) never share a slot either; the lock dies with its process.
 //! - The first start of each service audits `<data>/<service>/` once, before any
 //!   instance of it uses its directory:
 //!   - a directory of the layout before slots, `<service>-<zone>-<n>` (the default
@@ -24,10 +27,11 @@
 //! - Directories of services that are not registered are not audited: the data root
 //!   also holds state that is not an instance's (e.g. account stores), so no name
 //!   there can be assumed to be a forgotten service.
-//! - Two processes sharing one data root are not coordinated; the stores' own locks
-//!   (the WAL's `LOCK`) are what refuses a second user.
+//! - The slot lock is advisory: a program that ignores it is not stopped.
 
 use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -64,6 +68,25 @@ impl fmt::Display for Slot {
     }
 }
 
+/// The file in a slot directory whose exclusive lock marks the slot as held.
+const SLOT_LOCK_FILE: &str = ".slot.lock";
+
+/// Claims the slot whose directory is `dir`: creates the directory and takes its
+/// lock. `Ok(None)` if another holder (in any process) has it.
+pub(crate) fn try_claim(dir: &Path) -> io::Result<Option<File>> {
+    std::fs::create_dir_all(dir)?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(SLOT_LOCK_FILE))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// What auditing one service's data directory did.
 #[derive(Debug, Default)]
 pub(crate) struct Audit {
@@ -93,7 +116,7 @@ fn parse_old_layout<'a>(
         })
 }
 
-fn entries(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+fn entries(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -112,7 +135,7 @@ pub(crate) fn audit_service_dir(
     data_root: &Path,
     service: &str,
     topology: &Topology,
-) -> std::io::Result<Audit> {
+) -> io::Result<Audit> {
     let mut audit = Audit::default();
     let service_dir = data_root.join(service);
     if !service_dir.is_dir() {
