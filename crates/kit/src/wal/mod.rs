@@ -771,27 +771,33 @@ fn find_intact_frame(
     scanned_before: u64,
 ) -> Option<(u64, u64)> {
     let last_header = bytes.len().checked_sub(RECORD_HEADER_BYTES)?;
-    for offset in from..=last_header {
+    let mut offset = from;
+    while offset <= last_header {
         let head = bytes[offset..]
             .first_chunk::<RECORD_HEADER_BYTES>()
             .expect("offset is at most the last header start");
         if head.iter().all(|&b| b == 0) {
+            // A header holding the next non-zero byte starts at most 15 bytes before
+            // it: jump there, so a zero-filled tail costs one pass, not one per offset.
+            let next_nonzero = offset + bytes[offset..].iter().position(|&b| b != 0)?;
+            offset = next_nonzero
+                .saturating_sub(RECORD_HEADER_BYTES - 1)
+                .max(offset + 1);
             continue;
         }
         let header = format::decode_header(head);
         let distance = scanned_before + (offset - from) as u64;
         let highest = expected.saturating_add(distance / RECORD_HEADER_BYTES as u64 + 1);
         // Seq u64::MAX is never kept (no seq follows it), so it is no evidence either.
-        if header.seq < expected || header.seq > highest || header.seq == u64::MAX {
-            continue;
-        }
+        let plausible = header.seq >= expected && header.seq <= highest && header.seq != u64::MAX;
         let start = offset + RECORD_HEADER_BYTES;
-        let Some(payload) = bytes.get(start..start + header.len as usize) else {
-            continue;
-        };
-        if format::verify(&header, payload, header.seq).is_ok() {
+        if plausible
+            && let Some(payload) = bytes.get(start..start + header.len as usize)
+            && format::verify(&header, payload, header.seq).is_ok()
+        {
             return Some((offset as u64, header.seq));
         }
+        offset += 1;
     }
     None
 }
@@ -965,7 +971,12 @@ fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
             .is_none_or(|rest| rest.iter().all(|&b| b == 0));
         if !header_ok || !rest_is_zero {
             let reason = if header_ok {
-                stop.map_or("garbage after the last record".into(), |r| r.to_string())
+                match stop {
+                    None | Some(FrameError::EndOfData) => {
+                        "zeros where a record was due, non-zero bytes after them".to_string()
+                    }
+                    Some(reason) => reason.to_string(),
+                }
             } else {
                 "bad segment header".to_string()
             };

@@ -748,3 +748,18 @@ fn a_frame_at_the_last_seq_is_cut_not_overflowed() {
     assert_eq!(wal.next_seq(), u64::MAX);
     assert!(read_all(&wal).is_empty());
 }
+
+#[test]
+fn zeroed_records_before_intact_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = build_log(dir.path(), 50);
+    let (file, end_of_9) = ends[9].clone();
+    let (_, end_of_12) = ends[12].clone();
+    assert_eq!(ends[13].0, file);
+    // Records 10..=12 read back as zeros (a lost page, say): they look like the end of
+    // the data, but record 13 follows.
+    let mut bytes = fs::read(&file).unwrap();
+    bytes[end_of_9 as usize..end_of_12 as usize].fill(0);
+    fs::write(&file, bytes).unwrap();
+    assert_refused_and_nothing_lost(dir.path(), &file, end_of_9, 10);
+}
