@@ -792,7 +792,8 @@ fn find_intact_frame(
         let plausible = header.seq >= expected && header.seq <= highest && header.seq != u64::MAX;
         let start = offset + RECORD_HEADER_BYTES;
         if plausible
-            && let Some(payload) = bytes.get(start..start + header.len as usize)
+            && let Some(end) = start.checked_add(header.len as usize)
+            && let Some(payload) = bytes.get(start..end)
             && format::verify(&header, payload, header.seq).is_ok()
         {
             return Some((offset as u64, header.seq));
