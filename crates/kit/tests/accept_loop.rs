@@ -11,7 +11,7 @@ use axum::routing::get;
 use casebook_kit::clock::SystemClock;
 use casebook_kit::runtime::{
     AcceptOptions, BoxFuture, InstanceContext, InstanceSpec, ListenerLimits, Platform,
-    ServiceFactory, StartError, serve_http_with, serve_tcp_with,
+    ServiceFactory, StartError, serve_http, serve_tcp_with,
 };
 use casebook_kit::topology::{Placement, Topology};
 use casebook_testkit::eventually;
@@ -21,9 +21,10 @@ use tokio::net::TcpStream;
 /// Generous: only a broken server ever waits this long.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// An HTTP service with `/ok` and `/boom` (which panics), under `limits`.
+/// An HTTP service with `/ok` and `/boom` (which panics), served with the limits the
+/// platform holds for it.
 #[derive(Debug)]
-struct HttpService(ListenerLimits);
+struct HttpService;
 
 impl ServiceFactory for HttpService {
     fn name(&self) -> &str {
@@ -45,7 +46,7 @@ impl ServiceFactory for HttpService {
                     "never"
                 }),
             );
-            serve_http_with(ctx, listener, router, &self.0);
+            serve_http(ctx, listener, router);
             Ok(address)
         })
     }
@@ -90,10 +91,12 @@ impl ServiceFactory for RawService {
 async fn start(
     factory: Arc<dyn ServiceFactory>,
     id: &str,
+    limits: ListenerLimits,
 ) -> (Platform, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let platform = Platform::new(Topology::default(), dir.path(), SystemClock::shared());
     let service = factory.name().to_owned();
+    platform.set_listener_limits(&service, limits);
     platform.register_service(factory);
     let info = platform
         .start(InstanceSpec {
@@ -166,8 +169,9 @@ fn counter(name: &str, instance: &str) -> u64 {
 #[tokio::test]
 async fn a_panicking_http_handler_closes_only_its_connection() {
     let (platform, address, _dir) = start(
-        Arc::new(HttpService(ListenerLimits::default())),
+        Arc::new(HttpService),
         "http-panic",
+        ListenerLimits::default(),
     )
     .await;
     let mut doomed = TcpStream::connect(address).await.unwrap();
@@ -204,7 +208,8 @@ async fn a_panicking_http_handler_closes_only_its_connection() {
 
 #[tokio::test]
 async fn a_panicking_tcp_protocol_task_closes_only_its_connection() {
-    let (_platform, address, _dir) = start(Arc::new(RawService), "raw-panic").await;
+    let (_platform, address, _dir) =
+        start(Arc::new(RawService), "raw-panic", ListenerLimits::default()).await;
     let mut doomed = TcpStream::connect(address).await.unwrap();
     let mut bystander = TcpStream::connect(address).await.unwrap();
     doomed.write_all(b"p").await.unwrap();
@@ -222,7 +227,7 @@ async fn connections_past_the_limit_are_refused_until_one_closes() {
         max_connections: 2,
         ..ListenerLimits::default()
     };
-    let (_platform, address, _dir) = start(Arc::new(HttpService(limits)), "http-limit").await;
+    let (_platform, address, _dir) = start(Arc::new(HttpService), "http-limit", limits).await;
     // Two kept-alive connections, each served once so the server holds both.
     let mut first = TcpStream::connect(address).await.unwrap();
     let mut second = TcpStream::connect(address).await.unwrap();
@@ -273,7 +278,7 @@ async fn an_idle_http_connection_is_closed_after_the_header_read_timeout() {
         header_read_timeout: Duration::from_millis(200),
         ..ListenerLimits::default()
     };
-    let (_platform, address, _dir) = start(Arc::new(HttpService(limits)), "http-idle").await;
+    let (_platform, address, _dir) = start(Arc::new(HttpService), "http-idle", limits).await;
     let mut kept_alive = TcpStream::connect(address).await.unwrap();
     assert!(
         get_on(&mut kept_alive, "/ok")

@@ -54,8 +54,9 @@ pub const MAX_CONNECTIONS_CEILING: usize = 1 << 20;
 const HTTP_REFUSAL: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
-/// The bounds of one listener, configurable per service (embed it in the service's
-/// config; keys `max_connections` and `header_read_timeout`, a humantime string).
+/// The bounds of one listener, configurable per service: embed it in a config (keys
+/// `max_connections` and `header_read_timeout`, a humantime string) and hand it to
+/// [`crate::runtime::Platform::set_listener_limits`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenerLimits {
@@ -122,14 +123,16 @@ impl AcceptOptions {
 }
 
 /// Serves `router` on `listener` in the instance's task group, with `/health`,
-/// `/metrics` and the [`TelemetryLayer`] added, under the default
-/// [`ListenerLimits`].
+/// `/metrics` and the [`TelemetryLayer`] added, under the instance's
+/// [`ListenerLimits`] ([`InstanceContext::listener_limits`]: its service's, set with
+/// [`crate::runtime::Platform::set_listener_limits`], else the defaults).
 ///
 /// Every connection is its own task in the group: on graceful stop the listener is
 /// closed and each connection finishes its current request and closes; on kill
 /// every connection is dropped at once.
 pub fn serve_http(ctx: &InstanceContext, listener: TcpListener, router: Router) {
-    serve_http_with(ctx, listener, router, &ListenerLimits::default());
+    let limits = ctx.listener_limits().clone();
+    serve_http_with(ctx, listener, router, &limits);
 }
 
 /// [`serve_http`] under the given limits (see the module docs for what they bound).

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::http::ListenerLimits;
 use super::slots::{Slot, audit_service_dir, try_claim};
 use crate::clock::SharedClock;
 use crate::topology::{InstanceInfo, Placement, Topology};
@@ -171,6 +172,7 @@ struct ContextInner {
     slot: Slot,
     /// The slot's on-disk lock, held until the slot is released.
     slot_lock: parking_lot::Mutex<Option<std::fs::File>>,
+    listener_limits: ListenerLimits,
     data_dir: PathBuf,
     clock: SharedClock,
     shutdown: CancellationToken,
@@ -228,6 +230,13 @@ impl InstanceContext {
     /// The placement slot this instance holds.
     pub fn slot(&self) -> &Slot {
         &self.inner.slot
+    }
+
+    /// The bounds of this instance's listeners: its service's, as set with
+    /// [`Platform::set_listener_limits`], else the defaults. What
+    /// [`crate::runtime::serve_http`] applies.
+    pub fn listener_limits(&self) -> &ListenerLimits {
+        &self.inner.listener_limits
     }
 
     /// The clock this instance runs on.
@@ -311,6 +320,8 @@ struct PlatformInner {
     audited: tokio::sync::Mutex<BTreeSet<String>>,
     /// What the audits found that is not a slot, left in place.
     orphaned: Mutex<Vec<PathBuf>>,
+    /// Per-service listener bounds; services not listed get the defaults.
+    listener_limits: RwLock<BTreeMap<String, ListenerLimits>>,
 }
 
 impl fmt::Debug for Platform {
@@ -362,6 +373,7 @@ impl Platform {
                 seq: AtomicU64::new(0),
                 audited: tokio::sync::Mutex::default(),
                 orphaned: Mutex::default(),
+                listener_limits: RwLock::default(),
             }),
         }
     }
@@ -384,6 +396,15 @@ impl Platform {
             .factories
             .write()
             .insert(factory.name().to_owned(), factory);
+    }
+
+    /// Sets the listener bounds (connection limit, header-read timeout) of
+    /// `service`'s instances started from now on: the hook for a per-service config.
+    pub fn set_listener_limits(&self, service: &str, limits: ListenerLimits) {
+        self.inner
+            .listener_limits
+            .write()
+            .insert(service.to_owned(), limits);
     }
 
     /// The services that can be started, by name.
@@ -477,6 +498,13 @@ impl Platform {
                     data_dir: slot.dir(&self.inner.data_dir),
                     slot,
                     slot_lock: parking_lot::Mutex::new(Some(slot_lock)),
+                    listener_limits: self
+                        .inner
+                        .listener_limits
+                        .read()
+                        .get(&spec.service)
+                        .cloned()
+                        .unwrap_or_default(),
                     spec,
                     instance_id: instance_id.clone(),
                     address: OnceLock::new(),
