@@ -406,6 +406,11 @@ async fn instance_id_directories_from_before_slots_are_adopted_and_strays_report
     let gone_zone = dir.path().join("holding/eu-west/eu-west-q");
     std::fs::create_dir_all(&stray).unwrap();
     std::fs::create_dir_all(&gone_zone).unwrap();
+    // Slots of a service no longer configured, and state that is no instance's.
+    let retired = dir.path().join("retired");
+    std::fs::create_dir_all(retired.join("eu-west/eu-west-b/0")).unwrap();
+    let accounts = dir.path().join("whatsapp/example.com");
+    std::fs::create_dir_all(&accounts).unwrap();
 
     let info = platform.start(spec("127.0.0.1:0")).await.unwrap();
     let adopted = view(&platform, &info.instance_id);
@@ -421,9 +426,12 @@ async fn instance_id_directories_from_before_slots_are_adopted_and_strays_report
     );
     let mut orphaned = platform.orphaned_data();
     orphaned.sort();
-    assert_eq!(orphaned, vec![stray.clone(), gone_zone.clone()]);
+    assert_eq!(
+        orphaned,
+        vec![stray.clone(), gone_zone.clone(), retired.clone()]
+    );
     // Reported, never removed.
-    assert!(stray.is_dir() && gone_zone.is_dir());
+    assert!(stray.is_dir() && gone_zone.is_dir() && retired.is_dir() && accounts.is_dir());
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::http::ListenerLimits;
-use super::slots::{Slot, audit_service_dir, try_claim};
+use super::slots::{Slot, audit_service_dir, audit_unregistered, try_claim};
 use crate::clock::SharedClock;
 use crate::topology::{InstanceInfo, Placement, Topology};
 
@@ -301,6 +301,15 @@ struct Entry {
     holds_slot: bool,
 }
 
+/// The data-root audits done so far.
+#[derive(Debug, Default)]
+struct Audited {
+    /// For services not registered (done at the first start of any instance).
+    unregistered: bool,
+    /// Services whose own directory has been audited.
+    services: BTreeSet<String>,
+}
+
 /// The services the process can run and the instances it runs. Cheap to clone.
 #[derive(Clone)]
 pub struct Platform {
@@ -315,9 +324,9 @@ struct PlatformInner {
     registrar: RwLock<Option<Arc<dyn Registrar>>>,
     instances: Mutex<BTreeMap<String, Entry>>,
     seq: AtomicU64,
-    /// Services whose data directory has been audited (see [`Slot`]); the lock
-    /// orders each audit before any instance of the service uses its directory.
-    audited: tokio::sync::Mutex<BTreeSet<String>>,
+    /// Which audits of the data root have run (see [`Slot`]); the lock orders each
+    /// audit before any instance of the service claims a slot.
+    audited: tokio::sync::Mutex<Audited>,
     /// What the audits found that is not a slot, left in place.
     orphaned: Mutex<Vec<PathBuf>>,
     /// Per-service listener bounds; services not listed get the defaults.
@@ -692,7 +701,25 @@ impl Platform {
     async fn audit_service(&self, service: &str) -> Result<(), StartError> {
         let service = service.to_owned();
         let mut audited = self.inner.audited.lock().await;
-        if !audited.contains(&service) {
+        if !audited.unregistered {
+            let root = self.inner.data_dir.clone();
+            let topology = self.inner.topology.clone();
+            let registered = self.services();
+            let orphaned = tokio::task::spawn_blocking(move || {
+                audit_unregistered(&root, &registered, &topology)
+            })
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot audit the data root {}: {e}",
+                    self.inner.data_dir.display()
+                )
+            })?;
+            self.inner.orphaned.lock().extend(orphaned);
+            audited.unregistered = true;
+        }
+        if !audited.services.contains(&service) {
             let root = self.inner.data_dir.clone();
             let topology = self.inner.topology.clone();
             let name = service.clone();
@@ -707,7 +734,7 @@ impl Platform {
                         )
                     })?;
             self.inner.orphaned.lock().extend(audit.orphaned);
-            audited.insert(service);
+            audited.services.insert(service);
         }
         Ok(())
     }

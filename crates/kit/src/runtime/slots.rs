@@ -23,10 +23,15 @@
 //!     a WARN line naming it, and listed by [`crate::runtime::Platform::orphaned_data`].
 //!     It is never deleted or moved.
 //!
+//! - The first start of any instance also looks for data of services that are not
+//!   registered: a top-level directory holding a configured region's directory (the
+//!   slot layout) or a `<name>-<zone>-<n>` directory (the layout before) is reported
+//!   the same way, naming the service.
+//!
 //! # Not guaranteed
-//! - Directories of services that are not registered are not audited: the data root
-//!   also holds state that is not an instance's (e.g. account stores), so no name
-//!   there can be assumed to be a forgotten service.
+//! - Other top-level directories are not judged: the data root also holds state that
+//!   is not an instance's (e.g. account stores). A service registered after the first
+//!   start is reported as unregistered.
 //! - The slot lock is advisory: a program that ignores it is not stopped.
 
 use std::fmt;
@@ -200,6 +205,38 @@ pub(crate) fn audit_service_dir(
         );
     }
     Ok(audit)
+}
+
+/// Reports top-level directories of `data_root` that hold instance data (either
+/// layout) of a service not in `registered`. Logs each at WARN.
+pub(crate) fn audit_unregistered(
+    data_root: &Path,
+    registered: &[String],
+    topology: &Topology,
+) -> io::Result<Vec<PathBuf>> {
+    let mut orphaned = Vec::new();
+    if !data_root.is_dir() {
+        return Ok(orphaned);
+    }
+    for (name, path) in entries(data_root)? {
+        if registered.contains(&name) || !path.is_dir() {
+            continue;
+        }
+        let holds_instance_data = entries(&path)?.iter().any(|(child, child_path)| {
+            child_path.is_dir()
+                && (topology.regions.iter().any(|r| r.name == *child)
+                    || parse_old_layout(child, &name, topology).is_some())
+        });
+        if holds_instance_data {
+            tracing::warn!(
+                path = %path.display(),
+                service = %name,
+                "orphaned data: instance data of a service that is not configured; left in place"
+            );
+            orphaned.push(path);
+        }
+    }
+    Ok(orphaned)
 }
 
 #[cfg(test)]
