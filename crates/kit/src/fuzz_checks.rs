@@ -22,7 +22,7 @@ use crate::telemetry::{
     MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, TRACEPARENT_HEADER, TraceContext, parse_traceparent,
 };
 use crate::wal::format::{self, FrameError, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
-use crate::wal::{Durability, Wal, WalConfig};
+use crate::wal::{Durability, MidLogCorruption, Repair, Wal, WalConfig, WalError};
 
 /// A fuzz check: arbitrary bytes in, a panic if an invariant breaks.
 pub type Check = fn(&[u8]);
@@ -388,15 +388,20 @@ fn read_all(wal: &Wal) -> Vec<(u64, Vec<u8>)> {
 }
 
 /// WAL recovery over arbitrary bytes written as a segment file: `Wal::open` never
-/// fails or panics, keeps exactly the intact prefix, reopens to the same records with
-/// nothing more to repair, and appends after them.
+/// panics. It either opens to exactly the intact prefix (a torn tail cut), or refuses
+/// with [`WalError::CorruptMidLog`] — pointing at an intact frame after the damage,
+/// the segment left byte-for-byte unchanged, the bytes from the cut copied aside —
+/// and then opens to that same prefix under [`Repair::TruncateAfterCopy`]. Either way
+/// the result reopens to the same records with nothing more to repair, and appends
+/// after them.
 pub fn wal_recovery(data: &[u8]) {
     // Name the segment after the header's first seq when there is one, so the
     // fuzzer reaches the frames; a bad header under seq 0 exercises the repair.
     let first = format::decode_segment_header(data).unwrap_or(0);
     let scratch = ScratchDir::new();
     let dir = scratch.path();
-    std::fs::write(dir.join(format!("{first:020}.wal")), data).expect("write the segment");
+    let segment = dir.join(format!("{first:020}.wal"));
+    std::fs::write(&segment, data).expect("write the segment");
     let config = WalConfig {
         segment_bytes: 8192,
         max_record_bytes: 2048,
@@ -404,16 +409,67 @@ pub fn wal_recovery(data: &[u8]) {
         max_batch_bytes: 8192,
         queue_capacity: 16,
         durability: Durability::NoSync,
+        repair: Repair::Refuse,
     };
     let expected = expected_prefix(data, first);
+    let opened = match Wal::open(dir, config.clone()) {
+        Ok(wal) => wal,
+        Err(WalError::CorruptMidLog(refusal)) => {
+            let MidLogCorruption {
+                segment: named,
+                offset,
+                expected_seq,
+                intact_segment,
+                intact_offset,
+                intact_seq,
+                set_aside,
+                kept_records,
+                ..
+            } = *refusal;
+            assert_eq!(named, segment);
+            assert_eq!(intact_segment, segment);
+            assert_eq!(kept_records, expected.len() as u64);
+            assert_eq!(expected_seq, first + kept_records);
+            assert!(
+                intact_offset >= offset,
+                "the intact frame precedes the damage"
+            );
+            assert!(intact_seq >= expected_seq, "the intact frame is an old seq");
+            let at = intact_offset as usize;
+            assert!(
+                format::decode_record(&data[at..], intact_seq, data.len()).is_ok(),
+                "the reported intact frame does not decode"
+            );
+            assert_eq!(
+                std::fs::read(&segment).expect("read the segment"),
+                data,
+                "a refused open changed the segment"
+            );
+            let aside = set_aside.expect("damaged bytes are copied aside");
+            let copied = std::fs::read(&aside).expect("read the set-aside file");
+            assert!(
+                data[offset as usize..].starts_with(&copied),
+                "the set-aside file is not the bytes from the cut"
+            );
+            let repair = WalConfig {
+                repair: Repair::TruncateAfterCopy,
+                ..config.clone()
+            };
+            let wal = Wal::open(dir, repair).expect("the override opens a refused log");
+            assert_eq!(wal.recovery().set_aside.len(), 1);
+            assert_eq!(wal.recovery().set_aside[0].file, aside);
+            wal
+        }
+        Err(other) => panic!("recovery failed on bad bytes: {other}"),
+    };
     let recovered = {
-        let wal = Wal::open(dir, config.clone()).expect("recovery never fails on bad bytes");
-        let records = read_all(&wal);
+        let records = read_all(&opened);
         assert_eq!(
             records, expected,
             "recovery kept something other than the intact prefix"
         );
-        assert_eq!(wal.recovery().records, expected.len() as u64);
+        assert_eq!(opened.recovery().records, expected.len() as u64);
+        drop(opened);
         records
     };
     let wal = Wal::open(dir, config).expect("a repaired log reopens");

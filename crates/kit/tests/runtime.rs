@@ -157,7 +157,7 @@ async fn a_started_instance_serves_health_metrics_and_echoes_the_request_id() {
     let (platform, _holding, events, dir) = platform();
     let info = platform.start(spec("127.0.0.1:0")).await.unwrap();
     assert_eq!(info.instance_id, "holding-eu-west-b-1");
-    assert!(dir.path().join("holding/holding-eu-west-b-1").is_dir());
+    assert!(dir.path().join("holding/eu-west/eu-west-b/0").is_dir());
     let client = HttpClient::default();
     let health: serde_json::Value = client
         .get_json(&format!("{}/health", info.http_url()))
@@ -319,4 +319,134 @@ async fn stop_all_stops_services_in_reverse_start_order() {
             .lock()
             .contains(&format!("release {}", first.instance_id))
     );
+}
+
+/// The view of one instance by id.
+fn view(platform: &Platform, instance_id: &str) -> casebook_kit::runtime::InstanceView {
+    platform
+        .list()
+        .into_iter()
+        .find(|v| v.info.instance_id == instance_id)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_replacement_instance_takes_over_its_slot_and_its_data() {
+    let (platform, _holding, _events, dir) = platform();
+    let first = platform.start(spec("127.0.0.1:0")).await.unwrap();
+    let earlier = view(&platform, &first.instance_id);
+    assert_eq!(earlier.slot.to_string(), "holding/eu-west/eu-west-b/0");
+    assert_eq!(
+        earlier.data_dir,
+        dir.path().join("holding/eu-west/eu-west-b/0")
+    );
+    std::fs::write(earlier.data_dir.join("acknowledged"), b"trip-1").unwrap();
+    platform
+        .stop(&first.instance_id, Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    let second = platform.start(spec("127.0.0.1:0")).await.unwrap();
+    assert_ne!(second.instance_id, first.instance_id);
+    let later = view(&platform, &second.instance_id);
+    assert_eq!(later.slot, earlier.slot);
+    assert_eq!(
+        std::fs::read(later.data_dir.join("acknowledged")).unwrap(),
+        b"trip-1"
+    );
+    // The admin API's listing shows the slot.
+    let listed = serde_json::to_value(&later).unwrap();
+    assert_eq!(listed["slot"]["ordinal"], 0);
+    assert_eq!(listed["slot"]["zone"], "eu-west-b");
+}
+
+#[tokio::test]
+async fn live_instances_of_a_service_in_a_zone_hold_distinct_slots_and_a_kill_frees_one() {
+    let (platform, _holding, _events, _dir) = platform();
+    let a = platform.start(spec("127.0.0.1:0")).await.unwrap();
+    let b = platform.start(spec("127.0.0.1:0")).await.unwrap();
+    let other_zone = platform
+        .start(InstanceSpec {
+            placement: Placement {
+                region: "eu-west".into(),
+                zone: "eu-west-a".into(),
+            },
+            ..spec("127.0.0.1:0")
+        })
+        .await
+        .unwrap();
+    assert_eq!(view(&platform, &a.instance_id).slot.ordinal, 0);
+    assert_eq!(view(&platform, &b.instance_id).slot.ordinal, 1);
+    // Ordinals count per zone.
+    assert_eq!(view(&platform, &other_zone.instance_id).slot.ordinal, 0);
+    assert_ne!(
+        view(&platform, &a.instance_id).data_dir,
+        view(&platform, &b.instance_id).data_dir
+    );
+
+    assert!(platform.kill(&a.instance_id).await);
+    let c = platform.start(spec("127.0.0.1:0")).await.unwrap();
+    // The lowest free slot: the killed instance's, not a third one.
+    assert_eq!(view(&platform, &c.instance_id).slot.ordinal, 0);
+    let d = platform.start(spec("127.0.0.1:0")).await.unwrap();
+    assert_eq!(view(&platform, &d.instance_id).slot.ordinal, 2);
+}
+
+#[tokio::test]
+async fn instance_id_directories_from_before_slots_are_adopted_and_strays_reported() {
+    let (platform, _holding, _events, dir) = platform();
+    // The old layout: <data>/<service>/<instance id>, ids `<service>-<zone>-<n>`.
+    let old_first = dir.path().join("holding/holding-eu-west-b-1");
+    let old_later = dir.path().join("holding/holding-eu-west-b-7");
+    std::fs::create_dir_all(&old_first).unwrap();
+    std::fs::create_dir_all(&old_later).unwrap();
+    std::fs::write(old_first.join("state"), b"first").unwrap();
+    std::fs::write(old_later.join("state"), b"later").unwrap();
+    let stray = dir.path().join("holding/custom-id");
+    let gone_zone = dir.path().join("holding/eu-west/eu-west-q");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::create_dir_all(&gone_zone).unwrap();
+    // Slots of a service no longer configured, and state that is no instance's.
+    let retired = dir.path().join("retired");
+    std::fs::create_dir_all(retired.join("eu-west/eu-west-b/0")).unwrap();
+    let accounts = dir.path().join("whatsapp/example.com");
+    std::fs::create_dir_all(&accounts).unwrap();
+
+    let info = platform.start(spec("127.0.0.1:0")).await.unwrap();
+    let adopted = view(&platform, &info.instance_id);
+    assert_eq!(adopted.slot.ordinal, 0);
+    assert_eq!(
+        std::fs::read(adopted.data_dir.join("state")).unwrap(),
+        b"first"
+    );
+    assert!(!old_first.exists() && !old_later.exists());
+    assert_eq!(
+        std::fs::read(dir.path().join("holding/eu-west/eu-west-b/1/state")).unwrap(),
+        b"later"
+    );
+    let mut orphaned = platform.orphaned_data();
+    orphaned.sort();
+    assert_eq!(
+        orphaned,
+        vec![stray.clone(), gone_zone.clone(), retired.clone()]
+    );
+    // Reported, never removed.
+    assert!(stray.is_dir() && gone_zone.is_dir() && retired.is_dir() && accounts.is_dir());
+}
+
+#[tokio::test]
+async fn processes_sharing_a_data_root_never_share_a_slot() {
+    // Fleet mode: one platform per process, one data root. Two platforms in one test
+    // process stand in for two processes: the slot lock is per open file.
+    let (first, _holding, _events, dir) = platform();
+    let second = Platform::new(Topology::default(), dir.path(), SystemClock::shared());
+    second.register_service(Arc::new(HoldingService(Arc::new(Holding::default()))));
+    let a = first.start(spec("127.0.0.1:0")).await.unwrap();
+    let b = second.start(spec("127.0.0.1:0")).await.unwrap();
+    assert_eq!(view(&first, &a.instance_id).slot.ordinal, 0);
+    assert_eq!(view(&second, &b.instance_id).slot.ordinal, 1);
+    // Once the first process's instance ends, its slot is free for anyone.
+    first.kill(&a.instance_id).await;
+    let c = second.start(spec("127.0.0.1:0")).await.unwrap();
+    assert_eq!(view(&second, &c.instance_id).slot.ordinal, 0);
 }

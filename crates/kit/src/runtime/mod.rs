@@ -13,6 +13,9 @@
 //!   its sockets, as SIGKILL would close a process's; the registration is not
 //!   cancelled, so its lease expires in discovery as a crashed instance's would.
 //!
+//! Durable data belongs to a placement slot (service, region, zone, ordinal), not
+//! to an instance id: see [`Slot`] and the `slots` module docs.
+//!
 //! Services plug in through [`ServiceFactory`]; discovery plugs in through
 //! [`Registrar`]. The runtime knows neither discovery's protocol nor any case.
 //!
@@ -22,9 +25,14 @@
 
 mod http;
 mod platform;
+mod slots;
 
-pub use http::{serve_http, serve_tcp};
+pub use http::{
+    AcceptOptions, ListenerLimits, MAX_CONNECTIONS_CEILING, serve_http, serve_http_with, serve_tcp,
+    serve_tcp_with,
+};
 pub use platform::{
     BindError, BoxFuture, InstanceContext, InstanceSpec, InstanceState, InstanceView, Lease,
     NamedListener, Platform, Registrar, ServiceFactory, StartError, StopReport, WeakPlatform,
 };
+pub use slots::Slot;

@@ -1,6 +1,6 @@
 //! The platform: which services exist, and their running instances.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::http::ListenerLimits;
+use super::slots::{Slot, audit_service_dir, audit_unregistered, try_claim};
 use crate::clock::SharedClock;
 use crate::topology::{InstanceInfo, Placement, Topology};
 
@@ -96,6 +98,8 @@ pub struct InstanceView {
     pub state: InstanceState,
     /// Milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// The placement slot whose data the instance uses (see [`Slot`]).
+    pub slot: Slot,
     pub data_dir: PathBuf,
     /// Every listener the instance published besides its main address (e.g. a chat
     /// node's TLS and WebSocket ports), in publication order.
@@ -165,6 +169,10 @@ struct ContextInner {
     instance_id: String,
     address: OnceLock<SocketAddr>,
     listeners: parking_lot::Mutex<Vec<NamedListener>>,
+    slot: Slot,
+    /// The slot's on-disk lock, held until the slot is released.
+    slot_lock: parking_lot::Mutex<Option<std::fs::File>>,
+    listener_limits: ListenerLimits,
     data_dir: PathBuf,
     clock: SharedClock,
     shutdown: CancellationToken,
@@ -213,9 +221,22 @@ impl InstanceContext {
         self.inner.spec.listen
     }
 
-    /// This instance's own directory for durable state (created on start).
+    /// This instance's directory for durable state (created on start): its slot's,
+    /// so an instance started in place of an ended one finds that one's data.
     pub fn data_dir(&self) -> &Path {
         &self.inner.data_dir
+    }
+
+    /// The placement slot this instance holds.
+    pub fn slot(&self) -> &Slot {
+        &self.inner.slot
+    }
+
+    /// The bounds of this instance's listeners: its service's, as set with
+    /// [`Platform::set_listener_limits`], else the defaults. What
+    /// [`crate::runtime::serve_http`] applies.
+    pub fn listener_limits(&self) -> &ListenerLimits {
+        &self.inner.listener_limits
     }
 
     /// The clock this instance runs on.
@@ -275,6 +296,18 @@ struct Entry {
     lease: Option<Box<dyn Lease>>,
     started_at: SystemTime,
     start_seq: u64,
+    /// Until its stop, kill or failed start has ended every task, an instance holds
+    /// its slot: no other instance gets that directory meanwhile.
+    holds_slot: bool,
+}
+
+/// The data-root audits done so far.
+#[derive(Debug, Default)]
+struct Audited {
+    /// For services not registered (done at the first start of any instance).
+    unregistered: bool,
+    /// Services whose own directory has been audited.
+    services: BTreeSet<String>,
 }
 
 /// The services the process can run and the instances it runs. Cheap to clone.
@@ -291,6 +324,13 @@ struct PlatformInner {
     registrar: RwLock<Option<Arc<dyn Registrar>>>,
     instances: Mutex<BTreeMap<String, Entry>>,
     seq: AtomicU64,
+    /// Which audits of the data root have run (see [`Slot`]); the lock orders each
+    /// audit before any instance of the service claims a slot.
+    audited: tokio::sync::Mutex<Audited>,
+    /// What the audits found that is not a slot, left in place.
+    orphaned: Mutex<Vec<PathBuf>>,
+    /// Per-service listener bounds; services not listed get the defaults.
+    listener_limits: RwLock<BTreeMap<String, ListenerLimits>>,
 }
 
 impl fmt::Debug for Platform {
@@ -340,6 +380,9 @@ impl Platform {
                 registrar: RwLock::default(),
                 instances: Mutex::default(),
                 seq: AtomicU64::new(0),
+                audited: tokio::sync::Mutex::default(),
+                orphaned: Mutex::default(),
+                listener_limits: RwLock::default(),
             }),
         }
     }
@@ -362,6 +405,15 @@ impl Platform {
             .factories
             .write()
             .insert(factory.name().to_owned(), factory);
+    }
+
+    /// Sets the listener bounds (connection limit, header-read timeout) of
+    /// `service`'s instances started from now on: the hook for a per-service config.
+    pub fn set_listener_limits(&self, service: &str, limits: ListenerLimits) {
+        self.inner
+            .listener_limits
+            .write()
+            .insert(service.to_owned(), limits);
     }
 
     /// The services that can be started, by name.
@@ -408,21 +460,9 @@ impl Platform {
             .instance_id
             .clone()
             .unwrap_or_else(|| format!("{}-{}-{start_seq}", spec.service, zone));
-        let data_dir = self.inner.data_dir.join(&spec.service).join(&instance_id);
-        let ctx = InstanceContext {
-            inner: Arc::new(ContextInner {
-                spec,
-                instance_id: instance_id.clone(),
-                address: OnceLock::new(),
-                listeners: parking_lot::Mutex::new(Vec::new()),
-                data_dir: data_dir.clone(),
-                clock: self.inner.clock.clone(),
-                shutdown: CancellationToken::new(),
-                kill: CancellationToken::new(),
-                tasks: TaskTracker::new(),
-            }),
-        };
-        {
+        // Before any slot is claimed, so adopted directories take the lowest ordinals.
+        self.audit_service(&spec.service).await?;
+        let ctx = {
             let mut instances = self.inner.instances.lock();
             if instances
                 .get(&instance_id)
@@ -430,6 +470,60 @@ impl Platform {
             {
                 return Err(StartError::AlreadyRunning(instance_id));
             }
+            // The lowest ordinal of this service in this zone that no instance holds.
+            let held: BTreeSet<u32> = instances
+                .values()
+                .filter(|e| e.holds_slot)
+                .map(|e| &e.ctx.inner.slot)
+                .filter(|slot| slot.service == spec.service && slot.zone == *zone)
+                .map(|slot| slot.ordinal)
+                .collect();
+            let mut slot = Slot {
+                service: spec.service.clone(),
+                region: region.clone(),
+                zone: zone.clone(),
+                ordinal: 0,
+            };
+            // Skipping those another process holds (its lock is taken).
+            let slot_lock = loop {
+                if held.contains(&slot.ordinal) {
+                    slot.ordinal += 1;
+                    continue;
+                }
+                let dir = slot.dir(&self.inner.data_dir);
+                match try_claim(&dir) {
+                    Ok(Some(lock)) => break lock,
+                    Ok(None) => slot.ordinal += 1,
+                    Err(e) => {
+                        return Err(StartError::Other(anyhow::anyhow!(
+                            "cannot claim data slot {slot} in {}: {e}",
+                            dir.display()
+                        )));
+                    }
+                }
+            };
+            let ctx = InstanceContext {
+                inner: Arc::new(ContextInner {
+                    data_dir: slot.dir(&self.inner.data_dir),
+                    slot,
+                    slot_lock: parking_lot::Mutex::new(Some(slot_lock)),
+                    listener_limits: self
+                        .inner
+                        .listener_limits
+                        .read()
+                        .get(&spec.service)
+                        .cloned()
+                        .unwrap_or_default(),
+                    spec,
+                    instance_id: instance_id.clone(),
+                    address: OnceLock::new(),
+                    listeners: parking_lot::Mutex::new(Vec::new()),
+                    clock: self.inner.clock.clone(),
+                    shutdown: CancellationToken::new(),
+                    kill: CancellationToken::new(),
+                    tasks: TaskTracker::new(),
+                }),
+            };
             instances.insert(
                 instance_id.clone(),
                 Entry {
@@ -438,22 +532,19 @@ impl Platform {
                     lease: None,
                     started_at: self.inner.clock.wall(),
                     start_seq,
+                    holds_slot: true,
                 },
             );
-        }
-        let started = async {
-            tokio::fs::create_dir_all(&data_dir).await.map_err(|e| {
-                anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display())
-            })?;
-            factory.start(&ctx).await
-        }
-        .await;
+            ctx
+        };
+        let started = factory.start(&ctx).await;
         let address = match started {
             Ok(address) => address,
             Err(err) => {
                 ctx.begin_kill();
                 ctx.inner.tasks.wait().await;
                 self.set_state(&instance_id, InstanceState::Failed(err.to_string()));
+                self.release_slot(&instance_id, start_seq);
                 return Err(err);
             }
         };
@@ -478,7 +569,7 @@ impl Platform {
     /// Stops an instance gracefully: deregister, stop accepting, drain in-flight
     /// work for at most `drain`, then kill what is left.
     pub async fn stop(&self, instance_id: &str, drain: Duration) -> Option<StopReport> {
-        let (ctx, lease) = {
+        let (ctx, lease, start_seq) = {
             let mut instances = self.inner.instances.lock();
             let entry = instances.get_mut(instance_id)?;
             if !entry.state.is_live() {
@@ -488,7 +579,7 @@ impl Platform {
                 });
             }
             entry.state = InstanceState::Stopping;
-            (entry.ctx.clone(), entry.lease.take())
+            (entry.ctx.clone(), entry.lease.take(), entry.start_seq)
         };
         if let Some(lease) = lease
             && tokio::time::timeout(DEREGISTER_TIMEOUT, lease.release())
@@ -512,6 +603,7 @@ impl Platform {
             ctx.inner.tasks.wait().await;
         }
         self.set_state(instance_id, InstanceState::Stopped);
+        self.release_slot(instance_id, start_seq);
         tracing::info!(instance = instance_id, drained, "instance stopped");
         Some(StopReport {
             instance_id: instance_id.to_owned(),
@@ -522,7 +614,7 @@ impl Platform {
     /// Kills an instance at once: every task dropped, every socket closed, the
     /// registration left to expire. Returns `false` for an unknown instance.
     pub async fn kill(&self, instance_id: &str) -> bool {
-        let (ctx, lease) = {
+        let (ctx, lease, start_seq) = {
             let mut instances = self.inner.instances.lock();
             let Some(entry) = instances.get_mut(instance_id) else {
                 return false;
@@ -530,11 +622,12 @@ impl Platform {
             if entry.state.is_live() || entry.state == InstanceState::Stopping {
                 entry.state = InstanceState::Killed;
             }
-            (entry.ctx.clone(), entry.lease.take())
+            (entry.ctx.clone(), entry.lease.take(), entry.start_seq)
         };
         drop(lease); // renewals stop; the lease expires as a crashed instance's would
         ctx.begin_kill();
         ctx.inner.tasks.wait().await;
+        self.release_slot(instance_id, start_seq);
         tracing::info!(instance = instance_id, "instance killed");
         true
     }
@@ -581,6 +674,7 @@ impl Platform {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
+                slot: e.ctx.inner.slot.clone(),
                 data_dir: e.ctx.inner.data_dir.clone(),
                 listeners: e.ctx.listeners(),
             })
@@ -594,6 +688,67 @@ impl Platform {
             .lock()
             .get(instance_id)
             .map(|e| e.state.clone())
+    }
+
+    /// Data found by the audits that is not a placement slot (each also logged at
+    /// WARN), left in place for an operator.
+    pub fn orphaned_data(&self) -> Vec<PathBuf> {
+        self.inner.orphaned.lock().clone()
+    }
+
+    /// Audits the service's data directory on its first start (adopting the layout
+    /// before slots, reporting strays).
+    async fn audit_service(&self, service: &str) -> Result<(), StartError> {
+        let service = service.to_owned();
+        let mut audited = self.inner.audited.lock().await;
+        if !audited.unregistered {
+            let root = self.inner.data_dir.clone();
+            let topology = self.inner.topology.clone();
+            let registered = self.services();
+            let orphaned = tokio::task::spawn_blocking(move || {
+                audit_unregistered(&root, &registered, &topology)
+            })
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot audit the data root {}: {e}",
+                    self.inner.data_dir.display()
+                )
+            })?;
+            self.inner.orphaned.lock().extend(orphaned);
+            audited.unregistered = true;
+        }
+        if !audited.services.contains(&service) {
+            let root = self.inner.data_dir.clone();
+            let topology = self.inner.topology.clone();
+            let name = service.clone();
+            let audit =
+                tokio::task::spawn_blocking(move || audit_service_dir(&root, &name, &topology))
+                    .await
+                    .map_err(anyhow::Error::from)?
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot audit the data of service {service} under {}: {e}",
+                            self.inner.data_dir.display()
+                        )
+                    })?;
+            self.inner.orphaned.lock().extend(audit.orphaned);
+            audited.services.insert(service);
+        }
+        Ok(())
+    }
+
+    /// Lets the slot go once the instance that started as `start_seq` has ended
+    /// every task (an entry replaced by a later start under the same id is not
+    /// touched).
+    fn release_slot(&self, instance_id: &str, start_seq: u64) {
+        if let Some(entry) = self.inner.instances.lock().get_mut(instance_id)
+            && entry.start_seq == start_seq
+        {
+            entry.holds_slot = false;
+            entry.ctx.inner.slot_lock.lock().take();
+        }
     }
 
     fn set_state(&self, instance_id: &str, state: InstanceState) {

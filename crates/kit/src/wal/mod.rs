@@ -13,17 +13,47 @@
 //!   writes them with one `pwrite` and one `fdatasync`, then acknowledges them all.
 //! - **Back-pressure.** At most [`WalConfig::queue_capacity`] appends wait for the
 //!   flusher; further callers wait to enqueue.
-//! - **Recovery keeps a prefix.** [`Wal::open`] scans the segments, keeps every intact
-//!   record up to the first torn, corrupt or out-of-sequence frame, zeroes what follows
-//!   in that segment and deletes later segments. Acknowledged records are never behind
-//!   a torn write, so a crash never loses one.
+//! - **Recovery cuts only a torn tail.** [`Wal::open`] scans the segments and keeps
+//!   every intact record up to the first torn, corrupt or out-of-sequence frame. If no
+//!   intact frame follows that point (a *torn tail*: the last batch, partly written), it
+//!   zeroes what follows in that segment and deletes later segments. Acknowledged
+//!   records are never behind a torn write, so a crash never loses one.
+//! - **Corruption before intact records stops the open.** If an intact frame *does*
+//!   follow the bad one (in that segment or a later one), the damage is not a torn
+//!   write: [`Wal::open`] logs an ERROR and returns [`WalError::CorruptMidLog`] naming
+//!   the segment, the byte offset and the seq expected there. The bytes from that offset
+//!   are first copied to `<segment>.corrupt-<offset>` next to the segment; the log
+//!   itself is left unchanged. Only [`Repair::TruncateAfterCopy`] (in
+//!   [`WalConfig::repair`], or process-wide with [`set_process_repair`]) opens it: the
+//!   intact prefix is kept, the damaged segment is cut after the copy, later segments
+//!   are renamed to `<segment>.corrupt-0`, and [`RecoveryReport::set_aside`] lists
+//!   every file made. No byte is deleted on this path.
+//!
+//! # Telling a torn tail from mid-log corruption
+//! After the first bad frame at byte `cut` (seq `expected` due there), recovery scans
+//! every later byte offset `o` of that segment and of every later segment for a frame
+//! whose CRC32C matches and whose seq is *plausible*:
+//! `expected <= seq <= expected + d / 16 + 1`, where `d` is the number of bytes scanned
+//! from `cut` to `o` (no frame is shorter than its 16-byte header, so no real successor
+//! can lie further). The scan reads each file once, skips all-zero headers, and checks
+//! the seq bound before the checksum.
+//! - *False positives* (a torn tail reported as corruption) need a crash that persisted
+//!   later pages of one `pwrite` but not earlier ones. A process crash (`kill -9`) cannot
+//!   do that — the page cache receives a write in order — only a power loss on a file
+//!   system that reorders writeback, and then only within the last batch
+//!   ([`WalConfig::max_batch_bytes`]). The operator resolves it with the override.
+//!   Random bytes pass as a frame with odds below 2^-32 per offset times the seq window.
+//! - *False negatives* (corruption truncated as a torn tail) need every record after
+//!   the damage to be damaged too, or the damage to reach the end of the written data.
+//!   What is truncated then held no readable record.
 //! - **Fail-stop on I/O errors.** After a failed write or sync the log refuses all
 //!   further appends (retrying `fsync` after a failure can silently lose data).
 //! - Readers ([`Wal::reader`]) see only durable records, in seq order.
 //!
 //! # Not guaranteed
-//! - Media corruption *inside* acknowledged data (a flipped bit on disk) is detected,
-//!   but recovery then truncates at that record: it and everything after are lost.
+//! - Media corruption *inside* acknowledged data (a flipped bit on disk) is detected
+//!   and stops the open, but the damaged record itself is not recovered, and with the
+//!   override the records after it leave the log (they stay in the set-aside files).
 //!   Surviving bad disks is replication's job, not this log's.
 //! - Cancelling an [`Wal::append`] future does not withdraw the record: once queued
 //!   it is written, it just goes unacknowledged.
@@ -50,6 +80,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
@@ -68,6 +99,37 @@ pub enum Durability {
     NoSync,
 }
 
+/// What [`Wal::open`] does when it finds corruption followed by intact records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Repair {
+    /// Copy the unreadable bytes aside, change nothing else, and fail the open with
+    /// [`WalError::CorruptMidLog`]. The default: losing records takes an operator.
+    #[default]
+    Refuse,
+    /// Copy the unreadable bytes aside, then keep the intact prefix and open: the
+    /// damaged segment is cut at the bad frame and later segments are renamed aside.
+    TruncateAfterCopy,
+}
+
+static PROCESS_REPAIR: AtomicBool = AtomicBool::new(false);
+
+/// Sets the repair policy of every [`Wal::open`] in this process whose
+/// [`WalConfig::repair`] is [`Repair::Refuse`]: the hook for an operator's
+/// "repair the WAL" flag, which reaches every log without each user's config
+/// carrying it. Set it before instances start.
+pub fn set_process_repair(repair: Repair) {
+    PROCESS_REPAIR.store(repair == Repair::TruncateAfterCopy, Ordering::SeqCst);
+}
+
+/// The policy in force for `config`: its own, or the process-wide override.
+fn effective_repair(config: &WalConfig) -> Repair {
+    if PROCESS_REPAIR.load(Ordering::SeqCst) {
+        Repair::TruncateAfterCopy
+    } else {
+        config.repair
+    }
+}
+
 /// How a log is laid out and batched.
 #[derive(Debug, Clone)]
 pub struct WalConfig {
@@ -83,6 +145,8 @@ pub struct WalConfig {
     /// Appends that may wait for the flusher before callers are held back.
     pub queue_capacity: usize,
     pub durability: Durability,
+    /// What recovery does with corruption that intact records follow.
+    pub repair: Repair,
 }
 
 impl Default for WalConfig {
@@ -94,6 +158,7 @@ impl Default for WalConfig {
             max_batch_bytes: 4 * 1024 * 1024,
             queue_capacity: 16 * 1024,
             durability: Durability::Sync,
+            repair: Repair::Refuse,
         }
     }
 }
@@ -147,6 +212,44 @@ pub enum WalError {
     },
     #[error("durable record {seq} is unreadable: {reason}")]
     Corrupt { seq: u64, reason: String },
+    #[error(transparent)]
+    CorruptMidLog(Box<MidLogCorruption>),
+}
+
+/// Corruption that intact records follow: why [`Wal::open`] refused (see the
+/// module docs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "WAL segment {segment} is corrupt at byte {offset} (expected seq {expected_seq}: \
+     {reason}), but an intact record (seq {intact_seq}) follows at byte {intact_offset} \
+     of {intact_segment}: not a torn tail, refusing to open. {}The log is unchanged; \
+     to keep the {kept_records} records before the damage and set the rest aside, \
+     open with the WAL repair override (Repair::TruncateAfterCopy)",
+    set_aside_text(.set_aside)
+)]
+pub struct MidLogCorruption {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub expected_seq: u64,
+    pub reason: String,
+    pub intact_segment: PathBuf,
+    pub intact_offset: u64,
+    pub intact_seq: u64,
+    /// Where the unreadable bytes of `segment` were copied (none when the damage is
+    /// a missing segment rather than bad bytes).
+    pub set_aside: Option<PathBuf>,
+    /// Intact records before the damage: what the override keeps.
+    pub kept_records: u64,
+}
+
+fn set_aside_text(set_aside: &Option<PathBuf>) -> String {
+    match set_aside {
+        Some(path) => format!(
+            "The bytes from that offset were copied to {}. ",
+            path.display()
+        ),
+        None => String::new(),
+    }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WalError + 'a {
@@ -173,8 +276,22 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Where the log was cut, if it was: segment file, byte offset, reason.
     pub truncated_at: Option<(PathBuf, u64, String)>,
-    /// Later segment files deleted because they followed the cut.
+    /// Later segment files deleted because they followed a torn tail (they held no
+    /// intact record).
     pub segments_removed: usize,
+    /// Files holding bytes moved out of the log by [`Repair::TruncateAfterCopy`].
+    pub set_aside: Vec<SetAside>,
+}
+
+/// Bytes recovery moved out of the log instead of deleting them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// The segment they came from.
+    pub segment: PathBuf,
+    /// Their byte offset in it.
+    pub offset: u64,
+    /// The file that holds them now.
+    pub file: PathBuf,
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -617,7 +734,167 @@ struct Recovered {
     report: RecoveryReport,
 }
 
-/// Scans the segments, keeps the intact prefix, and repairs the tail.
+/// Where the intact prefix of the log ends.
+#[derive(Debug)]
+struct Cut {
+    /// Index in the sorted segment list of the segment the cut is in.
+    at: usize,
+    segment: PathBuf,
+    /// First byte not kept. For a bad header, 0 (the whole file is unreadable).
+    offset: u64,
+    /// `Some(end)`: the segment keeps its records below `end` and stays the active
+    /// one. `None`: the segment is not part of the log (it does not start at the
+    /// expected seq), so the previous segment stays the active one.
+    keep_until: Option<u64>,
+    header_ok: bool,
+    first: u64,
+    reason: String,
+    /// The segment's bytes (empty when `keep_until` is `None`).
+    bytes: Vec<u8>,
+}
+
+/// An intact frame found after a cut: evidence that the damage is not a torn tail.
+#[derive(Debug)]
+struct IntactAfter {
+    segment: PathBuf,
+    offset: u64,
+    seq: u64,
+}
+
+/// The first frame in `bytes` at or after `from` whose checksum matches and whose
+/// seq could follow the cut (see the module docs for the bound); `scanned_before` is
+/// how many bytes after the cut earlier files contributed.
+fn find_intact_frame(
+    bytes: &[u8],
+    from: usize,
+    expected: u64,
+    scanned_before: u64,
+) -> Option<(u64, u64)> {
+    let last_header = bytes.len().checked_sub(RECORD_HEADER_BYTES)?;
+    let mut offset = from;
+    while offset <= last_header {
+        let head = bytes[offset..]
+            .first_chunk::<RECORD_HEADER_BYTES>()
+            .expect("offset is at most the last header start");
+        if head.iter().all(|&b| b == 0) {
+            // A header holding the next non-zero byte starts at most 15 bytes before
+            // it: jump there, so a zero-filled tail costs one pass, not one per offset.
+            let next_nonzero = offset + bytes[offset..].iter().position(|&b| b != 0)?;
+            offset = next_nonzero
+                .saturating_sub(RECORD_HEADER_BYTES - 1)
+                .max(offset + 1);
+            continue;
+        }
+        let header = format::decode_header(head);
+        let distance = scanned_before + (offset - from) as u64;
+        let highest = expected.saturating_add(distance / RECORD_HEADER_BYTES as u64 + 1);
+        // Seq u64::MAX is never kept (no seq follows it), so it is no evidence either.
+        let plausible = header.seq >= expected && header.seq <= highest && header.seq != u64::MAX;
+        let start = offset + RECORD_HEADER_BYTES;
+        if plausible
+            && let Some(end) = start.checked_add(header.len as usize)
+            && let Some(payload) = bytes.get(start..end)
+            && format::verify(&header, payload, header.seq).is_ok()
+        {
+            return Some((offset as u64, header.seq));
+        }
+        offset += 1;
+    }
+    None
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, WalError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io_err("read segment", path))?;
+    Ok(bytes)
+}
+
+/// Searches the rest of the cut segment and every later segment for an intact frame.
+fn intact_after_cut(
+    cut: &Cut,
+    later: &[(u64, PathBuf)],
+    expected: u64,
+) -> Result<Option<IntactAfter>, WalError> {
+    let mut scanned = 0u64;
+    if cut.keep_until.is_some() {
+        let from = cut.offset as usize;
+        if let Some((offset, seq)) = find_intact_frame(&cut.bytes, from, expected, 0) {
+            return Ok(Some(IntactAfter {
+                segment: cut.segment.clone(),
+                offset,
+                seq,
+            }));
+        }
+        scanned = (cut.bytes.len() - from.min(cut.bytes.len())) as u64;
+    }
+    for (_, path) in later {
+        let bytes = read_file(path)?;
+        if let Some((offset, seq)) = find_intact_frame(&bytes, 0, expected, scanned) {
+            return Ok(Some(IntactAfter {
+                segment: path.clone(),
+                offset,
+                seq,
+            }));
+        }
+        scanned += bytes.len() as u64;
+    }
+    Ok(None)
+}
+
+/// A name next to `base` for set-aside bytes: `<base>.corrupt-<offset>`, or with a
+/// `.N` suffix if that name holds other bytes already (never overwrite a copy).
+fn aside_path(base: &Path, offset: u64, content: Option<&[u8]>) -> PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    name.push(format!(".corrupt-{offset}"));
+    let plain = PathBuf::from(name);
+    for n in 0u32.. {
+        let candidate = if n == 0 {
+            plain.clone()
+        } else {
+            let mut name = plain.as_os_str().to_owned();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        };
+        match (fs::read(&candidate), content) {
+            (Err(e), _) if e.kind() == io::ErrorKind::NotFound => return candidate,
+            // The same bytes, copied by an earlier refused open: reuse the copy.
+            (Ok(existing), Some(content)) if existing == content => return candidate,
+            _ => {}
+        }
+    }
+    unreachable!("some suffix is free")
+}
+
+/// Copies the unreadable bytes of the cut segment (up to its last non-zero byte: the
+/// zeros after are preallocation) to a file next to it, synced.
+fn copy_aside(cut: &Cut, durability: Durability) -> Result<PathBuf, WalError> {
+    let end = cut
+        .bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
+    let content = cut.bytes.get(cut.offset as usize..end).unwrap_or_default();
+    let path = aside_path(&cut.segment, cut.offset, Some(content));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(io_err("create set-aside file", &path))?;
+    file.write_all_at(content, 0)
+        .map_err(io_err("write set-aside file", &path))?;
+    if durability == Durability::Sync {
+        file.sync_all()
+            .map_err(io_err("fsync set-aside file", &path))?;
+    }
+    Ok(path)
+}
+
+/// Scans the segments, keeps the intact prefix, and repairs a torn tail; refuses
+/// (or, with [`Repair::TruncateAfterCopy`], sets aside) corruption that intact
+/// records follow.
 fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
     let mut found = BTreeMap::new();
     for entry in fs::read_dir(dir).map_err(io_err("list directory", dir))? {
@@ -632,35 +909,32 @@ fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
             fs::remove_file(&path).map_err(io_err("remove unfinished segment", &path))?;
         }
     }
+    let found: Vec<(u64, PathBuf)> = found.into_iter().collect();
 
     let mut report = RecoveryReport::default();
     let mut kept = BTreeMap::new();
     let mut index = BTreeMap::new();
-    let mut expected = found.keys().next().copied().unwrap_or(0);
+    let mut expected = found.first().map_or(0, |(first, _)| *first);
     // (path, end of valid data) of the last kept segment.
     let mut tail: Option<(PathBuf, u64)> = None;
-    let mut cut = false;
-    let mut buffer = Vec::new();
+    let mut cut: Option<Cut> = None;
 
-    for (&first, path) in &found {
-        if cut || first != expected {
-            // Follows a cut (or a gap, which is a cut at the end of the previous one).
-            if !cut && let Some((tail_path, end)) = &tail {
-                report.truncated_at = Some((
-                    tail_path.clone(),
-                    *end,
-                    format!("next segment starts at {first}, expected {expected}"),
-                ));
-            }
-            cut = true;
-            fs::remove_file(path).map_err(io_err("remove segment after cut", path))?;
-            report.segments_removed += 1;
-            continue;
+    for (at, (first, path)) in found.iter().enumerate() {
+        let first = *first;
+        if first != expected {
+            cut = Some(Cut {
+                at,
+                segment: path.clone(),
+                offset: 0,
+                keep_until: None,
+                header_ok: true,
+                first,
+                reason: format!("segment starts at seq {first}, expected {expected}"),
+                bytes: Vec::new(),
+            });
+            break;
         }
-        buffer.clear();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut buffer))
-            .map_err(io_err("read segment", path))?;
+        let buffer = read_file(path)?;
         let mut position = SEGMENT_HEADER_BYTES;
         let header_ok = format::decode_segment_header(&buffer) == Some(first);
         let mut stop: Option<FrameError> = None;
@@ -690,25 +964,125 @@ fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalError> {
                 }
             }
         }
+        kept.insert(first, path.clone());
+        tail = Some((path.clone(), position as u64));
         // Zeros after the last record end this segment normally; anything else ends the log.
         let rest_is_zero = buffer
             .get(position..)
             .is_none_or(|rest| rest.iter().all(|&b| b == 0));
         if !header_ok || !rest_is_zero {
             let reason = if header_ok {
-                stop.map_or("garbage after the last record".into(), |r| r.to_string())
+                match stop {
+                    None | Some(FrameError::EndOfData) => {
+                        "zeros where a record was due, non-zero bytes after them".to_string()
+                    }
+                    Some(reason) => reason.to_string(),
+                }
             } else {
                 "bad segment header".to_string()
             };
-            report.truncated_at = Some((path.clone(), position as u64, reason));
-            cut = true;
-            reset_tail(path, first, position as u64, header_ok, config)?;
+            cut = Some(Cut {
+                at,
+                segment: path.clone(),
+                offset: if header_ok { position as u64 } else { 0 },
+                keep_until: Some(position as u64),
+                header_ok,
+                first,
+                reason,
+                bytes: buffer,
+            });
+            break;
         }
-        kept.insert(first, path.clone());
-        tail = Some((path.clone(), position as u64));
     }
 
-    if report.segments_removed > 0 || report.truncated_at.is_some() {
+    if let Some(cut) = cut {
+        // Segments after the cut: those after the cut one, or (a segment that does
+        // not start where the log continues) the cut one too.
+        let later_from = if cut.keep_until.is_some() {
+            cut.at + 1
+        } else {
+            cut.at
+        };
+        let later = &found[later_from..];
+        match intact_after_cut(&cut, later, expected)? {
+            None => {
+                // A torn tail: nothing readable follows, so nothing is lost by cutting.
+                if let Some(keep_until) = cut.keep_until {
+                    reset_tail(&cut.segment, cut.first, keep_until, cut.header_ok, config)?;
+                }
+                for (_, path) in later {
+                    fs::remove_file(path).map_err(io_err("remove segment after cut", path))?;
+                    report.segments_removed += 1;
+                }
+                let (at_path, at_offset) = match cut.keep_until {
+                    Some(end) => (cut.segment.clone(), end),
+                    None => tail.clone().unwrap_or((cut.segment.clone(), 0)),
+                };
+                tracing::warn!(
+                    segment = %at_path.display(),
+                    offset = at_offset,
+                    reason = %cut.reason,
+                    segments_removed = report.segments_removed,
+                    "WAL torn tail truncated"
+                );
+                report.truncated_at = Some((at_path, at_offset, cut.reason.clone()));
+            }
+            Some(intact) => {
+                let set_aside = match cut.keep_until {
+                    Some(_) => Some(copy_aside(&cut, config.durability)?),
+                    None => None,
+                };
+                if effective_repair(config) == Repair::Refuse {
+                    let error = WalError::CorruptMidLog(Box::new(MidLogCorruption {
+                        segment: cut.segment.clone(),
+                        offset: cut.offset,
+                        expected_seq: expected,
+                        reason: cut.reason.clone(),
+                        intact_segment: intact.segment,
+                        intact_offset: intact.offset,
+                        intact_seq: intact.seq,
+                        set_aside,
+                        kept_records: report.records,
+                    }));
+                    tracing::error!(%error, "WAL recovery refused");
+                    return Err(error);
+                }
+                if let Some(file) = set_aside {
+                    report.set_aside.push(SetAside {
+                        segment: cut.segment.clone(),
+                        offset: cut.offset,
+                        file,
+                    });
+                }
+                if let Some(keep_until) = cut.keep_until {
+                    reset_tail(&cut.segment, cut.first, keep_until, cut.header_ok, config)?;
+                }
+                for (_, path) in later {
+                    let aside = aside_path(path, 0, None);
+                    fs::rename(path, &aside).map_err(io_err("set aside segment", path))?;
+                    report.set_aside.push(SetAside {
+                        segment: path.clone(),
+                        offset: 0,
+                        file: aside,
+                    });
+                }
+                let (at_path, at_offset) = match cut.keep_until {
+                    Some(end) => (cut.segment.clone(), end),
+                    None => tail.clone().unwrap_or((cut.segment.clone(), 0)),
+                };
+                tracing::error!(
+                    segment = %cut.segment.display(),
+                    offset = cut.offset,
+                    expected_seq = expected,
+                    reason = %cut.reason,
+                    kept_records = report.records,
+                    set_aside = ?report.set_aside,
+                    "WAL corrupt before intact records; repaired by the override: the \
+                     intact prefix is kept, the rest is in the set-aside files"
+                );
+                report.truncated_at = Some((at_path, at_offset, cut.reason.clone()));
+            }
+        }
         sync_dir(dir, config.durability)?;
     }
 

@@ -10,7 +10,36 @@ fn small_config() -> WalConfig {
         queue_capacity: 64,
         // Recovery tests corrupt files by hand; they never need the OS to sync.
         durability: Durability::NoSync,
+        repair: Repair::Refuse,
     }
+}
+
+fn repair_config() -> WalConfig {
+    WalConfig {
+        repair: Repair::TruncateAfterCopy,
+        ..small_config()
+    }
+}
+
+/// Every file in `dir` (name → bytes) but the lock file.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != LOCK_FILE)
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn flip(path: &Path, offset: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x5a;
+    fs::write(path, bytes).unwrap();
 }
 
 fn payload(i: u64) -> Vec<u8> {
@@ -340,25 +369,231 @@ fn cutting_the_last_segment_at_every_byte_keeps_exactly_the_whole_records() {
 fn a_crash_during_rotation_leaves_no_half_made_segment() {
     let dir = tempfile::tempdir().unwrap();
     build_log(dir.path(), 40);
-    let last = segment_files(dir.path()).last().unwrap().clone();
-    // A temp file from an unfinished creation, and garbage at a real segment's start.
+    // A temp file from an unfinished creation, and a segment under its real name
+    // whose header is garbage and which holds no record.
     fs::write(dir.path().join("00000000000000000999.wal.tmp"), b"junk").unwrap();
-    let mut bytes = fs::read(&last).unwrap();
-    bytes[..8].copy_from_slice(b"garbage!");
-    fs::write(&last, bytes).unwrap();
-    let first_of_last: u64 =
-        parse_segment_name(last.file_name().unwrap().to_str().unwrap()).unwrap();
-    assert_recovers_prefix(dir.path(), first_of_last);
+    let mut garbage = b"garbage!".to_vec();
+    garbage.resize(1024, 0);
+    fs::write(segment_path(dir.path(), 40), garbage).unwrap();
+    assert_recovers_prefix(dir.path(), 40);
     assert!(!dir.path().join("00000000000000000999.wal.tmp").exists());
+}
+
+/// The bytes of a damaged log must survive a refused open: unchanged in place, and the
+/// unreadable part copied next to the segment.
+fn assert_refused_and_nothing_lost(
+    dir: &Path,
+    damaged: &Path,
+    offset: u64,
+    expected_seq: u64,
+) -> PathBuf {
+    let before = snapshot(dir);
+    let error = Wal::open(dir, small_config()).unwrap_err();
+    let WalError::CorruptMidLog(refusal) = &error else {
+        panic!("expected a refusal, got {error}");
+    };
+    let MidLogCorruption {
+        segment,
+        offset: at,
+        expected_seq: seq,
+        set_aside,
+        kept_records,
+        intact_seq,
+        ..
+    } = refusal.as_ref();
+    assert_eq!(
+        (segment.as_path(), *at, *seq),
+        (damaged, offset, expected_seq)
+    );
+    assert_eq!(*kept_records, expected_seq);
+    assert!(*intact_seq >= expected_seq);
+    // The message names the file, the offset and the seq.
+    let message = error.to_string();
+    for needle in [
+        damaged.display().to_string(),
+        format!("byte {offset}"),
+        format!("expected seq {expected_seq}"),
+    ] {
+        assert!(
+            message.contains(&needle),
+            "{needle} missing from: {message}"
+        );
+    }
+    let aside = set_aside
+        .clone()
+        .expect("the damaged bytes are copied aside");
+    assert_eq!(
+        aside.file_name().unwrap().to_string_lossy(),
+        format!(
+            "{}.corrupt-{offset}",
+            damaged.file_name().unwrap().to_string_lossy()
+        )
+    );
+    let mut after = snapshot(dir);
+    let copied = after
+        .remove(&aside.file_name().unwrap().to_string_lossy().into_owned())
+        .unwrap();
+    assert_eq!(after, before, "a refused open changed the log");
+    let original = &before[&damaged.file_name().unwrap().to_string_lossy().into_owned()];
+    assert!(original[offset as usize..].starts_with(&copied));
+    assert!(
+        original[offset as usize + copied.len()..]
+            .iter()
+            .all(|&b| b == 0)
+    );
+    // Refusing again neither fails differently nor piles up copies.
+    assert!(matches!(
+        Wal::open(dir, small_config()),
+        Err(WalError::CorruptMidLog(_))
+    ));
+    assert_eq!(snapshot(dir).len(), before.len() + 1);
+    aside
+}
+
+#[test]
+fn a_corrupt_record_before_intact_ones_is_refused_then_repaired_by_the_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = build_log(dir.path(), 50);
+    // A payload byte of record 10, in the middle of its segment.
+    let (file, end_of_9) = ends[9].clone();
+    assert_eq!(ends[10].0, file, "record 10 shares record 9's segment");
+    assert_eq!(
+        ends[11].0, file,
+        "intact records follow in the same segment"
+    );
+    flip(&file, end_of_9 + RECORD_HEADER_BYTES as u64 + 2);
+    let aside = assert_refused_and_nothing_lost(dir.path(), &file, end_of_9, 10);
+    let damaged = fs::read(&file).unwrap();
+    let later: Vec<PathBuf> = segment_files(dir.path())
+        .into_iter()
+        .filter(|f| *f > file)
+        .collect();
+    assert!(!later.is_empty());
+    let later_bytes: Vec<Vec<u8>> = later.iter().map(|f| fs::read(f).unwrap()).collect();
+
+    let wal = Wal::open(dir.path(), repair_config()).unwrap();
+    assert_eq!(read_all(&wal).len(), 10);
+    let report = wal.recovery().clone();
+    assert_eq!(report.records, 10);
+    assert_eq!(report.segments_removed, 0);
+    // The damaged segment's tail and every later segment are set aside, not deleted.
+    assert_eq!(report.set_aside.len(), 1 + later.len());
+    assert_eq!(report.set_aside[0].file, aside);
+    assert_eq!(report.set_aside[0].offset, end_of_9);
+    assert!(damaged[end_of_9 as usize..].starts_with(&fs::read(&aside).unwrap()));
+    for (entry, (path, bytes)) in report.set_aside[1..]
+        .iter()
+        .zip(later.iter().zip(&later_bytes))
+    {
+        assert_eq!(&entry.segment, path);
+        assert!(!path.exists());
+        assert_eq!(&fs::read(&entry.file).unwrap(), bytes);
+    }
+    drop(wal);
+    assert_recovers_prefix(dir.path(), 10);
+}
+
+#[test]
+fn a_corrupt_frame_header_before_intact_records_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = build_log(dir.path(), 50);
+    let (file, end_of_19) = ends[19].clone();
+    assert_eq!(ends[21].0, file);
+    // The length field of record 20.
+    flip(&file, end_of_19 + 5);
+    assert_refused_and_nothing_lost(dir.path(), &file, end_of_19, 20);
+    let wal = Wal::open(dir.path(), repair_config()).unwrap();
+    assert_eq!(wal.next_seq(), 20);
+    drop(wal);
+    assert_recovers_prefix(dir.path(), 20);
+}
+
+#[test]
+fn a_corrupt_last_record_of_a_segment_is_refused_when_later_segments_hold_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = build_log(dir.path(), 50);
+    // The last record of the first segment: the intact records are in the next one.
+    let first_file = segment_files(dir.path())[0].clone();
+    let last_in_first = ends.iter().rposition(|(f, _)| *f == first_file).unwrap();
+    let start = ends[last_in_first - 1].1;
+    flip(&first_file, start + RECORD_HEADER_BYTES as u64);
+    assert_refused_and_nothing_lost(dir.path(), &first_file, start, last_in_first as u64);
+}
+
+#[test]
+fn a_bad_segment_header_before_intact_records_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 50);
+    let second = segment_files(dir.path())[1].clone();
+    let first_of_second =
+        parse_segment_name(second.file_name().unwrap().to_str().unwrap()).unwrap();
+    flip(&second, 3);
+    assert_refused_and_nothing_lost(dir.path(), &second, 0, first_of_second);
+    let wal = Wal::open(dir.path(), repair_config()).unwrap();
+    assert_eq!(wal.next_seq(), first_of_second);
+    drop(wal);
+    assert_recovers_prefix(dir.path(), first_of_second);
+}
+
+#[test]
+fn a_missing_segment_before_intact_ones_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 80);
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 4);
+    fs::remove_file(&files[1]).unwrap();
+    let before = snapshot(dir.path());
+    let error = Wal::open(dir.path(), small_config()).unwrap_err();
+    let WalError::CorruptMidLog(refusal) = &error else {
+        panic!("expected a refusal, got {error}");
+    };
+    assert_eq!(refusal.segment, files[2]);
+    assert_eq!(refusal.set_aside, None);
+    assert_eq!(snapshot(dir.path()), before);
+    let first_of_second =
+        parse_segment_name(files[1].file_name().unwrap().to_str().unwrap()).unwrap();
+    let wal = Wal::open(dir.path(), repair_config()).unwrap();
+    assert_eq!(wal.next_seq(), first_of_second);
+    assert_eq!(wal.recovery().set_aside.len(), files.len() - 2);
+}
+
+#[test]
+fn a_torn_last_record_is_truncated_without_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = build_log(dir.path(), 50);
+    let (file, end_of_48) = ends[48].clone();
+    assert_eq!(ends[49].0, file);
+    flip(&file, end_of_48 + RECORD_HEADER_BYTES as u64 + 1);
+    let wal = Wal::open(dir.path(), small_config()).unwrap();
+    let (at_file, at, _) = wal.recovery().truncated_at.clone().unwrap();
+    assert_eq!((at_file, at), (file, end_of_48));
+    assert!(wal.recovery().set_aside.is_empty());
+    drop(wal);
+    assert_recovers_prefix(dir.path(), 49);
+}
+
+#[test]
+fn set_aside_copies_never_overwrite_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("x.wal");
+    let first = aside_path(&base, 7, Some(b"one"));
+    fs::write(&first, b"one").unwrap();
+    assert_eq!(aside_path(&base, 7, Some(b"one")), first);
+    let second = aside_path(&base, 7, Some(b"two"));
+    assert_ne!(second, first);
+    assert!(second.to_string_lossy().ends_with("x.wal.corrupt-7.1"));
+    assert_ne!(aside_path(&base, 7, None), first);
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// Flipping bytes anywhere in the data yields exactly the records before the
-    /// first damaged one: a prefix, never garbage, never a hole.
+    /// Flipping bytes anywhere in the data either cuts a torn tail (no intact record
+    /// after the first damaged one) or is refused with the log unchanged; the override
+    /// then yields exactly the records before the first damaged one: a prefix, never
+    /// garbage, never a hole.
     #[test]
-    fn flipped_bytes_recover_to_the_prefix_before_the_damage(
+    fn flipped_bytes_are_refused_or_cut_to_the_prefix_before_the_damage(
         flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
     ) {
         let template = tempfile::tempdir().unwrap();
@@ -372,6 +607,9 @@ proptest! {
         }
         let dir = tempfile::tempdir().unwrap();
         copy_dir(template.path(), dir.path());
+        // Records whose frame bytes were hit, and the first record cut off (a hit
+        // segment header cuts its first record without damaging it).
+        let mut damaged = std::collections::BTreeSet::new();
         let mut first_damaged = ends.len() as u64;
         for (index, mask) in flips {
             let (file, offset) = &data[index.index(data.len())];
@@ -386,6 +624,26 @@ proptest! {
                 .position(|(f, end)| f == file && *end > *offset)
                 .unwrap_or(ends.len()) as u64;
             first_damaged = first_damaged.min(hit);
+            if *offset >= SEGMENT_HEADER_BYTES as u64 {
+                damaged.insert(hit);
+            }
+        }
+        let intact_after = (first_damaged..ends.len() as u64).any(|r| !damaged.contains(&r));
+        let before = snapshot(dir.path());
+        match Wal::open(dir.path(), small_config()) {
+            Ok(wal) => {
+                prop_assert!(!intact_after, "opened although intact records follow the damage");
+                drop(wal);
+            }
+            Err(WalError::CorruptMidLog(refusal)) => {
+                prop_assert!(intact_after, "refused a torn tail");
+                prop_assert_eq!(refusal.kept_records, first_damaged);
+                let mut after = snapshot(dir.path());
+                after.retain(|name, _| !name.contains(".corrupt-"));
+                prop_assert_eq!(after, before);
+                drop(Wal::open(dir.path(), repair_config()).unwrap());
+            }
+            Err(other) => panic!("unexpected {other}"),
         }
         assert_recovers_prefix(dir.path(), first_damaged);
     }
@@ -489,4 +747,19 @@ fn a_frame_at_the_last_seq_is_cut_not_overflowed() {
     );
     assert_eq!(wal.next_seq(), u64::MAX);
     assert!(read_all(&wal).is_empty());
+}
+
+#[test]
+fn zeroed_records_before_intact_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = build_log(dir.path(), 50);
+    let (file, end_of_9) = ends[9].clone();
+    let (_, end_of_12) = ends[12].clone();
+    assert_eq!(ends[13].0, file);
+    // Records 10..=12 read back as zeros (a lost page, say): they look like the end of
+    // the data, but record 13 follows.
+    let mut bytes = fs::read(&file).unwrap();
+    bytes[end_of_9 as usize..end_of_12 as usize].fill(0);
+    fs::write(&file, bytes).unwrap();
+    assert_refused_and_nothing_lost(dir.path(), &file, end_of_9, 10);
 }
