@@ -260,6 +260,13 @@ pub fn load(
             message,
         });
     }
+    if let Err(e) = config.control.validate() {
+        return Err(ConfigError {
+            source: blame(&origin, e.key()).unwrap_or_else(|| whole.clone()),
+            key: e.key().to_owned(),
+            message: e.message().to_owned(),
+        });
+    }
     if let Some(zone) = &config.control.zone
         && config.topology.region_of(zone).is_none()
     {

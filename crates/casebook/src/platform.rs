@@ -39,6 +39,8 @@ pub fn build_with_uber(config: &Config) -> (Platform, Arc<UberService>) {
             discovery: config.discovery.clone(),
             metrics_store: config.metrics_store.clone(),
             drain: config.shutdown.drain_timeout,
+            control: config.control.clone(),
+            http_services: vec![UBER_SERVICE.to_owned(), PRICING_SERVICE.to_owned()],
         },
     )));
     platform.register_service(Arc::new(
@@ -213,12 +215,10 @@ pub fn chat_specs(config: &Config) -> anyhow::Result<Vec<InstanceSpec>> {
 /// Pushes this process's metrics to the control plane's store until `cancel`.
 pub fn push_metrics(config: &Config, control_url: &str, node: &str, cancel: CancellationToken) {
     if config.metrics_push.enabled {
-        MetricsPusher::spawn(
-            control_url,
-            metrics_push::node_tags(node),
-            config.metrics_push.step,
-            cancel,
-        );
+        MetricsPusher::new(control_url, metrics_push::node_tags(node))
+            .with_step(config.metrics_push.step)
+            .with_token(config.control.token.as_deref())
+            .run(cancel);
     }
 }
 
@@ -226,7 +226,7 @@ pub fn push_metrics(config: &Config, control_url: &str, node: &str, cancel: Canc
 /// `control_url`.
 pub fn attach_discovery(platform: &Platform, config: &Config, control_url: &str) {
     platform.set_registrar(Arc::new(DiscoveryRegistrar::new(
-        DiscoveryClient::new(control_url),
+        DiscoveryClient::new(control_url).with_token(config.control.token.as_deref()),
         config.discovery.renew_interval,
     )));
 }

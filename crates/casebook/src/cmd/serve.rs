@@ -17,7 +17,11 @@ pub struct Args {
     pub control_url: Option<String>,
 }
 
-pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    let is_control = args.service == casebook_control::CONTROL_SERVICE;
+    // The token from CASEBOOK_CONTROL__TOKEN or the data directory's file (which
+    // the control plane creates at its first start).
+    casebook_control::access::resolve_token(&mut config.control, &config.data_dir, is_control)?;
     let platform = platform::build(&config);
     if !platform.services().contains(&args.service) {
         eprintln!(
@@ -27,7 +31,6 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
-    let is_control = args.service == casebook_control::CONTROL_SERVICE;
     let mut spec = if is_control {
         platform::control_spec(&config)?
     } else if args.service == casebook_whatsapp::node::CHAT_SERVICE {

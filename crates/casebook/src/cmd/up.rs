@@ -10,7 +10,10 @@ use super::signal::stop_requested;
 use crate::config::Config;
 use crate::platform;
 
-pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+pub async fn run(mut config: Config) -> anyhow::Result<ExitCode> {
+    // Every client of this process sends the installation's token (created now at
+    // the first start).
+    casebook_control::access::resolve_token(&mut config.control, &config.data_dir, true)?;
     let (platform, uber) = platform::build_with_uber(&config);
     let control = match platform.start(platform::control_spec(&config)?).await {
         Ok(info) => info,
@@ -58,7 +61,10 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    say!("casebook control plane: {}", control.http_url());
+    say!(
+        "casebook control plane: {}",
+        casebook_control::access::index_url(&control.http_url(), config.control.token.as_deref())
+    );
     print_listeners(&platform, &config);
     let _ = std::io::stdout().flush();
 
