@@ -462,6 +462,7 @@ pub struct LeaseStats {
     registrations: AtomicU64,
     renewals: AtomicU64,
     failures: AtomicU64,
+    outages: AtomicU64,
 }
 
 impl LeaseStats {
@@ -476,6 +477,10 @@ impl LeaseStats {
     /// Calls that failed (transport errors, refusals).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+    /// Runs of consecutive failures: each is logged once, however many calls fail.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
     }
 }
 
@@ -627,6 +632,7 @@ async fn heartbeat(
                 consecutive_failures = consecutive_failures.saturating_add(1);
                 let wait = backoff(renew_interval, consecutive_failures);
                 if control_plane.failed().is_some() {
+                    stats.outages.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(service, instance_id, error = %err, "control plane unreachable: discovery heartbeat failed; retrying with backoff");
                 } else {
                     tracing::debug!(service, instance_id, error = %err, retry_in = ?wait, "discovery heartbeat failed again");
