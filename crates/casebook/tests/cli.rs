@@ -330,7 +330,9 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
     let token_file = dir.path().join("control.token");
     assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
     assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_file).unwrap().permissions()) & 0o777,
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&token_file).unwrap().permissions()
+        ) & 0o777,
         0o600
     );
 

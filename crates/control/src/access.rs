@@ -82,7 +82,9 @@ impl Token {
             return Err("the token is empty".into());
         }
         if text.len() > MAX_TOKEN_LEN {
-            return Err(format!("the token is longer than {MAX_TOKEN_LEN} characters"));
+            return Err(format!(
+                "the token is longer than {MAX_TOKEN_LEN} characters"
+            ));
         }
         if !text
             .bytes()
@@ -121,11 +123,17 @@ pub fn token_path(data_dir: &Path) -> PathBuf {
 pub fn read(data_dir: &Path) -> io::Result<Option<Token>> {
     let path = token_path(data_dir);
     match std::fs::read_to_string(&path) {
-        Ok(text) => Token::parse(&text)
-            .map(Some)
-            .map_err(|reason| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {reason}", path.display()))),
+        Ok(text) => Token::parse(&text).map(Some).map_err(|reason| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {reason}", path.display()),
+            )
+        }),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(io::Error::new(err.kind(), format!("{}: {err}", path.display()))),
+        Err(err) => Err(io::Error::new(
+            err.kind(),
+            format!("{}: {err}", path.display()),
+        )),
     }
 }
 
@@ -151,7 +159,10 @@ pub fn load_or_create(data_dir: &Path) -> io::Result<Token> {
         // Another process created it first: use theirs.
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => read(data_dir)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the token file vanished")),
-        Err(err) => Err(io::Error::new(err.kind(), format!("{}: {err}", path.display()))),
+        Err(err) => Err(io::Error::new(
+            err.kind(),
+            format!("{}: {err}", path.display()),
+        )),
     }
 }
 
@@ -270,9 +281,7 @@ fn is_state_changing(method: &Method) -> bool {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -299,13 +308,18 @@ fn forbidden(error: &str) -> Response {
 
 fn unauthorized(error: &str, challenge: &'static str) -> Response {
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, error).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response
 }
 
-async fn enforce(State(policy): State<Arc<AccessPolicy>>, request: Request, next: Next) -> Response {
+async fn enforce(
+    State(policy): State<Arc<AccessPolicy>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let headers = request.headers();
     let host = headers
         .get(header::HOST)
@@ -331,28 +345,29 @@ async fn enforce(State(policy): State<Arc<AccessPolicy>>, request: Request, next
             ));
         }
     }
-    if request.method() == Method::GET && request.uri().path() == "/" {
-        if let Some(offered) = query_token(request.uri().query()) {
-            if !policy.token.matches(offered.as_bytes()) {
-                return unauthorized(
-                    "the `token` in the URL is not this control plane's token",
-                    "Bearer error=\"invalid_token\"",
-                );
-            }
-            // Strip the token from the address bar; the cookie carries it from now on.
-            let cookie = format!(
-                "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-                policy.token.as_str()
+    if request.method() == Method::GET
+        && request.uri().path() == "/"
+        && let Some(offered) = query_token(request.uri().query())
+    {
+        if !policy.token.matches(offered.as_bytes()) {
+            return unauthorized(
+                "the `token` in the URL is not this control plane's token",
+                "Bearer error=\"invalid_token\"",
             );
-            let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, value);
-            }
-            return response;
         }
+        // Strip the token from the address bar; the cookie carries it from now on.
+        let cookie = format!(
+            "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+            policy.token.as_str()
+        );
+        let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+        return response;
     }
-    let needs_token = !policy.browserless
-        && (is_state_changing(request.method()) || policy.reads_need_token);
+    let needs_token =
+        !policy.browserless && (is_state_changing(request.method()) || policy.reads_need_token);
     if needs_token {
         match policy.presented_token_matches(headers) {
             Some(true) => {}
@@ -402,7 +417,10 @@ mod tests {
     #[test]
     fn bearer_and_cookie_are_read() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  xyz"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer  xyz"),
+        );
         assert_eq!(bearer(&headers), Some("xyz"));
         headers.insert(
             header::COOKIE,

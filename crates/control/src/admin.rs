@@ -87,10 +87,16 @@ impl AdminState {
         if port < LOWEST_INSTANCE_PORT {
             return Err(ApiError::bad_field(
                 "port",
-                format!("port {port} is privileged (below {LOWEST_INSTANCE_PORT}); use 0 or {}", self.instance_ports),
+                format!(
+                    "port {port} is privileged (below {LOWEST_INSTANCE_PORT}); use 0 or {}",
+                    self.instance_ports
+                ),
             ));
         }
-        let known = platform.list().iter().any(|v| v.info.address.port() == port);
+        let known = platform
+            .list()
+            .iter()
+            .any(|v| v.info.address.port() == port);
         if self.instance_ports.contains(port) || known {
             return Ok(());
         }

@@ -225,8 +225,9 @@ pub fn access_request(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
-    let method = [Method::GET, Method::POST, Method::DELETE, Method::HEAD][usize::from(selector % 4)]
-        .clone();
+    let method = [Method::GET, Method::POST, Method::DELETE, Method::HEAD]
+        [usize::from(selector % 4)]
+    .clone();
     let mut lines = text.split('\n');
     let target = lines.next().unwrap_or("/");
     let mut builder = Request::builder().method(method.clone()).uri(target);
@@ -242,12 +243,18 @@ pub fn access_request(data: &[u8]) {
         .headers()
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| ["127.0.0.1:7700", "localhost:7700", "[::1]:7700"].iter().any(|a| a.eq_ignore_ascii_case(h)));
-    let carries_token = request
-        .headers()
-        .values()
-        .any(|v| v.as_bytes().windows(FUZZ_TOKEN.len()).any(|w| w == FUZZ_TOKEN.as_bytes()));
-    let router = axum::Router::new().route("/", get(|| async { "index" }).post(|| async { "posted" }));
+        .is_some_and(|h| {
+            ["127.0.0.1:7700", "localhost:7700", "[::1]:7700"]
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(h))
+        });
+    let carries_token = request.headers().values().any(|v| {
+        v.as_bytes()
+            .windows(FUZZ_TOKEN.len())
+            .any(|w| w == FUZZ_TOKEN.as_bytes())
+    });
+    let router =
+        axum::Router::new().route("/", get(|| async { "index" }).post(|| async { "posted" }));
     let policy = AccessPolicy::for_bound(
         "127.0.0.1:7700".parse().expect("an address"),
         Token::parse(FUZZ_TOKEN).expect("a token"),
@@ -290,7 +297,10 @@ pub fn access_request(data: &[u8]) {
         other => {
             assert!(host_ok, "{other} for a foreign Host");
             if other.is_success() && method != Method::GET && method != Method::HEAD {
-                assert!(carries_token, "{method} {target} changed state without the token");
+                assert!(
+                    carries_token,
+                    "{method} {target} changed state without the token"
+                );
             }
         }
     }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use casebook_kit::config::ConfigError;
 use casebook_kit::resilience::breaker::{BreakerRegistry, breakers_router};
 use casebook_kit::runtime::{
     BoxFuture, InstanceContext, ServiceFactory, StartError, WeakPlatform, serve_http,
 };
-use casebook_kit::config::ConfigError;
 use casebook_kit::topology::Topology;
 use serde::{Deserialize, Serialize};
 
@@ -254,8 +254,11 @@ impl ServiceFactory for ControlPlane {
         Box::pin(async move {
             // Refused before binding anything: no TLS, so no clear-text admin API on
             // the network unless forced.
-            check_bind(ctx.listen_addr().ip(), self.settings.control.allow_insecure_bind)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            check_bind(
+                ctx.listen_addr().ip(),
+                self.settings.control.allow_insecure_bind,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             let token = self.token()?;
             // Each control-plane instance starts with an empty registry, as a restarted
             // Eureka server does: instances re-register on their next renewal's 404.

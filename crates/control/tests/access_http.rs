@@ -163,7 +163,12 @@ async fn state_changing_calls_need_the_token() {
     let start_plain = json!({"service": "plain-tcp"});
 
     let none = plane
-        .call(Method::POST, "/api/instances", &[], Some(start_plain.clone()))
+        .call(
+            Method::POST,
+            "/api/instances",
+            &[],
+            Some(start_plain.clone()),
+        )
         .await;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
     assert_eq!(none.headers[header::WWW_AUTHENTICATE], "Bearer");
@@ -261,13 +266,21 @@ async fn a_foreign_origin_cannot_change_state() {
         )
         .await;
     assert_eq!(foreign.status, StatusCode::FORBIDDEN);
-    assert!(json_of(&foreign)["error"].as_str().unwrap().contains("Origin"));
+    assert!(
+        json_of(&foreign)["error"]
+            .as_str()
+            .unwrap()
+            .contains("Origin")
+    );
     let own_origin = plane.url.clone();
     let same = plane
         .call(
             Method::POST,
             "/api/instances",
-            &[(header::ORIGIN, &own_origin), (header::AUTHORIZATION, &auth)],
+            &[
+                (header::ORIGIN, &own_origin),
+                (header::AUTHORIZATION, &auth),
+            ],
             Some(json!({"service": "plain-tcp"})),
         )
         .await;
@@ -281,7 +294,12 @@ async fn the_control_plane_refuses_to_stop_or_kill_itself() {
         let path = format!("/api/instances/{}/{verb}", plane.control_id);
         let answer = plane.authed(Method::POST, &path, None).await;
         assert_eq!(answer.status, StatusCode::CONFLICT, "{verb}");
-        assert!(json_of(&answer)["error"].as_str().unwrap().contains("control plane"));
+        assert!(
+            json_of(&answer)["error"]
+                .as_str()
+                .unwrap()
+                .contains("control plane")
+        );
     }
     // Still serving.
     let health = plane.call(Method::GET, "/health", &[], None).await;
@@ -344,7 +362,10 @@ async fn a_registration_flood_is_bounded_and_the_platform_still_registers() {
     }
     let (n, err) = refused.expect("the flood is refused");
     assert_eq!(n, 20, "refused at the bound");
-    assert!(err.to_string().contains("max_instances_per_service"), "{err}");
+    assert!(
+        err.to_string().contains("max_instances_per_service"),
+        "{err}"
+    );
     let raw = plane
         .authed(
             Method::POST,
@@ -356,10 +377,12 @@ async fn a_registration_flood_is_bounded_and_the_platform_still_registers() {
     assert!(json_of(&raw)["error"].is_string());
 
     // The platform's own instances register through the real registrar.
-    plane.platform.set_registrar(Arc::new(DiscoveryRegistrar::new(
-        client.clone(),
-        Duration::from_secs(30),
-    )));
+    plane
+        .platform
+        .set_registrar(Arc::new(DiscoveryRegistrar::new(
+            client.clone(),
+            Duration::from_secs(30),
+        )));
     let started = plane
         .authed(
             Method::POST,
@@ -368,30 +391,41 @@ async fn a_registration_flood_is_bounded_and_the_platform_still_registers() {
         )
         .await;
     assert_eq!(started.status, StatusCode::CREATED);
-    let id = json_of(&started)["instance_id"].as_str().unwrap().to_owned();
-    casebook_testkit::eventually("the platform's instances registered", Duration::from_secs(10), || {
-        let client = client.clone();
-        let id = id.clone();
-        let control_id = plane.control_id.clone();
-        async move {
-            let all = client.all().await.unwrap();
-            let has = |service: &str, id: &str| {
-                all.services
-                    .get(service)
-                    .is_some_and(|list| list.iter().any(|v| v.instance.instance_id == id))
-            };
-            has("plain-tcp", &id) && has(CONTROL_SERVICE, &control_id)
-        }
-    })
+    let id = json_of(&started)["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    casebook_testkit::eventually(
+        "the platform's instances registered",
+        Duration::from_secs(10),
+        || {
+            let client = client.clone();
+            let id = id.clone();
+            let control_id = plane.control_id.clone();
+            async move {
+                let all = client.all().await.unwrap();
+                let has = |service: &str, id: &str| {
+                    all.services
+                        .get(service)
+                        .is_some_and(|list| list.iter().any(|v| v.instance.instance_id == id))
+                };
+                has("plain-tcp", &id) && has(CONTROL_SERVICE, &control_id)
+            }
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn the_token_file_is_private_and_reused() {
     let dir = tempfile::tempdir().unwrap();
-    let first = start_in(dir.path(), ControlConfig::default(), DiscoveryConfig::default())
-        .await
-        .unwrap();
+    let first = start_in(
+        dir.path(),
+        ControlConfig::default(),
+        DiscoveryConfig::default(),
+    )
+    .await
+    .unwrap();
     let token = first.token();
     assert_eq!(token.len(), 64);
     let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -403,9 +437,13 @@ async fn the_token_file_is_private_and_reused() {
     first.platform.stop_all(Duration::from_secs(1)).await;
     drop(first);
 
-    let second = start_in(dir.path(), ControlConfig::default(), DiscoveryConfig::default())
-        .await
-        .unwrap();
+    let second = start_in(
+        dir.path(),
+        ControlConfig::default(),
+        DiscoveryConfig::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(second.token(), token, "a restart keeps the token");
     let answer = second
         .call(
@@ -463,8 +501,14 @@ async fn the_index_signs_in_from_the_url_and_links_only_http_endpoints() {
     assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
     assert_eq!(signed_in.headers[header::LOCATION], "/");
     let cookie = signed_in.headers[header::SET_COOKIE].to_str().unwrap();
-    assert!(cookie.starts_with(&format!("{TOKEN_COOKIE}={token};")), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.starts_with(&format!("{TOKEN_COOKIE}={token};")),
+        "{cookie}"
+    );
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
 
     // The page's own requests carry the cookie: it stands for the token.
     let cookie_pair = cookie.split(';').next().unwrap().to_owned();

@@ -621,7 +621,12 @@ async fn heartbeat(
                 if let Some(ReachabilityChange::ReachableAgain { failed_calls }) =
                     control_plane.succeeded()
                 {
-                    tracing::info!(service, instance_id, failed_calls, "control plane reachable again");
+                    tracing::info!(
+                        service,
+                        instance_id,
+                        failed_calls,
+                        "control plane reachable again"
+                    );
                 }
                 renew_interval
             }

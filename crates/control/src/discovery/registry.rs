@@ -87,7 +87,9 @@ pub enum RegistryError {
     #[error("the registry is full ({limit} instances)")]
     Full { limit: usize },
     /// One service, or one caller, holds its share already.
-    #[error("{scope} holds {limit} registered instances already (discovery.{key}); cancel some first")]
+    #[error(
+        "{scope} holds {limit} registered instances already (discovery.{key}); cancel some first"
+    )]
     TooMany {
         /// What is at its bound, e.g. ``service `chat` `` or `caller 10.0.0.7`.
         scope: String,
@@ -337,7 +339,10 @@ impl Registry {
                         limit: self.config.max_instances,
                     });
                 }
-                let of_service = state.services.get(&instance.service).map_or(0, BTreeMap::len);
+                let of_service = state
+                    .services
+                    .get(&instance.service)
+                    .map_or(0, BTreeMap::len);
                 if of_service >= self.config.max_instances_per_service {
                     return Err(RegistryError::TooMany {
                         scope: format!("service `{}`", instance.service),

@@ -703,7 +703,14 @@ fn each_caller_and_each_service_is_bounded_and_cancels_free_their_share() {
         .register_from(reg("b", "b-0", "us-east-a"), Some(flooder))
         .unwrap_err();
     assert!(
-        matches!(refused, RegistryError::TooMany { key: "max_instances_per_source", limit: 3, .. }),
+        matches!(
+            refused,
+            RegistryError::TooMany {
+                key: "max_instances_per_source",
+                limit: 3,
+                ..
+            }
+        ),
         "{refused:?}"
     );
     // Re-registering what it holds always passes; another caller is unaffected.
@@ -719,7 +726,14 @@ fn each_caller_and_each_service_is_bounded_and_cancels_free_their_share() {
         .register_from(reg("a", "a-4", "us-east-a"), Some(other))
         .unwrap_err();
     assert!(
-        matches!(refused, RegistryError::TooMany { key: "max_instances_per_service", limit: 4, .. }),
+        matches!(
+            refused,
+            RegistryError::TooMany {
+                key: "max_instances_per_service",
+                limit: 4,
+                ..
+            }
+        ),
         "{refused:?}"
     );
     // A cancel frees the caller's share.
