@@ -438,6 +438,35 @@ mod tests {
     }
 
     #[test]
+    fn control_refuses_an_unforced_bind_beyond_loopback_and_bad_port_ranges() {
+        let everywhere = [("CASEBOOK_CONTROL__HOST", "0.0.0.0")];
+        let err = load(None, env(&everywhere), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "control.host");
+        assert_eq!(err.source, "environment variable CASEBOOK_CONTROL__HOST");
+        assert!(
+            err.message.contains("control.allow_insecure_bind"),
+            "{}",
+            err.message
+        );
+        let forced = [
+            ("CASEBOOK_CONTROL__HOST", "0.0.0.0"),
+            ("CASEBOOK_CONTROL__ALLOW_INSECURE_BIND", "true"),
+        ];
+        assert!(load(None, env(&forced), &Overrides::default()).is_ok());
+
+        let f = file("[control]\ninstance_ports = \"22-30000\"\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "control.instance_ports");
+        assert!(err.message.contains("1024"), "{}", err.message);
+
+        // The token comes from the environment but is never printed.
+        let token = [("CASEBOOK_CONTROL__TOKEN", "abc-123")];
+        let config = load(None, env(&token), &Overrides::default()).unwrap();
+        assert_eq!(config.control.token.as_deref(), Some("abc-123"));
+        assert!(!toml::to_string(&config).unwrap().contains("abc-123"));
+    }
+
+    #[test]
     fn whatsapp_table_defaults_env_and_precise_errors() {
         let config = load(None, env(&[]), &Overrides::default()).unwrap();
         assert_eq!(config.whatsapp.port, 5222);

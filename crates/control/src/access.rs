@@ -443,4 +443,60 @@ mod tests {
         assert!(everywhere.host_allowed("control.internal:7700"));
         assert!(everywhere.reads_need_token);
     }
+
+    async fn status_of(
+        policy: AccessPolicy,
+        method: Method,
+        headers: &[(&str, &str)],
+    ) -> StatusCode {
+        use tower::ServiceExt;
+        let router = Router::new().route(
+            "/proxies",
+            axum::routing::get(|| async { "[]" }).post(|| async { "made" }),
+        );
+        let mut request = Request::builder().method(method).uri("/proxies");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        policy
+            .protect(router)
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn the_browserless_opt_in_needs_no_token_on_loopback_but_refuses_any_origin() {
+        let token = Token::generate();
+        let host = ("host", "127.0.0.1:8474");
+        let loopback = || {
+            AccessPolicy::browserless_on_loopback("127.0.0.1:8474".parse().unwrap(), token.clone())
+        };
+        assert_eq!(
+            status_of(loopback(), Method::POST, &[host]).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status_of(
+                loopback(),
+                Method::GET,
+                &[host, ("origin", "http://127.0.0.1:8474")]
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+            "even a same-origin page is a browser"
+        );
+        assert_eq!(
+            status_of(loopback(), Method::POST, &[("host", "evil.example:8474")]).await,
+            StatusCode::FORBIDDEN
+        );
+        // Beyond loopback the opt-in does not apply: the token is required.
+        let everywhere =
+            AccessPolicy::browserless_on_loopback("0.0.0.0:8474".parse().unwrap(), token.clone());
+        assert_eq!(
+            status_of(everywhere, Method::GET, &[host]).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
 }

@@ -81,10 +81,16 @@ pub async fn run(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
         &info.instance_id,
         stop_pushing.clone(),
     );
+    // The control plane's URL carries the token, as `up` prints it.
+    let shown_url = if is_control {
+        casebook_control::access::index_url(&info.http_url(), config.control.token.as_deref())
+    } else {
+        info.http_url()
+    };
     say!(
         "casebook {}: {} ({} in {}/{})",
         info.service,
-        info.http_url(),
+        shown_url,
         info.instance_id,
         info.region,
         info.zone
