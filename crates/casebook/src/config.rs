@@ -464,6 +464,10 @@ mod tests {
         let config = load(None, env(&token), &Overrides::default()).unwrap();
         assert_eq!(config.control.token.as_deref(), Some("abc-123"));
         assert!(!toml::to_string(&config).unwrap().contains("abc-123"));
+        assert!(!format!("{config:?}").contains("abc-123"));
+        let bad = [("CASEBOOK_CONTROL__TOKEN", "a b")];
+        let err = load(None, env(&bad), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "control.token");
     }
 
     #[test]

@@ -55,9 +55,24 @@ const TOKEN_BYTES: usize = 32;
 /// The longest token accepted from a file, the configuration or a request.
 const MAX_TOKEN_LEN: usize = 256;
 
-/// The installation's secret. Its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
+/// The installation's secret. Its `Debug` never shows it; it derefs to its text.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct Token(Arc<str>);
+
+impl TryFrom<String> for Token {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl std::ops::Deref for Token {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -183,7 +198,7 @@ pub fn resolve_token(
     } else {
         read(data_dir)?
     };
-    control.token = token.map(|t| t.as_str().to_owned());
+    control.token = token;
     Ok(())
 }
 

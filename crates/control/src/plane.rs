@@ -37,7 +37,7 @@ pub struct ControlConfig {
     /// `CASEBOOK_CONTROL__TOKEN`) to call a control plane whose data directory this
     /// process cannot read. Never printed by `casebook config`.
     #[serde(skip_serializing)]
-    pub token: Option<String>,
+    pub token: Option<Token>,
     /// Binding beyond loopback serves the admin API without TLS to the network; it
     /// is refused unless this is `true`.
     pub allow_insecure_bind: bool,
@@ -125,14 +125,10 @@ impl ControlConfig {
         SocketAddr::new(self.host, self.port)
     }
 
-    /// Checks what serde cannot: a bind beyond loopback needs `allow_insecure_bind`,
-    /// and an explicit token must be usable. Errors name the dotted key.
+    /// Checks what serde cannot: a bind beyond loopback needs `allow_insecure_bind`.
+    /// The error names the dotted key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_bind(self.host, self.allow_insecure_bind)?;
-        if let Some(token) = &self.token {
-            crate::access::Token::parse(token).map_err(|e| ConfigError::new("control.token", e))?;
-        }
-        Ok(())
+        check_bind(self.host, self.allow_insecure_bind)
     }
 
     /// The control plane's base URL as other services reach it.
@@ -215,8 +211,8 @@ impl ControlPlane {
 impl ControlPlane {
     /// The configured token, or the installation's (created at the first start).
     fn token(&self) -> anyhow::Result<Token> {
-        if let Some(text) = &self.settings.control.token {
-            return Token::parse(text).map_err(|e| anyhow::anyhow!("control.token: {e}"));
+        if let Some(token) = &self.settings.control.token {
+            return Ok(token.clone());
         }
         let platform = self
             .platform
