@@ -267,6 +267,13 @@ pub fn load(
             message,
         });
     }
+    if let Err(e) = config.control.validate() {
+        return Err(ConfigError {
+            source: blame(&origin, e.key()).unwrap_or_else(|| whole.clone()),
+            key: e.key().to_owned(),
+            message: e.message().to_owned(),
+        });
+    }
     if let Some(zone) = &config.control.zone
         && config.topology.region_of(zone).is_none()
     {
@@ -469,6 +476,39 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.key, "control.port");
+    }
+
+    #[test]
+    fn control_refuses_an_unforced_bind_beyond_loopback_and_bad_port_ranges() {
+        let everywhere = [("CASEBOOK_CONTROL__HOST", "0.0.0.0")];
+        let err = load(None, env(&everywhere), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "control.host");
+        assert_eq!(err.source, "environment variable CASEBOOK_CONTROL__HOST");
+        assert!(
+            err.message.contains("control.allow_insecure_bind"),
+            "{}",
+            err.message
+        );
+        let forced = [
+            ("CASEBOOK_CONTROL__HOST", "0.0.0.0"),
+            ("CASEBOOK_CONTROL__ALLOW_INSECURE_BIND", "true"),
+        ];
+        assert!(load(None, env(&forced), &Overrides::default()).is_ok());
+
+        let f = file("[control]\ninstance_ports = \"22-30000\"\n");
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "control.instance_ports");
+        assert!(err.message.contains("1024"), "{}", err.message);
+
+        // The token comes from the environment but is never printed.
+        let token = [("CASEBOOK_CONTROL__TOKEN", "abc-123")];
+        let config = load(None, env(&token), &Overrides::default()).unwrap();
+        assert_eq!(config.control.token.as_deref(), Some("abc-123"));
+        assert!(!toml::to_string(&config).unwrap().contains("abc-123"));
+        assert!(!format!("{config:?}").contains("abc-123"));
+        let bad = [("CASEBOOK_CONTROL__TOKEN", "a b")];
+        let err = load(None, env(&bad), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "control.token");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use casebook_control::{ControlPlane, ControlSettings};
-use casebook_kit::case::{Case, CaseEnv, CaseRegistry};
+use casebook_kit::case::{AddressKind, Case, CaseEnv, CaseRegistry};
 use casebook_kit::clock::SystemClock;
 use casebook_kit::config::ConfigError;
 use casebook_kit::discovery::{DiscoveryClient, DiscoveryRegistrar};
@@ -72,7 +72,23 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             decl.name()
         );
     }
-    platform.register_service(control);
+    // The control plane's index links only the services whose main address speaks HTTP.
+    let http_services = registry
+        .services()
+        .filter(|d| d.address == AddressKind::Http)
+        .map(|d| d.name().to_owned())
+        .collect();
+    platform.register_service(Arc::new(ControlPlane::new(
+        platform.downgrade(),
+        ControlSettings {
+            topology: config.topology.clone(),
+            discovery: config.discovery.clone(),
+            metrics_store: config.metrics_store.clone(),
+            drain: config.shutdown.drain_timeout,
+            control: config.control.clone(),
+            http_services,
+        },
+    )));
     for decl in registry.services() {
         platform.register_service(decl.factory.clone());
     }
@@ -86,12 +102,10 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
 /// Pushes this process's metrics to the control plane's store until `cancel`.
 pub fn push_metrics(config: &Config, control_url: &str, node: &str, cancel: CancellationToken) {
     if config.metrics_push.enabled {
-        MetricsPusher::spawn(
-            control_url,
-            metrics_push::node_tags(node),
-            config.metrics_push.step,
-            cancel,
-        );
+        MetricsPusher::new(control_url, metrics_push::node_tags(node))
+            .with_step(config.metrics_push.step)
+            .with_token(config.control.token.as_deref())
+            .run(cancel);
     }
 }
 

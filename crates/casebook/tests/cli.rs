@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::casebook;
+use support::{admin_call, casebook, control_url};
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command};
@@ -36,8 +36,10 @@ impl std::ops::DerefMut for Reaped {
     }
 }
 
-/// Starts `casebook up` on a free control port and returns it with its URL.
-fn start_up(data_dir: &std::path::Path) -> (Reaped, String, BufReader<std::process::ChildStdout>) {
+/// Starts `casebook up` on a free control port and returns it with its URL and token.
+fn start_up(
+    data_dir: &std::path::Path,
+) -> (Reaped, String, String, BufReader<std::process::ChildStdout>) {
     let mut child = Reaped(
         casebook(data_dir)
             .args(["--control-port", "0", "up"])
@@ -47,12 +49,8 @@ fn start_up(data_dir: &std::path::Path) -> (Reaped, String, BufReader<std::proce
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("casebook control plane: ")
-        .unwrap_or_else(|| panic!("the first line is the control-plane URL, got {first:?}"))
-        .to_owned();
-    (child, url, stdout)
+    let (url, token) = control_url(&first);
+    (child, url, token, stdout)
 }
 
 fn terminate(child: &Child) {
@@ -66,7 +64,7 @@ fn terminate(child: &Child) {
 #[tokio::test]
 async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url, mut stdout) = start_up(dir.path());
+    let (mut child, url, token, mut stdout) = start_up(dir.path());
     let client = HttpClient::default();
 
     let health: serde_json::Value = client.get_json(&format!("{url}/health")).await.unwrap();
@@ -307,6 +305,18 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         .unwrap();
     assert!(String::from_utf8_lossy(&index.body).contains("control-us-east-a-1"));
 
+    // State-changing calls need the token the first line carries.
+    let instances_url = format!("{url}/api/instances");
+    let start = |service: &str| {
+        admin_call(
+            &token,
+            http::Method::POST,
+            &instances_url,
+            Some(serde_json::json!({ "service": service })),
+        )
+    };
+    assert_eq!(start("nope").await.status, http::StatusCode::BAD_REQUEST);
+    assert_eq!(start("control").await.status, http::StatusCode::CONFLICT);
     let err = client
         .json::<_, serde_json::Value>(
             http::Method::POST,
@@ -315,16 +325,16 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         )
         .await
         .unwrap_err();
-    assert_eq!(err.status(), Some(http::StatusCode::BAD_REQUEST));
-    let err = client
-        .json::<_, serde_json::Value>(
-            http::Method::POST,
-            &format!("{url}/api/instances"),
-            &serde_json::json!({ "service": "control" }),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(err.status(), Some(http::StatusCode::CONFLICT));
+    assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
+    // The token file is the installation's: created 0600 beside the state.
+    let token_file = dir.path().join("control.token");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&token_file).unwrap().permissions()
+        ) & 0o777,
+        0o600
+    );
 
     terminate(&child);
     let status = child.wait().unwrap();

@@ -9,6 +9,17 @@
 //! | `POST /api/instances` | start an instance: `{"service", "zone"?, "version"?}` |
 //! | `POST /api/instances/{id}/stop?drain=5s` | graceful stop |
 //! | `POST /api/instances/{id}/kill` | immediate stop, as SIGKILL |
+//!
+//! Every route sits behind [`crate::access::AccessPolicy`]. The control plane refuses
+//! to stop or kill itself (409: nothing could restart it). An instance starts on port
+//! 0 (a free port), a port in `control.instance_ports`, or a port an instance of this
+//! platform has listened on (to restart a killed instance where it was); anything
+//! else, and every port below 1024, is a 400 naming `port`.
+//!
+//! The HTML index links an instance's `/health` only when its main address speaks
+//! HTTP: the control plane and the services in
+//! [`ControlSettings::http_services`](crate::ControlSettings) (the listing's `http`
+//! flag says the same); other instances (XMPP, RESP) show a plain address.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::discovery::Registry;
+use crate::plane::{LOWEST_INSTANCE_PORT, PortRange};
 
 /// What the admin routes need.
 #[derive(Debug, Clone)]
@@ -34,9 +46,70 @@ pub struct AdminState {
     pub default_drain: Duration,
     /// Discovery's view, shown beside each instance's runtime state.
     pub registry: Arc<Registry>,
+    /// The control plane's own instance, which the API never stops or kills.
+    pub own_instance_id: String,
+    /// Where started instances may listen (see the module docs).
+    pub instance_ports: PortRange,
+    /// Services whose main address speaks HTTP.
+    pub http_services: Vec<String>,
 }
 
 impl AdminState {
+    fn speaks_http(&self, service: &str) -> bool {
+        service == crate::CONTROL_SERVICE || self.http_services.iter().any(|s| s == service)
+    }
+
+    /// 409 when `id` is the control plane: stopping it from its own API would leave
+    /// nothing to start it again.
+    fn refuse_self(&self, platform: &Platform, id: &str, verb: &str) -> Result<(), ApiError> {
+        let is_control = id == self.own_instance_id
+            || platform
+                .list()
+                .iter()
+                .any(|v| v.info.instance_id == id && v.info.service == crate::CONTROL_SERVICE);
+        if is_control {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "`{id}` is the control plane: it cannot {verb} itself through its own API \
+                     (nothing could start it again); stop the process instead"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// 400 naming `port` unless `port` is allowed (see the module docs).
+    fn check_port(&self, platform: &Platform, port: u16) -> Result<(), ApiError> {
+        if port == 0 {
+            return Ok(());
+        }
+        if port < LOWEST_INSTANCE_PORT {
+            return Err(ApiError::bad_field(
+                "port",
+                format!(
+                    "port {port} is privileged (below {LOWEST_INSTANCE_PORT}); use 0 or {}",
+                    self.instance_ports
+                ),
+            ));
+        }
+        let known = platform
+            .list()
+            .iter()
+            .any(|v| v.info.address.port() == port);
+        if self.instance_ports.contains(port) || known {
+            return Ok(());
+        }
+        Err(ApiError::bad_field(
+            "port",
+            format!(
+                "port {port} is outside control.instance_ports ({}) and no instance of this \
+                 platform has used it; use 0 for a free port",
+                self.instance_ports
+            ),
+        ))
+    }
+
     fn platform(&self) -> Result<Platform, ApiError> {
         self.platform.upgrade().ok_or_else(|| {
             ApiError::new(
@@ -80,6 +153,8 @@ struct ListedInstance {
     /// Discovery's record of it; `null` once deregistered or evicted (or before
     /// its first registration lands).
     discovery: Option<casebook_kit::discovery::InstanceView>,
+    /// Whether the main address speaks HTTP (serves `/health`).
+    http: bool,
 }
 
 async fn instances(State(state): State<AdminState>) -> Result<Json<Vec<ListedInstance>>, ApiError> {
@@ -88,6 +163,7 @@ async fn instances(State(state): State<AdminState>) -> Result<Json<Vec<ListedIns
         .list()
         .into_iter()
         .map(|runtime| ListedInstance {
+            http: state.speaks_http(&runtime.info.service),
             discovery: state
                 .registry
                 .get(&runtime.info.service, &runtime.info.instance_id),
@@ -132,6 +208,8 @@ async fn start_instance(
         },
         None => least_loaded_zone(&platform, &state.topology, &request.service),
     };
+    let port = request.port.unwrap_or(0);
+    state.check_port(&platform, port)?;
     let host = platform
         .list()
         .iter()
@@ -142,7 +220,7 @@ async fn start_instance(
         service: request.service,
         instance_id: None,
         placement,
-        listen: SocketAddr::new(host, request.port.unwrap_or(0)),
+        listen: SocketAddr::new(host, port),
         version: request
             .version
             .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
@@ -196,6 +274,7 @@ async fn stop_instance(
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_field("drain", e.body_text()))?;
     let platform = state.platform()?;
+    state.refuse_self(&platform, &id, "stop")?;
     let drain = query.drain.unwrap_or(state.default_drain);
     match platform.stop(&id, drain).await {
         Some(report) => Ok(Json(report)),
@@ -208,8 +287,8 @@ async fn kill_instance(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let platform = state.platform()?;
-    // Killing the control plane from its own API would cut this very request:
-    // answer first, then kill.
+    state.refuse_self(&platform, &id, "kill")?;
+    // Answer first, then kill: the instance may hold connections of this request's path.
     if !platform.list().iter().any(|v| v.info.instance_id == id) {
         return Err(ApiError::not_found(format!("no instance `{id}`")));
     }
@@ -231,15 +310,22 @@ async fn index(State(state): State<AdminState>) -> Result<Html<String>, ApiError
             .ok()
             .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_owned))
             .unwrap_or_default();
+        let address = if state.speaks_http(&view.info.service) {
+            format!(
+                "<a href=\"http://{addr}/health\">{addr}</a>",
+                addr = view.info.address
+            )
+        } else {
+            view.info.address.to_string()
+        };
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"http://{addr}/health\">{addr}</a></td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{address}</td><td>{}</td><td>{}</td></tr>\n",
             escape(&view.info.service),
             escape(&view.info.instance_id),
             escape(&view.info.region),
             escape(&view.info.zone),
             escape(&view.info.version),
             escape(&state_name),
-            addr = view.info.address,
         ));
     }
     Ok(Html(format!(

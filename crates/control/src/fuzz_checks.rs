@@ -28,6 +28,7 @@ pub use casebook_kit::fuzz_checks::Check;
 pub const TARGETS: &[(&str, Check)] = &[
     ("metrics_query", metrics_query),
     ("discovery_request", discovery_request),
+    ("access_request", access_request),
 ];
 
 /// The parameters that parse to `query`, written the one canonical way.
@@ -202,6 +203,105 @@ pub fn discovery_request(data: &[u8]) {
             );
             let view: InstanceView = serde_json::from_slice(&bytes).expect("an instance view");
             assert_eq!(&view.instance, instance);
+        }
+    }
+}
+
+/// The token [`access_request`] protects its router with.
+const FUZZ_TOKEN: &str = "fuzz-token";
+
+/// The access layer over an arbitrary request: the first byte picks the method, the
+/// first line is the path and query, every further line a `Name: value` header. The
+/// answer is one the layer documents (403 and 401 as JSON errors, 401 with a
+/// `Bearer` challenge, 303 only for `/?token=` with the right token), and a request
+/// reaches the route only with a good `Host`, and — when it changes state — the token.
+pub fn access_request(data: &[u8]) {
+    use crate::access::{AccessPolicy, Token};
+    use axum::routing::get;
+
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let method = [Method::GET, Method::POST, Method::DELETE, Method::HEAD]
+        [usize::from(selector % 4)]
+    .clone();
+    let mut lines = text.split('\n');
+    let target = lines.next().unwrap_or("/");
+    let mut builder = Request::builder().method(method.clone()).uri(target);
+    for line in lines.take(16) {
+        if let Some((name, value)) = line.split_once(':') {
+            builder = builder.header(name.trim(), value.trim());
+        }
+    }
+    let Ok(request) = builder.body(Body::empty()) else {
+        return;
+    };
+    let host_ok = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| {
+            ["127.0.0.1:7700", "localhost:7700", "[::1]:7700"]
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(h))
+        });
+    let carries_token = request.headers().values().any(|v| {
+        v.as_bytes()
+            .windows(FUZZ_TOKEN.len())
+            .any(|w| w == FUZZ_TOKEN.as_bytes())
+    });
+    let router =
+        axum::Router::new().route("/", get(|| async { "index" }).post(|| async { "posted" }));
+    let policy = AccessPolicy::for_bound(
+        "127.0.0.1:7700".parse().expect("an address"),
+        Token::parse(FUZZ_TOKEN).expect("a token"),
+    );
+    let app = policy.protect(router);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    let (status, headers, body) = runtime.block_on(async {
+        let response = app.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .expect("an in-memory body");
+        (status, headers, body)
+    });
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            let error: serde_json::Value =
+                serde_json::from_slice(&body).expect("a refusal is a JSON error");
+            assert!(error["error"].as_str().is_some_and(|e| !e.is_empty()));
+            if status == StatusCode::UNAUTHORIZED {
+                let challenge = headers
+                    .get(axum::http::header::WWW_AUTHENTICATE)
+                    .expect("a 401 challenges");
+                assert!(challenge.as_bytes().starts_with(b"Bearer"));
+            }
+        }
+        StatusCode::SEE_OTHER => {
+            assert!(
+                host_ok && target.contains(FUZZ_TOKEN),
+                "a cookie for a request without the token"
+            );
+            let cookie = headers
+                .get(axum::http::header::SET_COOKIE)
+                .expect("the sign-in sets the cookie");
+            assert!(cookie.to_str().is_ok_and(|c| c.contains("HttpOnly")));
+        }
+        other => {
+            assert!(host_ok, "{other} for a foreign Host");
+            if other.is_success() && method != Method::GET && method != Method::HEAD {
+                assert!(
+                    carries_token,
+                    "{method} {target} changed state without the token"
+                );
+            }
         }
     }
 }

@@ -7,11 +7,13 @@
 //!
 //! | module | role |
 //! |---|---|
+//! | [`access`] | the installation's token and the `Host`/`Origin`/token layer every route sits behind |
 //! | [`plane`] | the control plane as a service the platform runs |
 //! | [`admin`] | `/`, `/api/topology`, `/api/services`, `/api/instances…` |
 //! | [`discovery`] | the registry with Eureka's semantics and `/api/discovery/…` |
 //! | [`metrics_store`] | the Atlas-like dimensional store and `/api/metrics/…` |
 
+pub mod access;
 pub mod admin;
 pub mod discovery;
 #[doc(hidden)]
@@ -19,4 +21,4 @@ pub mod fuzz_checks;
 pub mod metrics_store;
 pub mod plane;
 
-pub use plane::{CONTROL_SERVICE, ControlConfig, ControlPlane, ControlSettings};
+pub use plane::{CONTROL_SERVICE, ControlConfig, ControlPlane, ControlSettings, PortRange};

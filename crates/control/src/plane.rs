@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use casebook_kit::config::ConfigError;
 use casebook_kit::resilience::breaker::{BreakerRegistry, breakers_router};
 use casebook_kit::runtime::{
     BoxFuture, InstanceContext, ServiceFactory, StartError, WeakPlatform, serve_http,
@@ -12,6 +13,7 @@ use casebook_kit::runtime::{
 use casebook_kit::topology::Topology;
 use serde::{Deserialize, Serialize};
 
+use crate::access::{self, AccessPolicy, Token};
 use crate::admin::{self, AdminState};
 use crate::discovery::{self, DiscoveryConfig, Registry};
 use crate::metrics_store::{self, MetricsStore, MetricsStoreConfig};
@@ -30,6 +32,75 @@ pub struct ControlConfig {
     /// The zone the control plane's instance is placed in; the first zone of the
     /// first region when unset.
     pub zone: Option<String>,
+    /// The installation's token (see `docs/security.md`). Normally unset here: it is
+    /// read from (or created in) `DATA_DIR/control.token`; set it (e.g. with
+    /// `CASEBOOK_CONTROL__TOKEN`) to call a control plane whose data directory this
+    /// process cannot read. Never printed by `casebook config`.
+    #[serde(skip_serializing)]
+    pub token: Option<Token>,
+    /// Binding beyond loopback serves the admin API without TLS to the network; it
+    /// is refused unless this is `true`.
+    pub allow_insecure_bind: bool,
+    /// Ports the admin API may start instances on (besides port 0 and the ports of
+    /// instances this platform has run), e.g. `"20000-29999"`; never below 1024.
+    pub instance_ports: PortRange,
+}
+
+/// An inclusive range of ports, written `"LOW-HIGH"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+/// The lowest port the admin API ever starts an instance on (below are privileged).
+pub const LOWEST_INSTANCE_PORT: u16 = 1024;
+
+impl PortRange {
+    /// Whether `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.low..=self.high).contains(&port)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.low, self.high)
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let parse = |part: &str| {
+            part.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("`{text}` is not `LOW-HIGH` with ports 1024-65535"))
+        };
+        let (low, high) = text
+            .split_once('-')
+            .ok_or_else(|| format!("`{text}` is not `LOW-HIGH`, e.g. `20000-29999`"))?;
+        let range = PortRange {
+            low: parse(low)?,
+            high: parse(high)?,
+        };
+        if range.low < LOWEST_INSTANCE_PORT {
+            return Err(format!(
+                "`{text}` reaches below {LOWEST_INSTANCE_PORT} (privileged ports)"
+            ));
+        }
+        if range.low > range.high {
+            return Err(format!("`{text}`: LOW is above HIGH"));
+        }
+        Ok(range)
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(range: PortRange) -> String {
+        range.to_string()
+    }
 }
 
 impl Default for ControlConfig {
@@ -38,6 +109,12 @@ impl Default for ControlConfig {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 7700,
             zone: None,
+            token: None,
+            allow_insecure_bind: false,
+            instance_ports: PortRange {
+                low: 20000,
+                high: 29999,
+            },
         }
     }
 }
@@ -46,6 +123,12 @@ impl ControlConfig {
     /// Where the control plane listens.
     pub fn listen(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
+    }
+
+    /// Checks what serde cannot: a bind beyond loopback needs `allow_insecure_bind`.
+    /// The error names the dotted key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_bind(self.host, self.allow_insecure_bind)
     }
 
     /// The control plane's base URL as other services reach it.
@@ -59,6 +142,21 @@ impl ControlConfig {
     }
 }
 
+/// Refuses a bind beyond loopback unless forced: the admin API has no TLS.
+fn check_bind(host: IpAddr, allow_insecure_bind: bool) -> Result<(), ConfigError> {
+    if host.is_loopback() || allow_insecure_bind {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "control.host",
+        format!(
+            "{host} is beyond loopback and the control plane has no TLS: its token and \
+             admin API would cross the network in clear; bind 127.0.0.1, or set \
+             control.allow_insecure_bind = true to do it anyway"
+        ),
+    ))
+}
+
 /// What the control plane is configured with.
 #[derive(Debug, Clone)]
 pub struct ControlSettings {
@@ -67,6 +165,11 @@ pub struct ControlSettings {
     pub metrics_store: MetricsStoreConfig,
     /// The default drain deadline of stops it is asked for.
     pub drain: Duration,
+    /// The `[control]` table: token, bind rule, instance ports.
+    pub control: ControlConfig,
+    /// Services whose main address speaks HTTP (the index links their `/health`);
+    /// the control plane is always one.
+    pub http_services: Vec<String>,
 }
 
 /// The control plane service.
@@ -83,17 +186,39 @@ impl ControlPlane {
         Self { platform, settings }
     }
 
-    fn router(&self, registry: Arc<Registry>, store: Arc<MetricsStore>) -> Router {
+    fn router(
+        &self,
+        registry: Arc<Registry>,
+        store: Arc<MetricsStore>,
+        own_instance_id: String,
+    ) -> Router {
         admin::router(AdminState {
             platform: self.platform.clone(),
             topology: self.settings.topology.clone(),
             default_drain: self.settings.drain,
             registry: registry.clone(),
+            own_instance_id,
+            instance_ports: self.settings.control.instance_ports,
+            http_services: self.settings.http_services.clone(),
         })
         .merge(discovery::api::router(registry))
         .merge(metrics_store::api::router(store))
         // The Hystrix-style view of every breaker in this process.
         .merge(breakers_router(BreakerRegistry::global().clone()))
+    }
+}
+
+impl ControlPlane {
+    /// The configured token, or the installation's (created at the first start).
+    fn token(&self) -> anyhow::Result<Token> {
+        if let Some(token) = &self.settings.control.token {
+            return Ok(token.clone());
+        }
+        let platform = self
+            .platform
+            .upgrade()
+            .ok_or_else(|| anyhow::anyhow!("the platform is shutting down"))?;
+        Ok(access::load_or_create(platform.data_dir())?)
     }
 }
 
@@ -123,6 +248,14 @@ impl ServiceFactory for ControlPlane {
         ctx: &'a InstanceContext,
     ) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
         Box::pin(async move {
+            // Refused before binding anything: no TLS, so no clear-text admin API on
+            // the network unless forced.
+            check_bind(
+                ctx.listen_addr().ip(),
+                self.settings.control.allow_insecure_bind,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let token = self.token()?;
             // Each control-plane instance starts with an empty registry, as a restarted
             // Eureka server does: instances re-register on their next renewal's 404.
             let registry = Arc::new(
@@ -142,7 +275,9 @@ impl ServiceFactory for ControlPlane {
                 self.settings.metrics_store.clone(),
             ));
             ctx.spawn(sweep_idle_series(store.clone(), ctx.shutdown_token()));
-            serve_http(ctx, listener, self.router(registry, store));
+            let router = self.router(registry, store, ctx.info().instance_id);
+            let policy = AccessPolicy::for_bound(address, token);
+            serve_http(ctx, listener, policy.protect(router));
             Ok(address)
         })
     }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::http_client::{HttpError, HttpResponse};
+use crate::http_client::{HttpError, HttpResponse, Reachability, ReachabilityChange};
 use crate::resilience::stack::{ResilienceConfig, ResilientClient, UpstreamStatus};
 use crate::topology::{InstanceInfo, InstanceStatus, Placement};
 
@@ -187,6 +187,8 @@ struct ErrorBody {
 pub struct DiscoveryClient {
     http: ResilientClient,
     base_url: String,
+    /// The control plane's token, sent as `Authorization: Bearer` on every call.
+    token: Option<http::HeaderValue>,
 }
 
 /// The dependency name of the discovery server, for its breaker and metrics.
@@ -204,7 +206,17 @@ impl DiscoveryClient {
     /// A client calling through the given stack.
     pub fn with_client(base_url: impl Into<String>, http: ResilientClient) -> Self {
         let base_url = base_url.into().trim_end_matches('/').to_owned();
-        Self { http, base_url }
+        Self {
+            http,
+            base_url,
+            token: None,
+        }
+    }
+
+    /// Sends `token` (the control plane's) with every call; `None` sends none.
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token = token.and_then(crate::http_client::bearer);
+        self
     }
 
     /// The control plane's base URL.
@@ -346,6 +358,11 @@ impl DiscoveryClient {
                 reason: e.to_string(),
             })?;
         *request.headers_mut() = headers;
+        if let Some(token) = &self.token {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, token.clone());
+        }
         match self.http.send(request).await {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
@@ -445,6 +462,7 @@ pub struct LeaseStats {
     registrations: AtomicU64,
     renewals: AtomicU64,
     failures: AtomicU64,
+    outages: AtomicU64,
 }
 
 impl LeaseStats {
@@ -459,6 +477,10 @@ impl LeaseStats {
     /// Calls that failed (transport errors, refusals).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+    /// Runs of consecutive failures: each is logged once, however many calls fail.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
     }
 }
 
@@ -484,8 +506,10 @@ impl LeaseKeeper {
     /// a backoff that starts at a tenth of the interval, doubles per consecutive
     /// failure, never exceeds the interval, and is jittered over its upper half, so a
     /// fleet does not stampede a restarting control plane. A registration the server
-    /// refuses (400) is retried the same way and logged each time: it will not pass
-    /// until the instance's configuration is fixed, but giving up would hide it.
+    /// refuses (400, 401) is retried the same way: it will not pass until the
+    /// configuration is fixed, but giving up would hide it. Failures are logged once
+    /// per change ([`Reachability`]): a warning when calls start failing, with the
+    /// error, and a line when they succeed again — never once per failed call.
     ///
     /// # Panics
     /// Outside a tokio runtime, or if `renew_interval` is zero.
@@ -561,6 +585,7 @@ async fn heartbeat(
     let instance_id = registration.instance.instance_id.as_str();
     let mut registered = false;
     let mut consecutive_failures: u32 = 0;
+    let mut control_plane = Reachability::default();
     loop {
         // Calls are never abandoned half-way (only the waits are cancellable), so
         // `stop` can cancel knowing nothing of ours is still in flight.
@@ -593,6 +618,16 @@ async fn heartbeat(
         let wait = match outcome {
             Ok(RenewOutcome::Renewed) => {
                 consecutive_failures = 0;
+                if let Some(ReachabilityChange::ReachableAgain { failed_calls }) =
+                    control_plane.succeeded()
+                {
+                    tracing::info!(
+                        service,
+                        instance_id,
+                        failed_calls,
+                        "control plane reachable again"
+                    );
+                }
                 renew_interval
             }
             // Re-register straight away: the instance is invisible until we do.
@@ -601,7 +636,12 @@ async fn heartbeat(
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 consecutive_failures = consecutive_failures.saturating_add(1);
                 let wait = backoff(renew_interval, consecutive_failures);
-                tracing::warn!(service, instance_id, error = %err, retry_in = ?wait, "discovery heartbeat failed");
+                if control_plane.failed().is_some() {
+                    stats.outages.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(service, instance_id, error = %err, "control plane unreachable: discovery heartbeat failed; retrying with backoff");
+                } else {
+                    tracing::debug!(service, instance_id, error = %err, retry_in = ?wait, "discovery heartbeat failed again");
+                }
                 wait
             }
         };

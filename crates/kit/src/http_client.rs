@@ -4,6 +4,10 @@
 //! timeout, the caller's request id propagated, and JSON in and out. Resilience
 //! (breakers, bulkheads, retry budgets) wraps calls made with it; this type does no
 //! retries of its own, so retries are never stacked.
+//!
+//! Also here, for every client of a peer that may be down: [`bearer`] (the
+//! `Authorization` header of a token) and [`Reachability`] (log a peer going away
+//! and coming back once each, not every failed call).
 
 use std::time::Duration;
 
@@ -219,10 +223,81 @@ impl HttpClient {
     }
 }
 
+/// `Authorization: Bearer <token>`; `None` if the token cannot be a header value.
+pub fn bearer(token: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// A change worth one log line: the peer stopped answering, or answers again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReachabilityChange {
+    /// The first failure after a success (or at start).
+    Unreachable,
+    /// The first success after failures, with how many calls failed in between.
+    ReachableAgain { failed_calls: u64 },
+}
+
+/// Whether a peer answered the last call, so a caller logs each change once instead
+/// of every failed call (a dead control plane must not make every process warn
+/// every second). Starts as reachable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reachability {
+    consecutive_failures: u64,
+}
+
+impl Reachability {
+    /// Records a failed call; `Some` on the change to unreachable.
+    pub fn failed(&mut self) -> Option<ReachabilityChange> {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        (self.consecutive_failures == 1).then_some(ReachabilityChange::Unreachable)
+    }
+
+    /// Records a successful call; `Some` on the change back to reachable.
+    pub fn succeeded(&mut self) -> Option<ReachabilityChange> {
+        let failed_calls = std::mem::take(&mut self.consecutive_failures);
+        (failed_calls > 0).then_some(ReachabilityChange::ReachableAgain { failed_calls })
+    }
+
+    /// Failed calls since the last success.
+    pub fn consecutive_failures(&self) -> u64 {
+        self.consecutive_failures
+    }
+}
+
 fn decode<T: DeserializeOwned>(method: Method, url: &str, body: &[u8]) -> Result<T, HttpError> {
     serde_json::from_slice(body).map_err(|source| HttpError::Decode {
         method,
         url: url.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reachability_changes_once_per_outage() {
+        let mut peer = Reachability::default();
+        assert_eq!(peer.succeeded(), None);
+        let changes: Vec<_> = (0..100).filter_map(|_| peer.failed()).collect();
+        assert_eq!(changes, [ReachabilityChange::Unreachable]);
+        assert_eq!(peer.consecutive_failures(), 100);
+        assert_eq!(
+            peer.succeeded(),
+            Some(ReachabilityChange::ReachableAgain { failed_calls: 100 })
+        );
+        assert_eq!(peer.succeeded(), None);
+        assert_eq!(peer.failed(), Some(ReachabilityChange::Unreachable));
+    }
+
+    #[test]
+    fn bearer_headers_are_sensitive() {
+        let value = bearer("abc").unwrap();
+        assert_eq!(value.to_str().unwrap(), "Bearer abc");
+        assert!(value.is_sensitive());
+        assert!(bearer("a\nb").is_none());
+    }
 }

@@ -41,6 +41,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SharedClock, SystemClock};
+use crate::http_client::{Reachability, ReachabilityChange};
 use crate::resilience::stack::{ResilienceConfig, ResilientClient};
 use crate::telemetry::{MetricsRegistry, MetricsSnapshot};
 
@@ -447,6 +448,8 @@ fn wire_identity(key: &Key, max_labels: usize) -> (String, BTreeMap<String, Stri
 #[derive(Debug)]
 pub struct MetricsPusher {
     publish_url: String,
+    /// The control plane's token, sent as `Authorization: Bearer`.
+    token: Option<http::HeaderValue>,
     common_tags: BTreeMap<String, String>,
     step: Duration,
     registry: MetricsRegistry,
@@ -473,6 +476,7 @@ impl MetricsPusher {
     pub fn new(control_url: &str, common_tags: BTreeMap<String, String>) -> Self {
         Self {
             publish_url: format!("{}{PUBLISH_PATH}", control_url.trim_end_matches('/')),
+            token: None,
             common_tags,
             step: Duration::from_secs(1),
             registry: crate::telemetry::metrics().registry().clone(),
@@ -485,6 +489,12 @@ impl MetricsPusher {
     /// Pushes every `step` (at least 100 ms).
     pub fn with_step(mut self, step: Duration) -> Self {
         self.step = step.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Sends `token` (the control plane's) with every push; `None` sends none.
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token = token.and_then(crate::http_client::bearer);
         self
     }
 
@@ -521,9 +531,24 @@ impl MetricsPusher {
                 samples_cut,
             });
         }
-        self.client
-            .send_json::<_, serde_json::Value>(Method::POST, &self.publish_url, &batch, false)
-            .await?;
+        let mut request = http::Request::post(&self.publish_url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(bytes::Bytes::from(serde_json::to_vec(&batch)?))?;
+        if let Some(token) = &self.token {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, token.clone());
+        }
+        let response = self.client.send(request).await?;
+        if !response.status().is_success() {
+            return Err(crate::http_client::HttpError::Status {
+                method: Method::POST,
+                url: self.publish_url.clone(),
+                status: response.status(),
+                body: String::from_utf8_lossy(response.body()).into_owned(),
+            }
+            .into());
+        }
         self.state = state;
         Ok(PushOutcome {
             datapoints: batch.metrics.len(),
@@ -531,19 +556,42 @@ impl MetricsPusher {
         })
     }
 
-    /// Pushes every step until `cancel` fires; failures are logged and counted.
+    /// Pushes every step until `cancel` fires. Failures are counted
+    /// (`metrics_push_failures_total`) and back off: after *n* failures in a row the
+    /// next push waits [`push_backoff`] (doubling, at most [`MAX_PUSH_BACKOFF`]).
+    /// The store going away and coming back is logged once each ([`Reachability`]).
     pub fn run(mut self, cancel: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(self.step);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut store = Reachability::default();
             loop {
                 tokio::select! {
                     () = cancel.cancelled() => break,
                     _ = ticks.tick() => {}
                 }
-                if let Err(err) = self.push_once().await {
-                    metrics::counter!("metrics_push_failures_total").increment(1);
-                    tracing::warn!(url = %self.publish_url, %err, "metrics push failed");
+                match self.push_once().await {
+                    Ok(_) => {
+                        if let Some(ReachabilityChange::ReachableAgain { failed_calls }) =
+                            store.succeeded()
+                        {
+                            tracing::info!(url = %self.publish_url, failed_calls, "control plane reachable again: metrics push resumed");
+                        }
+                    }
+                    Err(err) => {
+                        metrics::counter!("metrics_push_failures_total").increment(1);
+                        if store.failed().is_some() {
+                            tracing::warn!(url = %self.publish_url, %err, "control plane unreachable: metrics push failed; backing off");
+                        } else {
+                            tracing::debug!(url = %self.publish_url, %err, "metrics push failed again");
+                        }
+                        let wait = push_backoff(self.step, store.consecutive_failures());
+                        tokio::select! {
+                            () = cancel.cancelled() => break,
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                        ticks.reset();
+                    }
                 }
             }
         })
@@ -560,6 +608,16 @@ impl MetricsPusher {
             .with_step(step)
             .run(cancel)
     }
+}
+
+/// The longest wait between pushes while the store fails.
+pub const MAX_PUSH_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The extra wait after `failures` (≥ 1) failed pushes in a row: the step doubled
+/// per failure beyond the first, at most [`MAX_PUSH_BACKOFF`].
+pub fn push_backoff(step: Duration, failures: u64) -> Duration {
+    let doublings = u32::try_from(failures.saturating_sub(1).min(16)).unwrap_or(16);
+    step.saturating_mul(1 << doublings).min(MAX_PUSH_BACKOFF)
 }
 
 /// The process's client for the metrics store: a 2 s timeout, the standard
@@ -827,6 +885,53 @@ mod tests {
             .await
             .expect("the loop ends on cancel")
             .unwrap();
+        server.abort();
+    }
+
+    #[test]
+    fn pushes_back_off_exponentially_up_to_the_cap() {
+        let step = Duration::from_secs(1);
+        let waits: Vec<u64> = (1..=8).map(|n| push_backoff(step, n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(push_backoff(step, u64::MAX), MAX_PUSH_BACKOFF);
+        // Over a five-minute outage at 1 s steps: a handful of attempts, not 300.
+        let mut elapsed = Duration::ZERO;
+        let mut attempts = 0;
+        while elapsed < Duration::from_secs(300) {
+            attempts += 1;
+            elapsed += step + push_backoff(step, attempts);
+        }
+        assert!(attempts < 20, "{attempts} attempts");
+    }
+
+    #[tokio::test]
+    async fn pushes_carry_the_token() {
+        use axum::routing::post;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<String>>(4);
+        let app = axum::Router::new().route(
+            PUBLISH_PATH,
+            post(move |headers: http::HeaderMap| {
+                let tx = tx.clone();
+                async move {
+                    let auth = headers
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let _ = tx.send(auth).await;
+                    axum::Json(serde_json::json!({}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let registry = MetricsRegistry::default();
+        metrics::with_local_recorder(&registry, || metrics::counter!("c").increment(1));
+        let mut pusher = MetricsPusher::new(&url, BTreeMap::new())
+            .with_registry(registry)
+            .with_token(Some("s3cret"));
+        pusher.push_once().await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().as_deref(), Some("Bearer s3cret"));
         server.abort();
     }
 

@@ -16,9 +16,12 @@ pub struct Args {
     pub control_url: Option<String>,
 }
 
-pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    let built = platform::build(&config)?;
+pub async fn run(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let is_control = args.service == casebook_control::CONTROL_SERVICE;
+    // The token from CASEBOOK_CONTROL__TOKEN or the data directory's file (which
+    // the control plane creates at its first start).
+    casebook_control::access::resolve_token(&mut config.control, &config.data_dir, is_control)?;
+    let built = platform::build(&config)?;
     let mut spec = if is_control {
         let mut spec = platform::control_spec(&config)?;
         if let Some(zone) = &args.zone {
@@ -73,10 +76,16 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         &info.instance_id,
         stop_pushing.clone(),
     );
+    // The control plane's URL carries the token, as `up` prints it.
+    let shown_url = if is_control {
+        casebook_control::access::index_url(&info.http_url(), config.control.token.as_deref())
+    } else {
+        info.http_url()
+    };
     say!(
         "casebook {}: {} ({} in {}/{})",
         info.service,
-        info.http_url(),
+        shown_url,
         info.instance_id,
         info.region,
         info.zone

@@ -18,7 +18,10 @@ pub struct Args {
     pub cases: Vec<String>,
 }
 
-pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    // Every client of this process sends the installation's token (created now at
+    // the first start).
+    casebook_control::access::resolve_token(&mut config.control, &config.data_dir, true)?;
     let built = platform::build(&config)?;
     // Every named case must exist before anything starts.
     let selected: Vec<&casebook_kit::case::Case> = if args.cases.is_empty() {
@@ -79,7 +82,10 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     // The first line is the control-plane URL, for people and for scripts.
-    say!("casebook control plane: {}", control.http_url());
+    say!(
+        "casebook control plane: {}",
+        casebook_control::access::index_url(&control.http_url(), config.control.token.as_deref())
+    );
     print_listeners(platform, &built.registry, &config);
     let _ = std::io::stdout().flush();
 

@@ -62,21 +62,60 @@ impl UpBuilder {
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut first)
             .unwrap();
-        let url = first
-            .trim()
-            .strip_prefix("casebook control plane: ")
-            .unwrap_or_else(|| panic!("the control-plane URL first, got {first:?}"))
-            .to_owned();
-        Up { child, url }
+        let (url, token) = control_url(&first);
+        Up { child, url, token }
     }
+}
+
+/// The first line `up` prints, `casebook control plane: http://ADDR/?token=T`, as
+/// the base URL (`http://ADDR`) and the token.
+pub fn control_url(first_line: &str) -> (String, String) {
+    let signed_in = first_line
+        .trim()
+        .strip_prefix("casebook control plane: ")
+        .unwrap_or_else(|| panic!("the control-plane URL first, got {first_line:?}"));
+    let (url, token) = signed_in
+        .split_once("/?token=")
+        .unwrap_or_else(|| panic!("the URL carries the token, got {signed_in:?}"));
+    (url.to_owned(), token.to_owned())
+}
+
+/// A call to the control plane's API with its token; any status comes back.
+pub async fn admin_call(
+    token: &str,
+    method: http::Method,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> casebook_kit::http_client::HttpResponse {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        casebook_kit::http_client::bearer(token).unwrap(),
+    );
+    let body = match body {
+        Some(body) => {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            serde_json::to_vec(&body).unwrap().into()
+        }
+        None => Vec::new().into(),
+    };
+    casebook_kit::http_client::HttpClient::default()
+        .send(method, url, headers, body)
+        .await
+        .unwrap()
 }
 
 /// A `casebook up` child on free ports, killed (and reaped) when dropped, however the
 /// test ends. Its log goes nowhere: nobody reads it, and a full pipe would block it.
 pub struct Up {
     child: std::process::Child,
-    /// The control plane's URL: the first line `up` prints.
+    /// The control plane's base URL, from the first line `up` prints.
     pub url: String,
+    /// The installation's token, from the same line.
+    pub token: String,
 }
 
 impl Up {

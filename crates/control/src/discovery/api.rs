@@ -2,7 +2,7 @@
 //!
 //! | method and path | does | answers |
 //! |---|---|---|
-//! | `POST /apps/{service}` | register (JSON [`Registration`]; `instance.service` must match the path) | 204, 400, 503 when full |
+//! | `POST /apps/{service}` | register (JSON [`Registration`]; `instance.service` must match the path) | 204, 400, 429 beyond a per-service or per-caller bound, 503 when full |
 //! | `GET /apps` | every instance, grouped by service | 200 [`Applications`](casebook_kit::discovery::Applications) |
 //! | `GET /apps/{service}?zone=&region=&all_statuses=` | the service's instances, nearest first, `UP` only unless `all_statuses=true` | 200 [`ServiceInstances`](casebook_kit::discovery::ServiceInstances), 400 |
 //! | `GET /apps/{service}/{id}` | one instance | 200 [`InstanceView`](casebook_kit::discovery::InstanceView), 404 |
@@ -17,12 +17,13 @@
 //! empty list, not a 404 as in Eureka: a caller resolving a service that has not
 //! started yet is not making a mistake.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -68,6 +69,9 @@ fn registry_error(err: RegistryError) -> ApiError {
         RegistryError::Full { .. } => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
         }
+        RegistryError::TooMany { .. } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, err.to_string())
+        }
     }
 }
 
@@ -104,8 +108,14 @@ fn query_params<const N: usize>(
 async fn register(
     State(registry): Shared,
     path: Result<Path<String>, PathRejection>,
+    extensions: axum::http::Extensions,
     JsonBody(registration): JsonBody<Registration>,
 ) -> Result<StatusCode, ApiError> {
+    // The caller's address, when the server records it (`ConnectInfo`): the
+    // per-caller bound counts by it.
+    let source = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
     let Path(service) = path.map_err(path_error)?;
     if registration.instance.service != service {
         return Err(ApiError::bad_field(
@@ -116,7 +126,9 @@ async fn register(
             ),
         ));
     }
-    registry.register(registration).map_err(registry_error)?;
+    registry
+        .register_from(registration, source)
+        .map_err(registry_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -62,6 +62,11 @@ pub struct DiscoveryConfig {
     pub eviction_limit_fraction: f64,
     /// The most instances the registry holds; registrations beyond it are refused.
     pub max_instances: usize,
+    /// The most instances of one service; new registrations beyond it get 429.
+    pub max_instances_per_service: usize,
+    /// The most instances one caller (source address) registers; beyond, 429. On
+    /// one host every process is the same caller (127.0.0.1).
+    pub max_instances_per_source: usize,
 }
 
 impl Default for DiscoveryConfig {
@@ -75,6 +80,8 @@ impl Default for DiscoveryConfig {
             self_preservation: true,
             eviction_limit_fraction: 0.85,
             max_instances: 100_000,
+            max_instances_per_service: 1_000,
+            max_instances_per_source: 2_000,
         }
     }
 }
@@ -133,8 +140,14 @@ impl DiscoveryConfig {
                 ),
             );
         }
-        if self.max_instances == 0 {
-            return bad("max_instances", "must be at least 1".into());
+        for (key, value) in [
+            ("max_instances", self.max_instances),
+            ("max_instances_per_service", self.max_instances_per_service),
+            ("max_instances_per_source", self.max_instances_per_source),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1".into());
+            }
         }
         Ok(())
     }

@@ -43,7 +43,8 @@
 //! Not guaranteed: persistence (a restarted registry is empty; clients re-register on
 //! their next renewal's 404), and fairness of eviction between services.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use casebook_kit::clock::SharedClock;
@@ -85,6 +86,17 @@ pub enum RegistryError {
     /// The registry holds `max_instances` already.
     #[error("the registry is full ({limit} instances)")]
     Full { limit: usize },
+    /// One service, or one caller, holds its share already.
+    #[error(
+        "{scope} holds {limit} registered instances already (discovery.{key}); cancel some first"
+    )]
+    TooMany {
+        /// What is at its bound, e.g. ``service `chat` `` or `caller 10.0.0.7`.
+        scope: String,
+        /// The configuration key of the bound.
+        key: &'static str,
+        limit: usize,
+    },
 }
 
 impl RegistryError {
@@ -120,6 +132,8 @@ pub struct EvictionReport {
 #[derive(Debug, Clone)]
 struct Lease {
     info: InstanceInfo,
+    /// The address that registered it, counted against `max_instances_per_source`.
+    source: Option<IpAddr>,
     reported_status: InstanceStatus,
     overridden_status: Option<InstanceStatus>,
     metadata: BTreeMap<String, String>,
@@ -211,6 +225,8 @@ impl MinuteRate {
 struct State {
     services: BTreeMap<String, BTreeMap<String, Lease>>,
     size: usize,
+    /// Leases per registering address; an address with none has no entry.
+    per_source: HashMap<IpAddr, usize>,
     expected_clients: u64,
     renewal_threshold: u64,
     renews: MinuteRate,
@@ -248,6 +264,7 @@ impl Registry {
             state: Mutex::new(State {
                 services: BTreeMap::new(),
                 size: 0,
+                per_source: HashMap::new(),
                 expected_clients: 0,
                 renewal_threshold: 0,
                 renews: MinuteRate::new(now),
@@ -279,8 +296,19 @@ impl Registry {
     }
 
     /// Registers an instance, or replaces its registration (keeping its
-    /// first-registration time and status override).
+    /// first-registration time and status override), from no particular caller.
     pub fn register(&self, registration: Registration) -> Result<Registered, RegistryError> {
+        self.register_from(registration, None)
+    }
+
+    /// [`Registry::register`] on behalf of the caller at `source`: a new instance is
+    /// refused when its service holds `max_instances_per_service` or the caller
+    /// `max_instances_per_source` already (re-registrations always pass).
+    pub fn register_from(
+        &self,
+        registration: Registration,
+        source: Option<IpAddr>,
+    ) -> Result<Registered, RegistryError> {
         self.validate(&registration)?;
         let Registration {
             instance,
@@ -311,10 +339,32 @@ impl Registry {
                         limit: self.config.max_instances,
                     });
                 }
+                let of_service = state
+                    .services
+                    .get(&instance.service)
+                    .map_or(0, BTreeMap::len);
+                if of_service >= self.config.max_instances_per_service {
+                    return Err(RegistryError::TooMany {
+                        scope: format!("service `{}`", instance.service),
+                        key: "max_instances_per_service",
+                        limit: self.config.max_instances_per_service,
+                    });
+                }
+                if let Some(source) = source
+                    && state.per_source.get(&source).copied().unwrap_or(0)
+                        >= self.config.max_instances_per_source
+                {
+                    return Err(RegistryError::TooMany {
+                        scope: format!("caller {source}"),
+                        key: "max_instances_per_source",
+                        limit: self.config.max_instances_per_source,
+                    });
+                }
                 (now_ms, None, Registered::New)
             }
         };
         let lease = Lease {
+            source,
             reported_status: status,
             overridden_status,
             metadata,
@@ -324,11 +374,17 @@ impl Registry {
             last_renewal_ms: now_ms,
             info: instance,
         };
-        state
+        if let Some(source) = source {
+            *state.per_source.entry(source).or_default() += 1;
+        }
+        let replaced = state
             .services
             .entry(lease.info.service.clone())
             .or_default()
             .insert(lease.info.instance_id.clone(), lease);
+        if let Some(old) = replaced {
+            forget_source(state, old.source);
+        }
         if outcome == Registered::New {
             state.size += 1;
             state.expected_clients += 1;
@@ -746,7 +802,19 @@ fn remove(state: &mut State, service: &str, instance_id: &str) -> Option<Lease> 
         state.services.remove(service);
     }
     state.size -= 1;
+    forget_source(state, lease.source);
     Some(lease)
+}
+
+/// One lease fewer for `source`.
+fn forget_source(state: &mut State, source: Option<IpAddr>) {
+    let Some(source) = source else { return };
+    if let Some(count) = state.per_source.get_mut(&source) {
+        *count -= 1;
+        if *count == 0 {
+            state.per_source.remove(&source);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer["fn"], "sum");
         assert_eq!(answer["kind"], "counter");
-        assert_eq!(answer["step"], 60_000);
+        assert_eq!(answer["step_ms"], 60_000);
         let series = answer["series"].as_array().unwrap();
         assert_eq!(series.len(), 2);
         assert_eq!(series[0]["tags"]["zone"], "a");

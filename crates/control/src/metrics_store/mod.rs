@@ -67,8 +67,10 @@ pub struct MetricsStoreConfig {
     pub max_distribution_series: usize,
     /// Lock shards; more shards, less contention between ingesting threads.
     pub shards: usize,
-    /// How far ahead of the clock a timestamp may be (clock skew between nodes).
-    pub future_tolerance_secs: u64,
+    /// How far ahead of the clock a timestamp may be (clock skew between nodes);
+    /// whole seconds count, at most [`MAX_FUTURE_TOLERANCE_SECS`].
+    #[serde(with = "humantime_serde")]
+    pub future_tolerance: std::time::Duration,
 }
 
 impl Default for MetricsStoreConfig {
@@ -77,7 +79,7 @@ impl Default for MetricsStoreConfig {
             max_series: 100_000,
             max_distribution_series: 2_000,
             shards: 32,
-            future_tolerance_secs: 60,
+            future_tolerance: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -184,7 +186,9 @@ impl MetricsStore {
     /// shard and at most 1024, a tolerance of at most [`MAX_FUTURE_TOLERANCE_SECS`]).
     pub fn with_config(clock: SharedClock, mut config: MetricsStoreConfig) -> Self {
         config.shards = config.shards.clamp(1, 1024);
-        config.future_tolerance_secs = config.future_tolerance_secs.min(MAX_FUTURE_TOLERANCE_SECS);
+        config.future_tolerance = config
+            .future_tolerance
+            .min(std::time::Duration::from_secs(MAX_FUTURE_TOLERANCE_SECS));
         let shards = (0..config.shards)
             .map(|_| PaddedShard(Mutex::new(Shard::default())))
             .collect();
@@ -221,7 +225,7 @@ impl MetricsStore {
 
     fn ingest_valid(&self, batch: &PublishBatch) -> IngestReport {
         let now = self.now_sec();
-        let window = Window::at(now, self.config.future_tolerance_secs);
+        let window = Window::at(now, self.config.future_tolerance.as_secs());
         // Hash each series once, then order the datapoints by shard (a counting
         // sort, stable) so each shard's lock is taken once per batch.
         let shard_count = self.shards.len();
@@ -313,7 +317,7 @@ impl MetricsStore {
     /// Drops blocks that left the window and series left with none. Ingest runs
     /// this once a minute per shard; call it to free space sooner.
     pub fn sweep(&self) {
-        let window = Window::at(self.now_sec(), self.config.future_tolerance_secs);
+        let window = Window::at(self.now_sec(), self.config.future_tolerance.as_secs());
         for shard in self.shards.iter() {
             self.sweep_shard(&mut shard.lock(), &window);
         }

@@ -328,11 +328,11 @@ pub struct QueryResult {
     /// The kind of the series aggregated (`None` when nothing matched).
     pub kind: Option<MetricKind>,
     /// The first step's start, epoch milliseconds.
-    pub start: u64,
+    pub start_ms: u64,
     /// The end of the last step (exclusive), epoch milliseconds.
-    pub end: u64,
+    pub end_ms: u64,
     /// The step, milliseconds.
-    pub step: u64,
+    pub step_ms: u64,
     /// One entry per group, sorted by group tags.
     pub series: Vec<ResultSeries>,
 }
@@ -401,7 +401,7 @@ impl MetricsStore {
     /// Runs a query against the data in the window now.
     pub fn query(&self, q: &Query) -> Result<QueryResult, QueryError> {
         let now = self.now_sec();
-        let window = Window::at(now, self.config.future_tolerance_secs);
+        let window = Window::at(now, self.config.future_tolerance.as_secs());
         let from = q.from.resolve(now).max(window.first);
         let to = q.to.resolve(now).min(window.last);
         if from > to {
@@ -538,9 +538,9 @@ impl MetricsStore {
             name: q.name.clone(),
             function: q.aggregate.name(),
             kind,
-            start: start * 1000,
-            end: end * 1000,
-            step: step * 1000,
+            start_ms: start * 1000,
+            end_ms: end * 1000,
+            step_ms: step * 1000,
             series,
         })
     }

@@ -461,7 +461,7 @@ fn a_sweep_removes_series_with_no_data_left_and_frees_the_cap() {
             max_series: 2,
             max_distribution_series: 1,
             shards: 4,
-            future_tolerance_secs: 10,
+            future_tolerance: std::time::Duration::from_secs(10),
         },
     );
     let ts = clock.wall_millis();

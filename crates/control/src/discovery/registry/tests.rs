@@ -684,3 +684,61 @@ fn concurrent_writers_keep_the_books_straight() {
     assert_eq!(status.expected_clients, 400);
     assert_eq!(registry.all().services["svc"].len(), 400);
 }
+
+#[test]
+fn each_caller_and_each_service_is_bounded_and_cancels_free_their_share() {
+    let (registry, _clock) = registry(DiscoveryConfig {
+        max_instances_per_source: 3,
+        max_instances_per_service: 4,
+        ..DiscoveryConfig::default()
+    });
+    let flooder: std::net::IpAddr = "10.0.0.7".parse().unwrap();
+    let other: std::net::IpAddr = "10.0.0.8".parse().unwrap();
+    for i in 0..3 {
+        registry
+            .register_from(reg("a", &format!("a-{i}"), "us-east-a"), Some(flooder))
+            .unwrap();
+    }
+    let refused = registry
+        .register_from(reg("b", "b-0", "us-east-a"), Some(flooder))
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            RegistryError::TooMany {
+                key: "max_instances_per_source",
+                limit: 3,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    // Re-registering what it holds always passes; another caller is unaffected.
+    assert_eq!(
+        registry.register_from(reg("a", "a-0", "us-east-a"), Some(flooder)),
+        Ok(Registered::Replaced)
+    );
+    registry
+        .register_from(reg("a", "a-3", "us-east-a"), Some(other))
+        .unwrap();
+    // Service `a` is at its bound of 4, whoever asks.
+    let refused = registry
+        .register_from(reg("a", "a-4", "us-east-a"), Some(other))
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            RegistryError::TooMany {
+                key: "max_instances_per_service",
+                limit: 4,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    // A cancel frees the caller's share.
+    registry.cancel("a", "a-1").unwrap();
+    registry
+        .register_from(reg("b", "b-0", "us-east-a"), Some(flooder))
+        .unwrap();
+}
