@@ -64,6 +64,8 @@ pub enum AddOutcome {
 pub trait GeoStore: Send + Sync + std::fmt::Debug {
     /// How many members.
     fn len(&self) -> usize;
+    /// An estimate of the bytes the members take (for `maxmemory`).
+    fn memory_bytes(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -86,11 +88,21 @@ pub trait GeoStore: Send + Sync + std::fmt::Debug {
 pub struct SortedGeoSet {
     ordered: BTreeSet<(Score, Bytes)>,
     scores: HashMap<Bytes, f64>,
+    /// The members' bytes, summed.
+    member_bytes: usize,
 }
+
+/// What a member costs beyond its bytes: its tree entry and map entry with
+/// their share of node and table slack, and the shared buffer's header.
+pub const MEMBER_OVERHEAD: usize = 128;
 
 impl GeoStore for SortedGeoSet {
     fn len(&self) -> usize {
         self.scores.len()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.member_bytes + self.len() * MEMBER_OVERHEAD
     }
 
     fn add(&mut self, member: Bytes, score: f64, mode: AddMode) -> AddOutcome {
@@ -114,6 +126,7 @@ impl GeoStore for SortedGeoSet {
                 if mode == AddMode::OnlyExisting {
                     return AddOutcome::Unchanged;
                 }
+                self.member_bytes += member.len();
                 self.scores.insert(member.clone(), score);
                 self.ordered.insert((Score(score), member));
                 AddOutcome::Added
@@ -124,6 +137,7 @@ impl GeoStore for SortedGeoSet {
     fn remove(&mut self, member: &[u8]) -> bool {
         match self.scores.remove(member) {
             Some(score) => {
+                self.member_bytes -= member.len();
                 self.ordered
                     .remove(&(Score(score), Bytes::copy_from_slice(member)));
                 true

@@ -53,6 +53,7 @@ pub fn check_request_input(data: &[u8]) -> usize {
         max_bulk_len: 8192,
         max_request_bytes: 1 << 20,
         max_clients: 1,
+        ..Limits::default()
     };
     let step = usize::from(seed % 13) + 1;
     let chunked = run(input, |n| (step * (n + 3)) % 17 + 1, limits);

@@ -12,7 +12,7 @@ pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     Frame::Integer(
         args[1..]
             .iter()
-            .filter(|k| keys.remove(*k).is_some())
+            .filter(|k| keys.remove(k))
             .count() as i64,
     )
 }

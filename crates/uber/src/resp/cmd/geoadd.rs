@@ -56,21 +56,23 @@ pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
         return add_live(live, rest, ch, nx, xx);
     }
     let mode = add_mode(nx, xx);
-    let mut keys = server.keys.write();
-    if xx && !keys.contains_key(&args[1]) {
-        return Frame::Integer(0);
-    }
-    let set = keys
-        .entry(args[1].clone())
-        .or_insert_with(|| (server.new_store)());
-    let (mut added, mut updated) = (0, 0);
-    for (member, score) in points {
-        match set.add(member, score, mode) {
-            AddOutcome::Added => added += 1,
-            AddOutcome::Updated => updated += 1,
-            AddOutcome::Unchanged => {}
-        }
-    }
+    // XX never creates the key.
+    let create = (!xx).then_some(server.new_store);
+    let (added, updated) = server
+        .keys
+        .write()
+        .update(&args[1], create, |set| {
+            let (mut added, mut updated) = (0, 0);
+            for (member, score) in points {
+                match set.add(member, score, mode) {
+                    AddOutcome::Added => added += 1,
+                    AddOutcome::Updated => updated += 1,
+                    AddOutcome::Unchanged => {}
+                }
+            }
+            (added, updated)
+        })
+        .unwrap_or((0, 0));
     Frame::Integer(if ch { added + updated } else { added })
 }
 

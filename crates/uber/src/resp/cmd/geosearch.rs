@@ -16,7 +16,7 @@ use crate::geo::search::{self, Query, Shape, ShapeKind, Sort};
 use crate::geo::store::{AddMode, GeoStore};
 use crate::index::DriverIndex;
 use crate::resp::live;
-use crate::resp::server::Keys;
+use crate::resp::state::Keyspace;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -139,7 +139,7 @@ enum Planned {
     Store(Store),
 }
 
-fn run_read(server: &Server, keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Frame {
+fn run_read(server: &Server, keys: &Keyspace, args: &[Bytes], src: usize, flags: Flags) -> Frame {
     match plan(server, keys, args, src, flags) {
         Planned::Reply(frame) => frame,
         // Read-only variants never plan a store.
@@ -147,7 +147,7 @@ fn run_read(server: &Server, keys: &Keys, args: &[Bytes], src: usize, flags: Fla
     }
 }
 
-fn run_write(server: &Server, keys: &mut Keys, args: &[Bytes], src: usize, flags: Flags) -> Frame {
+fn run_write(server: &Server, keys: &mut Keyspace, args: &[Bytes], src: usize, flags: Flags) -> Frame {
     match plan(server, keys, args, src, flags) {
         Planned::Reply(frame) => frame,
         Planned::Store(store) => {
@@ -198,7 +198,7 @@ fn distance_args(args: &[Bytes]) -> Result<(f64, f64), Frame> {
     Ok((radius, unit_or_err(&args[1])?))
 }
 
-fn plan(server: &Server, keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Planned {
+fn plan(server: &Server, keys: &Keyspace, args: &[Bytes], src: usize, flags: Flags) -> Planned {
     let index = match server.live_key(&args[src]).map(|live| live.index()) {
         Some(Ok(index)) => Some(index),
         Some(Err(frame)) => return Planned::Reply(frame),
@@ -206,7 +206,7 @@ fn plan(server: &Server, keys: &Keys, args: &[Bytes], src: usize, flags: Flags) 
     };
     let source = match &index {
         Some(index) => Source::Live(index),
-        None => Source::Set(keys.get(&args[src]).map(|b| &**b)),
+        None => Source::Set(keys.get(&args[src])),
     };
     match plan_inner(source, args, flags) {
         Ok(planned) => planned,

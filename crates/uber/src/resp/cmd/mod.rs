@@ -30,7 +30,7 @@ use bytes::Bytes;
 
 use super::frame::Frame;
 use super::parse::parse_i64;
-use super::server::{Server, Session};
+use super::state::{Server, Session};
 
 /// What the connection does after a command.
 #[derive(Debug)]
@@ -43,137 +43,167 @@ pub enum Outcome {
 type Handler = fn(&Server, &mut Session, &[Bytes]) -> Frame;
 
 /// A command: lower-case name, Redis's arity (n: exactly n arguments counting
-/// the name; -n: at least n), handler.
+/// the name; -n: at least n), whether it is refused over `maxmemory` (Redis's
+/// `denyoom` flag), handler.
 struct Spec {
     name: &'static str,
     arity: i32,
+    denyoom: bool,
     run: Handler,
 }
+
+/// Redis's reply to a `denyoom` command over `maxmemory`.
+pub const OOM_ERROR: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
 const COMMANDS: &[Spec] = &[
     Spec {
         name: "geoadd",
         arity: -5,
+        denyoom: true,
         run: geoadd::run,
     },
     Spec {
         name: "geosearch",
         arity: -7,
+        denyoom: false,
         run: geosearch::geosearch,
     },
     Spec {
         name: "geosearchstore",
         arity: -8,
+        denyoom: true,
         run: geosearch::geosearchstore,
     },
     Spec {
         name: "georadius",
         arity: -6,
+        denyoom: true,
         run: geosearch::georadius,
     },
     Spec {
         name: "georadius_ro",
         arity: -6,
+        denyoom: false,
         run: geosearch::georadius_ro,
     },
     Spec {
         name: "georadiusbymember",
         arity: -5,
+        denyoom: true,
         run: geosearch::georadiusbymember,
     },
     Spec {
         name: "georadiusbymember_ro",
         arity: -5,
+        denyoom: false,
         run: geosearch::georadiusbymember_ro,
     },
     Spec {
         name: "geopos",
         arity: -2,
+        denyoom: false,
         run: geopos::run,
     },
     Spec {
         name: "geodist",
         arity: -4,
+        denyoom: false,
         run: geodist::run,
     },
     Spec {
         name: "geohash",
         arity: -2,
+        denyoom: false,
         run: geohash::run,
     },
     Spec {
         name: "zrem",
         arity: -3,
+        denyoom: false,
         run: zrem::run,
     },
     Spec {
         name: "zcard",
         arity: 2,
+        denyoom: false,
         run: zcard::run,
     },
     Spec {
         name: "zrange",
         arity: -4,
+        denyoom: false,
         run: zrange::run,
     },
     Spec {
         name: "zscore",
         arity: 3,
+        denyoom: false,
         run: zscore::run,
     },
     Spec {
         name: "del",
         arity: -2,
+        denyoom: false,
         run: del::run,
     },
     Spec {
         name: "ping",
         arity: -1,
+        denyoom: false,
         run: ping::run,
     },
     Spec {
         name: "echo",
         arity: 2,
+        denyoom: false,
         run: echo::run,
     },
     Spec {
         name: "info",
         arity: -1,
+        denyoom: false,
         run: info::run,
     },
     Spec {
         name: "select",
         arity: 2,
+        denyoom: false,
         run: select::run,
     },
     Spec {
         name: "flushdb",
         arity: -1,
+        denyoom: false,
         run: flush::run,
     },
     Spec {
         name: "flushall",
         arity: -1,
+        denyoom: false,
         run: flush::run,
     },
     Spec {
         name: "hello",
         arity: -1,
+        denyoom: false,
         run: hello::run,
     },
     Spec {
         name: "client",
         arity: -2,
+        denyoom: false,
         run: client::run,
     },
     Spec {
         name: "config",
         arity: -2,
+        denyoom: false,
         run: config::run,
     },
     Spec {
         name: "command",
         arity: -1,
+        denyoom: false,
         run: command::run,
     },
 ];
@@ -198,6 +228,11 @@ pub fn dispatch(server: &Server, session: &mut Session, args: &[Bytes]) -> Outco
     let argc = args.len() as i32;
     if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
         return Outcome::Reply(wrong_arity(spec.name));
+    }
+    // As Redis: checked before the command runs, so one write may overshoot by
+    // its own size. The live key's writes go to the driver index, not here.
+    if spec.denyoom && server.live_key(&args[1]).is_none() && server.over_maxmemory() {
+        return Outcome::Reply(Frame::Error(OOM_ERROR.to_owned()));
     }
     Outcome::Reply((spec.run)(server, session, args))
 }

@@ -17,13 +17,12 @@ pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
             Err(frame) => frame,
         };
     }
-    let mut keys = server.keys.write();
-    let Some(set) = keys.get_mut(&args[1]) else {
-        return Frame::Integer(0);
-    };
-    let removed = args[2..].iter().filter(|m| set.remove(m)).count();
-    if set.is_empty() {
-        keys.remove(&args[1]);
-    }
+    let removed = server
+        .keys
+        .write()
+        .update(&args[1], None, |set| {
+            args[2..].iter().filter(|m| set.remove(m)).count()
+        })
+        .unwrap_or(0);
     Frame::Integer(removed as i64)
 }
