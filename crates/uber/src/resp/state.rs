@@ -78,23 +78,18 @@ impl Keyspace {
         create: Option<StoreFactory>,
         change: impl FnOnce(&mut dyn GeoStore) -> R,
     ) -> Option<R> {
-        let store = match (self.keys.remove(key), create) {
-            (Some(store), _) => store,
-            (None, Some(create)) => {
-                let store = create();
-                self.used_bytes += cost(key, &*store);
-                store
-            }
-            (None, None) => return None,
-        };
-        let mut store = store;
-        let before = cost(key, &*store);
-        let result = change(&mut *store);
-        self.used_bytes = self.used_bytes - before + cost(key, &*store);
-        if store.is_empty() {
-            self.used_bytes -= cost(key, &*store);
-        } else {
+        if !self.keys.contains_key(key) {
+            let store = create?();
+            self.used_bytes += cost(key, &*store);
             self.keys.insert(key.clone(), store);
+        }
+        // Changed in place: a change that panics leaves the key where it was.
+        let store = self.keys.get_mut(key).expect("present or just created");
+        let before = cost(key, &**store);
+        let result = change(&mut **store);
+        self.used_bytes = self.used_bytes - before + cost(key, &**store);
+        if store.is_empty() {
+            self.remove(key);
         }
         Some(result)
     }
