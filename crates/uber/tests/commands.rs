@@ -513,7 +513,12 @@ impl casebook_uber::geo::store::GeoStore for Panicky {
     ) {
         self.0.scan(min, max, visit);
     }
-    fn by_rank(&self, start: usize, stop: usize, reverse: bool) -> Vec<(Bytes, f64)> {
+    fn by_rank(
+        &self,
+        start: usize,
+        stop: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Bytes, f64)>, casebook_uber::geo::store::StoreError> {
         self.0.by_rank(start, stop, reverse)
     }
 }

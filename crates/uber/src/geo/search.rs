@@ -263,6 +263,9 @@ fn by_distance(a: &Hit, b: &Hit) -> Ordering {
 /// Runs a search; hits carry distances in metres (divide by the unit's
 /// conversion to print them), at most `count` of them when a count is given.
 pub fn search(store: &dyn GeoStore, query: &Query) -> Vec<Hit> {
+    if let Some(candidates) = store.narrow(&query.shape) {
+        return search(&candidates, query);
+    }
     let cells = scanned_cells(&areas(&query.shape));
     let mut sort = query.sort;
     if query.count != 0 && sort == Sort::None && !query.any {

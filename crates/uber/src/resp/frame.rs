@@ -131,6 +131,13 @@ impl Frame {
     }
 }
 
+impl From<crate::geo::store::StoreError> for Frame {
+    /// `-ERR <what the store said>`.
+    fn from(error: crate::geo::store::StoreError) -> Self {
+        Frame::err(error)
+    }
+}
+
 fn itoa(i: i64) -> String {
     i.to_string()
 }

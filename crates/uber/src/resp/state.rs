@@ -19,8 +19,8 @@ use parking_lot::RwLock;
 
 use super::frame::Proto;
 use super::limits::{BufferBudget, Limits};
-use super::live::LiveKey;
-use crate::geo::store::{GeoStore, SortedGeoSet};
+use super::live::{LiveKey, LiveStore};
+use crate::geo::store::{GeoStore, SortedGeoSet, StoreError};
 
 /// Makes the store for a new key.
 pub type StoreFactory = fn() -> Box<dyn GeoStore>;
@@ -61,7 +61,7 @@ impl Keyspace {
         self.used_bytes
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<&dyn GeoStore> {
+    pub fn get(&self, key: &[u8]) -> Option<&(dyn GeoStore + 'static)> {
         self.keys.get(key).map(|store| &**store)
     }
 
@@ -185,6 +185,91 @@ impl Server {
         self.live.as_ref().filter(|live| live.name == key)
     }
 
+    // The one place that tells the live key from the keyspace's keys: every
+    // command reaches a key's store through these.
+
+    /// `key`'s store for reading under `keys`, a guard the caller holds (the
+    /// live key's is the driver index); `None`: no such key.
+    pub fn lookup<'a>(
+        &self,
+        keys: &'a Keyspace,
+        key: &[u8],
+    ) -> Result<Option<StoreRef<'a>>, StoreError> {
+        if let Some(live) = self.live_key(key) {
+            return Ok(Some(StoreRef::Live(live.store()?)));
+        }
+        Ok(keys.get(key).map(StoreRef::Set))
+    }
+
+    /// Runs `read` on `key`'s store (`None`: no such key), taking the
+    /// keyspace's read lock for a key of its own.
+    pub fn read<R>(
+        &self,
+        key: &[u8],
+        read: impl FnOnce(Option<&dyn GeoStore>) -> R,
+    ) -> Result<R, StoreError> {
+        if let Some(live) = self.live_key(key) {
+            return Ok(read(Some(&live.store()?)));
+        }
+        Ok(read(self.keys.read().get(key)))
+    }
+
+    /// Runs `change` on `key`'s store, created when missing if `create`
+    /// (`None`: missing and not created); a key left empty is deleted.
+    pub fn write<R>(
+        &self,
+        key: &Bytes,
+        create: bool,
+        change: impl FnOnce(&mut dyn GeoStore) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        if let Some(live) = self.live_key(key) {
+            return Ok(Some(change(&mut live.store()?)));
+        }
+        Ok(self
+            .keys
+            .write()
+            .update(key, create.then_some(self.new_store), change))
+    }
+
+    /// Sets `key` to a new store holding `entries` (none: deletes the key),
+    /// under `keys`, a guard the caller holds.
+    pub fn replace(
+        &self,
+        keys: &mut Keyspace,
+        key: Bytes,
+        entries: Vec<(Bytes, f64)>,
+    ) -> Result<(), StoreError> {
+        if let Some(live) = self.live_key(&key) {
+            return Err(live.refused("storing a search result"));
+        }
+        if entries.is_empty() {
+            keys.remove(&key);
+        } else {
+            let mut store = (self.new_store)();
+            for (member, score) in entries {
+                store.add(member, score, crate::geo::store::AddMode::Upsert);
+            }
+            keys.insert(key, store);
+        }
+        Ok(())
+    }
+
+    /// Deletes `keys`; how many existed. Nothing is deleted when one of them
+    /// cannot be (the live key).
+    pub fn delete(&self, keys: &[Bytes]) -> Result<usize, StoreError> {
+        if let Some(live) = keys.iter().find_map(|key| self.live_key(key)) {
+            return Err(live.refused("DEL"));
+        }
+        let mut keyspace = self.keys.write();
+        Ok(keys.iter().filter(|key| keyspace.remove(key)).count())
+    }
+
+    /// Whether writes to `key` grow this port's data (the live key's go to the
+    /// driver index).
+    pub fn stores_here(&self, key: &[u8]) -> bool {
+        self.live_key(key).is_none()
+    }
+
     /// Whether stored data is over `maxmemory` (writes are then refused).
     pub fn over_maxmemory(&self) -> bool {
         self.limits.max_memory_bytes != 0
@@ -197,6 +282,26 @@ impl Server {
             proto: Proto::Resp2,
             id: self.next_client_id.fetch_add(1, Ordering::Relaxed),
             name: None,
+        }
+    }
+}
+
+/// A key's store found by [`Server::lookup`].
+#[derive(Debug)]
+pub enum StoreRef<'a> {
+    /// One of the keyspace's.
+    Set(&'a (dyn GeoStore + 'static)),
+    /// The live key.
+    Live(LiveStore),
+}
+
+impl std::ops::Deref for StoreRef<'_> {
+    type Target = dyn GeoStore;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            StoreRef::Set(store) => *store,
+            StoreRef::Live(store) => store,
         }
     }
 }

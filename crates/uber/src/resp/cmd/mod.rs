@@ -231,32 +231,24 @@ pub fn dispatch(server: &Server, session: &mut Session, args: &[Bytes]) -> Outco
     }
     // As Redis: checked before the command runs, so one write may overshoot by
     // its own size. The live key's writes go to the driver index, not here.
-    if spec.denyoom && server.live_key(&args[1]).is_none() && server.over_maxmemory() {
+    if spec.denyoom && server.stores_here(&args[1]) && server.over_maxmemory() {
         return Outcome::Reply(Frame::Error(OOM_ERROR.to_owned()));
     }
     Outcome::Reply((spec.run)(server, session, args))
 }
 
-/// The scores of `members` in `key`, `None` for a missing member or key; the
-/// live key's come from the driver index.
+/// The scores of `members` in `key`, `None` for a missing member or key.
 pub(crate) fn member_scores(
     server: &Server,
     key: &[u8],
     members: &[Bytes],
 ) -> Result<Vec<Option<f64>>, Frame> {
-    if let Some(live) = server.live_key(key) {
-        let index = live.index()?;
-        return Ok(members
+    Ok(server.read(key, |set| {
+        members
             .iter()
-            .map(|m| crate::resp::live::score(&index, m))
-            .collect());
-    }
-    let keys = server.keys.read();
-    let set = keys.get(key);
-    Ok(members
-        .iter()
-        .map(|m| set.and_then(|s| s.score(m)))
-        .collect())
+            .map(|m| set.and_then(|s| s.score(m)))
+            .collect()
+    })?)
 }
 
 /// C's `%.Ns` of an argument: up to a NUL, at most `max` bytes.
