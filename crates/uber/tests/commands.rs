@@ -233,8 +233,7 @@ fn a_huge_count_answers_what_exists_and_the_server_lives_on() {
     let (port, _server) = start_server();
     let mut c = Client::connect(port);
     c.cmd_str(&[
-        "GEOADD", "cars", "-122.42", "37.77", "a", "-122.41", "37.78", "b", "-122.40", "37.76",
-        "c",
+        "GEOADD", "cars", "-122.42", "37.77", "a", "-122.41", "37.78", "b", "-122.40", "37.76", "c",
     ]);
     // COUNT 10^9 aborted the whole process (a 64 GB heap); i64::MAX panicked.
     for count in ["1000000000", "9223372036854775807"] {
@@ -257,7 +256,15 @@ fn a_huge_count_answers_what_exists_and_the_server_lives_on() {
             "COUNT {count}"
         );
         let Frame::Array(desc) = c.cmd_str(&[
-            "GEORADIUS", "cars", "-122.42", "37.77", "5", "km", "DESC", "COUNT", count,
+            "GEORADIUS",
+            "cars",
+            "-122.42",
+            "37.77",
+            "5",
+            "km",
+            "DESC",
+            "COUNT",
+            count,
         ]) else {
             panic!("GEORADIUS answers an array");
         };
@@ -295,16 +302,38 @@ fn a_huge_count_answers_what_exists_and_the_server_lives_on() {
         );
     }
     assert_eq!(
-        c.cmd_str(&["GEOSEARCH", "cars", "FROMLONLAT", "0", "0", "BYRADIUS", "1", "m", "COUNT", "9223372036854775808"]),
+        c.cmd_str(&[
+            "GEOSEARCH",
+            "cars",
+            "FROMLONLAT",
+            "0",
+            "0",
+            "BYRADIUS",
+            "1",
+            "m",
+            "COUNT",
+            "9223372036854775808"
+        ]),
         Frame::err("value is not an integer or out of range")
     );
     // ZRANGE's indexes are clamped to what exists.
     assert_eq!(
-        c.cmd_str(&["ZRANGE", "cars", "-9223372036854775808", "9223372036854775807"]),
+        c.cmd_str(&[
+            "ZRANGE",
+            "cars",
+            "-9223372036854775808",
+            "9223372036854775807"
+        ]),
         Frame::Array(vec![bulk("a"), bulk("c"), bulk("b")])
     );
     assert_eq!(
-        c.cmd_str(&["ZRANGE", "cars", "9223372036854775807", "-9223372036854775808", "WITHSCORES"]),
+        c.cmd_str(&[
+            "ZRANGE",
+            "cars",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "WITHSCORES"
+        ]),
         Frame::Array(vec![])
     );
     let mut other = Client::connect(port);
@@ -317,11 +346,23 @@ fn huge_headers_get_redis_errors_and_close_only_their_connection() {
     let mut bystander = Client::connect(port);
     bystander.cmd_str(&["GEOADD", "k", "1", "2", "x"]);
     let cases: [(&[u8], &str); 4] = [
-        (b"*9223372036854775807\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*2000000\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*1\r\n$9223372036854775807\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
+        (
+            b"*9223372036854775807\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*2000000\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\n$9223372036854775807\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
         // Over the 4 MiB request limit, refused on the header: nothing is buffered.
-        (b"*1\r\n$4194305\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
+        (
+            b"*1\r\n$4194305\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
     ];
     for (input, reply) in cases {
         let mut c = Client::connect(port);
@@ -461,20 +502,42 @@ fn over_maxmemory_writes_get_redis_oom_error_and_reads_are_served() {
     assert!(added >= 5, "refused after only {added} members");
     assert_eq!(c.cmd_str(&["GEOADD", "other", "1", "2", "x"]), oom);
     assert_eq!(
-        c.cmd_str(&["GEOSEARCHSTORE", "dst", "k", "FROMLONLAT", "13.36", "38.11", "BYRADIUS", "1", "km"]),
+        c.cmd_str(&[
+            "GEOSEARCHSTORE",
+            "dst",
+            "k",
+            "FROMLONLAT",
+            "13.36",
+            "38.11",
+            "BYRADIUS",
+            "1",
+            "km"
+        ]),
         oom
     );
     // GEORADIUS is a write command in Redis (STORE), refused as a whole.
-    assert_eq!(c.cmd_str(&["GEORADIUS", "k", "13.36", "38.11", "1", "km"]), oom);
+    assert_eq!(
+        c.cmd_str(&["GEORADIUS", "k", "13.36", "38.11", "1", "km"]),
+        oom
+    );
     assert_eq!(c.cmd_str(&["ZCARD", "k"]), Frame::Integer(added));
     let Frame::Array(found) = c.cmd_str(&["GEORADIUS_RO", "k", "13.36", "38.11", "1", "km"]) else {
         panic!("reads are served");
     };
     assert_eq!(found.len() as i64, added);
-    assert_eq!(c.cmd_str(&["ZREM", "k", "m0", "m1", "m2"]), Frame::Integer(3));
-    assert_eq!(c.cmd_str(&["GEOADD", "k", "13.36", "38.11", "again"]), Frame::Integer(1));
+    assert_eq!(
+        c.cmd_str(&["ZREM", "k", "m0", "m1", "m2"]),
+        Frame::Integer(3)
+    );
+    assert_eq!(
+        c.cmd_str(&["GEOADD", "k", "13.36", "38.11", "again"]),
+        Frame::Integer(1)
+    );
     assert_eq!(c.cmd_str(&["DEL", "k"]), Frame::Integer(1));
-    assert_eq!(c.cmd_str(&["GEOADD", "other", "1", "2", "x"]), Frame::Integer(1));
+    assert_eq!(
+        c.cmd_str(&["GEOADD", "other", "1", "2", "x"]),
+        Frame::Integer(1)
+    );
 }
 
 // ---- A panic is contained to its connection ----
@@ -530,13 +593,19 @@ fn a_panicking_command_closes_only_its_connection() {
         Box::new(Panicky::default())
     }));
     let mut other = Client::connect(port);
-    assert_eq!(other.cmd_str(&["GEOADD", "k", "1", "2", "a"]), Frame::Integer(1));
+    assert_eq!(
+        other.cmd_str(&["GEOADD", "k", "1", "2", "a"]),
+        Frame::Integer(1)
+    );
     let mut doomed = Client::connect(port);
     doomed.send_raw(&encoded(&["GEOADD", "k", "3", "4", "boom"]));
     assert_eq!(doomed.read_until_closed(), Vec::<u8>::new());
     // The keyspace lock was held across the panic: it is not poisoned, the key
     // is intact, and the connection count and buffer budget were given back.
-    assert_eq!(other.cmd_str(&["GEOADD", "k", "5", "6", "b"]), Frame::Integer(1));
+    assert_eq!(
+        other.cmd_str(&["GEOADD", "k", "5", "6", "b"]),
+        Frame::Integer(1)
+    );
     assert_eq!(other.cmd_str(&["ZCARD", "k"]), Frame::Integer(2));
     let mut fresh = Client::connect(port);
     assert_eq!(fresh.cmd_str(&["ZCARD", "k"]), Frame::Integer(2));

@@ -519,10 +519,26 @@ mod tests {
         // (64 GB), a capacity-overflow panic for i64::MAX.
         for count in [1_000_000_000, i64::MAX as usize, usize::MAX - 1] {
             for sort in [Sort::Asc, Sort::Desc, Sort::None] {
-                let hits = search(&set, &Query { shape, sort, count, any: false });
+                let hits = search(
+                    &set,
+                    &Query {
+                        shape,
+                        sort,
+                        count,
+                        any: false,
+                    },
+                );
                 assert_eq!(hits.len(), 3, "COUNT {count} {sort:?}");
             }
-            let hits = search(&set, &Query { shape, sort: Sort::None, count, any: true });
+            let hits = search(
+                &set,
+                &Query {
+                    shape,
+                    sort: Sort::None,
+                    count,
+                    any: true,
+                },
+            );
             assert_eq!(hits.len(), 3);
         }
     }

@@ -215,7 +215,10 @@ mod tests {
         config.resp_max_request_bytes = 8 * 1024 * 1024;
         config.resp_buffer_budget_bytes = 1024 * 1024;
         let error = validate_config(&config).unwrap_err();
-        assert!(error.starts_with("uber.resp_buffer_budget_bytes"), "{error}");
+        assert!(
+            error.starts_with("uber.resp_buffer_budget_bytes"),
+            "{error}"
+        );
         config.resp_idle_timeout = Duration::ZERO;
         config.resp_buffer_budget_bytes = 16 * 1024 * 1024;
         assert_eq!(Limits::from_config(&config).idle_timeout, None);

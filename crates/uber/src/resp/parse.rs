@@ -29,8 +29,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-pub use super::limits::Limits;
 use super::limits::ARG_OVERHEAD;
+pub use super::limits::Limits;
 
 /// Redis's `PROTO_INLINE_MAX_SIZE`: longest line without its terminator.
 pub const INLINE_MAX: usize = 64 * 1024;

@@ -76,8 +76,10 @@ impl Server {
         let mut session = self.new_session();
         let clock = self.clock();
         let mut last_active = clock.now();
-        let mut idle_check =
-            tokio::time::interval_at(tokio::time::Instant::now() + IDLE_CHECK_EVERY, IDLE_CHECK_EVERY);
+        let mut idle_check = tokio::time::interval_at(
+            tokio::time::Instant::now() + IDLE_CHECK_EVERY,
+            IDLE_CHECK_EVERY,
+        );
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut charge = Charge::new(&self.buffered);
         let mut parser = RequestParser::new(self.limits);
@@ -136,7 +138,10 @@ impl Server {
             let charged = if held == 0 { 0 } else { held + READ_CHUNK };
             if !charge.set(charged) {
                 metrics::counter!("uber_resp_budget_refusals_total").increment(1);
-                tracing::info!(held, "closing a client: the request buffer budget is exhausted");
+                tracing::info!(
+                    held,
+                    "closing a client: the request buffer budget is exhausted"
+                );
                 let _ = stream
                     .write_all(
                         b"-ERR request buffer budget exhausted (uber.resp_buffer_budget_bytes): too many large requests in flight, retry later\r\n",
@@ -198,7 +203,10 @@ impl GeoResp {
     /// The service as `[uber]` configures it, on the sorted-set store, without a
     /// live key.
     pub fn from_config(config: &crate::config::UberConfig) -> Self {
-        Self::new(Arc::new(Server::new(Limits::from_config(config), sorted_set)))
+        Self::new(Arc::new(Server::new(
+            Limits::from_config(config),
+            sorted_set,
+        )))
     }
 
     /// [`from_config`](Self::from_config), with `[uber] resp_live_key` served

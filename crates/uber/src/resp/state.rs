@@ -332,7 +332,11 @@ mod tests {
         keys.update(&key, None, |set| set.remove(b"bb"));
         assert!(keys.used_bytes() < two);
         keys.update(&key, None, |set| set.remove(b"a"));
-        assert_eq!((keys.len(), keys.used_bytes()), (0, 0), "an emptied key is gone");
+        assert_eq!(
+            (keys.len(), keys.used_bytes()),
+            (0, 0),
+            "an emptied key is gone"
+        );
         assert_eq!(keys.update(&key, None, |set| set.len()), None);
         let mut set = sorted_set();
         set.add(Bytes::from("a"), 1.0, AddMode::Upsert);

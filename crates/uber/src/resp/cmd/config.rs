@@ -96,8 +96,11 @@ mod tests {
         ];
         assert_eq!(run(&server, &mut session, &args), Frame::Map(Vec::new()));
         let stars = Bytes::from(vec![b'*'; 4 * 1024 * 1024]);
-        let Frame::Map(all) = run(&server, &mut session, &[args[0].clone(), args[1].clone(), stars])
-        else {
+        let Frame::Map(all) = run(
+            &server,
+            &mut session,
+            &[args[0].clone(), args[1].clone(), stars],
+        ) else {
             panic!("CONFIG GET answers a map");
         };
         assert_eq!(all.len(), 5);

@@ -57,7 +57,9 @@ pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
         });
     }
     // XX never creates the key.
-    match server.write(&args[1], !xx, |set| set.add_points(points, add_mode(nx, xx))) {
+    match server.write(&args[1], !xx, |set| {
+        set.add_points(points, add_mode(nx, xx))
+    }) {
         Ok(Some(Ok((added, updated)))) => {
             Frame::Integer(if ch { added + updated } else { added } as i64)
         }

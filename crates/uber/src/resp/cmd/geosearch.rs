@@ -145,7 +145,13 @@ fn run_read(server: &Server, keys: &Keyspace, args: &[Bytes], src: usize, flags:
     }
 }
 
-fn run_write(server: &Server, keys: &mut Keyspace, args: &[Bytes], src: usize, flags: Flags) -> Frame {
+fn run_write(
+    server: &Server,
+    keys: &mut Keyspace,
+    args: &[Bytes],
+    src: usize,
+    flags: Flags,
+) -> Frame {
     match plan(server, keys, args, src, flags) {
         Planned::Reply(frame) => frame,
         Planned::Store(store) => {
