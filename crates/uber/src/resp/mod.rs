@@ -15,7 +15,10 @@
 //!
 //! Guarantees: requests are answered in order, replies of one read batched into
 //! one write; a protocol error is answered with Redis's text and closes that
-//! connection only. Deliberately absent: AUTH/ACLs, MULTI/EXEC, pub/sub, keys of
+//! connection only, and so does a command that panics. No number a client sends
+//! (COUNT, lengths, counts, indexes, patterns) sizes an allocation or a
+//! recursion: memory is bounded by [`limits`] (request size, a global budget of
+//! buffered request bytes, idle timeout, `maxmemory` on stored data). Deliberately absent: AUTH/ACLs, MULTI/EXEC, pub/sub, keys of
 //! any type but geo sets (so WRONGTYPE never arises), databases other than 0,
 //! persistence, ZRANGE's BYSCORE/BYLEX forms.
 

@@ -1,12 +1,22 @@
-//! The `geo-resp` server: one shared [`Server`] (keyspace, counters), one task
-//! per connection.
+//! The `geo-resp` connection loop and service: one task per connection over a
+//! shared [`Server`](super::state::Server).
 //!
 //! Connections beyond [`Limits::max_clients`] are told Redis's `-ERR max number
-//! of clients reached` and closed. The connection loop reads into a bounded buffer, runs every complete request
-//! in it, appends each reply to one output buffer and writes it once per read
-//! (pipelining costs one write per batch). A protocol error is replied, flushed,
-//! and the connection closed — every other connection carries on. QUIT replies
+//! of clients reached` and closed. The loop reads at most [`READ_CHUNK`] at a
+//! time, runs every complete request in its buffer, appends each reply to one
+//! output buffer and writes it once per read (pipelining costs one write per
+//! batch; flushed early past 64 KiB). A protocol error is replied, flushed, and
+//! the connection closed — every other connection carries on. QUIT replies
 //! `+OK` and closes after flushing what came before it.
+//!
+//! Bounds (see [`super::limits`]): one request ≤ `max_request_bytes`; request
+//! bytes held by all connections ≤ the buffer budget + one read chunk per
+//! connection (a connection whose partial request would pass the budget is told
+//! so and closed); buffers that grew past 64 KiB are replaced once empty; a
+//! connection idle for `idle_timeout` on the instance's clock is closed. A
+//! command that panics unwinds this connection's task only: the client count
+//! and buffer charge are given back by drop guards, and no lock is poisoned
+//! (`parking_lot`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,7 +4,10 @@
 //!
 //! Each command is a function `(server, session, args) -> Frame`, one file per
 //! command (the GEORADIUS family shares `geosearch`). `args[0]` is the name as
-//! the client typed it.
+//! the client typed it. Commands reach keys only through the server's lookup
+//! (`state::Server::{read, write, lookup, replace, delete}`), which serves the
+//! live key from the driver index; a `denyoom` command is refused over
+//! `maxmemory` here, before it runs, as Redis does.
 
 mod client;
 mod command;
