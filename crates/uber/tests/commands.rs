@@ -616,3 +616,89 @@ fn a_panicking_command_closes_only_its_connection() {
     ));
     assert_eq!(server.buffered.used(), 0);
 }
+
+#[test]
+fn the_live_key_is_served_through_the_same_lookup_and_not_counted_in_maxmemory() {
+    use casebook_kit::clock::ManualClock;
+    use casebook_uber::index::{DriverIndex, IndexConfig};
+    use casebook_uber::resp::live::LiveKey;
+    use casebook_uber::resp::{Limits, Server};
+    use std::sync::Arc;
+    let index = Arc::new(
+        DriverIndex::new(IndexConfig::default(), ManualClock::new().shared()).expect("index"),
+    );
+    let source = index.clone();
+    let (port, server) = common::start_server_with(
+        Server::new(
+            Limits {
+                max_memory_bytes: 1,
+                ..Limits::default()
+            },
+            casebook_uber::resp::state::sorted_set,
+        )
+        .with_live(LiveKey::new(
+            "drivers",
+            Arc::new(move || Some(source.clone())),
+        )),
+    );
+    let oom = Frame::Error("OOM command not allowed when used memory > 'maxmemory'.".into());
+    let mut c = Client::connect(port);
+    assert_eq!(
+        c.cmd_str(&["GEOADD", "plain", "1", "2", "x"]),
+        Frame::Integer(1)
+    );
+    assert_eq!(c.cmd_str(&["GEOADD", "plain", "1", "2", "y"]), oom);
+    let used = server.keys.read().used_bytes();
+    // The live key's writes go to the driver index: not refused, not counted.
+    assert_eq!(
+        c.cmd_str(&[
+            "GEOADD", "drivers", "-122.42", "37.77", "7", "-122.41", "37.78", "8"
+        ]),
+        Frame::Integer(2)
+    );
+    assert_eq!(
+        c.cmd_str(&[
+            "GEOADD",
+            "drivers",
+            "-122.42",
+            "37.77",
+            "9",
+            "1",
+            "2",
+            "not-a-driver"
+        ]),
+        Frame::err(
+            "member 'not-a-driver' of the live key 'drivers' must be a driver id (an unsigned decimal integer)"
+        ),
+        "every member is checked before any is ingested"
+    );
+    assert_eq!(index.available_count(), 2);
+    assert_eq!(server.keys.read().used_bytes(), used);
+    assert_eq!(
+        c.cmd_str(&[
+            "GEOSEARCH",
+            "drivers",
+            "FROMLONLAT",
+            "-122.42",
+            "37.77",
+            "BYRADIUS",
+            "5",
+            "km",
+            "ASC",
+            "COUNT",
+            "9223372036854775807"
+        ]),
+        Frame::Array(vec![bulk("7"), bulk("8")])
+    );
+    assert_eq!(
+        c.cmd_str(&["ZREM", "drivers", "8", "nope"]),
+        Frame::Integer(1)
+    );
+    assert_eq!(c.cmd_str(&["ZCARD", "drivers"]), Frame::Integer(1));
+    assert_eq!(
+        c.cmd_str(&["ZRANGE", "drivers", "0", "-1"]),
+        Frame::err(
+            "ZRANGE is not supported on the live key 'drivers' (a view of the driver index)"
+        )
+    );
+}
