@@ -38,6 +38,18 @@ pub struct UberConfig {
     /// The cities and the region each belongs to (`[[uber.cities]]`): a ride
     /// belongs to the region of the city nearest its pickup.
     pub cities: Vec<CityConfig>,
+    /// Largest RESP request in bytes (Redis's `proto-max-bulk-len` is 512 MB);
+    /// beyond it the client gets a protocol error and is closed.
+    pub resp_max_request_bytes: usize,
+    /// Request bytes all RESP connections together may buffer; a connection
+    /// whose partial request would pass it is told so and closed.
+    pub resp_buffer_budget_bytes: usize,
+    /// A RESP connection silent this long is closed (`"0s"`: never).
+    #[serde(with = "humantime_serde")]
+    pub resp_idle_timeout: std::time::Duration,
+    /// Estimated bytes of stored geo data above which RESP writes get Redis's
+    /// OOM error (0: no limit).
+    pub resp_maxmemory_bytes: usize,
 }
 
 /// Most RESP connections one process may be configured for (the machine allows
@@ -68,6 +80,10 @@ impl Default for UberConfig {
             location_snapshot_secs: 10,
             gossip_port: 7946,
             cities: default_cities(),
+            resp_max_request_bytes: 4 * 1024 * 1024,
+            resp_buffer_budget_bytes: 256 * 1024 * 1024,
+            resp_idle_timeout: std::time::Duration::from_secs(300),
+            resp_maxmemory_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -117,6 +133,7 @@ impl UberConfig {
         {
             return Err("uber.pricing_port: must differ from http_port and resp_port".to_owned());
         }
+        crate::resp::limits::validate_config(self)?;
         Ok(())
     }
 

@@ -158,7 +158,13 @@ impl Gen {
             _ => {}
         }
         if self.rng.random_bool(0.6) {
-            let mut c = vec!["COUNT".into(), self.rng.random_range(1..25).to_string()];
+            // COUNT has no upper bound in Redis: huge ones must answer what exists.
+            let count = match self.rng.random_range(0..10) {
+                0 => "1000000000".to_owned(),
+                1 => i64::MAX.to_string(),
+                _ => self.rng.random_range(1..25).to_string(),
+            };
+            let mut c = vec!["COUNT".into(), count];
             if self.rng.random_bool(0.2) {
                 c.push("ANY".into());
             }
@@ -273,11 +279,19 @@ impl Gen {
                 } else {
                     self.dest()
                 };
+                // Extreme indexes are clamped to what exists.
+                let (start, stop) = [
+                    ("0", "-1"),
+                    ("0", "-1"),
+                    ("-9223372036854775808", "9223372036854775807"),
+                    ("9223372036854775807", "-9223372036854775808"),
+                    ("-3", "9223372036854775807"),
+                ][self.rng.random_range(0..5)];
                 c.extend([
                     "ZRANGE".into(),
                     k,
-                    "0".into(),
-                    "-1".into(),
+                    start.into(),
+                    stop.into(),
                     "WITHSCORES".into(),
                 ]);
             }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use casebook_kit::fuzz_checks::corpus_and_seeds;
 
-use casebook_uber::resp::fuzzing::{check_reply_input, check_request_input};
+use casebook_uber::resp::fuzzing::{check_command_input, check_reply_input, check_request_input};
 
 /// Every input for `target`: its corpus and its seeds (at least 10 of each).
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -37,4 +37,18 @@ fn reply_reader_corpus_replays_cleanly() {
         }
     }
     assert!(frames >= 15, "only {frames} replies read");
+}
+
+#[test]
+fn commands_corpus_replays_cleanly() {
+    let mut ran = 0;
+    for (path, data) in corpus("commands") {
+        match std::panic::catch_unwind(|| check_command_input(&data)) {
+            Ok(commands) => ran += commands,
+            Err(_) => panic!("{} breaks an invariant", path.display()),
+        }
+    }
+    // The seeds hold the adversarial commands (huge COUNT, extreme ZRANGE
+    // indexes, a request-sized CONFIG GET pattern): they really ran.
+    assert!(ran >= 60, "only {ran} commands ran");
 }

@@ -20,6 +20,10 @@
 //!   exactly equal distance may be chosen and ordered differently, as Redis's own
 //!   unstable sort does).
 //!
+//! Memory: nothing is sized by COUNT (it has no upper bound, as in Redis); a
+//! search holds at most min(COUNT, members scanned) hits plus its frontier of
+//! cells (at most 9 × 4^4 quarters per level reached).
+//!
 //! Deliberately absent: Redis's duplicated results when two non-adjacent cells of
 //! a huge-radius search coincide are reproduced by the plain scan (the best-first
 //! path is only taken when all scanned cells are distinct).
@@ -259,6 +263,9 @@ fn by_distance(a: &Hit, b: &Hit) -> Ordering {
 /// Runs a search; hits carry distances in metres (divide by the unit's
 /// conversion to print them), at most `count` of them when a count is given.
 pub fn search(store: &dyn GeoStore, query: &Query) -> Vec<Hit> {
+    if let Some(candidates) = store.narrow(&query.shape) {
+        return search(&candidates, query);
+    }
     let cells = scanned_cells(&areas(&query.shape));
     let mut sort = query.sort;
     if query.count != 0 && sort == Sort::None && !query.any {
@@ -432,7 +439,8 @@ fn nearest(
             })
         })
         .collect();
-    let mut best: BinaryHeap<Kept> = BinaryHeap::with_capacity(count + 1);
+    // COUNT is the client's number: the heap is sized by what exists, never by it.
+    let mut best: BinaryHeap<Kept> = BinaryHeap::with_capacity(count.min(store.len()) + 1);
     while let Some(Reverse(Pending { bound: lb, cell })) = frontier.pop() {
         if lb > max_dist {
             break;
@@ -496,6 +504,43 @@ mod tests {
             set.add(Bytes::from(format!("m{i}")), score as f64, AddMode::Upsert);
         }
         set
+    }
+
+    #[test]
+    fn a_huge_count_is_bounded_by_the_members() {
+        let set = set_of(&[(-122.42, 37.77), (-122.41, 37.78), (-122.40, 37.76)]);
+        let shape = Shape {
+            lon: -122.42,
+            lat: 37.77,
+            kind: ShapeKind::Radius(5.0),
+            conversion: 1000.0,
+        };
+        // Both used to size the result heap from COUNT: an abort for 10^9
+        // (64 GB), a capacity-overflow panic for i64::MAX.
+        for count in [1_000_000_000, i64::MAX as usize, usize::MAX - 1] {
+            for sort in [Sort::Asc, Sort::Desc, Sort::None] {
+                let hits = search(
+                    &set,
+                    &Query {
+                        shape,
+                        sort,
+                        count,
+                        any: false,
+                    },
+                );
+                assert_eq!(hits.len(), 3, "COUNT {count} {sort:?}");
+            }
+            let hits = search(
+                &set,
+                &Query {
+                    shape,
+                    sort: Sort::None,
+                    count,
+                    any: true,
+                },
+            );
+            assert_eq!(hits.len(), 3);
+        }
     }
 
     proptest! {

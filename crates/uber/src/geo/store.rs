@@ -5,8 +5,10 @@
 //! the commands need is: add/update with NX/XX semantics, remove, look up a
 //! member's score, walk a score range in (score, member) order, and read by rank.
 //! The search algorithm ([`super::search`]) only walks score ranges, so another
-//! index could sit behind the same trait (the RESP port's live key instead feeds
-//! the search a throwaway set of the S2 driver index's candidates).
+//! index can sit behind the same trait: one not ordered by geohash (the RESP
+//! port's live key, a view of the S2 driver index) [narrows](GeoStore::narrow)
+//! a search to its candidates first, and may refuse what it cannot do
+//! ([`StoreError`]).
 //!
 //! Guarantees of [`SortedGeoSet`]: members are unique; iteration is by score, then
 //! member bytes (Redis's order for equal scores); every operation is O(log n)
@@ -60,6 +62,21 @@ pub enum AddOutcome {
     Unchanged,
 }
 
+/// Why a store refused an operation: the error text a client is told (for
+/// the RESP port, after `-ERR `).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// A point to add: its member, its exact position and the score (geohash) of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoPoint {
+    pub member: Bytes,
+    pub lon: f64,
+    pub lat: f64,
+    pub score: f64,
+}
+
 /// The storage behind one geo key.
 pub trait GeoStore: Send + Sync + std::fmt::Debug {
     /// How many members.
@@ -67,8 +84,28 @@ pub trait GeoStore: Send + Sync + std::fmt::Debug {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// An estimate of the bytes the members take (for `maxmemory`; 0 for a
+    /// view of data kept elsewhere).
+    fn memory_bytes(&self) -> usize;
     /// Adds or moves `member` to `score` according to `mode`.
     fn add(&mut self, member: Bytes, score: f64, mode: AddMode) -> AddOutcome;
+    /// GEOADD: every point checked first, then added; `(added, updated)`.
+    /// Nothing is added when any point is refused.
+    fn add_points(
+        &mut self,
+        points: Vec<GeoPoint>,
+        mode: AddMode,
+    ) -> Result<(usize, usize), StoreError> {
+        let (mut added, mut updated) = (0, 0);
+        for point in points {
+            match self.add(point.member, point.score, mode) {
+                AddOutcome::Added => added += 1,
+                AddOutcome::Updated => updated += 1,
+                AddOutcome::Unchanged => {}
+            }
+        }
+        Ok((added, updated))
+    }
     /// Removes `member`; whether it was there.
     fn remove(&mut self, member: &[u8]) -> bool;
     /// The member's score.
@@ -78,7 +115,19 @@ pub trait GeoStore: Send + Sync + std::fmt::Debug {
     fn scan(&self, min: f64, max: f64, visit: &mut dyn FnMut(f64, &Bytes) -> ControlFlow<()>);
     /// Members at ranks `start..=stop` (0-based, already clamped), ascending or
     /// descending.
-    fn by_rank(&self, start: usize, stop: usize, reverse: bool) -> Vec<(Bytes, f64)>;
+    fn by_rank(
+        &self,
+        start: usize,
+        stop: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Bytes, f64)>, StoreError>;
+    /// For a store whose score ranges are not cheap to walk (an index ordered
+    /// otherwise): the members that may lie in `shape`, as a sorted set the
+    /// search then runs on. `None` (the default): search this store itself.
+    fn narrow(&self, shape: &super::search::Shape) -> Option<SortedGeoSet> {
+        let _ = shape;
+        None
+    }
 }
 
 /// A sorted set: an ordered tree of (score, member) plus a member → score map.
@@ -86,11 +135,21 @@ pub trait GeoStore: Send + Sync + std::fmt::Debug {
 pub struct SortedGeoSet {
     ordered: BTreeSet<(Score, Bytes)>,
     scores: HashMap<Bytes, f64>,
+    /// The members' bytes, summed.
+    member_bytes: usize,
 }
+
+/// What a member costs beyond its bytes: its tree entry and map entry with
+/// their share of node and table slack, and the shared buffer's header.
+pub const MEMBER_OVERHEAD: usize = 128;
 
 impl GeoStore for SortedGeoSet {
     fn len(&self) -> usize {
         self.scores.len()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.member_bytes + self.len() * MEMBER_OVERHEAD
     }
 
     fn add(&mut self, member: Bytes, score: f64, mode: AddMode) -> AddOutcome {
@@ -114,6 +173,7 @@ impl GeoStore for SortedGeoSet {
                 if mode == AddMode::OnlyExisting {
                     return AddOutcome::Unchanged;
                 }
+                self.member_bytes += member.len();
                 self.scores.insert(member.clone(), score);
                 self.ordered.insert((Score(score), member));
                 AddOutcome::Added
@@ -124,6 +184,7 @@ impl GeoStore for SortedGeoSet {
     fn remove(&mut self, member: &[u8]) -> bool {
         match self.scores.remove(member) {
             Some(score) => {
+                self.member_bytes -= member.len();
                 self.ordered
                     .remove(&(Score(score), Bytes::copy_from_slice(member)));
                 true
@@ -150,13 +211,18 @@ impl GeoStore for SortedGeoSet {
         }
     }
 
-    fn by_rank(&self, start: usize, stop: usize, reverse: bool) -> Vec<(Bytes, f64)> {
+    fn by_rank(
+        &self,
+        start: usize,
+        stop: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Bytes, f64)>, StoreError> {
         if start > stop || start >= self.len() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let take = stop - start + 1;
         let pick = |(score, member): &(Score, Bytes)| (member.clone(), score.0);
-        if reverse {
+        Ok(if reverse {
             self.ordered
                 .iter()
                 .rev()
@@ -171,7 +237,7 @@ impl GeoStore for SortedGeoSet {
                 .take(take)
                 .map(pick)
                 .collect()
-        }
+        })
     }
 }
 
@@ -221,6 +287,6 @@ mod tests {
         assert_eq!(none, 0, "max is exclusive");
         assert!(set.remove(b"a"));
         assert!(!set.remove(b"a"));
-        assert_eq!(set.by_rank(0, 0, false), vec![(Bytes::from("b"), 7.0)]);
+        assert_eq!(set.by_rank(0, 0, false), Ok(vec![(Bytes::from("b"), 7.0)]));
     }
 }

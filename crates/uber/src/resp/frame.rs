@@ -119,7 +119,7 @@ impl Frame {
 
     /// Reads one reply (RESP2 or RESP3) from the front of `buf`: the frame and
     /// the bytes it used, `None` when incomplete. Nesting is limited to 64
-    /// levels and lengths to the input's size, so hostile input cannot exhaust
+    /// levels and no length sizes an allocation, so hostile input cannot exhaust
     /// memory. Booleans, big numbers, sets and pushes are read as what they
     /// nearest resemble (integer, bulk, array, array).
     pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
@@ -128,6 +128,13 @@ impl Frame {
             Some(frame) => Ok(Some((frame, pos))),
             None => Ok(None),
         }
+    }
+}
+
+impl From<crate::geo::store::StoreError> for Frame {
+    /// `-ERR <what the store said>`.
+    fn from(error: crate::geo::store::StoreError) -> Self {
+        Frame::err(error)
     }
 }
 
@@ -232,12 +239,11 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Frame>,
         *pos = start;
         return Ok(None);
     };
-    let len_of = |body: &[u8]| -> Result<i64, String> {
+    // A length beyond what has arrived is an incomplete reply (never an
+    // allocation: nothing is sized by it).
+    let len_of = |body: &[u8]| -> Result<Option<i64>, String> {
         let n = parse_int(body)?;
-        if n > buf.len() as i64 {
-            return Err(format!("length {n} beyond input"));
-        }
-        Ok(n)
+        Ok((n <= buf.len() as i64).then_some(n))
     };
     let frame = match tag {
         b'+' => Frame::Simple(match body {
@@ -261,7 +267,10 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Frame>,
                 .ok_or("bad double")?,
         ),
         b'$' | b'=' | b'!' => {
-            let n = len_of(body)?;
+            let Some(n) = len_of(body)? else {
+                *pos = start;
+                return Ok(None);
+            };
             if n < 0 {
                 return Ok(Some(Frame::Null));
             }
@@ -282,7 +291,10 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Frame>,
             }
         }
         b'*' | b'~' | b'>' | b'%' => {
-            let n = len_of(body)?;
+            let Some(n) = len_of(body)? else {
+                *pos = start;
+                return Ok(None);
+            };
             if n < 0 {
                 return Ok(Some(Frame::NullArray));
             }

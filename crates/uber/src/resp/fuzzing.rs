@@ -6,8 +6,10 @@
 
 use bytes::BytesMut;
 
-use super::frame::Frame;
+use super::cmd::{self, Outcome};
+use super::frame::{Frame, Proto};
 use super::parse::{INLINE_MAX, Limits, ProtocolError, RequestParser};
+use super::state::{Server, sorted_set};
 
 fn run(
     input: &[u8],
@@ -53,6 +55,7 @@ pub fn check_request_input(data: &[u8]) -> usize {
         max_bulk_len: 8192,
         max_request_bytes: 1 << 20,
         max_clients: 1,
+        ..Limits::default()
     };
     let step = usize::from(seed % 13) + 1;
     let chunked = run(input, |n| (step * (n + 3)) % 17 + 1, limits);
@@ -97,4 +100,58 @@ pub fn check_reply_input(data: &[u8]) -> usize {
         }
     }
     frames
+}
+
+/// Most requests [`check_command_input`] runs from one input.
+const MAX_COMMANDS: usize = 64;
+
+/// Parses `data` as requests and runs each (at most 64) against a fresh
+/// server with small limits (64 KiB requests, 64 KiB `maxmemory`): never a
+/// panic or an abort — whatever the counts, lengths and indexes in the
+/// arguments (COUNT 9223372036854775807 sized a heap) — and every reply encodes
+/// in the session's protocol to bytes that read back whole. Returns how many
+/// commands ran.
+pub fn check_command_input(data: &[u8]) -> usize {
+    let limits = Limits {
+        max_multibulk_len: 4096,
+        max_bulk_len: 8192,
+        max_request_bytes: 1 << 16,
+        max_clients: 1,
+        max_memory_bytes: 1 << 16,
+        ..Limits::default()
+    };
+    let server = Server::new(limits, sorted_set);
+    let mut session = server.new_session();
+    let mut parser = RequestParser::new(limits);
+    let mut buf = BytesMut::from(data);
+    let mut ran = 0;
+    while ran < MAX_COMMANDS {
+        let Ok(Some(args)) = parser.next(&mut buf) else {
+            break;
+        };
+        if args.is_empty() {
+            continue;
+        }
+        ran += 1;
+        let (reply, close) = match cmd::dispatch(&server, &mut session, &args) {
+            Outcome::Reply(frame) => (frame, false),
+            Outcome::Close(frame) => (frame, true),
+        };
+        let mut wire = BytesMut::new();
+        reply.encode(session.proto, &mut wire);
+        match Frame::decode(&wire) {
+            Ok(Some((_, used))) => assert_eq!(used, wire.len(), "a reply reads back whole"),
+            other => panic!("reply {wire:?} does not read back: {other:?}"),
+        }
+        if session.proto == Proto::Resp3 {
+            // RESP2 clients get the same reply in its encoding.
+            let mut two = BytesMut::new();
+            reply.encode(Proto::Resp2, &mut two);
+            assert!(matches!(Frame::decode(&two), Ok(Some((_, n))) if n == two.len()));
+        }
+        if close {
+            break;
+        }
+    }
+    ran
 }

@@ -12,10 +12,13 @@
 //!   or an inline line longer than 64 KiB without its terminator, a multibulk
 //!   count above [`Limits::max_multibulk_len`], a bulk length above
 //!   [`Limits::max_bulk_len`]; the caller replies the error and closes, as Redis
-//!   does. The buffer therefore never holds more than one bulk plus 64 KiB plus
-//!   one read, and a request's total size is capped by
-//!   [`Limits::max_request_bytes`] (beyond it: closed without a reply, as
-//!   Redis's query-buffer limit does).
+//!   does. A request whose bulk headers announce more than
+//!   [`Limits::max_request_bytes`] in total (each argument charged
+//!   [`ARG_OVERHEAD`] more) is refused on that header, before its data is
+//!   buffered ([`ProtocolError::TooLarge`]). No declared length or count sizes
+//!   an allocation: the argument vector starts at most 1024 long and grows
+//!   with what arrives. The buffer therefore never holds more than one bulk
+//!   plus 64 KiB plus one read.
 //! - What Redis tolerates is tolerated: `*0` / `*-1` and empty lines are
 //!   skipped, the two bytes after a bulk are not checked.
 //!
@@ -26,33 +29,11 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::limits::ARG_OVERHEAD;
+pub use super::limits::Limits;
+
 /// Redis's `PROTO_INLINE_MAX_SIZE`: longest line without its terminator.
 pub const INLINE_MAX: usize = 64 * 1024;
-
-/// Size limits of requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Most arguments in one multibulk request.
-    pub max_multibulk_len: usize,
-    /// Largest single argument.
-    pub max_bulk_len: usize,
-    /// Largest request (sum of its arguments).
-    pub max_request_bytes: usize,
-    /// Most simultaneous connections (Redis's `maxclients`); the next one is
-    /// told `-ERR max number of clients reached` and closed.
-    pub max_clients: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_multibulk_len: 1024 * 1024,
-            max_bulk_len: 1024 * 1024,
-            max_request_bytes: 64 * 1024 * 1024,
-            max_clients: 10_000,
-        }
-    }
-}
 
 /// Why a connection must end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,8 +41,10 @@ pub enum ProtocolError {
     /// Reply this error (Redis's text, after `-ERR `), then close.
     #[error("Protocol error: {0}")]
     Reply(String),
-    /// Close without a reply (the request outgrew every buffer limit).
-    #[error("request larger than {0} bytes")]
+    /// Reply this, then close: the request is larger than
+    /// [`Limits::max_request_bytes`] (known from its bulk headers, before its
+    /// data is buffered).
+    #[error("Protocol error: request larger than {0} bytes (uber.resp_max_request_bytes)")]
     TooLarge(usize),
 }
 
@@ -134,11 +117,14 @@ impl RequestParser {
         }
     }
 
-    /// Bytes held in the partial request (arguments already cut out).
+    /// Bytes held in the partial request: the arguments already cut out of
+    /// the buffer, each charged [`ARG_OVERHEAD`] more.
     pub fn pending_bytes(&self) -> usize {
         match &self.state {
             State::Idle => 0,
-            State::Multibulk { bytes, .. } => *bytes,
+            State::Multibulk {
+                bytes, bulk_len, ..
+            } => bytes - bulk_len.map_or(0, |len| len + ARG_OVERHEAD),
         }
     }
 
@@ -215,6 +201,11 @@ impl RequestParser {
                     let Some(len) = len else {
                         return Err(ProtocolError::reply("invalid bulk length"));
                     };
+                    // Refused on the header: a request over the limit is never buffered.
+                    *bytes += len as usize + ARG_OVERHEAD;
+                    if *bytes > self.limits.max_request_bytes {
+                        return Err(ProtocolError::TooLarge(self.limits.max_request_bytes));
+                    }
                     buf.advance(cr + 2);
                     *bulk_len = Some(len as usize);
                     len as usize
@@ -222,10 +213,6 @@ impl RequestParser {
             };
             if buf.len() < len + 2 {
                 return Ok(None);
-            }
-            *bytes += len;
-            if *bytes > self.limits.max_request_bytes {
-                return Err(ProtocolError::TooLarge(self.limits.max_request_bytes));
             }
             let arg = buf.split_to(len).freeze();
             buf.advance(2);

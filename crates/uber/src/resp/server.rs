@@ -1,87 +1,50 @@
-//! The `geo-resp` server: one shared [`Server`] (keyspace, counters), one task
-//! per connection.
+//! The `geo-resp` connection loop and service: one task per connection over a
+//! shared [`Server`](super::state::Server).
 //!
 //! Connections beyond [`Limits::max_clients`] are told Redis's `-ERR max number
-//! of clients reached` and closed. The connection loop reads into a bounded buffer, runs every complete request
-//! in it, appends each reply to one output buffer and writes it once per read
-//! (pipelining costs one write per batch). A protocol error is replied, flushed,
-//! and the connection closed — every other connection carries on. QUIT replies
+//! of clients reached` and closed. The loop reads at most [`READ_CHUNK`] at a
+//! time, runs every complete request in its buffer, appends each reply to one
+//! output buffer and writes it once per read (pipelining costs one write per
+//! batch; flushed early past 64 KiB). A protocol error is replied, flushed, and
+//! the connection closed — every other connection carries on. QUIT replies
 //! `+OK` and closes after flushing what came before it.
+//!
+//! Bounds (see [`super::limits`]): one request ≤ `max_request_bytes`; request
+//! bytes held by all connections ≤ the buffer budget + one read chunk per
+//! connection (a connection whose partial request would pass the budget is told
+//! so and closed); buffers that grew past 64 KiB are replaced once empty; a
+//! connection idle for `idle_timeout` on the instance's clock is closed. A
+//! command that panics unwinds this connection's task only: the client count
+//! and buffer charge are given back by drop guards, and no lock is poisoned
+//! (`parking_lot`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartError, serve_tcp};
-use parking_lot::RwLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::cmd::{self, Outcome};
-use super::frame::{Frame, Proto};
+use super::frame::Frame;
+use super::limits::{Charge, Limits, READ_CHUNK};
 use super::live::LiveKey;
-use super::parse::{Limits, ProtocolError, RequestParser};
-use crate::geo::store::{GeoStore, SortedGeoSet};
+use super::parse::{ProtocolError, RequestParser};
+use super::state::{Server, sorted_set};
 
-/// The keys of database 0: each a geo set.
-pub type Keys = HashMap<Bytes, Box<dyn GeoStore>>;
+/// A buffer that grew beyond this for one large request or reply is replaced
+/// by a fresh one once emptied, so an idle connection holds little.
+const SHRINK_ABOVE: usize = 64 * 1024;
 
-/// Makes the store for a new key.
-pub type StoreFactory = fn() -> Box<dyn GeoStore>;
-
-fn sorted_set() -> Box<dyn GeoStore> {
-    Box::new(SortedGeoSet::default())
-}
-
-/// State shared by every connection.
-#[derive(Debug)]
-pub struct Server {
-    pub keys: RwLock<Keys>,
-    pub new_store: StoreFactory,
-    pub limits: Limits,
-    pub started: Instant,
-    pub port: AtomicU64,
-    pub clients: AtomicUsize,
-    next_client_id: AtomicU64,
-    /// The key served from the driver index, if any.
-    pub live: Option<LiveKey>,
-}
-
-impl Default for Server {
-    fn default() -> Self {
-        Self::new(Limits::default(), sorted_set)
-    }
-}
+/// How often (real time) a connection compares its idle time, read on the
+/// instance's clock, with the timeout.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl Server {
-    pub fn new(limits: Limits, new_store: StoreFactory) -> Self {
-        Self {
-            keys: RwLock::new(HashMap::new()),
-            new_store,
-            limits,
-            started: Instant::now(),
-            port: AtomicU64::new(0),
-            clients: AtomicUsize::new(0),
-            next_client_id: AtomicU64::new(1),
-            live: None,
-        }
-    }
-
-    /// Serves `live` from the driver index instead of a sorted set.
-    pub fn with_live(mut self, live: LiveKey) -> Self {
-        self.live = Some(live);
-        self
-    }
-
-    /// The live key, if `key` is it.
-    pub fn live_key(&self, key: &[u8]) -> Option<&LiveKey> {
-        self.live.as_ref().filter(|live| live.name == key)
-    }
-
     /// Accepts connections on `listener` until `shutdown`, each in its own task.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         if let Ok(addr) = listener.local_addr() {
@@ -120,14 +83,18 @@ impl Server {
                 .await;
             return;
         }
-        let mut session = Session {
-            proto: Proto::Resp2,
-            id: self.next_client_id.fetch_add(1, Ordering::Relaxed),
-            name: None,
-        };
+        let mut session = self.new_session();
+        let clock = self.clock();
+        let mut last_active = clock.now();
+        let mut idle_check = tokio::time::interval_at(
+            tokio::time::Instant::now() + IDLE_CHECK_EVERY,
+            IDLE_CHECK_EVERY,
+        );
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut charge = Charge::new(&self.buffered);
         let mut parser = RequestParser::new(self.limits);
-        let mut input = BytesMut::with_capacity(16 * 1024);
-        let mut output = BytesMut::with_capacity(16 * 1024);
+        let mut input = BytesMut::with_capacity(READ_CHUNK);
+        let mut output = BytesMut::with_capacity(READ_CHUNK);
         loop {
             let mut close = false;
             loop {
@@ -151,16 +118,14 @@ impl Server {
                         }
                     }
                     Ok(None) => break,
-                    Err(ProtocolError::Reply(text)) => {
+                    Err(error) => {
                         metrics::counter!("uber_resp_protocol_errors_total").increment(1);
-                        Frame::err(format!("Protocol error: {text}"))
-                            .encode(session.proto, &mut output);
+                        if let ProtocolError::TooLarge(_) = error {
+                            tracing::info!(%error, "closing a client over its request size limit");
+                        }
+                        Frame::err(error).encode(session.proto, &mut output);
                         close = true;
                         break;
-                    }
-                    Err(error @ ProtocolError::TooLarge(_)) => {
-                        tracing::info!(%error, "closing a client over its query buffer limit");
-                        return;
                     }
                 }
             }
@@ -170,20 +135,52 @@ impl Server {
                 }
                 output.clear();
             }
+            if output.capacity() > SHRINK_ABOVE {
+                output = BytesMut::with_capacity(READ_CHUNK);
+            }
             if close {
                 let _ = stream.shutdown().await;
                 return;
             }
-            if input.capacity() - input.len() < 4096 {
-                input.reserve(16 * 1024);
+            // Between requests a connection reads one chunk uncharged; in the
+            // middle of one it charges what it holds and its next read first.
+            let held = input.len() + parser.pending_bytes();
+            let charged = if held == 0 { 0 } else { held + READ_CHUNK };
+            if !charge.set(charged) {
+                metrics::counter!("uber_resp_budget_refusals_total").increment(1);
+                tracing::info!(
+                    held,
+                    "closing a client: the request buffer budget is exhausted"
+                );
+                let _ = stream
+                    .write_all(
+                        b"-ERR request buffer budget exhausted (uber.resp_buffer_budget_bytes): too many large requests in flight, retry later\r\n",
+                    )
+                    .await;
+                let _ = stream.shutdown().await;
+                return;
             }
-            let read = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                read = stream.read_buf(&mut input) => read,
+            if input.is_empty() && input.capacity() > SHRINK_ABOVE {
+                input = BytesMut::with_capacity(READ_CHUNK);
+            }
+            input.reserve(READ_CHUNK);
+            let mut one_chunk = (&mut stream).take(READ_CHUNK as u64);
+            let read = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    read = one_chunk.read_buf(&mut input) => break read,
+                    _ = idle_check.tick(), if self.limits.idle_timeout.is_some() => {
+                        let idle = clock.now().saturating_duration_since(last_active);
+                        if self.limits.idle_timeout.is_some_and(|timeout| idle >= timeout) {
+                            metrics::counter!("uber_resp_idle_closed_total").increment(1);
+                            return;
+                        }
+                    }
+                }
             };
             match read {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(_) => last_active = clock.now(),
             }
         }
     }
@@ -195,14 +192,6 @@ impl Drop for ClientCount<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Per-connection state.
-#[derive(Debug)]
-pub struct Session {
-    pub proto: Proto,
-    pub id: u64,
-    pub name: Option<Bytes>,
 }
 
 /// The geo-resp service's name.
@@ -224,7 +213,10 @@ impl GeoResp {
     /// The service as `[uber]` configures it, on the sorted-set store, without a
     /// live key.
     pub fn from_config(config: &crate::config::UberConfig) -> Self {
-        Self::new(Arc::new(Server::new(limits_of(config), sorted_set)))
+        Self::new(Arc::new(Server::new(
+            Limits::from_config(config),
+            sorted_set,
+        )))
     }
 
     /// [`from_config`](Self::from_config), with `[uber] resp_live_key` served
@@ -233,7 +225,7 @@ impl GeoResp {
         config: &crate::config::UberConfig,
         source: super::live::IndexSource,
     ) -> Self {
-        let mut server = Server::new(limits_of(config), sorted_set);
+        let mut server = Server::new(Limits::from_config(config), sorted_set);
         if !config.resp_live_key.is_empty() {
             server = server.with_live(LiveKey::new(config.resp_live_key.clone(), source));
         }
@@ -243,13 +235,6 @@ impl GeoResp {
     /// The shared server.
     pub fn server(&self) -> &Arc<Server> {
         &self.server
-    }
-}
-
-fn limits_of(config: &crate::config::UberConfig) -> Limits {
-    Limits {
-        max_clients: config.resp_max_clients,
-        ..Limits::default()
     }
 }
 
@@ -265,6 +250,7 @@ impl ServiceFactory for GeoResp {
         Box::pin(async move {
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
+            self.server.set_clock(ctx.clock().clone());
             self.server
                 .port
                 .store(u64::from(address.port()), Ordering::Relaxed);

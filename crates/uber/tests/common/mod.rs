@@ -13,7 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Starts a server on an ephemeral port in its own runtime thread.
 pub fn start_server() -> (u16, Arc<Server>) {
-    let server = Arc::new(Server::default());
+    start_server_with(Server::default())
+}
+
+/// Starts `server` on an ephemeral port in its own runtime thread.
+pub fn start_server_with(server: Server) -> (u16, Arc<Server>) {
+    let server = Arc::new(server);
     let (tx, rx) = std::sync::mpsc::channel();
     let shared = server.clone();
     std::thread::spawn(move || {
@@ -102,6 +107,26 @@ impl Client {
             match self.stream.read(&mut chunk) {
                 Ok(0) | Err(_) => return out,
                 Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Everything the server sends until it closes; panics if it has not
+    /// closed after 20 s (a failing test, not a timing judgement).
+    pub fn read_until_closed(&mut self) -> Vec<u8> {
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut out = std::mem::take(&mut self.buf);
+        let mut chunk = [0u8; 65536];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+                Err(e) => panic!("the server did not close the connection: {e}"),
             }
         }
     }

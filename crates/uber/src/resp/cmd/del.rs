@@ -5,14 +5,8 @@ use bytes::Bytes;
 use super::{Frame, Server, Session};
 
 pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
-    if let Some(live) = args[1..].iter().find_map(|k| server.live_key(k)) {
-        return live.refused("DEL");
+    match server.delete(&args[1..]) {
+        Ok(deleted) => Frame::Integer(deleted as i64),
+        Err(error) => error.into(),
     }
-    let mut keys = server.keys.write();
-    Frame::Integer(
-        args[1..]
-            .iter()
-            .filter(|k| keys.remove(*k).is_some())
-            .count() as i64,
-    )
 }

@@ -9,7 +9,7 @@ pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
     if args.len() > 2 || (args.len() == 2 && !is(&args[1], "async") && !is(&args[1], "sync")) {
         return syntax_error();
     }
-    let old = std::mem::take(&mut *server.keys.write());
+    let old = server.keys.write().take();
     drop(old);
     Frame::ok()
 }

@@ -6,8 +6,7 @@ use bytes::Bytes;
 
 use super::{Frame, Server, Session, is, syntax_error};
 use crate::geo::hash;
-use crate::geo::store::{AddMode, AddOutcome};
-use crate::resp::live::{self, LiveKey};
+use crate::geo::store::{AddMode, GeoPoint};
 
 /// Validates a longitude/latitude pair with Redis's errors.
 pub(crate) fn lon_lat(args: &[Bytes]) -> Result<(f64, f64), Frame> {
@@ -50,28 +49,23 @@ pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
             Err(frame) => return frame,
         };
         let score = hash::score_of(lon, lat).expect("validated coordinates encode");
-        points.push((triple[2].clone(), score as f64));
+        points.push(GeoPoint {
+            member: triple[2].clone(),
+            lon,
+            lat,
+            score: score as f64,
+        });
     }
-    if let Some(live) = server.live_key(&args[1]) {
-        return add_live(live, rest, ch, nx, xx);
-    }
-    let mode = add_mode(nx, xx);
-    let mut keys = server.keys.write();
-    if xx && !keys.contains_key(&args[1]) {
-        return Frame::Integer(0);
-    }
-    let set = keys
-        .entry(args[1].clone())
-        .or_insert_with(|| (server.new_store)());
-    let (mut added, mut updated) = (0, 0);
-    for (member, score) in points {
-        match set.add(member, score, mode) {
-            AddOutcome::Added => added += 1,
-            AddOutcome::Updated => updated += 1,
-            AddOutcome::Unchanged => {}
+    // XX never creates the key.
+    match server.write(&args[1], !xx, |set| {
+        set.add_points(points, add_mode(nx, xx))
+    }) {
+        Ok(Some(Ok((added, updated)))) => {
+            Frame::Integer(if ch { added + updated } else { added } as i64)
         }
+        Ok(None) => Frame::Integer(0),
+        Ok(Some(Err(error))) | Err(error) => error.into(),
     }
-    Frame::Integer(if ch { added + updated } else { added })
 }
 
 fn add_mode(nx: bool, xx: bool) -> AddMode {
@@ -82,31 +76,4 @@ fn add_mode(nx: bool, xx: bool) -> AddMode {
     } else {
         AddMode::Upsert
     }
-}
-
-/// GEOADD to the live key: every member must be a driver id (checked before
-/// anything is ingested, as Redis checks every pair first).
-fn add_live(live: &LiveKey, triples: &[Bytes], ch: bool, nx: bool, xx: bool) -> Frame {
-    let mut drivers = Vec::with_capacity(triples.len() / 3);
-    for triple in triples.chunks_exact(3) {
-        let Some(driver) = live::driver_id(&triple[2]) else {
-            return live::not_a_driver(live, &triple[2]);
-        };
-        let (lon, lat) = lon_lat(triple).expect("validated by the caller");
-        drivers.push((driver, lon, lat));
-    }
-    let index = match live.index() {
-        Ok(index) => index,
-        Err(frame) => return frame,
-    };
-    let (mut added, mut updated) = (0, 0);
-    for (driver, lon, lat) in drivers {
-        match live::add(&index, driver, lon, lat, add_mode(nx, xx)) {
-            Ok(AddOutcome::Added) => added += 1,
-            Ok(AddOutcome::Updated) => updated += 1,
-            Ok(AddOutcome::Unchanged) => {}
-            Err(frame) => return frame,
-        }
-    }
-    Frame::Integer(if ch { added + updated } else { added })
 }

@@ -13,10 +13,8 @@ use super::geodist::unit_or_err;
 use super::{Frame, Server, Session, double_arg, int_arg, is, syntax_error};
 use crate::geo::hash::position_of;
 use crate::geo::search::{self, Query, Shape, ShapeKind, Sort};
-use crate::geo::store::{AddMode, GeoStore};
-use crate::index::DriverIndex;
-use crate::resp::live;
-use crate::resp::server::Keys;
+use crate::geo::store::GeoStore;
+use crate::resp::state::Keyspace;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -139,7 +137,7 @@ enum Planned {
     Store(Store),
 }
 
-fn run_read(server: &Server, keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Frame {
+fn run_read(server: &Server, keys: &Keyspace, args: &[Bytes], src: usize, flags: Flags) -> Frame {
     match plan(server, keys, args, src, flags) {
         Planned::Reply(frame) => frame,
         // Read-only variants never plan a store.
@@ -147,44 +145,31 @@ fn run_read(server: &Server, keys: &Keys, args: &[Bytes], src: usize, flags: Fla
     }
 }
 
-fn run_write(server: &Server, keys: &mut Keys, args: &[Bytes], src: usize, flags: Flags) -> Frame {
+fn run_write(
+    server: &Server,
+    keys: &mut Keyspace,
+    args: &[Bytes],
+    src: usize,
+    flags: Flags,
+) -> Frame {
     match plan(server, keys, args, src, flags) {
         Planned::Reply(frame) => frame,
         Planned::Store(store) => {
-            if let Some(live) = server.live_key(&store.key) {
-                return live.refused("storing a search result");
-            }
             let stored = store.entries.len() as i64;
-            if store.entries.is_empty() {
-                keys.remove(&store.key);
-            } else {
-                let mut set = (server.new_store)();
-                for (member, score) in store.entries {
-                    set.add(member, score, AddMode::Upsert);
-                }
-                keys.insert(store.key, set);
+            match server.replace(keys, store.key, store.entries) {
+                Ok(()) => Frame::Integer(stored),
+                Err(error) => error.into(),
             }
-            Frame::Integer(stored)
         }
     }
 }
 
-/// Where the searched key's members are.
-#[derive(Clone, Copy)]
-enum Source<'a> {
-    /// A sorted set, or no key.
-    Set(Option<&'a dyn GeoStore>),
-    /// The live key: the driver index.
-    Live(&'a DriverIndex),
-}
+/// The searched key's store; `None`: no such key.
+type Source<'a> = Option<&'a dyn GeoStore>;
 
 /// The member's decoded position.
 fn member_position(set: Source<'_>, member: &[u8]) -> Result<(f64, f64), Frame> {
-    let score = match set {
-        Source::Set(set) => set.and_then(|s| s.score(member)),
-        Source::Live(index) => live::score(index, member),
-    };
-    score
+    set.and_then(|s| s.score(member))
         .map(|s| position_of(s as u64))
         .ok_or_else(|| Frame::err("could not decode requested zset member"))
 }
@@ -198,17 +183,12 @@ fn distance_args(args: &[Bytes]) -> Result<(f64, f64), Frame> {
     Ok((radius, unit_or_err(&args[1])?))
 }
 
-fn plan(server: &Server, keys: &Keys, args: &[Bytes], src: usize, flags: Flags) -> Planned {
-    let index = match server.live_key(&args[src]).map(|live| live.index()) {
-        Some(Ok(index)) => Some(index),
-        Some(Err(frame)) => return Planned::Reply(frame),
-        None => None,
+fn plan(server: &Server, keys: &Keyspace, args: &[Bytes], src: usize, flags: Flags) -> Planned {
+    let source = match server.lookup(keys, &args[src]) {
+        Ok(source) => source,
+        Err(error) => return Planned::Reply(error.into()),
     };
-    let source = match &index {
-        Some(index) => Source::Live(index),
-        None => Source::Set(keys.get(&args[src]).map(|b| &**b)),
-    };
-    match plan_inner(source, args, flags) {
+    match plan_inner(source.as_deref(), args, flags) {
         Ok(planned) => planned,
         Err(frame) => Planned::Reply(frame),
     }
@@ -216,7 +196,7 @@ fn plan(server: &Server, keys: &Keys, args: &[Bytes], src: usize, flags: Flags) 
 
 fn plan_inner(source: Source<'_>, args: &[Bytes], flags: Flags) -> Result<Planned, Frame> {
     // A missing key (never the live one) answers before any member lookup.
-    let exists = !matches!(source, Source::Set(None));
+    let exists = source.is_some();
     // Redis zero-initialises its shape.
     let mut shape = Shape {
         lon: 0.0,
@@ -374,11 +354,7 @@ fn plan_inner(source: Source<'_>, args: &[Bytes], flags: Flags) -> Result<Planne
         count: count as usize,
         any,
     };
-    let hits = match source {
-        Source::Set(Some(set)) => search::search(set, &query),
-        Source::Set(None) => Vec::new(),
-        Source::Live(index) => live::search(index, &query),
-    };
+    let hits = source.map_or_else(Vec::new, |set| search::search(set, &query));
     if let Some(key) = store_key {
         let entries = hits
             .into_iter()

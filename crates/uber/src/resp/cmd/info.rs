@@ -1,5 +1,7 @@
 //! `INFO [section ...]`: `# Server` (the fields tools read, as Redis 7.0.15
-//! prints them), `# Clients`, `# Cluster` and `# Keyspace`. A verbatim string in RESP3.
+//! prints them), `# Clients`, `# Memory` (`used_memory` is the keyspace's
+//! estimate of stored data, the figure `maxmemory` is checked against),
+//! `# Cluster` and `# Keyspace`. A verbatim string in RESP3.
 
 use std::sync::atomic::Ordering;
 
@@ -43,6 +45,16 @@ pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
         sections.push(format!(
             "# Clients\r\nconnected_clients:{}\r\n",
             server.clients.load(Ordering::Relaxed)
+        ));
+    }
+    if wants("memory") {
+        let used = server.keys.read().used_bytes();
+        sections.push(format!(
+            "# Memory\r\nused_memory:{used}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\n\
+             request_buffer_bytes:{}\r\nrequest_buffer_budget_bytes:{}\r\n",
+            server.limits.max_memory_bytes,
+            server.buffered.used(),
+            server.limits.buffer_budget_bytes,
         ));
     }
     if wants("cluster") {

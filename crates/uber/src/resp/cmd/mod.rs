@@ -4,7 +4,10 @@
 //!
 //! Each command is a function `(server, session, args) -> Frame`, one file per
 //! command (the GEORADIUS family shares `geosearch`). `args[0]` is the name as
-//! the client typed it.
+//! the client typed it. Commands reach keys only through the server's lookup
+//! (`state::Server::{read, write, lookup, replace, delete}`), which serves the
+//! live key from the driver index; a `denyoom` command is refused over
+//! `maxmemory` here, before it runs, as Redis does.
 
 mod client;
 mod command;
@@ -30,7 +33,7 @@ use bytes::Bytes;
 
 use super::frame::Frame;
 use super::parse::parse_i64;
-use super::server::{Server, Session};
+use super::state::{Server, Session};
 
 /// What the connection does after a command.
 #[derive(Debug)]
@@ -43,137 +46,167 @@ pub enum Outcome {
 type Handler = fn(&Server, &mut Session, &[Bytes]) -> Frame;
 
 /// A command: lower-case name, Redis's arity (n: exactly n arguments counting
-/// the name; -n: at least n), handler.
+/// the name; -n: at least n), whether it is refused over `maxmemory` (Redis's
+/// `denyoom` flag), handler.
 struct Spec {
     name: &'static str,
     arity: i32,
+    denyoom: bool,
     run: Handler,
 }
+
+/// Redis's reply to a `denyoom` command over `maxmemory`.
+pub const OOM_ERROR: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
 const COMMANDS: &[Spec] = &[
     Spec {
         name: "geoadd",
         arity: -5,
+        denyoom: true,
         run: geoadd::run,
     },
     Spec {
         name: "geosearch",
         arity: -7,
+        denyoom: false,
         run: geosearch::geosearch,
     },
     Spec {
         name: "geosearchstore",
         arity: -8,
+        denyoom: true,
         run: geosearch::geosearchstore,
     },
     Spec {
         name: "georadius",
         arity: -6,
+        denyoom: true,
         run: geosearch::georadius,
     },
     Spec {
         name: "georadius_ro",
         arity: -6,
+        denyoom: false,
         run: geosearch::georadius_ro,
     },
     Spec {
         name: "georadiusbymember",
         arity: -5,
+        denyoom: true,
         run: geosearch::georadiusbymember,
     },
     Spec {
         name: "georadiusbymember_ro",
         arity: -5,
+        denyoom: false,
         run: geosearch::georadiusbymember_ro,
     },
     Spec {
         name: "geopos",
         arity: -2,
+        denyoom: false,
         run: geopos::run,
     },
     Spec {
         name: "geodist",
         arity: -4,
+        denyoom: false,
         run: geodist::run,
     },
     Spec {
         name: "geohash",
         arity: -2,
+        denyoom: false,
         run: geohash::run,
     },
     Spec {
         name: "zrem",
         arity: -3,
+        denyoom: false,
         run: zrem::run,
     },
     Spec {
         name: "zcard",
         arity: 2,
+        denyoom: false,
         run: zcard::run,
     },
     Spec {
         name: "zrange",
         arity: -4,
+        denyoom: false,
         run: zrange::run,
     },
     Spec {
         name: "zscore",
         arity: 3,
+        denyoom: false,
         run: zscore::run,
     },
     Spec {
         name: "del",
         arity: -2,
+        denyoom: false,
         run: del::run,
     },
     Spec {
         name: "ping",
         arity: -1,
+        denyoom: false,
         run: ping::run,
     },
     Spec {
         name: "echo",
         arity: 2,
+        denyoom: false,
         run: echo::run,
     },
     Spec {
         name: "info",
         arity: -1,
+        denyoom: false,
         run: info::run,
     },
     Spec {
         name: "select",
         arity: 2,
+        denyoom: false,
         run: select::run,
     },
     Spec {
         name: "flushdb",
         arity: -1,
+        denyoom: false,
         run: flush::run,
     },
     Spec {
         name: "flushall",
         arity: -1,
+        denyoom: false,
         run: flush::run,
     },
     Spec {
         name: "hello",
         arity: -1,
+        denyoom: false,
         run: hello::run,
     },
     Spec {
         name: "client",
         arity: -2,
+        denyoom: false,
         run: client::run,
     },
     Spec {
         name: "config",
         arity: -2,
+        denyoom: false,
         run: config::run,
     },
     Spec {
         name: "command",
         arity: -1,
+        denyoom: false,
         run: command::run,
     },
 ];
@@ -199,29 +232,26 @@ pub fn dispatch(server: &Server, session: &mut Session, args: &[Bytes]) -> Outco
     if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
         return Outcome::Reply(wrong_arity(spec.name));
     }
+    // As Redis: checked before the command runs, so one write may overshoot by
+    // its own size. The live key's writes go to the driver index, not here.
+    if spec.denyoom && server.stores_here(&args[1]) && server.over_maxmemory() {
+        return Outcome::Reply(Frame::Error(OOM_ERROR.to_owned()));
+    }
     Outcome::Reply((spec.run)(server, session, args))
 }
 
-/// The scores of `members` in `key`, `None` for a missing member or key; the
-/// live key's come from the driver index.
+/// The scores of `members` in `key`, `None` for a missing member or key.
 pub(crate) fn member_scores(
     server: &Server,
     key: &[u8],
     members: &[Bytes],
 ) -> Result<Vec<Option<f64>>, Frame> {
-    if let Some(live) = server.live_key(key) {
-        let index = live.index()?;
-        return Ok(members
+    Ok(server.read(key, |set| {
+        members
             .iter()
-            .map(|m| crate::resp::live::score(&index, m))
-            .collect());
-    }
-    let keys = server.keys.read();
-    let set = keys.get(key);
-    Ok(members
-        .iter()
-        .map(|m| set.and_then(|s| s.score(m)))
-        .collect())
+            .map(|m| set.and_then(|s| s.score(m)))
+            .collect()
+    })?)
 }
 
 /// C's `%.Ns` of an argument: up to a NUL, at most `max` bytes.

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::{Frame, Server, Session, int_arg, is, syntax_error};
+use crate::geo::store::{GeoStore, StoreError};
 use crate::resp::frame::Proto;
 
 pub(super) fn run(server: &Server, session: &mut Session, args: &[Bytes]) -> Frame {
@@ -25,30 +26,15 @@ pub(super) fn run(server: &Server, session: &mut Session, args: &[Bytes]) -> Fra
         }
         j += 1;
     }
-    if let Some(live) = server.live_key(&args[1]) {
-        return live.refused("ZRANGE");
-    }
     let (start, end) = match (int_arg(&args[2]), int_arg(&args[3])) {
         (Ok(s), Ok(e)) => (s, e),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    let keys = server.keys.read();
-    let Some(set) = keys.get(&args[1]) else {
-        return Frame::Array(Vec::new());
+    let items = match server.read(&args[1], |set| set.map(|set| by_rank(set, start, end, rev))) {
+        Ok(Some(Ok(items))) => items,
+        Ok(None) => return Frame::Array(Vec::new()),
+        Ok(Some(Err(error))) | Err(error) => return error.into(),
     };
-    let len = set.len() as i64;
-    let mut start = if start < 0 { len + start } else { start };
-    let mut end = if end < 0 { len + end } else { end };
-    if start < 0 {
-        start = 0;
-    }
-    if start > end || start >= len {
-        return Frame::Array(Vec::new());
-    }
-    if end >= len {
-        end = len - 1;
-    }
-    let items = set.by_rank(start as usize, end as usize, rev);
     let mut out = Vec::with_capacity(items.len() * if withscores { 2 } else { 1 });
     for (member, score) in items {
         match (withscores, session.proto) {
@@ -64,4 +50,28 @@ pub(super) fn run(server: &Server, session: &mut Session, args: &[Bytes]) -> Fra
         }
     }
     Frame::Array(out)
+}
+
+/// Redis's index rules: negative from the end, then clamped to what exists
+/// (so no index, however large, sizes anything).
+fn by_rank(
+    set: &dyn GeoStore,
+    start: i64,
+    end: i64,
+    rev: bool,
+) -> Result<Vec<(Bytes, f64)>, StoreError> {
+    let len = set.len() as i64;
+    let mut start = if start < 0 { len + start } else { start };
+    let mut end = if end < 0 { len + end } else { end };
+    if start < 0 {
+        start = 0;
+    }
+    if start > end || start >= len {
+        // Still asked, so a store that cannot rank says so.
+        return set.by_rank(1, 0, rev);
+    }
+    if end >= len {
+        end = len - 1;
+    }
+    set.by_rank(start as usize, end as usize, rev)
 }

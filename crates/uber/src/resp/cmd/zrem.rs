@@ -5,25 +5,11 @@ use bytes::Bytes;
 use super::{Frame, Server, Session};
 
 pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
-    if let Some(live) = server.live_key(&args[1]) {
-        // On the live key: each available driver named goes offline.
-        return match live.index() {
-            Ok(index) => Frame::Integer(
-                args[2..]
-                    .iter()
-                    .filter(|m| crate::resp::live::remove(&index, m))
-                    .count() as i64,
-            ),
-            Err(frame) => frame,
-        };
+    // On the live key each available driver named goes offline.
+    match server.write(&args[1], false, |set| {
+        args[2..].iter().filter(|m| set.remove(m)).count()
+    }) {
+        Ok(removed) => Frame::Integer(removed.unwrap_or(0) as i64),
+        Err(error) => error.into(),
     }
-    let mut keys = server.keys.write();
-    let Some(set) = keys.get_mut(&args[1]) else {
-        return Frame::Integer(0);
-    };
-    let removed = args[2..].iter().filter(|m| set.remove(m)).count();
-    if set.is_empty() {
-        keys.remove(&args[1]);
-    }
-    Frame::Integer(removed as i64)
 }

@@ -5,19 +5,9 @@ use bytes::Bytes;
 use super::{Frame, Server, Session};
 
 pub(super) fn run(server: &Server, _: &mut Session, args: &[Bytes]) -> Frame {
-    let score = match server.live_key(&args[1]) {
-        Some(live) => match live.index() {
-            Ok(index) => crate::resp::live::score(&index, &args[2]),
-            Err(frame) => return frame,
-        },
-        None => server
-            .keys
-            .read()
-            .get(&args[1])
-            .and_then(|s| s.score(&args[2])),
-    };
-    match score {
-        Some(score) => Frame::Double(score),
-        None => Frame::Null,
+    match server.read(&args[1], |set| set.and_then(|s| s.score(&args[2]))) {
+        Ok(Some(score)) => Frame::Double(score),
+        Ok(None) => Frame::Null,
+        Err(error) => error.into(),
     }
 }
