@@ -79,7 +79,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -538,8 +539,9 @@ impl Engine {
         }
         let mut invalid = Vec::new();
         let mut valid: Vec<usize> = Vec::with_capacity(updates.len());
+        let latest_ts = self.latest_ts();
         for (i, u) in updates.iter().enumerate() {
-            match check_update(u) {
+            match check_update(u, latest_ts) {
                 Ok(()) => valid.push(i),
                 Err((field, error)) => invalid.push(Invalid {
                     index: i,
@@ -678,6 +680,12 @@ impl Engine {
         })
     }
 
+    /// The latest driver timestamp (ms) accepted now: the injected wall clock
+    /// plus the index's `max_clock_skew`.
+    pub fn latest_ts(&self) -> u64 {
+        self.config.index.latest_ts(self.clock.wall_millis())
+    }
+
     /// Keeps `quote` with ride `ride` until the ride's trip completes or is
     /// cancelled; beyond the matcher's ride bound the oldest ride's quote goes
     /// (ride ids only grow).
@@ -739,8 +747,9 @@ impl Engine {
 }
 
 /// One update of a `POST /v1/locations` batch, as posted (logged and published
-/// as [`LocationColumns`]).
+/// as [`LocationColumns`]). An unknown field is refused, as at the top level.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LocationRecord {
     pub driver: DriverId,
     pub lat: f64,
@@ -793,12 +802,19 @@ impl From<DriverStatus> for StatusName {
     }
 }
 
-/// The field at fault and why.
-fn check_update(u: &LocationUpdate) -> Result<(), (&'static str, String)> {
+/// The field at fault and why; `latest_ts` is [`Engine::latest_ts`].
+fn check_update(u: &LocationUpdate, latest_ts: u64) -> Result<(), (&'static str, String)> {
     match LatLng::new(u.lat, u.lon) {
         Err(e @ IndexError::InvalidLatitude { .. }) => return Err(("lat", e.to_string())),
         Err(e) => return Err(("lon", e.to_string())),
         Ok(_) => {}
+    }
+    if u.ts > latest_ts {
+        let e = IndexError::FutureTimestamp {
+            ts: u.ts,
+            latest: latest_ts,
+        };
+        return Err(("ts", e.to_string()));
     }
     if u.status.is_server_owned() {
         return Err((
@@ -841,6 +857,7 @@ fn index_error(e: IndexError) -> ApiError {
         IndexError::InvalidLatitude { .. } => ApiError::bad_field("lat", e.to_string()),
         IndexError::InvalidLongitude { .. } => ApiError::bad_field("lon", e.to_string()),
         IndexError::ServerOwnedStatus { .. } => ApiError::bad_field("status", e.to_string()),
+        IndexError::FutureTimestamp { .. } => ApiError::bad_field("ts", e.to_string()),
         _ => ApiError::bad_request(e.to_string()),
     }
 }
@@ -958,7 +975,7 @@ async fn post_location(
         ts: body.ts,
         status: body.status.into(),
     };
-    if let Err((field, error)) = check_update(&update) {
+    if let Err((field, error)) = check_update(&update, engine.latest_ts()) {
         return Err(ApiError::bad_field(field, error));
     }
     let report = engine.ingest(&[update]).await?;
@@ -976,6 +993,16 @@ async fn post_locations(
     JsonBody(body): JsonBody<BatchBody>,
 ) -> Result<Response, ApiError> {
     let updates: Vec<LocationUpdate> = body.updates.iter().map(LocationUpdate::from).collect();
+    // A clock far ahead is the sender's fault, not one driver's: the whole
+    // batch is refused (nothing logged), naming the first such record.
+    let latest_ts = engine.latest_ts();
+    if let Some(i) = updates.iter().position(|u| u.ts > latest_ts) {
+        let e = IndexError::FutureTimestamp {
+            ts: updates[i].ts,
+            latest: latest_ts,
+        };
+        return Err(ApiError::bad_field(format!("updates[{i}].ts"), e.to_string()));
+    }
     let mut report = engine.ingest(&updates).await?;
     for v in &mut report.invalid {
         v.field = format!("updates[{}].{}", v.index, v.field);
@@ -1259,9 +1286,18 @@ struct TripOut {
 async fn trip_action(
     State(engine): Shared,
     UrlPath((trip, action)): UrlPath<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    // The body is optional (`arrived`, `start`, `pay` need none).
+    // Read by hand because the body is optional (`arrived`, `start`, `pay` need
+    // none); a refused body is still answered in the JSON error format.
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, "request body is too large")
+        } else {
+            ApiError::new(status, rejection.body_text())
+        }
+    })?;
     let body: TripBody = if body.iter().all(u8::is_ascii_whitespace) {
         TripBody::default()
     } else {
@@ -1353,17 +1389,46 @@ async fn get_trip(
     Ok(axum::Json(TripOut { id: trip, state }).into_response())
 }
 
+/// `GET /v1/riders/{id}/trips?limit=N`: the rider's latest `N` trips, oldest
+/// first (default [`DEFAULT_TRIPS_PAGE`], at most [`MAX_TRIPS_PAGE`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TripsPage {
+    limit: Option<String>,
+}
+
+/// Trips `GET /v1/riders/{id}/trips` answers when no `limit` is given.
+pub const DEFAULT_TRIPS_PAGE: usize = 100;
+/// The largest `limit` of `GET /v1/riders/{id}/trips`: a rider's history grows
+/// without bound, one answer does not.
+pub const MAX_TRIPS_PAGE: usize = 1_000;
+
 async fn rider_trips(
     State(engine): Shared,
     UrlPath(id): UrlPath<String>,
+    page: Result<Query<TripsPage>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let rider = parse_id("id", &id)?;
+    let Query(page) = page.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = match page.limit {
+        None => DEFAULT_TRIPS_PAGE,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=MAX_TRIPS_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_field(
+                    "limit",
+                    format!("limit must be in 1..={MAX_TRIPS_PAGE}, not {raw:?}"),
+                ));
+            }
+        },
+    };
     let views = engine.views().await?;
     let ids = views.rider_trips(rider);
     if ids.is_empty() {
         return Err(ApiError::not_found(format!("unknown rider {rider}")));
     }
-    let trips: Vec<TripOut> = ids
+    let total = ids.len();
+    let trips: Vec<TripOut> = ids[total.saturating_sub(limit)..]
         .iter()
         .filter_map(|id| {
             views.trip(id).map(|state| TripOut {
@@ -1372,7 +1437,7 @@ async fn rider_trips(
             })
         })
         .collect();
-    Ok(axum::Json(json!({ "rider": rider, "trips": trips })).into_response())
+    Ok(axum::Json(json!({ "rider": rider, "total": total, "trips": trips })).into_response())
 }
 
 async fn driver_earnings(

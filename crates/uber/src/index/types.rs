@@ -131,6 +131,9 @@ pub struct RestoreReport {
     pub older: usize,
     /// Saved states with an invalid position, or beyond `max_drivers`.
     pub refused: usize,
+    /// Saved states whose timestamp lay beyond `max_clock_skew` ahead of the
+    /// wall clock: restored with the wall clock's time instead.
+    pub clamped: usize,
 }
 
 /// What one [`ingest`](super::DriverIndex::ingest) call did.
@@ -176,6 +179,15 @@ pub enum IndexError {
         k: usize,
         /// The maximum.
         max: usize,
+    },
+    /// A driver's timestamp beyond the wall clock plus `max_clock_skew` (400):
+    /// latest wins by it, so it would freeze the driver.
+    #[error("timestamp {ts} ms is ahead of the clock: at most {latest} ms")]
+    FutureTimestamp {
+        /// The value given.
+        ts: u64,
+        /// The latest accepted now.
+        latest: u64,
     },
     /// A driver's app reported a status only the server sets (400).
     #[error("status {status:?} is set by the server, not reported by a driver")]
