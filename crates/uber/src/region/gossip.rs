@@ -1009,4 +1009,34 @@ mod tests {
         // A newer state of a known driver still wins at the bound.
         assert!(r.merge(state(1, 2, 1.0), true));
     }
+
+    #[test]
+    fn a_learned_state_from_beyond_the_clock_skew_is_not_merged_nor_passed_on() {
+        use casebook_kit::clock::{Clock, ManualClock};
+        let clock = ManualClock::new();
+        let registers = Arc::new(Mutex::new(Registers::new(10, 10)));
+        let mut handler = Handler {
+            registers: registers.clone(),
+            clock: clock.shared(),
+            max_clock_skew: Duration::from_secs(300),
+        };
+        let peer = NodeId {
+            addr: "127.0.0.1:7947".parse().unwrap(),
+            region: "eu-west".to_owned(),
+            bump: 1,
+        };
+        let now = clock.wall_millis();
+        let mut receive = |bytes: &[u8]| {
+            handler
+                .receive_item(bytes, Some(&peer))
+                .map(|key| key.map(|k| k.0))
+        };
+        assert_eq!(receive(&state(1, u64::MAX, 37.7).encode()), Ok(None));
+        assert_eq!(receive(&state(1, now + 300_001, 37.7).encode()), Ok(None));
+        assert!(registers.lock().get(1).is_none());
+        assert_eq!(registers.lock().refused_future, 2);
+        // Within the skew: learned, and disseminated further.
+        assert_eq!(receive(&state(1, now + 300_000, 37.7).encode()), Ok(Some(1)));
+        assert_eq!(registers.lock().get(1).unwrap().state.ts, now + 300_000);
+    }
 }
