@@ -14,7 +14,8 @@
 //! | module | role |
 //! |---|---|
 //! | [`api`] | the HTTP API engine and router: location ingest through the outbox, rides, offers, trip commands, read models, priority shedding |
-//! | [`config`] | the `[uber]` table: ports (RESP :6380, API :8090, pricing :8091) and limits |
+//! | [`config`] | the `[uber]` table: ports (RESP :6380, API :8090, pricing :8091), limits and durations |
+//! | [`fuzz_checks`] | the invariants of the gossip-datagram and location-snapshot fuzz targets, replayed on stable |
 //! | [`geo`] | Redis's geohash scores, distances, search cells, and the [`geo::store::GeoStore`] trait with its sorted-set implementation |
 //! | [`index`] | the live-driver index: latest-wins driver state, available drivers on S2 leaf cells in sharded ordered maps, k-nearest search, hot-shard splits and cold merges, batch ingest |
 //! | [`locations`] | the primary store of locations (the outbox) with periodic index snapshots; the index's rebuild at start; the bus topic's retention |
@@ -29,6 +30,8 @@
 
 pub mod api;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod geo;
 pub mod index;
 pub mod locations;
