@@ -127,7 +127,10 @@ impl UberConfig {
             ));
         }
         if self.max_clock_skew > crate::index::MAX_CLOCK_SKEW {
-            return Err(ConfigError::new("uber.max_clock_skew", "must be at most 1day"));
+            return Err(ConfigError::new(
+                "uber.max_clock_skew",
+                "must be at most 1day",
+            ));
         }
         if !(self.pricing_url.starts_with("http://") || self.pricing_url.starts_with("https://")) {
             return Err(ConfigError::new(
@@ -182,7 +185,8 @@ impl UberConfig {
     /// Checks the regional settings against the topology's `regions` and
     /// returns the map; the error names the dotted key.
     pub fn validate_regions(&self, regions: &[String]) -> Result<RegionMap, ConfigError> {
-        self.gossip_ports().check("uber.gossip_port", regions.len())?;
+        self.gossip_ports()
+            .check("uber.gossip_port", regions.len())?;
         self.http_ports().check("uber.http_port", regions.len())?;
         RegionMap::new(&self.cities, regions).map_err(|e| {
             // The map's errors start with their key below `uber.`.

@@ -116,9 +116,12 @@ fn small_index() -> DriverIndex {
     DriverIndex::new(config, ManualClock::new().shared()).expect("a valid index config")
 }
 
+/// A target's check: panics on a broken invariant, returns how much it decoded.
+pub type Check = fn(&[u8]) -> usize;
+
 /// Every target of this module, by the name of its fuzz target and corpus
 /// directory.
-pub const TARGETS: &[(&str, fn(&[u8]) -> usize)] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("gossip_datagram", check_gossip_datagram),
     ("location_snapshot", check_location_input),
 ];

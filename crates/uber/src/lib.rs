@@ -13,7 +13,8 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`api`] | the HTTP API engine and router: location ingest through the outbox, rides, offers, trip commands, read models, priority shedding |
+//! | [`api`] | the HTTP API: the router (one file per resource), wire types, error mapping, priority shedding |
+//! | [`engine`] | one instance's engines: location ingest through the outbox, gossip-learned states, rides, offers, trips, read models, the rebuild at start |
 //! | [`config`] | the `[uber]` table: ports (RESP :6380, API :8090, pricing :8091), limits and durations |
 //! | [`fuzz_checks`] | the invariants of the gossip-datagram and location-snapshot fuzz targets, replayed on stable |
 //! | [`geo`] | Redis's geohash scores, distances, search cells, and the [`geo::store::GeoStore`] trait with its sorted-set implementation |
@@ -30,6 +31,7 @@
 
 pub mod api;
 pub mod config;
+pub mod engine;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod geo;

@@ -772,13 +772,24 @@ async fn a_far_future_state_already_stored_does_not_freeze_the_driver_after_a_re
         .unwrap();
     api.restart().await;
     let engine = api.engine();
-    assert_eq!(engine.recovery().index.clamped, 1, "{:?}", engine.recovery());
-    let restored = engine.index().get(DriverId(9)).expect("kept, position and all");
+    assert_eq!(
+        engine.recovery().index.clamped,
+        1,
+        "{:?}",
+        engine.recovery()
+    );
+    let restored = engine
+        .index()
+        .get(DriverId(9))
+        .expect("kept, position and all");
     assert!(restored.ts <= wall_ms(&api.clock), "{}", restored.ts);
     api.clock.advance(Duration::from_secs(1));
     let report = api.ping(9, 37.71, -122.41, wall_ms(&api.clock)).await;
     assert_eq!(report["accepted"], 1, "{report}");
-    assert_eq!(engine.index().get(DriverId(9)).unwrap().position.lat(), 37.71);
+    assert_eq!(
+        engine.index().get(DriverId(9)).unwrap().position.lat(),
+        37.71
+    );
 }
 
 #[tokio::test]
@@ -798,7 +809,10 @@ async fn an_unknown_field_in_a_batch_record_is_refused_by_name() {
         error["field"].as_str().unwrap().starts_with("updates[1]"),
         "{error}"
     );
-    assert!(error["error"].as_str().unwrap().contains("speed"), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("speed"),
+        "{error}"
+    );
     assert_eq!(api.engine().index().driver_count(), 0);
 }
 
@@ -806,9 +820,7 @@ async fn an_unknown_field_in_a_batch_record_is_refused_by_name() {
 async fn an_oversized_trip_command_body_gets_the_json_error_format() {
     let api = Api::start(config()).await;
     let huge = format!(r#"{{"reason": "{}"}}"#, "x".repeat(3 * 1024 * 1024));
-    let (status, error, headers) = api
-        .raw(Method::POST, "/v1/trips/1-1/cancel", &huge)
-        .await;
+    let (status, error, headers) = api.raw(Method::POST, "/v1/trips/1-1/cancel", &huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(error["error"].is_string(), "not JSON: {error}");
     assert_eq!(
@@ -837,7 +849,10 @@ async fn a_riders_trip_list_is_paged_with_a_bounded_limit() {
         api.ping(1, 37.7751, -122.4191, ts).await;
         let ride = api.ride(77, "greedy").await;
         let (status, accepted) = api
-            .post(&format!("/v1/rides/{}/accept", ride["id"]), json!({"driver": 1}))
+            .post(
+                &format!("/v1/rides/{}/accept", ride["id"]),
+                json!({"driver": 1}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{accepted}");
         let trip = accepted["trip"].as_str().unwrap().to_owned();
@@ -856,7 +871,11 @@ async fn a_riders_trip_list_is_paged_with_a_bounded_limit() {
         .iter()
         .map(|t| t["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [trips[1].as_str(), trips[2].as_str()], "the latest two");
+    assert_eq!(
+        ids,
+        [trips[1].as_str(), trips[2].as_str()],
+        "the latest two"
+    );
     for bad in ["0", "1001", "x", "-1"] {
         let (status, error) = api.get(&format!("/v1/riders/77/trips?limit={bad}")).await;
         assert_eq!(

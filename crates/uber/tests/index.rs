@@ -839,7 +839,13 @@ fn timestamps_beyond_the_clock_skew_are_refused_on_ingest_and_pulled_back_on_res
         .ingest(&[
             ping(1, CENTER.0, CENTER.1, u64::MAX, DriverStatus::Available),
             ping(2, CENTER.0, CENTER.1, now + skew, DriverStatus::Available),
-            ping(3, CENTER.0, CENTER.1, now + skew + 1, DriverStatus::Available),
+            ping(
+                3,
+                CENTER.0,
+                CENTER.1,
+                now + skew + 1,
+                DriverStatus::Available,
+            ),
         ])
         .unwrap();
     assert_eq!(report.accepted, 1);
@@ -868,5 +874,8 @@ fn timestamps_beyond_the_clock_skew_are_refused_on_ingest_and_pulled_back_on_res
         .update(ping(4, CENTER.0, CENTER.1, now + 5, DriverStatus::Offline))
         .unwrap();
     assert_eq!(next.accepted, 1);
-    assert_eq!(index.get(DriverId(4)).unwrap().status, DriverStatus::Offline);
+    assert_eq!(
+        index.get(DriverId(4)).unwrap().status,
+        DriverStatus::Offline
+    );
 }

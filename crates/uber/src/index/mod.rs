@@ -899,7 +899,9 @@ impl DriverIndex {
                 s.ts
             };
             match LatLng::new(s.lat, s.lon) {
-                Ok(at) => valid.push((stripe_of(s.id), s, ts, status, at, leaf_cell(at), last_seen)),
+                Ok(at) => {
+                    valid.push((stripe_of(s.id), s, ts, status, at, leaf_cell(at), last_seen))
+                }
                 Err(_) => report.refused += 1,
             }
         }

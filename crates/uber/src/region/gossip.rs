@@ -1036,7 +1036,10 @@ mod tests {
         assert!(registers.lock().get(1).is_none());
         assert_eq!(registers.lock().refused_future, 2);
         // Within the skew: learned, and disseminated further.
-        assert_eq!(receive(&state(1, now + 300_000, 37.7).encode()), Ok(Some(1)));
+        assert_eq!(
+            receive(&state(1, now + 300_000, 37.7).encode()),
+            Ok(Some(1))
+        );
         assert_eq!(registers.lock().get(1).unwrap().state.ts, now + 300_000);
     }
 }
