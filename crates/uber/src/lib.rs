@@ -8,7 +8,7 @@
 //! fallback), the HTTP API on :8090 ([`api`], [`service`]) as one replica per
 //! [`region`] with driver state gossiped over foca and regional autonomy during
 //! partitions, a Redis-compatible GEO port whose `drivers` key is a live view of
-//! the index ([`resp`], [`resp::live`]), and the [`workload`] generator behind
+//! the index ([`resp`], [`resp::live`]), and the [`load`] generator behind
 //! `casebook load uber`.
 //!
 //! | module | role |
@@ -26,7 +26,7 @@
 //! | [`pricewire`] | the API's wire to pricing: quotes through [`pricing::PricingClient`], demand/supply signals on a bounded queue sent in batches by a background task |
 //! | [`service`] | the `uber` service: the API on :8090 with its timers (matcher tick, index sweep and rebalance, relays) |
 //! | [`trips`] | trips event-sourced on the kit's event store: transition table, replay, read models (trip, rider, earnings, city) |
-//! | [`workload`] | the `casebook load uber` engine: seeded generators (drivers on routes, Zipf hotspots, airport, stadium burst) and the open-loop runner against the API, request → match latency |
+//! | [`load`] | the `casebook load uber` engine: seeded generators (drivers on routes, Zipf hotspots, airport, stadium burst) and the open-loop runner against the API, request → match latency |
 //! | [`resp`] | RESP2/RESP3: incremental request parser with Redis's limits and error wording, replies, the commands, the `geo-resp` server |
 
 pub mod api;
@@ -36,6 +36,7 @@ pub mod engine;
 pub mod fuzz_checks;
 pub mod geo;
 pub mod index;
+pub mod load;
 pub mod locations;
 pub mod matching;
 pub mod pricewire;
@@ -44,4 +45,3 @@ pub mod region;
 pub mod resp;
 pub mod service;
 pub mod trips;
-pub mod workload;

@@ -1,4 +1,4 @@
-//! `casebook load uber`: the Uber workload ([`casebook_uber::workload`]) against the
+//! `casebook load uber`: the Uber workload ([`casebook_uber::load`]) against the
 //! API on :8090 — drivers pinging along routes, rides from Zipf hotspots, an
 //! airport and a stadium burst — shown on a progress bar, reported as a table or JSON.
 
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use casebook_kit::clock::SystemClock;
+use casebook_uber::load::{self as workload, Burst, CityBox, WorkloadConfig, WorkloadProgress};
 use casebook_uber::matching::{Mode, Point};
-use casebook_uber::workload::{self, Burst, CityBox, WorkloadConfig, WorkloadProgress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
