@@ -44,8 +44,6 @@ impl Counters {
     }
 }
 
-/// Pings.
-
 fn error_kind(what: &str, e: &HttpError) -> String {
     match e.status() {
         Some(status) => format!("{what}:{}", status.as_u16()),
