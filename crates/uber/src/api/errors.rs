@@ -36,9 +36,7 @@ pub(crate) fn match_error(e: MatchError) -> ApiError {
         MatchError::QueueFull(_) | MatchError::TooManyRides(_) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
-        MatchError::BadLocation { .. } | MatchError::BadConfig(_) => {
-            ApiError::bad_request(e.to_string())
-        }
+        MatchError::BadConfig(_) => ApiError::bad_request(e.to_string()),
     }
 }
 

@@ -8,18 +8,18 @@ use serde::Deserialize;
 
 use super::Shared;
 use super::errors::{match_error, parse_id, pricing_error, trip_error};
-use super::wire::ride_out;
+use super::wire::{PointBody, ride_out};
 use crate::engine::RideQuote;
-use crate::index::{DriverId, DriverStatus, LatLng};
-use crate::matching::{Mode, Point, RideStatus};
+use crate::index::{DriverId, DriverStatus, IndexError, LatLng};
+use crate::matching::{Mode, RideStatus};
 use crate::region::Regional;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RideBody {
     rider: u64,
-    pickup: Point,
-    dropoff: Point,
+    pickup: PointBody,
+    dropoff: PointBody,
     #[serde(default = "greedy")]
     mode: Mode,
 }
@@ -28,26 +28,15 @@ fn greedy() -> Mode {
     Mode::Greedy
 }
 
-fn check_point(field: &str, p: Point) -> Result<Point, ApiError> {
-    if !(-90.0..=90.0).contains(&p.lat) {
-        return Err(ApiError::bad_field(
-            format!("{field}.lat"),
-            format!("latitude {} is not in [-90, 90]", p.lat),
-        ));
-    }
-    if !(-180.0..=180.0).contains(&p.lng) {
-        return Err(ApiError::bad_field(
-            format!("{field}.lng"),
-            format!("longitude {} is not in [-180, 180]", p.lng),
-        ));
-    }
-    Ok(p)
-}
-
-fn lat_lng_of(field: &str, p: Point) -> Result<LatLng, ApiError> {
-    let p = check_point(field, p)?;
-    LatLng::new(p.lat, p.lng)
-        .map_err(|e| ApiError::bad_field(format!("{field}.lat"), e.to_string()))
+/// The position of a posted point; an error names `{field}.lat` or `{field}.lng`.
+fn check_point(field: &str, p: PointBody) -> Result<LatLng, ApiError> {
+    LatLng::new(p.lat, p.lng).map_err(|e| {
+        let part = match e {
+            IndexError::InvalidLatitude { .. } => "lat",
+            _ => "lng",
+        };
+        ApiError::bad_field(format!("{field}.{part}"), e.to_string())
+    })
 }
 
 /// The region rules for a ride: the pickup must be ours; a dropoff in another
@@ -86,16 +75,16 @@ fn check_regions(regional: &Regional, pickup: LatLng, dropoff: LatLng) -> Result
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct QuoteBody {
-    pickup: Point,
-    dropoff: Point,
+    pickup: PointBody,
+    dropoff: PointBody,
 }
 
 pub(super) async fn post_quote(
     State(engine): Shared,
     JsonBody(body): JsonBody<QuoteBody>,
 ) -> Result<Response, ApiError> {
-    let pickup = lat_lng_of("pickup", body.pickup)?;
-    let dropoff = lat_lng_of("dropoff", body.dropoff)?;
+    let pickup = check_point("pickup", body.pickup)?;
+    let dropoff = check_point("dropoff", body.dropoff)?;
     let quote = engine
         .pricing
         .quote(pickup, dropoff)
@@ -108,11 +97,9 @@ pub(super) async fn post_ride(
     State(engine): Shared,
     JsonBody(body): JsonBody<RideBody>,
 ) -> Result<Response, ApiError> {
-    let pickup = check_point("pickup", body.pickup)?;
-    let dropoff = check_point("dropoff", body.dropoff)?;
     let (from, to) = (
-        lat_lng_of("pickup", pickup)?,
-        lat_lng_of("dropoff", dropoff)?,
+        check_point("pickup", body.pickup)?,
+        check_point("dropoff", body.dropoff)?,
     );
     if let Some(regional) = engine.regional() {
         check_regions(regional, from, to)?;
@@ -126,7 +113,7 @@ pub(super) async fn post_ride(
         .map_err(pricing_error)?;
     let id = engine
         .matcher
-        .request(body.rider, pickup, dropoff, body.mode)
+        .request(body.rider, from, to, body.mode)
         .map_err(match_error)?;
     engine.remember_quote(id, RideQuote::from(&quote));
     engine.pricing.demand(from);

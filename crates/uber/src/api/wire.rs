@@ -90,3 +90,12 @@ pub(crate) struct TripOut {
     #[serde(flatten)]
     pub(crate) state: TripState,
 }
+
+/// A point as a ride request or quote posts it, `{lat, lng}`, before it is
+/// checked into a [`LatLng`](crate::index::LatLng) (so a refusal names
+/// `pickup.lat` or `pickup.lng`, not just `pickup`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) struct PointBody {
+    pub(crate) lat: f64,
+    pub(crate) lng: f64,
+}

@@ -1022,16 +1022,11 @@ impl DriverIndex {
 impl crate::matching::NearbyDrivers for DriverIndex {
     fn nearest(
         &self,
-        at: crate::matching::Point,
+        at: LatLng,
         radius_m: f64,
         k: usize,
         filter: &dyn Fn(DriverId) -> bool,
     ) -> Vec<(DriverId, f64)> {
-        // `Point` is validated on construction, so this cannot fail in practice; an
-        // invalid one answers nobody rather than panicking.
-        let Ok(at) = LatLng::new(at.lat, at.lng) else {
-            return Vec::new();
-        };
         DriverIndex::nearest(self, at, radius_m, k, |view| filter(view.id))
     }
 

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::generators::{Burst, CityBox, Grid, Zipf};
 use super::{MAX_DRIVERS, WorkloadError, bad};
-use crate::matching::{Mode, Point};
+use crate::index::LatLng;
+use crate::matching::Mode;
 
 /// A whole run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -27,13 +28,13 @@ pub struct WorkloadConfig {
     pub grid: Grid,
     pub zipf_s: f64,
     pub zipf_q: f64,
-    pub airport: Point,
+    pub airport: LatLng,
     pub airport_share: f64,
-    pub stadium: Point,
+    pub stadium: LatLng,
     pub burst: Option<Burst>,
     /// Replayed trips (pickup, dropoff), e.g. from [`parse_trips_csv`].
     #[serde(skip)]
-    pub trips: Option<Arc<Vec<(Point, Point)>>>,
+    pub trips: Option<Arc<Vec<(LatLng, LatLng)>>>,
     /// Ride requests outstanding at most (the loadgen's bound).
     pub max_in_flight: usize,
     /// A batched ride not offered within this is counted unmatched (`timeout`).
@@ -76,16 +77,10 @@ impl Default for WorkloadConfig {
             zipf_s: 1.3,
             zipf_q: 4.0,
             // The south-east corner of the box (SFO itself lies just south of it).
-            airport: Point {
-                lat: 37.70,
-                lng: -122.32,
-            },
+            airport: LatLng::literal(37.70, -122.32),
             airport_share: 0.05,
             // Oracle Park.
-            stadium: Point {
-                lat: 37.7786,
-                lng: -122.3893,
-            },
+            stadium: LatLng::literal(37.7786, -122.3893),
             burst: None,
             trips: None,
             max_in_flight: 10_000,
@@ -120,11 +115,6 @@ impl WorkloadConfig {
         }
         if !(self.airport_share.is_finite() && (0.0..=1.0).contains(&self.airport_share)) {
             return Err(bad("airport_share", "must be in [0, 1]"));
-        }
-        for (field, p) in [("airport", self.airport), ("stadium", self.stadium)] {
-            if Point::new(p.lat, p.lng).is_err() {
-                return Err(bad(field, format!("{p:?} is not a point on Earth")));
-            }
         }
         if let Some(b) = &self.burst {
             b.plan()?;

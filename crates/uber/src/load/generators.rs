@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::config::WorkloadConfig;
 use super::{MAX_DRIVERS, WorkloadError, bad};
-use crate::matching::Point;
+use crate::index::LatLng;
 
 // ------------------------------------------------------------------ randomness
 
@@ -59,8 +59,8 @@ impl CityBox {
             east: -122.306,
         }
     }
-    pub fn contains(&self, p: Point) -> bool {
-        (self.south..=self.north).contains(&p.lat) && (self.west..=self.east).contains(&p.lng)
+    pub fn contains(&self, p: LatLng) -> bool {
+        (self.south..=self.north).contains(&p.lat()) && (self.west..=self.east).contains(&p.lon())
     }
     pub(super) fn validate(&self) -> Result<(), WorkloadError> {
         let ok = [self.south, self.north, self.west, self.east]
@@ -78,11 +78,11 @@ impl CityBox {
             Err(bad("city", format!("not a box: {self:?}")))
         }
     }
-    fn random_point(&self, rng: &mut Rng) -> Point {
-        Point {
-            lat: rng.range(self.south, self.north),
-            lng: rng.range(self.west, self.east),
-        }
+    fn random_point(&self, rng: &mut Rng) -> LatLng {
+        LatLng::clamped(
+            rng.range(self.south, self.north),
+            rng.range(self.west, self.east),
+        )
     }
 }
 
@@ -99,25 +99,25 @@ impl Grid {
         self.rows * self.cols
     }
     /// The cell holding `p` (points on the north/east edge belong to the last cell).
-    pub fn cell_of(&self, p: Point) -> Option<usize> {
+    pub fn cell_of(&self, p: LatLng) -> Option<usize> {
         if !self.city.contains(p) {
             return None;
         }
-        let fr = (p.lat - self.city.south) / (self.city.north - self.city.south);
-        let fc = (p.lng - self.city.west) / (self.city.east - self.city.west);
+        let fr = (p.lat() - self.city.south) / (self.city.north - self.city.south);
+        let fc = (p.lon() - self.city.west) / (self.city.east - self.city.west);
         let r = ((fr * self.rows as f64) as usize).min(self.rows - 1);
         let c = ((fc * self.cols as f64) as usize).min(self.cols - 1);
         Some(r * self.cols + c)
     }
     /// A uniform point inside cell `cell`.
-    pub fn point_in(&self, cell: usize, rng: &mut Rng) -> Point {
+    pub fn point_in(&self, cell: usize, rng: &mut Rng) -> LatLng {
         let (r, c) = (cell / self.cols, cell % self.cols);
         let h = (self.city.north - self.city.south) / self.rows as f64;
         let w = (self.city.east - self.city.west) / self.cols as f64;
         // Kept off the cell's far edges so the point never lands in a neighbour.
         let lat = self.city.south + h * (r as f64 + rng.range(0.0, 0.999));
         let lng = self.city.west + w * (c as f64 + rng.range(0.0, 0.999));
-        Point { lat, lng }
+        LatLng::clamped(lat, lng)
     }
 }
 
@@ -176,8 +176,8 @@ pub enum Origin {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RideSpec {
     pub origin: Origin,
-    pub pickup: Point,
-    pub dropoff: Point,
+    pub pickup: LatLng,
+    pub dropoff: LatLng,
 }
 
 /// The stadium burst: `rate` extra rides per second from the stadium during
@@ -220,10 +220,10 @@ pub struct RideGen {
     zipf: Zipf,
     /// rank → cell.
     cell_of_rank: Vec<usize>,
-    airport: Point,
+    airport: LatLng,
     airport_share: f64,
-    stadium: Point,
-    replay: Option<Arc<Vec<(Point, Point)>>>,
+    stadium: LatLng,
+    replay: Option<Arc<Vec<(LatLng, LatLng)>>>,
     cursor: usize,
     rng: Rng,
 }
@@ -258,13 +258,13 @@ impl RideGen {
     pub fn cell_of_rank(&self, k: usize) -> usize {
         self.cell_of_rank[k]
     }
-    fn near(&mut self, p: Point) -> Point {
-        let lat = p.lat + self.rng.range(-VENUE_JITTER_DEG, VENUE_JITTER_DEG);
-        let lng = p.lng + self.rng.range(-VENUE_JITTER_DEG, VENUE_JITTER_DEG);
-        Point {
-            lat: lat.clamp(self.grid.city.south, self.grid.city.north),
-            lng: lng.clamp(self.grid.city.west, self.grid.city.east),
-        }
+    fn near(&mut self, p: LatLng) -> LatLng {
+        let lat = p.lat() + self.rng.range(-VENUE_JITTER_DEG, VENUE_JITTER_DEG);
+        let lng = p.lon() + self.rng.range(-VENUE_JITTER_DEG, VENUE_JITTER_DEG);
+        LatLng::clamped(
+            lat.clamp(self.grid.city.south, self.grid.city.north),
+            lng.clamp(self.grid.city.west, self.grid.city.east),
+        )
     }
     /// An ordinary ride: the airport with `airport_share`, else the next replayed
     /// trip (cycling) if there are any, else a Zipf hotspot.
@@ -310,8 +310,8 @@ impl RideGen {
 
 #[derive(Debug, Clone, Copy)]
 struct Leg {
-    from: Point,
-    to: Point,
+    from: LatLng,
+    to: LatLng,
     /// Seconds since the run's start.
     start: f64,
     secs: f64,
@@ -366,11 +366,11 @@ impl Fleet {
         }
         Ok(fleet)
     }
-    fn leg(&mut self, i: usize, from: Point, start: f64) -> Leg {
+    fn leg(&mut self, i: usize, from: LatLng, start: f64) -> Leg {
         let to = self.city.random_point(&mut self.rngs[i]);
         // At least a second per leg: a waypoint drawn next to the last one must not
         // make a zero-length leg (and an endless loop in `position`).
-        let secs = (from.distance_m(to) / self.speeds[i]).max(1.0);
+        let secs = (from.distance_m(&to) / self.speeds[i]).max(1.0);
         Leg {
             from,
             to,
@@ -387,7 +387,7 @@ impl Fleet {
     /// Driver `i`'s position `elapsed` into the run. Time only moves forward per
     /// driver: an earlier `elapsed` than a previous call answers the current leg's
     /// start.
-    pub fn position(&mut self, i: usize, elapsed: Duration) -> Point {
+    pub fn position(&mut self, i: usize, elapsed: Duration) -> LatLng {
         let t = elapsed.as_secs_f64();
         while t >= self.legs[i].start + self.legs[i].secs {
             let done = self.legs[i];
@@ -396,9 +396,9 @@ impl Fleet {
         let leg = self.legs[i];
         let f = ((t - leg.start) / leg.secs).clamp(0.0, 1.0);
         // Linear in degrees: legs are a few km, where that is the straight line.
-        Point {
-            lat: leg.from.lat + (leg.to.lat - leg.from.lat) * f,
-            lng: leg.from.lng + (leg.to.lng - leg.from.lng) * f,
-        }
+        LatLng::clamped(
+            leg.from.lat() + (leg.to.lat() - leg.from.lat()) * f,
+            leg.from.lon() + (leg.to.lon() - leg.from.lon()) * f,
+        )
     }
 }

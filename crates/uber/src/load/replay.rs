@@ -2,7 +2,7 @@
 
 use super::generators::CityBox;
 use super::{WorkloadError, bad};
-use crate::matching::Point;
+use crate::index::LatLng;
 
 /// Rows read from a trips CSV at most.
 pub const MAX_TRIPS: usize = 10_000_000;
@@ -36,7 +36,7 @@ fn csv_fields(line: &str) -> Vec<String> {
 pub fn parse_trips_csv(
     text: &str,
     max: usize,
-) -> Result<(Vec<(Point, Point)>, usize), WorkloadError> {
+) -> Result<(Vec<(LatLng, LatLng)>, usize), WorkloadError> {
     let max = max.min(MAX_TRIPS);
     let mut lines = text.lines();
     let header = csv_fields(lines.next().unwrap_or_default());
@@ -66,21 +66,9 @@ pub fn parse_trips_csv(
             .iter()
             .map(|&c| fields.get(c).and_then(|f| f.trim().parse::<f64>().ok()))
             .collect();
-        match v[..] {
-            [Some(plat), Some(plng), Some(dlat), Some(dlng)]
-                if Point::new(plat, plng).is_ok() && Point::new(dlat, dlng).is_ok() =>
-            {
-                trips.push((
-                    Point {
-                        lat: plat,
-                        lng: plng,
-                    },
-                    Point {
-                        lat: dlat,
-                        lng: dlng,
-                    },
-                ));
-            }
+        let point = |lat: Option<f64>, lng: Option<f64>| LatLng::new(lat?, lng?).ok();
+        match (point(v[0], v[1]), point(v[2], v[3])) {
+            (Some(pickup), Some(dropoff)) => trips.push((pickup, dropoff)),
             _ => skipped += 1,
         }
     }
@@ -95,20 +83,20 @@ pub fn parse_trips_csv(
 
 impl CityBox {
     /// The smallest box holding every pickup and dropoff, widened by ~1 km.
-    pub fn around(trips: &[(Point, Point)]) -> Option<Self> {
+    pub fn around(trips: &[(LatLng, LatLng)]) -> Option<Self> {
         let mut points = trips.iter().flat_map(|&(a, b)| [a, b]);
         let first = points.next()?;
         let mut b = Self {
-            south: first.lat,
-            north: first.lat,
-            west: first.lng,
-            east: first.lng,
+            south: first.lat(),
+            north: first.lat(),
+            west: first.lon(),
+            east: first.lon(),
         };
         for p in points {
-            b.south = b.south.min(p.lat);
-            b.north = b.north.max(p.lat);
-            b.west = b.west.min(p.lng);
-            b.east = b.east.max(p.lng);
+            b.south = b.south.min(p.lat());
+            b.north = b.north.max(p.lat());
+            b.west = b.west.min(p.lon());
+            b.east = b.east.max(p.lon());
         }
         Some(Self {
             south: (b.south - 0.01).max(-90.0),

@@ -214,7 +214,7 @@ fn ping_body(shared: &Shared, fleet: &Mutex<Fleet>, drivers: &[usize], elapsed: 
         .iter()
         .map(|&i| {
             let p = fleet.position(i, elapsed);
-            json!({"driver": i as u64 + 1, "lat": p.lat, "lon": p.lng, "ts": ts, "status": "available"})
+            json!({"driver": i as u64 + 1, "lat": p.lat(), "lon": p.lon(), "ts": ts, "status": "available"})
         })
         .collect();
     json!({ "updates": updates })
@@ -308,8 +308,8 @@ async fn ride(shared: Arc<Shared>, spec: RideSpec, progress: Arc<WorkloadProgres
     };
     let body = json!({
         "rider": rider,
-        "pickup": {"lat": spec.pickup.lat, "lng": spec.pickup.lng},
-        "dropoff": {"lat": spec.dropoff.lat, "lng": spec.dropoff.lng},
+        "pickup": {"lat": spec.pickup.lat(), "lng": spec.pickup.lon()},
+        "dropoff": {"lat": spec.dropoff.lat(), "lng": spec.dropoff.lon()},
         "mode": mode,
     });
     let mut view = match shared
@@ -410,7 +410,7 @@ async fn trip(
     if !shared.config.drive_trips {
         return;
     }
-    let distance = (spec.pickup.distance_m(spec.dropoff) * 1.3).min(1_000_000.0);
+    let distance = (spec.pickup.distance_m(&spec.dropoff) * 1.3).min(1_000_000.0);
     for action in ["arrived", "start", "complete", "pay"] {
         tokio::time::sleep(step).await;
         let body = if action == "complete" {
