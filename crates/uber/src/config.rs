@@ -22,7 +22,7 @@ pub struct UberConfig {
     pub resp_live_key: String,
     /// The HTTP API's port (`uber` service): ingest, rides, trips.
     pub http_port: u16,
-    /// The surge pricing service's port (`pricing`): signals, multipliers, quotes.
+    /// The surge pricing service's port (`uber-pricing`): signals, multipliers, quotes.
     pub pricing_port: u16,
     /// Where the `uber` service finds pricing (`casebook up` passes the address
     /// of the instance it started instead).

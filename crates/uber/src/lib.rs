@@ -22,7 +22,7 @@
 //! | [`locations`] | the primary store of locations (the outbox) with periodic index snapshots; the index's rebuild at start; the bus topic's retention |
 //! | [`matching`] | ride requests → drivers: greedy by ETA or batched Kuhn–Munkres, the atomic driver claim, offers with timeout and re-match |
 //! | [`region`] | cities → regions ([`region::RegionMap`]) and the regional replica's gossip ([`region::Replica`]: last-writer-wins driver registers over foca, reachability, the isolation switch) |
-//! | [`pricing`] | surge pricing as its own service: demand and supply per S2 cell (level 12) over a sliding window, smoothed and capped; quotes; the `pricing` HTTP service and [`pricing::PricingClient`] (resilience stack, fallback multiplier 1.0) |
+//! | [`pricing`] | surge pricing as its own service: demand and supply per S2 cell (level 12) over a sliding window, smoothed and capped; quotes; the `uber-pricing` HTTP service and [`pricing::PricingClient`] (resilience stack, fallback multiplier 1.0) |
 //! | [`pricewire`] | the API's wire to pricing: quotes through [`pricing::PricingClient`], demand/supply signals on a bounded queue sent in batches by a background task |
 //! | [`service`] | the `uber` service: the API on :8090 with its timers (matcher tick, index sweep and rebalance, relays) |
 //! | [`trips`] | trips event-sourced on the kit's event store: transition table, replay, read models (trip, rider, earnings, city) |
