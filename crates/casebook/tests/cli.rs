@@ -403,7 +403,9 @@ fn serving_an_unknown_service_lists_the_known_ones() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("unknown service `nope` (known: chat, control, geo-resp, uber, uber-pricing)"),
+        stderr.contains(
+            "unknown service `nope` (known: chat, control, geo-resp, uber, uber-pricing)"
+        ),
         "{stderr}"
     );
 }

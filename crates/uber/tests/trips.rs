@@ -437,7 +437,10 @@ fn a_trip_event_stored_with_lat_lng_points_decodes_and_encodes_byte_identical() 
     // As written to disk before the case had one point type.
     let stored = r#"{"requested":{"rider":7,"city":"sf","pickup":{"lat":37.7749,"lng":-122.4194},"dropoff":{"lat":37.8049,"lng":-122.4094},"quoted_surge":1.5}}"#;
     let event: TripEvent = serde_json::from_str(stored).unwrap();
-    let TripEvent::Requested { pickup, dropoff, .. } = &event else {
+    let TripEvent::Requested {
+        pickup, dropoff, ..
+    } = &event
+    else {
         panic!("{event:?}");
     };
     assert_eq!((*pickup, *dropoff), (A, B));
