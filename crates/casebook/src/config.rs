@@ -251,16 +251,12 @@ pub fn load(
         .iter()
         .map(|r| r.name.clone())
         .collect();
-    if let Err(message) = config
+    if let Err(e) = config
         .uber
         .validate()
         .and_then(|()| config.uber.validate_regions(&regions).map(|_| ()))
     {
-        let key = message.split(':').next().unwrap_or("uber").to_owned();
-        let message = message[key.len()..]
-            .trim_start_matches(':')
-            .trim()
-            .to_owned();
+        let (key, message) = (e.key().to_owned(), e.message().to_owned());
         return Err(ConfigError {
             source: blame(&origin, &key).unwrap_or_else(|| whole.clone()),
             key,

@@ -167,7 +167,7 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
         .unwrap();
     assert_eq!(city["city"], "sf");
     // Surge pricing is its own service, on its (free) port: a quiet cell is 1.0.
-    let pricing = by_service("pricing");
+    let pricing = by_service("uber-pricing");
     assert_eq!(pricing["state"], "running");
     let pricing_addr: std::net::SocketAddr = pricing["address"].as_str().unwrap().parse().unwrap();
     assert_ne!(pricing_addr.port(), 8091, "tests never take the real port");

@@ -37,10 +37,10 @@ fn position(id: u64, ts: u64) -> (f64, f64) {
 }
 
 fn env(up: support::UpBuilder) -> support::UpBuilder {
-    up.env("CASEBOOK_UBER__LOCATION_SNAPSHOT_SECS", "1")
+    up.env("CASEBOOK_UBER__LOCATION_SNAPSHOT", "1s")
         // A slow restart must not make anyone stale: the assertions are about
         // what was stored, not about the clock.
-        .env("CASEBOOK_UBER__DRIVER_STALE_SECS", "86400")
+        .env("CASEBOOK_UBER__DRIVER_STALE", "1day")
 }
 
 async fn snapshots(client: &HttpClient, api: &str) -> f64 {

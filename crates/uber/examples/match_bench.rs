@@ -14,21 +14,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use casebook_kit::clock::{ManualClock, SystemClock};
+use casebook_uber::index::LatLng;
 use casebook_uber::matching::{
-    DriverClaims, DriverId, MatchConfig, Matcher, Mode, Point, RideStatus, ScanDrivers, SpeedEta,
+    DriverClaims, DriverId, MatchConfig, Matcher, Mode, RideStatus, ScanDrivers, SpeedEta,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const SF: Point = Point {
-    lat: 37.7749,
-    lng: -122.4194,
-};
+const SF: LatLng = LatLng::literal(37.7749, -122.4194);
 
-fn around(rng: &mut StdRng, c: Point, spread_deg: f64) -> Point {
+fn around(rng: &mut StdRng, c: LatLng, spread_deg: f64) -> LatLng {
     // Sum of two uniforms: a cheap bell shape around the centre.
     let mut d = || (rng.random_range(-1.0..1.0) + rng.random_range(-1.0..1.0)) * spread_deg / 2.0;
-    Point::new(c.lat + d(), c.lng + d()).unwrap()
+    LatLng::new(c.lat() + d(), c.lon() + d()).unwrap()
 }
 
 fn eta() -> Arc<SpeedEta> {
@@ -96,11 +94,11 @@ fn supply_tight(seed: u64) {
     // Five hotspots ~2-4 km apart. Demand is skewed (40/25/15/12/8 %) and tight
     // around them; supply is spread evenly over all five and wider, so the busy
     // hotspots run short of drivers and must borrow from their neighbours.
-    let hot: Vec<Point> = (0..5)
+    let hot: Vec<LatLng> = (0..5)
         .map(|i| {
-            Point::new(
-                SF.lat + 0.02 * (i as f64 - 2.0),
-                SF.lng + 0.03 * ((i % 2) as f64 - 0.5),
+            LatLng::new(
+                SF.lat() + 0.02 * (i as f64 - 2.0),
+                SF.lon() + 0.03 * ((i % 2) as f64 - 0.5),
             )
             .unwrap()
         })
@@ -116,13 +114,13 @@ fn supply_tight(seed: u64) {
         }
         unreachable!("weights sum to 100")
     };
-    let riders: Vec<Point> = (0..500)
+    let riders: Vec<LatLng> = (0..500)
         .map(|_| {
             let c = hot[pick(&mut rng)];
             around(&mut rng, c, 0.01)
         })
         .collect();
-    let drivers: Vec<Point> = (0..450)
+    let drivers: Vec<LatLng> = (0..450)
         .map(|i| around(&mut rng, hot[i % 5], 0.02))
         .collect();
     let config = MatchConfig {

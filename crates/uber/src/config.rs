@@ -1,6 +1,11 @@
 //! The `[uber]` table of the configuration: the case's ports and limits, validated
-//! with errors that start with the dotted key.
+//! with [`ConfigError`]s naming the dotted key. Durations are humantime strings
+//! (`driver_stale = "30s"`).
 
+use std::time::Duration;
+
+use casebook_kit::config::ConfigError;
+use casebook_kit::ports::PortPlan;
 use serde::{Deserialize, Serialize};
 
 use crate::region::{CityConfig, RegionMap, default_cities};
@@ -17,7 +22,7 @@ pub struct UberConfig {
     pub resp_live_key: String,
     /// The HTTP API's port (`uber` service): ingest, rides, trips.
     pub http_port: u16,
-    /// The surge pricing service's port (`pricing`): signals, multipliers, quotes.
+    /// The surge pricing service's port (`uber-pricing`): signals, multipliers, quotes.
     pub pricing_port: u16,
     /// Where the `uber` service finds pricing (`casebook up` passes the address
     /// of the instance it started instead).
@@ -26,11 +31,18 @@ pub struct UberConfig {
     pub max_location_batch: usize,
     /// The city trips are recorded in.
     pub city: String,
-    /// A driver silent this many seconds leaves the available set.
-    pub driver_stale_secs: u64,
-    /// Seconds between snapshots of the driver index (a restart replays the
-    /// location log only from the last one on).
-    pub location_snapshot_secs: u64,
+    /// A driver silent this long leaves the available set (1 s to 1 day).
+    #[serde(with = "humantime_serde")]
+    pub driver_stale: Duration,
+    /// Time between snapshots of the driver index (a restart replays the
+    /// location log only from the last one on; 1 s to 1 h).
+    #[serde(with = "humantime_serde")]
+    pub location_snapshot: Duration,
+    /// How far ahead of the server's clock a driver's timestamp may be (at
+    /// most 1 day): latest wins by that timestamp, so a later one is refused
+    /// (400 naming `ts`) rather than freezing the driver.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
     /// The UDP port of region 0's replica gossip (foca); region *i* uses
     /// `gossip_port + i`. 0: a free port each (replicas of one process find
     /// each other in-process).
@@ -56,14 +68,10 @@ pub struct UberConfig {
 /// 20,000 open files per process; the rest of the platform needs some).
 pub const MAX_RESP_CLIENTS: usize = 15_000;
 
-/// `base + offset`, the port of a region's instance; 0 (free ports) stays 0;
-/// `None` beyond 65535.
-pub fn regional_port(base: u16, offset: usize) -> Option<u16> {
-    if base == 0 {
-        return Some(0);
-    }
-    u16::try_from(offset).ok().and_then(|o| base.checked_add(o))
-}
+/// Region *i*'s API port is `http_port + HTTP_PORT_STRIDE × i` (like the chat nodes).
+pub const HTTP_PORT_STRIDE: u16 = 100;
+/// Region *i*'s gossip port is `gossip_port + i`.
+pub const GOSSIP_PORT_STRIDE: u16 = 1;
 
 impl Default for UberConfig {
     fn default() -> Self {
@@ -76,8 +84,9 @@ impl Default for UberConfig {
             pricing_url: "http://127.0.0.1:8091".to_owned(),
             max_location_batch: 10_000,
             city: "sf".to_owned(),
-            driver_stale_secs: 30,
-            location_snapshot_secs: 10,
+            driver_stale: Duration::from_secs(30),
+            location_snapshot: Duration::from_secs(10),
+            max_clock_skew: Duration::from_secs(300),
             gossip_port: 7946,
             cities: default_cities(),
             resp_max_request_bytes: 4 * 1024 * 1024,
@@ -89,20 +98,24 @@ impl Default for UberConfig {
 }
 
 impl UberConfig {
-    /// Checks every bound; the error starts with the dotted key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every bound; the error names the dotted key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=MAX_RESP_CLIENTS).contains(&self.resp_max_clients) {
-            return Err(format!(
-                "uber.resp_max_clients: must be in 1..={MAX_RESP_CLIENTS}"
+            return Err(ConfigError::new(
+                "uber.resp_max_clients",
+                format!("must be in 1..={MAX_RESP_CLIENTS}"),
             ));
         }
         if self.resp_live_key.len() > 256 {
-            return Err("uber.resp_live_key: must be at most 256 bytes".to_owned());
+            return Err(ConfigError::new(
+                "uber.resp_live_key",
+                "must be at most 256 bytes",
+            ));
         }
         if !(1..=crate::index::MAX_BATCH).contains(&self.max_location_batch) {
-            return Err(format!(
-                "uber.max_location_batch: must be in 1..={}",
-                crate::index::MAX_BATCH
+            return Err(ConfigError::new(
+                "uber.max_location_batch",
+                format!("must be in 1..={}", crate::index::MAX_BATCH),
             ));
         }
         let city_ok = (1..=64).contains(&self.city.len())
@@ -111,61 +124,95 @@ impl UberConfig {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !city_ok {
-            return Err("uber.city: must be 1-64 characters from [A-Za-z0-9._-]".to_owned());
+            return Err(ConfigError::new(
+                "uber.city",
+                "must be 1-64 characters from [A-Za-z0-9._-]",
+            ));
         }
-        if !(1..=86_400).contains(&self.driver_stale_secs) {
-            return Err("uber.driver_stale_secs: must be in 1..=86400".to_owned());
+        let second = Duration::from_secs(1);
+        if !(second..=Duration::from_secs(86_400)).contains(&self.driver_stale) {
+            return Err(ConfigError::new(
+                "uber.driver_stale",
+                "must be between 1s and 1day",
+            ));
         }
-        if !(1..=3_600).contains(&self.location_snapshot_secs) {
-            return Err("uber.location_snapshot_secs: must be in 1..=3600".to_owned());
+        if !(second..=Duration::from_secs(3_600)).contains(&self.location_snapshot) {
+            return Err(ConfigError::new(
+                "uber.location_snapshot",
+                "must be between 1s and 1h",
+            ));
+        }
+        if self.max_clock_skew > crate::index::MAX_CLOCK_SKEW {
+            return Err(ConfigError::new(
+                "uber.max_clock_skew",
+                "must be at most 1day",
+            ));
         }
         if !(self.pricing_url.starts_with("http://") || self.pricing_url.starts_with("https://")) {
-            return Err(format!(
-                "uber.pricing_url: must start with http:// or https://, got {:?}",
-                self.pricing_url
+            return Err(ConfigError::new(
+                "uber.pricing_url",
+                format!(
+                    "must start with http:// or https://, got {:?}",
+                    self.pricing_url
+                ),
             ));
         }
         if self.http_port != 0 && self.http_port == self.resp_port {
-            return Err("uber.http_port: must differ from resp_port".to_owned());
+            return Err(ConfigError::new(
+                "uber.http_port",
+                "must differ from resp_port",
+            ));
         }
         if self.pricing_port != 0
             && (self.pricing_port == self.http_port || self.pricing_port == self.resp_port)
         {
-            return Err("uber.pricing_port: must differ from http_port and resp_port".to_owned());
+            return Err(ConfigError::new(
+                "uber.pricing_port",
+                "must differ from http_port and resp_port",
+            ));
         }
         crate::resp::limits::validate_config(self)?;
         Ok(())
     }
 
-    /// Region *i*'s API port (`http_port + 100 i`, like the chat nodes; 0 stays 0).
+    /// The API's ports across regions.
+    pub fn http_ports(&self) -> PortPlan {
+        PortPlan::new(self.http_port, HTTP_PORT_STRIDE)
+    }
+
+    /// The gossip's UDP ports across regions.
+    pub fn gossip_ports(&self) -> PortPlan {
+        PortPlan::new(self.gossip_port, GOSSIP_PORT_STRIDE)
+    }
+
+    /// Region *i*'s API port (0 stays 0).
     pub fn http_port_of(&self, index: usize) -> u16 {
-        regional_port(self.http_port, index.saturating_mul(100))
+        self.http_ports()
+            .port(index)
             .expect("http ports validated by validate_regions")
     }
 
-    /// Region *i*'s gossip port (`gossip_port + i`; 0 stays 0).
+    /// Region *i*'s gossip port (0 stays 0).
     pub fn gossip_port_of(&self, index: usize) -> u16 {
-        regional_port(self.gossip_port, index).expect("gossip ports validated by validate_regions")
+        self.gossip_ports()
+            .port(index)
+            .expect("gossip ports validated by validate_regions")
     }
 
     /// Checks the regional settings against the topology's `regions` and
-    /// returns the map; the error starts with the dotted key.
-    pub fn validate_regions(&self, regions: &[String]) -> Result<RegionMap, String> {
-        let last = u64::from(self.gossip_port) + regions.len().saturating_sub(1) as u64;
-        if self.gossip_port != 0 && last > u64::from(u16::MAX) {
-            return Err(format!(
-                "uber.gossip_port: {} regions need ports up to {last}, beyond 65535",
-                regions.len()
-            ));
-        }
-        let last = u64::from(self.http_port) + 100 * regions.len().saturating_sub(1) as u64;
-        if self.http_port != 0 && last > u64::from(u16::MAX) {
-            return Err(format!(
-                "uber.http_port: {} regions need ports up to {last}, beyond 65535",
-                regions.len()
-            ));
-        }
-        RegionMap::new(&self.cities, regions).map_err(|e| format!("uber.{e}"))
+    /// returns the map; the error names the dotted key.
+    pub fn validate_regions(&self, regions: &[String]) -> Result<RegionMap, ConfigError> {
+        self.gossip_ports()
+            .check("uber.gossip_port", regions.len())?;
+        self.http_ports().check("uber.http_port", regions.len())?;
+        RegionMap::new(&self.cities, regions).map_err(|e| {
+            // The map's errors start with their key below `uber.`.
+            let text = e.to_string();
+            match text.split_once(": ") {
+                Some((key, message)) => ConfigError::new(format!("uber.{key}"), message),
+                None => ConfigError::new("uber.cities", text),
+            }
+        })
     }
 }
 
@@ -204,10 +251,47 @@ mod tests {
             ..UberConfig::default()
         };
         let e = high.validate_regions(&regions()).unwrap_err();
-        assert!(e.starts_with("uber.http_port:"), "{e}");
+        assert_eq!(e.key(), "uber.http_port", "{e}");
         let e = config
             .validate_regions(&["us-east".to_owned()])
             .unwrap_err();
-        assert!(e.starts_with("uber.cities[3].region:"), "{e}");
+        assert_eq!(e.key(), "uber.cities[3].region", "{e}");
+    }
+
+    #[test]
+    fn durations_are_humantime_and_bad_ones_name_their_key() {
+        let config: UberConfig = serde_json::from_str(
+            r#"{"driver_stale": "45s", "location_snapshot": "2m", "max_clock_skew": "1m"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.driver_stale, Duration::from_secs(45));
+        assert_eq!(config.location_snapshot, Duration::from_secs(120));
+        assert_eq!(config.max_clock_skew, Duration::from_secs(60));
+        assert!(serde_json::from_str::<UberConfig>(r#"{"driver_stale_secs": 30}"#).is_err());
+        for (bad, key) in [
+            (
+                UberConfig {
+                    driver_stale: Duration::ZERO,
+                    ..UberConfig::default()
+                },
+                "uber.driver_stale",
+            ),
+            (
+                UberConfig {
+                    location_snapshot: Duration::from_secs(7_200),
+                    ..UberConfig::default()
+                },
+                "uber.location_snapshot",
+            ),
+            (
+                UberConfig {
+                    max_clock_skew: Duration::from_secs(86_401),
+                    ..UberConfig::default()
+                },
+                "uber.max_clock_skew",
+            ),
+        ] {
+            assert_eq!(bad.validate().unwrap_err().key(), key);
+        }
     }
 }

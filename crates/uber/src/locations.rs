@@ -411,6 +411,7 @@ fn add(total: &mut RestoreReport, more: RestoreReport) {
     total.restored += more.restored;
     total.older += more.older;
     total.refused += more.refused;
+    total.clamped += more.clamped;
 }
 
 #[cfg(test)]

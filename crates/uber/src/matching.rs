@@ -54,35 +54,12 @@ use parking_lot::{Mutex, RwLock};
 use pathfinding::kuhn_munkres::kuhn_munkres_min;
 use pathfinding::matrix::Matrix;
 
-use crate::geo::hash::distance;
-
 pub use crate::index::DriverId;
+use crate::index::LatLng;
 /// A rider.
 pub type RiderId = u64;
 /// A ride request.
 pub type RideId = u64;
-
-/// A point on Earth, validated.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Point {
-    pub lat: f64,
-    pub lng: f64,
-}
-
-impl Point {
-    /// A point, or [`MatchError::BadLocation`] for NaN or out-of-range values.
-    pub fn new(lat: f64, lng: f64) -> Result<Self, MatchError> {
-        if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lng) {
-            return Err(MatchError::BadLocation { lat, lng });
-        }
-        Ok(Self { lat, lng })
-    }
-
-    /// Great-circle distance in metres (the same haversine as the GEO port).
-    pub fn distance_m(self, other: Point) -> f64 {
-        distance(self.lng, self.lat, other.lng, other.lat)
-    }
-}
 
 /// Where candidates come from: the driver index. `filter` returns `false` for
 /// drivers to skip (dispatched, excluded for this ride).
@@ -91,7 +68,7 @@ pub trait NearbyDrivers: Send + Sync {
     /// with their great-circle distance in metres.
     fn nearest(
         &self,
-        at: Point,
+        at: LatLng,
         radius_m: f64,
         k: usize,
         filter: &dyn Fn(DriverId) -> bool,
@@ -160,7 +137,7 @@ impl EtaModel for SpeedEta {
 /// S2 index is checked against, and the source for tests and examples.
 #[derive(Debug, Default)]
 pub struct ScanDrivers {
-    drivers: RwLock<HashMap<DriverId, Point>>,
+    drivers: RwLock<HashMap<DriverId, LatLng>>,
 }
 
 impl ScanDrivers {
@@ -169,7 +146,7 @@ impl ScanDrivers {
     }
 
     /// Adds or moves a driver.
-    pub fn upsert(&self, driver: DriverId, at: Point) {
+    pub fn upsert(&self, driver: DriverId, at: LatLng) {
         self.drivers.write().insert(driver, at);
     }
 
@@ -190,7 +167,7 @@ impl ScanDrivers {
 impl NearbyDrivers for ScanDrivers {
     fn nearest(
         &self,
-        at: Point,
+        at: LatLng,
         radius_m: f64,
         k: usize,
         filter: &dyn Fn(DriverId) -> bool,
@@ -200,7 +177,7 @@ impl NearbyDrivers for ScanDrivers {
             .read()
             .iter()
             .filter(|(id, _)| filter(**id))
-            .map(|(id, p)| (*id, at.distance_m(*p)))
+            .map(|(id, p)| (*id, at.distance_m(p)))
             .filter(|(_, d)| *d <= radius_m)
             .collect();
         hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
@@ -337,8 +314,6 @@ impl MatchConfig {
 /// What can go wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MatchError {
-    #[error("latitude {lat} / longitude {lng} out of range or not a number")]
-    BadLocation { lat: f64, lng: f64 },
     #[error("bad matching config: {0}")]
     BadConfig(String),
     #[error("the batch queue is full ({0} riders waiting)")]
@@ -362,11 +337,13 @@ pub enum RideStatus {
     /// Offered to `driver` (claimed for this ride) until the offer timeout.
     Offered {
         driver: DriverId,
+        #[serde(rename = "eta_ms", serialize_with = "as_millis")]
         eta: Duration,
     },
     /// The driver accepted; the driver stays dispatched until [`Matcher::finish`].
     Accepted {
         driver: DriverId,
+        #[serde(rename = "eta_ms", serialize_with = "as_millis")]
         eta: Duration,
     },
     NoDrivers,
@@ -380,21 +357,34 @@ pub enum RideStatus {
 pub struct RideView {
     pub id: RideId,
     pub rider: RiderId,
-    pub pickup: Point,
-    pub dropoff: Point,
+    pub pickup: LatLng,
+    pub dropoff: LatLng,
     pub mode: Mode,
     pub status: RideStatus,
     /// Offers made so far.
     pub offers: u32,
     /// Time from the request to the first offer, if any.
+    #[serde(rename = "time_to_offer_ms", serialize_with = "as_millis_opt")]
     pub time_to_offer: Option<Duration>,
+}
+
+/// A duration on the wire: whole milliseconds, the unit in the field's name.
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn as_millis_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => as_millis(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug)]
 struct Ride {
     rider: RiderId,
-    pickup: Point,
-    dropoff: Point,
+    pickup: LatLng,
+    dropoff: LatLng,
     mode: Mode,
     status: RideStatus,
     requested_at: Instant,
@@ -549,12 +539,10 @@ impl Matcher {
     pub fn request(
         &self,
         rider: RiderId,
-        pickup: Point,
-        dropoff: Point,
+        pickup: LatLng,
+        dropoff: LatLng,
         mode: Mode,
     ) -> Result<RideId, MatchError> {
-        let pickup = Point::new(pickup.lat, pickup.lng)?;
-        let dropoff = Point::new(dropoff.lat, dropoff.lng)?;
         let now = self.clock.now();
         let id = {
             let mut st = self.state.lock();
@@ -606,7 +594,7 @@ impl Matcher {
     /// Candidates for a pickup with their ETAs, best first.
     fn candidates(
         &self,
-        pickup: Point,
+        pickup: LatLng,
         excluded: &HashSet<DriverId>,
         k: usize,
     ) -> Vec<(DriverId, Duration)> {
@@ -639,7 +627,7 @@ impl Matcher {
     }
 
     /// Greedy: claim the best candidate that is still free, then offer.
-    fn greedy(&self, ride: RideId, pickup: Point, excluded: &HashSet<DriverId>) {
+    fn greedy(&self, ride: RideId, pickup: LatLng, excluded: &HashSet<DriverId>) {
         for (driver, eta) in self.candidates(pickup, excluded, self.config.candidates) {
             if self.claim(driver, ride) {
                 if !self.offer(ride, driver, eta) {
@@ -836,7 +824,7 @@ impl Matcher {
         // Take the batch: (ride, pickup, excluded).
         let taken: Vec<RideId>;
         let mut unmatched: Vec<RideId> = Vec::new();
-        let mut pending: Vec<(RideId, Point, HashSet<DriverId>)> = {
+        let mut pending: Vec<(RideId, LatLng, HashSet<DriverId>)> = {
             let mut st = self.state.lock();
             st.last_batch = Some(now);
             let take = st.queue.len().min(self.config.max_batch);
@@ -1020,14 +1008,6 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_precisely() {
-        assert!(matches!(
-            Point::new(f64::NAN, 0.0),
-            Err(MatchError::BadLocation { .. })
-        ));
-        assert!(matches!(
-            Point::new(0.0, 181.0),
-            Err(MatchError::BadLocation { .. })
-        ));
         assert!(SpeedEta::new(0.0, Duration::ZERO).is_err());
         let eta = SpeedEta::new(10.0, Duration::from_secs(30))
             .unwrap()

@@ -39,6 +39,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use casebook_kit::config::ConfigError;
+use casebook_kit::ports::regional_port;
 use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartError, serve_http};
 use parking_lot::Mutex;
 use tokio::net::UdpSocket;
@@ -46,7 +48,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiConfig, Engine, router};
-use crate::config::{UberConfig, regional_port};
+use crate::config::{GOSSIP_PORT_STRIDE, UberConfig};
 use crate::region::{GossipConfig, RegionMap, Regional, Replica, Transport};
 
 /// How often a replica's gossip timers and queues are stepped (the decisions
@@ -100,7 +102,7 @@ fn seeds_of(setup: &RegionSetup, index: usize, registry: &Registry) -> Vec<Socke
     let mut seeds: Vec<SocketAddr> = Vec::new();
     if setup.gossip_port != 0 {
         for j in (0..setup.map.regions().len()).filter(|j| *j != index) {
-            if let Some(port) = regional_port(setup.gossip_port, j) {
+            if let Some(port) = regional_port(setup.gossip_port, GOSSIP_PORT_STRIDE, j) {
                 seeds.push(SocketAddr::new(setup.host, port));
             }
         }
@@ -155,7 +157,7 @@ impl UberService {
                     setup.map.regions().join(", ")
                 )
             })?;
-        let port = regional_port(setup.gossip_port, index)
+        let port = regional_port(setup.gossip_port, GOSSIP_PORT_STRIDE, index)
             .ok_or_else(|| anyhow::anyhow!("uber.gossip_port: region {index} is beyond 65535"))?;
         let bind = SocketAddr::new(setup.host, port);
         let socket = UdpSocket::bind(bind).await.map_err(|e| {
@@ -221,13 +223,16 @@ impl UberService {
         config: &UberConfig,
         regions: &[String],
         host: IpAddr,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigError> {
         let map = config.validate_regions(regions)?;
         Ok(Self::from_config(config).with_regions(RegionSetup {
             map: Arc::new(map),
             host,
             gossip_port: config.gossip_port,
-            gossip: GossipConfig::default(),
+            gossip: GossipConfig {
+                max_clock_skew: config.max_clock_skew,
+                ..GossipConfig::default()
+            },
         }))
     }
 
@@ -238,8 +243,9 @@ impl UberService {
             city: config.city.clone(),
             ..ApiConfig::default()
         };
-        api.index.stale_after = std::time::Duration::from_secs(config.driver_stale_secs);
-        api.snapshot_every = std::time::Duration::from_secs(config.location_snapshot_secs);
+        api.index.stale_after = config.driver_stale;
+        api.index.max_clock_skew = config.max_clock_skew;
+        api.snapshot_every = config.location_snapshot;
         api.pricing.url = Some(config.pricing_url.clone());
         Self::new(api)
     }

@@ -47,7 +47,8 @@ use casebook_kit::outbox::Relay;
 use casebook_kit::wal::{Durability, WalConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::matching::{DriverId, Point, RiderId};
+use crate::index::LatLng;
+use crate::matching::{DriverId, RiderId};
 
 /// The topic trip events are published to.
 pub const TOPIC: &str = "trips";
@@ -65,8 +66,8 @@ pub enum TripEvent {
     Requested {
         rider: RiderId,
         city: String,
-        pickup: Point,
-        dropoff: Point,
+        pickup: LatLng,
+        dropoff: LatLng,
         /// The surge multiplier quoted to the rider when the ride was requested:
         /// what completion charges. Absent in logs written before pricing was
         /// called (those trips are charged what `completed` is given).
@@ -177,8 +178,8 @@ pub struct TripState {
     pub status: TripStatus,
     pub rider: Option<RiderId>,
     pub city: String,
-    pub pickup: Option<Point>,
-    pub dropoff: Option<Point>,
+    pub pickup: Option<LatLng>,
+    pub dropoff: Option<LatLng>,
     pub driver: Option<DriverId>,
     pub eta_ms: Option<u64>,
     pub requested_ms: Option<u64>,
@@ -440,8 +441,8 @@ impl Trips {
         trip: &str,
         rider: RiderId,
         city: &str,
-        pickup: Point,
-        dropoff: Point,
+        pickup: LatLng,
+        dropoff: LatLng,
     ) -> Result<u64, TripError> {
         self.request_quoted(trip, rider, city, pickup, dropoff, None)
             .await
@@ -453,8 +454,8 @@ impl Trips {
         trip: &str,
         rider: RiderId,
         city: &str,
-        pickup: Point,
-        dropoff: Point,
+        pickup: LatLng,
+        dropoff: LatLng,
         quoted_surge: Option<f64>,
     ) -> Result<u64, TripError> {
         let event = TripEvent::Requested {
@@ -555,12 +556,9 @@ impl Trips {
 
 fn validate_event(event: &TripEvent) -> Result<(), TripError> {
     match event {
+        // The positions are valid by type (a `LatLng` decodes only if valid).
         TripEvent::Requested {
-            city,
-            pickup,
-            dropoff,
-            quoted_surge,
-            ..
+            city, quoted_surge, ..
         } => {
             validate_id("city", city)?;
             if let Some(surge) = quoted_surge
@@ -569,9 +567,6 @@ fn validate_event(event: &TripEvent) -> Result<(), TripError> {
                 return Err(bad(format!(
                     "quoted surge {surge} out of range 1-{MAX_SURGE}"
                 )));
-            }
-            for p in [pickup, dropoff] {
-                Point::new(p.lat, p.lng).map_err(|e| bad(e.to_string()))?;
             }
         }
         TripEvent::Completed {
@@ -870,7 +865,7 @@ mod tests {
     #[test]
     fn the_table_allows_the_happy_path_and_cancels_before_start_only() {
         use TripStatus as S;
-        let p = Point { lat: 0.0, lng: 0.0 };
+        let p = LatLng::literal(0.0, 0.0);
         let req = TripEvent::Requested {
             rider: 1,
             city: "sf".into(),

@@ -681,3 +681,207 @@ async fn a_restart_rebuilds_the_index_from_snapshot_and_outbox_and_trips() {
         .await;
     assert_eq!(declined["status"]["state"], "no_drivers", "{declined}");
 }
+
+/// Now on the test's wall clock, in milliseconds (what a driver's app would send).
+fn wall_ms(clock: &ManualClock) -> u64 {
+    use casebook_kit::clock::Clock;
+    clock.wall_millis()
+}
+
+#[tokio::test]
+async fn a_far_future_timestamp_is_refused_and_cannot_freeze_a_driver() {
+    let api = Api::start(config()).await;
+    let skew = ApiConfig::default().index.max_clock_skew;
+    let now = wall_ms(&api.clock);
+    let logged_before = api.engine().outbox().next_seq();
+    for ts in [u64::MAX, now + skew.as_millis() as u64 + 1] {
+        let (status, error) = api
+            .post(
+                "/v1/drivers/1/location",
+                json!({"lat": 37.7, "lon": -122.4, "ts": ts, "status": "available"}),
+            )
+            .await;
+        assert_eq!(
+            (status, error["field"].clone()),
+            (StatusCode::BAD_REQUEST, json!("ts")),
+            "{error}"
+        );
+    }
+    // A batch names the record; nothing of it is applied or logged.
+    let (status, error) = api
+        .post(
+            "/v1/locations",
+            json!({"updates": [
+                {"driver": 2, "lat": 37.7, "lon": -122.4, "ts": 1, "status": "available"},
+                {"driver": 3, "lat": 37.7, "lon": -122.4, "ts": u64::MAX, "status": "available"},
+            ]}),
+        )
+        .await;
+    assert_eq!(
+        (status, error["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("updates[1].ts")),
+        "{error}"
+    );
+    assert_eq!(api.engine().index().driver_count(), 0);
+    assert_eq!(
+        api.engine().outbox().next_seq(),
+        logged_before,
+        "nothing logged"
+    );
+    // Up to the skew ahead is a clock that is merely fast: accepted, and the
+    // next ping wins once the server's clock passed it.
+    let fast = now + skew.as_millis() as u64;
+    api.ping(1, 37.7, -122.4, fast).await;
+    api.clock.advance(skew + Duration::from_secs(1));
+    let later = wall_ms(&api.clock);
+    assert_eq!(api.ping(1, 37.71, -122.41, later).await["accepted"], 1);
+}
+
+#[tokio::test]
+async fn a_far_future_state_already_stored_does_not_freeze_the_driver_after_a_restart() {
+    use casebook_kit::events::Event;
+    use casebook_kit::outbox::OutboundEvent;
+    use casebook_uber::index::LocationUpdate;
+
+    let mut api = Api::start(config()).await;
+    // Written as a build without the rule would have: straight into the
+    // primary store.
+    let frozen = LocationUpdate {
+        driver: DriverId(9),
+        lat: 37.7,
+        lon: -122.4,
+        ts: u64::MAX,
+        status: DriverStatus::Available,
+    };
+    let event = Event::new(
+        "driver.locations",
+        "9",
+        LocationColumns::to_value(std::iter::once(&frozen)),
+        &api.clock,
+    );
+    api.engine()
+        .outbox()
+        .commit(
+            json!({"driver_locations": 1}),
+            vec![OutboundEvent {
+                topic: LOCATIONS_TOPIC.to_owned(),
+                event,
+            }],
+        )
+        .await
+        .unwrap();
+    api.restart().await;
+    let engine = api.engine();
+    assert_eq!(
+        engine.recovery().index.clamped,
+        1,
+        "{:?}",
+        engine.recovery()
+    );
+    let restored = engine
+        .index()
+        .get(DriverId(9))
+        .expect("kept, position and all");
+    assert!(restored.ts <= wall_ms(&api.clock), "{}", restored.ts);
+    api.clock.advance(Duration::from_secs(1));
+    let report = api.ping(9, 37.71, -122.41, wall_ms(&api.clock)).await;
+    assert_eq!(report["accepted"], 1, "{report}");
+    assert_eq!(
+        engine.index().get(DriverId(9)).unwrap().position.lat(),
+        37.71
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_field_in_a_batch_record_is_refused_by_name() {
+    let api = Api::start(config()).await;
+    let (status, error) = api
+        .post(
+            "/v1/locations",
+            json!({"updates": [
+                {"driver": 2, "lat": 37.7, "lon": -122.4, "ts": 1, "status": "available"},
+                {"driver": 3, "lat": 37.7, "lon": -122.4, "ts": 1, "status": "available", "speed": 9},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(
+        error["field"].as_str().unwrap().starts_with("updates[1]"),
+        "{error}"
+    );
+    assert!(
+        error["error"].as_str().unwrap().contains("speed"),
+        "{error}"
+    );
+    assert_eq!(api.engine().index().driver_count(), 0);
+}
+
+#[tokio::test]
+async fn an_oversized_trip_command_body_gets_the_json_error_format() {
+    let api = Api::start(config()).await;
+    let huge = format!(r#"{{"reason": "{}"}}"#, "x".repeat(3 * 1024 * 1024));
+    let (status, error, headers) = api.raw(Method::POST, "/v1/trips/1-1/cancel", &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(error["error"].is_string(), "not JSON: {error}");
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
+}
+
+#[tokio::test]
+async fn ride_durations_are_milliseconds_named_so() {
+    let api = Api::start(config()).await;
+    api.ping(1, 37.7751, -122.4191, 1).await;
+    let ride = api.ride(7, "greedy").await;
+    let status = &ride["status"];
+    assert_eq!(status["state"], "offered", "{ride}");
+    assert!(status["eta_ms"].is_u64(), "{ride}");
+    assert!(status.get("eta").is_none(), "{ride}");
+    assert!(ride["time_to_offer_ms"].is_u64(), "{ride}");
+}
+
+#[tokio::test]
+async fn a_riders_trip_list_is_paged_with_a_bounded_limit() {
+    let api = Api::start(config()).await;
+    let mut trips = Vec::new();
+    for ts in 1..=3 {
+        api.ping(1, 37.7751, -122.4191, ts).await;
+        let ride = api.ride(77, "greedy").await;
+        let (status, accepted) = api
+            .post(
+                &format!("/v1/rides/{}/accept", ride["id"]),
+                json!({"driver": 1}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{accepted}");
+        let trip = accepted["trip"].as_str().unwrap().to_owned();
+        let (status, _) = api
+            .post(&format!("/v1/trips/{trip}/cancel"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        trips.push(trip);
+    }
+    let (status, page) = api.get("/v1/riders/77/trips?limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["total"], 3);
+    let ids: Vec<&str> = page["trips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [trips[1].as_str(), trips[2].as_str()],
+        "the latest two"
+    );
+    for bad in ["0", "1001", "x", "-1"] {
+        let (status, error) = api.get(&format!("/v1/riders/77/trips?limit={bad}")).await;
+        assert_eq!(
+            (status, error["field"].clone()),
+            (StatusCode::BAD_REQUEST, json!("limit")),
+            "{bad}: {error}"
+        );
+    }
+}

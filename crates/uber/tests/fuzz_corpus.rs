@@ -1,4 +1,5 @@
-//! Replays every fuzz corpus file through the RESP parsers on stable Rust, so
+//! Replays every fuzz corpus file through its check on stable Rust (the RESP
+//! parsers, the gossip datagram, the location snapshot), so
 //! `cargo test --workspace` keeps exercising what `cargo fuzz` found (and the
 //! hand-made nasty inputs it started from) without a nightly toolchain.
 
@@ -51,4 +52,24 @@ fn commands_corpus_replays_cleanly() {
     // The seeds hold the adversarial commands (huge COUNT, extreme ZRANGE
     // indexes, a request-sized CONFIG GET pattern): they really ran.
     assert!(ran >= 60, "only {ran} commands ran");
+}
+
+#[test]
+fn gossip_and_location_corpora_replay_cleanly() {
+    use casebook_uber::fuzz_checks::TARGETS;
+    let fuzz_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    for (target, check) in TARGETS {
+        let source = fuzz_dir.join("fuzz_targets").join(format!("{target}.rs"));
+        assert!(source.is_file(), "no fuzz target {}", source.display());
+        let mut decoded = 0;
+        for (path, data) in corpus(target) {
+            match std::panic::catch_unwind(|| check(&data)) {
+                Ok(n) => decoded += n,
+                Err(_) => panic!("{} breaks an invariant", path.display()),
+            }
+        }
+        // Real packets and snapshots are in the corpus: the checks ran past
+        // the decoders' refusals.
+        assert!(decoded >= 10, "{target}: only {decoded} states decoded");
+    }
 }

@@ -828,3 +828,54 @@ fn export_and_restore_keep_status_position_and_staleness() {
     );
     assert_eq!(fresh.audit().unwrap(), 2);
 }
+
+#[test]
+fn timestamps_beyond_the_clock_skew_are_refused_on_ingest_and_pulled_back_on_restore() {
+    use casebook_kit::clock::Clock;
+    let (index, clock) = new_index(config());
+    let skew = config().max_clock_skew.as_millis() as u64;
+    let now = clock.wall_millis();
+    let report = index
+        .ingest(&[
+            ping(1, CENTER.0, CENTER.1, u64::MAX, DriverStatus::Available),
+            ping(2, CENTER.0, CENTER.1, now + skew, DriverStatus::Available),
+            ping(
+                3,
+                CENTER.0,
+                CENTER.1,
+                now + skew + 1,
+                DriverStatus::Available,
+            ),
+        ])
+        .unwrap();
+    assert_eq!(report.accepted, 1);
+    let refused: Vec<usize> = report.invalid.iter().map(|(i, _)| *i).collect();
+    assert_eq!(refused, [0, 2]);
+    assert!(matches!(
+        report.invalid[0].1,
+        IndexError::FutureTimestamp { ts: u64::MAX, .. }
+    ));
+    assert!(index.get(DriverId(1)).is_none());
+
+    // A saved state from beyond the skew is kept at the wall clock's time, so
+    // the driver's next ping wins.
+    let restored = index.restore(&[SavedDriver {
+        id: DriverId(4),
+        lat: CENTER.0,
+        lon: CENTER.1,
+        ts: u64::MAX,
+        status: DriverStatus::Available,
+        age: Duration::ZERO,
+    }]);
+    assert_eq!((restored.restored, restored.clamped), (1, 1));
+    assert_eq!(index.get(DriverId(4)).unwrap().ts, now);
+    clock.advance(Duration::from_millis(5));
+    let next = index
+        .update(ping(4, CENTER.0, CENTER.1, now + 5, DriverStatus::Offline))
+        .unwrap();
+    assert_eq!(next.accepted, 1);
+    assert_eq!(
+        index.get(DriverId(4)).unwrap().status,
+        DriverStatus::Offline
+    );
+}

@@ -6,22 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use casebook_kit::clock::ManualClock;
+use casebook_uber::index::LatLng;
 use casebook_uber::matching::{
-    DriverClaims, DriverId, MatchConfig, MatchError, Matcher, Mode, Point, RideId, RideStatus,
+    DriverClaims, DriverId, MatchConfig, MatchError, Matcher, Mode, RideId, RideStatus,
     ScanDrivers, SpeedEta, solve_assignment,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-const SF: Point = Point {
-    lat: 37.7749,
-    lng: -122.4194,
-};
+const SF: LatLng = LatLng::literal(37.7749, -122.4194);
 
-fn near(rng: &mut StdRng, spread: f64) -> Point {
-    Point::new(
-        SF.lat + rng.random_range(-spread..spread),
-        SF.lng + rng.random_range(-spread..spread),
+fn near(rng: &mut StdRng, spread: f64) -> LatLng {
+    LatLng::new(
+        SF.lat() + rng.random_range(-spread..spread),
+        SF.lon() + rng.random_range(-spread..spread),
     )
     .unwrap()
 }
@@ -140,8 +138,14 @@ fn greedy_takes_the_lowest_eta_not_the_nearest_when_overheads_differ() {
     let clock = ManualClock::new();
     let drivers = Arc::new(ScanDrivers::new());
     // Driver 1 is ~111 m away but needs 5 min to get going; driver 2 is ~555 m away.
-    drivers.upsert(DriverId(1), Point::new(SF.lat + 0.001, SF.lng).unwrap());
-    drivers.upsert(DriverId(2), Point::new(SF.lat + 0.005, SF.lng).unwrap());
+    drivers.upsert(
+        DriverId(1),
+        LatLng::new(SF.lat() + 0.001, SF.lon()).unwrap(),
+    );
+    drivers.upsert(
+        DriverId(2),
+        LatLng::new(SF.lat() + 0.005, SF.lon()).unwrap(),
+    );
     let eta = SpeedEta::new(8.3, Duration::from_secs(10))
         .unwrap()
         .with_overhead(DriverId(1), Duration::from_secs(300));
@@ -170,7 +174,7 @@ fn greedy_takes_the_lowest_eta_not_the_nearest_when_overheads_differ() {
 fn batches_wait_for_the_window_and_beat_greedy_on_total_eta() {
     // Two riders, two drivers on a line: D2 ........ R1 D1 R2. Greedy in arrival
     // order gives R1 the driver R2 needs; the batch sees both riders.
-    let p = |dlat: f64| Point::new(SF.lat + dlat, SF.lng).unwrap();
+    let p = |dlat: f64| LatLng::new(SF.lat() + dlat, SF.lon()).unwrap();
     let setup = || {
         let drivers = Arc::new(ScanDrivers::new());
         drivers.upsert(DriverId(1), p(0.011));
@@ -284,8 +288,14 @@ fn unmatched_batched_riders_wait_then_end_as_no_drivers() {
 fn offer_timeout_releases_the_driver_and_rematches_excluding_it() {
     let clock = ManualClock::new();
     let drivers = Arc::new(ScanDrivers::new());
-    drivers.upsert(DriverId(1), Point::new(SF.lat + 0.001, SF.lng).unwrap());
-    drivers.upsert(DriverId(2), Point::new(SF.lat + 0.002, SF.lng).unwrap());
+    drivers.upsert(
+        DriverId(1),
+        LatLng::new(SF.lat() + 0.001, SF.lon()).unwrap(),
+    );
+    drivers.upsert(
+        DriverId(2),
+        LatLng::new(SF.lat() + 0.002, SF.lon()).unwrap(),
+    );
     let m = matcher(
         drivers,
         &clock,
@@ -349,8 +359,14 @@ fn offer_timeout_releases_the_driver_and_rematches_excluding_it() {
 fn decline_rematches_at_once_and_accept_keeps_the_driver_dispatched() {
     let clock = ManualClock::new();
     let drivers = Arc::new(ScanDrivers::new());
-    drivers.upsert(DriverId(1), Point::new(SF.lat + 0.001, SF.lng).unwrap());
-    drivers.upsert(DriverId(2), Point::new(SF.lat + 0.002, SF.lng).unwrap());
+    drivers.upsert(
+        DriverId(1),
+        LatLng::new(SF.lat() + 0.001, SF.lon()).unwrap(),
+    );
+    drivers.upsert(
+        DriverId(2),
+        LatLng::new(SF.lat() + 0.002, SF.lon()).unwrap(),
+    );
     let m = matcher(drivers, &clock, MatchConfig::default());
     let ride = m.request(5, SF, SF, Mode::Batched).unwrap();
     m.run_batch();
@@ -408,14 +424,8 @@ fn cancelling_releases_the_driver() {
     m.cancel(ride).unwrap();
     assert_eq!(m.claims().holder(DriverId(1)), None);
     assert_eq!(m.status(ride).unwrap().status, RideStatus::Cancelled);
-    let bad = Point {
-        lat: 91.0,
-        lng: 0.0,
-    };
-    assert!(matches!(
-        m.request(1, bad, SF, Mode::Greedy),
-        Err(MatchError::BadLocation { .. })
-    ));
+    // An invalid pickup cannot reach the matcher: no such position exists.
+    assert!(LatLng::new(91.0, 0.0).is_err());
 }
 
 /// Brute force: over every partial injective assignment, the most matches, then the
@@ -532,7 +542,7 @@ fn the_matcher_runs_on_the_live_s2_index() {
     let report = index.ingest(&batch).unwrap();
     assert_eq!(report.accepted, 3, "{report:?}");
 
-    let at = Point::new(pickup.0, pickup.1).unwrap();
+    let at = LatLng::new(pickup.0, pickup.1).unwrap();
     let found = NearbyDrivers::nearest(index.as_ref(), at, 2_000.0, 10, &|_| true);
     let ids: Vec<u64> = found.iter().map(|(id, _)| id.0).collect();
     assert_eq!(ids, [1, 2, 3], "nearest first: {found:?}");

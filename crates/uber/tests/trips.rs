@@ -7,19 +7,14 @@ use std::time::Duration;
 use casebook_kit::clock::ManualClock;
 use casebook_kit::events::{EventBus, WalBus};
 use casebook_kit::wal::{Durability, WalConfig};
-use casebook_uber::matching::{DriverId, Point};
+use casebook_uber::index::LatLng;
+use casebook_uber::matching::DriverId;
 use casebook_uber::trips::{
     Earnings, FareSchedule, ReadModels, TripError, TripEvent, TripState, TripStatus, Trips,
 };
 
-const A: Point = Point {
-    lat: 37.7749,
-    lng: -122.4194,
-};
-const B: Point = Point {
-    lat: 37.8049,
-    lng: -122.4094,
-};
+const A: LatLng = LatLng::literal(37.7749, -122.4194);
+const B: LatLng = LatLng::literal(37.8049, -122.4094);
 
 fn wal() -> WalConfig {
     // NoSync: the tests restart the process, they do not pull the power.
@@ -387,7 +382,7 @@ async fn a_matched_ride_becomes_a_trip_and_the_driver_is_freed_at_the_end() {
     let bus: Arc<dyn EventBus> = Arc::new(WalBus::open(dir.path().join("bus"), wal()).unwrap());
     let trips = open(dir.path(), &clock);
     let drivers = Arc::new(ScanDrivers::new());
-    drivers.upsert(DriverId(42), Point::new(A.lat + 0.005, A.lng).unwrap());
+    drivers.upsert(DriverId(42), LatLng::new(A.lat() + 0.005, A.lon()).unwrap());
     let matcher = Matcher::new(
         MatchConfig::default(),
         drivers,
@@ -435,4 +430,22 @@ async fn a_matched_ride_becomes_a_trip_and_the_driver_is_freed_at_the_end() {
     let state = views.trip(&trip).unwrap();
     assert_eq!(state.eta_ms, Some(eta.as_millis() as u64));
     assert_eq!(views.city("sf").get("paid"), Some(&1));
+}
+
+#[test]
+fn a_trip_event_stored_with_lat_lng_points_decodes_and_encodes_byte_identical() {
+    // As written to disk before the case had one point type.
+    let stored = r#"{"requested":{"rider":7,"city":"sf","pickup":{"lat":37.7749,"lng":-122.4194},"dropoff":{"lat":37.8049,"lng":-122.4094},"quoted_surge":1.5}}"#;
+    let event: TripEvent = serde_json::from_str(stored).unwrap();
+    let TripEvent::Requested {
+        pickup, dropoff, ..
+    } = &event
+    else {
+        panic!("{event:?}");
+    };
+    assert_eq!((*pickup, *dropoff), (A, B));
+    assert_eq!(serde_json::to_string(&event).unwrap(), stored);
+    // A point off the map does not decode (it could never have been written).
+    let off = stored.replace("37.7749", "97.7749");
+    assert!(serde_json::from_str::<TripEvent>(&off).is_err());
 }

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use casebook_uber::matching::Point;
-use casebook_uber::workload::{
-    Burst, CityBox, Fleet, Origin, RideGen, WorkloadConfig, Zipf, distance_m,
+use casebook_uber::index::LatLng;
+use casebook_uber::load::{
+    Burst, CityBox, Fleet, Origin, RideGen, WorkloadConfig, WorkloadProgress, Zipf,
 };
 
 #[test]
@@ -61,7 +61,7 @@ fn the_airport_gets_its_steady_share() {
     let n = 100_000;
     let airport = (0..n)
         .map(|_| rides.ride())
-        .filter(|r| r.origin == Origin::Airport && distance_m(r.pickup, config.airport) < 500.0)
+        .filter(|r| r.origin == Origin::Airport && r.pickup.distance_m(&config.airport) < 500.0)
         .count();
     let share = airport as f64 / n as f64;
     assert!((0.09..=0.11).contains(&share), "{share}");
@@ -87,7 +87,7 @@ fn the_burst_is_scheduled_inside_its_window_from_the_stadium() {
     for _ in 0..1_000 {
         let r = rides.stadium_ride();
         assert_eq!(r.origin, Origin::Stadium);
-        assert!(distance_m(r.pickup, config.stadium) < 500.0);
+        assert!(r.pickup.distance_m(&config.stadium) < 500.0);
     }
     for bad in [
         Burst { rate: 0.0, ..burst },
@@ -109,7 +109,7 @@ fn drivers_stay_in_the_box_and_move_no_faster_than_their_speed() {
     let city = CityBox::sf();
     let (lo, hi) = (5.0, 15.0);
     let mut fleet = Fleet::new(city, 200, (lo, hi), 11).unwrap();
-    let mut last: Vec<Point> = (0..fleet.len())
+    let mut last: Vec<LatLng> = (0..fleet.len())
         .map(|i| fleet.position(i, Duration::ZERO))
         .collect();
     let mut moved = 0;
@@ -119,7 +119,7 @@ fn drivers_stay_in_the_box_and_move_no_faster_than_their_speed() {
         for (i, prev) in last.iter_mut().enumerate() {
             let p = fleet.position(i, t);
             assert!(city.contains(p), "driver {i} left the box at {t:?}: {p:?}");
-            let d = distance_m(*prev, p);
+            let d = prev.distance_m(&p);
             // Straight legs in degrees vs great circles: a little slack.
             assert!(d <= hi * 4.0 * 1.01 + 1.0, "driver {i} jumped {d} m in 4 s");
             if d > 1.0 {
@@ -183,7 +183,7 @@ fn bad_configs_name_the_field() {
 
 #[test]
 fn a_trips_csv_replays_its_pickups_in_order_and_skips_rows_without_coordinates() {
-    use casebook_uber::workload::parse_trips_csv;
+    use casebook_uber::load::parse_trips_csv;
     use std::sync::Arc;
     let csv = "pickup_community_area,pickup_latitude,pickup_longitude,dropoff_latitude,dropoff_longitude,company\n\
         10,41.98,-87.80,,,Cash\n\
@@ -193,20 +193,8 @@ fn a_trips_csv_replays_its_pickups_in_order_and_skips_rows_without_coordinates()
     let (trips, skipped) = parse_trips_csv(csv, 100).unwrap();
     assert_eq!(skipped, 2);
     assert_eq!(trips.len(), 2);
-    assert_eq!(
-        trips[0].0,
-        Point {
-            lat: 41.89,
-            lng: -87.63
-        }
-    );
-    assert_eq!(
-        trips[1].1,
-        Point {
-            lat: 41.87,
-            lng: -87.65
-        }
-    );
+    assert_eq!(trips[0].0, LatLng::literal(41.89, -87.63));
+    assert_eq!(trips[1].1, LatLng::literal(41.87, -87.65));
     assert_eq!(parse_trips_csv(csv, 1).unwrap().0.len(), 1);
     let e = parse_trips_csv("a,b\n1,2\n", 10).unwrap_err().to_string();
     assert!(e.contains("pickup_latitude"), "{e}");
@@ -229,4 +217,19 @@ fn a_trips_csv_replays_its_pickups_in_order_and_skips_rows_without_coordinates()
     assert_eq!(got[1].origin, Origin::Replay(1));
     assert_eq!(got[2].origin, Origin::Replay(0));
     assert_eq!((got[3].pickup, got[3].dropoff), trips[1]);
+}
+
+#[test]
+fn the_live_counters_show_like_every_cases_load() {
+    use std::sync::atomic::Ordering;
+
+    use casebook_kit::loadgen::ShowProgress;
+    let progress = WorkloadProgress::default();
+    progress.matched.store(3, Ordering::Relaxed);
+    progress.trips_paid.store(2, Ordering::Relaxed);
+    progress.pings_sent.store(40, Ordering::Relaxed);
+    let shown: &dyn ShowProgress = &progress;
+    assert_eq!(shown.phase(), "warm-up", "no ride planned yet");
+    assert_eq!(shown.position(), (0, 0));
+    assert_eq!(shown.message(), "matched 3 paid 2 pings 40");
 }

@@ -82,6 +82,8 @@ pub const MAX_K: usize = 1_000;
 pub const MAX_BASE_LEVEL: u8 = 8;
 /// Deepest a hot shard may split to (a level-24 cell is about 60 cm across).
 pub const MAX_SHARD_LEVEL: u8 = 24;
+/// The largest configurable [`IndexConfig::max_clock_skew`].
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(86_400);
 
 /// How the index shards, splits, ages drivers and searches.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +107,11 @@ pub struct IndexConfig {
     pub stale_after: Duration,
     /// Most drivers the table holds.
     pub max_drivers: usize,
+    /// How far ahead of the injected wall clock a driver's timestamp may be. A
+    /// timestamp beyond it is refused on ingest and pulled back on restore:
+    /// latest wins by that timestamp, so one far in the future would freeze the
+    /// driver (every later ping stale).
+    pub max_clock_skew: Duration,
     /// First search radius before widening (capped by the caller's radius).
     pub initial_radius_m: f64,
     /// Largest radius a caller may ask for.
@@ -128,6 +135,7 @@ impl Default for IndexConfig {
             max_shards: 1 << 17,
             stale_after: Duration::from_secs(30),
             max_drivers: 4_000_000,
+            max_clock_skew: Duration::from_secs(300),
             initial_radius_m: 500.0,
             max_radius_m: 100_000.0,
             covering_cells: 8,
@@ -164,6 +172,9 @@ impl IndexConfig {
         if self.stale_after.is_zero() {
             return invalid("stale_after", "must be positive".into());
         }
+        if self.max_clock_skew > MAX_CLOCK_SKEW {
+            return invalid("max_clock_skew", "must be at most 1 day".into());
+        }
         if self.max_drivers == 0 || self.max_drivers > 1 << 28 {
             return invalid("max_drivers", "must be in 1..=2^28".into());
         }
@@ -179,6 +190,13 @@ impl IndexConfig {
             return invalid("covering_cells", "must be in 1..=64".into());
         }
         Ok(())
+    }
+
+    /// The latest driver timestamp (ms) acceptable when the wall clock reads
+    /// `wall_ms`.
+    pub fn latest_ts(&self, wall_ms: u64) -> u64 {
+        let skew = u64::try_from(self.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        wall_ms.saturating_add(skew)
     }
 
     fn shard_map(&self) -> ShardMapConfig {
@@ -373,10 +391,16 @@ impl DriverIndex {
         let mut report = BatchReport::default();
         // Validation and the cell id (the trigonometry) happen before any lock.
         let mut valid: Vec<Valid> = Vec::with_capacity(batch.len());
+        let latest_ts = self.config.latest_ts(self.clock.wall_millis());
         for (i, u) in batch.iter().enumerate() {
             let checked = LatLng::new(u.lat, u.lon).and_then(|at| {
                 if u.status.is_server_owned() {
                     Err(IndexError::ServerOwnedStatus { status: u.status })
+                } else if u.ts > latest_ts {
+                    Err(IndexError::FutureTimestamp {
+                        ts: u.ts,
+                        latest: latest_ts,
+                    })
                 } else {
                     Ok(at)
                 }
@@ -850,7 +874,10 @@ impl DriverIndex {
     pub fn restore(&self, saved: &[SavedDriver]) -> RestoreReport {
         let mut report = RestoreReport::default();
         let now = self.clock.now();
-        let mut valid: Vec<(usize, &SavedDriver, DriverStatus, LatLng, u64, Instant)> = Vec::new();
+        let wall_ms = self.clock.wall_millis();
+        let latest_ts = self.config.latest_ts(wall_ms);
+        let mut valid: Vec<(usize, &SavedDriver, u64, DriverStatus, LatLng, u64, Instant)> =
+            Vec::new();
         for s in saved {
             // An available driver silent for `stale_after` is restored offline,
             // as the sweep would have left it (its age may also lie before the
@@ -862,8 +889,19 @@ impl DriverIndex {
                 s.status
             };
             let last_seen = now.checked_sub(s.age).unwrap_or(now);
+            // A state from beyond the skew (stored before the rule, or by a
+            // clock that jumped back) is kept, but as if written now: the
+            // driver's next real ping wins instead of being stale forever.
+            let ts = if s.ts > latest_ts {
+                report.clamped += 1;
+                wall_ms
+            } else {
+                s.ts
+            };
             match LatLng::new(s.lat, s.lon) {
-                Ok(at) => valid.push((stripe_of(s.id), s, status, at, leaf_cell(at), last_seen)),
+                Ok(at) => {
+                    valid.push((stripe_of(s.id), s, ts, status, at, leaf_cell(at), last_seen))
+                }
                 Err(_) => report.refused += 1,
             }
         }
@@ -872,12 +910,12 @@ impl DriverIndex {
         let mut ops = Vec::new();
         for group in valid.chunk_by(|a, b| a.0 == b.0) {
             let mut stripe = self.stripes[group[0].0].lock();
-            for &(_, s, status, at, cell, last_seen) in group {
+            for &(_, s, ts, status, at, cell, last_seen) in group {
                 let view = DriverView {
                     id: s.id,
                     position: at,
                     status,
-                    ts: s.ts,
+                    ts,
                     last_seen,
                 };
                 let fresh = Record {
@@ -888,7 +926,7 @@ impl DriverIndex {
                 let before = match stripe.slots.get(&s.id) {
                     Some(&slot) => {
                         let rec = &mut stripe.records[slot];
-                        if rec.view.ts >= s.ts {
+                        if rec.view.ts >= ts {
                             report.older += 1;
                             continue;
                         }
@@ -984,16 +1022,11 @@ impl DriverIndex {
 impl crate::matching::NearbyDrivers for DriverIndex {
     fn nearest(
         &self,
-        at: crate::matching::Point,
+        at: LatLng,
         radius_m: f64,
         k: usize,
         filter: &dyn Fn(DriverId) -> bool,
     ) -> Vec<(DriverId, f64)> {
-        // `Point` is validated on construction, so this cannot fail in practice; an
-        // invalid one answers nobody rather than panicking.
-        let Ok(at) = LatLng::new(at.lat, at.lng) else {
-            return Vec::new();
-        };
         DriverIndex::nearest(self, at, radius_m, k, |view| filter(view.id))
     }
 

@@ -39,11 +39,38 @@ impl DriverStatus {
     }
 }
 
-/// A validated position in degrees (WGS84 latitude and longitude).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A validated position in degrees (WGS84 latitude and longitude): the one point
+/// type of the case (index, matching, trips, the workload). On the wire it is
+/// `{"lat": …, "lng": …}` (ride requests and views, trip events on disk), read
+/// back only if valid.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "LatLngWire", into = "LatLngWire")]
 pub struct LatLng {
     lat: f64,
     lon: f64,
+}
+
+/// [`LatLng`]'s wire form (unknown fields ignored, as they always were).
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct LatLngWire {
+    lat: f64,
+    lng: f64,
+}
+
+impl TryFrom<LatLngWire> for LatLng {
+    type Error = IndexError;
+    fn try_from(wire: LatLngWire) -> Result<Self, IndexError> {
+        Self::new(wire.lat, wire.lng)
+    }
+}
+
+impl From<LatLng> for LatLngWire {
+    fn from(at: LatLng) -> Self {
+        Self {
+            lat: at.lat,
+            lng: at.lon,
+        }
+    }
 }
 
 impl LatLng {
@@ -69,8 +96,30 @@ impl LatLng {
         self.lon
     }
 
-    /// Great-circle distance in metres, on the same sphere as the Redis GEO port
-    /// (so the RESP port can be served from this index with Redis's distances).
+    /// A position written in the source (constants, tests): panics if invalid —
+    /// in a `const`, at compile time.
+    pub const fn literal(lat: f64, lon: f64) -> Self {
+        assert!(
+            lat >= -90.0 && lat <= 90.0 && lon >= -180.0 && lon <= 180.0,
+            "latitude or longitude out of range"
+        );
+        Self { lat, lon }
+    }
+
+    /// The position nearest to (`lat`, `lon`): each clamped into its range, NaN
+    /// taken as 0. For generated points (a jitter around a valid one) that must
+    /// stay on the map.
+    pub fn clamped(lat: f64, lon: f64) -> Self {
+        let clamp = |v: f64, max: f64| if v.is_nan() { 0.0 } else { v.clamp(-max, max) };
+        Self {
+            lat: clamp(lat, 90.0),
+            lon: clamp(lon, 180.0),
+        }
+    }
+
+    /// Great-circle distance in metres: the case's one distance, on the same
+    /// sphere as the Redis GEO port (so the RESP port can be served from this
+    /// index with Redis's distances).
     pub fn distance_m(&self, other: &LatLng) -> f64 {
         crate::geo::hash::distance(self.lon, self.lat, other.lon, other.lat)
     }
@@ -131,6 +180,9 @@ pub struct RestoreReport {
     pub older: usize,
     /// Saved states with an invalid position, or beyond `max_drivers`.
     pub refused: usize,
+    /// Saved states whose timestamp lay beyond `max_clock_skew` ahead of the
+    /// wall clock: restored with the wall clock's time instead.
+    pub clamped: usize,
 }
 
 /// What one [`ingest`](super::DriverIndex::ingest) call did.
@@ -176,6 +228,15 @@ pub enum IndexError {
         k: usize,
         /// The maximum.
         max: usize,
+    },
+    /// A driver's timestamp beyond the wall clock plus `max_clock_skew` (400):
+    /// latest wins by it, so it would freeze the driver.
+    #[error("timestamp {ts} ms is ahead of the clock: at most {latest} ms")]
+    FutureTimestamp {
+        /// The value given.
+        ts: u64,
+        /// The latest accepted now.
+        latest: u64,
     },
     /// A driver's app reported a status only the server sets (400).
     #[error("status {status:?} is set by the server, not reported by a driver")]

@@ -1,4 +1,4 @@
-//! [`PricingClient`]: how other services (the ride API) ask the `pricing`
+//! [`PricingClient`]: how other services (the ride API) ask the `uber-pricing`
 //! service, through the kit's standard stack
 //! `retry (budget) → circuit breaker → timeout → bulkhead → HTTP`, as the
 //! dependency `pricing`.

@@ -11,7 +11,7 @@
 //! |---|---|
 //! | [`surge`] | the engine: sliding window of buckets per cell on the injected clock, supply counted once per driver, raw curve with a cap, EWMA smoothing, bounded cells and drivers |
 //! | [`quote`] | the tariff (base + per km + per minute at a speed, minimum) and the [`Quote`] |
-//! | [`service`] | the `pricing` service factory and its routes: `POST /v1/signals`, `GET /v1/multiplier`, `POST /v1/quote` |
+//! | [`service`] | the `uber-pricing` service factory and its routes: `POST /v1/signals`, `GET /v1/multiplier`, `POST /v1/quote` |
 //! | [`client`] | [`PricingClient`]: the calls through `retry → breaker → timeout → bulkhead`, with the fallback |
 //!
 //! The JSON both sides speak is defined here once ([`SignalsRequest`],

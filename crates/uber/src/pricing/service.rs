@@ -34,10 +34,11 @@ use super::quote::{Pricing, Quote};
 use super::surge::{CellSurge, SignalReport, Surge};
 use super::{PricingConfig, QuoteRequest, SignalsRequest, lat_lng};
 
-/// The service's name.
-pub const PRICING_SERVICE: &str = "pricing";
+/// The service's name: it carries the case, since another case's pricing could
+/// run on the same platform.
+pub const PRICING_SERVICE: &str = "uber-pricing";
 
-/// The `pricing` service factory.
+/// The `uber-pricing` service factory.
 #[derive(Debug, Clone)]
 pub struct PricingService {
     config: PricingConfig,

@@ -186,6 +186,8 @@ pub struct Registers {
     pub refused_full: u64,
     /// States learned from peers that were newer than what was held.
     pub learned_total: u64,
+    /// States from peers refused for a timestamp beyond the clock skew.
+    pub refused_future: u64,
 }
 
 impl Registers {
@@ -198,6 +200,7 @@ impl Registers {
             learned_dropped: 0,
             refused_full: 0,
             learned_total: 0,
+            refused_future: 0,
         }
     }
 
@@ -321,6 +324,9 @@ impl Invalidates for DriverKey {
 #[derive(Debug)]
 struct Handler {
     registers: Arc<Mutex<Registers>>,
+    clock: SharedClock,
+    /// [`GossipConfig::max_clock_skew`].
+    max_clock_skew: Duration,
 }
 
 impl BroadcastHandler<NodeId> for Handler {
@@ -336,6 +342,14 @@ impl BroadcastHandler<NodeId> for Handler {
         if sender.is_none() {
             // Our own offer: already merged when it was published.
             return Ok(Some(DriverKey(state.driver)));
+        }
+        let skew_ms = u64::try_from(self.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        if state.ts > self.clock.wall_millis().saturating_add(skew_ms) {
+            // Latest wins by the driver's timestamp: one far ahead would pin
+            // the register (and the index behind it) forever. Not merged, not
+            // passed on; the packet's other items still count.
+            self.registers.lock().refused_future += 1;
+            return Ok(None);
         }
         let newer = self.registers.lock().merge(state, false);
         Ok(newer.then_some(DriverKey(state.driver)))
@@ -453,6 +467,9 @@ pub struct GossipConfig {
     pub resync_every: Duration,
     /// Seed of foca's random choices (deterministic tests).
     pub rng_seed: u64,
+    /// How far ahead of this replica's wall clock a learned state's timestamp
+    /// may be (beyond: refused, see the index's rule of the same name).
+    pub max_clock_skew: Duration,
 }
 
 impl Default for GossipConfig {
@@ -469,6 +486,7 @@ impl Default for GossipConfig {
             rejoin_every: Duration::from_secs(2),
             resync_every: Duration::from_secs(30),
             rng_seed: 0x5eed,
+            max_clock_skew: Duration::from_secs(300),
         }
     }
 }
@@ -519,6 +537,8 @@ pub struct GossipStats {
     pub states_learned: u64,
     pub learned_dropped: u64,
     pub drivers_refused_full: u64,
+    /// Learned states refused: their timestamp was beyond the clock skew.
+    pub states_refused_future: u64,
     pub pending: usize,
     pub backlog: usize,
     pub drivers_known: usize,
@@ -600,6 +620,8 @@ impl Replica {
             PostcardCodec,
             Handler {
                 registers: registers.clone(),
+                clock: clock.clone(),
+                max_clock_skew: config.max_clock_skew,
             },
         );
         let now = clock.now();
@@ -912,6 +934,7 @@ impl Replica {
         stats.states_learned = registers.learned_total;
         stats.learned_dropped = registers.learned_dropped;
         stats.drivers_refused_full = registers.refused_full;
+        stats.states_refused_future = registers.refused_future;
         stats.pending = inner.pending.len();
         stats.backlog = inner.foca.custom_broadcast_backlog();
         stats.drivers_known = registers.len();
@@ -985,5 +1008,38 @@ mod tests {
         assert_eq!(r.learned_dropped, 1);
         // A newer state of a known driver still wins at the bound.
         assert!(r.merge(state(1, 2, 1.0), true));
+    }
+
+    #[test]
+    fn a_learned_state_from_beyond_the_clock_skew_is_not_merged_nor_passed_on() {
+        use casebook_kit::clock::{Clock, ManualClock};
+        let clock = ManualClock::new();
+        let registers = Arc::new(Mutex::new(Registers::new(10, 10)));
+        let mut handler = Handler {
+            registers: registers.clone(),
+            clock: clock.shared(),
+            max_clock_skew: Duration::from_secs(300),
+        };
+        let peer = NodeId {
+            addr: "127.0.0.1:7947".parse().unwrap(),
+            region: "eu-west".to_owned(),
+            bump: 1,
+        };
+        let now = clock.wall_millis();
+        let mut receive = |bytes: &[u8]| {
+            handler
+                .receive_item(bytes, Some(&peer))
+                .map(|key| key.map(|k| k.0))
+        };
+        assert_eq!(receive(&state(1, u64::MAX, 37.7).encode()), Ok(None));
+        assert_eq!(receive(&state(1, now + 300_001, 37.7).encode()), Ok(None));
+        assert!(registers.lock().get(1).is_none());
+        assert_eq!(registers.lock().refused_future, 2);
+        // Within the skew: learned, and disseminated further.
+        assert_eq!(
+            receive(&state(1, now + 300_000, 37.7).encode()),
+            Ok(Some(1))
+        );
+        assert_eq!(registers.lock().get(1).unwrap().state.ts, now + 300_000);
     }
 }

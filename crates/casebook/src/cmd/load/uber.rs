@@ -1,4 +1,4 @@
-//! `casebook load uber`: the Uber workload ([`casebook_uber::workload`]) against the
+//! `casebook load uber`: the Uber workload ([`casebook_uber::load`]) against the
 //! API on :8090 — drivers pinging along routes, rides from Zipf hotspots, an
 //! airport and a stadium burst — shown on a progress bar, reported as a table or JSON.
 
@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use casebook_kit::clock::SystemClock;
-use casebook_uber::matching::{Mode, Point};
-use casebook_uber::workload::{self, Burst, CityBox, WorkloadConfig, WorkloadProgress};
+use casebook_uber::index::LatLng;
+use casebook_uber::load::{self as workload, Burst, CityBox, WorkloadConfig, WorkloadProgress};
+use casebook_uber::matching::Mode;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
@@ -132,14 +133,8 @@ pub async fn run(config: &Config, args: UberArgs) -> anyhow::Result<ExitCode> {
         if let Some(city) = CityBox::around(&trips) {
             load.grid.city = city;
         }
-        load.airport = Point {
-            lat: 41.9786,
-            lng: -87.9048,
-        };
-        load.stadium = Point {
-            lat: 41.8623,
-            lng: -87.6167,
-        };
+        load.airport = LatLng::literal(41.9786, -87.9048);
+        load.stadium = LatLng::literal(41.8623, -87.6167);
         load.trips = Some(Arc::new(trips));
     }
     if let Err(problem) = load.validate() {
