@@ -14,7 +14,7 @@ use casebook_kit::clock::SystemClock;
 use casebook_whatsapp::node::conn::{PING_NS, TLS_NS};
 use casebook_whatsapp::node::{WhatsappConfig, domain_dir, tls};
 use casebook_whatsapp::xml::{CLIENT_NS, Element, FRAMING_NS, STREAMS_NS, StreamEvent};
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
 use support::{Client, DEADLINE, HEADER, Io, Node, connector_trusting, mechanisms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -373,6 +373,39 @@ async fn a_malformed_websocket_frame_is_not_well_formed_then_close() {
         .send("<message xmlns='jabber:client'><body>half")
         .await;
     client.expect_stream_error("not-well-formed").await;
+}
+
+#[tokio::test]
+async fn an_oversized_websocket_message_is_closed_with_1009_and_others_are_unharmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path(), free_ports()).await;
+    let mut bystander = Client::ws(&node).await;
+    online(&mut bystander, "bob", "bob-pw", "ws").await;
+    let mut client = Client::ws(&node).await;
+    online(&mut client, "alice", "alice-pw", "ws").await;
+    let Io::Ws(ws) = &mut client.io else {
+        unreachable!()
+    };
+    // Past what the WebSocket layer accepts (the stanza limit plus framing slack).
+    let body = "x".repeat(WhatsappConfig::default().max_stanza_bytes + 8 * 1024);
+    let oversized = format!("<message xmlns='jabber:client'><body>{body}</body></message>");
+    // The server may close while the frame is still being written.
+    let _ = ws.send(Message::Text(oversized.into())).await;
+    let close = tokio::time::timeout(DEADLINE, async {
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame,
+                Ok(_) => continue,
+                Err(error) => panic!("connection ended without a close frame: {error}"),
+            }
+        }
+        panic!("connection ended without a close frame")
+    })
+    .await
+    .expect("a close frame within the deadline")
+    .expect("the close frame carries a status");
+    assert_eq!(u16::from(close.code), 1009, "Message Too Big (RFC 6455 §7.4.1)");
+    bystander.ping("still-served").await;
 }
 
 #[tokio::test]

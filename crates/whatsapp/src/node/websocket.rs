@@ -9,8 +9,9 @@
 //! Guarantees: the `xmpp` subprotocol is required (an upgrade without it gets
 //! `400 Bad Request`, RFC 7395 §3.1), any other path `404`; the upgrade is bounded
 //! by `handshake_timeout`; messages larger than the stanza limit (plus slack for
-//! the framing) are refused by the WebSocket layer, smaller oversized ones get
-//! `<policy-violation/>`. Deliberately absent: `wss://` (terminate TLS in front),
+//! the framing) are refused by the WebSocket layer with a close frame of status
+//! 1009 (Message Too Big, RFC 6455 §7.4.1) before the connection ends, smaller
+//! oversized ones get `<policy-violation/>`. Deliberately absent: `wss://` (terminate TLS in front),
 //! permessage-deflate, BOSH.
 
 use std::sync::Arc;
