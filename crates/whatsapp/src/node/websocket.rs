@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use super::Shared;
 use super::conn::transport::Transport;
 use super::conn::{self};
-use super::listeners::admit;
+use super::listeners::{admit, serve_or_refuse};
 
 /// Where the XMPP WebSocket endpoint lives (the conventional path, XEP-0156).
 pub const PATH: &str = "/xmpp-websocket";
@@ -44,10 +44,9 @@ pub(super) fn serve(
     serve_tcp(ctx, listener, move |stream, peer| {
         let accepted = tokio::time::Instant::now();
         let shared = shared.clone();
-        let (slot, admitted) = admit(&live, shared.config.max_connections);
+        let slot = admit(&live, shared.config.max_connections);
         let shutdown = shutdown.clone();
         async move {
-            let _slot = slot;
             // Room for the largest stanza plus the framing's own namespace
             // declarations; the frame parser enforces the exact limit.
             let max = shared.config.max_stanza_bytes + 4096;
@@ -73,13 +72,7 @@ pub(super) fn serve(
                 Err(_) => return,
             };
             let transport = Transport::websocket(socket, conn::limits(&shared));
-            if admitted {
-                conn::serve_transport(shared, transport, peer, shutdown, accepted).await;
-            } else {
-                metrics::counter!("whatsapp_connections_refused_total").increment(1);
-                conn::refuse_transport(transport, &shared.config.domain, &super::busy_refusal())
-                    .await;
-            }
+            serve_or_refuse(shared, transport, peer, shutdown, accepted, slot).await;
         }
     });
 }
