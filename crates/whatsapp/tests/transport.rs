@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use casebook_kit::clock::SystemClock;
+use casebook_kit::clock::{ManualClock, SystemClock};
 use casebook_whatsapp::node::conn::{PING_NS, TLS_NS};
 use casebook_whatsapp::node::{WhatsappConfig, domain_dir, tls};
 use casebook_whatsapp::xml::{CLIENT_NS, Element, FRAMING_NS, STREAMS_NS, StreamEvent};
@@ -404,7 +404,11 @@ async fn an_oversized_websocket_message_is_closed_with_1009_and_others_are_unhar
     .await
     .expect("a close frame within the deadline")
     .expect("the close frame carries a status");
-    assert_eq!(u16::from(close.code), 1009, "Message Too Big (RFC 6455 §7.4.1)");
+    assert_eq!(
+        u16::from(close.code),
+        1009,
+        "Message Too Big (RFC 6455 §7.4.1)"
+    );
     bystander.ping("still-served").await;
 }
 
@@ -418,73 +422,104 @@ async fn a_binary_websocket_message_is_refused() {
     client.expect_stream_error("bad-format").await;
 }
 
+/// Starts a chat node on `clock` (timeouts are decided on it), free ports.
+async fn start_node_on(root: &Path, config: WhatsappConfig, clock: &ManualClock) -> Node {
+    Node::start_in(root, config, &["alice", "bob"], clock.shared()).await
+}
+
+/// Sends a WebSocket-level ping (input, but no stanza) and waits for its pong,
+/// which the server sends once it has read the ping.
+async fn ws_keepalive(client: &mut Client) {
+    ws_ping(client).await;
+    let Io::Ws(ws) = &mut client.io else {
+        unreachable!()
+    };
+    let pong = tokio::time::timeout(DEADLINE, ws.next()).await.unwrap();
+    assert!(matches!(pong, Some(Ok(Message::Pong(_)))), "{pong:?}");
+}
+
+/// Sends a WebSocket-level ping without waiting (the server may close instead).
+async fn ws_ping(client: &mut Client) {
+    let Io::Ws(ws) = &mut client.io else {
+        unreachable!()
+    };
+    let _ = ws.send(Message::Ping(b"keepalive".to_vec().into())).await;
+}
+
 #[tokio::test]
 async fn an_unbound_connection_times_out_and_a_bound_one_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(
-        dir.path(),
-        WhatsappConfig {
-            handshake_timeout: Duration::from_millis(1500),
-            ..free_ports()
-        },
-    )
-    .await;
+    let clock = ManualClock::new();
+    let config = WhatsappConfig {
+        handshake_timeout: Duration::from_secs(10),
+        ..free_ports()
+    };
+    let node = start_node_on(dir.path(), config, &clock).await;
     let mut bound = Client::connect(node.addr).await;
     online(&mut bound, "alice", "alice-pw", "phone").await;
     // Sits at the header, never authenticates; and one over WebSocket too.
     let mut lingering = Client::connect(node.addr).await;
     lingering.open().await;
-    lingering.expect_stream_error("connection-timeout").await;
     let mut ws = Client::ws(&node).await;
     ws.open().await;
+    // Input before the deadline does not extend the handshake.
+    clock.advance(Duration::from_secs(9));
+    ws_keepalive(&mut ws).await;
+    bound.ping("before").await;
+    clock.advance(Duration::from_secs(2));
+    // Whatever an unbound connection does after its deadline, it is timed out.
+    lingering.try_send_raw(b" ").await;
+    lingering.expect_stream_error("connection-timeout").await;
+    ws_ping(&mut ws).await;
     ws.expect_stream_error("connection-timeout").await;
     // The session bound before the deadline is still served after it.
     bound.ping("alive").await;
 }
 
 #[tokio::test]
-async fn an_idle_session_times_out() {
+async fn an_idle_session_times_out_and_a_talking_one_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(
-        dir.path(),
-        WhatsappConfig {
-            idle_timeout: Duration::from_secs(2),
-            ..free_ports()
-        },
-    )
-    .await;
+    let clock = ManualClock::new();
+    let config = WhatsappConfig {
+        idle_timeout: Duration::from_secs(60),
+        ..free_ports()
+    };
+    let node = start_node_on(dir.path(), config, &clock).await;
     let mut alice = Client::connect(node.addr).await;
     online(&mut alice, "alice", "alice-pw", "phone").await;
-    alice.ping("p").await;
+    // Five idle timeouts in all, never one without input.
+    for n in 0..10 {
+        clock.advance(Duration::from_secs(30));
+        alice.ping(&format!("p{n}")).await;
+    }
+    clock.advance(Duration::from_secs(61));
+    alice
+        .try_send_raw(b"<iq type='get' id='late'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
     alice.expect_stream_error("connection-timeout").await;
 }
 
 #[tokio::test]
 async fn websocket_pings_keep_a_session_alive_and_silence_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(
-        dir.path(),
-        WhatsappConfig {
-            idle_timeout: Duration::from_secs(2),
-            ..free_ports()
-        },
-    )
-    .await;
+    let clock = ManualClock::new();
+    let config = WhatsappConfig {
+        idle_timeout: Duration::from_secs(60),
+        ..free_ports()
+    };
+    let node = start_node_on(dir.path(), config, &clock).await;
     let mut client = Client::ws(&node).await;
     online(&mut client, "alice", "alice-pw", "ws").await;
     client.ping("p").await;
     // Keepalive only at the WebSocket level, for longer than the idle timeout.
     for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let Io::Ws(ws) = &mut client.io else {
-            unreachable!()
-        };
-        ws.send(Message::Ping(b"keepalive".to_vec().into()))
-            .await
-            .unwrap();
+        clock.advance(Duration::from_secs(30));
+        ws_keepalive(&mut client).await;
     }
     client.ping("still-here").await;
-    // Then silence.
+    // Then silence past the timeout: the next keepalive is too late.
+    clock.advance(Duration::from_secs(61));
+    ws_ping(&mut client).await;
     client.expect_stream_error("connection-timeout").await;
 }
 

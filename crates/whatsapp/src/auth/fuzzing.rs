@@ -121,11 +121,11 @@ fn check_server_first(message: &[u8]) -> bool {
     };
     assert!((1..=MAX_SERVER_ITERATIONS).contains(&first.iterations));
     assert!(!first.nonce.is_empty() && !first.nonce.contains(','));
-    assert!(
-        first
-            .message
-            .starts_with(&format!("r={},s={},", first.nonce, BASE64.encode(&first.salt)))
-    );
+    assert!(first.message.starts_with(&format!(
+        "r={},s={},",
+        first.nonce,
+        BASE64.encode(&first.salt)
+    )));
     true
 }
 

@@ -149,15 +149,17 @@ impl LoginLimiter {
     pub fn record_failure(&self, address: IpAddr, account: Option<&str>) {
         let now = self.clock.now();
         let mut tables = self.tables.lock();
-        tables
-            .addresses
-            .entry(address_key(address), now)
-            .fail(now, self.config.max_address_failures, &self.config);
+        tables.addresses.entry(address_key(address), now).fail(
+            now,
+            self.config.max_address_failures,
+            &self.config,
+        );
         if let Some(account) = account {
-            tables
-                .accounts
-                .entry(account.to_string(), now)
-                .fail(now, self.config.max_account_failures, &self.config);
+            tables.accounts.entry(account.to_string(), now).fail(
+                now,
+                self.config.max_account_failures,
+                &self.config,
+            );
         }
     }
 

@@ -970,7 +970,10 @@ mod tests {
     fn progress_shows_the_phase_its_position_and_counters() {
         let progress = LoadProgress::default();
         let shown: &dyn ShowProgress = &progress;
-        assert_eq!((shown.phase(), shown.position()), ("starting".into(), (0, 0)));
+        assert_eq!(
+            (shown.phase(), shown.position()),
+            ("starting".into(), (0, 0))
+        );
         progress.set_phase(Phase::Messages);
         progress.total_messages.store(50, Ordering::Relaxed);
         progress.scheduled.store(20, Ordering::Relaxed);
@@ -980,7 +983,10 @@ mod tests {
         assert_eq!(shown.position(), (20, 50));
         assert_eq!(shown.message(), "delivered 18 online 4");
         progress.set_phase(Phase::Hold);
-        assert_eq!((shown.phase(), shown.message()), ("hold".into(), "online 4".into()));
+        assert_eq!(
+            (shown.phase(), shown.message()),
+            ("hold".into(), "online 4".into())
+        );
     }
 
     fn config() -> LoadConfig {

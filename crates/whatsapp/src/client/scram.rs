@@ -242,8 +242,8 @@ pub fn parse_server_first(message: &[u8]) -> Result<ServerFirst<'_>, ScramError>
 /// Parses a server-final-message: the server's signature (`v=`), or the error the
 /// server reported (`e=`).
 pub fn parse_server_final(message: &[u8]) -> Result<Vec<u8>, ScramError> {
-    let text = std::str::from_utf8(message)
-        .map_err(|_| ScramError::ServerFinal("not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(message).map_err(|_| ScramError::ServerFinal("not UTF-8".into()))?;
     let first = text.split(',').next().unwrap_or_default();
     if let Some(error) = first.strip_prefix("e=") {
         return Err(ScramError::ServerFinal(format!(

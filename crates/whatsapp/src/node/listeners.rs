@@ -50,7 +50,11 @@ impl WhatsappConfig {
             }
         }
         let durations = [
-            ("whatsapp.handshake_timeout", self.handshake_timeout, MAX_HANDSHAKE_TIMEOUT),
+            (
+                "whatsapp.handshake_timeout",
+                self.handshake_timeout,
+                MAX_HANDSHAKE_TIMEOUT,
+            ),
             ("whatsapp.idle_timeout", self.idle_timeout, MAX_IDLE_TIMEOUT),
         ];
         for (key, value, max) in durations {
@@ -108,7 +112,7 @@ pub(super) async fn serve_or_refuse(
     transport: Transport,
     peer: SocketAddr,
     shutdown: CancellationToken,
-    accepted: tokio::time::Instant,
+    accepted: std::time::Instant,
     slot: Option<Slot>,
 ) {
     match slot {
@@ -136,8 +140,8 @@ pub(super) async fn start(
     let shutdown = ctx.shutdown_token();
     let (tls_shared, tls_live) = (shared.clone(), live.clone());
     serve_tcp(ctx, tls_listener, move |stream, peer| {
-        let accepted = tokio::time::Instant::now();
         let shared = tls_shared.clone();
+        let accepted = shared.clock.now();
         let slot = admit(&tls_live, shared.config.max_connections);
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();

@@ -174,8 +174,14 @@ impl WhatsappConfig {
     pub fn port_plans(&self) -> [(&'static str, PortPlan); 3] {
         [
             ("whatsapp.port", PortPlan::new(self.port, NODE_PORT_STRIDE)),
-            ("whatsapp.tls_port", PortPlan::new(self.tls_port, NODE_PORT_STRIDE)),
-            ("whatsapp.ws_port", PortPlan::new(self.ws_port, NODE_PORT_STRIDE)),
+            (
+                "whatsapp.tls_port",
+                PortPlan::new(self.tls_port, NODE_PORT_STRIDE),
+            ),
+            (
+                "whatsapp.ws_port",
+                PortPlan::new(self.ws_port, NODE_PORT_STRIDE),
+            ),
         ]
     }
 
@@ -686,7 +692,14 @@ mod tests {
             ws_port: 0,
             ..WhatsappConfig::default()
         };
-        assert_eq!(free.node_ports(7), NodePorts { c2s: 0, tls: 0, ws: 0 });
+        assert_eq!(
+            free.node_ports(7),
+            NodePorts {
+                c2s: 0,
+                tls: 0,
+                ws: 0
+            }
+        );
         assert!(config.validate_nodes(3).is_ok());
         // Every listener is checked, not only the client port.
         for (key, high) in [

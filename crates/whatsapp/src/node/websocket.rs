@@ -42,8 +42,8 @@ pub(super) fn serve(
 ) {
     let shutdown = ctx.shutdown_token();
     serve_tcp(ctx, listener, move |stream, peer| {
-        let accepted = tokio::time::Instant::now();
         let shared = shared.clone();
+        let accepted = shared.clock.now();
         let slot = admit(&live, shared.config.max_connections);
         let shutdown = shutdown.clone();
         async move {

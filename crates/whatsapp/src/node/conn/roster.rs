@@ -7,7 +7,7 @@
 //! (no server-to-server yet: subscriptions to other domains are refused).
 
 use super::*;
-use crate::roster::{MAX_GROUPS, Item, Roster, RosterError, validate_contact, validate_item};
+use crate::roster::{Item, MAX_GROUPS, Roster, RosterError, validate_contact, validate_item};
 
 /// RFC 6121 roster namespace.
 pub const ROSTER_NS: &str = "jabber:iq:roster";
