@@ -80,31 +80,49 @@ pub enum ScramError {
     BadServerSignature,
 }
 
-/// One client-side SCRAM exchange.
+/// One client-side SCRAM exchange: the one computation of the client's proof in
+/// the crate (the swarm, the tests and the benchmarks all use it).
 #[derive(Debug)]
 pub struct ScramClient {
     hash: ScramHash,
     user: String,
     password: String,
+    /// `n,,` here; other headers only through [`ScramClient::with_first`].
+    gs2_header: String,
     client_first_bare: String,
     nonce: String,
     expected_server_signature: Option<Vec<u8>>,
 }
 
 impl ScramClient {
+    /// An exchange for `user` with a fresh random nonce and no channel binding.
     pub fn new(hash: ScramHash, user: &str, password: &str) -> Self {
         let nonce: String = {
             use rand::Rng as _;
             let bytes: [u8; 18] = rand::rng().random();
             encode_payload(&bytes)
         };
+        Self::with_first(hash, user, password, "n,,", &nonce)
+    }
+
+    /// An exchange whose client-first is `gs2_header` (`n,,`, `y,,`,
+    /// `n,a=authzid,`), then `n=user,r=nonce`: for RFC examples, fixed-nonce tests
+    /// and benchmarks.
+    pub fn with_first(
+        hash: ScramHash,
+        user: &str,
+        password: &str,
+        gs2_header: &str,
+        nonce: &str,
+    ) -> Self {
         let client_first_bare = format!("n={},r={nonce}", encode_saslname(user));
         Self {
             hash,
             user: user.to_owned(),
             password: password.to_owned(),
+            gs2_header: gs2_header.to_owned(),
             client_first_bare,
-            nonce,
+            nonce: nonce.to_owned(),
             expected_server_signature: None,
         }
     }
@@ -117,9 +135,9 @@ impl ScramClient {
         }
     }
 
-    /// The client-first-message (no channel binding: `n,,`), raw bytes.
+    /// The client-first-message, raw bytes.
     pub fn client_first(&self) -> Vec<u8> {
-        format!("n,,{}", self.client_first_bare).into_bytes()
+        format!("{}{}", self.gs2_header, self.client_first_bare).into_bytes()
     }
 
     /// Answers the server-first-message with the client-final-message.
@@ -152,7 +170,7 @@ impl ScramClient {
             ),
         };
         let stored_key = self.hash.digest(&keys.client_key);
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c={},r={nonce}", BASE64.encode(&self.gs2_header));
         let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
         let signature = self.hash.hmac(&stored_key, &[auth_message.as_bytes()]);
         let proof: Vec<u8> = keys
