@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use casebook_kit::clock::{ManualClock, SystemClock};
+use casebook_testkit::eventually;
 use casebook_whatsapp::node::conn::{PING_NS, TLS_NS};
 use casebook_whatsapp::node::{WhatsappConfig, domain_dir, tls};
 use casebook_whatsapp::xml::{CLIENT_NS, Element, FRAMING_NS, STREAMS_NS, StreamEvent};
@@ -621,20 +622,13 @@ async fn the_connection_cap_counts_tcp_tls_and_websocket_together() {
     // Closing the WebSocket one frees a slot for a TCP one.
     ws.send(&format!("<close xmlns='{FRAMING_NS}'/>")).await;
     ws.expect_closed().await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("the slot is released", DEADLINE, || async {
         let mut next = Client::connect(node.addr).await;
         next.send(HEADER).await;
         next.next().await;
-        if next.stanza().await.is("features", STREAMS_NS) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slot was never released"
-        );
-        tokio::task::yield_now().await;
-    }
+        next.stanza().await.is("features", STREAMS_NS)
+    })
+    .await;
     assert!(node.platform.kill(&node.instance_id).await);
 }
 
