@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::{Archive, ArchiveConfig};
 use crate::auth::{Accounts, AccountsConfig, LimiterConfig, LoginLimiter};
-use crate::cluster::link::NodeLink;
+use crate::cluster::link::{LocalSessions, NodeLink};
 use crate::cluster::{Cluster, MemberSpec, Membership};
 use crate::offline::{OfflineConfig, OfflineStore};
 use crate::roster::{RosterConfig, RosterStore};
@@ -300,6 +300,25 @@ pub(crate) struct Shared {
     pub(crate) resumable: conn::sm::Registry,
     /// The injected clock (resumption windows).
     pub(crate) clock: SharedClock,
+}
+
+/// The link delivers to this node's sessions through its router.
+impl LocalSessions for Shared {
+    fn to_full(&self, bare: &str, resource: &str, stanza: &str) -> router::Delivery {
+        self.router.local_to_full(bare, resource, stanza)
+    }
+
+    fn to_bare(&self, bare: &str, stanza: &str) -> router::Delivery {
+        self.router.local_to_bare(bare, stanza)
+    }
+
+    fn nudge_local(&self, bare: &str) -> usize {
+        self.router.local_nudge(bare)
+    }
+
+    fn stored_offline(&self, bare: &str) {
+        self.router.nudge_offline(bare);
+    }
 }
 
 /// The `chat` service.
@@ -569,7 +588,8 @@ impl ServiceFactory for ChatNode {
                 clock: ctx.clock().clone(),
             });
             shared.router.attach(link.clone());
-            link.set_local(Arc::downgrade(&shared));
+            let sessions: Arc<dyn LocalSessions> = shared.clone();
+            link.set_local(Arc::downgrade(&sessions));
             link.serve(link_listener);
             ctx.spawn(conn::sm::sweep(shared.clone(), ctx.shutdown_token()));
             // TLS and WebSocket listeners: after the router is attached, so every
