@@ -232,17 +232,11 @@ pub fn load(
             message: e.reason,
         }
     })?;
-    if let Err(message) = config.whatsapp.validate() {
-        // The message starts with the dotted key: blame its source.
-        let key = message.split(':').next().unwrap_or("whatsapp").to_owned();
-        let message = message[key.len()..]
-            .trim_start_matches(':')
-            .trim()
-            .to_owned();
+    if let Err(error) = config.whatsapp.validate() {
         return Err(ConfigError {
-            source: blame(&origin, &key).unwrap_or_else(|| whole.clone()),
-            key,
-            message,
+            source: blame(&origin, error.key()).unwrap_or_else(|| whole.clone()),
+            key: error.key().to_owned(),
+            message: error.message().to_owned(),
         });
     }
     let regions: Vec<String> = config

@@ -14,14 +14,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use casebook_kit::clock::SystemClock;
 use casebook_whatsapp::auth::scram::ScramServer;
 use casebook_whatsapp::auth::{
     Accounts, AccountsConfig, Credentials, LimiterConfig, LoginLimiter, SaslPolicy, SaslServer,
     SaslStep, ScramHash,
 };
+use casebook_whatsapp::client::{ScramCache, ScramClient};
 use divan::{Bencher, black_box};
 
 fn main() {
@@ -51,54 +50,27 @@ fn setup() -> Setup {
     }
 }
 
-/// The client's half given its cached ClientKey/StoredKey (what real clients cache).
-fn client_final(
-    hash: ScramHash,
-    client_key: &[u8],
-    first_bare: &str,
-    server_first: &str,
-) -> String {
-    let nonce = server_first
-        .split(',')
-        .find_map(|a| a.strip_prefix("r="))
-        .expect("server-first has r=");
-    let without_proof = format!("c=biws,r={nonce}");
-    let auth_message = format!("{first_bare},{server_first},{without_proof}");
-    let stored_key = hash.digest(client_key);
-    let signature = hash.hmac(&stored_key, &[auth_message.as_bytes()]);
-    let proof: Vec<u8> = client_key
-        .iter()
-        .zip(&signature)
-        .map(|(k, s)| k ^ s)
-        .collect();
-    format!("{without_proof},p={}", BASE64.encode(proof))
-}
-
-fn client_key(accounts: &Accounts, hash: ScramHash) -> Vec<u8> {
-    let stored = accounts.get("alice").expect("alice");
-    let secrets = stored.secrets(hash);
-    let salted = hash.salted_password(b"pencil", &secrets.salt, secrets.iterations);
-    hash.hmac(&salted, &[b"Client Key"])
+/// The client's half with its keys cached (what real clients cache): the
+/// crate's client, so the benchmark measures the code the swarm runs.
+fn client_final(hash: ScramHash, cache: &ScramCache, server_first: &[u8]) -> Vec<u8> {
+    let mut client = ScramClient::with_first(hash, "alice", "pencil", "n,,", "clientnonce");
+    client
+        .client_final(server_first, Some(cache))
+        .expect("client-final")
 }
 
 #[divan::bench]
 fn scram_sha256_server(bencher: Bencher<'_, '_>) {
     let s = setup();
     let hash = ScramHash::Sha256;
-    let key = client_key(&s.accounts, hash);
-    let first_bare = "n=alice,r=clientnonce";
+    let cache = ScramCache::default();
     let mut probe = ScramServer::new(hash);
     let server_first = probe
         .client_first(b"n,,n=alice,r=clientnonce", "servernonce", |_| {
             Ok(s.accounts.lookup(hash, "alice"))
         })
         .expect("server-first");
-    let last = client_final(
-        hash,
-        &key,
-        first_bare,
-        std::str::from_utf8(&server_first).unwrap(),
-    );
+    let last = client_final(hash, &cache, &server_first);
     bencher.bench_local(|| {
         let mut server = ScramServer::new(hash);
         server
@@ -108,9 +80,7 @@ fn scram_sha256_server(bencher: Bencher<'_, '_>) {
                 |first| Ok(s.accounts.lookup(hash, &first.username)),
             )
             .expect("server-first");
-        let success = server
-            .client_final(black_box(last.as_bytes()))
-            .expect("login");
+        let success = server.client_final(black_box(&last)).expect("login");
         black_box(success)
     });
 }
@@ -119,8 +89,7 @@ fn scram_sha256_server(bencher: Bencher<'_, '_>) {
 fn sasl_scram_sha256_login(bencher: Bencher<'_, '_>) {
     let s = setup();
     let hash = ScramHash::Sha256;
-    let key = client_key(&s.accounts, hash);
-    let first_bare = "n=alice,r=clientnonce";
+    let cache = ScramCache::default();
     let policy = SaslPolicy {
         encrypted: true,
         allow_insecure_plain: false,
@@ -132,13 +101,8 @@ fn sasl_scram_sha256_login(bencher: Bencher<'_, '_>) {
         else {
             panic!("expected a challenge");
         };
-        let last = client_final(
-            hash,
-            &key,
-            first_bare,
-            std::str::from_utf8(&server_first).unwrap(),
-        );
-        let step = sasl.step(last.as_bytes());
+        let last = client_final(hash, &cache, &server_first);
+        let step = sasl.step(&last);
         assert!(matches!(step, SaslStep::Success { .. }));
         black_box(step)
     });

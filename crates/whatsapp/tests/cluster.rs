@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use casebook_kit::clock::SystemClock;
 use casebook_kit::runtime::{InstanceSpec, Platform};
 use casebook_kit::topology::{Placement, Topology};
+use casebook_testkit::{eventually, eventually_sync};
 use casebook_whatsapp::cluster::frame::{self, Frame};
 use casebook_whatsapp::cluster::{Cluster, MemberSpec, NodeRef};
 use casebook_whatsapp::node::{
@@ -131,14 +132,6 @@ fn message(to: &str, id: &str, body: &str) -> String {
     format!("<message to='{to}' type='chat' id='{id}'><body>{body}</body></message>")
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn bare_and_full_messages_cross_nodes_and_the_reply_comes_back() {
     let cloud = Cloud::start(WhatsappConfig::default()).await;
@@ -254,7 +247,7 @@ async fn a_burst_crosses_the_link_in_fewer_writes_than_messages() {
         assert_eq!(bob.body().await, n.to_string(), "in order");
     }
     // The counters move just after the write returns: wait for them.
-    eventually("the link counted every entry", || {
+    eventually_sync("the link counted every entry", DEADLINE, || {
         cloud.sent(0).0 - frames_before == N as u64
     })
     .await;
@@ -415,7 +408,7 @@ async fn failures_after_the_link_accepted_a_message_store_it_offline_and_the_lin
         &mut out,
     );
     link.write_all(&out).await.unwrap();
-    eventually("the gone message is stored offline", || {
+    eventually_sync("the gone message is stored offline", DEADLINE, || {
         stats.diverted_offline.load(Ordering::Relaxed) == 1
     })
     .await;
@@ -428,36 +421,37 @@ async fn failures_after_the_link_accepted_a_message_store_it_offline_and_the_lin
         .await;
     batch_with(&mut link, &mut buf, "lost in flight").await;
     link.write_all(b"\x00\x00\x00\x02\xff\xff").await.unwrap();
-    eventually("the in-flight message is stored offline", || {
+    eventually_sync("the in-flight message is stored offline", DEADLINE, || {
         stats.diverted_offline.load(Ordering::Relaxed) == 2
     })
     .await;
     assert!(stats.failures.load(Ordering::Relaxed) > failures);
     // The link comes back (after its backoff) and carries the next message.
-    let (mut again, mut buf) = accept_link(&listener, &fake).await;
-    eventually("the link is up again", || {
+    let (again, mut buf) = accept_link(&listener, &fake).await;
+    eventually_sync("the link is up again", DEADLINE, || {
         stats.connects.load(Ordering::Relaxed) >= 2
     })
     .await;
     // Until the router sees the link up again a message goes offline at once
     // (same id: stored once); after that it crosses the new connection.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    let alice = tokio::sync::Mutex::new(alice);
+    let again = tokio::sync::Mutex::new(again);
+    eventually("a batch after the reconnect", DEADLINE, || async {
+        let mut alice = alice.lock().await;
         alice
             .send(&message("bob@localhost", "f3", "after reconnect"))
             .await;
         alice.ping("f3-sent").await;
         let mut peek = [0u8; 1];
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_millis(200), again.peek(&mut peek)).await
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no batch after the reconnect"
-        );
-    }
+        let again = again.lock().await;
+        matches!(
+            tokio::time::timeout(Duration::from_millis(200), again.peek(&mut peek)).await,
+            Ok(Ok(_))
+        )
+    })
+    .await;
+    // Alice stays connected to the end.
+    let (_alice, mut again) = (alice.into_inner(), again.into_inner());
     let (first_seq, last, entries) = batch_with(&mut again, &mut buf, "after reconnect").await;
     assert_eq!(first_seq, 1, "a new connection numbers from 1");
     // The nudge for what was diverted while the link was down follows it up.
@@ -579,7 +573,7 @@ async fn malformed_frames_drop_only_that_link_connection() {
     let mut buf = BytesMut::new();
     assert_eq!(read_frame(&mut skew, &mut buf).await, None, "dropped");
 
-    eventually("B counted three refused link connections", || {
+    eventually_sync("B counted three refused link connections", DEADLINE, || {
         refused.inbound_refused.load(Ordering::Relaxed) == before + 3
     })
     .await;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use casebook_kit::fuzz_checks::corpus_and_seeds;
 
+use casebook_whatsapp::auth::fuzzing::check_scram_input;
 use casebook_whatsapp::cluster::frame::check_link_input;
 use casebook_whatsapp::xml::fuzzing::{check_frame_input, check_stream_input};
 
@@ -55,4 +56,18 @@ fn link_frame_corpus_replays_cleanly() {
     }
     // The seeds hold whole sessions, so the re-encoding was really exercised.
     assert!(frames >= 20, "only {frames} link frames round-tripped");
+}
+
+#[test]
+fn scram_corpus_replays_cleanly() {
+    let mut parsed = 0;
+    for (path, data) in corpus("scram") {
+        match std::panic::catch_unwind(|| check_scram_input(&data)) {
+            Ok(was_parsed) => parsed += usize::from(was_parsed),
+            Err(_) => panic!("{} breaks an invariant", path.display()),
+        }
+    }
+    // The corpus holds well-formed messages of both ends, so the accepting paths
+    // (re-encoding, the server's answer parsed by the client) were really exercised.
+    assert!(parsed >= 15, "only {parsed} SCRAM messages parsed");
 }

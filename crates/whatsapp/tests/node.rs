@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use casebook_kit::clock::SystemClock;
+use casebook_testkit::eventually;
 use casebook_whatsapp::node::conn::{DISCO_INFO_NS, PING_NS};
 use casebook_whatsapp::node::{DELAY_NS, WhatsappConfig};
 use casebook_whatsapp::xml::{CLIENT_NS, STREAMS_NS, StreamEvent};
@@ -289,20 +290,13 @@ async fn connections_beyond_the_limit_get_resource_constraint() {
     first.send("</stream:stream>").await;
     assert!(matches!(first.next().await, Some(StreamEvent::StreamClose)));
     assert!(first.next().await.is_none());
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("the slot is released", DEADLINE, || async {
         let mut fourth = Client::connect(node.addr).await;
-        fourth.send("<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>").await;
+        fourth.send(support::HEADER).await;
         fourth.next().await;
-        if fourth.stanza().await.is("features", STREAMS_NS) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slot was never released"
-        );
-        tokio::task::yield_now().await;
-    }
+        fourth.stanza().await.is("features", STREAMS_NS)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -394,23 +388,22 @@ async fn an_account_added_by_the_operator_command_can_log_in_on_the_running_node
     assert!(added.contains("dave@localhost"));
     // The node re-reads the account file on a cadence: poll until it knows dave
     // (seldom: every failed login counts against this address in the limiter).
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("the new account becomes usable", DEADLINE, || async {
         let mut client = Client::connect(node.addr).await;
         client.open().await;
-        if client.scram("dave", "dave-pw").await.is_ok() {
-            assert_eq!(
-                client.bind_session(None).await.split('/').next(),
-                Some("dave@localhost")
-            );
-            break;
+        if client.scram("dave", "dave-pw").await.is_err() {
+            // Paced to the reload cadence, so the failures stay below the
+            // limiter's per-account bound.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return false;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new account never became usable"
+        assert_eq!(
+            client.bind_session(None).await.split('/').next(),
+            Some("dave@localhost")
         );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+        true
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -5,10 +5,12 @@
 
 mod support;
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use casebook_kit::clock::{ManualClock, SharedClock, SystemClock};
+use casebook_testkit::eventually;
 use casebook_whatsapp::node::conn::{PING_NS, SM_NS};
 use casebook_whatsapp::node::stanza::STANZAS_NS;
 use casebook_whatsapp::node::{DELAY_NS, WhatsappConfig};
@@ -295,6 +297,19 @@ async fn resuming_an_unknown_or_foreign_id_fails_and_the_client_binds_normally()
     assert_eq!(ids(&read_messages(&mut bob, 1).await), ["still-bob"]);
 }
 
+/// The messages a fresh login finds waiting (skipping presence), each of them
+/// stamped as delivered from the offline store.
+async fn offline_messages(bob: &mut Client) -> Vec<Element> {
+    let got: Vec<Element> = bob
+        .ping("poll")
+        .await
+        .into_iter()
+        .filter(|s| s.is("message", CLIENT_NS))
+        .collect();
+    assert!(got.iter().all(|m| m.child("delay", DELAY_NS).is_some()));
+    got
+}
+
 #[tokio::test]
 async fn when_the_window_expires_unacknowledged_messages_go_offline() {
     let clock = ManualClock::new();
@@ -314,37 +329,27 @@ async fn when_the_window_expires_unacknowledged_messages_go_offline() {
     clock.advance(Duration::from_secs(301));
     // The sweep runs on a cadence: poll with fresh logins until the messages are
     // delivered from the offline store.
-    let mut collected = Vec::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (mut bob, _) = Client::online(node.addr, "bob", "tablet", None).await;
-        // Presence of bob's other (detached) resource may come too: messages only.
-        let got: Vec<Element> = bob
-            .ping("poll")
-            .await
-            .into_iter()
-            .filter(|s| s.is("message", CLIENT_NS))
-            .collect();
-        assert!(got.iter().all(|m| m.child("delay", DELAY_NS).is_some()));
-        assert!(
-            got.iter()
-                .all(|m| m.attr("from") == Some("alice@localhost/phone"))
-        );
-        // A poll may catch the store half-way: collect across polls.
-        collected.extend(ids(&got));
-        bob.close().await;
-        if collected.len() >= 2 {
-            assert_eq!(collected, ["w1", "w2"]);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never moved offline"
-        );
-        // Again, in case bob's drop was noticed only after the first advance.
-        clock.advance(Duration::from_secs(301));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let collected = RefCell::new(Vec::new());
+    eventually(
+        "the unacknowledged messages are delivered offline",
+        DEADLINE,
+        || async {
+            let (mut bob, _) = Client::online(node.addr, "bob", "tablet", None).await;
+            // Presence of bob's other (detached) resource may come too: messages only.
+            let got = offline_messages(&mut bob).await;
+            assert!(
+                got.iter()
+                    .all(|m| m.attr("from") == Some("alice@localhost/phone"))
+            );
+            collected.borrow_mut().extend(ids(&got));
+            bob.close().await;
+            // Again, in case bob's drop was noticed only after the first advance.
+            clock.advance(Duration::from_secs(301));
+            collected.borrow().len() >= 2
+        },
+    )
+    .await;
+    assert_eq!(collected.into_inner(), ["w1", "w2"]);
 }
 
 #[tokio::test]
@@ -362,21 +367,20 @@ async fn flushed_offline_messages_stay_stored_until_acknowledged() {
     drop(bob);
 
     // So the next login gets them again; this time bob acknowledges.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut bob = loop {
+    let redelivered = RefCell::new(None);
+    eventually("the messages are delivered again", DEADLINE, || async {
         let (mut bob, _) = Client::online(node.addr, "bob", "tablet", Some(false)).await;
         let got = bob.ping("second").await;
         if ids(&got) == ["o1", "o2", "o3"] {
-            break bob;
+            *redelivered.borrow_mut() = Some(bob);
+            return true;
         }
         // The first connection's end was not processed yet (its resource still bound).
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not redelivered: {got:?}"
-        );
         bob.close().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        false
+    })
+    .await;
+    let mut bob = redelivered.into_inner().unwrap();
     bob.ack().await;
     bob.ping("acked").await;
     bob.close().await;
@@ -412,30 +416,25 @@ async fn a_session_over_its_unacked_bound_is_closed_and_its_messages_go_offline(
 
     let want: Vec<String> = (1..=16).map(|n| format!("u{n:02}")).collect();
     // Polling logins may catch the store half-way: collect across them.
-    let mut collected = Vec::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (mut bob, _) = Client::online(node.addr, "bob", "tablet", None).await;
-        // Presence of bob's other (detached) resource may come too: messages only.
-        let got: Vec<Element> = bob
-            .ping("poll")
-            .await
-            .into_iter()
-            .filter(|s| s.is("message", CLIENT_NS))
-            .collect();
-        assert!(got.iter().all(|m| m.child("delay", DELAY_NS).is_some()));
-        collected.extend(ids(&got));
-        bob.close().await;
-        if collected.len() >= want.len() {
-            assert_eq!(collected, want, "everything unacknowledged, in order, once");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never stored offline"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let collected = RefCell::new(Vec::new());
+    eventually(
+        "everything unacknowledged is stored offline",
+        DEADLINE,
+        || async {
+            let (mut bob, _) = Client::online(node.addr, "bob", "tablet", None).await;
+            // Presence of bob's other (detached) resource may come too: messages only.
+            let got = offline_messages(&mut bob).await;
+            collected.borrow_mut().extend(ids(&got));
+            bob.close().await;
+            collected.borrow().len() >= want.len()
+        },
+    )
+    .await;
+    assert_eq!(
+        collected.into_inner(),
+        want,
+        "everything unacknowledged, in order, once"
+    );
 }
 
 #[test]
@@ -450,14 +449,14 @@ fn stream_management_config_is_bounded_and_names_the_field() {
     }
     .validate()
     .unwrap_err();
-    assert!(err.starts_with("whatsapp.sm_max_unacked:"), "{err}");
+    assert_eq!(err.key(), "whatsapp.sm_max_unacked", "{err}");
     let err = WhatsappConfig {
         sm_resume_timeout: Duration::from_secs(2 * 24 * 3600),
         ..WhatsappConfig::default()
     }
     .validate()
     .unwrap_err();
-    assert!(err.starts_with("whatsapp.sm_resume_timeout:"), "{err}");
+    assert_eq!(err.key(), "whatsapp.sm_resume_timeout", "{err}");
 }
 
 #[tokio::test]
@@ -494,22 +493,18 @@ async fn a_clean_close_moves_unacknowledged_messages_offline() {
     bob.close().await;
     alice.ping("sent").await;
 
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("the message is stored offline", DEADLINE, || async {
         let (mut bob, _) = Client::online(node.addr, "bob", "tablet", None).await;
         let got = bob.ping("poll").await;
-        if !got.is_empty() {
-            assert_eq!(ids(&got), ["c1"]);
-            assert!(got[0].child("delay", DELAY_NS).is_some());
-            break;
+        if got.is_empty() {
+            bob.close().await;
+            return false;
         }
-        bob.close().await;
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never stored offline"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        assert_eq!(ids(&got), ["c1"]);
+        assert!(got[0].child("delay", DELAY_NS).is_some());
+        true
+    })
+    .await;
 }
 
 #[tokio::test]

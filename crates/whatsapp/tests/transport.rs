@@ -10,11 +10,12 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use casebook_kit::clock::SystemClock;
+use casebook_kit::clock::{ManualClock, SystemClock};
+use casebook_testkit::eventually;
 use casebook_whatsapp::node::conn::{PING_NS, TLS_NS};
 use casebook_whatsapp::node::{WhatsappConfig, domain_dir, tls};
 use casebook_whatsapp::xml::{CLIENT_NS, Element, FRAMING_NS, STREAMS_NS, StreamEvent};
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
 use support::{Client, DEADLINE, HEADER, Io, Node, connector_trusting, mechanisms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -376,6 +377,43 @@ async fn a_malformed_websocket_frame_is_not_well_formed_then_close() {
 }
 
 #[tokio::test]
+async fn an_oversized_websocket_message_is_closed_with_1009_and_others_are_unharmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path(), free_ports()).await;
+    let mut bystander = Client::ws(&node).await;
+    online(&mut bystander, "bob", "bob-pw", "ws").await;
+    let mut client = Client::ws(&node).await;
+    online(&mut client, "alice", "alice-pw", "ws").await;
+    let Io::Ws(ws) = &mut client.io else {
+        unreachable!()
+    };
+    // Past what the WebSocket layer accepts (the stanza limit plus framing slack).
+    let body = "x".repeat(WhatsappConfig::default().max_stanza_bytes + 8 * 1024);
+    let oversized = format!("<message xmlns='jabber:client'><body>{body}</body></message>");
+    // The server may close while the frame is still being written.
+    let _ = ws.send(Message::Text(oversized.into())).await;
+    let close = tokio::time::timeout(DEADLINE, async {
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame,
+                Ok(_) => continue,
+                Err(error) => panic!("connection ended without a close frame: {error}"),
+            }
+        }
+        panic!("connection ended without a close frame")
+    })
+    .await
+    .expect("a close frame within the deadline")
+    .expect("the close frame carries a status");
+    assert_eq!(
+        u16::from(close.code),
+        1009,
+        "Message Too Big (RFC 6455 §7.4.1)"
+    );
+    bystander.ping("still-served").await;
+}
+
+#[tokio::test]
 async fn a_binary_websocket_message_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node(dir.path(), free_ports()).await;
@@ -385,73 +423,104 @@ async fn a_binary_websocket_message_is_refused() {
     client.expect_stream_error("bad-format").await;
 }
 
+/// Starts a chat node on `clock` (timeouts are decided on it), free ports.
+async fn start_node_on(root: &Path, config: WhatsappConfig, clock: &ManualClock) -> Node {
+    Node::start_in(root, config, &["alice", "bob"], clock.shared()).await
+}
+
+/// Sends a WebSocket-level ping (input, but no stanza) and waits for its pong,
+/// which the server sends once it has read the ping.
+async fn ws_keepalive(client: &mut Client) {
+    ws_ping(client).await;
+    let Io::Ws(ws) = &mut client.io else {
+        unreachable!()
+    };
+    let pong = tokio::time::timeout(DEADLINE, ws.next()).await.unwrap();
+    assert!(matches!(pong, Some(Ok(Message::Pong(_)))), "{pong:?}");
+}
+
+/// Sends a WebSocket-level ping without waiting (the server may close instead).
+async fn ws_ping(client: &mut Client) {
+    let Io::Ws(ws) = &mut client.io else {
+        unreachable!()
+    };
+    let _ = ws.send(Message::Ping(b"keepalive".to_vec().into())).await;
+}
+
 #[tokio::test]
 async fn an_unbound_connection_times_out_and_a_bound_one_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(
-        dir.path(),
-        WhatsappConfig {
-            handshake_timeout: Duration::from_millis(1500),
-            ..free_ports()
-        },
-    )
-    .await;
+    let clock = ManualClock::new();
+    let config = WhatsappConfig {
+        handshake_timeout: Duration::from_secs(10),
+        ..free_ports()
+    };
+    let node = start_node_on(dir.path(), config, &clock).await;
     let mut bound = Client::connect(node.addr).await;
     online(&mut bound, "alice", "alice-pw", "phone").await;
     // Sits at the header, never authenticates; and one over WebSocket too.
     let mut lingering = Client::connect(node.addr).await;
     lingering.open().await;
-    lingering.expect_stream_error("connection-timeout").await;
     let mut ws = Client::ws(&node).await;
     ws.open().await;
+    // Input before the deadline does not extend the handshake.
+    clock.advance(Duration::from_secs(9));
+    ws_keepalive(&mut ws).await;
+    bound.ping("before").await;
+    clock.advance(Duration::from_secs(2));
+    // Whatever an unbound connection does after its deadline, it is timed out.
+    lingering.try_send_raw(b" ").await;
+    lingering.expect_stream_error("connection-timeout").await;
+    ws_ping(&mut ws).await;
     ws.expect_stream_error("connection-timeout").await;
     // The session bound before the deadline is still served after it.
     bound.ping("alive").await;
 }
 
 #[tokio::test]
-async fn an_idle_session_times_out() {
+async fn an_idle_session_times_out_and_a_talking_one_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(
-        dir.path(),
-        WhatsappConfig {
-            idle_timeout: Duration::from_secs(2),
-            ..free_ports()
-        },
-    )
-    .await;
+    let clock = ManualClock::new();
+    let config = WhatsappConfig {
+        idle_timeout: Duration::from_secs(60),
+        ..free_ports()
+    };
+    let node = start_node_on(dir.path(), config, &clock).await;
     let mut alice = Client::connect(node.addr).await;
     online(&mut alice, "alice", "alice-pw", "phone").await;
-    alice.ping("p").await;
+    // Five idle timeouts in all, never one without input.
+    for n in 0..10 {
+        clock.advance(Duration::from_secs(30));
+        alice.ping(&format!("p{n}")).await;
+    }
+    clock.advance(Duration::from_secs(61));
+    alice
+        .try_send_raw(b"<iq type='get' id='late'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
     alice.expect_stream_error("connection-timeout").await;
 }
 
 #[tokio::test]
 async fn websocket_pings_keep_a_session_alive_and_silence_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(
-        dir.path(),
-        WhatsappConfig {
-            idle_timeout: Duration::from_secs(2),
-            ..free_ports()
-        },
-    )
-    .await;
+    let clock = ManualClock::new();
+    let config = WhatsappConfig {
+        idle_timeout: Duration::from_secs(60),
+        ..free_ports()
+    };
+    let node = start_node_on(dir.path(), config, &clock).await;
     let mut client = Client::ws(&node).await;
     online(&mut client, "alice", "alice-pw", "ws").await;
     client.ping("p").await;
     // Keepalive only at the WebSocket level, for longer than the idle timeout.
     for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let Io::Ws(ws) = &mut client.io else {
-            unreachable!()
-        };
-        ws.send(Message::Ping(b"keepalive".to_vec().into()))
-            .await
-            .unwrap();
+        clock.advance(Duration::from_secs(30));
+        ws_keepalive(&mut client).await;
     }
     client.ping("still-here").await;
-    // Then silence.
+    // Then silence past the timeout: the next keepalive is too late.
+    clock.advance(Duration::from_secs(61));
+    ws_ping(&mut client).await;
     client.expect_stream_error("connection-timeout").await;
 }
 
@@ -553,20 +622,13 @@ async fn the_connection_cap_counts_tcp_tls_and_websocket_together() {
     // Closing the WebSocket one frees a slot for a TCP one.
     ws.send(&format!("<close xmlns='{FRAMING_NS}'/>")).await;
     ws.expect_closed().await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("the slot is released", DEADLINE, || async {
         let mut next = Client::connect(node.addr).await;
         next.send(HEADER).await;
         next.next().await;
-        if next.stanza().await.is("features", STREAMS_NS) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slot was never released"
-        );
-        tokio::task::yield_now().await;
-    }
+        next.stanza().await.is("features", STREAMS_NS)
+    })
+    .await;
     assert!(node.platform.kill(&node.instance_id).await);
 }
 

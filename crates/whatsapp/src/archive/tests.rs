@@ -92,6 +92,20 @@ async fn both_copies_paging_filters_and_replay() {
         )
         .unwrap();
     assert_eq!((ids(&earlier), earlier.complete), (vec![1, 2], true));
+    // A client's `max` is capped at the page bound, whichever way it pages.
+    for before in [None, Some(None)] {
+        let capped = archive
+            .query(
+                "a@d",
+                &Query {
+                    before,
+                    max: Some(usize::MAX),
+                    ..Query::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(capped.messages.len(), config().max_page);
+    }
     let with_c = archive
         .query(
             "a@d",

@@ -1,10 +1,14 @@
 //! Failed-login limiter, per account and per source address, on the injected clock.
 //!
-//! Guarantees: after `max_failures` failures inside one `window`, the key (an
-//! account, or a source address: IPv4 exactly, IPv6 by its /64, IPv4-mapped IPv6
-//! as IPv4) is refused for a back-off that doubles with each consecutive lock-out
+//! Guarantees: after `max_account_failures` failures of one account (from any
+//! address), or `max_address_failures` failures from one source address (IPv4
+//! exactly, IPv6 by its /64, IPv4-mapped IPv6 as IPv4; any accounts), inside one
+//! `window`, that key is refused for a back-off that doubles with each consecutive lock-out
 //! (`base_backoff`, `2 × base_backoff`, ... capped at `max_backoff`); a key that has
-//! been quiet for `forget_after` starts again from scratch. A successful login
+//! been quiet for `forget_after` starts again from scratch. The address bound is the
+//! higher one (as ejabberd's and Prosody's are): users behind one NAT share an
+//! address, so one user guessing wrong locks out their own account, not their
+//! neighbours, until the address as a whole looks like a guesser. A successful login
 //! clears its account's record (not its address's, so an attacker cannot reset an
 //! address by logging into an account of their own). Memory is bounded: each table
 //! tracks at most `max_tracked_keys` keys and evicts the oldest-inserted one.
@@ -23,8 +27,11 @@ use parking_lot::Mutex;
 /// Limiter settings.
 #[derive(Debug, Clone)]
 pub struct LimiterConfig {
-    /// Failures inside one window that trigger a lock-out.
-    pub max_failures: u32,
+    /// Failures of one account inside one window that lock that account out.
+    pub max_account_failures: u32,
+    /// Failures from one address inside one window that lock that address out;
+    /// at least `max_account_failures`.
+    pub max_address_failures: u32,
     /// The failure-counting window.
     pub window: Duration,
     /// The first lock-out's length; each consecutive one doubles.
@@ -40,7 +47,8 @@ pub struct LimiterConfig {
 impl Default for LimiterConfig {
     fn default() -> Self {
         Self {
-            max_failures: 5,
+            max_account_failures: 5,
+            max_address_failures: 20,
             window: Duration::from_secs(60),
             base_backoff: Duration::from_secs(30),
             max_backoff: Duration::from_secs(15 * 60),
@@ -53,8 +61,11 @@ impl Default for LimiterConfig {
 impl LimiterConfig {
     /// Checks the settings make sense.
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_failures == 0 {
-            return Err("max_failures must be at least 1".into());
+        if self.max_account_failures == 0 {
+            return Err("max_account_failures must be at least 1".into());
+        }
+        if self.max_address_failures < self.max_account_failures {
+            return Err("max_address_failures must be at least max_account_failures".into());
         }
         if self.window.is_zero() || self.base_backoff.is_zero() {
             return Err("window and base_backoff must be positive".into());
@@ -138,15 +149,17 @@ impl LoginLimiter {
     pub fn record_failure(&self, address: IpAddr, account: Option<&str>) {
         let now = self.clock.now();
         let mut tables = self.tables.lock();
-        tables
-            .addresses
-            .entry(address_key(address), now)
-            .fail(now, &self.config);
+        tables.addresses.entry(address_key(address), now).fail(
+            now,
+            self.config.max_address_failures,
+            &self.config,
+        );
         if let Some(account) = account {
-            tables
-                .accounts
-                .entry(account.to_string(), now)
-                .fail(now, &self.config);
+            tables.accounts.entry(account.to_string(), now).fail(
+                now,
+                self.config.max_account_failures,
+                &self.config,
+            );
         }
     }
 
@@ -189,7 +202,8 @@ struct Record {
 }
 
 impl Record {
-    fn fail(&mut self, now: Instant, config: &LimiterConfig) {
+    /// Counts a failure; `max_failures` in one window lock the key out.
+    fn fail(&mut self, now: Instant, max_failures: u32, config: &LimiterConfig) {
         if now.saturating_duration_since(self.last_failure) >= config.forget_after {
             self.lockouts = 0;
         }
@@ -199,8 +213,8 @@ impl Record {
         }
         self.last_failure = now;
         self.failures += 1;
-        debug_assert!(self.failures <= config.max_failures);
-        if self.failures >= config.max_failures {
+        debug_assert!(self.failures <= max_failures);
+        if self.failures >= max_failures {
             self.lockouts = self.lockouts.saturating_add(1);
             let doublings = (self.lockouts - 1).min(31);
             let backoff = config
@@ -322,6 +336,43 @@ mod tests {
     }
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
+    /// The default bounds: an address tolerates more failures than an account.
+    const ACCOUNT_BOUND: u32 = 5;
+    const ADDRESS_BOUND: u32 = 20;
+
+    #[test]
+    fn one_accounts_failures_lock_that_account_everywhere_but_not_its_neighbours() {
+        let clock = ManualClock::new();
+        let limiter = limiter(&clock, 100);
+        assert_eq!(limiter.config.max_account_failures, ACCOUNT_BOUND);
+        assert_eq!(limiter.config.max_address_failures, ADDRESS_BOUND);
+        let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1));
+        for _ in 0..ACCOUNT_BOUND {
+            limiter.record_failure(IP, Some("alice"));
+        }
+        // Alice is locked out from any address...
+        assert!(matches!(
+            limiter.check(elsewhere, Some("alice")),
+            Err(Locked::Account { .. })
+        ));
+        assert!(matches!(
+            limiter.check(IP, Some("alice")),
+            Err(Locked::Account { .. })
+        ));
+        // ...while bob, behind the same address, still gets in.
+        assert_eq!(limiter.check(IP, Some("bob")), Ok(()));
+        // Other accounts' failures from that address add up to the address bound.
+        for i in ACCOUNT_BOUND..ADDRESS_BOUND - 1 {
+            limiter.record_failure(IP, Some(&format!("guess{i}")));
+        }
+        assert_eq!(limiter.check(IP, Some("bob")), Ok(()));
+        limiter.record_failure(IP, Some("one-more"));
+        assert!(matches!(
+            limiter.check(IP, Some("bob")),
+            Err(Locked::Address { .. })
+        ));
+        assert_eq!(limiter.check(elsewhere, Some("bob")), Ok(()));
+    }
 
     #[test]
     fn five_failures_in_a_window_lock_the_account_and_backoff_doubles() {
@@ -339,13 +390,7 @@ mod tests {
                 retry_after: Duration::from_secs(30)
             })
         );
-        assert_eq!(
-            limiter.check(IP, None),
-            Err(Locked::Address {
-                retry_after: Duration::from_secs(30)
-            })
-        );
-        assert_eq!(limiter.check(other_ip, Some("bob")), Ok(()));
+        assert_eq!(limiter.check(IP, Some("bob")), Ok(()));
         clock.advance(Duration::from_secs(30));
         assert_eq!(limiter.check(other_ip, Some("alice")), Ok(()));
         // The second consecutive lock-out lasts twice as long.
@@ -380,7 +425,7 @@ mod tests {
         let limiter = limiter(&clock, 100);
         let mut last = Duration::ZERO;
         for _ in 0..10 {
-            for _ in 0..5 {
+            for _ in 0..ADDRESS_BOUND {
                 limiter.record_failure(IP, None);
             }
             last = limiter.check(IP, None).unwrap_err().retry_after();
@@ -388,7 +433,7 @@ mod tests {
         }
         assert_eq!(last, Duration::from_secs(15 * 60));
         clock.advance(Duration::from_secs(60 * 60));
-        for _ in 0..5 {
+        for _ in 0..ADDRESS_BOUND {
             limiter.record_failure(IP, None);
         }
         assert_eq!(
@@ -405,7 +450,10 @@ mod tests {
             limiter.record_failure(IP, Some("alice"));
         }
         limiter.record_success("alice");
-        limiter.record_failure(IP, Some("alice"));
+        for _ in 4..ADDRESS_BOUND {
+            limiter.record_failure(IP, Some("alice"));
+            limiter.record_success("alice");
+        }
         let other_ip = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1));
         assert_eq!(limiter.check(other_ip, Some("alice")), Ok(()));
         assert!(matches!(
@@ -418,7 +466,7 @@ mod tests {
     fn ipv6_is_limited_per_64_and_mapped_v4_as_v4() {
         let clock = ManualClock::new();
         let limiter = limiter(&clock, 100);
-        for host in 0..5u16 {
+        for host in 0..ADDRESS_BOUND as u16 {
             let a: IpAddr = format!("2001:db8:1:2::{host:x}").parse().unwrap();
             limiter.record_failure(a, None);
         }
@@ -426,7 +474,7 @@ mod tests {
         let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
         assert!(limiter.check(same_64, None).is_err());
         assert!(limiter.check(other_64, None).is_ok());
-        for _ in 0..5 {
+        for _ in 0..ADDRESS_BOUND {
             limiter.record_failure("::ffff:192.0.2.7".parse().unwrap(), None);
         }
         assert!(limiter.check(IP, None).is_err());
@@ -457,10 +505,15 @@ mod tests {
     #[test]
     fn invalid_configs_are_named() {
         let bad = LimiterConfig {
-            max_failures: 0,
+            max_account_failures: 0,
             ..LimiterConfig::default()
         };
-        assert!(bad.validate().unwrap_err().contains("max_failures"));
+        assert!(bad.validate().unwrap_err().contains("max_account_failures"));
+        let bad = LimiterConfig {
+            max_address_failures: 4,
+            ..LimiterConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("max_address_failures"));
         let bad = LimiterConfig {
             max_backoff: Duration::from_secs(1),
             ..LimiterConfig::default()

@@ -590,7 +590,8 @@ mod base64_bytes {
 pub(crate) mod tests {
     use super::*;
 
-    /// A minimal SCRAM client for the tests.
+    /// The client-final the crate's client answers `server_first` with, for the
+    /// client-first `gs2_header` + `client_first_bare`.
     pub(crate) fn client_final_for(
         hash: ScramHash,
         password: &str,
@@ -598,30 +599,20 @@ pub(crate) mod tests {
         server_first: &str,
         gs2_header: &str,
     ) -> String {
-        let mut salt = None;
-        let mut iterations = 0;
-        let mut nonce = "";
-        for attribute in server_first.split(',') {
-            if let Some(v) = attribute.strip_prefix("r=") {
-                nonce = v;
-            } else if let Some(v) = attribute.strip_prefix("s=") {
-                salt = Some(BASE64.decode(v).unwrap());
-            } else if let Some(v) = attribute.strip_prefix("i=") {
-                iterations = v.parse().unwrap();
-            }
-        }
-        let salted = hash.salted_password(password.as_bytes(), &salt.unwrap(), iterations);
-        let client_key = hash.hmac(&salted, &[b"Client Key"]);
-        let stored_key = hash.digest(&client_key);
-        let without_proof = format!("c={},r={nonce}", BASE64.encode(gs2_header));
-        let auth = format!("{client_first_bare},{server_first},{without_proof}");
-        let signature = hash.hmac(&stored_key, &[auth.as_bytes()]);
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        format!("{without_proof},p={}", BASE64.encode(proof))
+        let first = parse_client_first(format!("{gs2_header}{client_first_bare}").as_bytes())
+            .expect("a valid client-first");
+        let mut client = crate::client::ScramClient::with_first(
+            hash,
+            &first.username,
+            password,
+            gs2_header,
+            &first.client_nonce,
+        );
+        assert_eq!(
+            client.client_first(),
+            format!("{gs2_header}{client_first_bare}").as_bytes()
+        );
+        String::from_utf8(client.client_final(server_first.as_bytes(), None).unwrap()).unwrap()
     }
 
     fn secrets_for(hash: ScramHash, password: &str, salt_b64: &str) -> ScramSecrets {

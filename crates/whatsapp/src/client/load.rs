@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use casebook_kit::loadgen::{self, LoadPlan, Verdict};
+use casebook_kit::loadgen::{self, LoadPlan, ShowProgress, Verdict};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -216,6 +216,52 @@ impl LoadProgress {
     }
     fn set_phase(&self, phase: Phase) {
         *self.phase.lock() = phase;
+    }
+}
+
+impl Phase {
+    /// The phase as a progress display names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::OfflineFlush => "offline-flush",
+            Phase::WarmScram => "warm-scram",
+            Phase::Logins => "logins",
+            Phase::Messages => "messages",
+            Phase::Hold => "hold",
+            Phase::Draining => "draining",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// The swarm's progress as every case's load draws it: logins (or warming the
+/// SCRAM cache) over the accounts, then messages due over the run's total.
+impl ShowProgress for LoadProgress {
+    fn phase(&self) -> String {
+        LoadProgress::phase(self).name().to_owned()
+    }
+
+    fn position(&self) -> (u64, u64) {
+        match LoadProgress::phase(self) {
+            Phase::WarmScram | Phase::Logins => self.logins(),
+            Phase::Messages | Phase::Draining => (
+                self.scheduled.load(Ordering::Relaxed),
+                self.total_messages.load(Ordering::Relaxed),
+            ),
+            _ => (0, 0),
+        }
+    }
+
+    fn message(&self) -> String {
+        match LoadProgress::phase(self) {
+            Phase::Messages | Phase::Draining => format!(
+                "delivered {} online {}",
+                self.delivered.load(Ordering::Relaxed),
+                self.online.load(Ordering::Relaxed)
+            ),
+            _ => format!("online {}", self.online.load(Ordering::Relaxed)),
+        }
     }
 }
 
@@ -919,6 +965,29 @@ async fn offline_flush(config: &LoadConfig, cache: &ScramCache, errors: &Errors)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_shows_the_phase_its_position_and_counters() {
+        let progress = LoadProgress::default();
+        let shown: &dyn ShowProgress = &progress;
+        assert_eq!(
+            (shown.phase(), shown.position()),
+            ("starting".into(), (0, 0))
+        );
+        progress.set_phase(Phase::Messages);
+        progress.total_messages.store(50, Ordering::Relaxed);
+        progress.scheduled.store(20, Ordering::Relaxed);
+        progress.delivered.store(18, Ordering::Relaxed);
+        progress.online.store(4, Ordering::Relaxed);
+        assert_eq!(shown.phase(), "messages");
+        assert_eq!(shown.position(), (20, 50));
+        assert_eq!(shown.message(), "delivered 18 online 4");
+        progress.set_phase(Phase::Hold);
+        assert_eq!(
+            (shown.phase(), shown.message()),
+            ("hold".into(), "online 4".into())
+        );
+    }
 
     fn config() -> LoadConfig {
         LoadConfig {

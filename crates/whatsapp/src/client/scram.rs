@@ -9,10 +9,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use parking_lot::Mutex;
 
 use crate::auth::scram::encode_saslname;
-use crate::auth::{ScramHash, decode_payload, encode_payload};
+use crate::auth::{ScramHash, encode_payload};
 
 /// Largest number of cached key pairs (one per account a swarm logs in).
 pub const MAX_CACHED_KEYS: usize = 1_000_000;
@@ -78,31 +80,49 @@ pub enum ScramError {
     BadServerSignature,
 }
 
-/// One client-side SCRAM exchange.
+/// One client-side SCRAM exchange: the one computation of the client's proof in
+/// the crate (the swarm, the tests and the benchmarks all use it).
 #[derive(Debug)]
 pub struct ScramClient {
     hash: ScramHash,
     user: String,
     password: String,
+    /// `n,,` here; other headers only through [`ScramClient::with_first`].
+    gs2_header: String,
     client_first_bare: String,
     nonce: String,
     expected_server_signature: Option<Vec<u8>>,
 }
 
 impl ScramClient {
+    /// An exchange for `user` with a fresh random nonce and no channel binding.
     pub fn new(hash: ScramHash, user: &str, password: &str) -> Self {
         let nonce: String = {
             use rand::Rng as _;
             let bytes: [u8; 18] = rand::rng().random();
             encode_payload(&bytes)
         };
+        Self::with_first(hash, user, password, "n,,", &nonce)
+    }
+
+    /// An exchange whose client-first is `gs2_header` (`n,,`, `y,,`,
+    /// `n,a=authzid,`), then `n=user,r=nonce`: for RFC examples, fixed-nonce tests
+    /// and benchmarks.
+    pub fn with_first(
+        hash: ScramHash,
+        user: &str,
+        password: &str,
+        gs2_header: &str,
+        nonce: &str,
+    ) -> Self {
         let client_first_bare = format!("n={},r={nonce}", encode_saslname(user));
         Self {
             hash,
             user: user.to_owned(),
             password: password.to_owned(),
+            gs2_header: gs2_header.to_owned(),
             client_first_bare,
-            nonce,
+            nonce: nonce.to_owned(),
             expected_server_signature: None,
         }
     }
@@ -115,9 +135,9 @@ impl ScramClient {
         }
     }
 
-    /// The client-first-message (no channel binding: `n,,`), raw bytes.
+    /// The client-first-message, raw bytes.
     pub fn client_first(&self) -> Vec<u8> {
-        format!("n,,{}", self.client_first_bare).into_bytes()
+        format!("{}{}", self.gs2_header, self.client_first_bare).into_bytes()
     }
 
     /// Answers the server-first-message with the client-final-message.
@@ -126,30 +146,16 @@ impl ScramClient {
         server_first: &[u8],
         cache: Option<&ScramCache>,
     ) -> Result<Vec<u8>, ScramError> {
-        let server_first = std::str::from_utf8(server_first)
-            .map_err(|_| ScramError::ServerFirst("not UTF-8".into()))?;
-        let field = |key: &str| {
-            server_first
-                .split(',')
-                .find_map(|p| p.strip_prefix(key))
-                .ok_or_else(|| ScramError::ServerFirst(format!("no {key} attribute")))
-        };
-        let nonce = field("r=")?;
+        let ServerFirst {
+            nonce,
+            salt,
+            iterations,
+            message: server_first,
+        } = parse_server_first(server_first)?;
         if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
             return Err(ScramError::ServerFirst(
                 "the nonce does not extend ours".into(),
             ));
-        }
-        let salt = decode_payload(field("s=")?)
-            .map_err(|_| ScramError::ServerFirst("salt is not base64".into()))?;
-        let iterations: u32 = field("i=")?
-            .parse()
-            .map_err(|_| ScramError::ServerFirst("iteration count is not a number".into()))?;
-        // A hostile server could ask for billions of iterations to burn our CPU.
-        if !(1..=10_000_000).contains(&iterations) {
-            return Err(ScramError::ServerFirst(format!(
-                "iteration count {iterations} out of range"
-            )));
         }
         let keys = match cache {
             Some(cache) => {
@@ -164,7 +170,7 @@ impl ScramClient {
             ),
         };
         let stored_key = self.hash.digest(&keys.client_key);
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c={},r={nonce}", BASE64.encode(&self.gs2_header));
         let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
         let signature = self.hash.hmac(&stored_key, &[auth_message.as_bytes()]);
         let proof: Vec<u8> = keys
@@ -180,18 +186,94 @@ impl ScramClient {
 
     /// Checks the server-final-message carried by `<success/>`.
     pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), ScramError> {
-        let text = std::str::from_utf8(server_final)
-            .map_err(|_| ScramError::ServerFinal("not UTF-8".into()))?;
-        let Some(v) = text.split(',').find_map(|p| p.strip_prefix("v=")) else {
-            return Err(ScramError::ServerFinal(format!("no verifier in {text:?}")));
-        };
-        let got = decode_payload(v)
-            .map_err(|_| ScramError::ServerFinal("verifier is not base64".into()))?;
+        let got = parse_server_final(server_final)?;
         match &self.expected_server_signature {
             Some(expected) if crate::auth::scram::constant_time_eq(expected, &got) => Ok(()),
             _ => Err(ScramError::BadServerSignature),
         }
     }
+}
+
+/// The most PBKDF2 iterations a server may ask of us: a hostile server could ask
+/// for billions to burn our CPU.
+pub const MAX_SERVER_ITERATIONS: u32 = 10_000_000;
+
+/// A parsed server-first-message (RFC 5802 §7: `r=`, `s=`, `i=`, in that order,
+/// then optional extensions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFirst<'a> {
+    /// The combined nonce (ours, then the server's).
+    pub nonce: &'a str,
+    /// The decoded salt.
+    pub salt: Vec<u8>,
+    /// The PBKDF2 iteration count, within `1..=MAX_SERVER_ITERATIONS`.
+    pub iterations: u32,
+    /// The whole message, part of AuthMessage.
+    pub message: &'a str,
+}
+
+/// Parses a server-first-message strictly; nothing in it sizes an allocation
+/// beyond the message itself.
+pub fn parse_server_first(message: &[u8]) -> Result<ServerFirst<'_>, ScramError> {
+    let bad = |why: &str| ScramError::ServerFirst(why.to_owned());
+    let message = std::str::from_utf8(message).map_err(|_| bad("not UTF-8"))?;
+    let mut attributes = message.split(',');
+    let mut next = |key: &str| {
+        attributes
+            .next()
+            .and_then(|a| a.strip_prefix(key))
+            .ok_or_else(|| ScramError::ServerFirst(format!("expected {key} in order")))
+    };
+    if message.starts_with("m=") {
+        return Err(bad("mandatory extensions are not supported"));
+    }
+    let nonce = next("r=")?;
+    let salt = next("s=")?;
+    let iterations = next("i=")?;
+    if nonce.is_empty()
+        || !nonce
+            .bytes()
+            .all(|b| (0x21..=0x7E).contains(&b) && b != b',')
+    {
+        return Err(bad("the nonce is not printable ASCII"));
+    }
+    let salt = BASE64.decode(salt).map_err(|_| bad("salt is not base64"))?;
+    if salt.is_empty() {
+        return Err(bad("empty salt"));
+    }
+    let iterations: u32 = iterations
+        .parse()
+        .map_err(|_| bad("iteration count is not a number"))?;
+    if !(1..=MAX_SERVER_ITERATIONS).contains(&iterations) {
+        return Err(ScramError::ServerFirst(format!(
+            "iteration count {iterations} out of range"
+        )));
+    }
+    Ok(ServerFirst {
+        nonce,
+        salt,
+        iterations,
+        message,
+    })
+}
+
+/// Parses a server-final-message: the server's signature (`v=`), or the error the
+/// server reported (`e=`).
+pub fn parse_server_final(message: &[u8]) -> Result<Vec<u8>, ScramError> {
+    let text =
+        std::str::from_utf8(message).map_err(|_| ScramError::ServerFinal("not UTF-8".into()))?;
+    let first = text.split(',').next().unwrap_or_default();
+    if let Some(error) = first.strip_prefix("e=") {
+        return Err(ScramError::ServerFinal(format!(
+            "the server reports {error:?}"
+        )));
+    }
+    let Some(verifier) = first.strip_prefix("v=") else {
+        return Err(ScramError::ServerFinal("no verifier".into()));
+    };
+    BASE64
+        .decode(verifier)
+        .map_err(|_| ScramError::ServerFinal("verifier is not base64".into()))
 }
 
 /// The SASL PLAIN message: `\0user\0password` (no authorization identity).

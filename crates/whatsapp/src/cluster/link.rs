@@ -45,7 +45,6 @@ use tokio::sync::mpsc;
 use super::frame::{self, Entry, FLAG_MESSAGE, FLAG_STORE_ON_FAIL, Frame, Op};
 use super::registry::{Located, SessionRegistry};
 use super::{Cluster, LinkStats, NodeRef};
-use crate::node::Shared;
 use crate::node::router::Delivery;
 use crate::offline::{NewMessage, OfflineStore};
 use crate::xml::{Limits, StreamEvent, StreamParser, stream_open};
@@ -94,6 +93,21 @@ impl Renudge {
     }
 }
 
+/// What the link hands entries to on its own node: the node's local sessions.
+/// The chat node implements it, so the link never reaches into the node's state.
+pub trait LocalSessions: Send + Sync + std::fmt::Debug + 'static {
+    /// Delivers `stanza` to the session `bare/resource`.
+    fn to_full(&self, bare: &str, resource: &str, stanza: &str) -> Delivery;
+    /// Delivers `stanza` to the sessions of `bare` (RFC 6121 rules).
+    fn to_bare(&self, bare: &str, stanza: &str) -> Delivery;
+    /// Tells this node's sessions of `bare` to flush their offline backlog;
+    /// returns how many were told.
+    fn nudge_local(&self, bare: &str) -> usize;
+    /// A message for `bare` was stored offline: nudge every session of `bare`,
+    /// here and on other nodes.
+    fn stored_offline(&self, bare: &str);
+}
+
 /// A node's end of the cluster: forwarding to peers and serving their links.
 #[derive(Debug)]
 pub struct NodeLink {
@@ -101,7 +115,7 @@ pub struct NodeLink {
     cluster: Arc<Cluster>,
     offline: OfflineStore,
     ctx: InstanceContext,
-    local: OnceLock<Weak<Shared>>,
+    local: OnceLock<Weak<dyn LocalSessions>>,
     peers: Mutex<HashMap<String, Peer>>,
     stats: Arc<LinkStats>,
     max_stanza_bytes: usize,
@@ -128,12 +142,12 @@ impl NodeLink {
         }
     }
 
-    /// The node's own state, once it exists (local delivery and nudges).
-    pub(crate) fn set_local(&self, shared: Weak<Shared>) {
-        let _ = self.local.set(shared);
+    /// The node's local sessions, once they exist (local delivery and nudges).
+    pub(crate) fn set_local(&self, sessions: Weak<dyn LocalSessions>) {
+        let _ = self.local.set(sessions);
     }
 
-    fn local(&self) -> Option<Arc<Shared>> {
+    fn local(&self) -> Option<Arc<dyn LocalSessions>> {
         self.local.get().and_then(Weak::upgrade)
     }
 
@@ -306,7 +320,7 @@ impl NodeLink {
             tx: peer.tx.downgrade(),
             cluster: self.cluster.clone(),
             offline: self.offline.clone(),
-            local: self.local.get().cloned().unwrap_or_default(),
+            local: self.local.get().cloned(),
             stats: self.stats.clone(),
             max_stanza_bytes: self.max_stanza_bytes,
             shutdown: self.ctx.shutdown_token(),
@@ -377,7 +391,7 @@ impl NodeLink {
             let mut gone = Vec::new();
             for (i, entry) in entries.iter().enumerate() {
                 let seq = first_seq + i as u64;
-                let delivered = shared.as_ref().is_some_and(|s| deliver_here(s, entry));
+                let delivered = shared.as_deref().is_some_and(|s| deliver_here(s, entry));
                 if !delivered && entry.op != Op::Nudge {
                     gone.push(seq);
                 }
@@ -401,19 +415,18 @@ fn is_message(stanza: &str) -> bool {
 }
 
 /// Delivers one entry to this node's sessions; `false` when nobody took it.
-fn deliver_here(shared: &Shared, entry: &Entry) -> bool {
-    let router = &shared.router;
+fn deliver_here(sessions: &dyn LocalSessions, entry: &Entry) -> bool {
     let delivered = match entry.op {
         Op::Full => {
-            let mut d = router.local_to_full(&entry.bare, &entry.resource, &entry.stanza);
+            let mut d = sessions.to_full(&entry.bare, &entry.resource, &entry.stanza);
             if d == Delivery::NoSession && entry.flags & FLAG_MESSAGE != 0 {
                 // RFC 6121 §8.5.3.2.1: the resource vanished; treat as bare.
-                d = router.local_to_bare(&entry.bare, &entry.stanza);
+                d = sessions.to_bare(&entry.bare, &entry.stanza);
             }
             d != Delivery::NoSession
         }
-        Op::Bare => router.local_to_bare(&entry.bare, &entry.stanza) != Delivery::NoSession,
-        Op::Nudge => router.local_nudge(&entry.bare) > 0,
+        Op::Bare => sessions.to_bare(&entry.bare, &entry.stanza) != Delivery::NoSession,
+        Op::Nudge => sessions.nudge_local(&entry.bare) > 0,
     };
     metrics::counter!("whatsapp_link_entries_received_total").increment(1);
     delivered
@@ -447,7 +460,7 @@ struct Sender {
     tx: mpsc::WeakSender<Entry>,
     cluster: Arc<Cluster>,
     offline: OfflineStore,
-    local: Weak<Shared>,
+    local: Option<Weak<dyn LocalSessions>>,
     stats: Arc<LinkStats>,
     max_stanza_bytes: usize,
     shutdown: tokio_util::sync::CancellationToken,
@@ -708,8 +721,8 @@ impl Sender {
             Ok(_) => {
                 self.stats.diverted_offline.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("whatsapp_messages_diverted_offline_total").increment(1);
-                if let Some(shared) = self.local.upgrade() {
-                    shared.router.nudge_offline(&entry.bare);
+                if let Some(sessions) = self.local.as_ref().and_then(Weak::upgrade) {
+                    sessions.stored_offline(&entry.bare);
                 }
             }
             Err(error) => {

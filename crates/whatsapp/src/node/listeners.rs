@@ -4,115 +4,150 @@
 //!
 //! Guarantees: one connection cap for every transport (the same counter as the
 //! client port, taken on accept); a TLS handshake is bounded by
-//! `handshake_timeout` and a failed one harms nobody else. Ports follow the main
-//! listener: when it asks for a free port (0) so do they, and a node listening on
-//! the configured client port plus an offset (regional nodes in one process) moves
-//! its extra ports by the same offset.
+//! `handshake_timeout` and a failed one harms nobody else. Ports come from the
+//! node's [`NodePorts`] (each listener's `PortPlan`, checked against 65535 before
+//! the node starts, never silently replaced); when the main listener asks for a
+//! free port (0, as tests do) so do the others.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use casebook_kit::config::ConfigError;
 use casebook_kit::runtime::{InstanceContext, StartError, serve_tcp};
+use tokio_util::sync::CancellationToken;
 
 use super::conn::transport::Transport;
 use super::conn::{self};
-use super::{Shared, Slot, WhatsappConfig, websocket};
+use super::{NodePorts, Shared, Slot, WhatsappConfig, websocket};
 
 /// Most stanzas per second a connection may be configured for.
 pub const MAX_STANZA_RATE: u32 = 1_000_000;
+/// Shortest handshake or idle timeout.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest handshake timeout.
+pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest idle timeout.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
 
 impl WhatsappConfig {
-    /// The transport and hygiene bounds; the error names the field.
-    pub(super) fn validate_transport(&self) -> Result<(), String> {
+    /// The transport and hygiene bounds; the error names the dotted key.
+    pub(super) fn validate_transport(&self) -> Result<(), ConfigError> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("whatsapp.tls_cert: tls_cert and tls_key go together".into());
+            return Err(ConfigError::new(
+                "whatsapp.tls_cert",
+                "tls_cert and tls_key go together",
+            ));
         }
-        let ports = [
-            ("port", self.port),
-            ("tls_port", self.tls_port),
-            ("ws_port", self.ws_port),
-        ];
-        for (i, (name, port)) in ports.iter().enumerate() {
-            if let Some((other, _)) = ports[..i].iter().find(|(_, p)| *p != 0 && p == port) {
-                return Err(format!(
-                    "whatsapp.{name}: the same port as whatsapp.{other}"
-                ));
+        let plans = self.port_plans();
+        for (i, (key, plan)) in plans.iter().enumerate() {
+            if let Some((other, _)) = plans[..i]
+                .iter()
+                .find(|(_, p)| p.base != 0 && p.base == plan.base)
+            {
+                return Err(ConfigError::new(*key, format!("the same port as {other}")));
             }
         }
         let durations = [
-            ("handshake_timeout", self.handshake_timeout, 3600, "1h"),
-            ("idle_timeout", self.idle_timeout, 7 * 86_400, "7days"),
+            (
+                "whatsapp.handshake_timeout",
+                self.handshake_timeout,
+                MAX_HANDSHAKE_TIMEOUT,
+            ),
+            ("whatsapp.idle_timeout", self.idle_timeout, MAX_IDLE_TIMEOUT),
         ];
-        for (name, value, max_secs, max) in durations {
-            if !(Duration::from_millis(10)..=Duration::from_secs(max_secs)).contains(&value) {
-                return Err(format!("whatsapp.{name}: must be between 10ms and {max}"));
+        for (key, value, max) in durations {
+            if !(MIN_TIMEOUT..=max).contains(&value) {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(MIN_TIMEOUT),
+                        humantime::format_duration(max)
+                    ),
+                ));
             }
         }
         if !(1..=MAX_STANZA_RATE).contains(&self.max_stanzas_per_second) {
-            return Err(format!(
-                "whatsapp.max_stanzas_per_second: must be in 1..={MAX_STANZA_RATE}"
+            return Err(ConfigError::new(
+                "whatsapp.max_stanzas_per_second",
+                format!("must be in 1..={MAX_STANZA_RATE}"),
             ));
         }
         if !(1..=MAX_STANZA_RATE).contains(&self.stanza_burst) {
-            return Err(format!(
-                "whatsapp.stanza_burst: must be in 1..={MAX_STANZA_RATE}"
+            return Err(ConfigError::new(
+                "whatsapp.stanza_burst",
+                format!("must be in 1..={MAX_STANZA_RATE}"),
             ));
         }
         if self.max_bytes_per_second < 1024 {
-            return Err("whatsapp.max_bytes_per_second: must be at least 1024".into());
+            return Err(ConfigError::new(
+                "whatsapp.max_bytes_per_second",
+                "must be at least 1024",
+            ));
         }
         Ok(())
     }
 }
 
-/// Where an extra listener binds: see the module doc.
-fn extra_addr(ctx: &InstanceContext, configured_main: u16, configured: u16) -> SocketAddr {
+/// Where a listener of node `ports` binds: see the module doc.
+pub(super) fn listen_addr(ctx: &InstanceContext, port: u16) -> SocketAddr {
     let main = ctx.listen_addr();
-    let port = if configured == 0 || main.port() == 0 {
-        0
-    } else {
-        let offset = i32::from(main.port()) - i32::from(configured_main);
-        u16::try_from(i32::from(configured) + offset).unwrap_or(0)
-    };
-    SocketAddr::new(main.ip(), port)
+    SocketAddr::new(main.ip(), if main.port() == 0 { 0 } else { port })
 }
 
-/// Takes a connection slot; `None` when the node is full.
-pub(super) fn admit(live: &Arc<AtomicUsize>, cap: usize) -> (Slot, bool) {
+/// Takes a connection slot, on the accept loop so the cap holds for a burst too;
+/// `None` when the node is full (nothing is taken then). One cap for every
+/// transport: TCP, TLS and WebSocket connections all count here.
+pub(super) fn admit(live: &Arc<AtomicUsize>, cap: usize) -> Option<Slot> {
     let slot = Slot(live.clone());
-    let admitted = live.fetch_add(1, Ordering::AcqRel) < cap;
-    (slot, admitted)
+    (live.fetch_add(1, Ordering::AcqRel) < cap).then_some(slot)
+}
+
+/// Serves an admitted TLS or WebSocket connection, or refuses it with a busy
+/// stream error (not `<see-other-host/>`, which names a client port).
+pub(super) async fn serve_or_refuse(
+    shared: Arc<Shared>,
+    transport: Transport,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    accepted: std::time::Instant,
+    slot: Option<Slot>,
+) {
+    match slot {
+        Some(_slot) => conn::serve_transport(shared, transport, peer, shutdown, accepted).await,
+        None => {
+            metrics::counter!("whatsapp_connections_refused_total").increment(1);
+            conn::refuse_transport(transport, &shared.config.domain, &super::busy_refusal()).await;
+        }
+    }
 }
 
 /// Binds, serves and publishes the direct-TLS and WebSocket listeners.
 pub(super) async fn start(
     ctx: &InstanceContext,
+    ports: NodePorts,
     shared: &Arc<Shared>,
     live: &Arc<AtomicUsize>,
 ) -> Result<(), StartError> {
-    let config = &shared.config;
-    let tls_listener = ctx
-        .bind(extra_addr(ctx, config.port, config.tls_port))
-        .await?;
+    let tls_listener = ctx.bind(listen_addr(ctx, ports.tls)).await?;
     let tls_addr = tls_listener.local_addr().map_err(anyhow::Error::from)?;
-    let ws_listener = ctx
-        .bind(extra_addr(ctx, config.port, config.ws_port))
-        .await?;
+    let ws_listener = ctx.bind(listen_addr(ctx, ports.ws)).await?;
     let ws_addr = ws_listener.local_addr().map_err(anyhow::Error::from)?;
 
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.domain.tls.clone());
     let shutdown = ctx.shutdown_token();
     let (tls_shared, tls_live) = (shared.clone(), live.clone());
     serve_tcp(ctx, tls_listener, move |stream, peer| {
-        let accepted = tokio::time::Instant::now();
         let shared = tls_shared.clone();
-        let (slot, admitted) = admit(&tls_live, shared.config.max_connections);
+        let accepted = shared.clock.now();
+        let slot = admit(&tls_live, shared.config.max_connections);
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         async move {
-            let _slot = slot;
+            // A refused connection is refused over TLS too (after the handshake,
+            // which is bounded), so its client can read why.
             let handshake =
                 tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream))
                     .await;
@@ -121,13 +156,7 @@ pub(super) async fn start(
                 return;
             };
             let transport = Transport::tls(tls, conn::limits(&shared));
-            if admitted {
-                conn::serve_transport(shared, transport, peer, shutdown, accepted).await;
-            } else {
-                metrics::counter!("whatsapp_connections_refused_total").increment(1);
-                conn::refuse_transport(transport, &shared.config.domain, &super::busy_refusal())
-                    .await;
-            }
+            serve_or_refuse(shared, transport, peer, shutdown, accepted, slot).await;
         }
     });
     websocket::serve(ctx, ws_listener, shared.clone(), live.clone());
@@ -197,8 +226,7 @@ mod tests {
             ),
         ];
         for (config, field) in cases {
-            let error = config.validate().unwrap_err();
-            assert!(error.starts_with(&format!("{field}:")), "{error}");
+            assert_eq!(config.validate().unwrap_err().key(), field);
         }
         let free = WhatsappConfig {
             port: 0,

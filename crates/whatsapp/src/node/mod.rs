@@ -44,13 +44,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use casebook_kit::clock::SharedClock;
+use casebook_kit::config::ConfigError;
+use casebook_kit::ports::PortPlan;
 use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartError, serve_tcp};
 use casebook_kit::wal::WalConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{Archive, ArchiveConfig};
 use crate::auth::{Accounts, AccountsConfig, LimiterConfig, LoginLimiter};
-use crate::cluster::link::NodeLink;
+use crate::cluster::link::{LocalSessions, NodeLink};
 use crate::cluster::{Cluster, MemberSpec, Membership};
 use crate::offline::{OfflineConfig, OfflineStore};
 use crate::roster::{RosterConfig, RosterStore};
@@ -154,79 +156,92 @@ impl Default for WhatsappConfig {
     }
 }
 
-/// The listening ports of one node of the process.
+/// The listening ports of one node of the process (0: a free port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodePorts {
-    /// Client-to-server (plain TCP).
+    /// Client-to-server (plain TCP, STARTTLS).
     pub c2s: u16,
-}
-
-/// Node `index`'s port for a configured `base`: `base + index * 100`; 0 stays 0 (a
-/// free port for every node).
-pub fn node_port(base: u16, index: usize) -> u16 {
-    if base == 0 {
-        return 0;
-    }
-    let offset = u16::try_from(index)
-        .ok()
-        .and_then(|i| i.checked_mul(NODE_PORT_STRIDE));
-    offset
-        .and_then(|o| base.checked_add(o))
-        .expect("node ports validated by WhatsappConfig::validate_nodes")
+    /// Direct TLS (XEP-0368).
+    pub tls: u16,
+    /// RFC 7395 WebSocket.
+    pub ws: u16,
 }
 
 impl WhatsappConfig {
-    /// Every listening port of node `index` (0 = the first region's node). The one
-    /// place that derives a node's ports from the configuration.
+    /// Each client-facing listener's dotted key and its plan across regions
+    /// (`base + 100 × i`). The node-to-node link is not here: it is internal, on a
+    /// free port found through the cluster directory.
+    pub fn port_plans(&self) -> [(&'static str, PortPlan); 3] {
+        [
+            ("whatsapp.port", PortPlan::new(self.port, NODE_PORT_STRIDE)),
+            (
+                "whatsapp.tls_port",
+                PortPlan::new(self.tls_port, NODE_PORT_STRIDE),
+            ),
+            (
+                "whatsapp.ws_port",
+                PortPlan::new(self.ws_port, NODE_PORT_STRIDE),
+            ),
+        ]
+    }
+
+    /// Every listening port of node `index` (0 = the first region's node), from
+    /// [`WhatsappConfig::port_plans`]. Call [`WhatsappConfig::validate_nodes`]
+    /// first: past 65535 this panics rather than quietly picking a free port.
     pub fn node_ports(&self, index: usize) -> NodePorts {
-        NodePorts {
-            c2s: node_port(self.port, index),
-        }
+        let [c2s, tls, ws] = self.port_plans().map(|(key, plan)| {
+            plan.port(index)
+                .unwrap_or_else(|| panic!("{key} for node {index}: checked by validate_nodes"))
+        });
+        NodePorts { c2s, tls, ws }
     }
 
-    /// Checks that `nodes` nodes fit below port 65536; the error names the field.
-    pub fn validate_nodes(&self, nodes: usize) -> Result<(), String> {
-        let last = nodes.saturating_sub(1);
-        let highest = u64::from(self.port) + last as u64 * u64::from(NODE_PORT_STRIDE);
-        if self.port != 0 && highest > u64::from(u16::MAX) {
-            return Err(format!(
-                "whatsapp.port: {nodes} nodes need ports up to {highest}, beyond 65535"
-            ));
-        }
-        Ok(())
+    /// Checks that `nodes` nodes' listeners all fit below port 65536; the error
+    /// names the key.
+    pub fn validate_nodes(&self, nodes: usize) -> Result<(), ConfigError> {
+        self.port_plans()
+            .iter()
+            .try_for_each(|(key, plan)| plan.check(key, nodes))
     }
 
-    /// Checks every bound; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every bound; the error names the dotted key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         crate::auth::parse_bare_jid(&format!("x@{}", self.domain))
-            .map_err(|e| format!("whatsapp.domain: {e}"))?;
+            .map_err(|e| ConfigError::new("whatsapp.domain", e.to_string()))?;
         if self.domain != self.domain.to_ascii_lowercase() {
-            return Err("whatsapp.domain: must be lower case".into());
+            return Err(ConfigError::new("whatsapp.domain", "must be lower case"));
         }
         if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
-            return Err(format!(
-                "whatsapp.max_connections: must be in 1..={MAX_CONNECTIONS}"
+            return Err(ConfigError::new(
+                "whatsapp.max_connections",
+                format!("must be in 1..={MAX_CONNECTIONS}"),
             ));
         }
         if !(1024..=MAX_STANZA_BYTES).contains(&self.max_stanza_bytes) {
-            return Err(format!(
-                "whatsapp.max_stanza_bytes: must be in 1024..={MAX_STANZA_BYTES}"
+            return Err(ConfigError::new(
+                "whatsapp.max_stanza_bytes",
+                format!("must be in 1024..={MAX_STANZA_BYTES}"),
             ));
         }
         if !(1..=MAX_OUTBOUND_QUEUE).contains(&self.outbound_queue) {
-            return Err(format!(
-                "whatsapp.outbound_queue: must be in 1..={MAX_OUTBOUND_QUEUE}"
+            return Err(ConfigError::new(
+                "whatsapp.outbound_queue",
+                format!("must be in 1..={MAX_OUTBOUND_QUEUE}"),
             ));
         }
         if self.sm_resume_timeout > MAX_SM_RESUME_TIMEOUT {
-            return Err(format!(
-                "whatsapp.sm_resume_timeout: must be at most {}s",
-                MAX_SM_RESUME_TIMEOUT.as_secs()
+            return Err(ConfigError::new(
+                "whatsapp.sm_resume_timeout",
+                format!(
+                    "must be at most {}",
+                    humantime::format_duration(MAX_SM_RESUME_TIMEOUT)
+                ),
             ));
         }
         if !(16..=MAX_SM_UNACKED).contains(&self.sm_max_unacked) {
-            return Err(format!(
-                "whatsapp.sm_max_unacked: must be in 16..={MAX_SM_UNACKED}"
+            return Err(ConfigError::new(
+                "whatsapp.sm_max_unacked",
+                format!("must be in 16..={MAX_SM_UNACKED}"),
             ));
         }
         self.validate_transport()
@@ -285,6 +300,25 @@ pub(crate) struct Shared {
     pub(crate) resumable: conn::sm::Registry,
     /// The injected clock (resumption windows).
     pub(crate) clock: SharedClock,
+}
+
+/// The link delivers to this node's sessions through its router.
+impl LocalSessions for Shared {
+    fn to_full(&self, bare: &str, resource: &str, stanza: &str) -> router::Delivery {
+        self.router.local_to_full(bare, resource, stanza)
+    }
+
+    fn to_bare(&self, bare: &str, stanza: &str) -> router::Delivery {
+        self.router.local_to_bare(bare, stanza)
+    }
+
+    fn nudge_local(&self, bare: &str) -> usize {
+        self.router.local_nudge(bare)
+    }
+
+    fn stored_offline(&self, bare: &str) {
+        self.router.nudge_offline(bare);
+    }
 }
 
 /// The `chat` service.
@@ -507,10 +541,12 @@ impl ServiceFactory for ChatNode {
         Box::pin(async move {
             let domain = self.domain(ctx.clock().clone()).await?;
             let info = ctx.info();
-            let ports = self
-                .settings
+            let index = self.node_index(&info.region);
+            self.settings
                 .config
-                .node_ports(self.node_index(&info.region));
+                .validate_nodes(index + 1)
+                .map_err(anyhow::Error::from)?;
+            let ports = self.settings.config.node_ports(index);
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
             // The link is internal: a free port, found through the cluster directory.
@@ -552,12 +588,13 @@ impl ServiceFactory for ChatNode {
                 clock: ctx.clock().clone(),
             });
             shared.router.attach(link.clone());
-            link.set_local(Arc::downgrade(&shared));
+            let sessions: Arc<dyn LocalSessions> = shared.clone();
+            link.set_local(Arc::downgrade(&sessions));
             link.serve(link_listener);
             ctx.spawn(conn::sm::sweep(shared.clone(), ctx.shutdown_token()));
             // TLS and WebSocket listeners: after the router is attached, so every
             // session they bind is in the cluster's registry.
-            listeners::start(ctx, &shared, &live).await?;
+            listeners::start(ctx, ports, &shared, &live).await?;
             let sessions = shared.clone();
             let stopping = ctx.shutdown_token();
             ctx.spawn(async move {
@@ -576,12 +613,9 @@ impl ServiceFactory for ChatNode {
             let shutdown = ctx.shutdown_token();
             serve_tcp(ctx, listener, move |stream, peer| {
                 let shared = shared.clone();
-                // Taken here, on the accept loop, so the cap holds for a burst too.
-                let slot = Slot(live.clone());
-                let admitted = live.fetch_add(1, Ordering::AcqRel) < shared.config.max_connections;
-                let slot = admitted.then_some(slot);
+                let slot = listeners::admit(&live, shared.config.max_connections);
                 let shutdown = shutdown.clone();
-                let refusal = (!admitted).then(|| {
+                let refusal = slot.is_none().then(|| {
                     let reached = stream.local_addr().ok().map(|a| a.ip());
                     capacity_refusal(&cluster, &me.id, reached)
                 });
@@ -664,17 +698,56 @@ mod tests {
     #[test]
     fn node_ports_step_by_a_hundred_and_zero_stays_free() {
         let config = WhatsappConfig::default();
-        assert_eq!(config.node_ports(0).c2s, 5222);
-        assert_eq!(config.node_ports(2).c2s, 5422);
-        assert_eq!(node_port(0, 7), 0);
-        assert!(config.validate_nodes(3).is_ok());
-        let high = WhatsappConfig {
-            port: 65_500,
+        assert_eq!(
+            config.node_ports(2),
+            NodePorts {
+                c2s: 5422,
+                tls: 5423,
+                ws: 5480
+            }
+        );
+        let free = WhatsappConfig {
+            port: 0,
+            tls_port: 0,
+            ws_port: 0,
             ..WhatsappConfig::default()
         };
-        assert!(high.validate_nodes(1).is_ok());
-        let error = high.validate_nodes(2).unwrap_err();
-        assert!(error.starts_with("whatsapp.port:"), "{error}");
+        assert_eq!(
+            free.node_ports(7),
+            NodePorts {
+                c2s: 0,
+                tls: 0,
+                ws: 0
+            }
+        );
+        assert!(config.validate_nodes(3).is_ok());
+        // Every listener is checked, not only the client port.
+        for (key, high) in [
+            (
+                "whatsapp.port",
+                WhatsappConfig {
+                    port: 65_500,
+                    ..WhatsappConfig::default()
+                },
+            ),
+            (
+                "whatsapp.tls_port",
+                WhatsappConfig {
+                    tls_port: 65_500,
+                    ..WhatsappConfig::default()
+                },
+            ),
+            (
+                "whatsapp.ws_port",
+                WhatsappConfig {
+                    ws_port: 65_500,
+                    ..WhatsappConfig::default()
+                },
+            ),
+        ] {
+            assert!(high.validate_nodes(1).is_ok());
+            assert_eq!(high.validate_nodes(2).unwrap_err().key(), key);
+        }
     }
 
     #[test]

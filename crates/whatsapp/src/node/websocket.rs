@@ -9,8 +9,9 @@
 //! Guarantees: the `xmpp` subprotocol is required (an upgrade without it gets
 //! `400 Bad Request`, RFC 7395 §3.1), any other path `404`; the upgrade is bounded
 //! by `handshake_timeout`; messages larger than the stanza limit (plus slack for
-//! the framing) are refused by the WebSocket layer, smaller oversized ones get
-//! `<policy-violation/>`. Deliberately absent: `wss://` (terminate TLS in front),
+//! the framing) are refused by the WebSocket layer with a close frame of status
+//! 1009 (Message Too Big, RFC 6455 §7.4.1) before the connection ends, smaller
+//! oversized ones get `<policy-violation/>`. Deliberately absent: `wss://` (terminate TLS in front),
 //! permessage-deflate, BOSH.
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use super::Shared;
 use super::conn::transport::Transport;
 use super::conn::{self};
-use super::listeners::admit;
+use super::listeners::{admit, serve_or_refuse};
 
 /// Where the XMPP WebSocket endpoint lives (the conventional path, XEP-0156).
 pub const PATH: &str = "/xmpp-websocket";
@@ -41,12 +42,11 @@ pub(super) fn serve(
 ) {
     let shutdown = ctx.shutdown_token();
     serve_tcp(ctx, listener, move |stream, peer| {
-        let accepted = tokio::time::Instant::now();
         let shared = shared.clone();
-        let (slot, admitted) = admit(&live, shared.config.max_connections);
+        let accepted = shared.clock.now();
+        let slot = admit(&live, shared.config.max_connections);
         let shutdown = shutdown.clone();
         async move {
-            let _slot = slot;
             // Room for the largest stanza plus the framing's own namespace
             // declarations; the frame parser enforces the exact limit.
             let max = shared.config.max_stanza_bytes + 4096;
@@ -72,13 +72,7 @@ pub(super) fn serve(
                 Err(_) => return,
             };
             let transport = Transport::websocket(socket, conn::limits(&shared));
-            if admitted {
-                conn::serve_transport(shared, transport, peer, shutdown, accepted).await;
-            } else {
-                metrics::counter!("whatsapp_connections_refused_total").increment(1);
-                conn::refuse_transport(transport, &shared.config.domain, &super::busy_refusal())
-                    .await;
-            }
+            serve_or_refuse(shared, transport, peer, shutdown, accepted, slot).await;
         }
     });
 }

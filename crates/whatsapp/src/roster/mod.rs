@@ -11,7 +11,9 @@
 //! add replay and cleaning for no gain at this write rate.
 //!
 //! Guarantees: every roster holds at most `max_items` items and `max_pending`
-//! pending requests (beyond: [`RosterError::Full`]); changes to one user's roster
+//! pending requests (beyond: [`RosterError::Full`]) and grows to at most
+//! `max_bytes` of JIDs, names, groups and requests (beyond:
+//! [`RosterError::TooLarge`]); changes to one user's roster
 //! are serialised (one writer at a time) and readers see only persisted states;
 //! a file that does not parse or validate is refused with the path named (it is
 //! never silently emptied). Deliberately absent: roster versioning (XEP-0237 /
@@ -109,6 +111,28 @@ pub struct Roster {
     pub pending_in: BTreeMap<String, String>,
 }
 
+impl Roster {
+    /// The bytes of what the user's stanzas put here: contact JIDs, names, groups
+    /// and stored requests (what [`RosterConfig::max_bytes`] bounds).
+    pub fn stored_bytes(&self) -> usize {
+        let items: usize = self
+            .items
+            .iter()
+            .map(|(jid, item)| {
+                jid.len()
+                    + item.name.as_ref().map_or(0, String::len)
+                    + item.groups.iter().map(String::len).sum::<usize>()
+            })
+            .sum();
+        let requests: usize = self
+            .pending_in
+            .iter()
+            .map(|(jid, request)| jid.len() + request.len())
+            .sum();
+        items + requests
+    }
+}
+
 /// Bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RosterConfig {
@@ -118,6 +142,10 @@ pub struct RosterConfig {
     pub max_pending: usize,
     /// Largest stored subscription request, in bytes.
     pub max_request_bytes: usize,
+    /// Most bytes of items (JIDs, names, groups) and stored requests in one
+    /// roster: each change rewrites the whole file and each login sends it whole,
+    /// so the client must not size that work by filling names and groups.
+    pub max_bytes: usize,
 }
 
 impl Default for RosterConfig {
@@ -126,6 +154,7 @@ impl Default for RosterConfig {
             max_items: 1_000,
             max_pending: 256,
             max_request_bytes: 4 * 1024,
+            max_bytes: 512 * 1024,
         }
     }
 }
@@ -135,6 +164,8 @@ impl Default for RosterConfig {
 pub enum RosterError {
     #[error("roster full: at most {0} entries")]
     Full(usize),
+    #[error("roster too large: at most {0} bytes of items and requests")]
+    TooLarge(usize),
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error("roster file {path}: {reason}")]
@@ -253,6 +284,12 @@ impl RosterStore {
         }
         if next.pending_in.len() > self.config.max_pending {
             return Err(RosterError::Full(self.config.max_pending));
+        }
+        // Only a growing roster is refused: one already over (a lowered bound)
+        // can still shrink.
+        let bytes = next.stored_bytes();
+        if bytes > self.config.max_bytes && bytes > current.stored_bytes() {
+            return Err(RosterError::TooLarge(self.config.max_bytes));
         }
         let next = Arc::new(next);
         let (path, owner, snapshot) = (self.path_of(user), user.to_owned(), next.clone());

@@ -80,6 +80,50 @@ async fn bounds_refuse_the_change_and_keep_the_old_roster() {
     assert!(matches!(full, Err(RosterError::Full(1))));
 }
 
+#[tokio::test]
+async fn long_names_and_groups_cannot_grow_a_roster_past_its_byte_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RosterStore::open(dir.path(), RosterConfig::default()).unwrap();
+    // Every item within the per-item limits, yet together past the roster's bound.
+    let fat = || Item {
+        name: Some("n".repeat(MAX_NAME_BYTES)),
+        groups: (0..MAX_GROUPS)
+            .map(|g| format!("{g:04}{}", "g".repeat(MAX_NAME_BYTES - 4)))
+            .collect(),
+        ..Item::default()
+    };
+    assert!(validate_item(&fat()).is_ok());
+    let per_item = fat().groups.iter().map(String::len).sum::<usize>() + MAX_NAME_BYTES;
+    let fits = RosterConfig::default().max_bytes / per_item;
+    let mut refused = None;
+    for n in 0..=fits + 1 {
+        let result = store
+            .update("u@d", |r| {
+                r.items.insert(format!("c{n}@d"), fat());
+                Ok(())
+            })
+            .await;
+        if let Err(error) = result {
+            refused = Some((n, error));
+            break;
+        }
+    }
+    let (n, error) = refused.expect("the byte bound refused a change");
+    assert!(matches!(error, RosterError::TooLarge(_)), "{error:?}");
+    assert!(n <= fits, "refused at item {n}, {fits} fit");
+    let kept = store.get("u@d").await.unwrap();
+    assert_eq!(kept.items.len(), n);
+    assert!(kept.stored_bytes() <= RosterConfig::default().max_bytes);
+    // Shrinking is always allowed.
+    store
+        .update("u@d", |r| {
+            r.items.remove("c0@d");
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
 #[test]
 fn corrupt_or_foreign_files_are_refused_with_the_path() {
     let dir = tempfile::tempdir().unwrap();

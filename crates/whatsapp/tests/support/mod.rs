@@ -18,6 +18,7 @@ use casebook_kit::topology::Topology;
 use casebook_whatsapp::auth::{
     Accounts, AccountsConfig, ScramHash, decode_payload, encode_payload,
 };
+use casebook_whatsapp::client::ScramClient;
 use casebook_whatsapp::node::conn::{BIND_NS, PING_NS, SASL_NS, SM_NS, TLS_NS};
 use casebook_whatsapp::node::stanza::STANZAS_NS;
 use casebook_whatsapp::node::{ChatNode, ChatSettings, WhatsappConfig, domain_dir, tls};
@@ -361,13 +362,14 @@ impl Client {
         self.open().await
     }
 
-    /// Runs SCRAM-SHA-256; `Ok` on success, else the failure condition.
+    /// Runs SCRAM-SHA-256 with the crate's client; `Ok` on success, else the
+    /// failure condition.
     pub async fn scram(&mut self, user: &str, password: &str) -> Result<(), String> {
-        let hash = ScramHash::Sha256;
-        let bare = format!("n={user},r=clientnonce{}", rand::random::<u32>());
+        let mut client = ScramClient::new(ScramHash::Sha256, user, password);
         self.send(&format!(
-            "<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256'>{}</auth>",
-            encode_payload(format!("n,,{bare}").as_bytes())
+            "<auth xmlns='{SASL_NS}' mechanism='{}'>{}</auth>",
+            client.mechanism(),
+            encode_payload(&client.client_first())
         ))
         .await;
         let challenge = self.stanza().await;
@@ -375,34 +377,11 @@ impl Client {
             return Err(condition(&challenge));
         }
         assert!(challenge.is("challenge", SASL_NS), "{challenge:?}");
-        let server_first = String::from_utf8(decode_payload(&challenge.text()).unwrap()).unwrap();
-        let field = |key: &str| {
-            server_first
-                .split(',')
-                .find_map(|p| p.strip_prefix(key))
-                .unwrap()
-                .to_owned()
-        };
-        let (nonce, salt, iterations) = (
-            field("r="),
-            field("s="),
-            field("i=").parse::<u32>().unwrap(),
-        );
-        let salt = decode_payload(&salt).unwrap();
-        let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
-        let client_key = hash.hmac(&salted, &[b"Client Key"]);
-        let stored_key = hash.digest(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{bare},{server_first},{without_proof}");
-        let signature = hash.hmac(&stored_key, &[auth_message.as_bytes()]);
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
+        let server_first = decode_payload(&challenge.text()).unwrap();
+        let client_final = client.client_final(&server_first, None).unwrap();
         self.send(&format!(
             "<response xmlns='{SASL_NS}'>{}</response>",
-            encode_payload(format!("{without_proof},p={}", encode_payload(&proof)).as_bytes())
+            encode_payload(&client_final)
         ))
         .await;
         self.sasl_outcome().await

@@ -43,6 +43,7 @@ pub use sm::SM_NS;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -141,8 +142,10 @@ struct Conn {
     transport: Transport,
     throttle: Throttle,
     /// Accepted at (real time: the handshake deadline counts from here).
-    accepted: tokio::time::Instant,
-    last_input: tokio::time::Instant,
+    /// When the connection was accepted, on the injected clock.
+    accepted: Instant,
+    /// When input last arrived, on the injected clock.
+    last_input: Instant,
     conn_id: u64,
     kick: CancellationToken,
     tx: mpsc::Sender<Outbound>,
@@ -191,14 +194,8 @@ pub(crate) async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let transport = Transport::tcp(stream, limits(&shared));
-    serve_transport(
-        shared,
-        transport,
-        peer,
-        shutdown,
-        tokio::time::Instant::now(),
-    )
-    .await;
+    let accepted = shared.clock.now();
+    serve_transport(shared, transport, peer, shutdown, accepted).await;
 }
 
 /// The parser limits of this node's connections.
@@ -209,14 +206,14 @@ pub(crate) fn limits(shared: &Shared) -> Limits {
     }
 }
 
-/// Serves one connection, over any transport, until it ends; `accepted` starts the
-/// handshake deadline.
+/// Serves one connection, over any transport, until it ends; `accepted` (on the
+/// injected clock) starts the handshake deadline.
 pub(crate) async fn serve_transport(
     shared: Arc<Shared>,
     transport: Transport,
     peer: SocketAddr,
     shutdown: CancellationToken,
-    accepted: tokio::time::Instant,
+    accepted: Instant,
 ) {
     let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
     let config = &shared.config;
@@ -281,11 +278,21 @@ impl Conn {
     /// hundred bytes plus `Conn`), not the largest handler's (kilobytes), and an
     /// idle session holds only that.
     async fn run(&mut self, shutdown: CancellationToken) -> End {
-        // Re-armed only when it fires early (input moved the idle deadline), so a
-        // busy connection does not touch the timer wheel per read.
-        let timer = tokio::time::sleep_until(self.deadline());
+        // Deadlines are on the injected clock; the timer only wakes the loop when
+        // the clock's deadline is due if the clock runs in real time. It is
+        // re-armed only when it fires early (input moved the idle deadline), so a
+        // busy connection does not touch the timer wheel per read. Every turn
+        // checks the deadline too, so on a manual clock any event after the
+        // deadline (input included) ends the connection.
+        let timer = tokio::time::sleep(self.until_deadline());
         tokio::pin!(timer);
         loop {
+            if self.timed_out() {
+                return match Box::pin(self.time_out()).await {
+                    Err(Gone(end)) => end,
+                    Ok(()) => End::StreamError,
+                };
+            }
             let pause = self.throttle.pause();
             let result = tokio::select! {
                 biased;
@@ -295,14 +302,12 @@ impl Conn {
                     return End::Shutdown;
                 }
                 () = &mut timer => {
-                    let deadline = self.deadline();
-                    if deadline <= tokio::time::Instant::now() {
-                        metrics::counter!("whatsapp_connection_timeouts_total").increment(1);
-                        Box::pin(self.stream_fail("connection-timeout")).await
-                    } else {
-                        timer.as_mut().reset(deadline);
-                        Ok(())
+                    if !self.timed_out() {
+                        timer
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + self.until_deadline());
                     }
+                    Ok(())
                 }
                 Some(done) = self.stores.next(), if !self.stores.is_empty() => {
                     Box::pin(self.store_done(done)).await
@@ -314,8 +319,11 @@ impl Conn {
                 // No read buffer is held while waiting (`Transport::read`).
                 read = self.transport.read(), if pause.is_none() => match read {
                     Ok(0) | Err(_) => return End::PeerClosed,
+                    // Input after the deadline is too late: the loop's check
+                    // ends the connection before it is read.
+                    Ok(_) if self.timed_out() => Ok(()),
                     Ok(n) => {
-                        self.last_input = tokio::time::Instant::now();
+                        self.last_input = self.shared.clock.now();
                         self.throttle.bytes(n);
                         Box::pin(self.input()).await
                     }
@@ -331,15 +339,31 @@ impl Conn {
         }
     }
 
-    /// When the connection times out: the handshake deadline until a session is
-    /// bound, the idle deadline always.
-    fn deadline(&self) -> tokio::time::Instant {
+    /// When the connection times out, on the injected clock: the handshake
+    /// deadline until a session is bound, the idle deadline always.
+    fn deadline(&self) -> Instant {
         let idle = self.last_input + self.shared.config.idle_timeout;
         if self.bound.is_some() {
             idle
         } else {
             idle.min(self.accepted + self.shared.config.handshake_timeout)
         }
+    }
+
+    fn timed_out(&self) -> bool {
+        self.shared.clock.now() >= self.deadline()
+    }
+
+    /// Clock time left until the deadline.
+    fn until_deadline(&self) -> Duration {
+        self.deadline()
+            .saturating_duration_since(self.shared.clock.now())
+    }
+
+    /// Ends the connection with `<connection-timeout/>`.
+    async fn time_out(&mut self) -> Result<(), Gone> {
+        metrics::counter!("whatsapp_connection_timeouts_total").increment(1);
+        self.stream_fail("connection-timeout").await
     }
 
     /// Handles what routing queued for this session.

@@ -280,8 +280,7 @@ impl Conn {
             .await?;
         let acceptor = tokio_rustls::TlsAcceptor::from(self.shared.domain.tls.clone());
         // What is left of the handshake deadline, not a fresh one.
-        let within = (self.accepted + self.shared.config.handshake_timeout)
-            .saturating_duration_since(tokio::time::Instant::now());
+        let within = self.until_deadline();
         match self.transport.starttls(acceptor, within).await {
             Ok(()) => {
                 self.stage = Stage::Header;

@@ -7,7 +7,7 @@
 //! (no server-to-server yet: subscriptions to other domains are refused).
 
 use super::*;
-use crate::roster::{Item, Roster, RosterError, validate_contact, validate_item};
+use crate::roster::{Item, MAX_GROUPS, Roster, RosterError, validate_contact, validate_item};
 
 /// RFC 6121 roster namespace.
 pub const ROSTER_NS: &str = "jabber:iq:roster";
@@ -78,7 +78,7 @@ pub(super) async fn change_item(
 pub(super) fn roster_error_condition(error: &RosterError) -> (&'static str, &'static str) {
     match error {
         // RFC 6121 §2.1.6 / §2.3.3: over the roster quota.
-        RosterError::Full(_) => ("modify", "not-acceptable"),
+        RosterError::Full(_) | RosterError::TooLarge(_) => ("modify", "not-acceptable"),
         RosterError::Invalid { .. } => ("modify", "bad-request"),
         RosterError::Corrupt { .. } | RosterError::Io { .. } => ("wait", "internal-server-error"),
     }
@@ -137,6 +137,9 @@ impl Conn {
             if !group.is("group", ROSTER_NS) || !groups.insert(group.text()) {
                 // Unknown children or a duplicate group (§2.3.3).
                 return self.bounce(&element, "modify", "bad-request").await;
+            }
+            if groups.len() > MAX_GROUPS {
+                return self.bounce(&element, "modify", "not-acceptable").await;
             }
         }
         let fields = Item {

@@ -149,6 +149,17 @@ struct Sent {
     stored: Option<MessageKey>,
 }
 
+/// What the offline flush does with one stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FlushTurn {
+    /// Send it.
+    Send,
+    /// Already sent and not acknowledged: not again.
+    InFlight,
+    /// Half the unacked bound is in flight: stop until acks make room.
+    Paused,
+}
+
 /// One session's stream management state.
 #[derive(Debug)]
 pub(crate) struct Sm {
@@ -177,6 +188,19 @@ impl Sm {
     /// keeps the other half).
     fn flush_room(&self) -> bool {
         self.unacked.len() < self.max_unacked / 2
+    }
+
+    /// Whether the offline flush may send the stored message `key` now; a full
+    /// window pauses the flush until acks make room.
+    pub(super) fn flush_turn(&mut self, key: &MessageKey) -> FlushTurn {
+        if self.in_flight.contains(key) {
+            FlushTurn::InFlight
+        } else if self.flush_room() {
+            FlushTurn::Send
+        } else {
+            self.flush_paused = true;
+            FlushTurn::Paused
+        }
     }
 }
 
@@ -493,7 +517,7 @@ impl Conn {
     }
 
     /// Marks the stanza just written as the stored message `key`.
-    fn sm_mark_stored(&mut self, key: MessageKey) {
+    pub(super) fn sm_mark_stored(&mut self, key: MessageKey) {
         if let Some(sm) = self.sm.as_mut()
             && let Some(last) = sm.unacked.back_mut()
         {
@@ -669,56 +693,6 @@ impl Conn {
         // it was being stored picks it up now.
         router.nudge_offline(&bare);
         Ok(())
-    }
-
-    /// The offline flush of a stream-managed session: messages stay in the store
-    /// until the client acknowledges them; at most half the unacked bound in flight.
-    pub(super) async fn flush_offline_acked(&mut self, bare: &str) -> Result<(), Gone> {
-        let limits = Limits {
-            max_stanza_bytes: self.shared.config.max_stanza_bytes + 4096,
-            ..Limits::default()
-        };
-        let parser = FramedParser::new(limits);
-        let mut after = None;
-        loop {
-            let batch = self
-                .shared
-                .domain
-                .offline
-                .pending_after(bare, after, OFFLINE_BATCH);
-            if batch.is_empty() {
-                return Ok(());
-            }
-            for message in batch {
-                after = Some(message.seq);
-                let key = MessageKey {
-                    sender: message.sender.clone(),
-                    id: message.id.clone(),
-                };
-                let Some(sm) = self.sm.as_mut() else {
-                    return Ok(());
-                };
-                if sm.in_flight.contains(&key) {
-                    continue;
-                }
-                if !sm.flush_room() {
-                    sm.flush_paused = true;
-                    return Ok(());
-                }
-                let Ok(Frame::Stanza(mut stanza)) = parser.parse(&message.payload) else {
-                    tracing::warn!(seq = message.seq.0, "unreadable offline payload skipped");
-                    continue;
-                };
-                stanza.push_child(
-                    Element::new("delay", DELAY_NS)
-                        .with_attr("from", self.shared.config.domain.clone())
-                        .with_attr("stamp", xep0082_stamp(message.stamp_ms)),
-                );
-                self.write(&write_stanza(&stanza)).await?;
-                self.sm_mark_stored(key);
-                metrics::counter!("whatsapp_offline_delivered_total").increment(1);
-            }
-        }
     }
 
     /// An element of the `urn:xmpp:sm:3` namespace.

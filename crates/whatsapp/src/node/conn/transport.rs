@@ -29,7 +29,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use crate::xml::{
     Frame, FramedParser, Limits, STREAMS_NS, StreamErrorCondition, StreamEvent, StreamParser,
@@ -197,6 +199,17 @@ impl Transport {
             Transport::Ws(ws) => loop {
                 let message = match ws.socket.next().await {
                     None => return Ok(0),
+                    Some(Err(WsError::Capacity(too_big))) => {
+                        // RFC 6455 §7.4.1: 1009 tells the client why, instead of
+                        // a bare reset; the unread rest of the frame is discarded
+                        // with the connection.
+                        let close = CloseFrame {
+                            code: CloseCode::Size,
+                            reason: "message larger than the stanza limit".into(),
+                        };
+                        let _ = ws.socket.send(Message::Close(Some(close))).await;
+                        return Err(io::Error::other(too_big));
+                    }
                     Some(Err(error)) => return Err(io::Error::other(error)),
                     Some(Ok(message)) => message,
                 };
