@@ -48,15 +48,6 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
         config.data_dir.clone(),
         clock.clone(),
     );
-    let control = Arc::new(ControlPlane::new(
-        platform.downgrade(),
-        ControlSettings {
-            topology: config.topology.clone(),
-            discovery: config.discovery.clone(),
-            metrics_store: config.metrics_store.clone(),
-            drain: config.shutdown.drain_timeout,
-        },
-    ));
     let resolver = Arc::new(Resolver::detached(clock));
     let env = CaseEnv {
         topology: config.topology.clone(),

@@ -26,9 +26,9 @@ pub const CASE: &str = "uber";
 /// The Uber case as `[uber]` configures it.
 pub fn case(config: &UberConfig, env: &CaseEnv) -> Result<Case, ConfigError> {
     let regions = env.topology.region_names();
-    let uber = Arc::new(
-        UberService::regional_from_config(config, &regions, env.host).map_err(|e| split_key(&e))?,
-    );
+    let uber = Arc::new(UberService::regional_from_config(
+        config, &regions, env.host,
+    )?);
     // The RESP port's live key reads the index of the replica in the RESP port's
     // own region: the first, where it is placed.
     let engine_of = Arc::downgrade(&uber);
@@ -75,12 +75,4 @@ pub fn case(config: &UberConfig, env: &CaseEnv) -> Result<Case, ConfigError> {
             },
         ],
     })
-}
-
-/// A `"uber.key: message"` validation text as a typed error.
-fn split_key(text: &str) -> ConfigError {
-    match text.split_once(": ") {
-        Some((key, message)) => ConfigError::new(key, message),
-        None => ConfigError::new("uber", text),
-    }
 }

@@ -95,14 +95,15 @@ impl Limits {
 }
 
 /// Checks the `[uber] resp_*` limit keys; the error names the dotted key.
-pub fn validate_config(config: &crate::config::UberConfig) -> Result<(), String> {
+pub fn validate_config(
+    config: &crate::config::UberConfig,
+) -> Result<(), casebook_kit::config::ConfigError> {
     use casebook_kit::config::ConfigError;
     if !(1024..=MAX_REQUEST_BYTES_CEILING).contains(&config.resp_max_request_bytes) {
         return Err(ConfigError::new(
             "uber.resp_max_request_bytes",
             format!("must be in 1024..={MAX_REQUEST_BYTES_CEILING} (Redis's proto-max-bulk-len)"),
-        )
-        .to_string());
+        ));
     }
     if config.resp_buffer_budget_bytes / 2 < config.resp_max_request_bytes {
         return Err(ConfigError::new(
@@ -111,8 +112,7 @@ pub fn validate_config(config: &crate::config::UberConfig) -> Result<(), String>
                 "must be at least twice resp_max_request_bytes ({}), so a request of that size can be buffered with room to spare",
                 config.resp_max_request_bytes
             ),
-        )
-        .to_string());
+        ));
     }
     Ok(())
 }
@@ -211,14 +211,11 @@ mod tests {
         assert_eq!(validate_config(&config), Ok(()));
         config.resp_max_request_bytes = 1024 * 1024 * 1024;
         let error = validate_config(&config).unwrap_err();
-        assert!(error.starts_with("uber.resp_max_request_bytes"), "{error}");
+        assert_eq!(error.key(), "uber.resp_max_request_bytes", "{error}");
         config.resp_max_request_bytes = 8 * 1024 * 1024;
         config.resp_buffer_budget_bytes = 1024 * 1024;
         let error = validate_config(&config).unwrap_err();
-        assert!(
-            error.starts_with("uber.resp_buffer_budget_bytes"),
-            "{error}"
-        );
+        assert_eq!(error.key(), "uber.resp_buffer_budget_bytes", "{error}");
         config.resp_idle_timeout = Duration::ZERO;
         config.resp_buffer_budget_bytes = 16 * 1024 * 1024;
         assert_eq!(Limits::from_config(&config).idle_timeout, None);
