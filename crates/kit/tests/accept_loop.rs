@@ -88,6 +88,41 @@ impl ServiceFactory for RawService {
 }
 
 /// The platform, the instance's address, and its data directory (removed on drop).
+/// A raw TCP protocol whose connection setup (on the accept loop itself) panics for
+/// the first connection, then answers `pong` once.
+#[derive(Debug)]
+struct SetupPanicService;
+
+impl ServiceFactory for SetupPanicService {
+    fn name(&self) -> &str {
+        "setup"
+    }
+
+    fn start<'a>(
+        &'a self,
+        ctx: &'a InstanceContext,
+    ) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
+        Box::pin(async move {
+            let listener = ctx.bind(ctx.listen_addr()).await?;
+            let address = listener.local_addr().map_err(anyhow::Error::from)?;
+            let mut accepted = 0;
+            serve_tcp_with(
+                ctx,
+                listener,
+                AcceptOptions::UNBOUNDED,
+                move |mut stream, _peer| {
+                    accepted += 1;
+                    assert_ne!(accepted, 1, "a setup bug");
+                    async move {
+                        let _ = stream.write_all(b"pong").await;
+                    }
+                },
+            );
+            Ok(address)
+        })
+    }
+}
+
 async fn start(
     factory: Arc<dyn ServiceFactory>,
     id: &str,
@@ -290,4 +325,19 @@ async fn an_idle_http_connection_is_closed_after_the_header_read_timeout() {
     let mut silent = TcpStream::connect(address).await.unwrap();
     read_until_closed(&mut kept_alive).await;
     read_until_closed(&mut silent).await;
+}
+
+#[tokio::test]
+async fn a_panic_while_setting_up_a_connection_keeps_the_accept_loop_alive() {
+    let (_platform, address, _dir) = start(
+        Arc::new(SetupPanicService),
+        "setup-panic",
+        ListenerLimits::default(),
+    )
+    .await;
+    let mut doomed = TcpStream::connect(address).await.unwrap();
+    assert!(read_until_closed(&mut doomed).await.is_empty());
+    let mut next = TcpStream::connect(address).await.unwrap();
+    assert_eq!(read_until_closed(&mut next).await, b"pong");
+    assert_eq!(counter("connection_panics_total", "setup-panic"), 1);
 }

@@ -384,10 +384,16 @@ async fn live_instances_of_a_service_in_a_zone_hold_distinct_slots_and_a_kill_fr
         view(&platform, &b.instance_id).data_dir
     );
 
+    std::fs::write(view(&platform, &a.instance_id).data_dir.join("mark"), b"a").unwrap();
     assert!(platform.kill(&a.instance_id).await);
     let c = platform.start(spec("127.0.0.1:0")).await.unwrap();
-    // The lowest free slot: the killed instance's, not a third one.
-    assert_eq!(view(&platform, &c.instance_id).slot.ordinal, 0);
+    // The lowest free slot: the killed instance's (with its data), not a third one.
+    let replacement = view(&platform, &c.instance_id);
+    assert_eq!(replacement.slot.ordinal, 0);
+    assert_eq!(
+        std::fs::read(replacement.data_dir.join("mark")).unwrap(),
+        b"a"
+    );
     let d = platform.start(spec("127.0.0.1:0")).await.unwrap();
     assert_eq!(view(&platform, &d.instance_id).slot.ordinal, 2);
 }

@@ -13,8 +13,25 @@
 //!   its sockets, as SIGKILL would close a process's; the registration is not
 //!   cancelled, so its lease expires in discovery as a crashed instance's would.
 //!
-//! Durable data belongs to a placement slot (service, region, zone, ordinal), not
-//! to an instance id: see [`Slot`] and the `slots` module docs.
+//! Guarantees beyond the life cycle (the full rules are in the docs of
+//! `runtime/slots.rs` and `runtime/http.rs`):
+//!
+//! - **Data belongs to a placement slot**, not to an instance id: an instance's
+//!   [`InstanceContext::data_dir`] is `<data>/<service>/<region>/<zone>/<ordinal>`
+//!   ([`Slot`]), the lowest ordinal of its service in its zone that no instance holds,
+//!   so an instance started in place of an ended one takes over its data. At most one
+//!   live instance holds a slot, across processes too (an exclusive lock on
+//!   `.slot.lock` in the slot). Directories of the layout before slots are adopted
+//!   (renamed, logged); other strays are reported at WARN and by
+//!   [`Platform::orphaned_data`], never deleted.
+//! - **A panic is contained to its connection**: [`serve_tcp`] and [`serve_http`]
+//!   catch it, close that connection, log it at ERROR with the instance and peer,
+//!   count it (`connection_panics_total`) and keep accepting.
+//! - **Connections are bounded per listener** ([`ListenerLimits`], default 4,096,
+//!   per service via [`Platform::set_listener_limits`]): past the limit a connection
+//!   is accepted and closed (HTTP: a best-effort `503`, `Connection: close`) and
+//!   counted (`connections_refused_total`); an idle HTTP connection is closed after
+//!   [`ListenerLimits::header_read_timeout`] (default 30 s).
 //!
 //! Services plug in through [`ServiceFactory`]; discovery plugs in through
 //! [`Registrar`]. The runtime knows neither discovery's protocol nor any case.
