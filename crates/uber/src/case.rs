@@ -26,9 +26,10 @@ pub const CASE: &str = "uber";
 /// The Uber case as `[uber]` configures it.
 pub fn case(config: &UberConfig, env: &CaseEnv) -> Result<Case, ConfigError> {
     let regions = env.topology.region_names();
-    let uber = Arc::new(UberService::regional_from_config(
-        config, &regions, env.host,
-    )?);
+    let uber = Arc::new(
+        UberService::regional_from_config(config, &regions, env.host)?
+            .with_resolver(env.resolver.clone()),
+    );
     // The RESP port's live key reads the index of the replica in the RESP port's
     // own region: the first, where it is placed.
     let engine_of = Arc::downgrade(&uber);

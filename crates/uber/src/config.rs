@@ -24,9 +24,6 @@ pub struct UberConfig {
     pub http_port: u16,
     /// The surge pricing service's port (`uber-pricing`): signals, multipliers, quotes.
     pub pricing_port: u16,
-    /// Where the `uber` service finds pricing (`casebook up` passes the address
-    /// of the instance it started instead).
-    pub pricing_url: String,
     /// Most updates in one `POST /v1/locations` (more: 413).
     pub max_location_batch: usize,
     /// The city trips are recorded in.
@@ -81,7 +78,6 @@ impl Default for UberConfig {
             resp_live_key: "drivers".to_owned(),
             http_port: 8090,
             pricing_port: 8091,
-            pricing_url: "http://127.0.0.1:8091".to_owned(),
             max_location_batch: 10_000,
             city: "sf".to_owned(),
             driver_stale: Duration::from_secs(30),
@@ -146,15 +142,6 @@ impl UberConfig {
             return Err(ConfigError::new(
                 "uber.max_clock_skew",
                 "must be at most 1day",
-            ));
-        }
-        if !(self.pricing_url.starts_with("http://") || self.pricing_url.starts_with("https://")) {
-            return Err(ConfigError::new(
-                "uber.pricing_url",
-                format!(
-                    "must start with http:// or https://, got {:?}",
-                    self.pricing_url
-                ),
             ));
         }
         if self.http_port != 0 && self.http_port == self.resp_port {

@@ -43,7 +43,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::index::{DriverId, LatLng};
-use crate::pricing::client::FALLBACK_MULTIPLIER;
+use crate::pricing::client::{FALLBACK_MULTIPLIER, PricingTarget};
 use crate::pricing::quote::expiry_ms;
 use crate::pricing::{
     MAX_BATCH_LIMIT, PricingClient, PricingClientConfig, PricingError, Quote, Signal, SurgeConfig,
@@ -52,9 +52,10 @@ use crate::pricing::{
 /// How the API talks to pricing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PriceWireConfig {
-    /// The service's base URL (`http://127.0.0.1:8091`); `None`: no pricing
-    /// service, every quote is the flat fallback and no signal is sent.
-    pub url: Option<String>,
+    /// Where the service is: a base URL (`http://127.0.0.1:8091`) or found through
+    /// discovery; `None`: no pricing service, every quote is the flat fallback and
+    /// no signal is sent.
+    pub target: Option<PricingTarget>,
     /// The client's stack, tariff and fallback.
     pub client: PricingClientConfig,
     /// Most signals waiting to be sent; more are dropped and counted.
@@ -72,7 +73,7 @@ pub struct PriceWireConfig {
 impl Default for PriceWireConfig {
     fn default() -> Self {
         Self {
-            url: None,
+            target: None,
             client: PricingClientConfig::default(),
             queue_capacity: 100_000,
             batch: 5_000,
@@ -86,7 +87,7 @@ impl Default for PriceWireConfig {
 impl PriceWireConfig {
     /// Checks every bound; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(url) = &self.url
+        if let Some(PricingTarget::Url(url)) = &self.target
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return Err(format!(
@@ -152,11 +153,11 @@ impl PriceWire {
     pub fn new(config: PriceWireConfig, clock: SharedClock) -> Result<Arc<Self>, String> {
         config.validate()?;
         let client = config
-            .url
-            .as_deref()
-            .map(|url| {
-                PricingClient::with_registry(
-                    url,
+            .target
+            .as_ref()
+            .map(|target| {
+                PricingClient::to_target(
+                    target,
                     config.client.clone(),
                     BreakerRegistry::new(clock.clone()),
                 )
@@ -380,7 +381,7 @@ mod tests {
     fn wire(config: PriceWireConfig, clock: &ManualClock) -> Arc<PriceWire> {
         PriceWire::new(
             PriceWireConfig {
-                url: Some("http://127.0.0.1:9".into()),
+                target: Some(PricingTarget::Url("http://127.0.0.1:9".into())),
                 ..config
             },
             clock.shared(),
@@ -472,7 +473,7 @@ mod tests {
     #[test]
     fn bad_config_names_the_field() {
         let err = PriceWireConfig {
-            url: Some("127.0.0.1:8091".into()),
+            target: Some(PricingTarget::Url("127.0.0.1:8091".into())),
             ..PriceWireConfig::default()
         }
         .validate()

@@ -12,10 +12,11 @@
 //! trip events to the bus, and the sender of pricing signals
 //! ([`crate::pricewire::PriceWire::run`]).
 //!
-//! Pricing is found at a URL: `[uber] pricing_url` (default
-//! `http://127.0.0.1:8091`), or the one handed over with
-//! [`UberService::set_pricing_url`] before a start — `casebook up` starts pricing
-//! first and passes its real address (its port may be 0). The decisions are all on the injected clock inside the
+//! Pricing is found through discovery ([`UberService::with_resolver`]): each
+//! replica quotes the nearest `UP` instance of `uber-pricing` as seen from its own
+//! zone, so the same code works in one process (`casebook up`) and as separate
+//! processes (`casebook serve`). Tests may pin a URL instead
+//! ([`UberService::set_pricing_url`]). The decisions are all on the injected clock inside the
 //! engines; the tokio intervals only set how often they are asked.
 //!
 //! # Regions
@@ -47,8 +48,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use casebook_kit::resolve::Resolver;
+use casebook_kit::topology::Placement;
+
 use crate::api::{ApiConfig, Engine, router};
 use crate::config::{GOSSIP_PORT_STRIDE, UberConfig};
+use crate::pricing::PricingTarget;
 use crate::region::{GossipConfig, RegionMap, Regional, Replica, Transport};
 
 /// How often a replica's gossip timers and queues are stepped (the decisions
@@ -85,8 +90,10 @@ pub struct UberService {
     /// The engine of the instance started last, while it runs (tests and tools
     /// look inside; holding it does not keep a stopped instance's stores open).
     last: Mutex<Weak<Engine>>,
-    /// Where the next start finds pricing (overrides `config.pricing.url`).
+    /// A pinned pricing URL for the next start (wins over discovery).
     pricing_url: Mutex<Option<String>>,
+    /// How instances find pricing through discovery.
+    resolver: Option<Arc<Resolver>>,
     /// Regional replicas, when set.
     regions: Option<RegionSetup>,
     /// The gossip address and engine of each region's replica started here.
@@ -118,13 +125,24 @@ fn seeds_of(setup: &RegionSetup, index: usize, registry: &Registry) -> Vec<Socke
 
 impl UberService {
     pub fn new(config: ApiConfig) -> Self {
+        let pinned = match &config.pricing.target {
+            Some(PricingTarget::Url(url)) => Some(url.clone()),
+            _ => None,
+        };
         Self {
-            pricing_url: Mutex::new(config.pricing.url.clone()),
+            pricing_url: Mutex::new(pinned),
+            resolver: None,
             config,
             last: Mutex::new(Weak::new()),
             regions: None,
             replicas: Arc::new(Mutex::new(BTreeMap::new())),
         }
+    }
+
+    /// Finds pricing through discovery from each instance's placement.
+    pub fn with_resolver(mut self, resolver: Arc<Resolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
     }
 
     /// Makes every instance its region's replica.
@@ -246,11 +264,11 @@ impl UberService {
         api.index.stale_after = config.driver_stale;
         api.index.max_clock_skew = config.max_clock_skew;
         api.snapshot_every = config.location_snapshot;
-        api.pricing.url = Some(config.pricing_url.clone());
         Self::new(api)
     }
 
-    /// The pricing service the next start calls (a running instance keeps its own).
+    /// Pins the pricing service the next start calls, instead of discovery (a
+    /// running instance keeps its own).
     pub fn set_pricing_url(&self, url: impl Into<String>) {
         *self.pricing_url.lock() = Some(url.into());
     }
@@ -280,7 +298,20 @@ impl ServiceFactory for UberService {
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
             let dir = ctx.data_dir().to_path_buf();
             let mut config = self.config.clone();
-            config.pricing.url = self.pricing_url();
+            config.pricing.target = match (self.pricing_url(), &self.resolver) {
+                (Some(url), _) => Some(PricingTarget::Url(url)),
+                (None, Some(resolver)) => {
+                    let info = ctx.info();
+                    Some(PricingTarget::Discovered {
+                        resolver: resolver.clone(),
+                        near: Placement {
+                            region: info.region,
+                            zone: info.zone,
+                        },
+                    })
+                }
+                (None, None) => None,
+            };
             let clock = ctx.clock().clone();
             // Opening replays the trip store: file I/O, off the async workers.
             let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, config, clock))

@@ -423,3 +423,58 @@ async fn bad_requests_get_precise_errors() {
         .unwrap();
     assert_eq!(response.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
+
+/// Discovery as a test controls it: the instances registered right now.
+struct Registered(parking_lot::Mutex<Vec<(SocketAddr, casebook_kit::topology::Placement)>>);
+
+impl casebook_kit::resolve::InstanceSource for Registered {
+    fn nearest(
+        &self,
+        _service: &str,
+        _near: &casebook_kit::topology::Placement,
+    ) -> casebook_kit::runtime::BoxFuture<
+        '_,
+        Result<
+            Vec<(SocketAddr, casebook_kit::topology::Placement)>,
+            casebook_kit::discovery::DiscoveryError,
+        >,
+    > {
+        let registered = self.0.lock().clone();
+        Box::pin(async move { Ok(registered) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_finds_pricing_through_discovery_and_falls_back_while_none_is_registered() {
+    use casebook_kit::resolve::Resolver;
+    use casebook_uber::pricing::PricingTarget;
+
+    let clock = ManualClock::new();
+    let pricing = Pricing::start(PricingConfig::default(), &clock).await;
+    let registered = Arc::new(Registered(parking_lot::Mutex::new(Vec::new())));
+    let resolver = Arc::new(Resolver::detached(clock.shared()));
+    resolver.attach(registered.clone());
+    let near = Topology::uniform(&["r1"], 1).spread(0);
+    let mut config = PricingClientConfig::default();
+    config.resilience.timeout.default = Duration::from_secs(5);
+    let client = PricingClient::to_target(
+        &PricingTarget::Discovered {
+            resolver,
+            near: near.clone(),
+        },
+        config,
+        BreakerRegistry::new(clock.shared()),
+    )
+    .unwrap();
+
+    // Nothing registered yet: the honest fallback, counted as unresolved.
+    let before = client.multiplier(cold()).await;
+    assert!(before.fallback, "{before:?}");
+    assert_eq!(client.stats().fallback_causes.get("unresolved"), Some(&1));
+
+    // Registered: the service itself answers, found through discovery.
+    *registered.0.lock() = vec![(pricing.addr, near)];
+    let after = client.multiplier(cold()).await;
+    assert_eq!((after.multiplier, after.fallback), (1.0, false));
+    assert_eq!(client.stats().answered, 1);
+}

@@ -21,9 +21,14 @@
 //!   retried (a retry after a lost answer would count them twice) and have no
 //!   fallback: losing a batch of signals only makes surge lag.
 //!
-//! Deliberately absent: resolving the service through discovery and balancing
-//! between instances (the client takes a base URL), caching multipliers (a
-//! stale multiplier is a wrong price; the fallback is the honest answer).
+//! - **where**: a fixed base URL ([`PricingTarget::Url`]), or — what the platform
+//!   uses — the nearest `UP` instance of `uber-pricing` resolved through discovery
+//!   on every call ([`PricingTarget::Discovered`]; the kit's resolver caches the
+//!   answer for a few seconds, so a moved or restarted service is found again). An
+//!   unresolvable service is a failure like a refused connection: the fallback.
+//!
+//! Deliberately absent: caching multipliers (a stale multiplier is a wrong price;
+//! the fallback is the honest answer).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +49,39 @@ use super::quote::{Quote, Tariff, expiry_ms};
 use super::surge::{CellSurge, Signal, SignalReport, SurgeConfig};
 use super::{QuoteRequest, SignalsRequest, WireSignal};
 use crate::index::LatLng;
+use casebook_kit::resolve::Resolver;
+use casebook_kit::topology::Placement;
+
+/// Where the client finds the pricing service.
+#[derive(Debug, Clone)]
+pub enum PricingTarget {
+    /// A fixed base URL, e.g. `http://127.0.0.1:8091`.
+    Url(String),
+    /// The nearest `UP` instance of `uber-pricing` as seen from `near`.
+    Discovered {
+        resolver: Arc<Resolver>,
+        near: Placement,
+    },
+}
+
+impl PartialEq for PricingTarget {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Url(a), Self::Url(b)) => a == b,
+            (
+                Self::Discovered {
+                    resolver: a,
+                    near: x,
+                },
+                Self::Discovered {
+                    resolver: b,
+                    near: y,
+                },
+            ) => Arc::ptr_eq(a, b) && x == y,
+            _ => false,
+        }
+    }
+}
 
 /// The dependency name: the breaker's, the bulkhead's and the metrics' label.
 pub const DEPENDENCY: &str = "pricing";
@@ -132,6 +170,9 @@ struct Counters {
 #[derive(Debug, Clone)]
 pub struct PricingClient {
     http: ResilientClient,
+    /// Set when the service is found through discovery (requests then carry an
+    /// absolute URI); `None`: relative paths go to the stack's base URL.
+    discovered: Option<(Arc<Resolver>, Placement)>,
     config: Arc<PricingClientConfig>,
     clock: SharedClock,
     counters: Arc<Counters>,
@@ -159,10 +200,34 @@ impl PricingClient {
         Self::with_registry(base_url, config, BreakerRegistry::global().clone())
     }
 
+    /// A client of the service wherever `target` says, its breaker in `registry`.
+    pub fn to_target(
+        target: &PricingTarget,
+        config: PricingClientConfig,
+        registry: BreakerRegistry,
+    ) -> Result<Self, String> {
+        match target {
+            PricingTarget::Url(url) => Self::with_registry(url, config, registry),
+            PricingTarget::Discovered { resolver, near } => {
+                let mut client = Self::build(None, config, registry)?;
+                client.discovered = Some((resolver.clone(), near.clone()));
+                Ok(client)
+            }
+        }
+    }
+
     /// A client whose breaker lives in `registry` and whose stack runs on the
     /// registry's clock (tests use a `ManualClock` to step the breaker).
     pub fn with_registry(
         base_url: &str,
+        config: PricingClientConfig,
+        registry: BreakerRegistry,
+    ) -> Result<Self, String> {
+        Self::build(Some(base_url), config, registry)
+    }
+
+    fn build(
+        base_url: Option<&str>,
         config: PricingClientConfig,
         registry: BreakerRegistry,
     ) -> Result<Self, String> {
@@ -184,10 +249,11 @@ impl PricingClient {
         }
         let builder = StackBuilder::new(DEPENDENCY, config.resilience.clone()).registry(registry);
         let clock = builder.clock();
-        let http = ResilientClient::with_builder(builder, Some(base_url))
+        let http = ResilientClient::with_builder(builder, base_url)
             .map_err(|e| format!("pricing_client.resilience.{}: {}", e.field, e.reason))?;
         Ok(Self {
             http,
+            discovered: None,
             config: Arc::new(config),
             clock,
             counters: Arc::default(),
@@ -331,9 +397,16 @@ impl PricingClient {
             Ok(bytes) => bytes.map(Bytes::from).unwrap_or_default(),
             Err(e) => return Outcome::Failed("other", e.to_string()),
         };
+        let uri = match &self.discovered {
+            None => path.to_owned(),
+            Some((resolver, near)) => match resolver.resolve(super::PRICING_SERVICE, near).await {
+                Ok(address) => format!("http://{address}{path}"),
+                Err(e) => return Outcome::Failed("unresolved", e.to_string()),
+            },
+        };
         let mut request = match http::Request::builder()
             .method(method.clone())
-            .uri(path)
+            .uri(uri)
             .header(header::CONTENT_TYPE, "application/json")
             .body(bytes)
         {
@@ -346,7 +419,13 @@ impl PricingClient {
         }
         let response = match self.http.send(request).await {
             Ok(response) => response,
-            Err(err) => return Outcome::Failed(cause_of(&err), err.to_string()),
+            Err(err) => {
+                // The instance we were given may be gone: ask discovery next time.
+                if let Some((resolver, _)) = &self.discovered {
+                    resolver.forget(super::PRICING_SERVICE);
+                }
+                return Outcome::Failed(cause_of(&err), err.to_string());
+            }
         };
         let status = response.status();
         if status.is_client_error() {

@@ -32,7 +32,7 @@ use casebook_kit::api::ApiError;
 use serde::{Deserialize, Serialize};
 
 pub use client::{
-    Multiplier, PricingClient, PricingClientConfig, PricingClientStats, PricingError,
+    Multiplier, PricingClient, PricingClientConfig, PricingClientStats, PricingError, PricingTarget,
 };
 pub use quote::{Pricing, Quote, QuoteError, Tariff};
 pub use service::{PRICING_SERVICE, PricingService};
