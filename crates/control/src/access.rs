@@ -136,9 +136,17 @@ pub fn token_path(data_dir: &Path) -> PathBuf {
     data_dir.join(TOKEN_FILE)
 }
 
-/// The token in `data_dir`, if the file exists.
+/// The token in `data_dir`, if the file exists. A file others may read is used, with
+/// a warning: the token is only as secret as the file.
 pub fn read(data_dir: &Path) -> io::Result<Option<Token>> {
     let path = token_path(data_dir);
+    #[cfg(unix)]
+    if let Ok(metadata) = std::fs::metadata(&path) {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions());
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the control token file is readable by others; chmod 600 it or delete it to rotate the token");
+        }
+    }
     match std::fs::read_to_string(&path) {
         Ok(text) => Token::parse(&text).map(Some).map_err(|reason| {
             io::Error::new(
@@ -184,7 +192,7 @@ pub fn load_or_create(data_dir: &Path) -> io::Result<Token> {
 }
 
 /// Fills `control.token` for a process of the platform: an explicit token (from the
-/// configuration, `CASEBOOK_CONTROL__TOKEN` or a flag) wins; otherwise the data
+/// configuration file or `CASEBOOK_CONTROL__TOKEN`) wins; otherwise the data
 /// directory's file is read — and created when `create` (the process runs the
 /// control plane). A process that finds none calls without a token.
 pub fn resolve_token(
