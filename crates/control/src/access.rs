@@ -13,7 +13,7 @@
 //!      `[::1]:PORT`; bound to one address, that address too; bound to every
 //!      interface (`0.0.0.0`), any `Host` — the token guards every call there.
 //!   2. `GET /?token=…` with the right token: `303` back to `/` with an `HttpOnly`,
-//!      `SameSite=Strict` cookie carrying it, so the HTML index (and the API links on
+//!      `SameSite=Strict` cookie carrying it (named after the port: see [`TOKEN_COOKIE`]), so the HTML index (and the API links on
 //!      it) work from the one URL `casebook up` prints, as Jupyter does.
 //!   3. `403` when a state-changing request (anything but GET/HEAD/OPTIONS) carries an
 //!      `Origin` other than `http://{Host}` (cross-site request forgery).
@@ -48,7 +48,9 @@ use rand::RngCore;
 
 /// The token file's name, directly under the data directory.
 pub const TOKEN_FILE: &str = "control.token";
-/// The cookie the HTML index sets from `?token=`.
+/// The cookie the HTML index sets from `?token=` is this, `_` and the bound port:
+/// browsers scope cookies by host, not port, so two control planes on one host
+/// must not overwrite each other's.
 pub const TOKEN_COOKIE: &str = "casebook_control_token";
 /// Random bytes in a generated token (hex: twice as many characters).
 const TOKEN_BYTES: usize = 32;
@@ -134,9 +136,17 @@ pub fn token_path(data_dir: &Path) -> PathBuf {
     data_dir.join(TOKEN_FILE)
 }
 
-/// The token in `data_dir`, if the file exists.
+/// The token in `data_dir`, if the file exists. A file others may read is used, with
+/// a warning: the token is only as secret as the file.
 pub fn read(data_dir: &Path) -> io::Result<Option<Token>> {
     let path = token_path(data_dir);
+    #[cfg(unix)]
+    if let Ok(metadata) = std::fs::metadata(&path) {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions());
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the control token file is readable by others; chmod 600 it or delete it to rotate the token");
+        }
+    }
     match std::fs::read_to_string(&path) {
         Ok(text) => Token::parse(&text).map(Some).map_err(|reason| {
             io::Error::new(
@@ -182,7 +192,7 @@ pub fn load_or_create(data_dir: &Path) -> io::Result<Token> {
 }
 
 /// Fills `control.token` for a process of the platform: an explicit token (from the
-/// configuration, `CASEBOOK_CONTROL__TOKEN` or a flag) wins; otherwise the data
+/// configuration file or `CASEBOOK_CONTROL__TOKEN`) wins; otherwise the data
 /// directory's file is read — and created when `create` (the process runs the
 /// control plane). A process that finds none calls without a token.
 pub fn resolve_token(
@@ -215,6 +225,8 @@ pub fn index_url(base_url: &str, token: Option<&str>) -> String {
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {
     token: Token,
+    /// `{TOKEN_COOKIE}_{port}`.
+    cookie_name: String,
     /// `Host` values accepted (lowercase); `None` accepts any.
     allowed_hosts: Option<Vec<String>>,
     /// Whether reads need the token too (bound beyond loopback).
@@ -252,6 +264,7 @@ impl AccessPolicy {
         };
         Self {
             token,
+            cookie_name: format!("{TOKEN_COOKIE}_{port}"),
             allowed_hosts,
             reads_need_token: !bound.ip().is_loopback(),
             browserless: false,
@@ -284,7 +297,7 @@ impl AccessPolicy {
     }
 
     fn presented_token_matches(&self, headers: &HeaderMap) -> Option<bool> {
-        let presented = bearer(headers).or_else(|| cookie(headers, TOKEN_COOKIE))?;
+        let presented = bearer(headers).or_else(|| cookie(headers, &self.cookie_name))?;
         Some(self.token.matches(presented.as_bytes()))
     }
 }
@@ -372,7 +385,8 @@ async fn enforce(
         }
         // Strip the token from the address bar; the cookie carries it from now on.
         let cookie = format!(
-            "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+            "{}={}; HttpOnly; SameSite=Strict; Path=/",
+            policy.cookie_name,
             policy.token.as_str()
         );
         let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();

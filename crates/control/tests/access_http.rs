@@ -502,7 +502,7 @@ async fn the_index_signs_in_from_the_url_and_links_only_http_endpoints() {
     assert_eq!(signed_in.headers[header::LOCATION], "/");
     let cookie = signed_in.headers[header::SET_COOKIE].to_str().unwrap();
     assert!(
-        cookie.starts_with(&format!("{TOKEN_COOKIE}={token};")),
+        cookie.starts_with(&format!("{TOKEN_COOKIE}_{}={token};", plane.address.port())),
         "{cookie}"
     );
     assert!(

@@ -413,3 +413,46 @@ async fn calls_to_a_dead_control_plane_trip_the_discovery_breaker_and_then_fail_
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0].name, discovery::DEPENDENCY);
 }
+
+#[tokio::test]
+async fn a_caller_beyond_its_share_is_refused_with_429_where_the_server_knows_callers() {
+    let registry = Arc::new(
+        Registry::new(
+            DiscoveryConfig {
+                max_instances_per_source: 3,
+                ..DiscoveryConfig::default()
+            },
+            Topology::default(),
+            ManualClock::new().shared(),
+        )
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    // The server records each connection's peer, as the per-caller bound needs.
+    let app =
+        api::router(registry.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = client(base);
+    for n in 0..3 {
+        client
+            .register(&Registration::up(info(&format!("c-{n}"), "us-east-a")))
+            .await
+            .unwrap();
+    }
+    let err = client
+        .register(&Registration::up(info("c-3", "us-east-a")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DiscoveryError::Rejected { status, error, .. }
+            if *status == StatusCode::TOO_MANY_REQUESTS && error.contains("max_instances_per_source")),
+        "{err}"
+    );
+    // What it holds still renews and re-registers.
+    client
+        .register(&Registration::up(info("c-0", "us-east-a")))
+        .await
+        .unwrap();
+    assert_eq!(registry.len(), 3);
+}
