@@ -103,15 +103,14 @@ pub fn push_metrics(config: &Config, control_url: &str, node: &str, cancel: Canc
 /// Registers every instance, running and to come, with the discovery server at
 /// `control_url`, and resolves services through it.
 pub fn attach_discovery(built: &Built, config: &Config, control_url: &str) {
+    let client = DiscoveryClient::new(control_url).with_token(config.control.token.as_deref());
+    built.resolver.attach(Arc::new(client.clone()));
     built
         .platform
         .set_registrar(Arc::new(DiscoveryRegistrar::new(
-            DiscoveryClient::new(control_url),
+            client,
             config.discovery.renew_interval,
         )));
-    built
-        .resolver
-        .attach(Arc::new(DiscoveryClient::new(control_url)));
 }
 
 /// The placement of a zone, or of the first zone when none is named.
