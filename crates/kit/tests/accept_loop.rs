@@ -38,14 +38,24 @@ impl ServiceFactory for HttpService {
         Box::pin(async move {
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
-            let router = Router::new().route("/ok", get(|| async { "ok" })).route(
-                "/boom",
-                get(|| async {
-                    panic!("a handler bug");
-                    #[allow(unreachable_code)]
-                    "never"
-                }),
-            );
+            let router = Router::new()
+                .route("/ok", get(|| async { "ok" }))
+                .route(
+                    "/peer",
+                    get(
+                        |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                            SocketAddr,
+                        >| async move { peer.to_string() },
+                    ),
+                )
+                .route(
+                    "/boom",
+                    get(|| async {
+                        panic!("a handler bug");
+                        #[allow(unreachable_code)]
+                        "never"
+                    }),
+                );
             serve_http(ctx, listener, router);
             Ok(address)
         })
@@ -340,4 +350,18 @@ async fn a_panic_while_setting_up_a_connection_keeps_the_accept_loop_alive() {
     let mut next = TcpStream::connect(address).await.unwrap();
     assert_eq!(read_until_closed(&mut next).await, b"pong");
     assert_eq!(counter("connection_panics_total", "setup-panic"), 1);
+}
+
+#[tokio::test]
+async fn handlers_see_the_callers_address() {
+    let (_platform, address, _dir) = start(
+        Arc::new(HttpService),
+        "http-peer",
+        ListenerLimits::default(),
+    )
+    .await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let me = stream.local_addr().unwrap().to_string();
+    let answer = get_on(&mut stream, "/peer").await.unwrap();
+    assert!(answer.ends_with(&me), "{answer:?} should name {me}");
 }

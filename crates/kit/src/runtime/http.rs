@@ -153,8 +153,12 @@ pub fn serve_http_with(
         max_connections: Some(limits.max_connections),
         refusal: HTTP_REFUSAL,
     };
-    serve_tcp_with(ctx, listener, options, move |stream, _peer| {
-        let service = TowerToHyperService::new(app.clone());
+    serve_tcp_with(ctx, listener, options, move |stream, peer| {
+        // Handlers that bound work per caller read the peer as axum's `ConnectInfo`.
+        let service = TowerToHyperService::new(tower::Layer::layer(
+            &axum::Extension(axum::extract::ConnectInfo(peer)),
+            app.clone(),
+        ));
         let shutdown = shutdown.clone();
         async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
