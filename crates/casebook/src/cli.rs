@@ -37,6 +37,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "CASEBOOK_LOG", value_name = "FILTER")]
     pub log: Option<String>,
 
+    /// Open write-ahead logs that are corrupt before intact records: keep the
+    /// intact prefix and move the rest aside (`<segment>.corrupt-<offset>`, never
+    /// deleted). Without it such a log stops its instance with an error naming the
+    /// segment, the offset and the sequence number.
+    #[arg(long, global = true)]
+    pub repair_wal: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -172,6 +179,14 @@ mod tests {
         assert_eq!(log_filter(None, Some("debug")), "debug");
         assert_eq!(log_filter(None, None), "warn");
         assert_eq!(log_filter(Some(""), None), "warn");
+    }
+
+    #[test]
+    fn repair_wal_is_a_global_flag() {
+        let cli = Cli::try_parse_from(["casebook", "up", "--repair-wal"]).unwrap();
+        assert!(cli.repair_wal);
+        let cli = Cli::try_parse_from(["casebook", "serve", "uber"]).unwrap();
+        assert!(!cli.repair_wal);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::Duration;
 use casebook_control::ControlConfig;
 use casebook_control::discovery::DiscoveryConfig;
 use casebook_control::metrics_store::MetricsStoreConfig;
+use casebook_kit::runtime::ListenerLimits;
 use casebook_kit::topology::Topology;
 use casebook_uber::config::UberConfig;
 use casebook_whatsapp::node::WhatsappConfig;
@@ -47,6 +48,8 @@ pub struct Config {
     pub whatsapp: WhatsappConfig,
     /// The Uber case (its RESP geo port).
     pub uber: UberConfig,
+    /// Every HTTP listener's bounds: connections at once, header-read timeout.
+    pub http: ListenerLimits,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             whatsapp: WhatsappConfig::default(),
             uber: UberConfig::default(),
+            http: ListenerLimits::default(),
         }
     }
 }
@@ -257,6 +261,13 @@ pub fn load(
             message,
         });
     }
+    if let Err(e) = config.http.validate("http") {
+        return Err(ConfigError {
+            source: blame(&origin, e.key()).unwrap_or_else(|| whole.clone()),
+            key: e.key().to_owned(),
+            message: e.message().to_owned(),
+        });
+    }
     if let Err(e) = config.control.validate() {
         return Err(ConfigError {
             source: blame(&origin, e.key()).unwrap_or_else(|| whole.clone()),
@@ -441,6 +452,34 @@ mod tests {
         let f = file("[control]\nzone = \"mars-a\"\n");
         let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
         assert_eq!(err.key, "control.zone");
+    }
+
+    #[test]
+    fn the_http_table_bounds_every_listener_and_names_its_keys() {
+        let config = load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.http, ListenerLimits::default());
+        let config = load(
+            None,
+            env(&[
+                ("CASEBOOK_HTTP__MAX_CONNECTIONS", "64"),
+                ("CASEBOOK_HTTP__HEADER_READ_TIMEOUT", "5s"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.http.max_connections, 64);
+        assert_eq!(config.http.header_read_timeout, Duration::from_secs(5));
+        let err = load(
+            None,
+            env(&[("CASEBOOK_HTTP__MAX_CONNECTIONS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "http.max_connections");
+        assert_eq!(
+            err.source,
+            "environment variable CASEBOOK_HTTP__MAX_CONNECTIONS"
+        );
     }
 
     #[test]

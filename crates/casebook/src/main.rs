@@ -20,6 +20,14 @@ fn main() -> ExitCode {
         }
     };
     casebook_kit::telemetry::init_tracing(&cli.log_filter());
+    if cli.repair_wal {
+        // Explicit, and only for this run: every log opened from now on keeps its
+        // intact prefix and sets the rest aside.
+        casebook_kit::wal::set_process_repair(casebook_kit::wal::Repair::TruncateAfterCopy);
+        tracing::warn!(
+            "--repair-wal: corrupt logs will be cut after their intact prefix (the rest is kept aside)"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("casebook")

@@ -80,8 +80,10 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             http_services,
         },
     )));
+    platform.set_listener_limits(casebook_control::CONTROL_SERVICE, config.http.clone());
     for decl in registry.services() {
         platform.register_service(decl.factory.clone());
+        platform.set_listener_limits(decl.name(), config.http.clone());
     }
     Ok(Built {
         platform,
