@@ -124,7 +124,7 @@ memory() {
             local gen=$!
             # Until every login is done (bounded: the expected login time + 60 s).
             for _ in $(seq 1 $(((n / lrate + 60) * 10))); do
-                grep -q "phase: Hold" "$OUT/memory-$system-$n${TAG:-}.err" 2>/dev/null && break
+                grep -q "phase: hold" "$OUT/memory-$system-$n${TAG:-}.err" 2>/dev/null && break
                 sleep 0.1
             done
             sleep 5

@@ -2,10 +2,8 @@
 //! API on :8090 — drivers pinging along routes, rides from Zipf hotspots, an
 //! airport and a stadium burst — shown on a progress bar, reported as a table or JSON.
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,7 +11,6 @@ use casebook_kit::clock::SystemClock;
 use casebook_uber::index::LatLng;
 use casebook_uber::load::{self as workload, Burst, CityBox, WorkloadConfig, WorkloadProgress};
 use casebook_uber::matching::Mode;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
 
@@ -142,34 +139,8 @@ pub async fn run(config: &Config, args: UberArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let progress = Arc::new(WorkloadProgress::default());
-    let show = !args.no_progress && std::io::stderr().is_terminal();
-    let watcher = tokio::spawn(watch(progress.clone(), show));
+    let watcher = tokio::spawn(super::watch(progress.clone(), args.no_progress));
     let report = workload::run(load, SystemClock::shared(), progress).await;
     watcher.abort();
     super::print_report(report, args.json, |r| r.table())
-}
-
-/// Rides due over rides planned, with pings and matches as the message.
-async fn watch(progress: Arc<WorkloadProgress>, show: bool) {
-    if !show {
-        return;
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} rides [{bar:40}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    loop {
-        bar.set_length(progress.rides.total());
-        bar.set_position(progress.rides.due());
-        bar.set_message(format!(
-            "matched {} paid {} pings {}",
-            progress.matched.load(Ordering::Relaxed),
-            progress.trips_paid.load(Ordering::Relaxed),
-            progress.pings_sent.load(Ordering::Relaxed)
-        ));
-        bar.tick();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
