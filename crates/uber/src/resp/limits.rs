@@ -166,6 +166,9 @@ impl<'a> Charge<'a> {
     /// Makes this connection's charge exactly `bytes`; `false` (and the charge
     /// unchanged) when growing it would pass the budget.
     pub fn set(&mut self, bytes: usize) -> bool {
+        if bytes == self.held {
+            return true;
+        }
         if bytes > self.held {
             if !self.budget.try_charge(bytes - self.held) {
                 return false;
