@@ -1,11 +1,14 @@
 //! A standalone geo-resp server for benchmarks and manual tests:
 //! `cargo run --release -p casebook-uber --example geo_resp -- [PORT] [WORKER_THREADS]`
 //! (defaults: 6380, 1). `casebook up` runs the same server as the `geo-resp`
-//! service once it is registered with the platform.
+//! service once it is registered with the platform, with one difference: no
+//! `maxmemory`, like a default `redis-server`, so a benchmark's millions of
+//! GEOADDs are compared with Redis's and never refused.
 
 use std::sync::Arc;
 
-use casebook_uber::resp::Server;
+use casebook_uber::resp::state::sorted_set;
+use casebook_uber::resp::{Limits, Server};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -25,7 +28,13 @@ fn main() -> anyhow::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
             stop.cancel();
         });
-        Arc::new(Server::default()).serve(listener, shutdown).await;
+        let limits = Limits {
+            max_memory_bytes: 0,
+            ..Limits::default()
+        };
+        Arc::new(Server::new(limits, sorted_set))
+            .serve(listener, shutdown)
+            .await;
         Ok(())
     })
 }

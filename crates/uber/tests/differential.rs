@@ -490,7 +490,21 @@ fn protocol_errors_match_redis_byte_for_byte() {
         v.extend(std::iter::repeat_n(b'1', 70_000));
         v
     };
+    // Numbers no command may be sized by, and a long client name.
+    let hostile_numbers = {
+        let mut v = b"HELLO 99999999999999999999\r\nHELLO -9223372036854775808\r\n\
+            SELECT 9223372036854775807\r\n\
+            GEOSEARCH nosuchkey FROMLONLAT 0 0 BYRADIUS 1 km COUNT 9223372036854775807\r\n\
+            GEORADIUS nosuchkey 0 0 1 km COUNT 1000000000 ASC\r\n\
+            ZRANGE nosuchkey -9223372036854775808 9223372036854775807\r\n\
+            INFO a b c d e f g h i j k l m n o p q r s t u v w x y z\r\nCLIENT SETNAME "
+            .to_vec();
+        v.extend(std::iter::repeat_n(b'n', 60_000));
+        v.extend_from_slice(b"\r\nCLIENT GETNAME\r\nQUIT\r\n");
+        v
+    };
     let cases: Vec<Vec<u8>> = vec![
+        hostile_numbers,
         b"*1\r\nx3\r\n".to_vec(),
         b"*3000000000\r\n".to_vec(),
         b"*abc\r\n".to_vec(),

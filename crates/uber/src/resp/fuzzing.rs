@@ -8,7 +8,8 @@ use bytes::BytesMut;
 
 use super::cmd::{self, Outcome};
 use super::frame::{Frame, Proto};
-use super::parse::{INLINE_MAX, Limits, ProtocolError, RequestParser};
+use super::limits::Limits;
+use super::parse::{INLINE_MAX, ProtocolError, RequestParser};
 use super::state::{Server, sorted_set};
 
 fn run(

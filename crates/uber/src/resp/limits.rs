@@ -166,6 +166,9 @@ impl<'a> Charge<'a> {
     /// Makes this connection's charge exactly `bytes`; `false` (and the charge
     /// unchanged) when growing it would pass the budget.
     pub fn set(&mut self, bytes: usize) -> bool {
+        if bytes == self.held {
+            return true;
+        }
         if bytes > self.held {
             if !self.budget.try_charge(bytes - self.held) {
                 return false;
@@ -219,5 +222,26 @@ mod tests {
         config.resp_idle_timeout = Duration::ZERO;
         config.resp_buffer_budget_bytes = 16 * 1024 * 1024;
         assert_eq!(Limits::from_config(&config).idle_timeout, None);
+    }
+
+    #[test]
+    fn the_idle_timeout_is_a_humantime_string_and_zero_turns_it_off() {
+        let parse = |json: &str| -> crate::config::UberConfig {
+            serde_json::from_str(json).expect("a valid [uber] table")
+        };
+        let default = Limits::from_config(&parse("{}"));
+        assert_eq!(default.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(default, Limits::default(), "the defaults agree");
+        let five = parse(r#"{"resp_idle_timeout": "5m"}"#);
+        assert_eq!(
+            Limits::from_config(&five).idle_timeout,
+            Some(Duration::from_secs(300))
+        );
+        let off = parse(r#"{"resp_idle_timeout": "0s"}"#);
+        assert_eq!(Limits::from_config(&off).idle_timeout, None);
+        assert!(
+            serde_json::from_str::<crate::config::UberConfig>(r#"{"resp_idle_timeout": 300}"#)
+                .is_err()
+        );
     }
 }

@@ -29,8 +29,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::limits::ARG_OVERHEAD;
-pub use super::limits::Limits;
+use super::limits::{ARG_OVERHEAD, Limits};
 
 /// Redis's `PROTO_INLINE_MAX_SIZE`: longest line without its terminator.
 pub const INLINE_MAX: usize = 64 * 1024;

@@ -163,7 +163,11 @@ impl Server {
             if input.is_empty() && input.capacity() > SHRINK_ABOVE {
                 input = BytesMut::with_capacity(READ_CHUNK);
             }
-            input.reserve(READ_CHUNK);
+            // Reserved only when short: reserving on every read costs a
+            // reclaim per request when unpipelined.
+            if input.capacity() - input.len() < READ_CHUNK / 4 {
+                input.reserve(READ_CHUNK);
+            }
             let mut one_chunk = (&mut stream).take(READ_CHUNK as u64);
             let read = loop {
                 tokio::select! {

@@ -10,6 +10,8 @@
 //! [`Keyspace::used_bytes`]).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -39,6 +41,9 @@ const KEY_OVERHEAD: usize = 96;
 pub struct Keyspace {
     keys: HashMap<Bytes, Box<dyn GeoStore>>,
     used_bytes: usize,
+    /// `used_bytes`, readable without the keyspace's lock (the `maxmemory`
+    /// check before every write).
+    published: Arc<AtomicUsize>,
 }
 
 fn cost(key: &[u8], store: &dyn GeoStore) -> usize {
@@ -61,6 +66,16 @@ impl Keyspace {
         self.used_bytes
     }
 
+    /// A handle on [`used_bytes`](Self::used_bytes) that reads without the lock.
+    pub fn used_bytes_handle(&self) -> Arc<AtomicUsize> {
+        self.published.clone()
+    }
+
+    fn set_used(&mut self, used: usize) {
+        self.used_bytes = used;
+        self.published.store(used, Ordering::Relaxed);
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<&(dyn GeoStore + 'static)> {
         self.keys.get(key).map(|store| &**store)
     }
@@ -78,17 +93,22 @@ impl Keyspace {
         create: Option<StoreFactory>,
         change: impl FnOnce(&mut dyn GeoStore) -> R,
     ) -> Option<R> {
-        if !self.keys.contains_key(key) {
-            let store = create?();
-            self.used_bytes += cost(key, &*store);
-            self.keys.insert(key.clone(), store);
-        }
+        let mut used = self.used_bytes;
+        let store = match self.keys.entry(key.clone()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let store = create?();
+                used += cost(key, &*store);
+                entry.insert(store)
+            }
+        };
         // Changed in place: a change that panics leaves the key where it was.
-        let store = self.keys.get_mut(key).expect("present or just created");
         let before = cost(key, &**store);
         let result = change(&mut **store);
-        self.used_bytes = self.used_bytes - before + cost(key, &**store);
-        if store.is_empty() {
+        used = used - before + cost(key, &**store);
+        let emptied = store.is_empty();
+        self.set_used(used);
+        if emptied {
             self.remove(key);
         }
         Some(result)
@@ -97,7 +117,7 @@ impl Keyspace {
     /// Sets `key` to `store` (replacing what was there).
     pub fn insert(&mut self, key: Bytes, store: Box<dyn GeoStore>) {
         self.remove(&key);
-        self.used_bytes += cost(&key, &*store);
+        self.set_used(self.used_bytes + cost(&key, &*store));
         self.keys.insert(key, store);
     }
 
@@ -105,7 +125,7 @@ impl Keyspace {
     pub fn remove(&mut self, key: &[u8]) -> bool {
         match self.keys.remove(key) {
             Some(store) => {
-                self.used_bytes -= cost(key, &*store);
+                self.set_used(self.used_bytes - cost(key, &*store));
                 true
             }
             None => false,
@@ -114,7 +134,13 @@ impl Keyspace {
 
     /// Empties the keyspace, returning what it held (to be dropped outside the lock).
     pub fn take(&mut self) -> Keyspace {
-        std::mem::take(self)
+        let old = Keyspace {
+            keys: std::mem::take(&mut self.keys),
+            used_bytes: self.used_bytes,
+            published: Arc::default(),
+        };
+        self.set_used(0);
+        old
     }
 }
 
@@ -122,6 +148,8 @@ impl Keyspace {
 #[derive(Debug)]
 pub struct Server {
     pub keys: RwLock<Keyspace>,
+    /// The keyspace's stored-bytes estimate, read without its lock.
+    used_bytes: Arc<AtomicUsize>,
     pub new_store: StoreFactory,
     pub limits: Limits,
     pub started: Instant,
@@ -145,8 +173,10 @@ impl Default for Server {
 
 impl Server {
     pub fn new(limits: Limits, new_store: StoreFactory) -> Self {
+        let keys = Keyspace::default();
         Self {
-            keys: RwLock::new(Keyspace::default()),
+            used_bytes: keys.used_bytes_handle(),
+            keys: RwLock::new(keys),
             new_store,
             limits,
             started: Instant::now(),
@@ -272,8 +302,8 @@ impl Server {
 
     /// Whether stored data is over `maxmemory` (writes are then refused).
     pub fn over_maxmemory(&self) -> bool {
-        self.limits.max_memory_bytes != 0
-            && self.limits.over_maxmemory(self.keys.read().used_bytes())
+        self.limits
+            .over_maxmemory(self.used_bytes.load(Ordering::Relaxed))
     }
 
     /// A new connection's session.
@@ -322,6 +352,7 @@ mod tests {
     #[test]
     fn the_estimate_follows_adds_removes_and_deletes() {
         let mut keys = Keyspace::default();
+        let published = keys.used_bytes_handle();
         let key = Bytes::from("k");
         keys.update(&key, Some(sorted_set), |set| {
             set.add(Bytes::from("a"), 1.0, AddMode::Upsert);
@@ -329,6 +360,7 @@ mod tests {
         });
         let two = keys.used_bytes();
         assert!(two > 0);
+        assert_eq!(published.load(Ordering::Relaxed), two);
         keys.update(&key, None, |set| set.remove(b"bb"));
         assert!(keys.used_bytes() < two);
         keys.update(&key, None, |set| set.remove(b"a"));
@@ -344,5 +376,15 @@ mod tests {
         assert!(keys.used_bytes() > 0);
         assert!(keys.remove(&key));
         assert_eq!(keys.used_bytes(), 0);
+        keys.update(&key, Some(sorted_set), |set| {
+            set.add(Bytes::from("a"), 1.0, AddMode::Upsert)
+        });
+        let old = keys.take();
+        assert_eq!(old.len(), 1);
+        assert_eq!(
+            (keys.used_bytes(), published.load(Ordering::Relaxed)),
+            (0, 0),
+            "FLUSH empties the estimate the maxmemory check reads"
+        );
     }
 }

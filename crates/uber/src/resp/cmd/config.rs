@@ -1,8 +1,8 @@
 //! `CONFIG GET parameter [...]`: the few parameters tools read on connect
 //! (redis-benchmark reads `save` and `appendonly`), with this server's true
 //! values: nothing is persisted. Glob patterns are matched against that list.
-//! `maxmemory` is the configured limit on stored data (`[uber]
-//! resp_maxmemory_bytes`). Patterns are matched without recursion, in time
+//! `maxmemory`, `maxclients`, `proto-max-bulk-len` and `timeout` are the
+//! configured limits (`[uber] resp_*`, `timeout` in seconds, 0: off). Patterns are matched without recursion, in time
 //! linear in pattern × name, so no pattern can exhaust the stack or the CPU.
 //! `CONFIG SET` and the rest: Redis's unknown-subcommand error.
 
@@ -10,13 +10,20 @@ use bytes::Bytes;
 
 use super::{Frame, Server, Session, is, unknown_subcommand, wrong_arity};
 
-fn parameters(server: &Server) -> [(&'static str, String); 5] {
+fn parameters(server: &Server) -> [(&'static str, String); 8] {
+    let limits = &server.limits;
     [
         ("appendonly", "no".to_owned()),
         ("save", String::new()),
         ("databases", "1".to_owned()),
-        ("maxmemory", server.limits.max_memory_bytes.to_string()),
+        ("maxmemory", limits.max_memory_bytes.to_string()),
         ("maxmemory-policy", "noeviction".to_owned()),
+        ("maxclients", limits.max_clients.to_string()),
+        ("proto-max-bulk-len", limits.max_bulk_len.to_string()),
+        (
+            "timeout",
+            limits.idle_timeout.map_or(0, |t| t.as_secs()).to_string(),
+        ),
     ]
 }
 
@@ -103,6 +110,6 @@ mod tests {
         ) else {
             panic!("CONFIG GET answers a map");
         };
-        assert_eq!(all.len(), 5);
+        assert_eq!(all.len(), 8);
     }
 }
