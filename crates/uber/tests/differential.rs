@@ -1,9 +1,15 @@
-//! Differential test against the real `redis-server` on 127.0.0.1:6379: the same
+//! Differential test against a real `redis-server`: the same
 //! random GEOADD / GEOSEARCH / GEOSEARCHSTORE / GEORADIUS / GEORADIUSBYMEMBER /
 //! GEODIST / GEOPOS / GEOHASH / ZREM / ZSCORE / ZCARD / ZRANGE stream goes to
 //! both, in RESP2 and then RESP3, and every reply must match (numbers printed as
 //! text within 0.1 % or 1e-6, everything else exactly). Bad protocol input is
-//! compared byte for byte. Redis unreachable is a failure, not a skip.
+//! compared byte for byte.
+//!
+//! Each test starts its own private `redis-server` on a free port (no
+//! persistence) and stops it when done, so nothing has to be running and no
+//! shared server is touched. Without `redis-server` installed the tests say so in
+//! one line and return; under CI (`CI` set) that is a failure, never a skip.
+//! Random streams print their seed; `CASEBOOK_TEST_SEED` replays one.
 
 mod common;
 
@@ -13,7 +19,43 @@ use common::{Client, show, start_server};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const REDIS_PORT: u16 = 6379;
+/// A private `redis-server` on a free loopback port, stopped when dropped.
+struct PrivateRedis {
+    port: u16,
+    _process: casebook_testkit::Reaped,
+}
+
+impl PrivateRedis {
+    /// Starts one, or `None` (after one printed line) when Redis is not installed.
+    fn start() -> Option<Self> {
+        let program = casebook_testkit::peer_program(
+            "redis-server",
+            "apt-get install redis-server (CI installs it)",
+        )?;
+        let port = casebook_testkit::free_port();
+        let process = std::process::Command::new(program)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let process = casebook_testkit::Reaped(process);
+        // Ready once it accepts a connection (bounded: a broken install fails here).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server never listened on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(Self {
+            port,
+            _process: process,
+        })
+    }
+}
 
 fn numbers_close(a: &[u8], b: &[u8]) -> bool {
     let parse = |x: &[u8]| {
@@ -383,29 +425,15 @@ impl Gen {
     }
 }
 
-/// Deletes this run's keys from the shared Redis however the test ends.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let mut keys = vec!["DEL".to_owned()];
-        keys.extend((0..3).map(|i| format!("{}:k{i}", self.0)));
-        keys.extend((0..2).map(|i| format!("{}:d{i}", self.0)));
-        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", REDIS_PORT)) {
-            drop(stream);
-            let args: Vec<&str> = keys.iter().map(String::as_str).collect();
-            Client::connect(REDIS_PORT).cmd_str(&args);
-        }
-    }
-}
-
 fn run_stream(seed: u64, commands: usize, resp3: bool) {
+    let Some(private) = PrivateRedis::start() else {
+        return;
+    };
     let (port, _server) = start_server();
     let mut ours = Client::connect(port);
     let mut checker = Client::connect(port);
-    let mut redis = Client::connect(REDIS_PORT);
-    let prefix = format!("casebook-diff:{}:{seed}", std::process::id());
-    let _cleanup = Cleanup(prefix.clone());
+    let mut redis = Client::connect(private.port);
+    let prefix = format!("casebook-diff:{seed}");
     let mut generator = Gen {
         rng: StdRng::seed_from_u64(seed),
         prefix: prefix.clone(),
@@ -467,15 +495,13 @@ fn run_stream(seed: u64, commands: usize, resp3: bool) {
 
 #[test]
 fn random_geo_streams_match_redis_resp2() {
-    let seed = rand::random::<u64>() % 1_000_000;
-    eprintln!("seed {seed}");
+    let seed = casebook_testkit::seed("random_geo_streams_match_redis_resp2");
     run_stream(seed, 3000, false);
 }
 
 #[test]
 fn random_geo_streams_match_redis_resp3() {
-    let seed = rand::random::<u64>() % 1_000_000;
-    eprintln!("seed {seed}");
+    let seed = casebook_testkit::seed("random_geo_streams_match_redis_resp3");
     run_stream(seed, 1500, true);
 }
 
@@ -483,6 +509,9 @@ fn random_geo_streams_match_redis_resp3() {
 /// (each case ends in a protocol error or QUIT) must be identical.
 #[test]
 fn protocol_errors_match_redis_byte_for_byte() {
+    let Some(private) = PrivateRedis::start() else {
+        return;
+    };
     let (port, _server) = start_server();
     let long_line = vec![b'a'; 70_000];
     let long_count = {
@@ -524,7 +553,7 @@ fn protocol_errors_match_redis_byte_for_byte() {
     ];
     for case in cases {
         let mut ours = Client::connect(port);
-        let mut redis = Client::connect(REDIS_PORT);
+        let mut redis = Client::connect(private.port);
         ours.send_raw(&case);
         redis.send_raw(&case);
         let a = ours.read_to_end();
