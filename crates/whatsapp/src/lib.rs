@@ -19,6 +19,7 @@
 //! | [`offline`] | offline store: per-recipient queues in log-structured shards on the kit's WAL; durable before the sender's ack, removed on the recipient's ack, compaction and retention |
 //! | [`roster`] | rosters and pending subscription requests (RFC 6121), one atomically rewritten file per user |
 //! | [`xml`] | XMPP XML layer: streaming stanza parser (TCP and RFC 7395 frames) with limits, element tree, writer, stream errors |
+//! | [`xmpp`] | the vocabulary every module shares: namespace constants, JIDs, localpart preparation (a leaf) |
 
 pub mod archive;
 pub mod auth;
@@ -28,3 +29,4 @@ pub mod node;
 pub mod offline;
 pub mod roster;
 pub mod xml;
+pub mod xmpp;

@@ -61,18 +61,7 @@ use crate::xml::{
 };
 use transport::{READ_CHUNK, Throttle, Transport};
 
-/// SASL mechanisms, `<auth/>`, `<success/>`, ….
-pub const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
-/// Resource binding (RFC 6120 §7).
-pub const BIND_NS: &str = "urn:ietf:params:xml:ns:xmpp-bind";
-/// The legacy session establishment (RFC 3921), still sent by clients.
-pub const SESSION_NS: &str = "urn:ietf:params:xml:ns:xmpp-session";
-/// XEP-0199.
-pub const PING_NS: &str = "urn:xmpp:ping";
-/// XEP-0030 disco#info.
-pub const DISCO_INFO_NS: &str = "http://jabber.org/protocol/disco#info";
-/// STARTTLS (RFC 6120 §5).
-pub const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+pub use crate::xmpp::{BIND_NS, DISCO_INFO_NS, PING_NS, SASL_NS, SESSION_NS, TLS_NS};
 
 /// Failed SASL attempts one connection may make before it is closed.
 const MAX_SASL_FAILURES: u32 = 3;
