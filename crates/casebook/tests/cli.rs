@@ -403,7 +403,9 @@ fn serving_an_unknown_service_lists_the_known_ones() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("unknown service `nope` (known: chat, control, geo-resp, pricing, uber)"),
+        stderr.contains(
+            "unknown service `nope` (known: control, chat, uber-pricing, uber, geo-resp)"
+        ),
         "{stderr}"
     );
 }
