@@ -19,12 +19,7 @@ pub const CASE: &str = "whatsapp";
 /// The WhatsApp case as `[whatsapp]` configures it.
 pub fn case(config: &WhatsappConfig, env: &CaseEnv) -> Result<Case, ConfigError> {
     let regions = env.topology.region_names();
-    config
-        .validate_nodes(regions.len())
-        .map_err(|e| match e.split_once(": ") {
-            Some((key, message)) => ConfigError::new(key, message),
-            None => ConfigError::new("whatsapp", e),
-        })?;
+    config.validate_nodes(regions.len())?;
     let node = ChatNode::new(ChatSettings {
         config: config.clone(),
         // The account commands (`casebook whatsapp add-user`) use the same root.
