@@ -9,8 +9,8 @@
 //! write to this socket returned — or, with XEP-0198 (`sm.rs`), only once the
 //! client's `<a/>` covers it. Writes race the connection's kick token, so a slow
 //! reader that the router kicked is dropped even mid-write. A connection not bound
-//! within `handshake_timeout`, or silent for `idle_timeout`, gets
-//! `<connection-timeout/>`; one sending faster than its rate limit is simply not
+//! within `handshake_timeout`, or silent for `idle_timeout` (both on the injected
+//! clock), gets `<connection-timeout/>`; one sending faster than its rate limit is simply not
 //! read until its token buckets refill. SASL computations run off the runtime
 //! threads.
 //!
@@ -130,8 +130,8 @@ struct Conn {
     peer: SocketAddr,
     transport: Transport,
     throttle: Throttle,
-    /// Accepted at (real time: the handshake deadline counts from here).
-    /// When the connection was accepted, on the injected clock.
+    /// When the connection was accepted, on the injected clock (the handshake
+    /// deadline counts from here).
     accepted: Instant,
     /// When input last arrived, on the injected clock.
     last_input: Instant,
