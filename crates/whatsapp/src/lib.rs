@@ -1,13 +1,20 @@
 //! # casebook-whatsapp
 //!
 //! The WhatsApp case study, built for real: chat nodes holding one lightweight task
-//! per connection, speaking XMPP (client-to-server over TCP and over WebSocket, as
-//! WhatsApp's customised XMPP did), with durable offline store-and-forward,
-//! delivery receipts and regional nodes that route to each other.
+//! per connection, speaking XMPP (client-to-server over TCP, TLS and WebSocket, as
+//! WhatsApp's customised XMPP did), with durable offline store-and-forward, delivery
+//! receipts, XEP-0198 resumption and regional nodes that route to each other;
+//! `casebook up` starts one chat node per region and `casebook load whatsapp` drives
+//! them (or Prosody) with the [`client`] swarm.
 //!
-//! `casebook up` starts one chat node per region of the topology (the `chat`
-//! service); `casebook load whatsapp` drives them (or Prosody) with the [`client`]
-//! swarm.
+//! | service / listener | default port | serves |
+//! |---|---|---|
+//! | `chat` | 5222 | XMPP client-to-server over TCP, STARTTLS offered (RFC 6120) |
+//! | `chat` → `xmpp-tls` | 5223 | the same over TLS from the first byte (XEP-0368) |
+//! | `chat` → `xmpp-websocket` | 5280 | the same over RFC 7395 WebSocket at `/xmpp-websocket` |
+//! | `chat` → `chat-link` | a free port | the node-to-node link (internal, found through the cluster directory) |
+//!
+//! Region *i*'s node listens on each port + 100 × *i* (`WhatsappConfig::node_ports`).
 //!
 //! | module | role |
 //! |---|---|
@@ -19,6 +26,7 @@
 //! | [`offline`] | offline store: per-recipient queues in log-structured shards on the kit's WAL; durable before the sender's ack, removed on the recipient's ack, compaction and retention |
 //! | [`roster`] | rosters and pending subscription requests (RFC 6121), one atomically rewritten file per user |
 //! | [`xml`] | XMPP XML layer: streaming stanza parser (TCP and RFC 7395 frames) with limits, element tree, writer, stream errors |
+//! | [`xmpp`] | the vocabulary every module shares: namespace constants, JIDs, localpart preparation (a leaf) |
 
 pub mod archive;
 pub mod auth;
@@ -29,3 +37,4 @@ pub mod node;
 pub mod offline;
 pub mod roster;
 pub mod xml;
+pub mod xmpp;

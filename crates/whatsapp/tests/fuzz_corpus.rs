@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use casebook_kit::fuzz_checks::corpus_and_seeds;
 
-use casebook_whatsapp::auth::fuzzing::check_scram_input;
+use casebook_whatsapp::client::fuzzing::check_scram_input;
 use casebook_whatsapp::cluster::frame::check_link_input;
 use casebook_whatsapp::xml::fuzzing::{check_frame_input, check_stream_input};
 

@@ -409,6 +409,12 @@ async fn roster_bad_input_gets_precise_errors() {
         .iq(&format!("<iq type='set' id='long'><query xmlns='{ROSTER_NS}'><item jid='bob@localhost' name='{long}'/></query></iq>"), "long", &mut seen)
         .await;
     assert_eq!(stanza_error(&reply).as_deref(), Some("not-acceptable"));
+    // More groups than one item may have: refused, however many are sent.
+    let groups: String = (0..500).map(|g| format!("<group>g{g}</group>")).collect();
+    let reply = alice
+        .iq(&format!("<iq type='set' id='groups'><query xmlns='{ROSTER_NS}'><item jid='bob@localhost'>{groups}</item></query></iq>"), "groups", &mut seen)
+        .await;
+    assert_eq!(stanza_error(&reply).as_deref(), Some("not-acceptable"));
     // A good set after the bad ones works and is pushed.
     let reply = alice
         .iq(&format!("<iq type='set' id='ok'><query xmlns='{ROSTER_NS}'><item jid='Bob@LocalHost' name='Bob'><group>Friends</group></item></query></iq>"), "ok", &mut seen)

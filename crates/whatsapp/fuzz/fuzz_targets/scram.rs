@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    casebook_whatsapp::auth::fuzzing::check_scram_input(data);
+    casebook_whatsapp::client::fuzzing::check_scram_input(data);
 });

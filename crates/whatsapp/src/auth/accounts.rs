@@ -28,12 +28,9 @@ use serde::{Deserialize, Serialize};
 use super::saslprep::saslprep;
 use super::scram::{Lookup, MAX_ITERATIONS, MIN_ITERATIONS, ScramHash, ScramSecrets};
 
-/// The longest localpart, in bytes (RFC 7622).
-pub const MAX_LOCALPART_LEN: usize = 1023;
+pub use crate::xmpp::{MAX_DOMAIN_LEN, MAX_LOCALPART_LEN};
 /// The longest password, in bytes.
 pub const MAX_PASSWORD_LEN: usize = 1023;
-/// The longest domain, in bytes.
-pub const MAX_DOMAIN_LEN: usize = 253;
 const FILE_VERSION: u32 = 1;
 
 /// Account store settings.
@@ -142,31 +139,9 @@ fn prepare_password(password: &str) -> Result<String, AccountError> {
         .map_err(|e| AccountError::InvalidPassword(e.to_string()))
 }
 
-/// Validates and canonicalises a localpart: lowercase; no `" & ' / : < > @`, no
-/// whitespace or control characters; 1 to 1023 bytes.
-///
-/// This is "nodeprep-lite": RFC 7622's casing and forbidden-character rules, not
-/// its full PRECIS IdentifierClass (no width mapping or NFC).
+/// [`crate::xmpp::prep_localpart`] (nodeprep-lite) with the account store's error.
 pub fn nodeprep_lite(localpart: &str) -> Result<String, AccountError> {
-    let invalid = |why: String| Err(AccountError::InvalidLocalpart(why));
-    if localpart.is_empty() {
-        return invalid("empty".into());
-    }
-    let lower = localpart.to_lowercase();
-    if lower.len() > MAX_LOCALPART_LEN {
-        return invalid(format!("longer than {MAX_LOCALPART_LEN} bytes"));
-    }
-    if let Some(c) = lower.chars().find(|&c| {
-        matches!(c, '"' | '&' | '\'' | '/' | ':' | '<' | '>' | '@')
-            || c.is_whitespace()
-            || c.is_control()
-    }) {
-        return invalid(format!("character {c:?} is not allowed"));
-    }
-    if saslprep(&lower).is_err() {
-        return invalid("prohibited character".into());
-    }
-    Ok(lower)
+    crate::xmpp::prep_localpart(localpart).map_err(AccountError::InvalidLocalpart)
 }
 
 fn validate_domain(domain: &str) -> Result<String, AccountError> {

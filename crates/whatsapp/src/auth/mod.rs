@@ -24,12 +24,10 @@
 //! | [`accounts`] | the per-domain account store, JSON file, atomic replace |
 //! | [`admin`] | operator commands: add, remove, passwd, list |
 //! | [`limiter`] | failed-login limiter on the injected clock |
-//! | [`fuzzing`] | the invariants the `scram` fuzz target checks (both ends' message parsers) |
 //! | [`saslprep`] | SASLprep (RFC 4013) as far as this server needs it |
 
 pub mod accounts;
 pub mod admin;
-pub mod fuzzing;
 pub mod limiter;
 pub mod plain;
 pub mod saslprep;

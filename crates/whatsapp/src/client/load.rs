@@ -943,7 +943,7 @@ async fn offline_flush(config: &LoadConfig, cache: &ScramCache, errors: &Errors)
                 }
                 *expected = seq + 1;
             }
-            if stanza.child("delay", crate::node::DELAY_NS).is_some() {
+            if stanza.child("delay", crate::xmpp::DELAY_NS).is_some() {
                 report.delay_stamped += 1;
             }
             report.delivered += 1;

@@ -20,7 +20,9 @@
 //! |---|---|
 //! | [`scram`] | client side SCRAM (server signature verified) and PLAIN, a key cache |
 //! | [`load`] | the swarm behind `casebook load whatsapp`: logins, open-loop messaging, report |
+//! | [`fuzzing`] | the invariants the `scram` fuzz target checks over both ends' SCRAM parsers |
 
+pub mod fuzzing;
 pub mod load;
 pub mod scram;
 
@@ -40,18 +42,7 @@ use crate::xml::{
 };
 pub use scram::{ScramCache, ScramClient, ScramError};
 
-/// RFC 6120 SASL.
-pub const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
-/// RFC 6120 resource binding.
-pub const BIND_NS: &str = "urn:ietf:params:xml:ns:xmpp-bind";
-/// RFC 3921 session establishment (optional in RFC 6121).
-pub const SESSION_NS: &str = "urn:ietf:params:xml:ns:xmpp-session";
-/// XEP-0198 stream management.
-pub const SM_NS: &str = "urn:xmpp:sm:3";
-/// XEP-0184 message delivery receipts.
-pub const RECEIPTS_NS: &str = "urn:xmpp:receipts";
-/// XEP-0199 ping.
-pub const PING_NS: &str = "urn:xmpp:ping";
+pub use crate::xmpp::{BIND_NS, PING_NS, RECEIPTS_NS, SASL_NS, SESSION_NS, SM_NS};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;

@@ -236,4 +236,27 @@ mod tests {
         };
         assert_eq!(free.validate(), Ok(()), "free ports never collide");
     }
+
+    #[test]
+    fn durations_are_humantime_strings() {
+        let config: WhatsappConfig = serde_json::from_str(
+            r#"{"handshake_timeout": "15s", "idle_timeout": "10m", "sm_resume_timeout": "1h"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.handshake_timeout, Duration::from_secs(15));
+        assert_eq!(config.idle_timeout, Duration::from_secs(600));
+        assert_eq!(config.sm_resume_timeout, Duration::from_secs(3600));
+        // A bare number of seconds is not a duration.
+        assert!(serde_json::from_str::<WhatsappConfig>(r#"{"idle_timeout": 600}"#).is_err());
+        let error = WhatsappConfig {
+            idle_timeout: Duration::from_secs(30 * 86_400),
+            ..WhatsappConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "whatsapp.idle_timeout: must be between 10ms and 7days"
+        );
+    }
 }

@@ -60,8 +60,7 @@ use router::Router;
 
 /// The chat node's service name.
 pub const CHAT_SERVICE: &str = "chat";
-/// XEP-0203 delayed delivery.
-pub const DELAY_NS: &str = "urn:xmpp:delay";
+pub use crate::xmpp::{CASEBOOK_XMPP_NS, DELAY_NS};
 /// Largest accepted `max_stanza_bytes` (the offline WAL record must hold one).
 pub const MAX_STANZA_BYTES: usize = 192 * 1024;
 /// Most connections one node may be configured for.
@@ -72,8 +71,6 @@ pub const MAX_OUTBOUND_QUEUE: usize = 65_536;
 pub const NODE_PORT_STRIDE: u16 = 100;
 /// The `<retry-after/>` a full cluster suggests, in seconds.
 pub const RETRY_AFTER_SECS: u32 = 5;
-/// Namespace of the application-specific stream error condition `<retry-after/>`.
-pub const CASEBOOK_XMPP_NS: &str = "urn:casebook:xmpp";
 
 /// The `[whatsapp]` table of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

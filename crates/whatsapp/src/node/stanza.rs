@@ -1,57 +1,13 @@
-//! Stanza helpers: JIDs as this node needs them, stanza error replies, XEP-0082
+//! Stanza helpers: stanza error replies, XEP-0082
 //! timestamps and the stream errors the XML layer does not raise itself.
 //!
 //! Guarantees: error replies follow RFC 6120 §8.3 (addresses swapped, `type="error"`,
-//! the original payload dropped); timestamps are UTC with milliseconds. Not here:
-//! full RFC 7622 JID preparation (localparts go through the auth module's
-//! `nodeprep_lite`, resources are taken as sent).
+//! the original payload dropped); timestamps are UTC with milliseconds. JIDs are
+//! [`crate::xmpp::Jid`] (re-exported here).
 
 use crate::xml::{Element, STREAM_ERRORS_NS, STREAMS_NS, write_stanza};
 
-/// Stanza error conditions (RFC 6120 §8.3.3).
-pub const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
-
-/// A JID split into its parts; the localpart is canonical (lower case).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Jid {
-    pub local: Option<String>,
-    pub domain: String,
-    pub resource: Option<String>,
-}
-
-impl Jid {
-    /// Parses `[local@]domain[/resource]`; `None` for anything malformed.
-    pub fn parse(text: &str) -> Option<Self> {
-        let (bare, resource) = match text.split_once('/') {
-            Some((bare, resource)) if !resource.is_empty() => (bare, Some(resource.to_owned())),
-            Some(_) => return None,
-            None => (text, None),
-        };
-        let (local, domain) = match bare.split_once('@') {
-            Some((local, domain)) => {
-                let local = crate::auth::nodeprep_lite(local).ok()?;
-                (Some(local), domain)
-            }
-            None => (None, bare),
-        };
-        if domain.is_empty() || domain.contains('@') || domain.len() > 253 {
-            return None;
-        }
-        Some(Self {
-            local,
-            domain: domain.to_ascii_lowercase(),
-            resource,
-        })
-    }
-
-    /// `local@domain` (or the domain alone).
-    pub fn bare(&self) -> String {
-        match &self.local {
-            Some(local) => format!("{local}@{}", self.domain),
-            None => self.domain.clone(),
-        }
-    }
-}
+pub use crate::xmpp::{Jid, STANZAS_NS};
 
 /// The error reply to `stanza` (RFC 6120 §8.3): `to`/`from` swapped, `type="error"`,
 /// children dropped, one `<error type=…><condition/></error>`.

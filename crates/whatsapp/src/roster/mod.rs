@@ -333,7 +333,7 @@ pub fn validate_contact(jid: &str) -> Result<(), RosterError> {
     if jid.contains('/') || jid.chars().any(char::is_control) {
         return invalid("must be a bare JID");
     }
-    match crate::node::stanza::Jid::parse(jid) {
+    match crate::xmpp::Jid::parse(jid) {
         Some(parsed) if parsed.bare() == jid => Ok(()),
         _ => invalid("not a canonical bare JID"),
     }

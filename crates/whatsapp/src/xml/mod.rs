@@ -30,18 +30,7 @@ pub use writer::{
     stream_open, write_stanza, write_stanza_into,
 };
 
-/// The client-to-server content namespace.
-pub const CLIENT_NS: &str = "jabber:client";
-/// The server-to-server content namespace.
-pub const SERVER_NS: &str = "jabber:server";
-/// The XML streams namespace (`stream:` prefix).
-pub const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
-/// Stream error conditions live in this namespace.
-pub const STREAM_ERRORS_NS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
-/// RFC 7395 framing namespace (`<open/>`, `<close/>`).
-pub const FRAMING_NS: &str = "urn:ietf:params:xml:ns:xmpp-framing";
-/// The namespace bound to the reserved `xml` prefix.
-pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+pub use crate::xmpp::{CLIENT_NS, FRAMING_NS, SERVER_NS, STREAM_ERRORS_NS, STREAMS_NS, XML_NS};
 
 /// Whether `c` may appear in an XML 1.0 document (the `Char` production).
 pub fn is_xml_char(c: char) -> bool {

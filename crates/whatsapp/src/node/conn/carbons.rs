@@ -15,8 +15,7 @@
 use super::mam::{FORWARD_NS, HINTS_NS, has_body_chat_or_normal};
 use super::*;
 
-/// XEP-0280.
-pub const CARBONS_NS: &str = "urn:xmpp:carbons:2";
+pub use crate::xmpp::CARBONS_NS;
 
 /// Whether `message` may be carbon-copied.
 fn eligible(message: &Element) -> bool {

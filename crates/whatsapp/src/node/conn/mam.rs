@@ -14,18 +14,7 @@
 use super::*;
 use crate::archive::{Copy, Query};
 
-/// XEP-0313.
-pub const MAM_NS: &str = "urn:xmpp:mam:2";
-/// XEP-0359 unique and stable stanza ids.
-pub const SID_NS: &str = "urn:xmpp:sid:0";
-/// XEP-0297 stanza forwarding.
-pub const FORWARD_NS: &str = "urn:xmpp:forward:0";
-/// XEP-0004 data forms.
-pub const DATA_NS: &str = "jabber:x:data";
-/// XEP-0059 result set management.
-pub const RSM_NS: &str = "http://jabber.org/protocol/rsm";
-/// XEP-0334 processing hints.
-pub const HINTS_NS: &str = "urn:xmpp:hints";
+pub use crate::xmpp::{DATA_NS, FORWARD_NS, HINTS_NS, MAM_NS, RSM_NS, SID_NS};
 
 /// Most fields a query form may carry.
 const MAX_FORM_FIELDS: usize = 8;

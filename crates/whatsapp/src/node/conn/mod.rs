@@ -9,8 +9,8 @@
 //! write to this socket returned — or, with XEP-0198 (`sm.rs`), only once the
 //! client's `<a/>` covers it. Writes race the connection's kick token, so a slow
 //! reader that the router kicked is dropped even mid-write. A connection not bound
-//! within `handshake_timeout`, or silent for `idle_timeout`, gets
-//! `<connection-timeout/>`; one sending faster than its rate limit is simply not
+//! within `handshake_timeout`, or silent for `idle_timeout` (both on the injected
+//! clock), gets `<connection-timeout/>`; one sending faster than its rate limit is simply not
 //! read until its token buckets refill. SASL computations run off the runtime
 //! threads.
 //!
@@ -61,18 +61,7 @@ use crate::xml::{
 };
 use transport::{READ_CHUNK, Throttle, Transport};
 
-/// SASL mechanisms, `<auth/>`, `<success/>`, ….
-pub const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
-/// Resource binding (RFC 6120 §7).
-pub const BIND_NS: &str = "urn:ietf:params:xml:ns:xmpp-bind";
-/// The legacy session establishment (RFC 3921), still sent by clients.
-pub const SESSION_NS: &str = "urn:ietf:params:xml:ns:xmpp-session";
-/// XEP-0199.
-pub const PING_NS: &str = "urn:xmpp:ping";
-/// XEP-0030 disco#info.
-pub const DISCO_INFO_NS: &str = "http://jabber.org/protocol/disco#info";
-/// STARTTLS (RFC 6120 §5).
-pub const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+pub use crate::xmpp::{BIND_NS, DISCO_INFO_NS, PING_NS, SASL_NS, SESSION_NS, TLS_NS};
 
 /// Failed SASL attempts one connection may make before it is closed.
 const MAX_SASL_FAILURES: u32 = 3;
@@ -141,8 +130,8 @@ struct Conn {
     peer: SocketAddr,
     transport: Transport,
     throttle: Throttle,
-    /// Accepted at (real time: the handshake deadline counts from here).
-    /// When the connection was accepted, on the injected clock.
+    /// When the connection was accepted, on the injected clock (the handshake
+    /// deadline counts from here).
     accepted: Instant,
     /// When input last arrived, on the injected clock.
     last_input: Instant,

@@ -22,10 +22,7 @@ use super::roster::{inbound_unsubscribe, inbound_unsubscribed};
 use super::*;
 use crate::auth::AccountError;
 
-/// XEP-0077.
-pub const REGISTER_NS: &str = "jabber:iq:register";
-/// The stream feature advertising registration before authentication.
-pub const REGISTER_FEATURE_NS: &str = "http://jabber.org/features/iq-register";
+pub use crate::xmpp::{REGISTER_FEATURE_NS, REGISTER_NS};
 
 /// Per-address registration budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,7 @@
 use super::*;
 use crate::roster::{Item, MAX_GROUPS, Roster, RosterError, validate_contact, validate_item};
 
-/// RFC 6121 roster namespace.
-pub const ROSTER_NS: &str = "jabber:iq:roster";
+pub use crate::xmpp::ROSTER_NS;
 
 /// The `<item/>` of a roster result or push.
 pub(super) fn item_element(jid: &str, item: Option<&Item>) -> Element {

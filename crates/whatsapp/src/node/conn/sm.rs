@@ -58,8 +58,7 @@ use crate::offline::MessageKey;
 use crate::xml::STREAM_ERRORS_NS;
 use crate::xml::{StreamParser, stream_open};
 
-/// XEP-0198 version 3.
-pub const SM_NS: &str = "urn:xmpp:sm:3";
+pub use crate::xmpp::SM_NS;
 /// The server asks for an `<a/>` after this many unrequested stanzas (or sooner,
 /// when its outbound queue is empty).
 const REQUEST_EVERY: u32 = 16;

@@ -4,20 +4,22 @@
 //! The first byte picks the message (client-first, client-final, server-first,
 //! server-final, or a user name for the client's client-first), the rest is the
 //! message. Each check panics when an invariant is broken; a message refused with
-//! a [`SaslFailure`](super::SaslFailure) or [`ScramError`] is the expected outcome.
+//! a [`SaslFailure`](crate::auth::SaslFailure) or [`ScramError`] is the expected
+//! outcome. It lives with the client because it drives both ends (the client
+//! depends on `auth`, not the other way round).
 
 use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::saslprep::saslprep;
 use super::scram::{
+    MAX_SERVER_ITERATIONS, ScramClient, ScramError, parse_server_final, parse_server_first,
+};
+use crate::auth::saslprep::saslprep;
+use crate::auth::scram::{
     Lookup, MAX_MESSAGE_LEN, ScramHash, ScramSecrets, ScramServer, parse_client_final,
     parse_client_first,
-};
-use crate::client::scram::{
-    MAX_SERVER_ITERATIONS, ScramClient, ScramError, parse_server_final, parse_server_first,
 };
 
 /// The server's nonce half in every exchange the checks drive.
