@@ -111,7 +111,15 @@ pub async fn run(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn print_listeners(platform: &Platform, registry: &CaseRegistry, config: &Config) {
-    let views = platform.list();
+    let mut views = platform.list();
+    // Grouped by service: a service's instances side by side, in region order.
+    views.sort_by(|a, b| {
+        (&a.info.service, &a.started_at_ms, &a.info.instance_id).cmp(&(
+            &b.info.service,
+            &b.started_at_ms,
+            &b.info.instance_id,
+        ))
+    });
     let width = |f: fn(&casebook_kit::runtime::InstanceView) -> usize, min: usize| {
         views.iter().map(f).max().unwrap_or(0).max(min)
     };
