@@ -31,7 +31,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PORT")]
     pub whatsapp_port: Option<u16>,
 
-    /// Log filter, e.g. `info` or `casebook_kit=debug,info` (RUST_LOG also works).
+    /// Log filter, e.g. `info` or `casebook_kit=debug,info`. Default: warnings and
+    /// errors only, so `up`'s URL and table stay on top. Wins over `RUST_LOG`, which
+    /// is read only when neither this flag nor `CASEBOOK_LOG` is given.
     #[arg(long, global = true, env = "CASEBOOK_LOG", value_name = "FILTER")]
     pub log: Option<String>,
 
@@ -47,7 +49,12 @@ pub enum Command {
     /// SIGTERM stops it gracefully: every instance deregisters, stops accepting,
     /// finishes in-flight work (up to `shutdown.drain_timeout`) and flushes its
     /// state; a second Ctrl-C exits at once.
-    Up,
+    Up {
+        /// Start only this case (repeatable), e.g. `--case uber`; the control plane
+        /// always runs. Default: every case.
+        #[arg(long = "case", value_name = "NAME")]
+        cases: Vec<String>,
+    },
 
     /// Run one service instance alone in this process (fleet mode).
     ///
@@ -136,16 +143,46 @@ impl Cli {
         )
     }
 
-    /// The log filter to start tracing with.
+    /// The log filter to start tracing with: `--log` / `CASEBOOK_LOG`, else
+    /// `RUST_LOG`, else warnings only.
     pub fn log_filter(&self) -> String {
-        self.log.clone().unwrap_or_else(|| "info".to_owned())
+        log_filter(
+            self.log.as_deref(),
+            std::env::var("RUST_LOG").ok().as_deref(),
+        )
     }
+}
+
+/// The filter from `--log`/`CASEBOOK_LOG` (`flag`) and `RUST_LOG`: the flag wins.
+fn log_filter(flag: Option<&str>, rust_log: Option<&str>) -> String {
+    flag.or(rust_log)
+        .filter(|f| !f.trim().is_empty())
+        .unwrap_or("warn")
+        .to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn the_log_flag_wins_over_rust_log_and_the_default_is_quiet() {
+        assert_eq!(log_filter(Some("info"), Some("debug")), "info");
+        assert_eq!(log_filter(None, Some("debug")), "debug");
+        assert_eq!(log_filter(None, None), "warn");
+        assert_eq!(log_filter(Some(""), None), "warn");
+    }
+
+    #[test]
+    fn up_takes_repeated_cases() {
+        let cli = Cli::try_parse_from(["casebook", "up", "--case", "uber", "--case", "whatsapp"])
+            .unwrap();
+        match cli.command {
+            Command::Up { cases } => assert_eq!(cases, ["uber", "whatsapp"]),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
 
     #[test]
     fn the_command_line_is_well_formed() {

@@ -167,6 +167,8 @@ pub fn load(
         .filter(|(k, _)| k.starts_with("CASEBOOK_") && !NOT_KEYS.contains(&k.as_str()))
         .collect();
     env.sort();
+    // A value is read as its key's own type: a string key given `1234` stays a string.
+    let defaults = toml::Value::try_from(Config::default()).ok();
     for (var, raw) in env {
         let path: Vec<String> = var["CASEBOOK_".len()..]
             .split("__")
@@ -179,7 +181,12 @@ pub fn load(
                 message: "expected CASEBOOK_<TABLE>__<KEY>, with `__` between parts".into(),
             });
         }
-        set_path(&mut table, &path, parse_env_value(&raw)).map_err(|message| ConfigError {
+        let value = if default_is_string(defaults.as_ref(), &path) {
+            toml::Value::String(raw)
+        } else {
+            parse_env_value(&raw)
+        };
+        set_path(&mut table, &path, value).map_err(|message| ConfigError {
             source: format!("environment variable {var}"),
             key: path.join("."),
             message,
@@ -285,6 +292,15 @@ fn blame(origin: &BTreeMap<String, String>, key: &str) -> Option<String> {
         }
         key = key.rsplit_once('.')?.0;
     }
+}
+
+/// Whether the default configuration holds a string at `path`.
+fn default_is_string(defaults: Option<&toml::Value>, path: &[String]) -> bool {
+    let mut at = defaults;
+    for part in path {
+        at = at.and_then(|v| v.get(part.as_str()));
+    }
+    matches!(at, Some(toml::Value::String(_)))
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
@@ -424,6 +440,31 @@ mod tests {
         let f = file("[control]\nzone = \"mars-a\"\n");
         let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
         assert_eq!(err.key, "control.zone");
+    }
+
+    #[test]
+    fn an_environment_value_is_read_as_its_keys_own_type() {
+        let config = load(
+            None,
+            env(&[
+                ("CASEBOOK_UBER__CITY", "1234"),
+                ("CASEBOOK_WHATSAPP__DOMAIN", "true"),
+                ("CASEBOOK_CONTROL__PORT", "7701"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.uber.city, "1234");
+        assert_eq!(config.whatsapp.domain, "true");
+        assert_eq!(config.control.port, 7701);
+        // A number key given a string is still an error naming the variable.
+        let err = load(
+            None,
+            env(&[("CASEBOOK_CONTROL__PORT", "seven")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "control.port");
     }
 
     #[test]

@@ -1,17 +1,19 @@
-//! Wiring: which services this binary can run, built from the configuration.
+//! Wiring: the control plane and the registered cases, built from the configuration.
+//!
+//! The only place that names the cases is [`cases`]; everything else (`up`,
+//! `serve`, `load`) iterates the [`CaseRegistry`].
 
 use std::sync::Arc;
 
 use casebook_control::{ControlPlane, ControlSettings};
+use casebook_kit::case::{Case, CaseEnv, CaseRegistry};
 use casebook_kit::clock::SystemClock;
+use casebook_kit::config::ConfigError;
 use casebook_kit::discovery::{DiscoveryClient, DiscoveryRegistrar};
 use casebook_kit::metrics_push::{self, MetricsPusher};
+use casebook_kit::resolve::Resolver;
 use casebook_kit::runtime::{InstanceSpec, Platform};
 use casebook_kit::topology::Placement;
-use casebook_uber::pricing::{PRICING_SERVICE, PricingConfig, PricingService};
-use casebook_uber::resp::server::{GEO_RESP_SERVICE, GeoResp};
-use casebook_uber::service::{UBER_SERVICE, UberService};
-use casebook_whatsapp::node::{CHAT_SERVICE, ChatNode, ChatSettings};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -19,20 +21,34 @@ use crate::config::Config;
 /// How a user changes the control plane's port, shown when it is taken.
 pub const CONTROL_PORT_HINT: &str = "--control-port, CASEBOOK_CONTROL__PORT or `port` in [control]";
 
-/// A platform with every service of this binary registered.
-pub fn build(config: &Config) -> Platform {
-    build_with_uber(config).0
+/// The platform with the control plane and every case registered.
+#[derive(Debug)]
+pub struct Built {
+    pub platform: Platform,
+    pub registry: CaseRegistry,
+    /// How instances find each other; attached to discovery once the control
+    /// plane's address is known ([`attach_discovery`]).
+    pub resolver: Arc<Resolver>,
 }
 
-/// [`build`], and the `uber` service registered in it: `casebook up` hands it the
-/// address of the pricing instance it started ([`UberService::set_pricing_url`]).
-pub fn build_with_uber(config: &Config) -> (Platform, Arc<UberService>) {
+/// Every case this binary runs, in start order. The one place a case is named.
+fn cases(config: &Config, env: &CaseEnv) -> Result<Vec<Case>, ConfigError> {
+    Ok(vec![
+        casebook_whatsapp::case::case(&config.whatsapp, env)?,
+        casebook_uber::case::case(&config.uber, env)?,
+    ])
+}
+
+/// Builds the platform: the control plane, then every case's services. Two services
+/// with one name are an error here, before anything starts.
+pub fn build(config: &Config) -> anyhow::Result<Built> {
+    let clock = SystemClock::shared();
     let platform = Platform::new(
         config.topology.clone(),
         config.data_dir.clone(),
-        SystemClock::shared(),
+        clock.clone(),
     );
-    platform.register_service(Arc::new(ControlPlane::new(
+    let control = Arc::new(ControlPlane::new(
         platform.downgrade(),
         ControlSettings {
             topology: config.topology.clone(),
@@ -40,174 +56,31 @@ pub fn build_with_uber(config: &Config) -> (Platform, Arc<UberService>) {
             metrics_store: config.metrics_store.clone(),
             drain: config.shutdown.drain_timeout,
         },
-    )));
-    platform.register_service(Arc::new(
-        ChatNode::new(ChatSettings {
-            config: config.whatsapp.clone(),
-            // The account commands (`casebook whatsapp add-user`) use the same root.
-            accounts_root: config.data_dir.clone(),
-        })
-        // Node i (in region i) listens on the configured ports + i * 100.
-        .with_regions(region_names(config)),
     ));
-    // One replica per region (instance i on http_port + 100 i, gossip on
-    // gossip_port + i); the regional settings were checked when the config loaded.
-    let uber = Arc::new(
-        UberService::regional_from_config(&config.uber, &region_names(config), config.control.host)
-            .expect("[uber] regions validated when the configuration was loaded"),
-    );
-    // The RESP port's live key (`drivers`) reads the index of the uber replica
-    // in the RESP port's own region (the first: where `up` places it).
-    let engine_of = Arc::downgrade(&uber);
-    let resp_region = region_names(config).into_iter().next().unwrap_or_default();
-    platform.register_service(Arc::new(GeoResp::from_config_live(
-        &config.uber,
-        Arc::new(move || {
-            let uber = engine_of.upgrade()?;
-            let engine = uber.engine_of(&resp_region).or_else(|| uber.engine())?;
-            Some(engine.index().clone())
-        }),
-    )));
-    platform.register_service(uber.clone());
-    platform.register_service(Arc::new(
-        PricingService::new(PricingConfig::default()).expect("the default pricing config is valid"),
-    ));
-    (platform, uber)
-}
-
-/// How a user changes the RESP geo port, shown when it is taken.
-pub const UBER_RESP_PORT_HINT: &str = "CASEBOOK_UBER__RESP_PORT or `resp_port` in [uber]";
-/// How a user changes the Uber HTTP API's port, shown when it is taken.
-pub const UBER_HTTP_PORT_HINT: &str = "CASEBOOK_UBER__HTTP_PORT or `http_port` in [uber]";
-/// How a user changes the pricing service's port, shown when it is taken.
-pub const PRICING_PORT_HINT: &str = "CASEBOOK_UBER__PRICING_PORT or `pricing_port` in [uber]";
-
-/// The spec of the RESP geo port's instance (`[uber]` resp_port).
-pub fn geo_resp_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
-    first_zone_spec(
-        config,
-        GEO_RESP_SERVICE,
-        config.uber.resp_port,
-        UBER_RESP_PORT_HINT,
-    )
-}
-
-/// The spec of one Uber API replica: in `zone` (default: the first region's first
-/// zone), on its region's port (`[uber]` http_port + 100 × the region's index).
-pub fn uber_spec(config: &Config, zone: Option<&str>) -> anyhow::Result<InstanceSpec> {
-    let placement = placement(config, zone)?;
-    let index = region_names(config)
-        .iter()
-        .position(|r| *r == placement.region)
-        .unwrap_or(0);
-    Ok(InstanceSpec {
-        service: UBER_SERVICE.to_owned(),
-        instance_id: None,
-        placement,
-        listen: std::net::SocketAddr::new(config.control.host, config.uber.http_port_of(index)),
+    let resolver = Arc::new(Resolver::detached(clock));
+    let env = CaseEnv {
+        topology: config.topology.clone(),
+        host: config.control.host,
+        data_dir: config.data_dir.clone(),
+        resolver: resolver.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        port_hint: Some(UBER_HTTP_PORT_HINT.to_owned()),
+    };
+    let registry = CaseRegistry::new(&env, cases(config, &env)?)?;
+    if let Ok(decl) = registry.service(casebook_control::CONTROL_SERVICE) {
+        anyhow::bail!(
+            "service `{}` is declared by a case, but the control plane is called that",
+            decl.name()
+        );
+    }
+    platform.register_service(control);
+    for decl in registry.services() {
+        platform.register_service(decl.factory.clone());
+    }
+    Ok(Built {
+        platform,
+        registry,
+        resolver,
     })
-}
-
-/// One Uber API replica per region of the topology, in region order: what
-/// `casebook up` starts (they gossip driver state to each other).
-pub fn uber_specs(config: &Config) -> anyhow::Result<Vec<InstanceSpec>> {
-    per_region(config, uber_spec)
-}
-
-/// `spec` in each region's first zone, in region order.
-fn per_region(
-    config: &Config,
-    spec: impl Fn(&Config, Option<&str>) -> anyhow::Result<InstanceSpec>,
-) -> anyhow::Result<Vec<InstanceSpec>> {
-    config
-        .topology
-        .regions
-        .iter()
-        .map(|region| {
-            let zone = region
-                .zones
-                .first()
-                .ok_or_else(|| anyhow::anyhow!("region `{}` has no zones", region.name))?;
-            spec(config, Some(zone))
-        })
-        .collect()
-}
-
-/// The spec of the surge pricing service's instance (`[uber]` pricing_port).
-pub fn pricing_spec(config: &Config) -> anyhow::Result<InstanceSpec> {
-    first_zone_spec(
-        config,
-        PRICING_SERVICE,
-        config.uber.pricing_port,
-        PRICING_PORT_HINT,
-    )
-}
-
-/// One instance of `service` on the control plane's host at `port`, in the first
-/// zone, with `hint` shown if the port is taken.
-fn first_zone_spec(
-    config: &Config,
-    service: &str,
-    port: u16,
-    hint: &str,
-) -> anyhow::Result<InstanceSpec> {
-    Ok(InstanceSpec {
-        service: service.to_owned(),
-        instance_id: None,
-        placement: placement(config, None)?,
-        listen: std::net::SocketAddr::new(config.control.host, port),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        port_hint: Some(hint.to_owned()),
-    })
-}
-
-/// How a user changes the chat node's port, shown when it is taken.
-pub const WHATSAPP_PORT_HINT: &str =
-    "--whatsapp-port, CASEBOOK_WHATSAPP__PORT or `port` in [whatsapp]";
-
-fn region_names(config: &Config) -> Vec<String> {
-    config
-        .topology
-        .regions
-        .iter()
-        .map(|r| r.name.clone())
-        .collect()
-}
-
-/// The spec of one chat node: in `zone` (default: the first region's first zone),
-/// on the control plane's host, on its region's ports
-/// ([`WhatsappConfig::node_ports`](casebook_whatsapp::node::WhatsappConfig::node_ports):
-/// the `[whatsapp]` ports + 100 × the region's index).
-pub fn chat_spec(config: &Config, zone: Option<&str>) -> anyhow::Result<InstanceSpec> {
-    let placement = placement(config, zone)?;
-    let regions = region_names(config);
-    config
-        .whatsapp
-        .validate_nodes(regions.len())
-        .map_err(anyhow::Error::msg)?;
-    let index = regions
-        .iter()
-        .position(|r| *r == placement.region)
-        .unwrap_or(0);
-    Ok(InstanceSpec {
-        service: CHAT_SERVICE.to_owned(),
-        instance_id: None,
-        placement,
-        listen: std::net::SocketAddr::new(
-            config.control.host,
-            config.whatsapp.node_ports(index).c2s,
-        ),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        port_hint: Some(WHATSAPP_PORT_HINT.to_owned()),
-    })
-}
-
-/// One chat node per region of the topology, in region order (the first on the
-/// configured ports): what `casebook up` starts.
-pub fn chat_specs(config: &Config) -> anyhow::Result<Vec<InstanceSpec>> {
-    per_region(config, chat_spec)
 }
 
 /// Pushes this process's metrics to the control plane's store until `cancel`.
@@ -223,12 +96,17 @@ pub fn push_metrics(config: &Config, control_url: &str, node: &str, cancel: Canc
 }
 
 /// Registers every instance, running and to come, with the discovery server at
-/// `control_url`.
-pub fn attach_discovery(platform: &Platform, config: &Config, control_url: &str) {
-    platform.set_registrar(Arc::new(DiscoveryRegistrar::new(
-        DiscoveryClient::new(control_url),
-        config.discovery.renew_interval,
-    )));
+/// `control_url`, and resolves services through it.
+pub fn attach_discovery(built: &Built, config: &Config, control_url: &str) {
+    built
+        .platform
+        .set_registrar(Arc::new(DiscoveryRegistrar::new(
+            DiscoveryClient::new(control_url),
+            config.discovery.renew_interval,
+        )));
+    built
+        .resolver
+        .attach(Arc::new(DiscoveryClient::new(control_url)));
 }
 
 /// The placement of a zone, or of the first zone when none is named.

@@ -404,7 +404,7 @@ fn serving_an_unknown_service_lists_the_known_ones() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(
-            "unknown service `nope` (known: chat, control, geo-resp, uber, uber-pricing)"
+            "unknown service `nope` (known: control, chat, uber-pricing, uber, geo-resp)"
         ),
         "{stderr}"
     );

@@ -13,6 +13,8 @@
 //! | [`http_client`] | a pooled HTTP/1.1 JSON client with timeouts and request-id propagation |
 //! | [`api`] | JSON errors and a JSON body extractor that names the field at fault |
 //! | [`discovery`] | the discovery client, its lease keeper, and the discovery API's JSON |
+//! | [`resolve`] | how instances find each other: discovery, zone-aware, cached |
+//! | [`case`] | the face of a case: its services, their port plans and placement, the registry the binary iterates |
 //! | [`telemetry`] | logs, request ids and trace context, `/health` and `/metrics` |
 //! | [`resilience`] | breaker, bulkhead, fallback, timeout, retry budget, shedding, rate limit: tower layers |
 //! | [`loadgen`] | an open-loop constant-rate load generator with HdrHistogram percentiles |
@@ -29,6 +31,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod case;
 pub mod clock;
 pub mod config;
 pub mod discovery;
@@ -45,6 +48,7 @@ pub mod outbox;
 pub mod partition;
 pub mod ports;
 pub mod resilience;
+pub mod resolve;
 pub mod runtime;
 pub mod telemetry;
 pub mod topology;

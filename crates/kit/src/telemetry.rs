@@ -40,12 +40,13 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The W3C trace-context header.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
-/// Starts `tracing` logs for the process (`RUST_LOG` if set, else `default_filter`)
+/// Starts `tracing` logs for the process with `filter` (an `EnvFilter` directive)
 /// and installs the metrics recorder. Calling it again is harmless.
-pub fn init_tracing(default_filter: &str) {
+pub fn init_tracing(filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // The caller decides between its flag and `RUST_LOG`; a bad filter falls back
+    // to warnings rather than silence.
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn"));
     // Logs go to stderr: stdout is for what commands print (URLs, reports).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -30,6 +30,7 @@
 //! | [`resp`] | RESP2/RESP3: incremental request parser with Redis's limits and error wording, replies, the commands, the `geo-resp` server |
 
 pub mod api;
+pub mod case;
 pub mod config;
 pub mod engine;
 #[doc(hidden)]

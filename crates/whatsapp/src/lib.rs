@@ -22,6 +22,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod case;
 pub mod client;
 pub mod cluster;
 pub mod node;

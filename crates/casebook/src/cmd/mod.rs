@@ -13,7 +13,6 @@ macro_rules! say {
 
 mod config;
 pub(crate) mod load;
-mod load_uber;
 mod serve;
 mod signal;
 mod up;
@@ -27,7 +26,7 @@ use crate::config::Config;
 /// Runs a command to completion.
 pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up => up::run(config).await,
+        Command::Up { cases } => up::run(config, up::Args { cases }).await,
         Command::Serve {
             service,
             zone,

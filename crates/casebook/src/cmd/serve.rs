@@ -1,6 +1,5 @@
 //! `casebook serve SERVICE`: one service instance alone in this process.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use super::signal::stop_requested;
@@ -18,45 +17,41 @@ pub struct Args {
 }
 
 pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    let platform = platform::build(&config);
-    if !platform.services().contains(&args.service) {
-        eprintln!(
-            "casebook: unknown service `{}` (known: {})",
-            args.service,
-            platform.services().join(", ")
-        );
-        return Ok(ExitCode::from(2));
-    }
+    let built = platform::build(&config)?;
     let is_control = args.service == casebook_control::CONTROL_SERVICE;
     let mut spec = if is_control {
-        platform::control_spec(&config)?
-    } else if args.service == casebook_whatsapp::node::CHAT_SERVICE {
-        platform::chat_spec(&config, args.zone.as_deref())?
-    } else if args.service == casebook_uber::resp::server::GEO_RESP_SERVICE {
-        platform::geo_resp_spec(&config)?
-    } else if args.service == casebook_uber::service::UBER_SERVICE {
-        platform::uber_spec(&config, args.zone.as_deref())?
-    } else if args.service == casebook_uber::pricing::PRICING_SERVICE {
-        platform::pricing_spec(&config)?
+        let mut spec = platform::control_spec(&config)?;
+        if let Some(zone) = &args.zone {
+            spec.placement = platform::placement(&config, Some(zone))?;
+        }
+        spec
     } else {
-        casebook_kit::runtime::InstanceSpec {
-            service: args.service.clone(),
-            instance_id: None,
-            placement: platform::placement(&config, None)?,
-            listen: SocketAddr::new(config.control.host, 0),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            port_hint: Some("--port".to_owned()),
+        let spec = built
+            .registry
+            .service(&args.service)
+            .and_then(|decl| built.registry.spec(decl, args.zone.as_deref()));
+        match spec {
+            Ok(spec) => spec,
+            Err(casebook_kit::case::RegistryError::UnknownService { name, known }) => {
+                eprintln!(
+                    "casebook: unknown service `{name}` (known: {}, {known})",
+                    casebook_control::CONTROL_SERVICE
+                );
+                return Ok(ExitCode::from(2));
+            }
+            Err(err) => {
+                eprintln!("casebook: {err}");
+                return Ok(ExitCode::from(2));
+            }
         }
     };
-    if let Some(zone) = &args.zone {
-        spec.placement = platform::placement(&config, Some(zone))?;
-    }
     if let Some(port) = args.port {
         spec.listen.set_port(port);
         spec.port_hint = Some("--port".to_owned());
     }
     spec.instance_id = args.instance_id;
 
+    let platform = &built.platform;
     let info = match platform.start(spec).await {
         Ok(info) => info,
         Err(err) => {
@@ -70,7 +65,7 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         None if is_control => info.http_url(),
         None => config.control.url(),
     };
-    platform::attach_discovery(&platform, &config, &control_url);
+    platform::attach_discovery(&built, &config, &control_url);
     let stop_pushing = tokio_util::sync::CancellationToken::new();
     platform::push_metrics(
         &config,

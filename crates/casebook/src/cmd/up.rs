@@ -1,8 +1,9 @@
-//! `casebook up`: the whole platform in one process.
+//! `casebook up`: the control plane and the registered cases, in one process.
 
 use std::io::Write;
 use std::process::ExitCode;
 
+use casebook_kit::case::CaseRegistry;
 use casebook_kit::runtime::Platform;
 use tokio_util::sync::CancellationToken;
 
@@ -10,8 +11,46 @@ use super::signal::stop_requested;
 use crate::config::Config;
 use crate::platform;
 
-pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let (platform, uber) = platform::build_with_uber(&config);
+/// What `up` was asked for.
+#[derive(Debug, Default)]
+pub struct Args {
+    /// Only these cases (all when empty).
+    pub cases: Vec<String>,
+}
+
+pub async fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    let built = platform::build(&config)?;
+    // Every named case must exist before anything starts.
+    let selected: Vec<&casebook_kit::case::Case> = if args.cases.is_empty() {
+        built.registry.cases().iter().collect()
+    } else {
+        let mut selected = Vec::new();
+        for name in &args.cases {
+            match built.registry.case(name) {
+                Ok(case)
+                    if !selected
+                        .iter()
+                        .any(|c: &&casebook_kit::case::Case| c.name == case.name) =>
+                {
+                    selected.push(case)
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    eprintln!("casebook: {err}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        selected
+    };
+    let mut specs = Vec::new();
+    for case in &selected {
+        for decl in &case.services {
+            specs.extend(built.registry.up_specs(decl)?);
+        }
+    }
+
+    let platform = &built.platform;
     let control = match platform.start(platform::control_spec(&config)?).await {
         Ok(info) => info,
         Err(err) => {
@@ -21,7 +60,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     };
     // Discovery is attached once the control plane's real address is known (the
     // port may be 0); the control plane then registers with itself like any other.
-    platform::attach_discovery(&platform, &config, &control.http_url());
+    platform::attach_discovery(&built, &config, &control.http_url());
     let stop_pushing = CancellationToken::new();
     platform::push_metrics(
         &config,
@@ -29,37 +68,19 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         &control.instance_id,
         stop_pushing.clone(),
     );
-    // The first line is the control-plane URL, for people and for scripts.
-    // One chat node per region (they find each other through the process's
-    // cluster), then the RESP geo port, the pricing service and one Uber API
-    // replica per region — pricing first, so the replicas are handed its real
-    // address (the port may be 0).
-    let mut specs = platform::chat_specs(&config)?;
-    specs.push(platform::geo_resp_spec(&config)?);
-    specs.push(platform::pricing_spec(&config)?);
-    specs.extend(platform::uber_specs(&config)?);
+    // Case by case, service by service, in the order the cases declare them (a
+    // service that others call comes first).
     for spec in specs {
-        let service = spec.service.clone();
-        match platform.start(spec).await {
-            Ok(info) if service == casebook_uber::pricing::PRICING_SERVICE => {
-                // Bound to every interface: call it on this host's loopback.
-                let mut address = info.address;
-                if address.ip().is_unspecified() {
-                    address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                uber.set_pricing_url(format!("http://{address}"));
-            }
-            Ok(_) => {}
-            Err(err) => {
-                eprintln!("casebook: {err}");
-                stop_pushing.cancel();
-                platform.stop_all(config.shutdown.drain_timeout).await;
-                return Ok(ExitCode::FAILURE);
-            }
+        if let Err(err) = platform.start(spec).await {
+            eprintln!("casebook: {err}");
+            stop_pushing.cancel();
+            platform.stop_all(config.shutdown.drain_timeout).await;
+            return Ok(ExitCode::FAILURE);
         }
     }
+    // The first line is the control-plane URL, for people and for scripts.
     say!("casebook control plane: {}", control.http_url());
-    print_listeners(&platform, &config);
+    print_listeners(platform, &built.registry, &config);
     let _ = std::io::stdout().flush();
 
     stop_requested().await;
@@ -83,44 +104,38 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_listeners(platform: &Platform, config: &Config) {
+fn print_listeners(platform: &Platform, registry: &CaseRegistry, config: &Config) {
     let views = platform.list();
-    let width = views
-        .iter()
-        .map(|v| v.info.instance_id.len())
-        .max()
-        .unwrap_or(0)
-        .max("instance".len());
+    let width = |f: fn(&casebook_kit::runtime::InstanceView) -> usize, min: usize| {
+        views.iter().map(f).max().unwrap_or(0).max(min)
+    };
+    let service_w = width(|v| v.info.service.len(), "service".len());
+    let id_w = width(|v| v.info.instance_id.len(), "instance".len());
     say!();
     say!(
-        "  {:<10} {:<width$} {:<10} {:<12} address",
+        "  {:<service_w$} {:<id_w$} {:<10} {:<12} address",
         "service",
         "instance",
         "region",
         "zone"
     );
     for view in &views {
+        let address = match registry.service(&view.info.service) {
+            Ok(decl) => decl.show_address(view.info.address),
+            // The control plane: its URL.
+            Err(_) => view.info.http_url(),
+        };
         say!(
-            "  {:<10} {:<width$} {:<10} {:<12} {}",
+            "  {:<service_w$} {:<id_w$} {:<10} {:<12} {}",
             view.info.service,
             view.info.instance_id,
             view.info.region,
             view.info.zone,
-            if view.info.service == casebook_whatsapp::node::CHAT_SERVICE {
-                format!("xmpp c2s {}", view.info.address)
-            } else if view.info.service == casebook_uber::resp::server::GEO_RESP_SERVICE {
-                format!("redis (RESP geo) {}", view.info.address)
-            } else if view.info.service == casebook_uber::service::UBER_SERVICE {
-                format!("uber api {}", view.info.http_url())
-            } else if view.info.service == casebook_uber::pricing::PRICING_SERVICE {
-                format!("uber pricing {}", view.info.http_url())
-            } else {
-                view.info.http_url()
-            },
+            address,
         );
         for listener in &view.listeners {
             say!(
-                "  {:<10} {:<width$} {:<10} {:<12} {} {}",
+                "  {:<service_w$} {:<id_w$} {:<10} {:<12} {} {}",
                 "",
                 "",
                 "",

@@ -33,9 +33,16 @@ pub fn casebook(data_dir: &Path) -> Command {
 /// `casebook up` as it will be started; see [`Up::builder`].
 pub struct UpBuilder {
     command: Command,
+    up_args: Vec<String>,
 }
 
 impl UpBuilder {
+    /// An argument of `up` itself, e.g. `--case`.
+    pub fn up_arg(mut self, arg: &str) -> Self {
+        self.up_args.push(arg.to_owned());
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.command.env(key, value);
         self
@@ -46,6 +53,7 @@ impl UpBuilder {
         let mut child = self
             .command
             .args(["--control-port", "0", "up"])
+            .args(&self.up_args)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -80,6 +88,7 @@ impl Up {
     pub fn builder(data_dir: &Path) -> UpBuilder {
         UpBuilder {
             command: casebook(data_dir),
+            up_args: Vec::new(),
         }
     }
 
@@ -100,11 +109,29 @@ impl Up {
         self.find_address(service, Some(region)).await
     }
 
-    async fn find_address(&self, service: &str, region: Option<&str>) -> String {
-        let instances: serde_json::Value = casebook_kit::http_client::HttpClient::default()
+    /// The service of every instance, in the admin API's order.
+    pub async fn services(&self) -> Vec<String> {
+        let instances = self.instances().await;
+        let mut services: Vec<String> = instances
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["service"].as_str().unwrap().to_owned())
+            .collect();
+        services.sort();
+        services.dedup();
+        services
+    }
+
+    async fn instances(&self) -> serde_json::Value {
+        casebook_kit::http_client::HttpClient::default()
             .get_json(&format!("{}/api/instances", self.url))
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    async fn find_address(&self, service: &str, region: Option<&str>) -> String {
+        let instances = self.instances().await;
         let instance = instances
             .as_array()
             .unwrap()

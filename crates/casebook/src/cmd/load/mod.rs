@@ -21,6 +21,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
 
+mod uber;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum LoadCommand {
     /// An XMPP client swarm against a chat node (or any XMPP server, e.g. Prosody).
@@ -43,7 +45,7 @@ pub enum LoadCommand {
     /// trip driven to paid. Reports pings sent/accepted/shed, rides
     /// requested/matched/unmatched and request → match percentiles (from the
     /// intended send time).
-    Uber(super::load_uber::UberArgs),
+    Uber(uber::UberArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,7 +121,7 @@ fn parse_mechanism(name: &str) -> Result<Mechanism, String> {
 pub async fn run(config: &Config, command: LoadCommand) -> anyhow::Result<ExitCode> {
     match command {
         LoadCommand::Whatsapp(args) => whatsapp(config, args).await,
-        LoadCommand::Uber(args) => super::load_uber::run(config, args).await,
+        LoadCommand::Uber(args) => uber::run(config, args).await,
     }
 }
 

@@ -146,7 +146,7 @@ pub async fn run(config: &Config, args: UberArgs) -> anyhow::Result<ExitCode> {
     let watcher = tokio::spawn(watch(progress.clone(), show));
     let report = workload::run(load, SystemClock::shared(), progress).await;
     watcher.abort();
-    super::load::print_report(report, args.json, |r| r.table())
+    super::print_report(report, args.json, |r| r.table())
 }
 
 /// Rides due over rides planned, with pings and matches as the message.

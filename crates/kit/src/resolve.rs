@@ -1,0 +1,390 @@
+//! How instances find each other: discovery, zone-aware, with a cached resolution.
+//!
+//! A caller asks [`Resolver::resolve`] for a service from its own placement; the
+//! answer is the nearest `UP` instance (same zone, then same region, then the rest,
+//! as discovery orders them), rotating among the equally near ones. The answer for a
+//! (service, zone) pair is cached for [`Resolver::ttl`] on the injected clock, so a
+//! busy caller asks discovery about once per TTL, not once per call. When discovery
+//! cannot be reached, a cached answer is served past its TTL (availability over
+//! freshness: the instances it names were alive a moment ago) for at most
+//! [`STALE_LIMIT`]; a caller that found an address dead calls [`Resolver::forget`].
+//!
+//! The same code serves `casebook up` (everything in one process) and
+//! `casebook serve` (one instance per process): the resolver starts detached and is
+//! attached to the control plane's discovery once its address is known.
+//!
+//! Bounds: one cache entry per (service, zone) asked for; at most
+//! [`MAX_CACHED_ADDRESSES`] addresses per entry.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::clock::SharedClock;
+use crate::discovery::{DiscoveryClient, DiscoveryError};
+use crate::runtime::BoxFuture;
+use crate::topology::{InstanceStatus, Placement};
+
+/// How long a resolution is reused before discovery is asked again.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+/// How long past its TTL a resolution is still served while discovery is unreachable.
+pub const STALE_LIMIT: Duration = Duration::from_secs(300);
+/// Most addresses kept for one (service, zone).
+pub const MAX_CACHED_ADDRESSES: usize = 64;
+
+/// Where the resolver learns about instances: discovery, or a fake in tests.
+pub trait InstanceSource: Send + Sync + 'static {
+    /// The `UP` instances' addresses for `service`, nearest to `near` first.
+    fn nearest(
+        &self,
+        service: &str,
+        near: &Placement,
+    ) -> BoxFuture<'_, Result<Vec<(SocketAddr, Placement)>, DiscoveryError>>;
+}
+
+impl InstanceSource for DiscoveryClient {
+    fn nearest(
+        &self,
+        service: &str,
+        near: &Placement,
+    ) -> BoxFuture<'_, Result<Vec<(SocketAddr, Placement)>, DiscoveryError>> {
+        let service = service.to_owned();
+        let near = near.clone();
+        Box::pin(async move {
+            let views = self.instances(&service, Some(&near)).await?;
+            Ok(views
+                .into_iter()
+                .filter(|v| v.status == InstanceStatus::Up)
+                .map(|v| {
+                    (
+                        v.instance.address,
+                        Placement {
+                            region: v.instance.region,
+                            zone: v.instance.zone,
+                        },
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// Why a service could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no discovery attached yet: cannot resolve `{0}`")]
+    Detached(String),
+    #[error("no UP instance of `{0}` is registered")]
+    NoInstance(String),
+    #[error("discovery is unreachable while resolving `{service}`: {source}")]
+    Discovery {
+        service: String,
+        #[source]
+        source: DiscoveryError,
+    },
+}
+
+struct Cached {
+    /// The nearest group: every address as near as the first one.
+    addresses: Vec<SocketAddr>,
+    fetched: Instant,
+}
+
+/// Zone-aware, cached service resolution through discovery. Cheap to share.
+pub struct Resolver {
+    source: RwLock<Option<Arc<dyn InstanceSource>>>,
+    clock: SharedClock,
+    ttl: Duration,
+    cache: Mutex<HashMap<(String, String), Cached>>,
+    next: AtomicUsize,
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver")
+            .field("attached", &self.source.read().is_some())
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    /// A resolver with no discovery yet (every resolution fails until
+    /// [`attach`](Self::attach)).
+    pub fn detached(clock: SharedClock) -> Self {
+        Self {
+            source: RwLock::new(None),
+            clock,
+            ttl: DEFAULT_TTL,
+            cache: Mutex::new(HashMap::new()),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The same, caching answers for `ttl`.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How long an answer is reused.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Resolves through `source` from now on (and forgets earlier answers).
+    pub fn attach(&self, source: Arc<dyn InstanceSource>) {
+        *self.source.write() = Some(source);
+        self.cache.lock().clear();
+    }
+
+    /// Whether a source is attached.
+    pub fn is_attached(&self) -> bool {
+        self.source.read().is_some()
+    }
+
+    /// The address of the nearest `UP` instance of `service` as seen from `near`.
+    /// An unspecified bind address (`0.0.0.0`) is answered as loopback.
+    pub async fn resolve(
+        &self,
+        service: &str,
+        near: &Placement,
+    ) -> Result<SocketAddr, ResolveError> {
+        let key = (service.to_owned(), near.zone.clone());
+        let now = self.clock.now();
+        let stale = {
+            let cache = self.cache.lock();
+            match cache.get(&key) {
+                Some(c) if now.saturating_duration_since(c.fetched) < self.ttl => {
+                    return Ok(self.pick(&c.addresses));
+                }
+                Some(c) if now.saturating_duration_since(c.fetched) < self.ttl + STALE_LIMIT => {
+                    Some(c.addresses.clone())
+                }
+                _ => None,
+            }
+        };
+        let source = self
+            .source
+            .read()
+            .clone()
+            .ok_or_else(|| ResolveError::Detached(service.to_owned()))?;
+        match source.nearest(service, near).await {
+            Ok(found) => {
+                let addresses = nearest_group(&found, near);
+                if addresses.is_empty() {
+                    self.cache.lock().remove(&key);
+                    return Err(ResolveError::NoInstance(service.to_owned()));
+                }
+                let answer = self.pick(&addresses);
+                self.cache.lock().insert(
+                    key,
+                    Cached {
+                        addresses,
+                        fetched: now,
+                    },
+                );
+                Ok(answer)
+            }
+            Err(source) => match stale {
+                Some(addresses) => {
+                    tracing::debug!(service, error = %source, "discovery unreachable; serving the last resolution");
+                    Ok(self.pick(&addresses))
+                }
+                None => Err(ResolveError::Discovery {
+                    service: service.to_owned(),
+                    source,
+                }),
+            },
+        }
+    }
+
+    /// Drops what is cached for `service` (a caller found an address dead).
+    pub fn forget(&self, service: &str) {
+        self.cache.lock().retain(|(s, _), _| s != service);
+    }
+
+    fn pick(&self, addresses: &[SocketAddr]) -> SocketAddr {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        addresses[n % addresses.len()]
+    }
+}
+
+/// The addresses as near to `near` as the nearest one (same zone, else same region,
+/// else all), loopback for an unspecified bind address.
+fn nearest_group(found: &[(SocketAddr, Placement)], near: &Placement) -> Vec<SocketAddr> {
+    let rank = |p: &Placement| {
+        if p.zone == near.zone {
+            0
+        } else if p.region == near.region {
+            1
+        } else {
+            2
+        }
+    };
+    let Some(best) = found.iter().map(|(_, p)| rank(p)).min() else {
+        return Vec::new();
+    };
+    found
+        .iter()
+        .filter(|(_, p)| rank(p) == best)
+        .take(MAX_CACHED_ADDRESSES)
+        .map(|(address, _)| callable(*address))
+        .collect()
+}
+
+/// An address a client can call: a wildcard bind address becomes loopback.
+pub fn callable(mut address: SocketAddr) -> SocketAddr {
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    address
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// A discovery stand-in: fixed instances, countable calls, switchable outage.
+    #[derive(Default)]
+    struct Fake {
+        instances: Mutex<Vec<(SocketAddr, Placement)>>,
+        calls: AtomicU64,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl InstanceSource for Fake {
+        fn nearest(
+            &self,
+            _service: &str,
+            _near: &Placement,
+        ) -> BoxFuture<'_, Result<Vec<(SocketAddr, Placement)>, DiscoveryError>> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let answer = if self.down.load(Ordering::Relaxed) {
+                Err(DiscoveryError::Unavailable("fake outage".into()))
+            } else {
+                Ok(self.instances.lock().clone())
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn at(zone: &str) -> Placement {
+        Placement {
+            region: zone.rsplit_once('-').unwrap().0.to_owned(),
+            zone: zone.to_owned(),
+        }
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn setup() -> (Arc<Fake>, Resolver, ManualClock) {
+        let clock = ManualClock::new();
+        let fake = Arc::new(Fake::default());
+        *fake.instances.lock() = vec![
+            (addr(1), at("us-east-b")),
+            (addr(2), at("us-east-a")),
+            (addr(3), at("eu-west-a")),
+            (addr(4), at("us-east-a")),
+        ];
+        let resolver = Resolver::detached(Arc::new(clock.clone()));
+        resolver.attach(fake.clone());
+        (fake, resolver, clock)
+    }
+
+    #[tokio::test]
+    async fn the_same_zone_wins_and_equally_near_instances_rotate() {
+        let (_, resolver, _) = setup();
+        let near = at("us-east-a");
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(resolver.resolve("svc", &near).await.unwrap().port());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [2, 2, 4, 4]);
+        // From another zone of the region: the region's instances.
+        let mut region = Vec::new();
+        for _ in 0..3 {
+            region.push(
+                resolver
+                    .resolve("svc", &at("us-east-c"))
+                    .await
+                    .unwrap()
+                    .port(),
+            );
+        }
+        region.sort_unstable();
+        region.dedup();
+        assert_eq!(region, [1, 2, 4]);
+        let far = resolver.resolve("svc", &at("ap-south-a")).await.unwrap();
+        assert!([1, 2, 3, 4].contains(&far.port()));
+    }
+
+    #[tokio::test]
+    async fn answers_are_cached_for_the_ttl_on_the_injected_clock() {
+        let (fake, resolver, clock) = setup();
+        let near = at("eu-west-a");
+        for _ in 0..10 {
+            assert_eq!(resolver.resolve("svc", &near).await.unwrap(), addr(3));
+        }
+        assert_eq!(fake.calls.load(Ordering::Relaxed), 1);
+        clock.advance(DEFAULT_TTL);
+        resolver.resolve("svc", &near).await.unwrap();
+        assert_eq!(fake.calls.load(Ordering::Relaxed), 2);
+        resolver.forget("svc");
+        resolver.resolve("svc", &near).await.unwrap();
+        assert_eq!(fake.calls.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_stale_answer_is_served_while_discovery_is_down_but_not_forever() {
+        let (fake, resolver, clock) = setup();
+        let near = at("eu-west-a");
+        resolver.resolve("svc", &near).await.unwrap();
+        fake.down.store(true, Ordering::Relaxed);
+        clock.advance(DEFAULT_TTL);
+        assert_eq!(resolver.resolve("svc", &near).await.unwrap(), addr(3));
+        clock.advance(STALE_LIMIT);
+        assert!(matches!(
+            resolver.resolve("svc", &near).await,
+            Err(ResolveError::Discovery { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn nothing_registered_and_detached_are_errors() {
+        let (fake, resolver, _) = setup();
+        fake.instances.lock().clear();
+        assert!(matches!(
+            resolver.resolve("svc", &at("us-east-a")).await,
+            Err(ResolveError::NoInstance(s)) if s == "svc"
+        ));
+        let detached = Resolver::detached(Arc::new(ManualClock::new()));
+        assert!(matches!(
+            detached.resolve("svc", &at("us-east-a")).await,
+            Err(ResolveError::Detached(_))
+        ));
+    }
+
+    #[test]
+    fn a_wildcard_bind_address_is_called_on_loopback() {
+        assert_eq!(callable("0.0.0.0:80".parse().unwrap()), addr(80));
+        assert_eq!(
+            callable("[::]:80".parse().unwrap()),
+            "[::1]:80".parse().unwrap()
+        );
+    }
+}
