@@ -856,6 +856,18 @@ async fn a_riders_trip_list_is_paged_with_a_bounded_limit() {
             .await;
         assert_eq!(status, StatusCode::OK, "{accepted}");
         let trip = accepted["trip"].as_str().unwrap().to_owned();
+        // The other client-sized inputs of a trip command are bounded too.
+        for (action, body, field) in [
+            ("cancel", json!({"reason": "x".repeat(257)}), "reason"),
+            ("complete", json!({"distance_m": 2_000_001.0}), "distance_m"),
+        ] {
+            let (status, error) = api.post(&format!("/v1/trips/{trip}/{action}"), body).await;
+            assert_eq!(
+                (status, error["field"].clone()),
+                (StatusCode::BAD_REQUEST, json!(field)),
+                "{error}"
+            );
+        }
         let (status, _) = api
             .post(&format!("/v1/trips/{trip}/cancel"), json!({}))
             .await;

@@ -8,7 +8,7 @@ use crate::matching::{RideStatus, RideView};
 use crate::trips::TripState;
 
 /// One update of a `POST /v1/locations` batch, as posted (logged and published
-/// as [`LocationColumns`]). An unknown field is refused, as at the top level.
+/// as [`LocationColumns`](crate::locations::LocationColumns)). An unknown field is refused, as at the top level.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocationRecord {

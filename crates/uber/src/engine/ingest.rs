@@ -56,7 +56,7 @@ impl Engine {
     }
 
     /// Validates and ingests location updates: durable in the outbox first, then
-    /// the index. `base` is the JSON path prefix of the updates (for errors).
+    /// the index. Each refused update is reported with its index and field.
     pub async fn ingest(&self, updates: &[LocationUpdate]) -> Result<IngestReport, ApiError> {
         if updates.len() > self.config.max_batch {
             return Err(ApiError::new(

@@ -81,7 +81,7 @@ pub(crate) use ingest::check_update;
 pub use ingest::{IngestReport, Invalid};
 
 /// The bus topic location updates are published to: `driver.locations` events
-/// whose payload is [`LocationColumns`].
+/// whose payload is [`LocationColumns`](crate::locations::LocationColumns).
 pub const LOCATIONS_TOPIC: &str = "driver-locations";
 /// Accepted updates per outbox record (one WAL record, one bus event): keeps a
 /// record far below the WAL's record limit whatever the batch size.

@@ -32,7 +32,7 @@ pub struct WorkloadConfig {
     pub airport_share: f64,
     pub stadium: LatLng,
     pub burst: Option<Burst>,
-    /// Replayed trips (pickup, dropoff), e.g. from [`parse_trips_csv`].
+    /// Replayed trips (pickup, dropoff), e.g. from [`parse_trips_csv`](super::parse_trips_csv).
     #[serde(skip)]
     pub trips: Option<Arc<Vec<(LatLng, LatLng)>>>,
     /// Ride requests outstanding at most (the loadgen's bound).

@@ -28,6 +28,8 @@ pub mod quote;
 pub mod service;
 pub mod surge;
 
+use std::time::Duration;
+
 use casebook_kit::api::ApiError;
 use serde::{Deserialize, Serialize};
 
@@ -49,8 +51,9 @@ pub const MAX_BATCH_LIMIT: usize = 100_000;
 pub struct PricingConfig {
     pub surge: SurgeConfig,
     pub tariff: Tariff,
-    /// How long a quote is valid.
-    pub quote_ttl_secs: u64,
+    /// How long a quote is valid (humantime, `"2m"`; 1 s to 1 day).
+    #[serde(with = "humantime_serde")]
+    pub quote_ttl: Duration,
     /// The most signals per `POST /v1/signals` (more: 413).
     pub max_batch: usize,
 }
@@ -60,7 +63,7 @@ impl Default for PricingConfig {
         Self {
             surge: SurgeConfig::default(),
             tariff: Tariff::default(),
-            quote_ttl_secs: 120,
+            quote_ttl: Duration::from_secs(120),
             max_batch: 10_000,
         }
     }
@@ -71,10 +74,10 @@ impl PricingConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.surge.validate().map_err(|e| format!("pricing.{e}"))?;
         self.tariff.validate().map_err(|e| format!("pricing.{e}"))?;
-        if !(1..=86_400).contains(&self.quote_ttl_secs) {
+        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&self.quote_ttl) {
             return Err(format!(
-                "pricing.quote_ttl_secs: must be 1..=86400, got {}",
-                self.quote_ttl_secs
+                "pricing.quote_ttl: must be between 1s and 1day, got {:?}",
+                self.quote_ttl
             ));
         }
         if !(1..=MAX_BATCH_LIMIT).contains(&self.max_batch) {
@@ -354,5 +357,31 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.starts_with("pricing.surge.cap"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_humantime_strings() {
+        let config: PricingConfig = serde_json::from_str(
+            r#"{"quote_ttl": "90s", "surge": {"window": "10m", "bucket": "1m"}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.quote_ttl, Duration::from_secs(90));
+        assert_eq!(
+            (config.surge.window, config.surge.bucket),
+            (Duration::from_secs(600), Duration::from_secs(60))
+        );
+        config.validate().unwrap();
+        assert!(serde_json::from_str::<PricingConfig>(r#"{"quote_ttl_secs": 90}"#).is_err());
+        let err = PricingConfig {
+            surge: SurgeConfig {
+                window: Duration::from_secs(90),
+                bucket: Duration::from_secs(60),
+                ..SurgeConfig::default()
+            },
+            ..PricingConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.starts_with("pricing.surge.window"), "{err}");
     }
 }

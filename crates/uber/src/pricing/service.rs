@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -59,7 +58,7 @@ impl PricingService {
             Pricing::new(
                 Arc::new(surge),
                 self.config.tariff.clone(),
-                Duration::from_secs(self.config.quote_ttl_secs),
+                self.config.quote_ttl,
             )
             .expect("the configuration was validated"),
         )
@@ -146,7 +145,7 @@ async fn quote(
 /// Expires silent drivers and evicts idle cells once a bucket, until the
 /// instance stops.
 async fn maintain(pricing: Arc<Pricing>, shutdown: tokio_util::sync::CancellationToken) {
-    let every = Duration::from_secs(pricing.surge().config().bucket_secs);
+    let every = pricing.surge().config().bucket;
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -5,8 +5,8 @@
 //! - **cells**: a position counts in the S2 cell at [`SurgeConfig::level`]
 //!   (default 12, about 3–6 km²) that contains it: `CellID::from(LatLng).parent(level)`;
 //! - **window**: time (on the injected clock) is cut into buckets of
-//!   `bucket_secs` (default 30 s) counted from the engine's creation; the window is
-//!   the current bucket and the `window_secs / bucket_secs − 1` before it (default
+//!   `bucket` (default 30 s) counted from the engine's creation; the window is
+//!   the current bucket and the `window / bucket − 1` before it (default
 //!   10 buckets, 4.5–5 min). Demand older than that no longer counts;
 //! - **supply counts a driver once**: an available driver is counted in the cell of
 //!   its latest ping, however often it pings; moving to another cell moves it; a
@@ -59,10 +59,13 @@ const MAX_CATCH_UP_STEPS: u64 = 64;
 pub struct SurgeConfig {
     /// S2 level of a surge cell (0..=30).
     pub level: u8,
-    /// Length of the sliding window, a multiple of `bucket_secs`.
-    pub window_secs: u64,
-    /// Length of one bucket (and of one recomputation period).
-    pub bucket_secs: u64,
+    /// Length of the sliding window, a multiple of `bucket` (humantime, `"5m"`).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Length of one bucket and of one recomputation period (`"30s"`, at least
+    /// 1 ms).
+    #[serde(with = "humantime_serde")]
+    pub bucket: Duration,
     /// Demand/supply ratio up to which the multiplier stays 1.0.
     pub threshold_ratio: f64,
     /// How much the multiplier rises per unit of ratio above the threshold.
@@ -83,8 +86,8 @@ impl Default for SurgeConfig {
     fn default() -> Self {
         Self {
             level: 12,
-            window_secs: 300,
-            bucket_secs: 30,
+            window: Duration::from_secs(300),
+            bucket: Duration::from_secs(30),
             threshold_ratio: 1.0,
             slope: 0.5,
             cap: 3.0,
@@ -102,19 +105,24 @@ impl SurgeConfig {
         if self.level > 30 {
             return Err(format!("surge.level: must be 0..=30, got {}", self.level));
         }
-        if self.bucket_secs == 0 {
-            return Err("surge.bucket_secs: must be positive".into());
+        if self.bucket < Duration::from_millis(1) {
+            return Err("surge.bucket: must be at least 1ms".into());
         }
-        if self.window_secs == 0 || !self.window_secs.is_multiple_of(self.bucket_secs) {
+        if self.window.is_zero()
+            || !self
+                .window
+                .as_nanos()
+                .is_multiple_of(self.bucket.as_nanos())
+        {
             return Err(format!(
-                "surge.window_secs: must be a positive multiple of bucket_secs ({}), got {}",
-                self.bucket_secs, self.window_secs
+                "surge.window: must be a positive multiple of bucket ({:?}), got {:?}",
+                self.bucket, self.window
             ));
         }
-        if self.window_secs / self.bucket_secs > MAX_BUCKETS {
+        if self.buckets() > MAX_BUCKETS {
             return Err(format!(
-                "surge.window_secs: at most {MAX_BUCKETS} buckets of bucket_secs, got {}",
-                self.window_secs / self.bucket_secs
+                "surge.window: at most {MAX_BUCKETS} buckets, got {}",
+                self.buckets()
             ));
         }
         if !(self.threshold_ratio.is_finite() && self.threshold_ratio >= 0.0) {
@@ -160,7 +168,7 @@ impl SurgeConfig {
     }
 
     fn buckets(&self) -> u64 {
-        self.window_secs / self.bucket_secs
+        u64::try_from(self.window.as_nanos() / self.bucket.as_nanos().max(1)).unwrap_or(u64::MAX)
     }
 
     /// The multiplier before smoothing, for `demand` requests and `supply` drivers.
@@ -361,7 +369,7 @@ impl Surge {
     pub fn new(config: SurgeConfig, clock: SharedClock) -> Result<Self, String> {
         config.validate()?;
         let origin = clock.now();
-        let bucket = Duration::from_secs(config.bucket_secs);
+        let bucket = config.bucket;
         Ok(Self {
             config,
             clock,
@@ -998,10 +1006,10 @@ mod tests {
         let bad = |c: SurgeConfig| c.validate().unwrap_err();
         assert!(
             bad(SurgeConfig {
-                window_secs: 301,
+                window: Duration::from_secs(301),
                 ..Default::default()
             })
-            .starts_with("surge.window_secs")
+            .starts_with("surge.window")
         );
         assert!(
             bad(SurgeConfig {
