@@ -58,6 +58,9 @@ async fn a_short_run_against_casebook_up_matches_every_ride() {
     assert!(pings["sent"].as_u64().unwrap() >= 300, "{report}");
     assert_eq!(pings["failed"], 0, "{report}");
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    // Durations are numbers with their unit in the name.
+    assert!(report["elapsed_ms"].is_u64(), "{report}");
+    assert!(report["config"]["duration_ms"].is_u64(), "{report}");
 
     // The trips are in the API's read model too.
     let city: serde_json::Value = HttpClient::default()

@@ -67,6 +67,7 @@ async fn a_short_run_against_casebook_up_delivers_every_message_it_sent() {
     assert_eq!(messages["lost"], 0, "{report}");
     assert_eq!(messages["receipts_received"], messages["sent"], "{report}");
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert_eq!(report["config"]["duration_ms"], 2000, "{report}");
     assert!(stderr.contains("phase: messages"), "{stderr}");
 }
 

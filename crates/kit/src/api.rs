@@ -216,3 +216,66 @@ mod tests {
         assert_eq!(json, r#"{"error":"unknown zone","field":"zone"}"#);
     }
 }
+
+/// Serde for a `Duration` as whole milliseconds, for JSON fields named `…_ms`
+/// (`#[serde(rename = "elapsed_ms", with = "casebook_kit::api::duration_ms")]`):
+/// JSON carries durations as numbers with their unit in the name, never serde's
+/// `{"secs", "nanos"}`.
+pub mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+
+    /// The same for an `Option<Duration>` (`null` when absent).
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<u64>::deserialize(d).map(|ms| ms.map(Duration::from_millis))
+        }
+    }
+}
+
+#[cfg(test)]
+mod duration_ms_tests {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Timed {
+        #[serde(rename = "elapsed_ms", with = "super::duration_ms")]
+        elapsed: Duration,
+        #[serde(rename = "slo_ms", with = "super::duration_ms::option")]
+        slo: Option<Duration>,
+    }
+
+    #[test]
+    fn durations_are_numbers_of_milliseconds_with_the_unit_in_the_name() {
+        let timed = Timed {
+            elapsed: Duration::from_micros(2_500_900),
+            slo: None,
+        };
+        let json = serde_json::to_string(&timed).unwrap();
+        assert_eq!(json, r#"{"elapsed_ms":2500,"slo_ms":null}"#);
+        let back: Timed = serde_json::from_str(r#"{"elapsed_ms":7,"slo_ms":3}"#).unwrap();
+        assert_eq!(back.slo, Some(Duration::from_millis(3)));
+    }
+}

@@ -51,10 +51,12 @@ pub struct LoadPlan {
     /// Requests per second.
     pub rate_per_sec: f64,
     /// How long to send for.
+    #[serde(rename = "duration_ms", with = "crate::api::duration_ms")]
     pub duration: Duration,
     /// Most requests outstanding at once.
     pub max_in_flight: usize,
     /// A success slower than this does not count as goodput.
+    #[serde(rename = "slo_ms", with = "crate::api::duration_ms::option")]
     pub slo: Option<Duration>,
 }
 
@@ -137,6 +139,7 @@ pub struct ClassReport {
 pub struct LoadReport {
     pub plan: LoadPlan,
     /// From the first intended send to the last answer.
+    #[serde(rename = "elapsed_ms", with = "crate::api::duration_ms")]
     pub elapsed: Duration,
     pub classes: Vec<ClassReport>,
 }

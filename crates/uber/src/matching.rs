@@ -337,13 +337,19 @@ pub enum RideStatus {
     /// Offered to `driver` (claimed for this ride) until the offer timeout.
     Offered {
         driver: DriverId,
-        #[serde(rename = "eta_ms", serialize_with = "as_millis")]
+        #[serde(
+            rename = "eta_ms",
+            serialize_with = "casebook_kit::api::duration_ms::serialize"
+        )]
         eta: Duration,
     },
     /// The driver accepted; the driver stays dispatched until [`Matcher::finish`].
     Accepted {
         driver: DriverId,
-        #[serde(rename = "eta_ms", serialize_with = "as_millis")]
+        #[serde(
+            rename = "eta_ms",
+            serialize_with = "casebook_kit::api::duration_ms::serialize"
+        )]
         eta: Duration,
     },
     NoDrivers,
@@ -364,20 +370,11 @@ pub struct RideView {
     /// Offers made so far.
     pub offers: u32,
     /// Time from the request to the first offer, if any.
-    #[serde(rename = "time_to_offer_ms", serialize_with = "as_millis_opt")]
+    #[serde(
+        rename = "time_to_offer_ms",
+        serialize_with = "casebook_kit::api::duration_ms::option::serialize"
+    )]
     pub time_to_offer: Option<Duration>,
-}
-
-/// A duration on the wire: whole milliseconds, the unit in the field's name.
-fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn as_millis_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => as_millis(d, s),
-        None => s.serialize_none(),
-    }
 }
 
 #[derive(Debug)]

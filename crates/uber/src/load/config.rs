@@ -18,11 +18,13 @@ pub struct WorkloadConfig {
     pub target: String,
     pub drivers: usize,
     /// Each driver pings this often.
+    #[serde(rename = "ping_every_ms", with = "casebook_kit::api::duration_ms")]
     pub ping_every: Duration,
     /// Updates per `POST /v1/locations` at most.
     pub ping_batch: usize,
     pub speed_mps: (f64, f64),
     pub rides_per_sec: f64,
+    #[serde(rename = "duration_ms", with = "casebook_kit::api::duration_ms")]
     pub duration: Duration,
     pub mode: Mode,
     pub grid: Grid,
@@ -38,16 +40,21 @@ pub struct WorkloadConfig {
     /// Ride requests outstanding at most (the loadgen's bound).
     pub max_in_flight: usize,
     /// A batched ride not offered within this is counted unmatched (`timeout`).
+    #[serde(rename = "match_timeout_ms", with = "casebook_kit::api::duration_ms")]
     pub match_timeout: Duration,
+    #[serde(rename = "poll_every_ms", with = "casebook_kit::api::duration_ms")]
     pub poll_every: Duration,
     /// Delay between trip steps (accept → arrived → start → complete → pay).
+    #[serde(rename = "trip_step_ms", with = "casebook_kit::api::duration_ms")]
     pub trip_step: Duration,
     /// Drive each accepted trip to paid (`false`: the driver accepts and the trip
     /// stays matched — request → match without the trip traffic; the driver is
     /// then used up, so plan a driver per ride).
     pub drive_trips: bool,
     /// How long to wait for trips still running after the last request.
+    #[serde(rename = "drain_timeout_ms", with = "casebook_kit::api::duration_ms")]
     pub drain_timeout: Duration,
+    #[serde(rename = "http_timeout_ms", with = "casebook_kit::api::duration_ms")]
     pub http_timeout: Duration,
     pub seed: u64,
 }

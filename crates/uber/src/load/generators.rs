@@ -184,7 +184,9 @@ pub struct RideSpec {
 /// `[at, at + len)` of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Burst {
+    #[serde(rename = "at_ms", with = "casebook_kit::api::duration_ms")]
     pub at: Duration,
+    #[serde(rename = "len_ms", with = "casebook_kit::api::duration_ms")]
     pub len: Duration,
     pub rate: f64,
 }

@@ -91,6 +91,7 @@ pub struct TripReport {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkloadReport {
     pub config: WorkloadConfig,
+    #[serde(rename = "elapsed_ms", with = "casebook_kit::api::duration_ms")]
     pub elapsed: Duration,
     pub pings: PingReport,
     pub rides: RideReport,

@@ -75,6 +75,7 @@ pub struct LoadConfig {
     pub login_concurrency: usize,
     /// Messages per second over all connections; 0 holds the sessions idle.
     pub rate: f64,
+    #[serde(rename = "duration_ms", with = "casebook_kit::api::duration_ms")]
     pub duration: Duration,
     /// Ask for XEP-0184 receipts; receivers answer them and senders count them.
     pub receipts: bool,
@@ -82,6 +83,7 @@ pub struct LoadConfig {
     pub mechanism: Mechanism,
     pub stream_management: bool,
     /// A message not delivered this long after the last send is lost.
+    #[serde(rename = "loss_timeout_ms", with = "casebook_kit::api::duration_ms")]
     pub loss_timeout: Duration,
     /// Log every account in once, untimed, so SCRAM keys are derived before the
     /// timed logins (RFC 5802 lets clients cache them; real clients do).
@@ -89,6 +91,7 @@ pub struct LoadConfig {
     /// Offline messages to queue and time the flush of (0: skip the phase).
     pub offline_flush: usize,
     /// Bound on each login step.
+    #[serde(rename = "step_timeout_ms", with = "casebook_kit::api::duration_ms")]
     pub step_timeout: Duration,
 }
 
