@@ -2,7 +2,7 @@
 //! client and lease keeper.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use casebook_control::discovery::{DiscoveryConfig, Registry, api};
@@ -70,12 +70,8 @@ fn info(id: &str, zone: &str) -> InstanceInfo {
 }
 
 /// Polls `check` until it holds; fails the test after a generous deadline.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+async fn eventually(what: &str, check: impl FnMut() -> bool) {
+    casebook_testkit::eventually_sync(what, casebook_testkit::DEADLINE, check).await;
 }
 
 async fn raw(

@@ -1,6 +1,6 @@
 //! # casebook-uber
 //!
-//! The Uber case study (issue 6): live driver locations in an S2 [`index`] fed
+//! The Uber case study: live driver locations in an S2 [`index`] fed
 //! through the location outbox (the primary store, with snapshots for restarts:
 //! [`locations`]), matching (greedy and batched, served by the index through
 //! [`matching::NearbyDrivers`]), event-sourced [`trips`] with read models, surge

@@ -1,4 +1,4 @@
-//! The ride API's wire to the `pricing` service (issue 6, item 5 completed).
+//! The ride API's wire to the `uber-pricing` service.
 //!
 //! # Role
 //! [`PriceWire`] is what [`crate::api::Engine`] holds of pricing: quotes through

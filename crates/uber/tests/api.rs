@@ -151,18 +151,15 @@ impl Api {
 
     /// Polls a path until `done` holds for its body.
     async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let give_up = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        let last = std::cell::RefCell::new(Value::Null);
+        casebook_testkit::eventually(&format!("{path} to get there"), DEADLINE, || async {
             let (_, body) = self.get(path).await;
-            if done(&body) {
-                return body;
-            }
-            assert!(
-                tokio::time::Instant::now() < give_up,
-                "{path} never got there: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            let reached = done(&body);
+            *last.borrow_mut() = body;
+            reached
+        })
+        .await;
+        last.into_inner()
     }
 }
 

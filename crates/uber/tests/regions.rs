@@ -515,21 +515,13 @@ mod udp {
         (response.status, value)
     }
 
-    /// Polls `probe` every 50 ms until it holds; panics naming `what` after
-    /// [`DEADLINE`].
-    async fn wait_for<F, Fut>(what: &str, mut probe: F)
+    /// Polls `probe` until it holds; panics naming `what` after [`DEADLINE`].
+    async fn wait_for<F, Fut>(what: &str, probe: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let give_up = tokio::time::Instant::now() + DEADLINE;
-        while !probe().await {
-            assert!(
-                tokio::time::Instant::now() < give_up,
-                "{what}: not within {DEADLINE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        casebook_testkit::eventually(what, DEADLINE, probe).await;
     }
 
     async fn reaches(client: &HttpClient, at: SocketAddr, region: &str) -> bool {

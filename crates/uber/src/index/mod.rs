@@ -1,4 +1,4 @@
-//! The live-driver geospatial index (issue 6, items 1–2): driver state with
+//! The live-driver geospatial index: driver state with
 //! latest-wins updates, and the available drivers on S2 leaf cells in sharded
 //! ordered maps whose shards split when hot and merge back when cold.
 //!

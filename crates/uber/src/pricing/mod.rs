@@ -1,4 +1,4 @@
-//! Surge pricing as its own service (issue 6, item 5).
+//! Surge pricing as its own service.
 //!
 //! Role: turn ride requests (demand) and available drivers' pings (supply) into a
 //! surge multiplier per S2 cell (level 12), and quote fares with it. It runs as

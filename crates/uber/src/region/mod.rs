@@ -1,4 +1,4 @@
-//! Regions (issue 6, item 6): cities belong to regions, one `uber` replica per
+//! Regions: cities belong to regions, one `uber` replica per
 //! region, driver state gossiped between the replicas over foca.
 //!
 //! | module | role |

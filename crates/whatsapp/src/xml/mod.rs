@@ -1,4 +1,4 @@
-//! The XMPP XML layer: a streaming stanza parser and writer (issue 5).
+//! The XMPP XML layer: a streaming stanza parser and writer.
 //!
 //! - [`StreamParser`]: push parser for the TCP stream (RFC 6120 §4): feed bytes
 //!   split anywhere, get [`StreamEvent`]s (`StreamOpen`, `Stanza`, `StreamClose`);
