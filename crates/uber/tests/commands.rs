@@ -1,11 +1,11 @@
 //! The connect-time and keyspace commands over a real socket: what redis-cli,
 //! redis-benchmark and client libraries send, pipelining, QUIT.
 
-mod common;
+mod support;
 
 use bytes::Bytes;
 use casebook_uber::resp::Frame;
-use common::{Client, start_server};
+use support::{Client, start_server};
 
 fn bulk(s: &str) -> Frame {
     Frame::Bulk(Bytes::copy_from_slice(s.as_bytes()))
@@ -405,7 +405,7 @@ fn huge_headers_get_redis_errors_and_close_only_their_connection() {
 #[test]
 fn the_buffer_budget_refuses_the_connection_that_would_pass_it() {
     use casebook_uber::resp::{Limits, Server};
-    let (port, _server) = common::start_server_with(Server::new(
+    let (port, _server) = support::start_server_with(Server::new(
         Limits {
             buffer_budget_bytes: 140_000,
             ..Limits::default()
@@ -461,7 +461,7 @@ fn idle_connections_are_closed_on_the_instance_clock() {
     use casebook_uber::resp::{Limits, Server};
     use std::time::Duration;
     let clock = ManualClock::new();
-    let (port, _server) = common::start_server_with(
+    let (port, _server) = support::start_server_with(
         Server::new(
             Limits {
                 idle_timeout: Some(Duration::from_secs(300)),
@@ -486,7 +486,7 @@ fn idle_connections_are_closed_on_the_instance_clock() {
 #[test]
 fn over_maxmemory_writes_get_redis_oom_error_and_reads_are_served() {
     use casebook_uber::resp::{Limits, Server};
-    let (port, _server) = common::start_server_with(Server::new(
+    let (port, _server) = support::start_server_with(Server::new(
         Limits {
             max_memory_bytes: 2_000,
             ..Limits::default()
@@ -594,7 +594,7 @@ impl casebook_uber::geo::store::GeoStore for Panicky {
 #[test]
 fn a_panicking_command_closes_only_its_connection() {
     use casebook_uber::resp::{Limits, Server};
-    let (port, server) = common::start_server_with(Server::new(Limits::default(), || {
+    let (port, server) = support::start_server_with(Server::new(Limits::default(), || {
         Box::new(Panicky::default())
     }));
     let mut other = Client::connect(port);
@@ -633,7 +633,7 @@ fn the_live_key_is_served_through_the_same_lookup_and_not_counted_in_maxmemory()
         DriverIndex::new(IndexConfig::default(), ManualClock::new().shared()).expect("index"),
     );
     let source = index.clone();
-    let (port, server) = common::start_server_with(
+    let (port, server) = support::start_server_with(
         Server::new(
             Limits {
                 max_memory_bytes: 1,

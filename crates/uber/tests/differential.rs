@@ -11,13 +11,13 @@
 //! one line and return; under CI (`CI` set) that is a failure, never a skip.
 //! Random streams print their seed; `CASEBOOK_TEST_SEED` replays one.
 
-mod common;
+mod support;
 
 use bytes::Bytes;
 use casebook_uber::resp::Frame;
-use common::{Client, show, start_server};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use support::{Client, show, start_server};
 
 /// A private `redis-server` on a free loopback port, stopped when dropped.
 struct PrivateRedis {

@@ -4,7 +4,7 @@
 //! replies as a plain geo set holding the same points), and a driver added over
 //! RESP is offered a ride over HTTP. Time is a `ManualClock`; waits are bounded.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,9 +21,9 @@ use casebook_uber::config::UberConfig;
 use casebook_uber::index::{DriverId, DriverStatus};
 use casebook_uber::resp::{Frame, GeoResp};
 use casebook_uber::service::UberService;
-use common::{Client, show};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
+use support::{Client, show};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const PICKUP: (f64, f64) = (37.7750, -122.4190);

@@ -5,7 +5,7 @@
 //! WhatsApp's customised XMPP did), with durable offline store-and-forward, delivery
 //! receipts, XEP-0198 resumption and regional nodes that route to each other;
 //! `casebook up` starts one chat node per region and `casebook load whatsapp` drives
-//! them (or Prosody) with the [`client`] swarm.
+//! them (or Prosody) with the [`load`] swarm.
 //!
 //! | service / listener | default port | serves |
 //! |---|---|---|
@@ -20,7 +20,8 @@
 //! |---|---|
 //! | [`archive`] | the XEP-0313 message archive: both copies of a message in one WAL record, per-user count and age bounds, RSM paging |
 //! | [`auth`] | SASL SCRAM-SHA-256 / SCRAM-SHA-1 / PLAIN, the account store, the failed-login limiter |
-//! | [`client`] | an XMPP client library (SCRAM/PLAIN, bind, XEP-0198, receipts) and the load swarm behind `casebook load whatsapp` |
+//! | [`client`] | an XMPP client library (SCRAM/PLAIN, bind, XEP-0198, receipts) |
+//! | [`load`] | the swarm behind `casebook load whatsapp`: open-loop logins and messaging, latency from the intended send time, the report and its progress |
 //! | [`cluster`] | regional nodes as one service: directory, session registry (bare JID → nodes), the batched node-to-node link |
 //! | [`node`] | the `chat` service: XMPP c2s over TCP (+STARTTLS), direct TLS and RFC 7395 WebSocket, SASL, bind, routing (to other nodes through `cluster`), capacity redirects, offline delivery with XEP-0203 stamps, XEP-0198 stream management and resumption |
 //! | [`offline`] | offline store: per-recipient queues in log-structured shards on the kit's WAL; durable before the sender's ack, removed on the recipient's ack, compaction and retention |
@@ -33,6 +34,7 @@ pub mod auth;
 pub mod case;
 pub mod client;
 pub mod cluster;
+pub mod load;
 pub mod node;
 pub mod offline;
 pub mod roster;

@@ -9,10 +9,10 @@ use casebook_kit::clock::SystemClock;
 use casebook_kit::runtime::{InstanceSpec, Platform};
 use casebook_kit::topology::Topology;
 use casebook_whatsapp::auth::{Accounts, AccountsConfig};
-use casebook_whatsapp::client::load::{self, LoadConfig, LoadProgress};
 use casebook_whatsapp::client::{
     ClientConfig, ClientError, Mechanism, RECEIPTS_NS, ScramCache, Session,
 };
+use casebook_whatsapp::load::{self, LoadConfig, LoadProgress};
 use casebook_whatsapp::node::{ChatNode, ChatSettings, WhatsappConfig};
 use casebook_whatsapp::xml::CLIENT_NS;
 

@@ -19,11 +19,9 @@
 //! | module | role |
 //! |---|---|
 //! | [`scram`] | client side SCRAM (server signature verified) and PLAIN, a key cache |
-//! | [`load`] | the swarm behind `casebook load whatsapp`: logins, open-loop messaging, report |
 //! | [`fuzzing`] | the invariants the `scram` fuzz target checks over both ends' SCRAM parsers |
 
 pub mod fuzzing;
-pub mod load;
 pub mod scram;
 
 use std::collections::VecDeque;

@@ -24,7 +24,7 @@
 //! Bounded: connections ([`MAX_CONNECTIONS`]; the process also has an open-files
 //! limit), connections per source address (the ephemeral port range), messages per
 //! run ([`MAX_MESSAGES`], one bit each for duplicate detection), the per-connection
-//! outbox ([`super::OUTBOX_CAPACITY`]: a full one counts as `unsent`, never a wait).
+//! outbox ([`crate::client::OUTBOX_CAPACITY`]: a full one counts as `unsent`, never a wait).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -38,7 +38,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{ClientConfig, Mechanism, RECEIPTS_NS, ScramCache, SendError, Session};
+use crate::client::{ClientConfig, Mechanism, RECEIPTS_NS, ScramCache, SendError, Session};
 use crate::xml::{CLIENT_NS, Element};
 
 /// Most connections one run may open.
@@ -769,8 +769,8 @@ async fn messages(
 
 /// One connection's reading task during the messaging phase.
 async fn receive(
-    mut inbox: super::Inbox,
-    outbox: super::Outbox,
+    mut inbox: crate::client::Inbox,
+    outbox: crate::client::Outbox,
     delivery: Arc<Delivery>,
     errors: Errors,
     progress: Arc<LoadProgress>,
@@ -893,7 +893,7 @@ async fn offline_flush(config: &LoadConfig, cache: &ScramCache, errors: &Errors)
                 .iter()
                 .filter(|s| s.name() == "message" && s.attr("type") == Some("error"))
                 .count();
-            Ok::<usize, super::ClientError>(bounced)
+            Ok::<usize, crate::client::ClientError>(bounced)
         }));
     }
     for task in tasks {
@@ -922,7 +922,7 @@ async fn offline_flush(config: &LoadConfig, cache: &ScramCache, errors: &Errors)
     let outcome = tokio::time::timeout(bound, async {
         while report.delivered < queued as u64 {
             let Some(stanza) = session.next_stanza().await? else {
-                return Err(super::ClientError::Closed);
+                return Err(crate::client::ClientError::Closed);
             };
             let Some(body) = stanza.child("body", CLIENT_NS).map(Element::text) else {
                 continue;

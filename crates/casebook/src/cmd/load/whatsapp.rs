@@ -1,5 +1,5 @@
 //! `casebook load whatsapp`: the XMPP client swarm of
-//! [`casebook_whatsapp::client::load`] against a chat node (or any XMPP server):
+//! [`casebook_whatsapp::load`] against a chat node (or any XMPP server):
 //! open-loop logins, then a constant message rate (or an idle hold). With
 //! `--create-users` it first writes the accounts into the data dir's account
 //! store, where a running node picks them up on its next reload.
@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use casebook_whatsapp::auth::{Accounts, AccountsConfig};
 use casebook_whatsapp::client::Mechanism;
-use casebook_whatsapp::client::load::{self, LoadConfig, LoadProgress};
+use casebook_whatsapp::load::{self, LoadConfig, LoadProgress};
 
 use crate::config::Config;
 
