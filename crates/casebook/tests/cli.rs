@@ -10,31 +10,7 @@ use std::process::{Child, Command};
 
 use casebook_kit::http_client::HttpClient;
 
-/// A child process killed and reaped when dropped while it still runs: a failed
-/// assertion must not leave `casebook up` behind.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl std::ops::Deref for Reaped {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Reaped {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
+use casebook_testkit::Reaped;
 
 /// Starts `casebook up` on a free control port and returns it with its URL and token.
 fn start_up(

@@ -134,6 +134,27 @@ pub struct ClassReport {
     pub max_ms: f64,
 }
 
+impl ClassReport {
+    /// A class that saw no request: every count and percentile zero (a phase that
+    /// was skipped, or a class the run never scheduled).
+    pub fn empty(class: &str) -> Self {
+        Self {
+            class: class.to_owned(),
+            sent: 0,
+            ok: 0,
+            ok_within_slo: 0,
+            shed: 0,
+            error: 0,
+            dropped: 0,
+            p50_ms: 0.0,
+            p90_ms: 0.0,
+            p99_ms: 0.0,
+            p999_ms: 0.0,
+            max_ms: 0.0,
+        }
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoadReport {
@@ -496,6 +517,11 @@ mod face_tests {
         assert!(report.classes.is_empty());
         assert_eq!(report.goodput_per_sec(), 0.0);
         assert!(report.table().contains("goodput 0.0/s"));
+        let empty = ClassReport::empty("login");
+        assert_eq!(
+            (empty.class.as_str(), empty.sent, empty.p99_ms),
+            ("login", 0, 0.0)
+        );
     }
 
     #[test]

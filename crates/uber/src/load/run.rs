@@ -156,7 +156,7 @@ pub async fn run(
     let latency = base
         .class("ride")
         .cloned()
-        .unwrap_or_else(|| empty_class("ride"));
+        .unwrap_or_else(|| ClassReport::empty("ride"));
     let burst_class = burst.as_ref().and_then(|r| r.class("burst").cloned());
     let dropped = latency.dropped + burst_class.as_ref().map_or(0, |b| b.dropped);
     Ok(WorkloadReport {
@@ -188,23 +188,6 @@ pub async fn run(
         errors: c.errors.lock().clone(),
         config: shared.config.clone(),
     })
-}
-
-fn empty_class(class: &str) -> ClassReport {
-    ClassReport {
-        class: class.to_owned(),
-        sent: 0,
-        ok: 0,
-        ok_within_slo: 0,
-        shed: 0,
-        error: 0,
-        dropped: 0,
-        p50_ms: 0.0,
-        p90_ms: 0.0,
-        p99_ms: 0.0,
-        p999_ms: 0.0,
-        max_ms: 0.0,
-    }
 }
 
 fn ping_body(shared: &Shared, fleet: &Mutex<Fleet>, drivers: &[usize], elapsed: Duration) -> Value {

@@ -537,20 +537,7 @@ async fn logins(
     let class = report
         .class("login")
         .cloned()
-        .unwrap_or_else(|| loadgen::ClassReport {
-            class: "login".into(),
-            sent: 0,
-            ok: 0,
-            ok_within_slo: 0,
-            shed: 0,
-            error: 0,
-            dropped: 0,
-            p50_ms: 0.0,
-            p90_ms: 0.0,
-            p99_ms: 0.0,
-            p999_ms: 0.0,
-            max_ms: 0.0,
-        });
+        .unwrap_or_else(|| loadgen::ClassReport::empty("login"));
     if class.dropped > 0 {
         errors
             .0
