@@ -25,7 +25,7 @@ pub fn case(config: &WhatsappConfig, env: &CaseEnv) -> Result<Case, ConfigError>
         // The account commands (`casebook whatsapp add-user`) use the same root.
         accounts_root: env.data_dir.clone(),
     })
-    .with_regions(regions);
+    .with_topology(env.topology.clone());
     Ok(Case {
         name: CASE.to_owned(),
         services: vec![ServiceDecl {

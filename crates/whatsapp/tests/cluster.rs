@@ -46,7 +46,7 @@ impl Cloud {
                 config,
                 accounts_root: dir.path().to_path_buf(),
             })
-            .with_regions(REGIONS.iter().map(|r| (*r).to_owned()).collect()),
+            .with_topology(topology.clone()),
         );
         platform.register_service(chat.clone());
         let mut nodes = Vec::new();

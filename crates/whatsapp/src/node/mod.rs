@@ -323,9 +323,8 @@ impl LocalSessions for Shared {
 pub struct ChatNode {
     settings: ChatSettings,
     domain: tokio::sync::OnceCell<Arc<Domain>>,
-    /// The topology's regions, in order: a node's index (hence its ports) is its
-    /// region's position.
-    regions: Vec<String>,
+    /// The topology: a node's index (hence its ports) is its region's position.
+    topology: Option<casebook_kit::topology::Topology>,
 }
 
 impl ChatNode {
@@ -333,20 +332,25 @@ impl ChatNode {
         Self {
             settings,
             domain: tokio::sync::OnceCell::new(),
-            regions: Vec::new(),
+            topology: None,
         }
     }
 
-    /// Numbers nodes by region (node in `regions[i]` is node *i*); without it every
-    /// node is node 0.
-    pub fn with_regions(mut self, regions: Vec<String>) -> Self {
-        self.regions = regions;
+    /// Numbers nodes by region (the node in the topology's region *i* is node *i*);
+    /// without it every node is node 0.
+    pub fn with_topology(mut self, topology: casebook_kit::topology::Topology) -> Self {
+        self.topology = Some(topology);
         self
     }
 
-    /// The index of the node placed in `region`.
-    pub fn node_index(&self, region: &str) -> usize {
-        self.regions.iter().position(|r| r == region).unwrap_or(0)
+    /// The index of the node placed in `region` (0 without a topology).
+    pub fn node_index(&self, region: &str) -> Result<usize, anyhow::Error> {
+        match &self.topology {
+            None => Ok(0),
+            Some(topology) => topology
+                .region_index(region)
+                .ok_or_else(|| anyhow::anyhow!("region `{region}` is not in the topology")),
+        }
     }
 
     /// The cluster of this process's nodes, once the first one started.
@@ -538,7 +542,7 @@ impl ServiceFactory for ChatNode {
         Box::pin(async move {
             let domain = self.domain(ctx.clock().clone()).await?;
             let info = ctx.info();
-            let index = self.node_index(&info.region);
+            let index = self.node_index(&info.region)?;
             self.settings
                 .config
                 .validate_nodes(index + 1)
