@@ -318,7 +318,8 @@ pub fn parse_double(arg: &[u8]) -> Option<f64> {
         return None;
     }
     let negative = text.starts_with('-');
-    let value = if unsigned.len() > 2 && unsigned[..2].eq_ignore_ascii_case("0x") {
+    // Bytes, not `str` slicing: byte 2 may fall inside a multi-byte character.
+    let value = if unsigned.len() > 2 && unsigned.as_bytes()[..2].eq_ignore_ascii_case(b"0x") {
         parse_hex_float(&unsigned[2..])?
     } else if unsigned.starts_with(|c: char| c.is_ascii_alphabetic()) {
         // Only strtod's words; NaN is refused like Redis does.
@@ -392,6 +393,15 @@ mod tests {
         assert_eq!(parse_double(b"nan"), None);
         assert_eq!(parse_double(b"1x"), None);
         assert_eq!(parse_double(b""), None);
+    }
+
+    #[test]
+    fn a_multi_byte_character_after_the_first_byte_is_refused_not_a_panic() {
+        // Found by the `commands` fuzz target: `1ܒ` sliced `str` at byte 2, inside
+        // the character, and panicked the connection.
+        assert_eq!(parse_double("1ܒ".as_bytes()), None);
+        assert_eq!(parse_double("-0ܒ".as_bytes()), None);
+        assert_eq!(parse_double("éx".as_bytes()), None);
     }
 
     #[test]
