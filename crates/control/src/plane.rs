@@ -133,12 +133,8 @@ impl ControlConfig {
 
     /// The control plane's base URL as other services reach it.
     pub fn url(&self) -> String {
-        let host = if self.host.is_unspecified() {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            self.host
-        };
-        format!("http://{}", SocketAddr::new(host, self.port))
+        let address = casebook_kit::resolve::callable(SocketAddr::new(self.host, self.port));
+        format!("http://{address}")
     }
 }
 

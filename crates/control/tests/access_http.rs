@@ -84,10 +84,7 @@ async fn start_in(
             port_hint: None,
         })
         .await?;
-    let mut address = info.address;
-    if address.ip().is_unspecified() {
-        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
+    let address = casebook_kit::resolve::callable(info.address);
     Ok(Plane {
         platform,
         url: format!("http://{address}"),

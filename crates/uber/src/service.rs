@@ -184,10 +184,8 @@ impl UberService {
                 ctx.info().instance_id
             )
         })?;
-        let mut addr = socket.local_addr().map_err(anyhow::Error::from)?;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
+        let addr =
+            casebook_kit::resolve::callable(socket.local_addr().map_err(anyhow::Error::from)?);
         ctx.publish_listener("gossip (udp)", addr);
         let (tx, rx) = mpsc::channel(GOSSIP_QUEUE);
         let clock = ctx.clock().clone();

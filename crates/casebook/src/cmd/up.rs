@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use casebook_kit::case::CaseRegistry;
+use casebook_kit::case::{Case, CaseRegistry};
 use casebook_kit::runtime::Platform;
 use tokio_util::sync::CancellationToken;
 
@@ -23,29 +23,21 @@ pub async fn run(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
     // the first start).
     casebook_control::access::resolve_token(&mut config.control, &config.data_dir, true)?;
     let built = platform::build(&config)?;
-    // Every named case must exist before anything starts.
-    let selected: Vec<&casebook_kit::case::Case> = if args.cases.is_empty() {
-        built.registry.cases().iter().collect()
-    } else {
-        let mut selected = Vec::new();
-        for name in &args.cases {
-            match built.registry.case(name) {
-                Ok(case)
-                    if !selected
-                        .iter()
-                        .any(|c: &&casebook_kit::case::Case| c.name == case.name) =>
-                {
-                    selected.push(case)
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    eprintln!("casebook: {err}");
-                    return Ok(ExitCode::from(2));
-                }
+    // Every named case must exist before anything starts; a case named twice runs once.
+    let mut selected: Vec<&Case> = Vec::new();
+    for name in &args.cases {
+        match built.registry.case(name) {
+            Ok(case) if selected.iter().any(|c| c.name == case.name) => {}
+            Ok(case) => selected.push(case),
+            Err(err) => {
+                eprintln!("casebook: {err}");
+                return Ok(ExitCode::from(2));
             }
         }
-        selected
-    };
+    }
+    if args.cases.is_empty() {
+        selected = built.registry.cases().iter().collect();
+    }
     let mut specs = Vec::new();
     for case in &selected {
         for decl in &case.services {
