@@ -14,11 +14,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use casebook_amazon::config::AmazonConfig;
 use casebook_control::ControlConfig;
 use casebook_control::discovery::DiscoveryConfig;
 use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_kit::runtime::ListenerLimits;
 use casebook_kit::topology::Topology;
+use casebook_netflix::config::NetflixConfig;
 use casebook_uber::config::UberConfig;
 use casebook_whatsapp::node::WhatsappConfig;
 use serde::{Deserialize, Serialize};
@@ -48,6 +50,10 @@ pub struct Config {
     pub whatsapp: WhatsappConfig,
     /// The Uber case (its RESP geo port).
     pub uber: UberConfig,
+    /// The Amazon case: the API, the cart replicas, inventory.
+    pub amazon: AmazonConfig,
+    /// The Netflix case: pipeline, origin, CDN tiers, playback.
+    pub netflix: NetflixConfig,
     /// Every HTTP listener's bounds: connections at once, header-read timeout.
     pub http: ListenerLimits,
 }
@@ -64,6 +70,8 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             whatsapp: WhatsappConfig::default(),
             uber: UberConfig::default(),
+            amazon: AmazonConfig::default(),
+            netflix: NetflixConfig::default(),
             http: ListenerLimits::default(),
         }
     }
@@ -260,6 +268,16 @@ pub fn load(
             key,
             message,
         });
+    }
+    for checked in [config.amazon.validate(), config.netflix.validate()] {
+        if let Err(e) = checked {
+            let (key, message) = (e.key().to_owned(), e.message().to_owned());
+            return Err(ConfigError {
+                source: blame(&origin, &key).unwrap_or_else(|| whole.clone()),
+                key,
+                message,
+            });
+        }
     }
     if let Err(e) = config.http.validate("http") {
         return Err(ConfigError {

@@ -36,6 +36,8 @@ fn cases(config: &Config, env: &CaseEnv) -> Result<Vec<Case>, ConfigError> {
     Ok(vec![
         casebook_whatsapp::case::case(&config.whatsapp, env)?,
         casebook_uber::case::case(&config.uber, env)?,
+        casebook_amazon::case::case(&config.amazon, env)?,
+        casebook_netflix::case::case(&config.netflix, env)?,
     ])
 }
 

@@ -4,5 +4,10 @@
 //! tiers (ISP cache → regional edge → origin). Requests get their request id and
 //! trace context here, from [`casebook_kit::telemetry`], before any hop.
 //!
-//! The gateway and CDN tiers arrive with the netflix case; until then this crate
-//! holds only the edge's place in the dependency graph (cases → edge → kit).
+//! | module | what it is |
+//! |---|---|
+//! | [`signing`] | signed, expiring URLs (`?exp=…&sig=…`, HMAC-SHA256 with a key the playback service and the edges share) |
+//! | [`cdn`] | a pull-through cache tier as a service: the ISP cache and the regional edge are two configurations of it |
+
+pub mod cdn;
+pub mod signing;

@@ -47,6 +47,11 @@ pub enum Spread {
     PerRegion,
     /// One instance in the first region's first zone.
     Single,
+    /// One instance in each zone of the first region, where the `Single` services
+    /// live: the replicas of a store that one of them coordinates (the amazon
+    /// cart). Zone *j* listens on `ports.port(j)`; a base of 0 (free ports) is the
+    /// usual plan, since callers find replicas through discovery.
+    ZonesOfFirstRegion,
 }
 
 /// What a service's main address speaks, for `casebook up`'s table and the control
@@ -168,6 +173,9 @@ impl CaseRegistry {
                 let regions = match decl.spread {
                     Spread::PerRegion => env.topology.regions.len(),
                     Spread::Single => 1,
+                    Spread::ZonesOfFirstRegion => {
+                        env.topology.regions.first().map_or(1, |r| r.zones.len())
+                    }
                 };
                 decl.ports.check(&decl.port_key, regions)?;
             }
@@ -241,6 +249,12 @@ impl CaseRegistry {
         let index = match decl.spread {
             Spread::PerRegion => self.topology.region_index(&placement.region).unwrap_or(0),
             Spread::Single => 0,
+            Spread::ZonesOfFirstRegion => self
+                .topology
+                .regions
+                .first()
+                .and_then(|r| r.zones.iter().position(|z| *z == placement.zone))
+                .unwrap_or(0),
         };
         let port = decl.ports.port(index).ok_or_else(|| {
             ConfigError::new(
@@ -258,11 +272,23 @@ impl CaseRegistry {
         })
     }
 
-    /// What `casebook up` starts for `decl`: one spec per region's first zone, or
-    /// one in the first zone.
+    /// What `casebook up` starts for `decl`: one spec per region's first zone, one
+    /// per zone of the first region, or one in the first zone.
     pub fn up_specs(&self, decl: &ServiceDecl) -> Result<Vec<InstanceSpec>, RegistryError> {
         match decl.spread {
             Spread::Single => Ok(vec![self.spec(decl, None)?]),
+            Spread::ZonesOfFirstRegion => {
+                let region = self
+                    .topology
+                    .regions
+                    .first()
+                    .ok_or(RegistryError::NoZones)?;
+                region
+                    .zones
+                    .iter()
+                    .map(|zone| self.spec(decl, Some(zone)))
+                    .collect()
+            }
             Spread::PerRegion => (0..self.topology.regions.len())
                 .map(|i| {
                     let zone = self.first_zone(i)?.zone;
@@ -352,6 +378,32 @@ mod tests {
                 first: "uber".into(),
                 second: "amazon".into(),
             }
+        );
+    }
+
+    #[test]
+    fn zone_replicas_get_one_spec_per_zone_of_the_first_region() {
+        let registry = CaseRegistry::new(
+            &env(),
+            vec![case(
+                "amazon",
+                vec![
+                    decl("amazon", Spread::Single, 8100),
+                    decl("amazon-cart", Spread::ZonesOfFirstRegion, 0),
+                ],
+            )],
+        )
+        .unwrap();
+        let specs = registry
+            .up_specs(registry.service("amazon-cart").unwrap())
+            .unwrap();
+        let shown: Vec<_> = specs
+            .iter()
+            .map(|s| (s.placement.zone.as_str(), s.listen.port()))
+            .collect();
+        assert_eq!(
+            shown,
+            [("us-east-a", 0), ("us-east-b", 0), ("us-east-c", 0)]
         );
     }
 

@@ -204,6 +204,36 @@ impl Resolver {
         }
     }
 
+    /// Every `UP` instance of `service`, nearest to `near` first (same zone, same
+    /// region, then the rest), straight from discovery: for callers that talk to
+    /// all replicas (anti-entropy, steering), not one. Never cached, so a caller
+    /// asks at its own pace.
+    pub async fn all(
+        &self,
+        service: &str,
+        near: &Placement,
+    ) -> Result<Vec<(SocketAddr, Placement)>, ResolveError> {
+        let source = self
+            .source
+            .read()
+            .clone()
+            .ok_or_else(|| ResolveError::Detached(service.to_owned()))?;
+        let found =
+            source
+                .nearest(service, near)
+                .await
+                .map_err(|source| ResolveError::Discovery {
+                    service: service.to_owned(),
+                    source,
+                })?;
+        let mut all: Vec<_> = found
+            .into_iter()
+            .map(|(address, placement)| (callable(address), placement))
+            .collect();
+        all.sort_by_key(|(_, p)| nearness(p, near));
+        Ok(all)
+    }
+
     /// Drops what is cached for `service` (a caller found an address dead).
     pub fn forget(&self, service: &str) {
         self.cache.lock().retain(|(s, _), _| s != service);
@@ -217,16 +247,19 @@ impl Resolver {
 
 /// The addresses as near to `near` as the nearest one (same zone, else same region,
 /// else all), loopback for an unspecified bind address.
+/// 0: same zone as `near`; 1: same region; 2: elsewhere.
+fn nearness(p: &Placement, near: &Placement) -> u8 {
+    if p.zone == near.zone {
+        0
+    } else if p.region == near.region {
+        1
+    } else {
+        2
+    }
+}
+
 fn nearest_group(found: &[(SocketAddr, Placement)], near: &Placement) -> Vec<SocketAddr> {
-    let rank = |p: &Placement| {
-        if p.zone == near.zone {
-            0
-        } else if p.region == near.region {
-            1
-        } else {
-            2
-        }
-    };
+    let rank = |p: &Placement| nearness(p, near);
     let Some(best) = found.iter().map(|(_, p)| rank(p)).min() else {
         return Vec::new();
     };

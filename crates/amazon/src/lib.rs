@@ -1,0 +1,21 @@
+//! # casebook-amazon
+//!
+//! The Amazon case study's transactional core: a cart that never forgets an add
+//! (Dynamo's availability-first design: an add-wins CRDT on one replica per zone,
+//! hinted handoff, anti-entropy) and inventory reservations that never oversell
+//! (sharded locks per SKU, every decision in the WAL before the reply, idempotency
+//! keys written with the decision), with orders and checkout on top.
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`case`] | the case's face: `amazon` (the API, :8100) and `amazon-cart` (one replica per zone) |
+//! | [`config`] | the `[amazon]` table |
+//! | [`service`] | the `amazon` service: mounts each area's routes on one listener |
+//! | [`cart`] | the cart: CRDT, replicas, the coordinator behind `/v1/carts` |
+//! | [`inventory`] | stock, reservations, orders and checkout behind `/v1/inventory`, `/v1/reservations`, `/v1/checkout`, `/v1/orders` |
+
+pub mod cart;
+pub mod case;
+pub mod config;
+pub mod inventory;
+pub mod service;

@@ -1,0 +1,127 @@
+//! The Netflix case's face towards the binary: its services, where they run and on
+//! which ports (see `casebook_kit::case`).
+//!
+//! | service | spread | default port | what it serves |
+//! |---|---|---|---|
+//! | `netflix-origin` | one instance | 8082 | objects (playlists, segments) and catalog metadata |
+//! | `netflix-pipeline` | one instance | 8083 | uploads and encodes titles into HLS, publishes them to the origin |
+//! | `netflix-edge` | one per region | 8084 + 100 × region | the regional edge: memory + disk cache, pulls from the origin |
+//! | `netflix-isp` | one per region | 8085 + 100 × region | the ISP cache: small, memory, pulls from the regional edge; players fetch here |
+//! | `netflix-playback` | one instance | 8081 | catalog, playback sessions, steering, signed manifests, QoE events |
+//!
+//! Upstreams come first: each tier finds the next through discovery.
+
+use std::sync::Arc;
+
+use casebook_edge::cdn::{TierConfig, TierService, Upstream};
+use casebook_edge::signing::SigningKey;
+use casebook_kit::case::{AddressKind, Case, CaseEnv, ServiceDecl, Spread};
+use casebook_kit::config::ConfigError;
+use casebook_kit::ports::PortPlan;
+
+use crate::config::{EDGE_PORT_STRIDE, NetflixConfig};
+use crate::origin::{ORIGIN_SERVICE, OriginService};
+use crate::pipeline::PipelineService;
+use crate::playback::PlaybackService;
+
+/// The case's name, as `casebook up --case` and `casebook load` take it.
+pub const CASE: &str = "netflix";
+/// The regional edge's service name.
+pub const EDGE_SERVICE: &str = "netflix-edge";
+/// The ISP cache's service name.
+pub const ISP_SERVICE: &str = "netflix-isp";
+
+/// The key that signs playback URLs, shared by playback and the edges.
+pub fn signing_key(config: &NetflixConfig, env: &CaseEnv) -> Result<SigningKey, ConfigError> {
+    let path = config
+        .signing_key_file
+        .clone()
+        .unwrap_or_else(|| env.data_dir.join("netflix").join("signing.key"));
+    SigningKey::load_or_create(&path)
+        .map_err(|e| ConfigError::new("netflix.signing_key_file", format!("{e:#}")))
+}
+
+/// The Netflix case as `[netflix]` configures it.
+pub fn case(config: &NetflixConfig, env: &CaseEnv) -> Result<Case, ConfigError> {
+    config.validate()?;
+    let key = signing_key(config, env)?;
+    let decl = |factory: Arc<dyn casebook_kit::runtime::ServiceFactory>,
+                spread: Spread,
+                ports: PortPlan,
+                key_name: &str,
+                label: &str| ServiceDecl {
+        factory,
+        spread,
+        ports,
+        port_key: format!("netflix.{key_name}"),
+        port_hint: format!(
+            "CASEBOOK_NETFLIX__{} or `{key_name}` in [netflix]",
+            key_name.to_uppercase()
+        ),
+        label: label.to_owned(),
+        address: AddressKind::Http,
+    };
+    let tier = |service: &str, upstream: &str, memory_bytes: u64, disk_bytes: u64| {
+        Arc::new(TierService {
+            config: TierConfig {
+                service: service.to_owned(),
+                upstream: Upstream::Service(upstream.to_owned()),
+                memory_bytes,
+                disk_bytes,
+                key: key.clone(),
+            },
+            resolver: env.resolver.clone(),
+        })
+    };
+    Ok(Case {
+        name: CASE.to_owned(),
+        services: vec![
+            decl(
+                Arc::new(OriginService {
+                    config: config.clone(),
+                }),
+                Spread::Single,
+                PortPlan::new(config.origin_port, 0),
+                "origin_port",
+                "netflix origin",
+            ),
+            decl(
+                Arc::new(PipelineService {
+                    config: config.clone(),
+                }),
+                Spread::Single,
+                PortPlan::new(config.pipeline_port, 0),
+                "pipeline_port",
+                "netflix pipeline",
+            ),
+            decl(
+                tier(
+                    EDGE_SERVICE,
+                    ORIGIN_SERVICE,
+                    config.edge_memory_bytes,
+                    config.edge_disk_bytes,
+                ),
+                Spread::PerRegion,
+                PortPlan::new(config.edge_port, EDGE_PORT_STRIDE),
+                "edge_port",
+                "netflix regional edge",
+            ),
+            decl(
+                tier(ISP_SERVICE, EDGE_SERVICE, config.isp_memory_bytes, 0),
+                Spread::PerRegion,
+                PortPlan::new(config.isp_port, EDGE_PORT_STRIDE),
+                "isp_port",
+                "netflix isp cache",
+            ),
+            decl(
+                Arc::new(PlaybackService {
+                    config: config.clone(),
+                }),
+                Spread::Single,
+                PortPlan::new(config.playback_port, 0),
+                "playback_port",
+                "netflix playback",
+            ),
+        ],
+    })
+}

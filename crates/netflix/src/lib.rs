@@ -1,0 +1,20 @@
+//! # casebook-netflix
+//!
+//! The Netflix case study's streaming path: studio → encoding → origin → CDN →
+//! player. The cache tiers are `casebook_edge::cdn`; this crate has the rest.
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`case`] | the case's face: pipeline, origin, the two CDN tiers, playback |
+//! | [`config`] | the `[netflix]` table |
+//! | [`origin`] | the origin: objects in an object store, catalog metadata beside them, served over HTTP |
+//! | [`pipeline`] | the content pipeline: a title → a bitrate ladder as HLS (ffmpeg, or the synthetic encoder) → published to the origin |
+//! | [`playback`] | the playback API: catalog, sessions, steering to the nearest healthy edge, signed manifests, heartbeats and QoE events |
+//! | [`player`] | the player fleet behind `casebook load netflix`: network traces, ABR (BBA, BOLA), a buffer model, QoE |
+
+pub mod case;
+pub mod config;
+pub mod origin;
+pub mod pipeline;
+pub mod playback;
+pub mod player;

@@ -1,0 +1,1 @@
+//! (Skeleton: the player fleet; filled by a helper.)
