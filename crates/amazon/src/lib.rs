@@ -12,12 +12,14 @@
 //! | [`config`] | the `[amazon]` table |
 //! | [`service`] | the `amazon` service: mounts each area's routes on one listener |
 //! | [`cart`] | the cart: CRDT, replicas, the coordinator behind `/v1/carts` |
+//! | [`catalog`] | the product catalog behind browsing (deterministic, no data file); views go to the recommender |
 //! | [`flags`] | feature flags: stable-hash variants, run-time changes, per-variant metrics |
 //! | [`recs`] | recommendations: speed layer, batch layer, serving with a popular fallback |
 //! | [`inventory`] | stock, reservations, orders and checkout behind `/v1/inventory`, `/v1/reservations`, `/v1/checkout`, `/v1/orders` |
 
 pub mod cart;
 pub mod case;
+pub mod catalog;
 pub mod config;
 pub mod flags;
 pub mod inventory;

@@ -22,6 +22,7 @@ use super::batch::{BatchConfig, build};
 use super::interaction::{Interaction, Kind};
 use super::serve::{Recommender, ServeConfig};
 use super::speed::{SpeedConfig, SpeedLayer};
+use crate::catalog::sku;
 
 /// The shape of a generated history.
 #[derive(Debug, Clone)]
@@ -47,11 +48,6 @@ impl Default for HistoryShape {
             zipf: 1.0,
         }
     }
-}
-
-/// The SKU of item `i`.
-pub fn sku(i: usize) -> String {
-    format!("sku-{i:05}")
 }
 
 /// A history in time order (one millisecond per interaction).
