@@ -50,6 +50,7 @@ pub mod ports;
 pub mod resilience;
 pub mod resolve;
 pub mod runtime;
+pub mod sampling;
 pub mod telemetry;
 pub mod topology;
 pub mod wal;

@@ -132,7 +132,8 @@ impl WorkloadConfig {
                 "poll_every and match_timeout must be > 0",
             ));
         }
-        Zipf::new(self.grid.cells(), self.zipf_s, self.zipf_q)?;
+        Zipf::new(self.grid.cells(), self.zipf_s, self.zipf_q)
+            .map_err(|e| bad("zipf", e.to_string()))?;
         if !(self.rides_per_sec.is_finite() && self.rides_per_sec > 0.0) {
             return Err(bad("rides_per_sec", "must be a positive rate"));
         }

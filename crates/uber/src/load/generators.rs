@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use casebook_kit::loadgen::LoadPlan;
+pub use casebook_kit::sampling::{Rng, Zipf};
 use serde::Serialize;
 
 use super::config::WorkloadConfig;
@@ -12,31 +13,6 @@ use super::{MAX_DRIVERS, WorkloadError, bad};
 use crate::index::LatLng;
 
 // ------------------------------------------------------------------ randomness
-
-/// SplitMix64: small, seeded, good enough for a workload (no crate needed).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in [lo, hi).
-    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-}
 
 // ------------------------------------------------------------------ geometry
 
@@ -121,43 +97,6 @@ impl Grid {
     }
 }
 
-/// Zipf–Mandelbrot over ranks `0..n`: `p(k) ∝ 1/(k+1+q)^s`, sampled by inverse CDF.
-#[derive(Debug, Clone)]
-pub struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    pub fn new(n: usize, s: f64, q: f64) -> Result<Self, WorkloadError> {
-        if n == 0 || n > 1_000_000 {
-            return Err(bad("zipf", format!("{n} ranks is not in 1..=1000000")));
-        }
-        if !(s.is_finite() && s > 0.0 && q.is_finite() && q >= 0.0) {
-            return Err(bad("zipf", format!("s {s} must be > 0 and q {q} >= 0")));
-        }
-        let mut cdf = Vec::with_capacity(n);
-        let mut total = 0.0;
-        for k in 1..=n {
-            total += 1.0 / (k as f64 + q).powf(s);
-            cdf.push(total);
-        }
-        for v in &mut cdf {
-            *v /= total;
-        }
-        Ok(Self { cdf })
-    }
-    /// The probability of rank `k`.
-    pub fn p(&self, k: usize) -> f64 {
-        self.cdf[k] - if k == 0 { 0.0 } else { self.cdf[k - 1] }
-    }
-    pub fn sample(&self, rng: &mut Rng) -> usize {
-        let u = rng.unit();
-        self.cdf
-            .partition_point(|&c| c <= u)
-            .min(self.cdf.len() - 1)
-    }
-}
-
 // ------------------------------------------------------------------ riders
 
 /// Where a ride request starts.
@@ -236,7 +175,8 @@ const VENUE_JITTER_DEG: f64 = 0.003;
 impl RideGen {
     pub fn new(config: &WorkloadConfig, seed: u64) -> Result<Self, WorkloadError> {
         let grid = config.grid;
-        let zipf = Zipf::new(grid.cells(), config.zipf_s, config.zipf_q)?;
+        let zipf = Zipf::new(grid.cells(), config.zipf_s, config.zipf_q)
+            .map_err(|e| bad("zipf", e.to_string()))?;
         let mut rng = Rng::new(seed);
         // The hottest ranks land on random cells (Fisher–Yates, seeded).
         let mut cell_of_rank: Vec<usize> = (0..grid.cells()).collect();
