@@ -14,6 +14,7 @@
 //! | [`cart`] | the cart: CRDT, replicas, the coordinator behind `/v1/carts` |
 //! | [`catalog`] | the product catalog behind browsing (deterministic, no data file); views go to the recommender |
 //! | [`flags`] | feature flags: stable-hash variants, run-time changes, per-variant metrics |
+//! | [`load`] | the workload behind `casebook load amazon` (and `--prime-day`) |
 //! | [`recs`] | recommendations: speed layer, batch layer, serving with a popular fallback |
 //! | [`inventory`] | stock, reservations, orders and checkout behind `/v1/inventory`, `/v1/reservations`, `/v1/checkout`, `/v1/orders` |
 
@@ -23,5 +24,6 @@ pub mod catalog;
 pub mod config;
 pub mod flags;
 pub mod inventory;
+pub mod load;
 pub mod recs;
 pub mod service;
