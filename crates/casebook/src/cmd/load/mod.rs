@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
 
+mod amazon;
 mod uber;
 mod whatsapp;
 
@@ -37,12 +38,20 @@ pub enum LoadCommand {
     /// requested/matched/unmatched and request → match percentiles (from the
     /// intended send time).
     Uber(uber::UberArgs),
+    /// The Amazon workload against the API (:8100): browsing, recommendations,
+    /// cart adds and removes, reservations and checkout over Zipf users and SKUs,
+    /// open loop; each operation its own class, reported per priority (critical:
+    /// reserve, checkout; normal: cart; low: browse, recommendations).
+    /// `--prime-day` runs 1x, then 10x for twice `--duration`, then 1x, with the
+    /// claims (critical success ≥ 99.9 %, p99 within 2x of 1x) as verdict lines.
+    Amazon(amazon::AmazonArgs),
 }
 
 pub async fn run(config: &Config, command: LoadCommand) -> anyhow::Result<ExitCode> {
     match command {
         LoadCommand::Whatsapp(args) => whatsapp::run(config, args).await,
         LoadCommand::Uber(args) => uber::run(config, args).await,
+        LoadCommand::Amazon(args) => amazon::run(config, args).await,
     }
 }
 
