@@ -81,6 +81,8 @@ pub struct FleetStats {
     sessions: u64,
     started: u64,
     completed: u64,
+    /// Sessions that fetched a segment (those carry a bitrate and a QoE).
+    with_segments: u64,
     start_us: Histogram<u64>,
     failover_us: Histogram<u64>,
     played: Duration,
@@ -122,6 +124,7 @@ impl FleetStats {
             sessions: 0,
             started: 0,
             completed: 0,
+            with_segments: 0,
             start_us: histogram(),
             failover_us: histogram(),
             played: Duration::ZERO,
@@ -159,6 +162,7 @@ impl FleetStats {
             self.sessions_with_stalls += 1;
         }
         if session.segments > 0 {
+            self.with_segments += 1;
             self.bitrate_sum += session.avg_bitrate_bps;
             self.qoe_sum += session.qoe;
         }
@@ -213,14 +217,11 @@ impl FleetStats {
         } else {
             self.stalled.as_secs_f64() / watched.as_secs_f64()
         };
-        let with_segments = self
-            .sessions
-            .saturating_sub(self.sessions_without_segments());
         let per = |sum: f64| {
-            if with_segments == 0 {
+            if self.with_segments == 0 {
                 0.0
             } else {
-                sum / with_segments as f64
+                sum / self.with_segments as f64
             }
         };
         let start = StartTimes {
@@ -273,12 +274,6 @@ impl FleetStats {
             errors: self.errors.clone(),
             claims,
         }
-    }
-
-    fn sessions_without_segments(&self) -> u64 {
-        // Every session that played fetched a segment; one that started nothing
-        // carries no bitrate or QoE.
-        self.sessions - self.started.min(self.sessions)
     }
 }
 
