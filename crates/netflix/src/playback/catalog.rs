@@ -52,7 +52,9 @@ pub struct Title {
     pub duration_secs: f64,
     pub segment_secs: f64,
     pub renditions: Vec<Rendition>,
-    /// The master playlist's object key (`titles/{id}/master.m3u8`).
+    /// The master playlist's object key (`titles/{id}/master.m3u8`); playback
+    /// signs that path by the contract, whatever this says.
+    #[serde(default)]
     pub master_key: String,
 }
 

@@ -548,7 +548,10 @@ impl PlayerRun {
                                     player.failed_over(now, now - requested);
                                     progress.failovers.fetch_add(1, Ordering::Relaxed);
                                 }
-                                None => break,
+                                None => {
+                                    player.fetch_failed(self.link.now(), "failover_failed");
+                                    break;
+                                }
                             }
                         }
                     }

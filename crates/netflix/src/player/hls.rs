@@ -9,7 +9,7 @@
 //! line ([`PlaylistError`]).
 //!
 //! Bounds: at most [`MAX_PLAYLIST_BYTES`] of text, [`MAX_VARIANTS`] variants and
-//! [`MAX_SEGMENTS`](super::MAX_SEGMENTS) segments, a URI of at most
+//! [`MAX_SEGMENTS`] segments, a URI of at most
 //! [`MAX_URI_LEN`] bytes, a segment of at most [`MAX_SEGMENT_SECS`].
 //!
 //! Not read: alternative renditions (`#EXT-X-MEDIA`), byte ranges, keys, live
