@@ -422,3 +422,63 @@ async fn events_land_in_metrics_tagged_with_the_sessions_title_edge_and_region()
         1
     );
 }
+
+#[tokio::test]
+async fn the_service_factory_serves_the_api_as_an_instance_of_the_platform() {
+    use casebook_kit::runtime::{InstanceSpec, Platform};
+    use casebook_netflix::playback::{PLAYBACK_SERVICE, PlaybackService};
+
+    let h = harness(true).await;
+    h.edge(ISP_SERVICE, "us-east").await;
+    let dir = tempfile::tempdir().unwrap();
+    let topology = Topology::default();
+    let platform = Platform::new(topology.clone(), dir.path(), h.clock.shared());
+    let resolver = Arc::new(Resolver::detached(h.clock.shared()));
+    resolver.attach(h.discovery.clone());
+    platform.register_service(Arc::new(PlaybackService::new(
+        NetflixConfig::default(),
+        key(),
+        resolver,
+        topology.clone(),
+    )));
+    let info = platform
+        .start(InstanceSpec {
+            service: PLAYBACK_SERVICE.into(),
+            instance_id: None,
+            placement: placement("us-east"),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            version: "test".into(),
+            port_hint: None,
+        })
+        .await
+        .unwrap();
+    let url = format!("http://{}", info.address);
+    let catalog: CatalogResponse = h
+        .client
+        .get_json(&format!("{url}/v1/titles"))
+        .await
+        .unwrap();
+    assert_eq!(catalog.titles[0].id, "demo");
+    let grant: PlayGrant = h
+        .client
+        .json(
+            Method::POST,
+            &format!("{url}/v1/playback"),
+            &json!({"title": "demo"}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        grant
+            .manifest_url
+            .contains("/o/titles/demo/master.m3u8?exp=")
+    );
+    assert!(platform.kill(&info.instance_id).await);
+    assert!(
+        h.client
+            .get_json::<Value>(&format!("{url}/v1/titles"))
+            .await
+            .is_err(),
+        "a killed instance answers nothing"
+    );
+}
