@@ -114,9 +114,12 @@ pub fn case(config: &NetflixConfig, env: &CaseEnv) -> Result<Case, ConfigError> 
                 "netflix isp cache",
             ),
             decl(
-                Arc::new(PlaybackService {
-                    config: config.clone(),
-                }),
+                Arc::new(PlaybackService::new(
+                    config.clone(),
+                    key.clone(),
+                    env.resolver.clone(),
+                    env.topology.clone(),
+                )),
                 Spread::Single,
                 PortPlan::new(config.playback_port, 0),
                 "playback_port",

@@ -2,6 +2,7 @@
 //! naming the dotted key.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use casebook_kit::config::ConfigError;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,22 @@ pub struct NetflixConfig {
     /// The file holding the key that signs playback URLs (made on first use,
     /// mode 0600); default `<data_dir>/netflix/signing.key`.
     pub signing_key_file: Option<PathBuf>,
+    /// How long a signed manifest URL from `POST /v1/playback` stays valid.
+    #[serde(with = "humantime_serde")]
+    pub manifest_ttl: Duration,
+    /// How long the playback API reuses the catalog it fetched from the origin.
+    #[serde(with = "humantime_serde")]
+    pub catalog_ttl: Duration,
+    /// How long the playback API steers away from an edge a player reported failed
+    /// (default: discovery's lease, so a killed edge is avoided until its
+    /// registration expires).
+    #[serde(with = "humantime_serde")]
+    pub failed_edge_ttl: Duration,
+    /// A playback session with no request or event for this long is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// Playback sessions held at most (the least recently active one goes first).
+    pub max_sessions: usize,
 }
 
 /// Region *i*'s CDN ports step by this much.
@@ -46,6 +63,11 @@ impl Default for NetflixConfig {
             edge_memory_bytes: 256 << 20,
             edge_disk_bytes: 2 << 30,
             signing_key_file: None,
+            manifest_ttl: Duration::from_secs(6 * 3600),
+            catalog_ttl: Duration::from_secs(2),
+            failed_edge_ttl: Duration::from_secs(90),
+            session_idle: Duration::from_secs(120),
+            max_sessions: 100_000,
         }
     }
 }
@@ -65,6 +87,38 @@ impl NetflixConfig {
                 "the regional edge needs at least 1 MiB of memory",
             ));
         }
+        if self.manifest_ttl < Duration::from_secs(1) || self.manifest_ttl > MAX_MANIFEST_TTL {
+            return Err(ConfigError::new(
+                "netflix.manifest_ttl",
+                "must be between 1s and 7days",
+            ));
+        }
+        if self.catalog_ttl.is_zero() {
+            return Err(ConfigError::new("netflix.catalog_ttl", "must be positive"));
+        }
+        if self.failed_edge_ttl.is_zero() {
+            return Err(ConfigError::new(
+                "netflix.failed_edge_ttl",
+                "must be positive",
+            ));
+        }
+        if self.session_idle < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "netflix.session_idle",
+                "must be at least 1s",
+            ));
+        }
+        if !(1..=MAX_SESSIONS).contains(&self.max_sessions) {
+            return Err(ConfigError::new(
+                "netflix.max_sessions",
+                format!("must be 1..={MAX_SESSIONS}"),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The longest a signed manifest URL may live.
+pub const MAX_MANIFEST_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// The most playback sessions `max_sessions` may allow.
+pub const MAX_SESSIONS: usize = 10_000_000;

@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::Config;
 
 mod amazon;
+mod netflix;
 mod uber;
 mod whatsapp;
 
@@ -45,6 +46,18 @@ pub enum LoadCommand {
     /// `--prime-day` runs 1x, then 10x for twice `--duration`, then 1x, with the
     /// claims (critical success ≥ 99.9 %, p99 within 2x of 1x) as verdict lines.
     Amazon(amazon::AmazonArgs),
+    /// The Netflix player fleet against the playback API (:8081) and the CDN:
+    /// players arriving open loop at `--players-per-sec`, each playing a title
+    /// over HTTP — the signed master playlist, media playlists and segments from
+    /// the edge the playback API steered it to — on a network trace (`--trace`:
+    /// fiber, cable, 4g, 3g-flaky or a CSV file), with BBA or BOLA (`--abr`) over a
+    /// `--buffer`, failing over to another edge when its edge fails. Reports video
+    /// start time p50/p99/max, rebuffer ratio, average bitrate, switches, QoE,
+    /// failovers and errors, with the case study's claims (start < 100 ms p99,
+    /// rebuffering < 0.5 %) as pass/fail lines. `--simulate` runs the same players
+    /// on a simulated clock, without a platform (deterministic for a `--seed`;
+    /// `--kill-edge-at` kills an edge mid-run).
+    Netflix(netflix::NetflixArgs),
 }
 
 pub async fn run(config: &Config, command: LoadCommand) -> anyhow::Result<ExitCode> {
@@ -52,6 +65,7 @@ pub async fn run(config: &Config, command: LoadCommand) -> anyhow::Result<ExitCo
         LoadCommand::Whatsapp(args) => whatsapp::run(config, args).await,
         LoadCommand::Uber(args) => uber::run(config, args).await,
         LoadCommand::Amazon(args) => amazon::run(config, args).await,
+        LoadCommand::Netflix(args) => netflix::run(config, args).await,
     }
 }
 

@@ -1,1 +1,0 @@
-//! (Skeleton: the player fleet; filled by a helper.)
