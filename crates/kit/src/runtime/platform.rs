@@ -98,6 +98,9 @@ pub struct InstanceView {
     pub state: InstanceState,
     /// Milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// The order of starts in this platform: a later start has a larger number, even
+    /// within one millisecond or on a stopped clock (what "the newest" means).
+    pub start_seq: u64,
     /// The placement slot whose data the instance uses (see [`Slot`]).
     pub slot: Slot,
     pub data_dir: PathBuf,
@@ -674,6 +677,7 @@ impl Platform {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
+                start_seq: e.start_seq,
                 slot: e.ctx.inner.slot.clone(),
                 data_dir: e.ctx.inner.data_dir.clone(),
                 listeners: e.ctx.listeners(),
