@@ -304,7 +304,9 @@ async fn stop_all_stops_services_in_reverse_start_order() {
     let mut second = spec("127.0.0.1:0");
     second.instance_id = Some("second".into());
     platform.start(second).await.unwrap();
+    assert!(!platform.is_shutting_down());
     let reports = platform.stop_all(Duration::from_secs(5)).await;
+    assert!(platform.is_shutting_down());
     assert_eq!(reports.len(), 2);
     assert!(reports.iter().all(|r| r.drained));
     assert!(

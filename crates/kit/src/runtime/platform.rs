@@ -334,6 +334,8 @@ struct PlatformInner {
     orphaned: Mutex<Vec<PathBuf>>,
     /// Per-service listener bounds; services not listed get the defaults.
     listener_limits: RwLock<BTreeMap<String, ListenerLimits>>,
+    /// Set once [`Platform::stop_all`] begins.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Platform {
@@ -386,6 +388,7 @@ impl Platform {
                 audited: tokio::sync::Mutex::default(),
                 orphaned: Mutex::default(),
                 listener_limits: RwLock::default(),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -640,6 +643,7 @@ impl Platform {
     /// last and hears everyone else deregister); instances of one service stop
     /// concurrently.
     pub async fn stop_all(&self, drain: Duration) -> Vec<StopReport> {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
         let mut by_service: Vec<(u64, String, Vec<String>)> = Vec::new();
         for (id, entry) in self.inner.instances.lock().iter() {
             if !entry.state.is_live() {
@@ -661,6 +665,13 @@ impl Platform {
             reports.extend(futures::future::join_all(stops).await.into_iter().flatten());
         }
         reports
+    }
+
+    /// Whether [`Platform::stop_all`] has begun: whoever replaces or adds instances on
+    /// their own (an autoscaler) stands down, rather than start what is being stopped.
+    /// Starting is not refused: this only informs.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Every instance started so far, running or not, in id order.
