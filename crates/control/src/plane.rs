@@ -302,10 +302,11 @@ impl ServiceFactory for ControlPlane {
                 self.settings.drain,
             ));
             self.warn_of_unknown_services();
-            ctx.spawn(autoscaler.clone().run(ctx.shutdown_token()));
-            let router = self.router(registry, store, autoscaler, ctx.info().instance_id);
+            let router = self.router(registry, store, autoscaler.clone(), ctx.info().instance_id);
             let policy = AccessPolicy::for_bound(address, token);
             serve_http(ctx, listener, policy.protect(router));
+            // After `serve_http` has installed the metrics recorder its decisions go to.
+            ctx.spawn(autoscaler.run(ctx.shutdown_token()));
             Ok(address)
         })
     }

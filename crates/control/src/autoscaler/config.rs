@@ -318,7 +318,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_dotted_key() {
-        let cases: Vec<(fn(&mut Policy), &str)> = vec![
+        type Break = fn(&mut Policy);
+        let cases: Vec<(Break, &str)> = vec![
             (|p| p.min_instances = 0, "min_instances"),
             (|p| p.min_instances = 5, "max_instances"),
             (|p| p.capacity = f64::NAN, "capacity"),
