@@ -128,24 +128,27 @@ async fn a_fed_signal_scales_out_then_in_after_the_cooldown() {
     let stop = CancellationToken::new();
     let loop_task = tokio::spawn(autoscaler.clone().run(stop.clone()));
 
-    // No instance: brought to the minimum without any signal.
-    eventually_sync("the first instance", DEADLINE, || {
-        live(&platform, SERVICE).len() == 1
-    })
-    .await;
-    let first = live(&platform, SERVICE)[0].clone();
-    let started = newest(&autoscaler, Reason::BelowMin).await;
-    assert_eq!((started.decision.from, started.decision.to), (0, 1));
-    assert_eq!(started.instances, std::slice::from_ref(&first));
-
-    // Above the mark, but the start counts as a scale-out: held by cooldown_out.
+    // A policy does not start a service nobody started.
     signal.set(SERVICE, Some(0.9));
-    eventually_sync("a cooldown_out hold", DEADLINE, || {
-        last_reason(&autoscaler) == Some(Reason::CooldownOut)
+    eventually_sync("a not_started hold", DEADLINE, || {
+        last_reason(&autoscaler) == Some(Reason::NotStarted)
     })
     .await;
-    assert_eq!(live(&platform, SERVICE), std::slice::from_ref(&first));
-    clock.advance(Duration::from_secs(30));
+    assert!(live(&platform, SERVICE).is_empty());
+    let first = platform
+        .start(InstanceSpec {
+            service: SERVICE.into(),
+            instance_id: None,
+            placement: Topology::default().spread(0),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            version: "test".into(),
+            port_hint: None,
+        })
+        .await
+        .unwrap()
+        .instance_id;
+
+    // Above the mark: one more instance, in another zone.
     eventually_sync("a second instance", DEADLINE, || {
         live(&platform, SERVICE).len() == 2
     })
@@ -169,8 +172,8 @@ async fn a_fed_signal_scales_out_then_in_after_the_cooldown() {
     assert_eq!(out.instances, std::slice::from_ref(&second));
     assert_eq!(out.utilisation, Some(0.9));
 
-    // Still above: the next scale-out waits for cooldown_out again.
-    eventually_sync("another cooldown_out hold", DEADLINE, || {
+    // Still above: the next scale-out waits for cooldown_out.
+    eventually_sync("a cooldown_out hold", DEADLINE, || {
         last_reason(&autoscaler) == Some(Reason::CooldownOut)
     })
     .await;
@@ -217,11 +220,10 @@ async fn a_fed_signal_scales_out_then_in_after_the_cooldown() {
 
     // A dead instance is replaced up to the minimum.
     platform.kill(&first).await;
-    eventually_sync("a replacement", DEADLINE, || {
-        live(&platform, SERVICE).iter().any(|id| *id != first)
-    })
-    .await;
-    assert_eq!(live(&platform, SERVICE).len(), 1);
+    let replaced = newest(&autoscaler, Reason::BelowMin).await;
+    assert_eq!((replaced.decision.from, replaced.decision.to), (0, 1));
+    assert_eq!(live(&platform, SERVICE), replaced.instances);
+    assert_ne!(replaced.instances, [first]);
 
     stop.cancel();
     loop_task.await.unwrap();
@@ -397,29 +399,29 @@ async fn view_until(plane: &Plane, what: &str, condition: impl Fn(&Value) -> boo
 async fn request_metrics_in_the_store_scale_the_service_and_decisions_are_shown_and_exported() {
     let plane = start_plane().await;
 
-    let view = view_until(&plane, "the minimum started", |v| {
-        v["services"][0]["current"] == 1 && has_decision(v, "below_min")
+    // Not started by anyone: the policy waits.
+    let view = view_until(&plane, "a not_started hold", |v| {
+        has_decision(v, "not_started")
     })
     .await;
     assert_eq!(view["services"][0]["policy"]["service"], WEB);
-    // Newest first: the start, then (no request metrics yet) a hold on the gap.
-    let first = view["decisions"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    assert_eq!(
-        (
-            first["reason"].as_str(),
-            first["from"].as_u64(),
-            first["to"].as_u64()
-        ),
-        (Some("below_min"), Some(0), Some(1))
-    );
+    assert_eq!(view["services"][0]["current"], 0);
+    // Started through the admin API, as an operator (or `up`) would.
+    let started = plane
+        .call(
+            Method::POST,
+            "/api/instances",
+            Some(json!({"service": WEB})),
+            true,
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::CREATED, "{:?}", started.body);
+    view_until(&plane, "a gap in the signal", |v| {
+        v["services"][0]["current"] == 1 && has_decision(v, "no_signal")
+    })
+    .await;
 
     // 30 requests/s on one instance of capacity 10: utilisation 3.0.
-    plane.clock.advance(Duration::from_secs(30));
     plane.publish_requests(30.0, 12).await;
     let view = view_until(&plane, "a scale-out", |v| {
         v["services"][0]["current"] == 2 && has_decision(v, "above_high")

@@ -35,6 +35,12 @@ pub fn live(platform: &Platform, service: &str) -> Vec<InstanceView> {
     live
 }
 
+/// Whether this platform has run an instance of `service`, in any state (the
+/// autoscaler scales and replaces what runs; it does not start a case).
+pub fn ever_started(platform: &Platform, service: &str) -> bool {
+    platform.list().iter().any(|v| v.info.service == service)
+}
+
 /// What an action did: the instances it started or stopped, and the first error.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acted {

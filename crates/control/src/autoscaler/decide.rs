@@ -82,6 +82,9 @@ pub enum Reason {
     CooldownIn,
     /// Hold: below the low mark, but one instance fewer would be above the high one.
     WouldOverload,
+    /// Hold: the platform has never run an instance of the service — the autoscaler
+    /// scales what runs, it does not start a case nobody asked for.
+    NotStarted,
 }
 
 impl Reason {
@@ -100,6 +103,7 @@ impl Reason {
             Self::CooldownOut => "cooldown_out",
             Self::CooldownIn => "cooldown_in",
             Self::WouldOverload => "would_overload",
+            Self::NotStarted => "not_started",
         }
     }
 }
@@ -143,7 +147,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn hold(current: u32, reason: Reason) -> Self {
+    pub(crate) fn hold(current: u32, reason: Reason) -> Self {
         Self {
             from: current,
             to: current,

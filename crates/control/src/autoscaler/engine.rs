@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::act::{self, Acted};
 use super::config::{self, AutoscalerConfig, MAX_POLICIES, MAX_SCHEDULE, Policy};
-use super::decide::{Decision, Direction, Moment, ScalingHistory, decide};
+use super::decide::{Decision, Direction, Moment, Reason, ScalingHistory, decide};
 use super::schedule::{self, ScheduledScale};
 use super::signal::{Reading, UtilisationSignal};
 
@@ -148,6 +148,13 @@ impl Autoscaler {
             if platform.is_shutting_down() {
                 break;
             }
+            if !act::ever_started(&platform, &policy.service) {
+                let decision = Decision::hold(0, Reason::NotStarted);
+                let at = Moment::of(self.clock.as_ref());
+                self.record(&policy.service, decision, None, at, Acted::default());
+                decisions.push(decision);
+                continue;
+            }
             let current =
                 u32::try_from(act::live(&platform, &policy.service).len()).unwrap_or(u32::MAX);
             let reading = if current > 0 {
@@ -265,7 +272,10 @@ impl Autoscaler {
             tracing::info!("autoscaler disabled (autoscaler.enabled = false)");
             return;
         }
-        let mut ticks = tokio::time::interval(self.interval);
+        // The first tick one interval after start: the instances a command starts
+        // beside the control plane (`up`) come up first.
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -12,7 +12,11 @@
 //! | [`engine`] | [`Autoscaler`]: the loop, the bounded history, logs and metrics |
 //! | [`api`] | `GET /api/autoscaler`, and policy and schedule changes at run time |
 //!
-//! **Guaranteed.** Each tick evaluates every policy once, on the injected clock: the
+//! **Guaranteed.** A service is scaled only once this platform has run an instance
+//! of it (a policy does not start a case nobody asked for: its evaluations hold with
+//! `not_started`), and the first tick comes one interval after the control plane
+//! starts, so the instances `up` starts beside it come first. Each tick evaluates
+//! every policy once, on the injected clock: the
 //! decision is a pure function of its inputs ([`decide`]), so it is tested on a
 //! `ManualClock` without sleeping. Live instances stay within `[min_instances,
 //! max_instances]` (raised to a schedule's floor while it holds; an instance that
