@@ -84,7 +84,8 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
-    fn is_live(&self) -> bool {
+    /// Starting or running: what counts as an instance of its service now.
+    pub fn is_live(&self) -> bool {
         matches!(self, Self::Starting | Self::Running)
     }
 }
