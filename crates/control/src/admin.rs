@@ -255,15 +255,7 @@ pub(crate) fn least_loaded_zone(
         .min_by_key(|(n, p)| {
             let count = live
                 .iter()
-                .filter(|v| {
-                    v.info.service == service
-                        && v.info.zone == p.zone
-                        && matches!(
-                            v.state,
-                            casebook_kit::runtime::InstanceState::Running
-                                | casebook_kit::runtime::InstanceState::Starting
-                        )
-                })
+                .filter(|v| v.info.service == service && v.info.zone == p.zone && v.state.is_live())
                 .count();
             // Ties go round the regions before reusing one (see `Topology::spread`).
             (count, topology.spread(*n) != *p, *n)

@@ -10,6 +10,7 @@
 //! Only the instances of the control plane's own platform are counted and acted on:
 //! instances another process runs (`casebook serve`) are not.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,17 +23,19 @@ pub fn live(platform: &Platform, service: &str) -> Vec<InstanceView> {
     let mut live: Vec<InstanceView> = platform
         .list()
         .into_iter()
-        .filter(|v| v.info.service == service)
-        .filter(|v| {
-            matches!(
-                v.state,
-                casebook_kit::runtime::InstanceState::Starting
-                    | casebook_kit::runtime::InstanceState::Running
-            )
-        })
+        .filter(|v| v.info.service == service && v.state.is_live())
         .collect();
     live.sort_by_key(|v| v.start_seq);
     live
+}
+
+/// The live instances of every service, by service.
+pub fn live_counts(platform: &Platform) -> BTreeMap<String, u32> {
+    let mut counts = BTreeMap::new();
+    for view in platform.list().into_iter().filter(|v| v.state.is_live()) {
+        *counts.entry(view.info.service).or_default() += 1;
+    }
+    counts
 }
 
 /// Whether this platform has run an instance of `service`, in any state (the

@@ -362,19 +362,20 @@ impl Autoscaler {
     /// What `GET /api/autoscaler` shows.
     pub fn view(&self) -> AutoscalerView {
         let wall = self.clock.wall();
-        let platform = self.platform.upgrade();
+        // Counted before the state is locked: the platform's lock is never taken
+        // under ours.
+        let live = self.platform.upgrade().map(|p| act::live_counts(&p));
         let state = self.state.lock();
         let services = state
             .policies
             .values()
             .map(|policy| {
                 let remembered = state.services.get(&policy.service);
-                let current = platform
-                    .as_ref()
-                    .map(|p| act::live(p, &policy.service).len() as u32);
                 ServiceView {
                     service: policy.service.clone(),
-                    current,
+                    current: live
+                        .as_ref()
+                        .map(|live| live.get(&policy.service).copied().unwrap_or(0)),
                     desired: remembered.and_then(|s| s.last).map(|d| d.to),
                     floor: schedule::floor(&state.schedule, &policy.service, wall),
                     signal: remembered
@@ -436,7 +437,7 @@ pub struct AutoscalerView {
 pub struct ServiceView {
     pub service: String,
     pub policy: Policy,
-    /// Live instances now; `null` while the platform shuts down.
+    /// Live instances now; `null` once the platform is gone.
     pub current: Option<u32>,
     /// What the last decision wanted; `null` before the first.
     pub desired: Option<u32>,
