@@ -2,8 +2,9 @@
 //!
 //! - **Out**: each new instance goes to the zone with the fewest live instances of
 //!   the service (ties round the regions; the admin API's rule), on a free port of
-//!   the control plane's host, with the version of the newest live instance. It is
-//!   found through discovery like any other instance.
+//!   the control plane's host, with the version of the newest instance (live or not:
+//!   a replacement runs what died). It is found through discovery like any other
+//!   instance.
 //! - **In**: the newest live instances (by start order) stop gracefully:
 //!   deregistered first, then drained for at most the configured drain.
 //!
@@ -56,9 +57,13 @@ pub struct Acted {
 pub async fn start(platform: &Platform, service: &str, count: u32) -> Acted {
     let mut acted = Acted::default();
     for _ in 0..count {
-        let version = live(platform, service)
-            .last()
-            .map(|v| v.info.version.clone())
+        // The newest instance's version, live or not: a replacement runs what died.
+        let version = platform
+            .list()
+            .into_iter()
+            .filter(|v| v.info.service == service)
+            .max_by_key(|v| v.start_seq)
+            .map(|v| v.info.version)
             .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
         let spec = InstanceSpec {
             service: service.to_owned(),

@@ -215,6 +215,8 @@ impl Autoscaler {
 
         let mut state = self.state.lock();
         state.evaluations += 1;
+        // A policy removed while this tick ran leaves nothing behind.
+        let tracked = state.policies.contains_key(service);
         let entry = state.services.entry(service.to_owned()).or_default();
         let changed = entry.last.map(|d| (d.direction, d.reason))
             != Some((decision.direction, decision.reason));
@@ -232,6 +234,9 @@ impl Autoscaler {
         entry.last = Some(decision);
         if let Some(reading) = reading {
             entry.reading = Some((reading, at.wall));
+        }
+        if !tracked {
+            state.services.remove(service);
         }
         let (from, to) = (decision.from, decision.to);
         match (&decision.direction, &acted.error) {
