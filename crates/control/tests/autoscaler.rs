@@ -2,8 +2,10 @@
 //! run on a `ManualClock` (cooldowns pass only when the test advances it); the loop
 //! ticks in real time, so effects are awaited with `eventually`, never slept for.
 //!
-//! - The engine alone, fed its signal directly: out above the mark, held by the
-//!   cooldowns, in after `cooldown_in`, nothing on a gap, a dead instance replaced.
+//! - The engine alone, fed its signal directly: nothing for a service never started,
+//!   out above the mark (another zone), held by the cooldowns, in after
+//!   `cooldown_in` (the newest, gracefully), nothing on a gap, a dead instance
+//!   replaced; a failed start kept with its error.
 //! - The control plane over HTTP: the signal read from request metrics published to
 //!   its store, `GET /api/autoscaler`, the decisions' metrics landing in the store,
 //!   policy and schedule changes at run time (and their refusals).
@@ -224,6 +226,18 @@ async fn a_fed_signal_scales_out_then_in_after_the_cooldown() {
     assert_eq!((replaced.decision.from, replaced.decision.to), (0, 1));
     assert_eq!(live(&platform, SERVICE), replaced.instances);
     assert_ne!(replaced.instances, [first]);
+    let version = |id: &str| {
+        platform
+            .list()
+            .into_iter()
+            .find(|v| v.info.instance_id == id)
+            .map(|v| v.info.version)
+    };
+    assert_eq!(
+        version(&replaced.instances[0]).as_deref(),
+        Some("test"),
+        "a replacement runs the version that died"
+    );
 
     stop.cancel();
     loop_task.await.unwrap();
@@ -231,6 +245,54 @@ async fn a_fed_signal_scales_out_then_in_after_the_cooldown() {
     // The platform is shutting down: the autoscaler stands down instead of replacing.
     assert!(autoscaler.tick().await.is_empty());
     assert!(live(&platform, SERVICE).is_empty());
+}
+
+/// A service whose every start fails.
+#[derive(Debug)]
+struct Broken;
+
+impl ServiceFactory for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+
+    fn start<'a>(
+        &'a self,
+        _ctx: &'a InstanceContext,
+    ) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
+        Box::pin(async { Err(anyhow::anyhow!("it never starts").into()) })
+    }
+}
+
+#[tokio::test]
+async fn a_start_that_fails_is_recorded_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let platform = Platform::new(Topology::default(), dir.path(), clock.shared());
+    platform.register_service(Arc::new(Broken));
+    let spec = InstanceSpec {
+        service: "broken".into(),
+        instance_id: None,
+        placement: Topology::default().spread(0),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        version: "test".into(),
+        port_hint: None,
+    };
+    assert!(platform.start(spec).await.is_err());
+    let autoscaler = Autoscaler::new(
+        &config("broken"),
+        Arc::new(FedSignal::new()),
+        platform.downgrade(),
+        clock.shared(),
+        Duration::from_secs(1),
+    );
+    let decisions = autoscaler.tick().await;
+    assert_eq!(decisions[0].reason, Reason::BelowMin);
+    let record = autoscaler.view().decisions[0].clone();
+    assert!(record.instances.is_empty());
+    let error = record.error.expect("the failure is kept");
+    assert!(error.contains("it never starts"), "{error}");
+    assert_eq!(autoscaler.view().services[0].desired, Some(1));
 }
 
 /// The control plane on a manual clock, with a trivial service and a policy for it.
