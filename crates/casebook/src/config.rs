@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use casebook_amazon::config::AmazonConfig;
 use casebook_control::ControlConfig;
+use casebook_control::autoscaler::AutoscalerConfig;
 use casebook_control::discovery::DiscoveryConfig;
 use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_kit::runtime::ListenerLimits;
@@ -56,6 +57,8 @@ pub struct Config {
     pub netflix: NetflixConfig,
     /// Every HTTP listener's bounds: connections at once, header-read timeout.
     pub http: ListenerLimits,
+    /// The control plane's autoscaler: policies per service and the schedule.
+    pub autoscaler: AutoscalerConfig,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             amazon: AmazonConfig::default(),
             netflix: NetflixConfig::default(),
             http: ListenerLimits::default(),
+            autoscaler: AutoscalerConfig::default(),
         }
     }
 }
@@ -269,7 +273,11 @@ pub fn load(
             message,
         });
     }
-    for checked in [config.amazon.validate(), config.netflix.validate()] {
+    for checked in [
+        config.amazon.validate(),
+        config.netflix.validate(),
+        config.autoscaler.validate(),
+    ] {
         if let Err(e) = checked {
             let (key, message) = (e.key().to_owned(), e.message().to_owned());
             return Err(ConfigError {
@@ -662,6 +670,37 @@ mod tests {
             "environment variable CASEBOOK_UBER__RESP_MAX_CLIENTS"
         );
         assert_eq!(err.key, "uber.resp_max_clients");
+    }
+
+    #[test]
+    fn the_autoscaler_table_reads_policies_and_names_a_bad_key() {
+        let config = load(None, env(&[]), &Overrides::default()).unwrap();
+        assert!(
+            config.autoscaler.policies.is_empty(),
+            "nothing scaled by default"
+        );
+        let f = file(
+            "[[autoscaler.policies]]\nservice = \"amazon\"\nmax_instances = 4\ncapacity = 200.0\n\
+             [[autoscaler.schedule]]\nservice = \"amazon\"\nat = \"09:00\"\nuntil = \"11:00\"\n\
+             lead = \"10m\"\ninstances = 3\n",
+        );
+        let config = load(
+            Some(f.path()),
+            env(&[("CASEBOOK_AUTOSCALER__INTERVAL", "2s")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.autoscaler.interval, Duration::from_secs(2));
+        assert_eq!(config.autoscaler.policies[0].max_instances, 4);
+        assert_eq!(config.autoscaler.schedule[0].lead, Duration::from_secs(600));
+
+        let f = file(
+            "[[autoscaler.policies]]\nservice = \"amazon\"\nmax_instances = 4\ncapacity = 200.0\n\
+             scale_in_below = 0.8\n",
+        );
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "autoscaler.policies[0].scale_in_below");
+        assert_eq!(err.source, f.path().display().to_string());
     }
 
     #[test]

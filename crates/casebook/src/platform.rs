@@ -80,6 +80,7 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             drain: config.shutdown.drain_timeout,
             control: config.control.clone(),
             http_services,
+            autoscaler: config.autoscaler.clone(),
         },
     )));
     platform.set_listener_limits(casebook_control::CONTROL_SERVICE, config.http.clone());

@@ -210,12 +210,7 @@ async fn start_instance(
     };
     let port = request.port.unwrap_or(0);
     state.check_port(&platform, port)?;
-    let host = platform
-        .list()
-        .iter()
-        .find(|v| v.info.service == crate::CONTROL_SERVICE)
-        .map(|v| v.info.address.ip())
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let host = instance_host(&platform);
     let spec = InstanceSpec {
         service: request.service,
         instance_id: None,
@@ -236,7 +231,23 @@ async fn start_instance(
     }
 }
 
-fn least_loaded_zone(platform: &Platform, topology: &Topology, service: &str) -> Placement {
+/// The host started instances listen on: the control plane's.
+pub(crate) fn instance_host(platform: &Platform) -> std::net::IpAddr {
+    platform
+        .list()
+        .iter()
+        .find(|v| v.info.service == crate::CONTROL_SERVICE)
+        .map(|v| v.info.address.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+/// Where a new instance of `service` goes: the zone with the fewest live instances
+/// of it, ties going round the regions (so successive starts spread over zones).
+pub(crate) fn least_loaded_zone(
+    platform: &Platform,
+    topology: &Topology,
+    service: &str,
+) -> Placement {
     let live = platform.list();
     topology
         .placements()
@@ -244,15 +255,7 @@ fn least_loaded_zone(platform: &Platform, topology: &Topology, service: &str) ->
         .min_by_key(|(n, p)| {
             let count = live
                 .iter()
-                .filter(|v| {
-                    v.info.service == service
-                        && v.info.zone == p.zone
-                        && matches!(
-                            v.state,
-                            casebook_kit::runtime::InstanceState::Running
-                                | casebook_kit::runtime::InstanceState::Starting
-                        )
-                })
+                .filter(|v| v.info.service == service && v.info.zone == p.zone && v.state.is_live())
                 .count();
             // Ties go round the regions before reusing one (see `Topology::spread`).
             (count, topology.spread(*n) != *p, *n)
@@ -346,6 +349,7 @@ async fn index(State(state): State<AdminState>) -> Result<Html<String>, ApiError
 <li><a href="/api/discovery/status">/api/discovery/status</a></li>
 <li><a href="/api/breakers">/api/breakers</a></li>
 <li><a href="/api/metrics/stats">/api/metrics/stats</a></li>
+<li><a href="/api/autoscaler">/api/autoscaler</a> (policies, schedule, decisions)</li>
 <li><a href="/metrics">/metrics</a></li>
 </ul>
 </body></html>

@@ -3,8 +3,9 @@
 //! committed corpus replayed on stable), so each check exists once.
 //!
 //! Each check takes arbitrary bytes and asserts more than "no panic": a parsed
-//! [`Query`] re-parses identically from its canonical parameters, and the discovery
-//! API answers every request with a status it documents, every 400 a JSON error.
+//! [`Query`] re-parses identically from its canonical parameters, the discovery and
+//! autoscaler APIs answer every request with a status they document, every 400 a
+//! JSON error, and a schedule time re-parses from its canonical text.
 //! A failed check panics — that is how libFuzzer and the replay test see it.
 //!
 //! Not a public API: hidden from the docs, and only for fuzzing and its replay.
@@ -29,6 +30,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("metrics_query", metrics_query),
     ("discovery_request", discovery_request),
     ("access_request", access_request),
+    ("schedule_time", schedule_time),
+    ("autoscaler_request", autoscaler_request),
 ];
 
 /// The parameters that parse to `query`, written the one canonical way.
@@ -305,6 +308,190 @@ pub fn access_request(data: &[u8]) {
                     "{method} {target} changed state without the token"
                 );
             }
+        }
+    }
+}
+
+/// A service the autoscaler API may name; never started.
+#[derive(Debug)]
+struct NeverStarted;
+
+impl casebook_kit::runtime::ServiceFactory for NeverStarted {
+    fn name(&self) -> &str {
+        "svc"
+    }
+
+    fn start<'a>(
+        &'a self,
+        _ctx: &'a casebook_kit::runtime::InstanceContext,
+    ) -> casebook_kit::runtime::BoxFuture<
+        'a,
+        Result<std::net::SocketAddr, casebook_kit::runtime::StartError>,
+    > {
+        Box::pin(async { Err(anyhow::anyhow!("never started in fuzzing").into()) })
+    }
+}
+
+/// Schedule times and entries, from lines `at`, `until`, lead seconds, wall
+/// seconds: an accepted time displays canonically and re-parses to itself; an
+/// accepted entry's window (if any) ends after the wall time and starts no later
+/// than it ends (a daily one spans less than two days), and the entry is active exactly when the
+/// wall time lies in that window.
+pub fn schedule_time(data: &[u8]) {
+    use crate::autoscaler::{ScheduleTime, ScheduledScale};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n');
+    let time = |line: Option<&str>| {
+        let line = line?;
+        match ScheduleTime::parse(line) {
+            Ok(time) => {
+                let canonical = time.to_string();
+                assert_eq!(
+                    ScheduleTime::parse(&canonical),
+                    Ok(time),
+                    "{line:?} → {canonical:?} re-parses differently"
+                );
+                if let ScheduleTime::Daily(minutes) = time {
+                    assert!(minutes < 1440);
+                }
+                Some(time)
+            }
+            Err(reason) => {
+                assert!(!reason.is_empty());
+                None
+            }
+        }
+    };
+    let (at, until) = (time(lines.next()), time(lines.next()));
+    let number = |line: Option<&str>| line.and_then(|l| l.trim().parse::<u64>().ok());
+    let lead = number(lines.next()).unwrap_or(0) % (2 * 86_400);
+    let wall = number(lines.next()).unwrap_or(1_767_225_600) % (400 * 365 * 86_400);
+    let (Some(at), Some(until)) = (at, until) else {
+        return;
+    };
+    let entry = ScheduledScale {
+        service: "svc".into(),
+        at,
+        until,
+        instances: 1,
+        lead: Duration::from_secs(lead),
+    };
+    if entry.validate("").is_err() {
+        return;
+    }
+    let wall = UNIX_EPOCH + Duration::from_secs(wall);
+    match entry.window_at_or_after(wall) {
+        Some(window) => {
+            assert!(
+                window.until > wall,
+                "{entry:?} at {wall:?}: {window:?} is over"
+            );
+            assert!(window.from <= window.until);
+            if let ScheduleTime::Daily(_) = entry.at {
+                assert!(
+                    window.until.duration_since(window.from).expect("ordered")
+                        < Duration::from_secs(2 * 86_400)
+                );
+            }
+            assert_eq!(entry.is_active(wall), window.from <= wall);
+        }
+        None => assert!(!entry.is_active(wall)),
+    }
+}
+
+/// The autoscaler API over arbitrary requests, framed as in [`discovery_request`]:
+/// never a 5xx, every 400 a JSON error with a message (and a non-empty `field` when
+/// it names one); an accepted policy or schedule entry then shows in
+/// `GET /api/autoscaler` as accepted.
+pub fn autoscaler_request(data: &[u8]) {
+    use crate::autoscaler::{Autoscaler, AutoscalerConfig, FedSignal, Policy, ScheduledScale, api};
+    use casebook_kit::runtime::Platform;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    let clock = ManualClock::new();
+    // Never started: the data directory is never touched.
+    let platform = Platform::new(
+        Topology::default(),
+        "/nonexistent/casebook-fuzz",
+        clock.shared(),
+    );
+    platform.register_service(Arc::new(NeverStarted));
+    let autoscaler = Arc::new(Autoscaler::new(
+        &AutoscalerConfig::default(),
+        Arc::new(FedSignal::new()),
+        platform.downgrade(),
+        clock.shared(),
+        std::time::Duration::from_secs(1),
+    ));
+    let router = api::router(autoscaler.clone());
+    let call = |method: Method, uri: &str, body: Vec<u8>| {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .ok()?;
+        runtime.block_on(async {
+            let response = router.clone().oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("an in-memory body");
+            Some((status, bytes))
+        })
+    };
+    for request in data.split(|&b| b == 0).take(MAX_REQUESTS) {
+        let Some((&selector, rest)) = request.split_first() else {
+            continue;
+        };
+        let method = [Method::GET, Method::POST, Method::PUT, Method::DELETE]
+            [usize::from(selector % 4)]
+        .clone();
+        let (target, body) = match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => (&rest[..end], &rest[end + 1..]),
+            None => (rest, &[][..]),
+        };
+        let Ok(target) = std::str::from_utf8(target) else {
+            continue;
+        };
+        let Some((status, bytes)) = call(method.clone(), target, body.to_vec()) else {
+            continue;
+        };
+        assert!(
+            !status.is_server_error(),
+            "{method} {target} answered {status}"
+        );
+        if status == StatusCode::BAD_REQUEST {
+            let error: serde_json::Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("{method} {target}: a 400 that is not JSON"));
+            assert!(
+                error["error"].as_str().is_some_and(|m| !m.is_empty()),
+                "{method} {target}: a 400 without a message"
+            );
+            if let Some(field) = error.get("field") {
+                assert!(field.as_str().is_some_and(|f| !f.is_empty()), "{error}");
+            }
+        }
+        let view = || autoscaler.view();
+        if method == Method::POST && status == StatusCode::OK {
+            let policy: Policy =
+                casebook_kit::api::parse_json(body).expect("an accepted policy parses");
+            assert!(
+                view().services.iter().any(|s| s.policy == policy),
+                "accepted policy {policy:?} not shown"
+            );
+        }
+        if method == Method::POST && status == StatusCode::CREATED {
+            let entry: ScheduledScale =
+                casebook_kit::api::parse_json(body).expect("an accepted entry parses");
+            assert!(
+                view().schedule.iter().any(|s| s.entry == entry),
+                "accepted entry {entry:?} not shown"
+            );
         }
     }
 }

@@ -3,7 +3,7 @@
 //! The control plane: the one service every other registers with. On port 7700 it
 //! serves discovery (Eureka semantics), the Atlas-like metrics store and the
 //! platform's admin API (topology, instances, start/stop/kill), plus a plain HTML
-//! index of what runs where.
+//! index of what runs where, and the autoscaler.
 //!
 //! | module | role |
 //! |---|---|
@@ -12,9 +12,11 @@
 //! | [`admin`] | `/`, `/api/topology`, `/api/services`, `/api/instances…` |
 //! | [`discovery`] | the registry with Eureka's semantics and `/api/discovery/…` |
 //! | [`metrics_store`] | the Atlas-like dimensional store and `/api/metrics/…` |
+//! | [`autoscaler`] | reactive and scheduled scaling of any service, and `/api/autoscaler` |
 
 pub mod access;
 pub mod admin;
+pub mod autoscaler;
 pub mod discovery;
 #[doc(hidden)]
 pub mod fuzz_checks;

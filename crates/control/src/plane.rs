@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{self, AccessPolicy, Token};
 use crate::admin::{self, AdminState};
+use crate::autoscaler::{self, Autoscaler, AutoscalerConfig, StoreSignal};
 use crate::discovery::{self, DiscoveryConfig, Registry};
 use crate::metrics_store::{self, MetricsStore, MetricsStoreConfig};
 
@@ -166,6 +167,8 @@ pub struct ControlSettings {
     /// Services whose main address speaks HTTP (the index links their `/health`);
     /// the control plane is always one.
     pub http_services: Vec<String>,
+    /// The `[autoscaler]` table: policies, schedule, loop interval.
+    pub autoscaler: AutoscalerConfig,
 }
 
 /// The control plane service.
@@ -186,6 +189,7 @@ impl ControlPlane {
         &self,
         registry: Arc<Registry>,
         store: Arc<MetricsStore>,
+        autoscaler: Arc<Autoscaler>,
         own_instance_id: String,
     ) -> Router {
         admin::router(AdminState {
@@ -199,6 +203,7 @@ impl ControlPlane {
         })
         .merge(discovery::api::router(registry))
         .merge(metrics_store::api::router(store))
+        .merge(autoscaler::api::router(autoscaler))
         // The Hystrix-style view of every breaker in this process.
         .merge(breakers_router(BreakerRegistry::global().clone()))
     }
@@ -215,6 +220,23 @@ impl ControlPlane {
             .upgrade()
             .ok_or_else(|| anyhow::anyhow!("the platform is shutting down"))?;
         Ok(access::load_or_create(platform.data_dir())?)
+    }
+}
+
+impl ControlPlane {
+    /// A policy naming a service this platform cannot start is kept (its service
+    /// may be registered later) but said at start: its every start would fail.
+    fn warn_of_unknown_services(&self) {
+        let Some(platform) = self.platform.upgrade() else {
+            return;
+        };
+        let known = platform.services();
+        for policy in &self.settings.autoscaler.policies {
+            if !known.contains(&policy.service) {
+                tracing::warn!(service = %policy.service, known = %known.join(", "),
+                    "autoscaler policy for a service this platform cannot start");
+            }
+        }
     }
 }
 
@@ -271,9 +293,20 @@ impl ServiceFactory for ControlPlane {
                 self.settings.metrics_store.clone(),
             ));
             ctx.spawn(sweep_idle_series(store.clone(), ctx.shutdown_token()));
-            let router = self.router(registry, store, ctx.info().instance_id);
+            // Scales on the store's request metrics, acting on this platform.
+            let autoscaler = Arc::new(Autoscaler::new(
+                &self.settings.autoscaler,
+                Arc::new(StoreSignal::new(store.clone())),
+                self.platform.clone(),
+                ctx.clock().clone(),
+                self.settings.drain,
+            ));
+            self.warn_of_unknown_services();
+            let router = self.router(registry, store, autoscaler.clone(), ctx.info().instance_id);
             let policy = AccessPolicy::for_bound(address, token);
             serve_http(ctx, listener, policy.protect(router));
+            // After `serve_http` has installed the metrics recorder its decisions go to.
+            ctx.spawn(autoscaler.run(ctx.shutdown_token()));
             Ok(address)
         })
     }

@@ -59,6 +59,7 @@ fn settings(control: ControlConfig, discovery: DiscoveryConfig) -> ControlSettin
         drain: Duration::from_secs(1),
         control,
         http_services: Vec::new(),
+        autoscaler: Default::default(),
     }
 }
 

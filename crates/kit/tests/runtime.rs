@@ -304,7 +304,9 @@ async fn stop_all_stops_services_in_reverse_start_order() {
     let mut second = spec("127.0.0.1:0");
     second.instance_id = Some("second".into());
     platform.start(second).await.unwrap();
+    assert!(!platform.is_shutting_down());
     let reports = platform.stop_all(Duration::from_secs(5)).await;
+    assert!(platform.is_shutting_down());
     assert_eq!(reports.len(), 2);
     assert!(reports.iter().all(|r| r.drained));
     assert!(
@@ -328,6 +330,27 @@ fn view(platform: &Platform, instance_id: &str) -> casebook_kit::runtime::Instan
         .into_iter()
         .find(|v| v.info.instance_id == instance_id)
         .unwrap()
+}
+
+#[tokio::test]
+async fn start_seq_orders_instances_by_start_whatever_their_ids() {
+    let (platform, _holding, _events, _dir) = platform();
+    let mut ids = Vec::new();
+    // Ids that sort the other way round from their starts.
+    for id in ["c", "b", "a"] {
+        let mut spec = spec("127.0.0.1:0");
+        spec.instance_id = Some(id.into());
+        ids.push(platform.start(spec).await.unwrap().instance_id);
+    }
+    let seqs: Vec<u64> = ids.iter().map(|id| view(&platform, id).start_seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // A restart under an old id is a later start.
+    platform.stop("c", Duration::from_secs(1)).await.unwrap();
+    let mut again = spec("127.0.0.1:0");
+    again.instance_id = Some("c".into());
+    platform.start(again).await.unwrap();
+    assert!(view(&platform, "c").start_seq > seqs[2]);
+    platform.stop_all(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]

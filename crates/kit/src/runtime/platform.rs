@@ -84,7 +84,8 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
-    fn is_live(&self) -> bool {
+    /// Starting or running: what counts as an instance of its service now.
+    pub fn is_live(&self) -> bool {
         matches!(self, Self::Starting | Self::Running)
     }
 }
@@ -98,6 +99,9 @@ pub struct InstanceView {
     pub state: InstanceState,
     /// Milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// The order of starts in this platform: a later start has a larger number, even
+    /// within one millisecond or on a stopped clock (what "the newest" means).
+    pub start_seq: u64,
     /// The placement slot whose data the instance uses (see [`Slot`]).
     pub slot: Slot,
     pub data_dir: PathBuf,
@@ -331,6 +335,8 @@ struct PlatformInner {
     orphaned: Mutex<Vec<PathBuf>>,
     /// Per-service listener bounds; services not listed get the defaults.
     listener_limits: RwLock<BTreeMap<String, ListenerLimits>>,
+    /// Set once [`Platform::stop_all`] begins.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Platform {
@@ -383,6 +389,7 @@ impl Platform {
                 audited: tokio::sync::Mutex::default(),
                 orphaned: Mutex::default(),
                 listener_limits: RwLock::default(),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -637,6 +644,7 @@ impl Platform {
     /// last and hears everyone else deregister); instances of one service stop
     /// concurrently.
     pub async fn stop_all(&self, drain: Duration) -> Vec<StopReport> {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
         let mut by_service: Vec<(u64, String, Vec<String>)> = Vec::new();
         for (id, entry) in self.inner.instances.lock().iter() {
             if !entry.state.is_live() {
@@ -660,6 +668,13 @@ impl Platform {
         reports
     }
 
+    /// Whether [`Platform::stop_all`] has begun: whoever replaces or adds instances on
+    /// their own (an autoscaler) stands down, rather than start what is being stopped.
+    /// Starting is not refused: this only informs.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
     /// Every instance started so far, running or not, in id order.
     pub fn list(&self) -> Vec<InstanceView> {
         self.inner
@@ -674,6 +689,7 @@ impl Platform {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
+                start_seq: e.start_seq,
                 slot: e.ctx.inner.slot.clone(),
                 data_dir: e.ctx.inner.data_dir.clone(),
                 listeners: e.ctx.listeners(),
