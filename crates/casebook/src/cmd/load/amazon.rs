@@ -26,6 +26,19 @@ pub struct AmazonArgs {
     /// The surge profile: 1x, a scheduled pre-scale, 10x, then 1x again.
     #[arg(long)]
     prime_day: bool,
+    /// With `--prime-day`: the service the autoscaler pre-scales ahead of the surge
+    /// (a policy for it is set through the control plane's autoscaler API).
+    #[arg(long, default_value = "amazon-cart", value_name = "SERVICE")]
+    prescale_service: String,
+    /// With `--prime-day`: the instances the pre-scale raises it to (0: no pre-scale).
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    prescale_instances: u32,
+    /// With `--prime-day`: how long before the surge the pre-scale starts.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    prescale_lead: Duration,
+    /// The control plane, for the pre-scale (default: 127.0.0.1:<control.port>).
+    #[arg(long, value_name = "HOST:PORT")]
+    control: Option<String>,
     /// Distinct users (Zipf).
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     users: usize,
@@ -93,11 +106,103 @@ pub async fn run(config: &Config, args: AmazonArgs) -> anyhow::Result<ExitCode> 
         eprintln!("casebook: {problem}");
         return Ok(ExitCode::from(2));
     }
+    let prescale = if args.prime_day && args.prescale_instances > 0 {
+        let control = args
+            .control
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", config.control.port));
+        let mut control_config = config.control.clone();
+        casebook_control::access::resolve_token(&mut control_config, &config.data_dir, false)?;
+        Some(schedule_prescale(&args, &load, &control, control_config.token.as_deref()).await)
+    } else {
+        None
+    };
     let progress = Arc::new(WorkloadProgress::default());
     let watcher = tokio::spawn(super::watch(progress.clone(), args.no_progress));
-    let report = workload::run(load, progress).await;
+    let report = workload::run(load, progress).await.map(|mut report| {
+        report.prescale = prescale;
+        report
+    });
     watcher.abort();
     super::print_report(report, args.json, |r| r.table())
+}
+
+/// Sets a policy for the pre-scaled service and schedules its floor for the
+/// surge window, through the control plane's autoscaler API. What happened is
+/// reported, never fatal: the run measures the storefront either way.
+async fn schedule_prescale(
+    args: &AmazonArgs,
+    load: &WorkloadConfig,
+    control: &str,
+    token: Option<&str>,
+) -> String {
+    use casebook_kit::http_client::{HttpClient, bearer};
+    use http::{HeaderMap, HeaderValue, Method, header};
+    let base = if control.starts_with("http://") {
+        control.to_owned()
+    } else {
+        format!("http://{control}")
+    };
+    let stock_setup = Duration::from_secs(5); // a rough allowance; the lead absorbs the rest
+    let before = load.phases.first().map_or(Duration::ZERO, |p| p.duration);
+    let surge = load.phases.get(1).map_or(Duration::ZERO, |p| p.duration);
+    let now = std::time::SystemTime::now();
+    let at = now + stock_setup + before;
+    let until = at + surge;
+    let service = &args.prescale_service;
+    let policy = serde_json::json!({
+        "service": service,
+        "min_instances": 1,
+        "max_instances": args.prescale_instances,
+        "capacity": 1000.0,
+        "window": "5s",
+        "cooldown_out": "5s",
+        "cooldown_in": "20s",
+    });
+    let entry = serde_json::json!({
+        "service": service,
+        "at": humantime::format_rfc3339_seconds(at).to_string(),
+        "until": humantime::format_rfc3339_seconds(until).to_string(),
+        "instances": args.prescale_instances,
+        "lead": humantime::format_duration(args.prescale_lead).to_string(),
+    });
+    let client = HttpClient::new(Duration::from_secs(5));
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(value) = token.and_then(bearer) {
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    for (path, body) in [("policies", &policy), ("schedule", &entry)] {
+        let url = format!("{base}/api/autoscaler/{path}");
+        match client
+            .send(Method::POST, &url, headers.clone(), body.to_string().into())
+            .await
+        {
+            Ok(r) if r.status.is_success() => {}
+            Ok(r) => {
+                return format!(
+                    "not scheduled: {url} answered {}: {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                );
+            }
+            Err(e) => return format!("not scheduled: {e}"),
+        }
+    }
+    eprintln!(
+        "pre-scale: {service} to {} instances from {} before the surge ({} → {})",
+        args.prescale_instances,
+        humantime::format_duration(args.prescale_lead),
+        entry["at"],
+        entry["until"]
+    );
+    format!(
+        "{service} floor {} from {} ({} ahead) until {}; decisions on /api/autoscaler",
+        args.prescale_instances, entry["at"], entry["lead"], entry["until"]
+    )
 }
 
 /// The prime-day schedule, printed before it runs.
