@@ -23,6 +23,10 @@ pub struct ApiError {
     /// The request field at fault, as a dotted path (`lease.duration`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// A machine-readable reason (`insufficient_stock`), for APIs whose clients
+    /// branch on it; stable across releases, unlike `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl ApiError {
@@ -31,7 +35,13 @@ impl ApiError {
             status,
             error: error.into(),
             field: None,
+            code: None,
         }
+    }
+    /// The same error with a machine-readable `code`.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
     }
     /// 400 Bad Request.
     pub fn bad_request(error: impl Into<String>) -> Self {
@@ -102,14 +112,15 @@ where
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "expected a body with content-type: application/json",
-            ));
+            )
+            .with_code("unsupported_media_type"));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             let status = rejection.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(status, "request body is too large")
+                ApiError::new(status, "request body is too large").with_code("body_too_large")
             } else {
-                ApiError::new(status, rejection.body_text())
+                ApiError::new(status, rejection.body_text()).with_code("invalid_body")
             }
         })?;
         parse_json(&bytes).map(JsonBody)
@@ -142,11 +153,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .or_else(|| (path != "." && !path.is_empty()).then_some(path));
         ApiError {
             field,
-            ..ApiError::bad_request(message)
+            ..ApiError::bad_request(message).with_code("invalid_json")
         }
     })?;
-    de.end()
-        .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?;
+    de.end().map_err(|err| {
+        ApiError::bad_request(format!("invalid JSON body: {err}")).with_code("invalid_json")
+    })?;
     Ok(value)
 }
 

@@ -80,6 +80,18 @@ pub enum IdempotencyError {
 }
 
 impl IdempotencyError {
+    /// The machine-readable code the error is answered with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingKey => "idempotency_key_required",
+            Self::InvalidKey(_) => "idempotency_key_invalid",
+            Self::FingerprintMismatch => "idempotency_key_reused",
+            Self::InFlight | Self::ClaimLost => "idempotency_key_in_use",
+            Self::Full => "idempotency_store_full",
+            Self::Storage(_) => "storage_unavailable",
+        }
+    }
+
     /// The HTTP status the error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -103,6 +115,7 @@ impl From<IdempotencyError> for ApiError {
             status: error.status(),
             error: error.to_string(),
             field,
+            code: Some(error.code().to_owned()),
         }
     }
 }
