@@ -25,14 +25,32 @@ const NO_CAP: u32 = u32::MAX;
 
 #[derive(Debug, Clone)]
 enum Step {
-    Add { at: usize, sku: usize, qty: u32 },
-    Set { at: usize, sku: usize, qty: u32 },
+    Add {
+        at: usize,
+        sku: usize,
+        qty: u32,
+    },
+    Set {
+        at: usize,
+        sku: usize,
+        qty: u32,
+    },
     /// Remove what the replica itself has seen.
-    Remove { at: usize, sku: usize },
+    Remove {
+        at: usize,
+        sku: usize,
+    },
     /// Remove with the context another replica has seen (a client that read
     /// there and writes here): may name writes this replica has not seen.
-    RemoveSeenAt { at: usize, sku: usize, seen_at: usize },
-    Merge { from: usize, to: usize },
+    RemoveSeenAt {
+        at: usize,
+        sku: usize,
+        seen_at: usize,
+    },
+    Merge {
+        from: usize,
+        to: usize,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -55,10 +73,7 @@ fn actor(replica: usize) -> ActorId {
 type Oracle = Orswot<String, u64>;
 
 fn oracle_clock(clock: &VClock) -> crdts::VClock<u64> {
-    clock
-        .iter()
-        .map(|(a, n)| crdts::Dot::new(a.0, n))
-        .collect()
+    clock.iter().map(|(a, n)| crdts::Dot::new(a.0, n)).collect()
 }
 
 fn clock_of_oracle(oracle: &Oracle) -> BTreeMap<u64, u64> {

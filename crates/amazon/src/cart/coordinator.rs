@@ -65,11 +65,18 @@ pub struct Written {
 pub struct Coordinator {
     replicas: Arc<ReplicaDirectory>,
     config: CartConfig,
-    ctx: InstanceContext,
+    /// Background repairs run in this instance's task group (else on the runtime).
+    ctx: Option<InstanceContext>,
 }
 
 impl Coordinator {
-    pub fn new(replicas: ReplicaDirectory, config: CartConfig, ctx: InstanceContext) -> Self {
+    /// A coordinator over `replicas`; `ctx` is the instance whose task group runs
+    /// its background work (tests may pass none).
+    pub fn new(
+        replicas: ReplicaDirectory,
+        config: CartConfig,
+        ctx: Option<InstanceContext>,
+    ) -> Self {
         Self {
             replicas: Arc::new(replicas),
             config,
@@ -141,13 +148,19 @@ impl Coordinator {
             }],
         };
         let replicas = self.replicas.clone();
-        self.ctx.spawn(async move {
+        let repair = async move {
             for address in stale {
                 let _ = replicas
                     .call::<_, MergeResponse>(address, Method::POST, MERGE_PATH, Some(&body))
                     .await;
             }
-        });
+        };
+        match &self.ctx {
+            Some(ctx) => ctx.spawn(repair),
+            None => {
+                tokio::spawn(repair);
+            }
+        }
     }
 
     /// Applies `ops` to `user`'s cart on the first replica that takes them (see

@@ -100,7 +100,7 @@ pub async fn mount(env: &AreaEnv<'_>) -> Result<MountedCart, StartError> {
         config.discovery_refresh,
         config.replica_timeout,
     );
-    let coordinator = Arc::new(Coordinator::new(directory, config, env.ctx.clone()));
+    let coordinator = Arc::new(Coordinator::new(directory, config, Some(env.ctx.clone())));
     Ok(MountedCart {
         router: api::router(coordinator.clone()),
         lines: coordinator,

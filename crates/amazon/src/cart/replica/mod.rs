@@ -151,6 +151,15 @@ impl Replica {
         &self.zone
     }
 
+    /// The zones of the peers it knows (its last list from discovery).
+    pub fn peer_zones(&self) -> Vec<String> {
+        self.peers
+            .cached_zones()
+            .into_iter()
+            .map(|z| z.zone)
+            .collect()
+    }
+
     /// Zones it considers down.
     pub fn down_zones(&self) -> Vec<String> {
         self.down.lock().iter().cloned().collect()
@@ -185,7 +194,12 @@ impl Replica {
                 () = shutdown.cancelled() => {}
             }
         });
-        for work in [Work::Handoff, Work::AntiEntropy, Work::Snapshot] {
+        for work in [
+            Work::Peers,
+            Work::Handoff,
+            Work::AntiEntropy,
+            Work::Snapshot,
+        ] {
             let me = self.clone();
             let shutdown = ctx.shutdown_token();
             ctx.spawn(async move {
@@ -209,6 +223,10 @@ impl Replica {
     async fn run_if_due(&self, work: Work) {
         let now = self.clock.now();
         match work {
+            // Asks discovery again once the list is `discovery_refresh` old.
+            Work::Peers => {
+                self.peers.zones().await;
+            }
             Work::Handoff if self.handoff.due(now) => {
                 self.handoff_round().await;
             }
@@ -236,6 +254,7 @@ impl Replica {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Work {
+    Peers,
     Handoff,
     AntiEntropy,
     Snapshot,
