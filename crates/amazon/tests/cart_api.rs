@@ -213,7 +213,9 @@ async fn bad_input_is_a_json_error_with_a_code_and_the_field() {
     let long_sku = format!(r#"{{"sku":"{}","qty":1}}"#, "s".repeat(65));
     let long_user = format!("/v1/carts/{}/items", "u".repeat(65));
     let bad = StatusCode::BAD_REQUEST;
-    let cases: Vec<(Method, &str, Option<&str>, &str, Option<&str>)> = vec![
+    // (method, path, body, code, field)
+    type Case<'a> = (Method, &'a str, Option<&'a str>, &'a str, Option<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
         (
             Method::POST,
             items,
