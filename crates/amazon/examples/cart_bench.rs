@@ -99,7 +99,10 @@ impl Control {
             HeaderValue::from_str(&format!("Bearer {}", self.token)).unwrap(),
         );
         if body.is_some() {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
         let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let response = self
@@ -158,7 +161,9 @@ impl Phases {
 
     fn record(&self, due: Duration, latency: Duration) {
         let phase = self.bounds.iter().filter(|b| due >= **b).count();
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.histograms[phase].lock().saturating_record(micros);
     }
 }
@@ -207,7 +212,11 @@ async fn main() {
             if let Some(kill_at) = kill_at {
                 tokio::time::sleep_until(start + kill_at).await;
                 let (status, body) = control
-                    .call(Method::POST, &format!("/api/instances/{victim_id}/kill"), None)
+                    .call(
+                        Method::POST,
+                        &format!("/api/instances/{victim_id}/kill"),
+                        None,
+                    )
                     .await;
                 log.push(format!("killed {victim_id}: {status} {body}"));
             }
@@ -254,7 +263,10 @@ async fn main() {
         ("add", async move {
             let due = Duration::from_secs_f64(i as f64 * interval);
             let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             match http.send(Method::POST, &url, headers, body).await {
                 Ok(response) if response.status == StatusCode::OK => {
                     phases.record(due, (start + due).elapsed());
@@ -266,12 +278,18 @@ async fn main() {
                 }
                 Ok(response) => {
                     rejected.fetch_add(1, Ordering::Relaxed);
-                    *statuses.lock().entry(response.status.to_string()).or_default() += 1;
+                    *statuses
+                        .lock()
+                        .entry(response.status.to_string())
+                        .or_default() += 1;
                     Verdict::Error
                 }
                 Err(error) => {
                     unanswered.fetch_add(1, Ordering::Relaxed);
-                    *statuses.lock().entry(error.to_string().chars().take(80).collect()).or_default() += 1;
+                    *statuses
+                        .lock()
+                        .entry(error.to_string().chars().take(80).collect())
+                        .or_default() += 1;
                     Verdict::Error
                 }
             }

@@ -5,6 +5,7 @@
 //! `CartLines`; every bad input a JSON error with a `code` and the field; 503 only
 //! when no replica is up.
 
+#[path = "support/cart.rs"]
 mod support;
 
 use std::sync::Arc;
@@ -233,7 +234,7 @@ async fn bad_input_is_a_json_error_with_a_code_and_the_field() {
         (
             Method::POST,
             items,
-            Some(r#"{"sku":"A","qty":100}"#),
+            Some(r#"{"sku":"A","qty":101}"#),
             "invalid_qty",
             Some("qty"),
         ),

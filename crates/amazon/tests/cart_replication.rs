@@ -14,6 +14,7 @@
 //!
 //! Time is a manual clock, advanced to make rounds due; waits are bounded polls.
 
+#[path = "support/cart.rs"]
 mod support;
 
 use std::collections::BTreeMap;

@@ -60,8 +60,8 @@ pub struct CartConfig {
 impl Default for CartConfig {
     fn default() -> Self {
         Self {
-            max_line_qty: 99,
-            max_lines: 100,
+            max_line_qty: 100,
+            max_lines: 50,
             anti_entropy_every: Duration::from_secs(5),
             anti_entropy_buckets: 64,
             handoff_every: Duration::from_secs(1),

@@ -172,7 +172,9 @@ impl VClock {
         Self(entries.into_iter().filter(|(_, n)| *n > 0).collect())
     }
 
-    fn check(&self, limits: &Limits) -> Result<(), String> {
+    /// Checks a clock from elsewhere: at most `max_actors` actors, every counter
+    /// in `1..=MAX_COUNTER`.
+    pub fn check(&self, limits: &Limits) -> Result<(), String> {
         if self.0.len() > limits.max_actors {
             return Err(format!(
                 "{} actors in a clock (at most {})",
@@ -236,6 +238,9 @@ pub struct Limits {
     pub max_actors: usize,
     pub max_lines: usize,
     pub max_dots_per_line: usize,
+    /// Dots of all lines together (bounds a state's size on the wire and in a
+    /// log record).
+    pub max_dots: usize,
     pub max_deferred: usize,
     pub max_sku_len: usize,
 }
@@ -246,6 +251,7 @@ impl Default for Limits {
             max_actors: 64,
             max_lines: 2_048,
             max_dots_per_line: 4_096,
+            max_dots: 16_384,
             max_deferred: 256,
             max_sku_len: 64,
         }
@@ -422,6 +428,10 @@ impl Cart {
                 self.lines.len(),
                 limits.max_lines
             ));
+        }
+        let dots: usize = self.lines.values().map(|l| l.dots.len()).sum();
+        if dots > limits.max_dots {
+            return Err(format!("{dots} dots (at most {})", limits.max_dots));
         }
         for (sku, line) in &self.lines {
             check_sku(sku, limits.max_sku_len)?;

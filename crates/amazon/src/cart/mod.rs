@@ -19,6 +19,7 @@
 //! | [`replica`] | the `amazon-cart` service: routes, push, handoff, anti-entropy |
 //! | [`coordinator`] | reads and writes over the replicas; [`CartLines`] for checkout |
 //! | [`api`] | `/v1/carts` |
+//! | [`fuzzing`] | the invariants the cart's fuzz target checks |
 //!
 //! Guarantees, in short (each module says more, `docs/notes/amazon/cart.md` says
 //! why): an acknowledged write is durable on the replica that took it; an add is
@@ -33,6 +34,7 @@ pub mod api;
 pub mod config;
 pub mod coordinator;
 pub mod crdt;
+pub mod fuzzing;
 pub mod hints;
 pub mod model;
 pub mod peers;

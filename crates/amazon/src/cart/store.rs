@@ -455,6 +455,13 @@ impl CartStore {
         for op in ops {
             self.apply_op(user, &mut cart, op, &mut events)?;
         }
+        // What a peer would refuse is not written (only a cart swollen by
+        // concurrent writers on every replica gets here).
+        cart.check(&self.limits)
+            .map_err(|reason| StoreError::Invalid {
+                field: "cart",
+                reason,
+            })?;
         if cart == stored && hints.is_empty() {
             return Ok(cart);
         }
@@ -550,12 +557,12 @@ impl CartStore {
                 if waits && cart.deferred_count() >= MAX_LOCAL_DEFERRED {
                     return Err(StoreError::TooManyPendingRemoves);
                 }
-                if context.len() > self.limits.max_actors {
-                    return Err(StoreError::Invalid {
+                context
+                    .check(&self.limits)
+                    .map_err(|reason| StoreError::Invalid {
                         field: "context",
-                        reason: format!("more than {} actors", self.limits.max_actors),
-                    });
-                }
+                        reason,
+                    })?;
                 cart.remove(sku, context);
                 let qty = cart.quantity(sku).min(self.max_line_qty);
                 if had && !cart.contains(sku) {

@@ -1,4 +1,4 @@
-//! Shared helpers of the amazon integration tests: a platform with the three cart
+//! Shared helpers of the cart's integration tests: a platform with the three cart
 //! replicas (one per zone of region `r1`) and the `amazon` API in zone `r1-a`,
 //! discovery faked over the platform's own instance list (with partitions), a
 //! manual clock, and a JSON client.
