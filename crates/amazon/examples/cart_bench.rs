@@ -286,10 +286,12 @@ async fn main() {
                 }
                 Err(error) => {
                     unanswered.fetch_add(1, Ordering::Relaxed);
-                    *statuses
-                        .lock()
-                        .entry(error.to_string().chars().take(80).collect())
-                        .or_default() += 1;
+                    let kind = if error.is_timeout() {
+                        "timeout"
+                    } else {
+                        "transport error"
+                    };
+                    *statuses.lock().entry(kind.to_owned()).or_default() += 1;
                     Verdict::Error
                 }
             }

@@ -84,6 +84,12 @@ impl Coordinator {
         }
     }
 
+    /// Asks discovery for the replicas again if the list is old (the API's
+    /// background task calls it).
+    pub async fn refresh_replicas_if_stale(&self) {
+        self.replicas.refresh_if_stale().await;
+    }
+
     /// The cart configuration.
     pub fn config(&self) -> &CartConfig {
         &self.config

@@ -103,6 +103,19 @@ pub async fn mount(env: &AreaEnv<'_>) -> Result<MountedCart, StartError> {
         config.replica_timeout,
     );
     let coordinator = Arc::new(Coordinator::new(directory, config, Some(env.ctx.clone())));
+    // Keeps the replica list current, so no request waits for discovery.
+    let refresher = coordinator.clone();
+    let shutdown = env.ctx.shutdown_token();
+    env.ctx.spawn(async move {
+        let mut poke = tokio::time::interval(replica::POKE);
+        poke.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = poke.tick() => refresher.refresh_replicas_if_stale().await,
+            }
+        }
+    });
     Ok(MountedCart {
         router: api::router(coordinator.clone()),
         lines: coordinator,

@@ -5,7 +5,8 @@
 //! - **Push on write.** A write taken here is durable, then queued for every peer
 //!   (bounded queue per peer); one pusher sends the queued carts' current states in
 //!   batches. A peer the push cannot reach is marked *down*: the batch becomes
-//!   hints for its zone, and later writes carry a hint for it in their own record.
+//!   hints for its zone, later writes carry a hint for it in their own record, and
+//!   whatever is queued for it meanwhile becomes hints too.
 //! - **Hinted handoff.** Every `handoff_every` (injected clock), for each zone with
 //!   hints whose replica discovery lists, the hinted carts go over in batches; a
 //!   delivered batch is recorded and its hints dropped. A zone with no hints left
@@ -224,9 +225,7 @@ impl Replica {
         let now = self.clock.now();
         match work {
             // Asks discovery again once the list is `discovery_refresh` old.
-            Work::Peers => {
-                self.peers.zones().await;
-            }
+            Work::Peers => self.peers.refresh_if_stale().await,
             Work::Handoff if self.handoff.due(now) => {
                 self.handoff_round().await;
             }

@@ -48,14 +48,12 @@ impl Replica {
         zones.into_iter().collect()
     }
 
-    /// Queues `user`'s cart for every listed peer that is not down.
+    /// Queues `user`'s cart for every listed peer. A peer that is down gets it
+    /// as a hint from the pusher (the write's own record hinted it already if it
+    /// was down then; this covers a peer that went down meanwhile).
     pub(super) fn queue_push(&self, user: &str) {
-        let down = self.down.lock().clone();
         let mut queues = self.queues.lock();
         for zone in self.peers.cached_zones() {
-            if down.contains(&zone.zone) {
-                continue;
-            }
             let queue = queues.entry(zone.zone).or_default();
             if queue.queued.contains(user) {
                 continue;
