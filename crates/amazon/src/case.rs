@@ -28,10 +28,10 @@ pub fn case(config: &AmazonConfig, env: &CaseEnv) -> Result<Case, ConfigError> {
         name: CASE.to_owned(),
         services: vec![
             ServiceDecl {
-                factory: Arc::new(CartReplicaService {
-                    config: config.clone(),
-                    resolver: env.resolver.clone(),
-                }),
+                factory: Arc::new(CartReplicaService::new(
+                    config.clone(),
+                    env.resolver.clone(),
+                )),
                 spread: Spread::ZonesOfFirstRegion,
                 ports: PortPlan::new(config.cart_port, 1),
                 port_key: "amazon.cart_port".to_owned(),

@@ -7,6 +7,8 @@ use casebook_kit::config::ConfigError;
 use casebook_kit::resilience::shed::ShedConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::cart::CartConfig;
+
 /// The `[amazon]` table of the configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +26,8 @@ pub struct AmazonConfig {
     pub recs_batch_every: Duration,
     /// The priority shedder in front of every route.
     pub shed: ShedConfig,
+    /// The cart's limits and replication (`[amazon.cart]`).
+    pub cart: CartConfig,
 }
 
 impl Default for AmazonConfig {
@@ -34,6 +38,7 @@ impl Default for AmazonConfig {
             catalog_skus: 10_000,
             recs_batch_every: crate::service::DEFAULT_BATCH_EVERY,
             shed: ShedConfig::default(),
+            cart: CartConfig::default(),
         }
     }
 }
@@ -50,6 +55,7 @@ impl AmazonConfig {
         self.shed
             .validate()
             .map_err(|e| ConfigError::new(format!("amazon.shed.{}", e.field), e.reason))?;
+        self.cart.validate()?;
         Ok(())
     }
 }

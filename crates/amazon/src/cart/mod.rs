@@ -1,16 +1,60 @@
-//! The cart: an add-wins CRDT map (ORSWOT-style) on one replica per zone, and the
-//! coordinator behind `/v1/carts` in the `amazon` service.
+//! The cart: "add to cart can never be forgotten or rejected" (Dynamo).
 //!
-//! (Skeleton: the cart helper fills this module.)
+//! An add-wins CRDT map from SKU to quantity in the manner of Riak's ORSWOT
+//! ([`crdt`]), held by one replica per zone of the region (`amazon-cart`,
+//! [`replica`]), each durable on the kit's WAL ([`store`]), converging by push on
+//! write, hinted handoff and anti-entropy; and the coordinator behind `/v1/carts`
+//! in the `amazon` service ([`coordinator`], [`api`]), which sends a write to the
+//! first replica that can take it and merges what the replicas answer to a read.
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`crdt`] | the CRDT: actors, dots, version vectors, lines, merge, the quantity rule |
+//! | [`model`] | ids, quantities, the context token, the cart view, error codes |
+//! | [`config`] | `[amazon.cart]` |
+//! | [`store`] | a replica's durable store: log (outbox), snapshots, digest, hints |
+//! | [`hints`] | the bounded hint index |
+//! | [`wire`] | the internal API between coordinator and replicas |
+//! | [`peers`] | finding and calling replicas (discovery, the kit's stack) |
+//! | [`replica`] | the `amazon-cart` service: routes, push, handoff, anti-entropy |
+//! | [`coordinator`] | reads and writes over the replicas; [`CartLines`] for checkout |
+//! | [`api`] | `/v1/carts` |
+//! | [`fuzzing`] | the invariants the cart's fuzz target checks |
+//!
+//! Guarantees, in short (each module says more, `docs/notes/amazon/cart.md` says
+//! why): an acknowledged write is durable on the replica that took it; an add is
+//! refused only when no replica of the region can take it (503 `cart_unavailable`);
+//! a concurrent add and remove keep the item; an observed remove never brings it
+//! back; every acknowledged write reaches every replica (push, then hints, then
+//! anti-entropy); every change's events (`ItemAdded`, `QuantityChanged`,
+//! `ItemRemoved`) are in the same log record as the change and published at least
+//! once to the replica's bus (topic `amazon.cart`).
+
+pub mod api;
+pub mod config;
+pub mod coordinator;
+pub mod crdt;
+pub mod fuzzing;
+pub mod hints;
+pub mod model;
+pub mod peers;
+pub mod replica;
+pub mod store;
+pub mod wire;
 
 use std::fmt;
 use std::sync::Arc;
 
 use axum::Router;
 use casebook_kit::runtime::{BoxFuture, StartError};
+use casebook_kit::topology::Placement;
 use serde::{Deserialize, Serialize};
 
 use crate::service::AreaEnv;
+
+pub use config::CartConfig;
+pub use coordinator::Coordinator;
+pub use replica::{CartReplicaService, Replica};
 
 /// One line of a cart as checkout sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,36 +86,41 @@ pub struct MountedCart {
     pub lines: Arc<dyn CartLines>,
 }
 
-/// Opens the cart's coordinator and returns its routes.
-pub async fn mount(_env: &AreaEnv<'_>) -> Result<MountedCart, StartError> {
-    Err(StartError::Other(anyhow::anyhow!(
-        "the cart is not built yet"
-    )))
+/// Opens the cart's coordinator and returns its routes: it finds the replicas
+/// through discovery, as seen from the API's own zone.
+pub async fn mount(env: &AreaEnv<'_>) -> Result<MountedCart, StartError> {
+    let config = env.config.cart.clone();
+    let info = env.ctx.info();
+    let directory = peers::ReplicaDirectory::new(
+        env.resolver.clone(),
+        Placement {
+            region: info.region,
+            zone: info.zone,
+        },
+        None,
+        env.ctx.clock().clone(),
+        config.discovery_refresh,
+        config.replica_timeout,
+    );
+    let coordinator = Arc::new(Coordinator::new(directory, config, Some(env.ctx.clone())));
+    // Keeps the replica list current, so no request waits for discovery.
+    let refresher = coordinator.clone();
+    let shutdown = env.ctx.shutdown_token();
+    env.ctx.spawn(async move {
+        let mut poke = tokio::time::interval(replica::POKE);
+        poke.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = poke.tick() => refresher.refresh_replicas_if_stale().await,
+            }
+        }
+    });
+    Ok(MountedCart {
+        router: api::router(coordinator.clone()),
+        lines: coordinator,
+    })
 }
 
 /// The `amazon-cart` service's name: one replica per zone of the first region.
 pub const CART_SERVICE: &str = "amazon-cart";
-
-/// The `amazon-cart` replica's factory.
-#[derive(Debug)]
-pub struct CartReplicaService {
-    pub config: crate::config::AmazonConfig,
-    pub resolver: Arc<casebook_kit::resolve::Resolver>,
-}
-
-impl casebook_kit::runtime::ServiceFactory for CartReplicaService {
-    fn name(&self) -> &str {
-        CART_SERVICE
-    }
-
-    fn start<'a>(
-        &'a self,
-        _ctx: &'a casebook_kit::runtime::InstanceContext,
-    ) -> BoxFuture<'a, Result<std::net::SocketAddr, StartError>> {
-        Box::pin(async move {
-            Err(StartError::Other(anyhow::anyhow!(
-                "the cart is not built yet"
-            )))
-        })
-    }
-}
