@@ -180,6 +180,16 @@ impl<M: ShardMutex> RawShardedLocks<M> {
         }
     }
 
+    /// Locks shard `index` (`None` past the last): for maintenance passes that
+    /// visit every shard in turn (sweepers, snapshots), one shard at a time.
+    pub fn lock_shard(&self, index: usize) -> Option<ShardGuard<'_, M>> {
+        let mutex = self.shards.get(index)?;
+        Some(ShardGuard {
+            shard: index,
+            guard: mutex.lock(),
+        })
+    }
+
     /// Locks the shards of all `keys` in ascending shard order, each once.
     pub fn lock_many<'k, K, I>(&self, keys: I) -> Result<MultiGuard<'_, M>, LockError>
     where
@@ -513,6 +523,22 @@ mod tests {
                 .count(),
             8
         );
+    }
+
+    #[test]
+    fn lock_shard_visits_the_shard_a_key_maps_to() {
+        let locks = ShardedLocks::<Vec<&str>>::new(4).unwrap();
+        locks.lock(&"k").push("by key");
+        let shard = locks.shard_of(&"k");
+        let guard = locks.lock_shard(shard).unwrap();
+        assert_eq!(guard.shard(), shard);
+        assert_eq!(*guard, vec!["by key"]);
+        drop(guard);
+        let visited: usize = (0..locks.shard_count())
+            .map(|i| locks.lock_shard(i).unwrap().len())
+            .sum();
+        assert_eq!(visited, 1);
+        assert!(locks.lock_shard(4).is_none());
     }
 
     #[test]
