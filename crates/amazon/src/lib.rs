@@ -12,10 +12,16 @@
 //! | [`config`] | the `[amazon]` table |
 //! | [`service`] | the `amazon` service: mounts each area's routes on one listener |
 //! | [`cart`] | the cart: CRDT, replicas, the coordinator behind `/v1/carts` |
-//! | [`inventory`] | stock, reservations, orders and checkout behind `/v1/inventory`, `/v1/reservations`, `/v1/checkout`, `/v1/orders` |
+//! | [`inventory`] | stock and reservations behind `/v1/inventory`, `/v1/reservations`: sharded locks, the kit's WAL, snapshots |
+//! | [`orders`] | checkout and orders behind `/v1/checkout`, `/v1/orders`: the kit's outbox, `OrderPlaced` events |
+//! | [`check`] | the conservation checker over recorded histories (and, with the `linearizability` feature, the per-SKU linearizability check) |
+//! | [`error`] | JSON errors with a machine-readable `code` |
 
 pub mod cart;
 pub mod case;
+pub mod check;
 pub mod config;
+pub mod error;
 pub mod inventory;
+pub mod orders;
 pub mod service;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use casebook_kit::resolve::Resolver;
 use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartError, serve_http};
 
+use crate::cart::{CartLine, CartLines, CartUnavailable};
 use crate::config::AmazonConfig;
 use crate::{cart, inventory};
 
@@ -55,13 +56,47 @@ impl ServiceFactory for AmazonService {
                 config: &self.config,
                 resolver: self.resolver.clone(),
             };
-            let cart = cart::mount(&env).await?;
-            let inventory = inventory::mount(&env, cart.lines.clone()).await?;
-            let router = cart.router.merge(inventory);
+            let router = if self.config.inventory_only {
+                inventory::mount(&env, Arc::new(NoCart)).await?
+            } else {
+                let cart = cart::mount(&env).await?;
+                let inventory = inventory::mount(&env, cart.lines.clone()).await?;
+                cart.router.merge(inventory)
+            };
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
             serve_http(ctx, listener, router);
             Ok(address)
+        })
+    }
+}
+
+/// The cart when `amazon.inventory_only` leaves it out: checkout answers 503
+/// `cart_unavailable`.
+#[derive(Debug)]
+struct NoCart;
+
+impl CartLines for NoCart {
+    fn lines<'a>(
+        &'a self,
+        _user: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CartLine>, CartUnavailable>> {
+        Box::pin(async {
+            Err(CartUnavailable(
+                "the cart is not served (amazon.inventory_only)".into(),
+            ))
+        })
+    }
+
+    fn remove_bought<'a>(
+        &'a self,
+        _user: &'a str,
+        _bought: &'a [CartLine],
+    ) -> BoxFuture<'a, Result<(), CartUnavailable>> {
+        Box::pin(async {
+            Err(CartUnavailable(
+                "the cart is not served (amazon.inventory_only)".into(),
+            ))
         })
     }
 }
