@@ -241,3 +241,68 @@ impl Drop for KeyClaim {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed(key: &str, fingerprint: u128) -> Keyed {
+        Keyed {
+            scope: KeyScope::Reservation,
+            key: IdempotencyKey::parse(key).unwrap(),
+            fingerprint: Fingerprint(fingerprint),
+        }
+    }
+
+    #[test]
+    fn a_key_in_flight_is_refused_and_a_dropped_claim_frees_it() {
+        let keys = Arc::new(Keys::new(4, 10, 1_000));
+        let Begin::Execute(claim) = keys.begin(&keyed("k", 1), 0).unwrap() else {
+            panic!("first use executes")
+        };
+        assert_eq!(
+            keys.begin(&keyed("k", 1), 0).unwrap_err(),
+            InventoryError::KeyInUse
+        );
+        assert_eq!(
+            keys.begin(&keyed("k", 2), 0).unwrap_err(),
+            InventoryError::KeyReused
+        );
+        drop(claim);
+        assert_eq!(keys.len(), 0);
+        assert!(matches!(
+            keys.begin(&keyed("k", 2), 0).unwrap(),
+            Begin::Execute(_)
+        ));
+    }
+
+    #[test]
+    fn a_restored_key_replays_until_the_retention_ends() {
+        let keys = Arc::new(Keys::new(4, 10, 1_000));
+        let outcome = Arc::new(ReserveOutcome::Insufficient {
+            sku: crate::inventory::model::Sku::parse("tea").unwrap(),
+            requested: 2,
+            available: 1,
+        });
+        keys.restore(DecidedKey {
+            scope: KeyScope::Reservation,
+            key: IdempotencyKey::parse("k").unwrap(),
+            fingerprint: Fingerprint(1),
+            at_ms: 100,
+            outcome: outcome.clone(),
+        });
+        match keys.begin(&keyed("k", 1), 1_099).unwrap() {
+            Begin::Replay(replayed) => assert_eq!(replayed, outcome),
+            Begin::Execute(_) => panic!("within the retention: replayed"),
+        }
+        assert_eq!(
+            keys.begin(&keyed("k", 9), 1_099).unwrap_err(),
+            InventoryError::KeyReused
+        );
+        assert!(matches!(
+            keys.begin(&keyed("k", 9), 1_100).unwrap(),
+            Begin::Execute(_)
+        ));
+        assert_eq!(keys.purge(5_000), 0, "the new claim is in flight, kept");
+    }
+}

@@ -463,7 +463,7 @@ async fn bounds_refuse_new_reservations_and_keys_rather_than_evict() {
     let clock = ManualClock::new();
     let bounded = EmbeddedConfig {
         max_reservations: 2,
-        max_keys: 3,
+        max_keys: 4,
         ..config()
     };
     let store = WalInventory::open(dir.path(), bounded, clock.shared()).unwrap();
@@ -474,6 +474,17 @@ async fn bounds_refuse_new_reservations_and_keys_rather_than_evict() {
             .await
             .unwrap(),
     );
+    // A refusal for want of stock decides its key too.
+    for key in ["e", "g"] {
+        assert!(matches!(
+            store
+                .reserve(request(key, &[("tea", 50)], 10))
+                .await
+                .unwrap()
+                .value,
+            ReserveOutcome::Insufficient { .. }
+        ));
+    }
     reserved(
         &store
             .reserve(request("b", &[("tea", 1)], 10))
@@ -485,33 +496,24 @@ async fn bounds_refuse_new_reservations_and_keys_rather_than_evict() {
             .reserve(request("c", &[("tea", 1)], 10))
             .await
             .unwrap_err(),
-        InventoryError::Full("reservation")
-    );
-    // A refusal for want of stock decides its key (a third key); "c" was freed.
-    assert!(matches!(
-        store.reserve(request("e", &[("tea", 50)], 10)).await.unwrap().value,
-        ReserveOutcome::Insufficient { .. }
-    ));
-    assert_eq!(
-        store.reserve(request("f", &[("tea", 1)], 10)).await.unwrap_err(),
         InventoryError::Full("idempotency key")
     );
     store.release(a[0].id).await.unwrap();
+    clock.advance(Duration::from_secs(3601));
+    assert_eq!(store.purge(), (1, 4), "a released reservation, every key");
+    reserved(
+        &store
+            .reserve(request("c", &[("tea", 1)], 10))
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         store
             .reserve(request("d", &[("tea", 1)], 10))
             .await
             .unwrap_err(),
         InventoryError::Full("reservation"),
-        "a released reservation is held until the retention"
-    );
-    clock.advance(Duration::from_secs(3601));
-    assert_eq!(store.purge(), (1, 3));
-    reserved(
-        &store
-            .reserve(request("d", &[("tea", 1)], 10))
-            .await
-            .unwrap(),
+        "b and c are held"
     );
     assert_eq!(
         store.reservation(a[0].id).await.unwrap_err(),
