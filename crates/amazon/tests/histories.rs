@@ -53,7 +53,7 @@ async fn histories_with_a_restart_conserve_stock_and_are_linearizable() {
             .await
             .unwrap()
     };
-    let base = Arc::new(parking_lot::RwLock::new(format!("http://{address}")));
+    let base = format!("http://{address}");
     let workload = Arc::new(Workload {
         clients: 32,
         ops_per_client: 40,
@@ -67,7 +67,7 @@ async fn histories_with_a_restart_conserve_stock_and_are_linearizable() {
     });
     let recorder = Arc::new(Recorder::new());
     let http = HttpClient::new(Duration::from_secs(5));
-    let url = base.read().clone();
+    let url = base.clone();
     stock_all(&http, &url, &workload, 15, &recorder).await;
     let done = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..workload.clients)

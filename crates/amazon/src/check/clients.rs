@@ -219,13 +219,13 @@ pub async fn stock_all(
     }
 }
 
-/// Runs client `client` to the end of its operations; `base` is read before each
-/// attempt (a restarted server may listen elsewhere). Counts answered
-/// operations in `answered_ops`.
+/// Runs client `client` to the end of its operations against `base`
+/// (`http://host:port`; a restarted server must listen there again). Counts
+/// answered operations in `answered_ops`.
 pub async fn run_client(
     client: u32,
     http: HttpClient,
-    base: Arc<parking_lot::RwLock<String>>,
+    base: String,
     workload: Arc<Workload>,
     recorder: Arc<Recorder>,
     answered_ops: Arc<AtomicU64>,
@@ -235,7 +235,7 @@ pub async fn run_client(
     let mut active: Vec<(String, String)> = Vec::new();
     let give_up = workload.give_up_after;
     for n in 0..workload.ops_per_client {
-        let url = |path: &str| format!("{}{path}", base.read());
+        let url = |path: &str| format!("{base}{path}");
         let roll = rng.below(100);
         if roll < 25 && !active.is_empty() {
             let (sku, id) = active.swap_remove(rng.below(active.len() as u64) as usize);

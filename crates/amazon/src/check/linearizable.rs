@@ -20,6 +20,9 @@ use stateright::semantics::{ConsistencyTester, LinearizabilityTester, Sequential
 use super::history::{Answer, Event, Op};
 use crate::inventory::model::ReservationState;
 
+/// The checker thread's stack: stateright's search recurses per operation.
+const SEARCH_STACK_BYTES: usize = 256 << 20;
+
 /// One SKU's inventory, sequentially.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SkuSpec {
@@ -145,12 +148,24 @@ pub fn check_linearizable(events: &[Event]) -> Result<(usize, usize), Vec<String
     for event in events {
         by_sku.entry(event.op.sku()).or_default().push(event);
     }
-    let mut failures = Vec::new();
-    for (sku, events) in &by_sku {
-        if let Err(why) = check_one(events) {
-            failures.push(format!("{sku} ({} events): {why}", events.len()));
-        }
-    }
+    // stateright's search recurses once per operation of a segment: give it room.
+    let mut failures = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("linearizability".into())
+            .stack_size(SEARCH_STACK_BYTES)
+            .spawn_scoped(scope, || {
+                let mut failures = Vec::new();
+                for (sku, events) in &by_sku {
+                    if let Err(why) = check_one(events) {
+                        failures.push(format!("{sku} ({} events): {why}", events.len()));
+                    }
+                }
+                failures
+            })
+            .expect("spawn the checker's thread")
+            .join()
+            .expect("the checker does not panic")
+    });
     if failures.is_empty() {
         Ok((by_sku.len(), events.len()))
     } else {
