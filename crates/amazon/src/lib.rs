@@ -16,12 +16,15 @@
 //! | [`orders`] | checkout and orders behind `/v1/checkout`, `/v1/orders`: the kit's outbox, `OrderPlaced` events |
 //! | [`check`] | the conservation checker over recorded histories (and, with the `linearizability` feature, the per-SKU linearizability check) |
 //! | [`error`] | JSON errors with a machine-readable `code` |
+//! | `fuzz_checks` | the invariants of `crates/amazon/fuzz`'s targets, replayed on stable by `tests/fuzz_corpus.rs` |
 
 pub mod cart;
 pub mod case;
 pub mod check;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod inventory;
 pub mod orders;
 pub mod service;

@@ -48,7 +48,7 @@
 
 mod keys;
 pub(crate) mod record;
-mod snapshot;
+pub(crate) mod snapshot;
 pub(crate) mod state;
 
 use std::collections::HashMap;
