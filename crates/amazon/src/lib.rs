@@ -16,14 +16,23 @@
 //! | [`flags`] | feature flags: stable-hash variants, run-time changes, per-variant metrics |
 //! | [`load`] | the workload behind `casebook load amazon` (and `--prime-day`) |
 //! | [`recs`] | recommendations: speed layer, batch layer, serving with a popular fallback |
-//! | [`inventory`] | stock, reservations, orders and checkout behind `/v1/inventory`, `/v1/reservations`, `/v1/checkout`, `/v1/orders` |
+//! | [`inventory`] | stock and reservations behind `/v1/inventory`, `/v1/reservations`: sharded locks, the kit's WAL, snapshots |
+//! | [`orders`] | checkout and orders behind `/v1/checkout`, `/v1/orders`: the kit's outbox, `OrderPlaced` events |
+//! | [`check`] | the conservation checker over recorded histories (and, with the `linearizability` feature, the per-SKU linearizability check) |
+//! | [`error`] | JSON errors with a machine-readable `code` |
+//! | `fuzz_checks` | the invariants of `crates/amazon/fuzz`'s targets, replayed on stable by `tests/fuzz_corpus.rs` |
 
 pub mod cart;
 pub mod case;
 pub mod catalog;
+pub mod check;
 pub mod config;
+pub mod error;
 pub mod flags;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod inventory;
 pub mod load;
+pub mod orders;
 pub mod recs;
 pub mod service;

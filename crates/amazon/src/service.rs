@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::http::Request;
 use casebook_kit::events::{EventBus, WalBus};
@@ -30,17 +31,18 @@ use casebook_kit::wal::WalConfig;
 use tower::ServiceBuilder;
 use tower::util::MapRequestLayer;
 
+use crate::cart::{CartLine, CartLines, CartUnavailable};
 use crate::config::AmazonConfig;
 use crate::flags::{Flag, FlagStore, RECS_STRATEGY_FLAG, Variant};
+use crate::orders::ORDERS_TOPIC;
 use crate::recs::Recs;
+use crate::recs::interaction::ADD_EVENT;
 use crate::{cart, catalog, flags, inventory, recs};
 
 /// The service's name.
 pub const AMAZON_SERVICE: &str = "amazon";
 /// The topic cart events go to.
 pub const CART_TOPIC: &str = "amazon.cart";
-/// The topic orders go to.
-pub const ORDERS_TOPIC: &str = "amazon.orders";
 /// The topic product views go to.
 pub const VIEWS_TOPIC: &str = "amazon.views";
 
@@ -111,29 +113,43 @@ impl ServiceFactory for AmazonService {
                 FlagStore::open(&dir.join("flags"), ctx.clock().clone(), &default_flags())
                     .map_err(anyhow::Error::from)?,
             );
+            let (cart_router, cart_lines, coordinator) = if self.config.inventory_only {
+                (Router::new(), Arc::new(NoCart) as Arc<dyn CartLines>, None)
+            } else {
+                let cart = cart::mount(&env).await?;
+                (cart.router, cart.lines, Some(cart.coordinator))
+            };
+            let inventory = inventory::mount(&env, cart_lines).await?;
             let recs = Arc::new(Recs::open(
                 &dir.join("recs"),
-                bus,
                 vec![
-                    CART_TOPIC.to_owned(),
-                    ORDERS_TOPIC.to_owned(),
-                    VIEWS_TOPIC.to_owned(),
+                    (bus.clone(), CART_TOPIC.to_owned()),
+                    (inventory.order_events.clone(), ORDERS_TOPIC.to_owned()),
+                    (bus.clone(), VIEWS_TOPIC.to_owned()),
                 ],
                 Some(flags.clone()),
                 ctx.clock().clone(),
             )?);
-            for topic in [CART_TOPIC, ORDERS_TOPIC, VIEWS_TOPIC] {
-                ctx.spawn(
-                    recs.clone()
-                        .run_speed(topic.to_owned(), ctx.shutdown_token()),
-                );
+            if let Some(coordinator) = coordinator {
+                let (recs, bus) = (recs.clone(), bus.clone());
+                coordinator.observe_adds(cart::AddObserver(Arc::new(
+                    move |user: &str, sku: &str| {
+                        let (recs, bus) = (recs.clone(), bus.clone());
+                        let (user, sku) = (user.to_owned(), sku.to_owned());
+                        tokio::spawn(async move {
+                            recs.record(bus.as_ref(), CART_TOPIC, ADD_EVENT, &user, &sku)
+                                .await;
+                        });
+                    },
+                )));
+            }
+            for source in 0..recs.sources() {
+                ctx.spawn(recs.clone().run_speed(source, ctx.shutdown_token()));
             }
             ctx.spawn(
                 recs.clone()
                     .run_batch(self.config.recs_batch_every, ctx.shutdown_token()),
             );
-            let cart = cart::mount(&env).await?;
-            let inventory = inventory::mount(&env, cart.lines.clone()).await?;
             let shedder = LoadShedder::new(
                 AMAZON_SERVICE,
                 self.config.shed.clone(),
@@ -145,12 +161,15 @@ impl ServiceFactory for AmazonService {
                 .layer(RequestMetaLayer::new(ctx.clock().clone()))
                 .layer(MapRequestLayer::new(route_priority))
                 .layer(LoadShedLayer::shared(shedder));
-            let router = cart
-                .router
-                .merge(inventory)
+            let router = cart_router
+                .merge(inventory.router)
                 .merge(catalog::router(
                     catalog::Catalog::new(self.config.catalog_skus),
-                    Some((recs.clone(), VIEWS_TOPIC.to_owned())),
+                    Some(catalog::Views {
+                        recs: recs.clone(),
+                        bus: bus.clone(),
+                        topic: VIEWS_TOPIC.to_owned(),
+                    }),
                 ))
                 .merge(recs::api::router(recs))
                 .merge(flags::api::router(flags))
@@ -209,5 +228,35 @@ mod tests {
         assert_eq!(priority("/v1/products/sku-00001"), Some(Priority::Low));
         assert_eq!(priority("/v1/recommendations/alice"), Some(Priority::Low));
         assert_eq!(priority("/v1/flags/recs-strategy"), None);
+    }
+}
+
+/// The cart when `amazon.inventory_only` leaves it out: checkout answers 503
+/// `cart_unavailable`.
+#[derive(Debug)]
+struct NoCart;
+
+impl CartLines for NoCart {
+    fn lines<'a>(
+        &'a self,
+        _user: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CartLine>, CartUnavailable>> {
+        Box::pin(async {
+            Err(CartUnavailable(
+                "the cart is not served (amazon.inventory_only)".into(),
+            ))
+        })
+    }
+
+    fn remove_bought<'a>(
+        &'a self,
+        _user: &'a str,
+        _bought: &'a [CartLine],
+    ) -> BoxFuture<'a, Result<(), CartUnavailable>> {
+        Box::pin(async {
+            Err(CartUnavailable(
+                "the cart is not served (amazon.inventory_only)".into(),
+            ))
+        })
     }
 }

@@ -126,8 +126,16 @@ async fn add(
     let max = coordinator.config().max_line_qty;
     let qty = model::check_qty(body.qty, max)?;
     let done = coordinator
-        .write(&user, vec![Op::Add { sku: body.sku, qty }], None)
+        .write(
+            &user,
+            vec![Op::Add {
+                sku: body.sku.clone(),
+                qty,
+            }],
+            None,
+        )
         .await?;
+    coordinator.added(&user, &body.sku);
     Ok(written(&user, done, max))
 }
 

@@ -67,6 +67,18 @@ pub struct Coordinator {
     config: CartConfig,
     /// Background repairs run in this instance's task group (else on the runtime).
     ctx: Option<InstanceContext>,
+    /// Told of every add the replicas took (the recommender's taste signal).
+    on_add: std::sync::OnceLock<AddObserver>,
+}
+
+/// Told `(user, sku)` after an add is durable on a replica; must not block.
+#[derive(Clone)]
+pub struct AddObserver(pub Arc<dyn Fn(&str, &str) + Send + Sync>);
+
+impl std::fmt::Debug for AddObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AddObserver")
+    }
 }
 
 impl Coordinator {
@@ -81,6 +93,19 @@ impl Coordinator {
             replicas: Arc::new(replicas),
             config,
             ctx,
+            on_add: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets who is told of adds (once; a second call is ignored).
+    pub fn observe_adds(&self, observer: AddObserver) {
+        let _ = self.on_add.set(observer);
+    }
+
+    /// An add was taken.
+    pub(crate) fn added(&self, user: &str, sku: &str) {
+        if let Some(observer) = self.on_add.get() {
+            (observer.0)(user, sku);
         }
     }
 

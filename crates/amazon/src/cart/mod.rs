@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::service::AreaEnv;
 
 pub use config::CartConfig;
-pub use coordinator::Coordinator;
+pub use coordinator::{AddObserver, Coordinator};
 pub use replica::{CartReplicaService, Replica};
 
 /// One line of a cart as checkout sees it.
@@ -84,6 +84,7 @@ pub trait CartLines: Send + Sync + fmt::Debug + 'static {
 pub struct MountedCart {
     pub router: Router,
     pub lines: Arc<dyn CartLines>,
+    pub coordinator: Arc<Coordinator>,
 }
 
 /// Opens the cart's coordinator and returns its routes: it finds the replicas
@@ -118,7 +119,8 @@ pub async fn mount(env: &AreaEnv<'_>) -> Result<MountedCart, StartError> {
     });
     Ok(MountedCart {
         router: api::router(coordinator.clone()),
-        lines: coordinator,
+        lines: coordinator.clone(),
+        coordinator,
     })
 }
 

@@ -18,7 +18,10 @@ use casebook_kit::api::ApiError;
 use casebook_kit::partition::stable_hash_bytes;
 use serde::{Deserialize, Serialize};
 
+use casebook_kit::events::EventBus;
+
 use crate::recs::Recs;
+use crate::recs::interaction::VIEW_EVENT;
 
 /// Categories, in the order SKUs cycle through them.
 pub const CATEGORIES: [&str; 20] = [
@@ -158,12 +161,20 @@ pub struct Page {
 #[derive(Debug)]
 struct CatalogState {
     catalog: Catalog,
-    recs: Option<(Arc<Recs>, String)>,
+    recs: Option<Views>,
+}
+
+/// Where views go: the recommender, the bus and topic they are published on.
+#[derive(Debug, Clone)]
+pub struct Views {
+    pub recs: Arc<Recs>,
+    pub bus: Arc<dyn EventBus>,
+    pub topic: String,
 }
 
 /// The catalog's routes; `views` (the recommender and the topic) receives a view
 /// for every product shown to a named user.
-pub fn router(catalog: Catalog, views: Option<(Arc<Recs>, String)>) -> Router {
+pub fn router(catalog: Catalog, views: Option<Views>) -> Router {
     Router::new()
         .route("/v1/products", get(page))
         .route("/v1/products/{sku}", get(product))
@@ -215,11 +226,14 @@ async fn product(
     let i = state.catalog.index(&sku).ok_or_else(|| {
         ApiError::not_found(format!("no product `{sku}`")).with_code("unknown_sku")
     })?;
-    if let (Some(user), Some((recs, topic))) = (query.user.as_deref(), &state.recs)
+    if let (Some(user), Some(views)) = (query.user.as_deref(), &state.recs)
         && !user.is_empty()
         && user.len() <= 128
     {
-        recs.record_view(topic, user, &sku).await;
+        views
+            .recs
+            .record(views.bus.as_ref(), &views.topic, VIEW_EVENT, user, &sku)
+            .await;
     }
     Ok(Json(state.catalog.product(i)))
 }

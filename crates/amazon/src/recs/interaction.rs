@@ -32,9 +32,12 @@ pub struct Interaction {
     pub at_ms: u64,
 }
 
-/// The event type a view is published under (cart and order events come from
-/// their own areas; [`from_event`] reads all three).
+/// The event type a view is published under.
 pub const VIEW_EVENT: &str = "product.viewed";
+/// The event type an add to a cart is published under, by the API that took it
+/// (the cart's own events live on its replicas); orders come from checkout's
+/// outbox as `OrderPlaced`. [`from_event`] reads all three.
+pub const ADD_EVENT: &str = "cart.item_added";
 
 /// The interactions an event on the bus stands for: a view, an add to a cart, or
 /// every line of a placed order. Other events say nothing about taste.

@@ -48,8 +48,9 @@ const BATCH_EVENTS: usize = 512;
 #[derive(Debug)]
 pub struct Recs {
     pub recommender: Arc<Recommender>,
-    bus: Arc<dyn EventBus>,
-    topics: Vec<String>,
+    /// Where interactions come from: (bus, topic) pairs, read by the speed layer's
+    /// consumer group and, whole, by the batch job.
+    sources: Vec<(Arc<dyn EventBus>, String)>,
     models: ModelStore,
     clock: SharedClock,
     batch: BatchConfig,
@@ -61,8 +62,7 @@ impl Recs {
     /// Opens the area: loads the newest model from `dir` if there is one.
     pub fn open(
         dir: &Path,
-        bus: Arc<dyn EventBus>,
-        topics: Vec<String>,
+        sources: Vec<(Arc<dyn EventBus>, String)>,
         flags: Option<Arc<FlagStore>>,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
@@ -79,8 +79,7 @@ impl Recs {
         }
         Ok(Self {
             recommender,
-            bus,
-            topics,
+            sources,
             models,
             clock,
             batch: BatchConfig::default(),
@@ -88,27 +87,44 @@ impl Recs {
         })
     }
 
-    /// Publishes a product view (fire and forget: a view lost to a full or failing
-    /// bus costs a little taste signal, never a request).
-    pub async fn record_view(&self, topic: &str, user: &str, sku: &str) {
+    /// How many (bus, topic) sources the area reads.
+    pub fn sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Publishes a taste signal on `bus` (fire and forget: a signal lost to a full
+    /// or failing bus costs a little taste, never a request). `event_type` is
+    /// [`interaction::VIEW_EVENT`] or [`interaction::ADD_EVENT`].
+    pub async fn record(
+        &self,
+        bus: &dyn EventBus,
+        topic: &str,
+        event_type: &str,
+        user: &str,
+        sku: &str,
+    ) {
         let event = Event::new(
-            interaction::VIEW_EVENT,
+            event_type,
             user,
             serde_json::json!({ "user": user, "sku": sku }),
             self.clock.as_ref(),
         );
-        if let Err(e) = self.bus.publish(topic, event).await {
-            tracing::debug!(error = %e, "a product view was not recorded");
+        if let Err(e) = bus.publish(topic, event).await {
+            tracing::debug!(error = %e, event_type, "a taste signal was not recorded");
         }
     }
 
     /// The speed layer's consumer of `topic` until `shutdown`: at-least-once (a
     /// redelivered event counts twice, which decay and normalisation absorb).
-    pub async fn run_speed(self: Arc<Self>, topic: String, shutdown: CancellationToken) {
+    pub async fn run_speed(self: Arc<Self>, source: usize, shutdown: CancellationToken) {
+        let Some((bus, topic)) = self.sources.get(source).cloned() else {
+            return;
+        };
+        let topic = topic.as_str();
         loop {
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                fetched = self.bus.fetch(&topic, SPEED_GROUP, BATCH_EVENTS) => fetched,
+                fetched = bus.fetch(topic, SPEED_GROUP, BATCH_EVENTS) => fetched,
             };
             match fetched {
                 Ok(deliveries) => {
@@ -121,7 +137,7 @@ impl Recs {
                             self.recommender.speed().observe(&i);
                         }
                     }
-                    if let Err(e) = self.bus.commit(&topic, SPEED_GROUP, next).await {
+                    if let Err(e) = bus.commit(topic, SPEED_GROUP, next).await {
                         tracing::warn!(topic, error = %e, "the speed layer could not commit");
                     }
                 }
@@ -142,10 +158,10 @@ impl Recs {
     pub async fn rebuild(&self) -> anyhow::Result<ModelSummary> {
         let _one_at_a_time = self.building.lock().await;
         let mut history = Vec::new();
-        for topic in &self.topics {
+        for (bus, topic) in &self.sources {
             let mut offset = 0;
             loop {
-                let page = self.bus.read(topic, offset, BATCH_EVENTS).await?;
+                let page = bus.read(topic, offset, BATCH_EVENTS).await?;
                 let Some(last) = page.last() else { break };
                 offset = last.offset + 1;
                 history.extend(page.iter().flat_map(|d| interaction::from_event(&d.event)));

@@ -13,6 +13,10 @@
 //!   writes them with one `pwrite` and one `fdatasync`, then acknowledges them all.
 //! - **Back-pressure.** At most [`WalConfig::queue_capacity`] appends wait for the
 //!   flusher; further callers wait to enqueue.
+//! - **Log order = fill order.** [`Wal::reserve_append`] takes a place in the queue
+//!   ahead of time; [`AppendSlot::append`] queues a record without waiting, so a
+//!   caller can queue a decision's record under a synchronous lock and know the log
+//!   holds its decisions in the order it made them.
 //! - **Recovery cuts only a torn tail.** [`Wal::open`] scans the segments and keeps
 //!   every intact record up to the first torn, corrupt or out-of-sequence frame. If no
 //!   intact frame follows that point (a *torn tail*: the last batch, partly written), it
@@ -461,6 +465,23 @@ impl Wal {
         acked.await.map_err(|_| WalError::Closed)?
     }
 
+    /// Reserves a place in the flusher's queue (waiting while it is full), to be
+    /// filled later with [`AppendSlot::append`], which does not wait.
+    ///
+    /// Records are written in the order their slots are *filled*, whatever order the
+    /// slots were reserved in. That lets a caller decide under a synchronous lock and
+    /// queue the decision's record before releasing it, so the log's order is the
+    /// decision order, without holding the lock across an `.await`. A slot dropped
+    /// unfilled gives its place back.
+    pub async fn reserve_append(&self) -> Result<AppendSlot<'_>, WalError> {
+        let permit = self
+            .sender()
+            .reserve()
+            .await
+            .map_err(|_| WalError::Closed)?;
+        Ok(AppendSlot { wal: self, permit })
+    }
+
     /// [`Wal::append`] for threads outside an async runtime (it blocks; calling it
     /// from async code panics).
     pub fn append_blocking(&self, payload: impl Into<Vec<u8>>) -> Result<u64, WalError> {
@@ -566,6 +587,46 @@ impl Wal {
             sync_dir(&shared.dir, self.handle.config.durability)?;
         }
         Ok(doomed.len())
+    }
+}
+
+/// A place in the flusher's queue, from [`Wal::reserve_append`].
+#[derive(Debug)]
+pub struct AppendSlot<'a> {
+    wal: &'a Wal,
+    permit: mpsc::Permit<'a, Append>,
+}
+
+impl AppendSlot<'_> {
+    /// Queues `payload` at once (no waiting: the place is already held); the
+    /// returned [`AppendAck`] resolves to its seq once it is durable. A payload over
+    /// [`WalConfig::max_record_bytes`] is refused and the place given back.
+    pub fn append(self, payload: impl Into<Vec<u8>>) -> Result<AppendAck, WalError> {
+        let payload = payload.into();
+        self.wal.check_len(&payload)?;
+        let (reply, acked) = oneshot::channel();
+        self.permit.send(Append { payload, reply });
+        Ok(AppendAck { acked })
+    }
+}
+
+/// Resolves to a queued record's seq once it is durable, or to the error that
+/// stopped the log. Dropping it does not withdraw the record.
+#[derive(Debug)]
+pub struct AppendAck {
+    acked: oneshot::Receiver<Result<u64, WalError>>,
+}
+
+impl std::future::Future for AppendAck {
+    type Output = Result<u64, WalError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.acked)
+            .poll(cx)
+            .map(|acked| acked.map_err(|_| WalError::Closed)?)
     }
 }
 

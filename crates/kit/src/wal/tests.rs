@@ -301,6 +301,46 @@ fn bad_input_gets_precise_errors() {
     ));
 }
 
+#[tokio::test]
+async fn reserved_slots_are_written_in_the_order_they_are_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WalConfig {
+        queue_capacity: 2,
+        ..small_config()
+    };
+    let wal = Wal::open(dir.path(), config).unwrap();
+    let first = wal.reserve_append().await.unwrap();
+    let second = wal.reserve_append().await.unwrap();
+    // The queue is full: a third place waits until one is given back.
+    assert!(
+        futures::FutureExt::now_or_never(wal.reserve_append()).is_none(),
+        "a full queue holds the caller back"
+    );
+    let later = second.append(b"filled first".to_vec()).unwrap();
+    let earlier = first.append(b"filled second".to_vec()).unwrap();
+    assert_eq!(later.await.unwrap(), 0);
+    assert_eq!(earlier.await.unwrap(), 1);
+
+    let unused = wal.reserve_append().await.unwrap();
+    drop(unused);
+    let too_big = wal.reserve_append().await.unwrap();
+    assert!(matches!(
+        too_big.append(vec![0; 201]),
+        Err(WalError::RecordTooLarge { len: 201, max: 200 })
+    ));
+    let next = wal.reserve_append().await.unwrap();
+    assert_eq!(next.append(b"after".to_vec()).unwrap().await.unwrap(), 2);
+    let bodies: Vec<Vec<u8>> = read_all(&wal).into_iter().map(|r| r.payload).collect();
+    assert_eq!(
+        bodies,
+        vec![
+            b"filled first".to_vec(),
+            b"filled second".to_vec(),
+            b"after".to_vec()
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_async_appends_get_distinct_dense_seqs() {
     let dir = tempfile::tempdir().unwrap();
