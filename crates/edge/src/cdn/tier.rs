@@ -1,0 +1,290 @@
+//! The tier's engine, apart from HTTP: a lookup goes memory → negative cache →
+//! disk → one coalesced upstream fetch.
+//!
+//! - **Memory** ([`MemoryTier`]): a fresh object is a hit. A playlist past its TTL
+//!   is a miss, kept aside as a stale copy.
+//! - **Negative cache**: a 404 from upstream is remembered for `negative_ttl` on the
+//!   injected clock (the kit's cache), so a player hammering a missing key costs
+//!   one upstream call per TTL.
+//! - **Disk** ([`DiskTier`], immutable objects only): a hit is promoted into memory
+//!   (where TinyLFU decides whether it stays).
+//! - **Upstream**: the miss joins or leads the key's flight ([`Flights`]). The
+//!   leader's fetch runs as a task of the instance (not of the request), stores the
+//!   object in memory, then lands the flight; the disk write follows in the
+//!   background. If the fetch fails and a stale playlist is at hand, the stale copy
+//!   is served (stale-if-error, counted).
+//!
+//! Guaranteed: one upstream fetch per key at a time, whatever the concurrency
+//! (`tests/coalescing.rs`); an object served is the bytes the upstream sent, or a
+//! disk copy whose CRC matched; fills and clients share flights.
+//!
+//! Not guaranteed: that a fetched object stays cached (admission may refuse it);
+//! freshness beyond the rules of [`super::object`].
+
+use std::sync::Arc;
+
+use casebook_kit::cache::{Cache, CacheConfig};
+use casebook_kit::clock::SharedClock;
+use casebook_kit::resolve::Resolver;
+use casebook_kit::runtime::{InstanceContext, StartError};
+use casebook_kit::topology::Placement;
+use parking_lot::Mutex;
+
+use super::config::TierConfig;
+use super::disk::{DiskTier, Put};
+use super::flight::{Flights, Joined, Outcome};
+use super::key::ObjectKey;
+use super::memory::MemoryTier;
+use super::object::{Kind, Object};
+use super::stats::{FillView, LevelView, Source, Stats, StatsView};
+use super::upstream::{FetchError, Fetched, UpstreamClient};
+
+/// Most 404s remembered at once.
+const NEGATIVE_ENTRIES: u64 = 10_000;
+
+/// An object found for a request.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub object: Arc<Object>,
+    pub source: Source,
+    /// Whether the request joined another request's fetch.
+    pub coalesced: bool,
+}
+
+/// Who asks: clients are counted in the stats, fills are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asker {
+    Client,
+    Fill,
+}
+
+/// One running tier.
+pub struct Tier {
+    pub(crate) config: TierConfig,
+    pub(crate) clock: SharedClock,
+    memory: MemoryTier,
+    disk: Option<Arc<DiskTier>>,
+    negative: Option<Cache<ObjectKey, ()>>,
+    pub(crate) upstream: UpstreamClient,
+    flights: Flights,
+    pub(crate) stats: Stats,
+    pub(crate) fill_lock: tokio::sync::Mutex<()>,
+    pub(crate) fill_view: Mutex<FillView>,
+    ctx: InstanceContext,
+}
+
+impl std::fmt::Debug for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tier")
+            .field("service", &self.config.service)
+            .field("memory", &self.memory)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tier {
+    /// Opens the tier for the instance `ctx`: its disk level (index rebuilt) under
+    /// the instance's data dir, its upstream client, its counters.
+    pub async fn open(
+        config: TierConfig,
+        resolver: Arc<Resolver>,
+        ctx: &InstanceContext,
+    ) -> Result<Arc<Self>, StartError> {
+        config
+            .validate()
+            .map_err(|e| StartError::Other(anyhow::anyhow!("{}: {e}", config.service)))?;
+        let info = ctx.info();
+        let clock = ctx.clock().clone();
+        let disk = if config.disk_bytes > 0 {
+            let dir = ctx.data_dir().join("objects");
+            let capacity = config.disk_bytes;
+            let (disk, rebuilt) =
+                tokio::task::spawn_blocking(move || DiskTier::open(&dir, capacity))
+                    .await
+                    .map_err(|e| StartError::Other(e.into()))?
+                    .map_err(|e| {
+                        StartError::Other(anyhow::anyhow!(
+                            "{}: cannot open the disk tier in {}: {e}",
+                            info.instance_id,
+                            ctx.data_dir().display()
+                        ))
+                    })?;
+            tracing::info!(instance = %info.instance_id, loaded = rebuilt.loaded, discarded = rebuilt.discarded, evicted = rebuilt.evicted, "disk tier opened");
+            Some(Arc::new(disk))
+        } else {
+            None
+        };
+        let negative = if config.negative_ttl.is_zero() {
+            None
+        } else {
+            let cache_config = CacheConfig::new("cdn-negative", NEGATIVE_ENTRIES)
+                .time_to_live(config.negative_ttl);
+            Some(Cache::new(cache_config, clock.clone()).map_err(|e| StartError::Other(e.into()))?)
+        };
+        let upstream = UpstreamClient::new(
+            config.upstream.clone(),
+            &format!("{}-upstream@{}", config.service, info.instance_id),
+            &config.resilience,
+            resolver,
+            Placement {
+                region: info.region.clone(),
+                zone: info.zone.clone(),
+            },
+            config.key.clone(),
+            clock.clone(),
+        )
+        .map_err(|e| StartError::Other(anyhow::anyhow!("{}: {e}", config.service)))?;
+        Ok(Arc::new(Self {
+            memory: MemoryTier::new(config.memory_bytes),
+            stats: Stats::new(&config.service, &info.instance_id),
+            config,
+            clock,
+            disk,
+            negative,
+            upstream,
+            flights: Flights::default(),
+            fill_lock: tokio::sync::Mutex::new(()),
+            fill_view: Mutex::new(FillView::default()),
+            ctx: ctx.clone(),
+        }))
+    }
+
+    /// The object at `key`; `Ok(None)` when the upstream has none. `query` is the
+    /// client's, forwarded on a miss (`None`: the tier signs its own).
+    pub async fn get(
+        self: &Arc<Self>,
+        key: &ObjectKey,
+        query: Option<&str>,
+        asker: Asker,
+    ) -> Result<Option<Lookup>, FetchError> {
+        let found = |object, source| {
+            if asker == Asker::Client {
+                self.stats.looked_up(source, false);
+            }
+            Ok(Some(Lookup {
+                object,
+                source,
+                coalesced: false,
+            }))
+        };
+        let now = self.clock.now();
+        let stale = match self.memory.get(key) {
+            Some(object) if object.is_fresh(now, self.config.playlist_ttl) => {
+                return found(object, Source::Memory);
+            }
+            other => other,
+        };
+        if let Some(negative) = &self.negative
+            && negative.get(key).is_some()
+        {
+            if asker == Asker::Client {
+                self.stats.negative_hit();
+            }
+            return Ok(None);
+        }
+        if let Some(disk) = &self.disk
+            && !key.is_playlist()
+            && let Some(object) = disk.get(key, now).await
+        {
+            let object = Arc::new(object);
+            self.memory.insert(key.clone(), Arc::clone(&object));
+            return found(object, Source::Disk);
+        }
+        let (waiter, coalesced) = match self.flights.join(key) {
+            Joined::Lead(landing, waiter) => {
+                let tier = Arc::clone(self);
+                let key = key.clone();
+                let query = query.map(str::to_owned);
+                self.ctx.spawn(async move {
+                    let outcome = tier.fetch_and_store(&key, query.as_deref()).await;
+                    landing.land(outcome);
+                });
+                (waiter, false)
+            }
+            Joined::Follow(waiter) => (waiter, true),
+        };
+        let outcome = waiter.outcome().await;
+        let (outcome, source) = match (outcome, stale) {
+            (Err(_), Some(stale)) => (Ok(Some(stale)), Source::Stale),
+            (outcome, _) => (outcome, Source::Upstream),
+        };
+        if asker == Asker::Client {
+            self.stats.looked_up(source, coalesced);
+        }
+        outcome.map(|object| {
+            object.map(|object| Lookup {
+                object,
+                source,
+                coalesced,
+            })
+        })
+    }
+
+    async fn fetch_and_store(self: &Arc<Self>, key: &ObjectKey, query: Option<&str>) -> Outcome {
+        match self.upstream.fetch(key, query).await {
+            Ok(Fetched::Found {
+                body,
+                etag,
+                content_type,
+            }) => {
+                self.stats.fetched(body.len() as u64);
+                let object = Arc::new(Object::new(
+                    key,
+                    body,
+                    etag.as_deref(),
+                    content_type.as_deref(),
+                    self.clock.now(),
+                ));
+                self.memory.insert(key.clone(), Arc::clone(&object));
+                if let Some(disk) = &self.disk
+                    && object.kind == Kind::Immutable
+                {
+                    let (tier, disk, key, object) = (
+                        Arc::clone(self),
+                        Arc::clone(disk),
+                        key.clone(),
+                        Arc::clone(&object),
+                    );
+                    self.ctx.spawn(async move {
+                        if disk.put(&key, &object).await == Put::Skipped {
+                            tier.stats.disk_write_skipped();
+                        }
+                    });
+                }
+                Ok(Some(object))
+            }
+            Ok(Fetched::NotFound) => {
+                self.memory.remove(key);
+                if let Some(negative) = &self.negative {
+                    negative.insert(key.clone(), ());
+                }
+                Ok(None)
+            }
+            Err(error) => {
+                self.stats.upstream_error(error.cause());
+                tracing::debug!(key = %key, %error, "upstream fetch failed");
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether `key` is held in memory or on disk (no lookup counted).
+    pub fn holds(&self, key: &ObjectKey) -> bool {
+        self.memory.contains(key) || self.disk.as_ref().is_some_and(|d| d.contains(key))
+    }
+
+    /// The `/stats` document.
+    pub fn stats_view(&self) -> StatsView {
+        let memory = LevelView {
+            bytes: self.memory.bytes(),
+            entries: self.memory.entries(),
+            capacity_bytes: self.memory.capacity(),
+        };
+        let disk = self.disk.as_ref().map(|d| LevelView {
+            bytes: d.bytes(),
+            entries: d.entries(),
+            capacity_bytes: d.capacity(),
+        });
+        self.stats.view(memory, disk, self.fill_view.lock().clone())
+    }
+}
