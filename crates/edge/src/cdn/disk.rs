@@ -9,11 +9,12 @@
 //! the one a concurrent reader is reading.
 //!
 //! Guaranteed:
-//! - **Bounded by bytes**: the bytes of object files, counting writes in progress
-//!   (`.tmp`), never exceed the capacity. Space is reserved before a write begins,
-//!   by evicting least-recently-used objects (files deleted before the new one is
-//!   written); a write that cannot get space, or finds [`MAX_CONCURRENT_WRITES`]
-//!   writes already running, is skipped (the object stays in memory and upstream).
+//! - **Bounded by bytes**: the bytes of object files, counting a write in progress
+//!   (`.tmp`), never exceed the capacity. Writes run one at a time; each first
+//!   evicts least-recently-used objects until it fits and deletes their files, then
+//!   writes. An object larger than the capacity is skipped (it stays in memory and
+//!   upstream). The tier feeds the writer through a queue of [`WRITE_QUEUE`]
+//!   objects; when it is full the object is not written (counted).
 //! - **Survives a restart**: [`DiskTier::open`] rebuilds the index from the files'
 //!   headers (recency from their modification times), deletes leftover `.tmp`
 //!   files, files whose header or length is wrong, and an older generation of a key
@@ -38,7 +39,6 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 use super::key::ObjectKey;
 use super::object::Object;
@@ -47,8 +47,8 @@ use super::object::Object;
 const MAGIC: &[u8; 8] = b"CBCDNOB1";
 /// Longest header accepted when reading a file back.
 const MAX_HEADER: usize = 8 * 1024;
-/// Writes running at once; more are skipped, not queued.
-pub const MAX_CONCURRENT_WRITES: usize = 4;
+/// Objects waiting for the writer; more are not written.
+pub const WRITE_QUEUE: usize = 64;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
@@ -136,7 +136,7 @@ impl Index {
             victims.push(key.clone());
         }
         if self.used - evictable + needed > capacity {
-            return None; // reservations of writes in progress hold the rest
+            return None; // cannot happen with one writer; kept for safety
         }
         Some(
             victims
@@ -164,7 +164,7 @@ pub enum Put {
     Written,
     /// The same object (key and ETag) is already stored.
     AlreadyStored,
-    /// Skipped: too big, no space free of in-progress writes, or too many writes.
+    /// Skipped: larger than the capacity, or the write failed.
     Skipped,
 }
 
@@ -174,7 +174,8 @@ pub struct DiskTier {
     dir: PathBuf,
     capacity: u64,
     index: Mutex<Index>,
-    writes: Semaphore,
+    /// One write at a time: what keeps the files within the capacity.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl DiskTier {
@@ -251,7 +252,7 @@ impl DiskTier {
                 dir: dir.to_owned(),
                 capacity,
                 index: Mutex::new(index),
-                writes: Semaphore::new(MAX_CONCURRENT_WRITES),
+                writer: tokio::sync::Mutex::new(()),
             },
             rebuilt,
         ))
@@ -303,8 +304,10 @@ impl DiskTier {
         }
     }
 
-    /// Stores an immutable object (module docs: bounded, atomic, maybe skipped).
+    /// Stores an immutable object (module docs: bounded, atomic, maybe skipped),
+    /// after the writes before it.
     pub async fn put(self: &Arc<Self>, key: &ObjectKey, object: &Object) -> Put {
+        let _writing = self.writer.lock().await;
         {
             let mut index = self.index.lock();
             if index
@@ -316,9 +319,6 @@ impl DiskTier {
                 return Put::AlreadyStored;
             }
         }
-        let Ok(_permit) = self.writes.try_acquire() else {
-            return Put::Skipped;
-        };
         let header = Header {
             key: key.as_str().to_owned(),
             etag: object.etag.clone(),
@@ -329,6 +329,7 @@ impl DiskTier {
         let bytes = file_len(&header);
         let (victims, file) = {
             let mut index = self.index.lock();
+            // With one writer, nothing else is reserved: the room is there unless too big.
             let Some(victims) = index.make_room(bytes, self.capacity) else {
                 return Put::Skipped;
             };
@@ -351,7 +352,9 @@ impl DiskTier {
         index.used -= bytes;
         match written {
             Ok(Ok(())) => {
-                if let Some(old) = index.insert(key.clone(), file, bytes, object.etag.clone()) {
+                let old = index.insert(key.clone(), file, bytes, object.etag.clone());
+                drop(index);
+                if let Some(old) = old {
                     let _ = fs::remove_file(self.dir.join(old.file));
                 }
                 Put::Written

@@ -3,13 +3,12 @@
 //! property. Each check panics when an invariant breaks; a refused input is an
 //! expected outcome, not a finding. Not a public API.
 
+use casebook_kit::fuzz_checks::Check;
+
 use super::key::{MAX_KEY_LEN, ObjectKey};
 use super::playlist;
 use super::range::{self, RangeOutcome};
 use crate::signing::SigningKey;
-
-/// A fuzz check: arbitrary bytes in, a panic if an invariant breaks.
-pub type Check = fn(&[u8]);
 
 /// Every target and its check, for the corpus replay.
 pub const TARGETS: &[(&str, Check)] = &[

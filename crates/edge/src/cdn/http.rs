@@ -153,13 +153,14 @@ async fn object(
             .into_response();
         }
     };
-    let conditions = (
+    let checked = (
         header_text(&headers, header::IF_NONE_MATCH),
         header_text(&headers, header::IF_RANGE),
+        header_text(&headers, header::RANGE),
     );
-    let (if_none_match, if_range) = match conditions {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
+    let (if_none_match, if_range, range) = match checked {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
             tier.stats.refused(Refusal::Header);
             return e.into_response();
         }
@@ -177,7 +178,7 @@ async fn object(
         method: &method,
         if_none_match,
         if_range,
-        range: headers.get(header::RANGE).map(HeaderValue::as_bytes),
+        range: range.map(str::as_bytes),
     };
     respond(&tier, &key, exp, &lookup, &request)
 }

@@ -173,21 +173,27 @@ impl Stats {
         Self::bump(total, handle, 1);
     }
 
-    /// A lookup answered by `source` (a miss for `Upstream`).
-    pub fn looked_up(&self, source: Source, coalesced: bool) {
+    /// A lookup answered from memory or disk.
+    pub fn hit(&self, source: Source) {
         match source {
             Source::Memory => Self::bump(&self.totals.hits_memory, &self.handles.hits_memory, 1),
             Source::Disk => Self::bump(&self.totals.hits_disk, &self.handles.hits_disk, 1),
-            Source::Upstream | Source::Stale => {
-                Self::bump(&self.totals.misses, &self.handles.misses, 1);
-                if coalesced {
-                    Self::bump(&self.totals.coalesced, &self.handles.coalesced, 1);
-                }
-                if source == Source::Stale {
-                    Self::bump(&self.totals.stale_served, &self.handles.stale_served, 1);
-                }
-            }
+            Source::Upstream | Source::Stale => {}
         }
+    }
+
+    /// A lookup that waits for an upstream fetch, counted as it joins the flight
+    /// (so a fetch still in flight already shows its waiters).
+    pub fn missed(&self, coalesced: bool) {
+        Self::bump(&self.totals.misses, &self.handles.misses, 1);
+        if coalesced {
+            Self::bump(&self.totals.coalesced, &self.handles.coalesced, 1);
+        }
+    }
+
+    /// A stale copy served because the fetch failed.
+    pub fn stale_served(&self) {
+        Self::bump(&self.totals.stale_served, &self.handles.stale_served, 1);
     }
 
     pub fn negative_hit(&self) {

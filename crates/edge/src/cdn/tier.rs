@@ -31,7 +31,7 @@ use casebook_kit::topology::Placement;
 use parking_lot::Mutex;
 
 use super::config::TierConfig;
-use super::disk::{DiskTier, Put};
+use super::disk::{DiskTier, Put, WRITE_QUEUE};
 use super::flight::{Flights, Joined, Outcome};
 use super::key::ObjectKey;
 use super::memory::MemoryTier;
@@ -64,6 +64,8 @@ pub struct Tier {
     pub(crate) clock: SharedClock,
     memory: MemoryTier,
     disk: Option<Arc<DiskTier>>,
+    /// Objects on their way to the disk writer.
+    disk_queue: Option<tokio::sync::mpsc::Sender<(ObjectKey, Arc<Object>)>>,
     negative: Option<Cache<ObjectKey, ()>>,
     pub(crate) upstream: UpstreamClient,
     flights: Flights,
@@ -134,19 +136,41 @@ impl Tier {
             clock.clone(),
         )
         .map_err(|e| StartError::Other(anyhow::anyhow!("{}: {e}", config.service)))?;
-        Ok(Arc::new(Self {
+        let (disk_queue, disk_writes) = match &disk {
+            Some(_) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let tier = Arc::new(Self {
             memory: MemoryTier::new(config.memory_bytes),
             stats: Stats::new(&config.service, &info.instance_id),
             config,
             clock,
             disk,
+            disk_queue,
             negative,
             upstream,
             flights: Flights::default(),
             fill_lock: tokio::sync::Mutex::new(()),
             fill_view: Mutex::new(FillView::default()),
             ctx: ctx.clone(),
-        }))
+        });
+        if let (Some(disk), Some(mut writes)) = (tier.disk.clone(), disk_writes) {
+            // The one disk writer; it holds the tier weakly so a stopped tier is freed.
+            let weak = Arc::downgrade(&tier);
+            ctx.spawn(async move {
+                while let Some((key, object)) = writes.recv().await {
+                    if disk.put(&key, &object).await == Put::Skipped
+                        && let Some(tier) = weak.upgrade()
+                    {
+                        tier.stats.disk_write_skipped();
+                    }
+                }
+            });
+        }
+        Ok(tier)
     }
 
     /// The object at `key`; `Ok(None)` when the upstream has none. `query` is the
@@ -159,7 +183,7 @@ impl Tier {
     ) -> Result<Option<Lookup>, FetchError> {
         let found = |object, source| {
             if asker == Asker::Client {
-                self.stats.looked_up(source, false);
+                self.stats.hit(source);
             }
             Ok(Some(Lookup {
                 object,
@@ -203,14 +227,19 @@ impl Tier {
             }
             Joined::Follow(waiter) => (waiter, true),
         };
+        if asker == Asker::Client {
+            self.stats.missed(coalesced);
+        }
         let outcome = waiter.outcome().await;
         let (outcome, source) = match (outcome, stale) {
-            (Err(_), Some(stale)) => (Ok(Some(stale)), Source::Stale),
+            (Err(_), Some(stale)) => {
+                if asker == Asker::Client {
+                    self.stats.stale_served();
+                }
+                (Ok(Some(stale)), Source::Stale)
+            }
             (outcome, _) => (outcome, Source::Upstream),
         };
-        if asker == Asker::Client {
-            self.stats.looked_up(source, coalesced);
-        }
         outcome.map(|object| {
             object.map(|object| Lookup {
                 object,
@@ -236,20 +265,11 @@ impl Tier {
                     self.clock.now(),
                 ));
                 self.memory.insert(key.clone(), Arc::clone(&object));
-                if let Some(disk) = &self.disk
+                if let Some(queue) = &self.disk_queue
                     && object.kind == Kind::Immutable
+                    && queue.try_send((key.clone(), Arc::clone(&object))).is_err()
                 {
-                    let (tier, disk, key, object) = (
-                        Arc::clone(self),
-                        Arc::clone(disk),
-                        key.clone(),
-                        Arc::clone(&object),
-                    );
-                    self.ctx.spawn(async move {
-                        if disk.put(&key, &object).await == Put::Skipped {
-                            tier.stats.disk_write_skipped();
-                        }
-                    });
+                    self.stats.disk_write_skipped();
                 }
                 Ok(Some(object))
             }
