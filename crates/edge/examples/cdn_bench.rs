@@ -49,9 +49,15 @@ fn args() -> (String, HashMap<String, String>) {
     (command, flags)
 }
 
-fn flag<T: std::str::FromStr>(flags: &HashMap<String, String>, name: &str, default: Option<T>) -> T {
+fn flag<T: std::str::FromStr>(
+    flags: &HashMap<String, String>,
+    name: &str,
+    default: Option<T>,
+) -> T {
     match flags.get(name) {
-        Some(v) => v.parse().unwrap_or_else(|_| panic!("--{name} {v}: not valid")),
+        Some(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("--{name} {v}: not valid")),
         None => default.unwrap_or_else(|| panic!("--{name} is required")),
     }
 }
@@ -63,7 +69,9 @@ fn object_size(i: u64) -> usize {
 }
 
 fn playlist() -> String {
-    let mut text = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:1\n");
+    let mut text = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:1\n",
+    );
     for n in 1..=30 {
         text.push_str(&format!("#EXTINF:4.000,\nseg{n:05}.ts\n"));
     }
@@ -98,8 +106,15 @@ async fn origin_object(State(state): State<Arc<OriginState>>, uri: Uri) -> Respo
         },
     };
     state.counts.requests.fetch_add(1, Ordering::Relaxed);
-    state.counts.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-    let content_type = if key.ends_with(".m3u8") { "application/vnd.apple.mpegurl" } else { "video/mp2t" };
+    state
+        .counts
+        .bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    let content_type = if key.ends_with(".m3u8") {
+        "application/vnd.apple.mpegurl"
+    } else {
+        "video/mp2t"
+    };
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
@@ -123,7 +138,9 @@ async fn origin(flags: HashMap<String, String>) {
         .route("/o/{*key}", axum::routing::get(origin_object))
         .route("/stats", axum::routing::get(origin_stats))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind(listen).await.expect("bind the origin");
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .expect("bind the origin");
     axum::serve(listener, app).await.expect("serve the origin");
 }
 
@@ -135,7 +152,11 @@ async fn edge(flags: HashMap<String, String>) {
     let mut config = TierConfig::new("cdn-bench", Upstream::Url(upstream), key);
     config.memory_bytes = flag(&flags, "memory-bytes", Some(512 << 20));
     config.disk_bytes = flag(&flags, "disk-bytes", Some(0));
-    let data_dir: PathBuf = flag(&flags, "data-dir", Some(std::env::temp_dir().join("cdn-bench-edge")));
+    let data_dir: PathBuf = flag(
+        &flags,
+        "data-dir",
+        Some(std::env::temp_dir().join("cdn-bench-edge")),
+    );
     let topology = Topology::uniform(&["r1"], 1);
     let clock = SystemClock::shared();
     let platform = Platform::new(topology.clone(), data_dir, clock.clone());
@@ -174,9 +195,9 @@ async fn trace(flags: HashMap<String, String>) {
     let requests: usize = flag(&flags, "requests", Some(40_000));
     let s: f64 = flag(&flags, "zipf", Some(0.9));
     let seed: u64 = flag(&flags, "seed", Some(7));
-    let key = flags
-        .get("key")
-        .map(|file| SigningKey::load_or_create(std::path::Path::new(file)).expect("the signing key"));
+    let key = flags.get("key").map(|file| {
+        SigningKey::load_or_create(std::path::Path::new(file)).expect("the signing key")
+    });
     let mut rng = StdRng::seed_from_u64(seed);
     let mut cdf = Vec::with_capacity(objects);
     let mut total = 0.0;
@@ -196,9 +217,17 @@ async fn trace(flags: HashMap<String, String>) {
         let u: f64 = rng.random::<f64>() * total;
         let object = by_rank[cdf.partition_point(|c| *c < u).min(objects - 1)];
         let path = format!("/o/bench/obj{object:05}.ts");
-        let query = key.as_ref().map(|k| format!("?{}", k.sign(&path, exp))).unwrap_or_default();
+        let query = key
+            .as_ref()
+            .map(|k| format!("?{}", k.sign(&path, exp)))
+            .unwrap_or_default();
         match client
-            .send(Method::GET, &format!("{base}{path}{query}"), HeaderMap::new(), Bytes::new())
+            .send(
+                Method::GET,
+                &format!("{base}{path}{query}"),
+                HeaderMap::new(),
+                Bytes::new(),
+            )
             .await
         {
             Ok(r) if r.status == StatusCode::OK && r.body.len() == object_size(object as u64) => {
@@ -207,7 +236,10 @@ async fn trace(flags: HashMap<String, String>) {
             _ => errors += 1,
         }
     }
-    println!("{}", serde_json::json!({"requests": requests, "bytes": bytes, "errors": errors}));
+    println!(
+        "{}",
+        serde_json::json!({"requests": requests, "bytes": bytes, "errors": errors})
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +251,9 @@ async fn main() {
         "sign" => sign(flags),
         "trace" => trace(flags).await,
         _ => {
-            eprintln!("usage: cdn_bench origin|edge|sign|trace --flag value ... (see the file's docs)");
+            eprintln!(
+                "usage: cdn_bench origin|edge|sign|trace --flag value ... (see the file's docs)"
+            );
             std::process::exit(2);
         }
     }

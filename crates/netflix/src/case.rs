@@ -66,12 +66,10 @@ pub fn case(config: &NetflixConfig, env: &CaseEnv) -> Result<Case, ConfigError> 
         label: label.to_owned(),
         address: AddressKind::Http,
     };
-    let tier = |service: &str, upstream: &str, memory_bytes: u64, disk_bytes: u64| {
-        let mut config = TierConfig::new(
-            service,
-            Upstream::Service(upstream.to_owned()),
-            key.clone(),
-        );
+    // `prefix` names the tier's keys in `[netflix]` (`edge` → `netflix.edge_memory_bytes`).
+    let tier = |service: &str, upstream: &str, memory_bytes: u64, disk_bytes: u64, prefix: &str| {
+        let mut config =
+            TierConfig::new(service, Upstream::Service(upstream.to_owned()), key.clone());
         config.memory_bytes = memory_bytes;
         config.disk_bytes = disk_bytes;
         // Open Connect style: every tier pre-positions the catalog's first titles,
@@ -85,10 +83,13 @@ pub fn case(config: &NetflixConfig, env: &CaseEnv) -> Result<Case, ConfigError> 
             window_utc_hours: None,
             max_titles: FILL_TITLES,
         });
-        Arc::new(TierService {
+        config
+            .validate()
+            .map_err(|e| ConfigError::new(format!("netflix.{prefix}_{}", e.key()), e.message()))?;
+        Ok::<_, ConfigError>(Arc::new(TierService {
             config,
             resolver: env.resolver.clone(),
-        })
+        }))
     };
     Ok(Case {
         name: CASE.to_owned(),
@@ -117,14 +118,15 @@ pub fn case(config: &NetflixConfig, env: &CaseEnv) -> Result<Case, ConfigError> 
                     ORIGIN_SERVICE,
                     config.edge_memory_bytes,
                     config.edge_disk_bytes,
-                ),
+                    "edge",
+                )?,
                 Spread::PerRegion,
                 PortPlan::new(config.edge_port, EDGE_PORT_STRIDE),
                 "edge_port",
                 "netflix regional edge",
             ),
             decl(
-                tier(ISP_SERVICE, EDGE_SERVICE, config.isp_memory_bytes, 0),
+                tier(ISP_SERVICE, EDGE_SERVICE, config.isp_memory_bytes, 0, "isp")?,
                 Spread::PerRegion,
                 PortPlan::new(config.isp_port, EDGE_PORT_STRIDE),
                 "isp_port",

@@ -174,14 +174,84 @@ pub struct DiskTier {
     dir: PathBuf,
     capacity: u64,
     index: Mutex<Index>,
-    /// One write at a time: what keeps the files within the capacity.
-    writer: tokio::sync::Mutex<()>,
+}
+
+/// The tier's one writer: writes one at a time (it is not `Clone`, and `put` takes
+/// `&mut self`), which is what keeps the files within the capacity.
+#[derive(Debug)]
+pub struct DiskWriter {
+    tier: Arc<DiskTier>,
+}
+
+impl DiskWriter {
+    /// Stores an immutable object (module docs: bounded, atomic, maybe skipped).
+    pub async fn put(&mut self, key: &ObjectKey, object: &Object) -> Put {
+        let tier = &self.tier;
+        {
+            let mut index = tier.index.lock();
+            if index
+                .entries
+                .get(key)
+                .is_some_and(|e| e.etag == object.etag)
+            {
+                index.touch(key);
+                return Put::AlreadyStored;
+            }
+        }
+        let header = Header {
+            key: key.as_str().to_owned(),
+            etag: object.etag.clone(),
+            content_type: object.content_type.clone(),
+            body_len: object.body.len() as u64,
+            crc32c: crc32c::crc32c(&object.body),
+        };
+        let bytes = file_len(&header);
+        let (victims, file) = {
+            let mut index = tier.index.lock();
+            // With one writer, nothing else is reserved: the room is there unless too big.
+            let Some(victims) = index.make_room(bytes, tier.capacity) else {
+                return Put::Skipped;
+            };
+            index.used += bytes; // the reservation, released below either way
+            let generation = index.next_generation;
+            index.next_generation += 1;
+            (victims, format!("{}-{generation:016x}.obj", key_hash(key)))
+        };
+        let dir = tier.dir.clone();
+        let body = object.body.clone();
+        let name = file.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            for victim in victims {
+                let _ = fs::remove_file(dir.join(victim));
+            }
+            write_object(&dir, &name, &header, &body)
+        })
+        .await;
+        let mut index = tier.index.lock();
+        index.used -= bytes;
+        match written {
+            Ok(Ok(())) => {
+                let old = index.insert(key.clone(), file, bytes, object.etag.clone());
+                drop(index);
+                if let Some(old) = old {
+                    let _ = fs::remove_file(tier.dir.join(old.file));
+                }
+                Put::Written
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(key = %key, %error, "cannot write an object to the disk tier");
+                Put::Skipped
+            }
+            Err(_) => Put::Skipped,
+        }
+    }
 }
 
 impl DiskTier {
     /// Opens (creating) the tier in `dir`, rebuilding its index from the files
-    /// there. Blocking: call it from a blocking context.
-    pub fn open(dir: &Path, capacity: u64) -> std::io::Result<(Self, Rebuilt)> {
+    /// there: the tier (share it) and its one writer. Blocking: call it from a
+    /// blocking context.
+    pub fn open(dir: &Path, capacity: u64) -> std::io::Result<(Arc<Self>, DiskWriter, Rebuilt)> {
         fs::create_dir_all(dir)?;
         let mut rebuilt = Rebuilt::default();
         // (key, generation, mtime, file, bytes, etag)
@@ -247,15 +317,15 @@ impl DiskTier {
                 rebuilt.loaded -= 1;
             }
         }
-        Ok((
-            Self {
-                dir: dir.to_owned(),
-                capacity,
-                index: Mutex::new(index),
-                writer: tokio::sync::Mutex::new(()),
-            },
-            rebuilt,
-        ))
+        let tier = Arc::new(Self {
+            dir: dir.to_owned(),
+            capacity,
+            index: Mutex::new(index),
+        });
+        let writer = DiskWriter {
+            tier: Arc::clone(&tier),
+        };
+        Ok((tier, writer, rebuilt))
     }
 
     /// The configured bound in bytes.
@@ -301,69 +371,6 @@ impl DiskTier {
                 self.drop_file(key, &file);
                 None
             }
-        }
-    }
-
-    /// Stores an immutable object (module docs: bounded, atomic, maybe skipped),
-    /// after the writes before it.
-    pub async fn put(self: &Arc<Self>, key: &ObjectKey, object: &Object) -> Put {
-        let _writing = self.writer.lock().await;
-        {
-            let mut index = self.index.lock();
-            if index
-                .entries
-                .get(key)
-                .is_some_and(|e| e.etag == object.etag)
-            {
-                index.touch(key);
-                return Put::AlreadyStored;
-            }
-        }
-        let header = Header {
-            key: key.as_str().to_owned(),
-            etag: object.etag.clone(),
-            content_type: object.content_type.clone(),
-            body_len: object.body.len() as u64,
-            crc32c: crc32c::crc32c(&object.body),
-        };
-        let bytes = file_len(&header);
-        let (victims, file) = {
-            let mut index = self.index.lock();
-            // With one writer, nothing else is reserved: the room is there unless too big.
-            let Some(victims) = index.make_room(bytes, self.capacity) else {
-                return Put::Skipped;
-            };
-            index.used += bytes; // the reservation, released below either way
-            let generation = index.next_generation;
-            index.next_generation += 1;
-            (victims, format!("{}-{generation:016x}.obj", key_hash(key)))
-        };
-        let dir = self.dir.clone();
-        let body = object.body.clone();
-        let name = file.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            for victim in victims {
-                let _ = fs::remove_file(dir.join(victim));
-            }
-            write_object(&dir, &name, &header, &body)
-        })
-        .await;
-        let mut index = self.index.lock();
-        index.used -= bytes;
-        match written {
-            Ok(Ok(())) => {
-                let old = index.insert(key.clone(), file, bytes, object.etag.clone());
-                drop(index);
-                if let Some(old) = old {
-                    let _ = fs::remove_file(self.dir.join(old.file));
-                }
-                Put::Written
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(key = %key, %error, "cannot write an object to the disk tier");
-                Put::Skipped
-            }
-            Err(_) => Put::Skipped,
         }
     }
 
@@ -485,12 +492,11 @@ mod tests {
     async fn files_never_exceed_the_capacity_and_lru_goes_first() {
         let dir = tempfile::tempdir().unwrap();
         let capacity = 50_000;
-        let (tier, _) = DiskTier::open(dir.path(), capacity).unwrap();
-        let tier = Arc::new(tier);
+        let (tier, mut writer, _) = DiskTier::open(dir.path(), capacity).unwrap();
         for i in 0..40 {
             let k = key(i);
             assert_eq!(
-                tier.put(&k, &object(&k, 4_000 + i * 100, i as u8)).await,
+                writer.put(&k, &object(&k, 4_000 + i * 100, i as u8)).await,
                 Put::Written
             );
             assert!(
@@ -510,12 +516,12 @@ mod tests {
         );
         let k = key(39);
         assert_eq!(
-            tier.put(&k, &object(&k, 4_000 + 3_900, 39)).await,
+            writer.put(&k, &object(&k, 4_000 + 3_900, 39)).await,
             Put::AlreadyStored
         );
         let big = key(99);
         assert_eq!(
-            tier.put(&big, &object(&big, capacity as usize, 1)).await,
+            writer.put(&big, &object(&big, capacity as usize, 1)).await,
             Put::Skipped
         );
     }
@@ -524,15 +530,14 @@ mod tests {
     async fn the_index_is_rebuilt_at_open_and_debris_deleted() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (tier, _) = DiskTier::open(dir.path(), 1 << 20).unwrap();
-            let tier = Arc::new(tier);
+            let (_, mut writer, _) = DiskTier::open(dir.path(), 1 << 20).unwrap();
             for i in 0..5 {
                 let k = key(i);
-                tier.put(&k, &object(&k, 1000, i as u8)).await;
+                writer.put(&k, &object(&k, 1000, i as u8)).await;
             }
             // A newer generation of key 0 replaces the older one.
             let k = key(0);
-            tier.put(&k, &object(&k, 1000, 42)).await;
+            writer.put(&k, &object(&k, 1000, 42)).await;
         }
         // Debris of a crash: a half-written temporary, a torn object file, junk.
         fs::write(
@@ -546,7 +551,7 @@ mod tests {
         )
         .unwrap();
         fs::write(dir.path().join("junk"), b"?").unwrap();
-        let (tier, rebuilt) = DiskTier::open(dir.path(), 1 << 20).unwrap();
+        let (tier, _, rebuilt) = DiskTier::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(
             rebuilt,
             Rebuilt {
@@ -555,7 +560,6 @@ mod tests {
                 evicted: 0
             }
         );
-        let tier = Arc::new(tier);
         let got = tier.get(&key(0), Instant::now()).await.unwrap();
         assert!(
             got.body.iter().all(|b| *b == 42),
@@ -568,7 +572,7 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 5);
         // A smaller capacity at open evicts the oldest down to it.
         drop(tier);
-        let (tier, rebuilt) = DiskTier::open(dir.path(), 2_800).unwrap();
+        let (tier, _, rebuilt) = DiskTier::open(dir.path(), 2_800).unwrap();
         assert_eq!(rebuilt.loaded + rebuilt.evicted, 5);
         assert!(tier.bytes() <= 2_800 && rebuilt.evicted >= 3);
         assert_eq!(files_bytes(dir.path()), tier.bytes());
@@ -577,10 +581,9 @@ mod tests {
     #[tokio::test]
     async fn a_corrupt_body_is_detected_and_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let (tier, _) = DiskTier::open(dir.path(), 1 << 20).unwrap();
-        let tier = Arc::new(tier);
+        let (tier, mut writer, _) = DiskTier::open(dir.path(), 1 << 20).unwrap();
         let k = key(1);
-        tier.put(&k, &object(&k, 1000, 7)).await;
+        writer.put(&k, &object(&k, 1000, 7)).await;
         let path = fs::read_dir(dir.path())
             .unwrap()
             .next()

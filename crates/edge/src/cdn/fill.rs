@@ -253,7 +253,7 @@ async fn round(tier: &Arc<Tier>, schedule: &FillSchedule) -> Result<FillReport, 
     let list: FillList = serde_json::from_slice(response.body())
         .map_err(|e| format!("{url} is not a fill list: {e}"))?;
     let plan = plan_from_list(list, schedule.max_titles);
-    let Ok(_running) = tier.fill_lock.try_lock() else {
+    let Some(_running) = tier.start_fill() else {
         return Err("skipped: a fill is already running".into());
     };
     Ok(run(tier, plan, tier.config.fill_budget()).await)

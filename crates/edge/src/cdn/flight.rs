@@ -10,9 +10,10 @@
 //! Guaranteed: at most one flight per key at a time; a flight's entry is removed
 //! when it lands or when its task is dropped (a kill, a panic: [`Landing`] removes
 //! it on drop and waiters get [`FetchError::Abandoned`]), never leaving a key
-//! stuck. A request that arrives after the landing finds the object in the cache
-//! (the leader stores it before landing) or, if the cache refused it, starts a new
-//! flight.
+//! stuck. A request that arrives after the landing finds the object in the cache:
+//! the leader stores it before landing, and a new leader looks in memory once more
+//! after taking the lead (so a miss that raced the landing does not fetch again).
+//! Only an object the cache refused (TinyLFU) is fetched again by a later miss.
 //!
 //! Bounded by the requests in progress: one entry per key with a fetch in flight.
 

@@ -332,7 +332,7 @@ async fn fill_now(
         Ok(plan) => plan,
         Err(e) => return e.into_response(),
     };
-    let Ok(_running) = tier.fill_lock.try_lock() else {
+    let Some(_running) = tier.start_fill() else {
         return ApiError::new(
             StatusCode::CONFLICT,
             "a fill is already running on this tier",

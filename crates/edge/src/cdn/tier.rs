@@ -22,6 +22,7 @@
 //! freshness beyond the rules of [`super::object`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use casebook_kit::cache::{Cache, CacheConfig};
 use casebook_kit::clock::SharedClock;
@@ -70,7 +71,8 @@ pub struct Tier {
     pub(crate) upstream: UpstreamClient,
     flights: Flights,
     pub(crate) stats: Stats,
-    pub(crate) fill_lock: tokio::sync::Mutex<()>,
+    /// Set while a fill runs: one at a time per tier.
+    fill_running: AtomicBool,
     pub(crate) fill_view: Mutex<FillView>,
     ctx: InstanceContext,
 }
@@ -100,7 +102,7 @@ impl Tier {
         let disk = if config.disk_bytes > 0 {
             let dir = ctx.data_dir().join("objects");
             let capacity = config.disk_bytes;
-            let (disk, rebuilt) =
+            let (disk, writer, rebuilt) =
                 tokio::task::spawn_blocking(move || DiskTier::open(&dir, capacity))
                     .await
                     .map_err(|e| StartError::Other(e.into()))?
@@ -112,10 +114,11 @@ impl Tier {
                         ))
                     })?;
             tracing::info!(instance = %info.instance_id, loaded = rebuilt.loaded, discarded = rebuilt.discarded, evicted = rebuilt.evicted, "disk tier opened");
-            Some(Arc::new(disk))
+            Some((disk, writer))
         } else {
             None
         };
+        let (disk, disk_writer) = disk.unzip();
         let negative = if config.negative_ttl.is_zero() {
             None
         } else {
@@ -136,10 +139,10 @@ impl Tier {
             clock.clone(),
         )
         .map_err(|e| StartError::Other(anyhow::anyhow!("{}: {e}", config.service)))?;
-        let (disk_queue, disk_writes) = match &disk {
-            Some(_) => {
+        let (disk_queue, disk_writes) = match disk_writer {
+            Some(writer) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
-                (Some(tx), Some(rx))
+                (Some(tx), Some((writer, rx)))
             }
             None => (None, None),
         };
@@ -153,11 +156,11 @@ impl Tier {
             negative,
             upstream,
             flights: Flights::default(),
-            fill_lock: tokio::sync::Mutex::new(()),
+            fill_running: AtomicBool::new(false),
             fill_view: Mutex::new(FillView::default()),
             ctx: ctx.clone(),
         });
-        if let (Some(disk), Some(mut writes)) = (tier.disk.clone(), disk_writes) {
+        if let Some((mut disk, mut writes)) = disk_writes {
             // The one disk writer; it holds the tier weakly so a stopped tier is freed.
             let weak = Arc::downgrade(&tier);
             ctx.spawn(async move {
@@ -216,6 +219,16 @@ impl Tier {
         }
         let (waiter, coalesced) = match self.flights.join(key) {
             Joined::Lead(landing, waiter) => {
+                // A flight that landed between the memory check above and the join
+                // stored its object before landing: take it rather than fetch again.
+                if let Some(object) = self
+                    .memory
+                    .get(key)
+                    .filter(|o| o.is_fresh(now, self.config.playlist_ttl))
+                {
+                    landing.land(Ok(Some(Arc::clone(&object))));
+                    return found(object, Source::Memory);
+                }
                 let tier = Arc::clone(self);
                 let key = key.clone();
                 let query = query.map(str::to_owned);
@@ -288,6 +301,15 @@ impl Tier {
         }
     }
 
+    /// Claims the tier's one fill slot; `None` while another fill runs. The slot is
+    /// freed when the guard drops.
+    pub(crate) fn start_fill(&self) -> Option<FillGuard<'_>> {
+        self.fill_running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| FillGuard(&self.fill_running))
+    }
+
     /// Whether `key` is held in memory or on disk (no lookup counted).
     pub fn holds(&self, key: &ObjectKey) -> bool {
         self.memory.contains(key) || self.disk.as_ref().is_some_and(|d| d.contains(key))
@@ -306,5 +328,15 @@ impl Tier {
             capacity_bytes: d.capacity(),
         });
         self.stats.view(memory, disk, self.fill_view.lock().clone())
+    }
+}
+
+/// A running fill's claim on its tier's slot.
+#[derive(Debug)]
+pub(crate) struct FillGuard<'a>(&'a AtomicBool);
+
+impl Drop for FillGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
