@@ -34,7 +34,7 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port() { for _ in $(seq 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
 (cd "$ROOT" && cargo build --release -p casebook-edge --example cdn_bench -j 2 >&2)
 BENCH=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/cdn_bench
@@ -55,17 +55,20 @@ CATALOGUE=$(catalogue_bytes)
 CACHE_BYTES=${CACHE_MB:+$((CACHE_MB << 20))}
 CACHE_BYTES=${CACHE_BYTES:-$((CATALOGUE / 20))}
 
+# Each start_* sets PORT (command substitution would lose the PIDs and hang on the pipe).
 start_origin() {
-    local port; port=$(free_port)
-    "$BENCH" origin --listen "127.0.0.1:$port" & PIDS+=($!)
-    wait_port "$port"; echo "$port"
+    PORT=$(free_port)
+    "$BENCH" origin --listen "127.0.0.1:$PORT" >/dev/null 2>&1 &
+    PIDS+=($!)
+    wait_port "$PORT"
 }
 
 start_edge() { # upstream_port memory_bytes
-    local port; port=$(free_port)
-    "$BENCH" edge --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$1" \
-        --key "$DIR/signing.key" --memory-bytes "$2" --data-dir "$DIR/edge-$port" 2>/dev/null & PIDS+=($!)
-    wait_port "$port"; echo "$port"
+    PORT=$(free_port)
+    "$BENCH" edge --listen "127.0.0.1:$PORT" --upstream "http://127.0.0.1:$1" \
+        --key "$DIR/signing.key" --memory-bytes "$2" --data-dir "$DIR/edge-$PORT" >/dev/null 2>&1 &
+    PIDS+=($!)
+    wait_port "$PORT"
 }
 
 start_nginx() { # upstream_port max_size_bytes
@@ -89,7 +92,9 @@ http {
     fastcgi_temp_path $dir/tmp/fastcgi;
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
-    proxy_cache_path $dir/cache levels=1:2 keys_zone=cdn:32m max_size=$2 inactive=7d use_temp_path=off;
+    # The cache manager enforces max_size in passes; make them frequent and large.
+    proxy_cache_path $dir/cache levels=1:2 keys_zone=cdn:32m max_size=$2 inactive=7d use_temp_path=off
+        manager_files=100000 manager_sleep=10ms manager_threshold=1000ms;
     upstream origin { server 127.0.0.1:$1; keepalive 32; }
     server {
         listen 127.0.0.1:$port;
@@ -107,7 +112,8 @@ http {
 }
 CONF
     nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon on;'
-    wait_port "$port"; echo "$port"
+    wait_port "$port"
+    PORT=$port
 }
 
 stop_nginx() { kill "$(cat "$DIR/nginx/nginx.pid")"; sleep 0.5; }
@@ -127,16 +133,19 @@ echo "wrk: 2 threads, $CONNECTIONS connections, ${SECONDS_PER_RUN}s per row; ngi
 echo
 
 # 1. Cached serving.
-ORIGIN=$(start_origin)
-EDGE=$(start_edge "$ORIGIN" $((512 << 20)))
-NGINX=$(start_nginx "$ORIGIN" $((1 << 30)))
+start_origin; ORIGIN=$PORT
+start_edge "$ORIGIN" $((512 << 20)); EDGE=$PORT
+start_nginx "$ORIGIN" $((1 << 30)); NGINX=$PORT
 SEG_Q=$("$BENCH" sign --key "$DIR/signing.key" --path /o/bench/seg2m.ts)
 PL_Q=$("$BENCH" sign --key "$DIR/signing.key" --path /o/bench/index.m3u8)
+SMALL_Q=$("$BENCH" sign --key "$DIR/signing.key" --path /o/bench/small.ts)
 OURS_SEG="http://127.0.0.1:$EDGE/o/bench/seg2m.ts?$SEG_Q"
 OURS_PL="http://127.0.0.1:$EDGE/o/bench/index.m3u8?$PL_Q"
 NGINX_SEG="http://127.0.0.1:$NGINX/o/bench/seg2m.ts"
 NGINX_PL="http://127.0.0.1:$NGINX/o/bench/index.m3u8"
-for url in "$OURS_SEG" "$OURS_PL" "$NGINX_SEG" "$NGINX_PL"; do
+OURS_SMALL="http://127.0.0.1:$EDGE/o/bench/small.ts?$SMALL_Q"
+NGINX_SMALL="http://127.0.0.1:$NGINX/o/bench/small.ts"
+for url in "$OURS_SEG" "$OURS_PL" "$OURS_SMALL" "$NGINX_SEG" "$NGINX_PL" "$NGINX_SMALL"; do
     curl -s -o /dev/null -w '%{http_code} ' "$url"; curl -s -o /dev/null -D - "$url" | grep -i '^x-cache' | tr -d '\r'
 done >&2
 echo "| cached object | requests/s | MB/s |"
@@ -145,6 +154,8 @@ wrk_run "2 MiB segment, ours" "$OURS_SEG"
 wrk_run "2 MiB segment, nginx" "$NGINX_SEG"
 wrk_run "playlist (30 segments, rewritten + signed per response), ours" "$OURS_PL"
 wrk_run "playlist (30 segments, as stored), nginx" "$NGINX_PL"
+wrk_run "1 kB object, ours" "$OURS_SMALL"
+wrk_run "1 kB object, nginx" "$NGINX_SMALL"
 stop_nginx
 echo
 
@@ -165,8 +176,8 @@ origin = after - before
 print(f"| {label} | {result['bytes'] / 2**20:.0f} | {origin / 2**20:.0f} | {1 - origin / result['bytes']:.3f} | {result['errors']} |")
 PY
 }
-EDGE2=$(start_edge "$ORIGIN" "$CACHE_BYTES")
+start_edge "$ORIGIN" "$CACHE_BYTES"; EDGE2=$PORT
 trace_run "ours: memory, TinyLFU (moka), $((CACHE_BYTES >> 20)) MiB" "http://127.0.0.1:$EDGE2" "$DIR/signing.key"
-NGINX2=$(start_nginx "$ORIGIN" "$CACHE_BYTES")
+start_nginx "$ORIGIN" "$CACHE_BYTES"; NGINX2=$PORT
 trace_run "nginx proxy_cache, LRU, max_size $((CACHE_BYTES >> 20)) MiB" "http://127.0.0.1:$NGINX2"
 echo "nginx cache on disk after the trace: $(du -sm "$DIR/nginx/cache" | cut -f1) MiB"

@@ -8,7 +8,8 @@
 //! cdn_bench trace  --base http://127.0.0.1:9001 --objects 4000 --requests 40000 --zipf 0.9 --seed 7 [--key KEYFILE]
 //! ```
 //!
-//! The origin serves `bench/seg2m.ts` (2 MiB), `bench/index.m3u8` (a media
+//! The origin serves `bench/seg2m.ts` (2 MiB), `bench/small.ts` (1 kB),
+//! `bench/index.m3u8` (a media
 //! playlist of 30 segments) and `bench/obj{i:05}.ts` (a size drawn from the index:
 //! 20 kB to 200 kB), and `GET /stats` → `{"requests", "bytes"}` (the origin bytes
 //! of a run). The trace prints `{"requests", "bytes", "errors"}` as JSON.
@@ -95,6 +96,7 @@ async fn origin_object(State(state): State<Arc<OriginState>>, uri: Uri) -> Respo
     let key = uri.path().trim_start_matches("/o/");
     let body = match key {
         "bench/seg2m.ts" => state.blob.slice(..SEGMENT_BYTES),
+        "bench/small.ts" => state.blob.slice(..1_000),
         "bench/index.m3u8" => state.playlist.clone(),
         other => match other
             .strip_prefix("bench/obj")

@@ -34,13 +34,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
 use casebook_kit::api::{ApiError, JsonBody};
 
 use super::fill::{self, FillRequest};
 use super::key::ObjectKey;
 use super::object::{Kind, cache_control, none_match};
-use super::playlist;
 use super::range::{self, RangeOutcome};
 use super::stats::Refusal;
 use super::tier::{Asker, Lookup, Tier};
@@ -201,12 +199,9 @@ fn respond(
     let object = &lookup.object;
     let (body, etag) = match object.kind {
         Kind::Immutable => (object.body.clone(), object.etag.clone()),
-        Kind::Playlist => match std::str::from_utf8(&object.body) {
-            Ok(text) => (
-                Bytes::from(playlist::rewrite(key, text, &tier.config.key, exp)),
-                object.rewritten_etag(exp),
-            ),
-            Err(_) => {
+        Kind::Playlist => match tier.rewritten(key, object, exp) {
+            Some(rewritten) => rewritten,
+            None => {
                 return ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     format!("the upstream's playlist `{key}` is not UTF-8 (RFC 8216 §4)"),

@@ -24,6 +24,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::Bytes;
 use casebook_kit::cache::{Cache, CacheConfig};
 use casebook_kit::clock::SharedClock;
 use casebook_kit::resolve::Resolver;
@@ -37,11 +38,17 @@ use super::flight::{Flights, Joined, Outcome};
 use super::key::ObjectKey;
 use super::memory::MemoryTier;
 use super::object::{Kind, Object};
+use super::playlist;
 use super::stats::{FillView, LevelView, Source, Stats, StatsView};
 use super::upstream::{FetchError, Fetched, UpstreamClient};
 
 /// Most 404s remembered at once.
 const NEGATIVE_ENTRIES: u64 = 10_000;
+/// Bytes of rewritten playlists kept for repeated requests of one signed URL.
+pub const REWRITES_BYTES: u64 = 8 << 20;
+
+/// A playlist rewritten for one expiry: (key, the stored copy's ETag, exp).
+type RewriteKey = (ObjectKey, String, u64);
 
 /// An object found for a request.
 #[derive(Debug, Clone)]
@@ -68,6 +75,9 @@ pub struct Tier {
     /// Objects on their way to the disk writer.
     disk_queue: Option<tokio::sync::mpsc::Sender<(ObjectKey, Arc<Object>)>>,
     negative: Option<Cache<ObjectKey, ()>>,
+    /// Rewritten playlists by signed URL, so a player re-polling its playlist (or
+    /// many players of one session's URL) costs one rewrite; bounded in bytes.
+    rewrites: moka::sync::Cache<RewriteKey, (Bytes, String)>,
     pub(crate) upstream: UpstreamClient,
     flights: Flights,
     pub(crate) stats: Stats,
@@ -154,6 +164,17 @@ impl Tier {
             disk,
             disk_queue,
             negative,
+            rewrites: moka::sync::Cache::builder()
+                .max_capacity(REWRITES_BYTES)
+                .weigher(
+                    |(key, etag, _): &RewriteKey, (body, new_etag): &(Bytes, String)| {
+                        u32::try_from(
+                            key.as_str().len() + etag.len() + body.len() + new_etag.len() + 64,
+                        )
+                        .unwrap_or(u32::MAX)
+                    },
+                )
+                .build(),
             upstream,
             flights: Flights::default(),
             fill_running: AtomicBool::new(false),
@@ -299,6 +320,22 @@ impl Tier {
                 Err(error)
             }
         }
+    }
+
+    /// The playlist `object` at `key` rewritten and signed for `exp`, with its ETag
+    /// (`playlist::rewrite`, cached per signed URL); `None` if it is not UTF-8.
+    pub fn rewritten(&self, key: &ObjectKey, object: &Object, exp: u64) -> Option<(Bytes, String)> {
+        let cache_key = (key.clone(), object.etag.clone(), exp);
+        if let Some(done) = self.rewrites.get(&cache_key) {
+            return Some(done);
+        }
+        let text = std::str::from_utf8(&object.body).ok()?;
+        let done = (
+            Bytes::from(playlist::rewrite(key, text, &self.config.key, exp)),
+            object.rewritten_etag(exp),
+        );
+        self.rewrites.insert(cache_key, done.clone());
+        Some(done)
     }
 
     /// Claims the tier's one fill slot; `None` while another fill runs. The slot is
