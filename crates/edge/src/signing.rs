@@ -97,6 +97,17 @@ impl SigningKey {
 
     /// Checks the `exp` and `sig` of `query` against `path` at `now` (Unix seconds).
     pub fn verify(&self, path: &str, query: Option<&str>, now: u64) -> Result<(), SignatureError> {
+        self.verify_expiry(path, query, now).map(|_| ())
+    }
+
+    /// [`verify`](Self::verify), answering the verified `exp`: what an edge re-signs
+    /// a playlist's URLs with.
+    pub fn verify_expiry(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        now: u64,
+    ) -> Result<u64, SignatureError> {
         let (mut exp, mut sig) = (None, None);
         for pair in query.unwrap_or("").split('&') {
             match pair.split_once('=') {
@@ -116,7 +127,7 @@ impl SigningKey {
         if now > exp {
             return Err(SignatureError::Expired);
         }
-        Ok(())
+        Ok(exp)
     }
 }
 

@@ -12,8 +12,9 @@
 //! Upstreams come first: each tier finds the next through discovery.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use casebook_edge::cdn::{TierConfig, TierService, Upstream};
+use casebook_edge::cdn::{FillSchedule, FillSource, TierConfig, TierService, Upstream};
 use casebook_edge::signing::SigningKey;
 use casebook_kit::case::{AddressKind, Case, CaseEnv, ServiceDecl, Spread};
 use casebook_kit::config::ConfigError;
@@ -30,6 +31,10 @@ pub const CASE: &str = "netflix";
 pub const EDGE_SERVICE: &str = "netflix-edge";
 /// The ISP cache's service name.
 pub const ISP_SERVICE: &str = "netflix-isp";
+/// How often a CDN tier runs a scheduled fill round.
+pub const FILL_EVERY: Duration = Duration::from_secs(300);
+/// How many of the catalog's titles a fill round pre-positions.
+pub const FILL_TITLES: usize = 10;
 
 /// The key that signs playback URLs, shared by playback and the edges.
 pub fn signing_key(config: &NetflixConfig, env: &CaseEnv) -> Result<SigningKey, ConfigError> {
@@ -61,17 +66,30 @@ pub fn case(config: &NetflixConfig, env: &CaseEnv) -> Result<Case, ConfigError> 
         label: label.to_owned(),
         address: AddressKind::Http,
     };
-    let tier = |service: &str, upstream: &str, memory_bytes: u64, disk_bytes: u64| {
-        Arc::new(TierService {
-            config: TierConfig {
-                service: service.to_owned(),
-                upstream: Upstream::Service(upstream.to_owned()),
-                memory_bytes,
-                disk_bytes,
-                key: key.clone(),
+    // `prefix` names the tier's keys in `[netflix]` (`edge` → `netflix.edge_memory_bytes`).
+    let tier = |service: &str, upstream: &str, memory_bytes: u64, disk_bytes: u64, prefix: &str| {
+        let mut config =
+            TierConfig::new(service, Upstream::Service(upstream.to_owned()), key.clone());
+        config.memory_bytes = memory_bytes;
+        config.disk_bytes = disk_bytes;
+        // Open Connect style: every tier pre-positions the catalog's first titles,
+        // read from the origin, a round every few minutes.
+        config.fill = Some(FillSchedule {
+            source: FillSource::Service {
+                service: ORIGIN_SERVICE.to_owned(),
+                path: "/v1/titles".to_owned(),
             },
+            every: FILL_EVERY,
+            window_utc_hours: None,
+            max_titles: FILL_TITLES,
+        });
+        config
+            .validate()
+            .map_err(|e| ConfigError::new(format!("netflix.{prefix}_{}", e.key()), e.message()))?;
+        Ok::<_, ConfigError>(Arc::new(TierService {
+            config,
             resolver: env.resolver.clone(),
-        })
+        }))
     };
     Ok(Case {
         name: CASE.to_owned(),
@@ -100,14 +118,15 @@ pub fn case(config: &NetflixConfig, env: &CaseEnv) -> Result<Case, ConfigError> 
                     ORIGIN_SERVICE,
                     config.edge_memory_bytes,
                     config.edge_disk_bytes,
-                ),
+                    "edge",
+                )?,
                 Spread::PerRegion,
                 PortPlan::new(config.edge_port, EDGE_PORT_STRIDE),
                 "edge_port",
                 "netflix regional edge",
             ),
             decl(
-                tier(ISP_SERVICE, EDGE_SERVICE, config.isp_memory_bytes, 0),
+                tier(ISP_SERVICE, EDGE_SERVICE, config.isp_memory_bytes, 0, "isp")?,
                 Spread::PerRegion,
                 PortPlan::new(config.isp_port, EDGE_PORT_STRIDE),
                 "isp_port",

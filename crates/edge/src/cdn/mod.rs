@@ -1,40 +1,62 @@
 //! A pull-through cache tier as a service. The ISP cache (small, memory) and the
 //! regional edge (memory + disk) are two [`TierConfig`]s of one [`TierService`];
-//! each fetches its misses from its upstream (the next tier, or the origin),
-//! found through discovery.
+//! each fetches its misses from its [`Upstream`] (the next tier, or the origin),
+//! found through discovery. `docs/notes/netflix/cdn.md` has the design at length.
 //!
-//! (Skeleton: the CDN helper fills this module.)
+//! ```text
+//! player ──GET /o/{key}?exp&sig──► ISP cache ──miss──► regional edge ──miss──► origin
+//!                                  memory            memory → disk
+//! ```
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`config`] | [`TierConfig`], [`Upstream`], the fill schedule; validation naming the field |
+//! | [`key`] | object keys: what may follow `/o/` (traversal, encoding, length refused) |
+//! | [`range`] | the `Range` header: one range → 206, unsatisfiable/invalid → 416, several → 200 |
+//! | [`playlist`] | HLS playlists: every URI resolved against the playlist's key, re-pointed at `/o/…`, signed |
+//! | [`object`] | a cached object: strong ETag, content type by extension, freshness, `Cache-Control` |
+//! | [`memory`] | the memory level: moka weighed in bytes, TinyLFU admission |
+//! | [`disk`] | the disk level: files written atomically, bounded in bytes, LRU, index rebuilt at start, CRC-checked reads |
+//! | [`flight`] | request coalescing: one upstream fetch per key at a time |
+//! | [`upstream`] | the upstream client: discovery, the kit's resilience stack, failover to another instance |
+//! | [`tier`] | the engine: memory → negative cache → disk → coalesced fetch, stale-if-error for playlists |
+//! | [`fill`] | proactive fill: `POST /fill` and the off-peak schedule |
+//! | [`stats`] | counters (`metrics`) and the `/stats` view |
+//! | [`http`] | the routes: objects with HTTP semantics and CORS, preflight, `/stats`, `/fill` |
+//!
+//! What a tier guarantees, in one place (each module says how):
+//! - a client request is served only for a valid key (400) signed for exactly its
+//!   `/o/{key}` path and not expired on the injected clock (403);
+//! - concurrent misses for one key cause one upstream fetch;
+//! - memory and disk are each bounded in bytes;
+//! - every playlist served has every URI it can serve signed with the request's
+//!   expiry; the cache keeps the upstream's bytes;
+//! - the disk level survives a restart and never serves bytes whose CRC differs.
+
+pub mod config;
+pub mod disk;
+pub mod fill;
+pub mod flight;
+pub mod http;
+pub mod key;
+pub mod memory;
+pub mod object;
+pub mod playlist;
+pub mod range;
+pub mod stats;
+pub mod tier;
+pub mod upstream;
+
+#[doc(hidden)]
+pub mod fuzzing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use casebook_kit::resolve::Resolver;
-use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartError};
+use casebook_kit::runtime::{BoxFuture, InstanceContext, ServiceFactory, StartError, serve_http};
 
-use crate::signing::SigningKey;
-
-/// Where a tier fetches its misses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Upstream {
-    /// The nearest `UP` instance of this service (zone, then region, then any).
-    Service(String),
-    /// A fixed base URL (tests, or an origin outside the platform).
-    Url(String),
-}
-
-/// One tier's configuration.
-#[derive(Debug, Clone)]
-pub struct TierConfig {
-    /// The service's name, e.g. `netflix-isp`, `netflix-edge`.
-    pub service: String,
-    pub upstream: Upstream,
-    /// Bytes of objects kept in memory.
-    pub memory_bytes: u64,
-    /// Bytes of objects kept on disk under the instance's data dir (0: none).
-    pub disk_bytes: u64,
-    /// The key signed URLs are checked with (and playlist URLs re-signed with).
-    pub key: SigningKey,
-}
+pub use config::{FillSchedule, FillSource, TierConfig, Upstream};
 
 /// The factory of a cache tier.
 #[derive(Debug)]
@@ -50,12 +72,20 @@ impl ServiceFactory for TierService {
 
     fn start<'a>(
         &'a self,
-        _ctx: &'a InstanceContext,
+        ctx: &'a InstanceContext,
     ) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
         Box::pin(async move {
-            Err(StartError::Other(anyhow::anyhow!(
-                "the CDN tier is not built yet"
-            )))
+            let tier =
+                tier::Tier::open(self.config.clone(), Arc::clone(&self.resolver), ctx).await?;
+            let listener = ctx.bind(ctx.listen_addr()).await?;
+            let address = listener
+                .local_addr()
+                .map_err(|e| StartError::Other(e.into()))?;
+            serve_http(ctx, listener, http::router(Arc::clone(&tier)));
+            if let Some(schedule) = self.config.fill.clone() {
+                ctx.spawn(fill::run_schedule(tier, schedule, ctx.shutdown_token()));
+            }
+            Ok(address)
         })
     }
 }

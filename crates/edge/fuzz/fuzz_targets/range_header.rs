@@ -1,0 +1,4 @@
+#![no_main]
+//! The check lives in `casebook_edge::cdn::fuzzing::range_header`, shared with the stable replay test.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| casebook_edge::cdn::fuzzing::range_header(data));
