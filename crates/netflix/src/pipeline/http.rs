@@ -38,9 +38,6 @@ use crate::origin::key::TitleId;
 /// Runs a job in the instance's task group.
 pub type Spawner = Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>;
 
-/// The longest title name.
-pub const MAX_NAME_LEN: usize = 200;
-
 #[derive(Clone)]
 struct AppState {
     pipeline: Arc<Pipeline>,
@@ -62,22 +59,8 @@ struct UploadQuery {
     name: Option<String>,
 }
 
-/// A title's name: 1..=200 characters, no control characters, and a letter or
-/// digit to make an id from.
 fn validate_name(name: Option<&str>) -> Result<(String, TitleId), ApiError> {
-    let name = name
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::bad_field("name", "`?name=` names the title"))?;
-    if name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_field(
-            "name",
-            format!("a name is at most {MAX_NAME_LEN} characters, none of them control characters"),
-        ));
-    }
-    let id = TitleId::from_name(name)
-        .ok_or_else(|| ApiError::bad_field("name", "a name needs a letter or a digit"))?;
-    Ok((name.to_owned(), id))
+    super::title_for_name(name.unwrap_or_default()).map_err(|e| ApiError::bad_field("name", e))
 }
 
 async fn upload(
@@ -237,6 +220,7 @@ async fn one_job(State(state): State<AppState>, Path(id): Path<String>) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::MAX_NAME_LEN;
 
     #[test]
     fn names_are_checked() {

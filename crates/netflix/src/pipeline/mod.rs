@@ -55,6 +55,25 @@ pub const PIPELINE_SERVICE: &str = "netflix-pipeline";
 /// ingest in another process may be writing them).
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 
+/// The longest title name.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// A title's name (trimmed) and the id it gets: 1..=200 characters, none of them
+/// control characters, with a letter or digit to make an id from.
+pub fn title_for_name(name: &str) -> Result<(String, TitleId), String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("a title needs a name (`?name=` in the API, `--title` in the CLI)".into());
+    }
+    if name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(format!(
+            "a name is at most {MAX_NAME_LEN} characters, none of them control characters"
+        ));
+    }
+    let id = TitleId::from_name(name).ok_or("a name needs a letter or a digit")?;
+    Ok((name.to_owned(), id))
+}
+
 /// Why an ingest failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {

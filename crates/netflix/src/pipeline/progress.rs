@@ -114,6 +114,25 @@ impl Progress {
     }
 }
 
+/// The CLI's progress bar: encoding in seconds of output, publishing in objects.
+impl casebook_kit::loadgen::ShowProgress for Progress {
+    fn phase(&self) -> String {
+        Progress::phase(self).as_str().to_owned()
+    }
+
+    fn position(&self) -> (u64, u64) {
+        let (done, total) = Progress::position(self);
+        match Progress::phase(self) {
+            Phase::Encoding if total > 1 => (done / 1_000_000, total.div_ceil(1_000_000)),
+            _ => (done, total),
+        }
+    }
+
+    fn message(&self) -> String {
+        format!("{:.0}% of the ingest", self.fraction() * 100.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
