@@ -557,7 +557,12 @@ fn last_lines(stderr: &[u8], path: &Path) -> String {
                     .map(|l| l.trim_start_matches(':').trim())
                     .unwrap_or(line)
             };
-            line.to_owned()
+            // `[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d1…] moov atom not found`: the
+            // demuxer's address says nothing to a reader.
+            match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+                Some((context, rest)) if context.contains(" @ 0x") => rest.to_owned(),
+                _ => line.to_owned(),
+            }
         })
         .collect::<Vec<_>>()
         .join("; ");
@@ -682,5 +687,11 @@ mod tests {
             "Invalid data found when processing input"
         );
         assert_eq!(last_lines(b"", Path::new("/x")), "no reason given");
+        let demuxer = b"[mov,mp4,m4a,3gp,3g2,mj2 @ 0x559e83e5eb00] moov atom not found\n\
+            /in.mp4: Invalid data found when processing input\n";
+        assert_eq!(
+            last_lines(demuxer, Path::new("/in.mp4")),
+            "moov atom not found; Invalid data found when processing input"
+        );
     }
 }

@@ -134,7 +134,10 @@ async fn accept_upload(
             let outcome = pipeline
                 .ingest(&source, &job.title, &job.name, &job.progress)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| {
+                    tracing::warn!(job = %job.id, title = %job.title, error = %e, "job failed");
+                    e.to_string()
+                });
             let _ = tokio::fs::remove_file(&path).await;
             pipeline.jobs().finish(&job, outcome);
         }

@@ -50,7 +50,7 @@ impl RenditionSpec {
         let exact = u64::from(self.height) * w;
         // Rounded to the nearest even number, at least 2.
         let even = ((exact + h) / (2 * h)) * 2;
-        u32::try_from(even.max(2)).unwrap_or(u32::MAX & !1)
+        u32::try_from(even.max(2)).unwrap_or(u32::MAX - 1)
     }
 }
 
@@ -93,7 +93,7 @@ pub fn validate(ladder: &[RenditionSpec], key: &str) -> Result<(), ConfigError> 
                 format!("`{}` is used twice", r.name),
             ));
         }
-        if r.height < 64 || r.height > 4320 || r.height % 2 != 0 {
+        if r.height < 64 || r.height > 4320 || !r.height.is_multiple_of(2) {
             return Err(ConfigError::new(at("height"), "must be even, 64 to 4320"));
         }
         if !(50_000..=100_000_000).contains(&r.video_bps) {

@@ -218,7 +218,8 @@ impl Pipeline {
         }
         match &result {
             Ok(entry) => tracing::info!(title = %entry.id, encoder = %entry.encoder, "published"),
-            Err(e) => tracing::warn!(title = %id, error = %e, "ingest failed"),
+            // The caller reports it (the job's status, the CLI's message).
+            Err(e) => tracing::info!(title = %id, error = %e, "ingest failed"),
         }
         result
     }

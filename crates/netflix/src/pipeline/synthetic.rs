@@ -109,7 +109,7 @@ impl SyntheticSegment {
 pub fn segment_durations(duration_us: u64, segment_us: u64) -> Vec<u64> {
     let segment_us = segment_us.max(1);
     let mut out = vec![segment_us; usize::try_from(duration_us / segment_us).unwrap_or(0)];
-    if duration_us % segment_us != 0 {
+    if !duration_us.is_multiple_of(segment_us) {
         out.push(duration_us % segment_us);
     }
     out
