@@ -128,6 +128,7 @@ async fn ranges_answer_206_and_416() {
     let past = format!("bytes={size}-");
     let (status, headers, body) = raw(f.origin.addr, "GET", SEGMENT, &[("Range", &past)]).await;
     assert_eq!(status, 416);
+    assert_eq!(header(&headers, "content-type"), Some("application/json"));
     assert_eq!(
         header(&headers, "content-range").unwrap(),
         format!("bytes */{size}")

@@ -8,7 +8,7 @@
 //! | `GET /v1/titles/{id}` | one title, 404 when unknown |
 //!
 //! Refusals are JSON `{"error","field"}`: a key with `..` or `.` segments, an
-//! absolute path, an empty segment, a character outside `[A-Za-z0-9._~-/]` or a bad
+//! absolute path, an empty segment, a character outside `[A-Za-z0-9._-/]` or a bad
 //! or double percent-escape 400 (field `key`); a bad title id 400 (field `id`);
 //! an unknown object or title 404; an unsatisfiable range 416 (field `range`).
 //! The origin is internal: it checks no signature (the edges do).
@@ -165,7 +165,6 @@ async fn object(
     if wanted(header::IF_NONE_MATCH).is_some_and(|inm| range::none_match(inm, &etag)) {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
-    set(header::CONTENT_TYPE, content_type(&key));
     let size = meta.size;
     // A range applies to GET only, and only while If-Range (if any) still holds.
     let range_header = wanted(header::RANGE)
@@ -197,6 +196,8 @@ async fn object(
             return response;
         }
     };
+    // Only now: a 416 keeps its JSON body's type.
+    set(header::CONTENT_TYPE, content_type(&key));
     set(
         header::CONTENT_LENGTH,
         &(bytes.end - bytes.start).to_string(),

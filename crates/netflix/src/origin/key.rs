@@ -1,6 +1,6 @@
 //! Object keys and title ids, validated once at the edge of the origin.
 //!
-//! Guaranteed: an [`ObjectKey`] is 1..=[`MAX_KEY_LEN`] bytes of `[A-Za-z0-9._~-]`
+//! Guaranteed: an [`ObjectKey`] is 1..=[`MAX_KEY_LEN`] bytes of `[A-Za-z0-9._-]`
 //! segments joined by single `/`, none of them `.` or `..`, never starting or ending
 //! with `/` — so it can name nothing outside the store's root, whatever the store
 //! (a directory, a bucket). A [`TitleId`] is `[a-z0-9-]{1,64}` (the wire contract).
@@ -34,7 +34,7 @@ pub enum KeyError {
     EmptySegment,
     #[error("a bad percent-escape")]
     BadEscape,
-    #[error("the character {0:?} is not allowed in a key (only A-Z a-z 0-9 . _ ~ - and /)")]
+    #[error("the character {0:?} is not allowed in a key (only A-Z a-z 0-9 . _ - and /)")]
     BadChar(char),
     #[error("a title id is 1 to 64 of a-z, 0-9 and -")]
     BadTitleId,
@@ -65,7 +65,7 @@ impl ObjectKey {
             }
             if let Some(c) = segment
                 .chars()
-                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-')))
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
             {
                 return Err(KeyError::BadChar(c));
             }
@@ -97,8 +97,8 @@ impl ObjectKey {
         &self.0
     }
 
-    /// The object store's path for this key (already valid for it: every segment
-    /// is plain ASCII without `.`/`..`).
+    /// The object store's path for this key, the same text: every segment is plain
+    /// ASCII that `object_store` keeps as it is (it would escape `~`, say).
     pub fn to_store_path(&self) -> object_store::path::Path {
         object_store::path::Path::from(self.0.as_str())
     }
@@ -231,6 +231,7 @@ mod tests {
             "titles//x",
             "titles/x/",
             "titles/x%00.ts",
+            "titles/a~b.ts",
             "titles/x%",
             "titles/x%zz",
             "titles/%c0%ae%c0%ae/x",

@@ -13,7 +13,7 @@
 //! [`MAX_LINE_BYTES`], more than [`MAX_SEGMENTS`] segments or [`MAX_VARIANTS`]
 //! variants is refused, so no input sizes an allocation past those bounds;
 //! every error names its line; what parses renders back to text that parses to the
-//! same value (the fuzz target `playlist` checks it). The parser enforces RFC 8216's
+//! same value (the fuzz target `playlist` checks it: `crate::fuzz_checks`). The parser enforces RFC 8216's
 //! MUSTs that players rely on: `#EXTM3U` first, `EXT-X-TARGETDURATION` present and
 //! not below any rounded `EXTINF`, every `EXTINF` and `EXT-X-STREAM-INF` followed by
 //! a URI, `BANDWIDTH` present, no duplicated attribute, no control characters.
@@ -506,30 +506,6 @@ fn variant(n: usize, text: &str) -> Result<Variant, ParseError> {
     Ok(v)
 }
 
-/// What the fuzz target `playlist` checks (and `tests/fuzz_corpus.rs` replays on
-/// stable): arbitrary bytes as either playlist never panic, and what parses renders
-/// to text that parses to the same value. Returns how many of the two parsed.
-#[doc(hidden)]
-pub fn fuzz_check(data: &[u8]) -> usize {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return 0;
-    };
-    let mut parsed = 0;
-    if let Ok(master) = parse_master(text) {
-        let again = parse_master(&master.to_string())
-            .unwrap_or_else(|e| panic!("rendered master does not parse: {e}\n{master}"));
-        assert_eq!(again, master);
-        parsed += 1;
-    }
-    if let Ok(media) = parse_media(text) {
-        let again = parse_media(&media.to_string())
-            .unwrap_or_else(|e| panic!("rendered media playlist does not parse: {e}\n{media}"));
-        assert_eq!(again, media);
-        parsed += 1;
-    }
-    parsed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,15 +677,5 @@ mod tests {
             MediaPlaylist::vod(vec![seg(1_000_000)], 4).target_duration,
             4
         );
-    }
-
-    #[test]
-    fn the_fuzz_check_accepts_both_kinds() {
-        assert_eq!(fuzz_check(FFMPEG_MEDIA.as_bytes()), 1);
-        assert_eq!(
-            fuzz_check(b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\na\n"),
-            1
-        );
-        assert_eq!(fuzz_check(b"\xff"), 0);
     }
 }

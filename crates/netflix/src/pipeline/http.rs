@@ -13,8 +13,8 @@
 //! the job: its status says why, naming the upload.
 //!
 //! Guaranteed: the body is streamed to a file in the instance's work directory,
-//! never held in memory whole; a refused or broken upload leaves no file and no
-//! job.
+//! never held in memory whole; a refused, broken or stalled (nothing for
+//! [`UPLOAD_IDLE_TIMEOUT`]: 408) upload leaves no file and no job.
 
 use std::sync::Arc;
 
@@ -34,6 +34,9 @@ use super::encode::Source;
 use super::jobs::{JobView, RefusedJob};
 use super::{IngestError, Pipeline};
 use crate::origin::key::TitleId;
+
+/// How long an upload may send nothing before it is refused (408).
+pub const UPLOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs a job in the instance's task group.
 pub type Spawner = Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>;
@@ -163,7 +166,20 @@ async fn stream_to_file(body: Body, path: &std::path::Path, max: u64) -> Result<
         .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        // A client that stops sending must not hold its job's place in the queue.
+        let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, stream.next())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the upload sent nothing for {} s",
+                        UPLOAD_IDLE_TIMEOUT.as_secs()
+                    ),
+                )
+            })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
         total += chunk.len() as u64;
         if total > max {
