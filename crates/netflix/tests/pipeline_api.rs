@@ -143,6 +143,9 @@ async fn an_upload_becomes_a_job_and_then_a_listed_title() {
     assert!(json["error"].is_string());
     let (status, _) = get(&p.url("/nope")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, json) = get(&p.url("/v1/titles")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(json["error"].is_string());
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

@@ -44,6 +44,12 @@ pub fn router(origin: Origin) -> Router {
         .route("/v1/titles", get(list_titles).options(preflight))
         .route("/v1/titles/{id}", get(one_title).options(preflight))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method",
+            )
+        })
         .with_state(origin)
 }
 

@@ -54,6 +54,12 @@ pub fn router(pipeline: Arc<Pipeline>, spawn: Spawner) -> Router {
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/jobs/{id}", get(one_job))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method",
+            )
+        })
         .with_state(AppState { pipeline, spawn })
 }
 
