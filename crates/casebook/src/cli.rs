@@ -98,6 +98,38 @@ pub enum Command {
         #[command(subcommand)]
         command: WhatsappCommand,
     },
+
+    /// Netflix case administration (the content pipeline).
+    Netflix {
+        #[command(subcommand)]
+        command: NetflixCommand,
+    },
+}
+
+/// `casebook netflix ...`: the content pipeline, run in this process on the
+/// origin store under `--data-dir` (or `[netflix] origin_store`); a running
+/// `casebook up` serves the title as soon as it is published.
+#[derive(Debug, Subcommand)]
+pub enum NetflixCommand {
+    /// Encode a media file into the bitrate ladder as HLS and publish it, e.g.
+    /// `ingest movie.mp4 --title "Big Buck Bunny"`.
+    ///
+    /// With ffmpeg installed (or `[netflix] ffmpeg`) the file is probed and encoded
+    /// in one ffmpeg run (H.264/AAC, 4-second MPEG-TS segments); without, the
+    /// synthetic encoder makes segments of exact sizes (`[netflix] encoder`). The
+    /// title's id is its name in lowercase with `-` between words; an id already in
+    /// the catalog is refused. A file ffmpeg cannot read is refused naming it, and a
+    /// failed ingest leaves nothing listed.
+    Ingest {
+        /// The source file (any format ffmpeg reads).
+        file: std::path::PathBuf,
+        /// The title's name.
+        #[arg(long)]
+        title: String,
+        /// No progress bar (phases are still printed on stderr when it is not a terminal).
+        #[arg(long)]
+        no_progress: bool,
+    },
 }
 
 /// `casebook whatsapp ...`: account administration, on the files under `--data-dir`.

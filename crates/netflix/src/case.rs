@@ -21,6 +21,7 @@ use casebook_kit::config::ConfigError;
 use casebook_kit::ports::PortPlan;
 
 use crate::config::{EDGE_PORT_STRIDE, NetflixConfig};
+use crate::origin::store::Origin;
 use crate::origin::{ORIGIN_SERVICE, OriginService};
 use crate::pipeline::PipelineService;
 use crate::playback::PlaybackService;
@@ -50,6 +51,8 @@ pub fn signing_key(config: &NetflixConfig, env: &CaseEnv) -> Result<SigningKey, 
 pub fn case(config: &NetflixConfig, env: &CaseEnv) -> Result<Case, ConfigError> {
     config.validate()?;
     let key = signing_key(config, env)?;
+    // One store for the origin and the pipeline, case-level (not an instance slot).
+    let origin = Origin::open(config, &env.data_dir)?;
     let decl = |factory: Arc<dyn casebook_kit::runtime::ServiceFactory>,
                 spread: Spread,
                 ports: PortPlan,
@@ -95,18 +98,22 @@ pub fn case(config: &NetflixConfig, env: &CaseEnv) -> Result<Case, ConfigError> 
         name: CASE.to_owned(),
         services: vec![
             decl(
-                Arc::new(OriginService {
-                    config: config.clone(),
-                }),
+                Arc::new(OriginService::new(
+                    config.clone(),
+                    origin.clone(),
+                    env.data_dir.clone(),
+                )),
                 Spread::Single,
                 PortPlan::new(config.origin_port, 0),
                 "origin_port",
                 "netflix origin",
             ),
             decl(
-                Arc::new(PipelineService {
-                    config: config.clone(),
-                }),
+                Arc::new(PipelineService::new(
+                    config.clone(),
+                    origin,
+                    env.data_dir.clone(),
+                )),
                 Spread::Single,
                 PortPlan::new(config.pipeline_port, 0),
                 "pipeline_port",

@@ -7,6 +7,8 @@ use std::time::Duration;
 use casebook_kit::config::ConfigError;
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::ladder::{self, RenditionSpec};
+
 /// The `[netflix]` table of the configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -46,6 +48,51 @@ pub struct NetflixConfig {
     pub session_idle: Duration,
     /// Playback sessions held at most (the least recently active one goes first).
     pub max_sessions: usize,
+
+    // The origin's store and the content pipeline (docs/notes/netflix/pipeline.md).
+    /// Where published titles live: unset = `<data_dir>/netflix/origin`; a
+    /// directory or `file://` URL; `s3://bucket[/prefix]` in a build with the `s3`
+    /// feature (credentials and endpoint from the `AWS_*` environment variables).
+    pub origin_store: Option<String>,
+    /// `auto` (ffmpeg when found, else the synthetic encoder), `ffmpeg` (refuse to
+    /// run without it) or `synthetic`.
+    pub encoder: EncoderChoice,
+    /// The ffmpeg binary; default `ffmpeg` on the PATH.
+    pub ffmpeg: Option<PathBuf>,
+    /// The ffprobe binary; default: beside `ffmpeg`, else `ffprobe` on the PATH.
+    pub ffprobe: Option<PathBuf>,
+    /// x264's preset (speed against size): `ultrafast` … `veryslow`.
+    pub x264_preset: String,
+    /// The segment duration, whole seconds (HLS's EXT-X-TARGETDURATION).
+    #[serde(with = "humantime_serde")]
+    pub segment_duration: Duration,
+    /// The bitrate ladder, highest first (`[[netflix.ladder]]`: name, height,
+    /// video_bps, audio_bps); renditions taller than the source are skipped, keeping
+    /// at least three.
+    pub ladder: Vec<RenditionSpec>,
+    /// The largest upload `POST /v1/titles` takes (streamed to a temporary file).
+    pub max_upload_bytes: u64,
+    /// Jobs waiting or running at once; `POST /v1/titles` answers 503 beyond.
+    pub max_queued_jobs: usize,
+    /// Make a sample title when the catalog is empty at the origin's or the
+    /// pipeline's start.
+    pub sample_title: bool,
+    /// The sample title's length.
+    #[serde(with = "humantime_serde")]
+    pub sample_duration: Duration,
+}
+
+/// Which encoder the pipeline uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderChoice {
+    /// ffmpeg when it is found, else the synthetic encoder.
+    #[default]
+    Auto,
+    /// ffmpeg, or an error naming what is missing.
+    Ffmpeg,
+    /// Never ffmpeg: segments of exact sizes that no player decodes.
+    Synthetic,
 }
 
 /// Region *i*'s CDN ports step by this much.
@@ -68,6 +115,17 @@ impl Default for NetflixConfig {
             failed_edge_ttl: Duration::from_secs(90),
             session_idle: Duration::from_secs(120),
             max_sessions: 100_000,
+            origin_store: None,
+            encoder: EncoderChoice::Auto,
+            ffmpeg: None,
+            ffprobe: None,
+            x264_preset: "veryfast".to_owned(),
+            segment_duration: Duration::from_secs(4),
+            ladder: ladder::default_ladder(),
+            max_upload_bytes: 4 << 30,
+            max_queued_jobs: 8,
+            sample_title: true,
+            sample_duration: Duration::from_secs(60),
         }
     }
 }
@@ -112,6 +170,53 @@ impl NetflixConfig {
             return Err(ConfigError::new(
                 "netflix.max_sessions",
                 format!("must be 1..={MAX_SESSIONS}"),
+            ));
+        }
+        self.validate_pipeline()
+    }
+
+    fn validate_pipeline(&self) -> Result<(), ConfigError> {
+        let secs = self.segment_duration.as_secs();
+        if self.segment_duration.subsec_nanos() != 0 || !(1..=30).contains(&secs) {
+            return Err(ConfigError::new(
+                "netflix.segment_duration",
+                "must be whole seconds from 1s to 30s",
+            ));
+        }
+        ladder::validate(&self.ladder, "netflix.ladder")?;
+        const PRESETS: &[&str] = &[
+            "ultrafast",
+            "superfast",
+            "veryfast",
+            "faster",
+            "fast",
+            "medium",
+            "slow",
+            "slower",
+            "veryslow",
+        ];
+        if !PRESETS.contains(&self.x264_preset.as_str()) {
+            return Err(ConfigError::new(
+                "netflix.x264_preset",
+                format!("must be one of {}", PRESETS.join(", ")),
+            ));
+        }
+        if self.max_upload_bytes == 0 {
+            return Err(ConfigError::new(
+                "netflix.max_upload_bytes",
+                "must be positive",
+            ));
+        }
+        if !(1..=1024).contains(&self.max_queued_jobs) {
+            return Err(ConfigError::new(
+                "netflix.max_queued_jobs",
+                "must be in 1..=1024",
+            ));
+        }
+        if self.sample_duration < self.segment_duration || self.sample_duration.as_secs() > 3600 {
+            return Err(ConfigError::new(
+                "netflix.sample_duration",
+                "must be at least one segment and at most 1h",
             ));
         }
         Ok(())

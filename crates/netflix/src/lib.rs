@@ -14,6 +14,8 @@
 
 pub mod case;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod origin;
 pub mod pipeline;
 pub mod playback;

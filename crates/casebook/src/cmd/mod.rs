@@ -13,6 +13,7 @@ macro_rules! say {
 
 mod config;
 pub(crate) mod load;
+mod netflix;
 mod serve;
 mod signal;
 mod up;
@@ -48,6 +49,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Config => config::run(&config),
         Command::Whatsapp { command } => whatsapp::run(&config, command),
+        Command::Netflix { command } => netflix::run(&config, command).await,
         Command::Load { command } => load::run(&config, command).await,
     }
 }
