@@ -204,21 +204,17 @@ impl Shared {
         let priority = request.priority();
         let deadline = request.deadline();
         let (mut parts, body) = request.into_parts();
-        let (authority, base_path) = match &self.target {
-            Target::Service(service) => (
-                self.resolver
-                    .resolve(service, &self.near)
-                    .await?
-                    .to_string(),
-                "",
-            ),
-            Target::Url {
-                authority,
-                base_path,
-            } => (authority.to_string(), base_path.as_str()),
+        let authority = match &self.target {
+            Target::Service(service) => self
+                .resolver
+                .resolve(service, &self.near)
+                .await?
+                .to_string(),
+            Target::Url { authority, .. } => authority.to_string(),
         };
+        // The endpoint made the path (base path included): only the authority is ours.
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = Uri::try_from(format!("http://{authority}{base_path}{path}"))?;
+        parts.uri = Uri::try_from(format!("http://{authority}{path}"))?;
         parts
             .headers
             .insert(PRIORITY_HEADER, HeaderValue::from_static(priority.as_str()));

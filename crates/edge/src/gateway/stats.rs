@@ -285,7 +285,11 @@ mod tests {
         let later = stats.view();
         assert_eq!(later.requests, 1, "the first second slid out");
         // Two significant digits: 7 ms reads back within 1 %.
-        assert!((7.0..7.1).contains(&later.latency_ms.max), "{:?}", later.latency_ms);
+        assert!(
+            (7.0..7.1).contains(&later.latency_ms.max),
+            "{:?}",
+            later.latency_ms
+        );
         clock.advance(Duration::from_secs(10));
         assert_eq!(stats.view().requests, 0);
         assert_eq!(stats.view().latency_ms, LatencyMs::default());
