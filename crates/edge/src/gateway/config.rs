@@ -572,7 +572,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_dotted_key() {
-        let cases: Vec<(Box<dyn Fn(&mut GatewayConfig)>, &str)> = vec![
+        type Breaks = Box<dyn Fn(&mut GatewayConfig)>;
+        let cases: Vec<(Breaks, &str)> = vec![
             (Box::new(|c| c.body_limit = 0), "gw.body_limit"),
             (
                 Box::new(|c| c.filters.inbound.push("teleport".into())),

@@ -195,11 +195,9 @@ impl RouteStats {
                 latency.value_at_quantile(q) as f64 / 1000.0
             }
         };
-        let error_percent = if counts.upstream_calls == 0 {
-            0
-        } else {
-            u8::try_from(counts.errors * 100 / counts.upstream_calls).unwrap_or(100)
-        };
+        let error_percent = (counts.errors * 100)
+            .checked_div(counts.upstream_calls)
+            .map_or(0, |p| u8::try_from(p).unwrap_or(100));
         WindowView {
             requests_per_second: counts.requests as f64 / WINDOW.as_secs_f64(),
             requests: counts.requests,

@@ -160,6 +160,8 @@ pub struct Harness {
     pub issuer: TokenIssuer,
     pub client: HttpClient,
     pub hits: HashMap<String, Arc<Hits>>,
+    /// The first instance of each upstream, by service.
+    pub upstream_ids: HashMap<String, String>,
     _dir: tempfile::TempDir,
 }
 
@@ -186,6 +188,7 @@ impl Harness {
         let discovery = Arc::new(FakeDiscovery::default());
         let mut hits = HashMap::new();
         let mut addresses = HashMap::new();
+        let mut upstream_ids = HashMap::new();
         for name in upstreams {
             let h = Arc::new(Hits::default());
             platform.register_service(Arc::new(EchoService {
@@ -193,7 +196,8 @@ impl Harness {
                 hits: h.clone(),
             }));
             hits.insert((*name).to_owned(), h);
-            let (_, address) = start_instance(&platform, name, 0).await;
+            let (id, address) = start_instance(&platform, name, 0).await;
+            upstream_ids.insert((*name).to_owned(), id);
             discovery.set(name, vec![(address, topology().spread(0))]);
             addresses.insert((*name).to_owned(), address);
         }
@@ -214,6 +218,7 @@ impl Harness {
             service,
             client: HttpClient::new(DEADLINE),
             hits,
+            upstream_ids,
             _dir: dir,
         }
     }

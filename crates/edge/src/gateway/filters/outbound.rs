@@ -52,17 +52,20 @@ impl OutboundFilter for ResponseHeaders {
 /// are looked up in the recorder each time (still counted, just slower).
 const MAX_HANDLES: usize = 4096;
 
+/// A (route, status) pair's request counter and its route's latency histogram.
+type Handles = (metrics::Counter, metrics::Histogram);
+
 /// Requests per route and status, and their latency per route.
 #[derive(Debug)]
 struct Metrics {
     gateway: String,
     /// Handles by (route, status): the recorder's lookup, with its label
     /// allocations, happens once per pair instead of once per request.
-    handles: RwLock<HashMap<(Arc<str>, u16), (metrics::Counter, metrics::Histogram)>>,
+    handles: RwLock<HashMap<(Arc<str>, u16), Handles>>,
 }
 
 impl Metrics {
-    fn handles(&self, route: &Arc<str>, status: u16) -> (metrics::Counter, metrics::Histogram) {
+    fn handles(&self, route: &Arc<str>, status: u16) -> Handles {
         if let Some(h) = self.handles.read().get(&(route.clone(), status)) {
             return h.clone();
         }
