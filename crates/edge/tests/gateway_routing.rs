@@ -228,3 +228,56 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
     assert_eq!(header(&headers, "x-upstream-hop"), None, "{headers:?}");
     assert_eq!(header(&headers, "x-kept"), Some("1"));
 }
+
+#[tokio::test]
+async fn the_route_decides_the_priority_and_the_callers_deadline_travels() {
+    let h = Harness::start(
+        GatewayConfig {
+            routes: vec![
+                RouteConfig {
+                    priority: casebook_kit::resilience::Priority::Critical,
+                    ..open("play", "/api/play", "users")
+                },
+                RouteConfig {
+                    priority: casebook_kit::resilience::Priority::Low,
+                    ..open("recs", "/api/recs", "users")
+                },
+            ],
+            ..GatewayConfig::default()
+        },
+        &["users"],
+    )
+    .await;
+    let play = json_body(&h.get("/api/play/start", &[("x-priority", "low")]).await);
+    assert_eq!(play["headers"]["x-priority"], "critical");
+    let recs = h
+        .get(
+            "/api/recs/x",
+            &[("x-priority", "critical"), ("x-deadline-ms", "250")],
+        )
+        .await;
+    let seen = &json_body(&recs)["headers"];
+    assert_eq!(seen["x-priority"], "low", "a client cannot promote itself");
+    let left: u64 = seen["x-deadline-ms"].as_str().unwrap().parse().unwrap();
+    assert!((1..=250).contains(&left), "{left}");
+    // Without one of its own, the attempt's timeout is the deadline.
+    let plain = json_body(&h.get("/api/recs/x", &[]).await);
+    let left: u64 = plain["headers"]["x-deadline-ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1000).contains(&left), "{left}");
+
+    let bad = h.get("/api/recs/x", &[("x-deadline-ms", "soon")]).await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        json_body(&bad)["error"]
+            .as_str()
+            .unwrap()
+            .contains("x-deadline-ms")
+    );
+    // The upstream's own claim of a fallback is not passed on.
+    let hop = h.get("/api/play/hop", &[]).await;
+    assert!(!hop.headers.contains_key("x-gateway-fallback"));
+}

@@ -41,12 +41,9 @@ use super::auth::Identity;
 use super::config::{GatewayConfig, RouteConfig};
 use super::errors::{ErrorCode, Failure, GatewayError};
 use super::filters::{FilterChain, Outcome, RequestContext};
-use super::proxy::{FallbackServed, ProxyClient, Upstream, forward_headers};
+use super::proxy::{FALLBACK_HEADER, FallbackServed, ProxyClient, Upstream, forward_headers};
 use super::routes::{RouteTable, Target, clean_path, upstream_path};
 use super::stats::RouteStats;
-
-/// The header a fallback answer carries, naming why the upstream could not answer.
-pub const FALLBACK_HEADER: &str = "x-gateway-fallback";
 
 /// A route's stack as one type, whatever its layers.
 pub type RouteService = BoxCloneSyncService<Request<Bytes>, Response<Body>, BoxError>;

@@ -47,6 +47,8 @@ use super::routes::Target;
 pub const USER_ID_HEADER: &str = "x-user-id";
 /// The header carrying a machine client's key id upstream.
 pub const CLIENT_ID_HEADER: &str = "x-client-id";
+/// The header a fallback answer carries, naming why the upstream could not answer.
+pub const FALLBACK_HEADER: &str = "x-gateway-fallback";
 /// The proxies a request passed, the caller first.
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
 /// The most bytes of an upstream's 5xx body read (to pass it on).
@@ -103,6 +105,8 @@ pub fn forward_headers(headers: &mut HeaderMap, peer: SocketAddr, identity: &Ide
     // hyper sets both from the URI and the buffered body.
     let host = headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH);
+    // The body is already read: the upstream has nothing to wait for.
+    headers.remove(header::EXPECT);
     headers.remove(USER_ID_HEADER);
     headers.remove(CLIENT_ID_HEADER);
     headers.remove(API_KEY_HEADER);
@@ -248,6 +252,8 @@ impl Shared {
         };
         let (mut head, body) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
+        // Only the gateway says an answer is a fallback.
+        head.headers.remove(FALLBACK_HEADER);
         if head.status.is_server_error() {
             let retry_after = head
                 .headers

@@ -141,6 +141,7 @@ async fn echo(request: Request, hits: &Hits, instance: &str) -> Response {
                 ("connection", "x-upstream-hop"),
                 ("x-upstream-hop", "1"),
                 ("x-kept", "1"),
+                ("x-gateway-fallback", "forged"),
             ],
             echoed,
         )

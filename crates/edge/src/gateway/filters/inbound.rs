@@ -180,8 +180,10 @@ impl InboundFilter for PriorityTag {
     fn apply(&self, request: &mut RequestContext) -> Result<(), GatewayError> {
         let head = &mut request.head;
         head.headers.remove(PRIORITY_HEADER);
-        let (_, deadline) = meta_from_headers(&head.headers, self.clock.now())
-            .map_err(|e| GatewayError::new(ErrorCode::BadRequest, e.to_string()))?;
+        let (_, deadline) = meta_from_headers(&head.headers, self.clock.now()).map_err(|e| {
+            let field = e.field.as_deref().unwrap_or("headers");
+            GatewayError::new(ErrorCode::BadRequest, format!("{field}: {}", e.error))
+        })?;
         let priority = request
             .route
             .as_deref()
