@@ -90,6 +90,20 @@ struct Phase {
     name: &'static str,
     report: LoadReport,
     service_us: Histogram<u64>,
+    /// CPU time the whole process spent per request of the phase (generator,
+    /// gateway and upstream alike), in µs: what a shared machine cannot blur.
+    cpu_us_per_request: Option<f64>,
+}
+
+/// The process's CPU time so far (user + system), from `/proc/self/stat`.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 async fn phase(
@@ -107,6 +121,7 @@ async fn phase(
     let service = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
     ));
+    let cpu_before = cpu_time();
     let report = run(&plan, |_| {
         let (client, url, headers, service) = (
             client.clone(),
@@ -129,6 +144,13 @@ async fn phase(
     })
     .await
     .expect("a valid plan");
+    let requests = report.class(name).map_or(0, |c| c.sent);
+    let cpu_us_per_request = match (cpu_before, cpu_time()) {
+        (Some(before), Some(after)) if requests > 0 => {
+            Some((after - before).as_micros() as f64 / requests as f64)
+        }
+        _ => None,
+    };
     let service_us = Arc::try_unwrap(service)
         .map(Mutex::into_inner)
         .unwrap_or_else(|s| s.lock().clone());
@@ -136,6 +158,7 @@ async fn phase(
         name,
         report,
         service_us,
+        cpu_us_per_request,
     }
 }
 
@@ -144,7 +167,7 @@ fn row(p: &Phase) -> String {
     let s = &p.service_us;
     let us = |q: f64| s.value_at_quantile(q) as f64;
     format!(
-        "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+        "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
         p.name,
         c.ok,
         c.error,
@@ -155,6 +178,8 @@ fn row(p: &Phase) -> String {
         us(0.5),
         us(0.99),
         us(0.999),
+        p.cpu_us_per_request
+            .map_or("?".to_owned(), |c| format!("{c:.0}")),
     )
 }
 
@@ -221,9 +246,9 @@ async fn main() -> anyhow::Result<()> {
         "{rate} requests/s open loop, {secs} s per phase, {rounds} rounds; one process, loopback"
     );
     println!(
-        "| phase | ok | errors | dropped | p50 µs | p99 µs | p99.9 µs | service p50 µs | service p99 µs | service p99.9 µs |"
+        "| phase | ok | errors | dropped | p50 µs | p99 µs | p99.9 µs | service p50 µs | service p99 µs | service p99.9 µs | CPU µs/request |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for p in &phases {
         println!("{}", row(p));
     }
@@ -238,6 +263,20 @@ async fn main() -> anyhow::Result<()> {
     for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
         let added = through.value_at_quantile(q) as f64 - direct.value_at_quantile(q) as f64;
         println!("added at {label} (service time, all rounds): {added:.0} µs");
+    }
+    let cpu = |name: &str| {
+        let each: Vec<f64> = phases
+            .iter()
+            .filter(|p| p.name == name)
+            .filter_map(|p| p.cpu_us_per_request)
+            .collect();
+        (!each.is_empty()).then(|| each.iter().sum::<f64>() / each.len() as f64)
+    };
+    if let (Some(direct), Some(through)) = (cpu("direct"), cpu("gateway")) {
+        println!(
+            "CPU per request: direct {direct:.0} µs, through the gateway {through:.0} µs: the gateway's hop costs {:.0} µs of CPU",
+            through - direct
+        );
     }
     let admin: serde_json::Value = serde_json::from_slice(
         &client

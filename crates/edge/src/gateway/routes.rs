@@ -87,6 +87,13 @@ pub fn clean_path(path: &str) -> Result<(), PathError> {
     if !path.bytes().all(|b| b.is_ascii_graphic()) || path.contains(['?', '#']) {
         return Err(PathError::NotPrintable);
     }
+    if !path.contains(['%', '\\']) {
+        // Nothing encoded: the segments are as they read.
+        if path.split('/').any(|s| s == "." || s == "..") {
+            return Err(PathError::DotSegment);
+        }
+        return Ok(());
+    }
     // Decode only what could form a dot segment, as a lenient upstream would.
     let decoded = path
         .replace("%2e", ".")
