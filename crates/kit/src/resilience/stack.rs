@@ -149,6 +149,8 @@ pub struct StackBuilder<Sl = TokioSleeper> {
     config: ResilienceConfig,
     registry: BreakerRegistry,
     sleeper: Sl,
+    /// A bulkhead the caller keeps a handle on; `None` makes one from the config.
+    bulkhead: Option<Bulkhead>,
 }
 
 impl StackBuilder {
@@ -159,6 +161,7 @@ impl StackBuilder {
             config,
             registry: BreakerRegistry::global().clone(),
             sleeper: TokioSleeper,
+            bulkhead: None,
         }
     }
 }
@@ -177,7 +180,16 @@ impl<Sl: Sleeper> StackBuilder<Sl> {
             config: self.config,
             registry: self.registry,
             sleeper,
+            bulkhead: self.bulkhead,
         }
+    }
+
+    /// Isolates calls with `bulkhead` (whose size then wins over
+    /// `config.bulkhead`) instead of a new one, so the caller can read its use
+    /// ([`Bulkhead::in_flight`]) for a dashboard.
+    pub fn with_bulkhead(mut self, bulkhead: Bulkhead) -> Self {
+        self.bulkhead = Some(bulkhead);
+        self
     }
 
     /// The clock the stack runs on.
@@ -198,7 +210,10 @@ impl<Sl: Sleeper> StackBuilder<Sl> {
             .registry
             .get_or_create(&self.name, &self.config.breaker)?;
         let budget = Arc::new(RetryBudget::named(&self.name, self.config.retry)?);
-        let bulkhead = Bulkhead::new(self.config.bulkhead)?;
+        let bulkhead = match &self.bulkhead {
+            Some(shared) => shared.clone(),
+            None => Bulkhead::new(self.config.bulkhead)?,
+        };
         let service = tower::ServiceBuilder::new()
             .layer(
                 RetryLayer::new(budget)

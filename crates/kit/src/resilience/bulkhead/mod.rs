@@ -82,6 +82,11 @@ impl Bulkhead {
         })
     }
 
+    /// Its size.
+    pub fn config(&self) -> BulkheadConfig {
+        self.config
+    }
+
     /// Calls in flight now.
     pub fn in_flight(&self) -> usize {
         self.config.max_concurrent - self.semaphore.available_permits()

@@ -199,3 +199,41 @@ fn config_reads_from_json_and_bad_values_name_their_field() {
         .unwrap_err();
     assert_eq!(err.field, "bulkhead.max_concurrent");
 }
+
+#[tokio::test]
+async fn a_bulkhead_given_to_the_builder_guards_the_stack_and_shows_its_use() {
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let callee = tower::service_fn(move |_: http::Request<()>| {
+        let mut release = release_rx.clone();
+        async move {
+            let _ = release.wait_for(|r| *r).await;
+            Ok::<_, BoxError>(())
+        }
+    });
+    let bulkhead = Bulkhead::new(BulkheadConfig {
+        max_concurrent: 1,
+        max_queue: 0,
+    })
+    .unwrap();
+    let builder = StackBuilder::new("guarded", ResilienceConfig::default())
+        .registry(BreakerRegistry::new(ManualClock::new().shared()))
+        .with_bulkhead(bulkhead.clone());
+    let (svc, _) = builder
+        .build_with_policy(callee, Duration::from_secs(3600))
+        .unwrap();
+    let mut first = svc.clone().oneshot(http::Request::new(()));
+    assert!(futures::poll!(&mut first).is_pending());
+    assert_eq!(
+        (bulkhead.in_flight(), bulkhead.config().max_concurrent),
+        (1, 1)
+    );
+    let err = svc
+        .clone()
+        .oneshot(http::Request::new(()))
+        .await
+        .unwrap_err();
+    assert_eq!(FailureKind::of(&err), FailureKind::BulkheadFull);
+    release_tx.send(true).unwrap();
+    first.await.unwrap();
+    assert_eq!(bulkhead.in_flight(), 0);
+}
