@@ -131,12 +131,16 @@ fn with_ffmpeg_every_rendition_of_a_clip_is_readable_at_its_resolution() {
         .status()
         .unwrap();
     assert!(made.success());
-    // The default encoder (`auto`) finds ffmpeg on the PATH.
+    // The default encoder (`auto`; the test support picks `synthetic`) finds
+    // ffmpeg on the PATH.
     let output = ingest(
         &data,
         &clip,
         "Clip",
-        &[("CASEBOOK_NETFLIX__X264_PRESET", "ultrafast")],
+        &[
+            ("CASEBOOK_NETFLIX__ENCODER", "auto"),
+            ("CASEBOOK_NETFLIX__X264_PRESET", "ultrafast"),
+        ],
     );
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");

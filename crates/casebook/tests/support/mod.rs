@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 /// `casebook --data-dir DIR …` with nothing inherited that would change its
 /// configuration, and every listener on a free port (tests never take :5222, :5223,
-/// :5280, :6380, :8090, :8091, :8082, :8083 or udp :7946, so they run beside each other and beside a real `casebook up`).
+/// :5280, :6380, :8081-8085, :8090, :8091, :8100 or udp :7946, so they run beside each other and beside a real `casebook up`).
 /// Stdout and stderr are piped: a caller that does not read stderr of a long-running
 /// child should set it to null, so a full pipe can never block the child's logging.
 pub fn casebook(data_dir: &Path) -> Command {
@@ -26,10 +26,20 @@ pub fn casebook(data_dir: &Path) -> Command {
         .env("CASEBOOK_UBER__GOSSIP_PORT", "0")
         .env("CASEBOOK_NETFLIX__ORIGIN_PORT", "0")
         .env("CASEBOOK_NETFLIX__PIPELINE_PORT", "0")
-        // Every `up` makes the sample title: a short one, encoded fast, so tests
-        // that start the platform do not spend a minute of CPU on it.
+        .env("CASEBOOK_NETFLIX__PLAYBACK_PORT", "0")
+        .env("CASEBOOK_NETFLIX__EDGE_PORT", "0")
+        .env("CASEBOOK_NETFLIX__ISP_PORT", "0")
+        .env("CASEBOOK_AMAZON__HTTP_PORT", "0")
+        // Every `up` makes the sample title: a short one from the synthetic
+        // encoder, so tests that start the platform spend no CPU on ffmpeg (the
+        // tests of the pipeline and of playback through the CDN ask for it).
         .env("CASEBOOK_NETFLIX__SAMPLE_DURATION", "4s")
+        .env("CASEBOOK_NETFLIX__ENCODER", "synthetic")
         .env("CASEBOOK_NETFLIX__X264_PRESET", "ultrafast")
+        // Small caches: a test platform holds several edges in one process.
+        .env("CASEBOOK_NETFLIX__EDGE_MEMORY_BYTES", "8388608")
+        .env("CASEBOOK_NETFLIX__EDGE_DISK_BYTES", "67108864")
+        .env("CASEBOOK_NETFLIX__ISP_MEMORY_BYTES", "4194304")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
