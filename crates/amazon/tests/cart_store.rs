@@ -211,7 +211,7 @@ async fn refused_writes_change_nothing_and_bad_states_are_refused_whole() {
         .unwrap_err();
     assert!(matches!(err, StoreError::CartFull { .. }), "{err}");
     let err = store
-        .write("u", &[add("s0", 100)], None, &[])
+        .write("u", &[add("s0", 101)], None, &[])
         .await
         .unwrap_err();
     assert!(
