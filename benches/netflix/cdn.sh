@@ -188,8 +188,8 @@ import json, sys
 r, cache = json.loads(sys.argv[1]), int(sys.argv[2])
 print(f"| exact LRU of {cache >> 20} MiB, simulated on the same trace | {r['bytes'] / 2**20:.0f} | {(r['bytes'] - r['lru_hit_bytes']) / 2**20:.0f} | {r['lru_hit_bytes'] / r['bytes']:.3f} | — |")
 PY
-# nginx enforces max_size only when its cache manager wakes (at the LRU tail's
-# `inactive` expiry, at most hourly): it may hold far more. Ours again at that size.
+# nginx enforces max_size in cache-manager passes (sleeping, as we read its source,
+# until the LRU tail's `inactive` expiry): it may hold far more. Ours again at that size.
 start_edge "$ORIGIN" "$NGINX_HELD"; EDGE3=$PORT
 trace_run "ours: memory, TinyLFU, $((NGINX_HELD >> 20)) MiB (what nginx held on disk at the end)" "http://127.0.0.1:$EDGE3" "$DIR/signing.key"
 echo
