@@ -212,12 +212,17 @@ async fn trace(flags: HashMap<String, String>) {
     for i in (1..objects).rev() {
         by_rank.swap(i, rng.random_range(0..=i));
     }
+    // `--lru-bytes N`: also replay the trace through an exact byte-bounded LRU of N
+    // bytes (what nginx's policy would do with its bound enforced at every insert).
+    let lru_bytes: u64 = flag(&flags, "lru-bytes", Some(0));
+    let mut lru = Lru::new(lru_bytes);
     let client = HttpClient::new(Duration::from_secs(30));
     let exp = SystemClock.wall_millis() / 1000 + 86_400;
     let (mut bytes, mut errors) = (0u64, 0u64);
     for _ in 0..requests {
         let u: f64 = rng.random::<f64>() * total;
         let object = by_rank[cdf.partition_point(|c| *c < u).min(objects - 1)];
+        lru.access(object, object_size(object as u64) as u64);
         let path = format!("/o/bench/obj{object:05}.ts");
         let query = key
             .as_ref()
@@ -240,8 +245,61 @@ async fn trace(flags: HashMap<String, String>) {
     }
     println!(
         "{}",
-        serde_json::json!({"requests": requests, "bytes": bytes, "errors": errors})
+        serde_json::json!({
+            "requests": requests,
+            "bytes": bytes,
+            "errors": errors,
+            "lru_hit_bytes": lru.hit_bytes,
+        })
     );
+}
+
+/// An exact byte-bounded LRU, for the trace's reference line.
+struct Lru {
+    capacity: u64,
+    used: u64,
+    tick: u64,
+    hit_bytes: u64,
+    entries: HashMap<usize, (u64, u64)>,
+    order: std::collections::BTreeMap<u64, usize>,
+}
+
+impl Lru {
+    fn new(capacity: u64) -> Self {
+        Self {
+            capacity,
+            used: 0,
+            tick: 0,
+            hit_bytes: 0,
+            entries: HashMap::new(),
+            order: std::collections::BTreeMap::new(),
+        }
+    }
+
+    fn access(&mut self, object: usize, size: u64) {
+        self.tick += 1;
+        if let Some((_, tick)) = self.entries.get_mut(&object) {
+            self.order.remove(tick);
+            *tick = self.tick;
+            self.order.insert(self.tick, object);
+            self.hit_bytes += size;
+            return;
+        }
+        if size > self.capacity {
+            return;
+        }
+        while self.used + size > self.capacity {
+            let Some((_, victim)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((bytes, _)) = self.entries.remove(&victim) {
+                self.used -= bytes;
+            }
+        }
+        self.entries.insert(object, (size, self.tick));
+        self.order.insert(self.tick, object);
+        self.used += size;
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

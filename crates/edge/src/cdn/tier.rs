@@ -14,6 +14,10 @@
 //!   background. If the fetch fails and a stale playlist is at hand, the stale copy
 //!   is served (stale-if-error, counted).
 //!
+//! A playlist served is rewritten per signed URL ([`Tier::rewritten`]); the result is
+//! kept in a small cache bounded in bytes ([`REWRITES_BYTES`]), keyed by key, stored
+//! ETag and expiry, so re-polls of one URL cost one rewrite.
+//!
 //! Guaranteed: one upstream fetch per key at a time, whatever the concurrency
 //! (`tests/coalescing.rs`); an object served is the bytes the upstream sent, or a
 //! disk copy whose CRC matched; fills and clients share flights.
