@@ -317,9 +317,11 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
     assert!(status.success(), "graceful stop exits 0, got {status}");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    // The control plane, three chat nodes, the RESP geo port, pricing, and one Uber
-    // API replica per region (three: regions gossip driver state to each other).
-    assert!(rest.contains("stopped 9 instance(s)"), "{rest}");
+    // The control plane; three chat nodes; the RESP geo port, pricing, and one Uber
+    // API replica per region (three: regions gossip driver state to each other);
+    // three cart replicas and the amazon API; the netflix origin, pipeline and
+    // playback, and a regional edge and an ISP cache per region.
+    assert!(rest.contains("stopped 22 instance(s)"), "{rest}");
 }
 
 #[test]
@@ -390,7 +392,9 @@ fn serving_an_unknown_service_lists_the_known_ones() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(
-            "unknown service `nope` (known: control, chat, uber-pricing, uber, geo-resp)"
+            "unknown service `nope` (known: control, chat, uber-pricing, uber, geo-resp, \
+             amazon-cart, amazon, netflix-origin, netflix-pipeline, netflix-edge, netflix-isp, \
+             netflix-playback)"
         ),
         "{stderr}"
     );

@@ -37,7 +37,9 @@ fn position(id: u64, ts: u64) -> (f64, f64) {
 }
 
 fn env(up: support::UpBuilder) -> support::UpBuilder {
-    up.env("CASEBOOK_UBER__LOCATION_SNAPSHOT", "1s")
+    up.up_arg("--case")
+        .up_arg("uber")
+        .env("CASEBOOK_UBER__LOCATION_SNAPSHOT", "1s")
         // A slow restart must not make anyone stale: the assertions are about
         // what was stored, not about the clock.
         .env("CASEBOOK_UBER__DRIVER_STALE", "1day")
@@ -121,7 +123,17 @@ async fn acknowledged_pings_and_dispatches_survive_kill_9() {
         }));
     }
     let give_up = tokio::time::Instant::now() + DEADLINE;
-    while snapshots(&client, &api).await < SNAPSHOTS_BEFORE_KILL {
+    // The kill lands once every driver was acknowledged and at least two
+    // snapshots were taken after that began (a slow start acknowledges late).
+    while acked.lock().unwrap().len() < (SENDERS * DRIVERS_PER_SENDER) as usize {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "not every driver was acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = snapshots(&client, &api).await;
+    while snapshots(&client, &api).await < before + SNAPSHOTS_BEFORE_KILL {
         assert!(
             tokio::time::Instant::now() < give_up,
             "no snapshots were taken"
