@@ -10,6 +10,7 @@
 #   benches/amazon/run.sh                 # 20 s per run
 #   SECONDS_PER_RUN=60 benches/amazon/run.sh
 #   TARGETS="ours redis" benches/amazon/run.sh
+#   ROUNDS=3 benches/amazon/run.sh        # the targets interleaved, 3 times over
 #   PG_URL="host=127.0.0.1 port=5432 user=postgres dbname=test" (default)
 #
 # Writes one JSON line per run to $OUT (default: a temp file) and prints a
@@ -58,11 +59,34 @@ CASEBOOK=$TARGET_DIR/release/casebook
 BENCH_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/benches/amazon/target}
 BENCH=$BENCH_TARGET_DIR/release/amazon-reservations-bench
 
+# The disk's fdatasync latency right now (it is bimodal on some VMs, and every
+# target here waits for it before answering): the median of 200 4-KiB syncs.
+fsync_probe() {
+    python3 - "$WORK" <<'PY'
+import os, statistics, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+times = []
+for i in range(200):
+    os.pwrite(fd, b"x" * 4096, (i % 16) * 4096)
+    t = time.perf_counter()
+    os.fdatasync(fd)
+    times.append(time.perf_counter() - t)
+os.close(fd)
+os.unlink(path)
+print(f"{statistics.median(times) * 1000:.2f}")
+PY
+}
+
 bench() { # target url config [extra args]
     local target=$1 url=$2 config=$3
     shift 3
+    local probe
+    probe=$(fsync_probe)
     "$BENCH" --target "$target" --url "$url" --clients "$CLIENTS" \
-        --seconds "$SECONDS_PER_RUN" --config "$config" "$@" | tee -a "$OUT"
+        --seconds "$SECONDS_PER_RUN" --config "$config" "$@" |
+        python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); r["fsync_probe_ms"] = float(sys.argv[1]); r["load"] = sys.argv[2]; print(json.dumps(r))' \
+            "$probe" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"
 }
 
 run_ours() { # extra args
@@ -110,17 +134,20 @@ run_redis() { # extra args
     wait "$pid" 2>/dev/null || true
 }
 
-for shape in zipf hot; do
-    args=()
-    [ "$shape" = hot ] && args=(--hot)
-    for target in $TARGETS; do
-        echo "== $target, $shape ==" >&2
-        "run_$target" "${args[@]}"
+ROUNDS=${ROUNDS:-1}
+for round in $(seq 1 "$ROUNDS"); do
+    for shape in zipf hot; do
+        args=()
+        [ "$shape" = hot ] && args=(--hot)
+        for target in $TARGETS; do
+            echo "== round $round: $target, $shape ==" >&2
+            "run_$target" "${args[@]}"
+        done
     done
 done
 
 echo
-echo "| workload | target (config) | reservation decisions/s | reserved/s | p50 / p99 / p99.9 ms | duplicates (mismatched) | oversold SKUs |"
+echo "| workload | target (config) | reservation decisions/s | p50 / p99 / p99.9 ms | duplicates (mismatched) | oversold SKUs | fdatasync probe ms / load |"
 echo "|---|---|---|---|---|---|---|"
 python3 - "$OUT" <<'PY'
 import json, sys
@@ -128,9 +155,10 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     shape = "1 hot SKU" if r["hot"] else f'{r["skus"]:,} Zipf SKUs'
     print(f'| {shape}, {r["clients"]} clients | {r["target"]} ({r["config"]}) | '
-          f'{r["decisions_per_s"]:,.0f} | {r["reserved_per_s"]:,.0f} | '
+          f'{r["decisions_per_s"]:,.0f} | '
           f'{r["p50_ms"]:.2f} / {r["p99_ms"]:.2f} / {r["p999_ms"]:.2f} | '
-          f'{r["duplicates"]:,} ({r["duplicates_mismatched"]}) | {r["oversold_skus"]} |')
+          f'{r["duplicates"]:,} ({r["duplicates_mismatched"]}) | {r["oversold_skus"]} | '
+          f'{r["fsync_probe_ms"]:.2f} / {r["load"]} |')
 PY
 echo >&2
 echo "results: $OUT" >&2
