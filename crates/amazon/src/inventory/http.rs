@@ -19,7 +19,7 @@
 //! Confirm and release need no key: doing either twice answers the same state.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -86,13 +86,13 @@ pub struct ReservationBody {
     pub order_id: Option<String>,
 }
 
-/// RFC 3339 with milliseconds, UTC.
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// RFC 3339 with milliseconds, UTC (clamped to the year 9999).
 pub fn timestamp(ms: u64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(
-        at.min(SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799)),
-    )
-    .to_string()
+    let at = UNIX_EPOCH + Duration::from_millis(ms.min(LAST_RFC3339_SECOND * 1000));
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 impl From<&Reservation> for ReservationBody {
