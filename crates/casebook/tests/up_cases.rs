@@ -41,7 +41,7 @@ fn an_unknown_case_is_refused_before_anything_starts() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("unknown case `netflx` (known: whatsapp, uber)"),
+        stderr.contains("unknown case `netflx` (known: whatsapp, uber, amazon, netflix)"),
         "{stderr}"
     );
     assert!(output.stdout.is_empty(), "nothing started, nothing printed");

@@ -305,3 +305,78 @@ impl Recommender {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recs::batch::{BatchConfig, build};
+    use crate::recs::speed::SpeedConfig;
+    use crate::recs::{Interaction, Kind};
+    use casebook_kit::clock::ManualClock;
+
+    fn i(user: &str, sku: &str, kind: Kind) -> Interaction {
+        Interaction {
+            user: user.into(),
+            sku: sku.into(),
+            kind,
+            at_ms: 0,
+        }
+    }
+
+    fn recommender(clock: &ManualClock) -> Recommender {
+        let speed = Arc::new(SpeedLayer::new(SpeedConfig::default(), clock.shared()));
+        Recommender::new(ServeConfig::default(), speed, None, clock.shared())
+    }
+
+    #[test]
+    fn an_unknown_user_gets_the_popular_fallback_flagged_not_an_error() {
+        let clock = ManualClock::new();
+        let recs = recommender(&clock);
+        for (user, sku) in [("a", "tent"), ("b", "tent"), ("c", "stove")] {
+            recs.speed().observe(&i(user, sku, Kind::Purchase));
+        }
+        let answer = recs.recommend("nobody", 5);
+        assert_eq!(answer.fallback.as_deref(), Some("popular"));
+        assert_eq!(answer.reason.as_deref(), Some("no history for this user"));
+        assert_eq!(answer.items[0].sku, "tent");
+        // No model and no speed layer either: still an answer, empty and flagged.
+        let empty = recommender(&clock).recommend("nobody", 5);
+        assert_eq!(empty.fallback.as_deref(), Some("popular"));
+        assert!(empty.items.is_empty());
+    }
+
+    #[test]
+    fn the_batch_model_and_the_speed_layer_are_merged_and_each_alone_still_answers() {
+        let clock = ManualClock::new();
+        let recs = recommender(&clock);
+        // History (batch): tent goes with stove. Live (speed): tent goes with lamp.
+        let history = [
+            i("h1", "tent", Kind::Purchase),
+            i("h1", "stove", Kind::Purchase),
+            i("h2", "tent", Kind::Purchase),
+            i("h2", "stove", Kind::Purchase),
+            i("h3", "tent", Kind::Purchase),
+        ];
+        recs.set_model(Arc::new(build(history, &BatchConfig::default(), 7, 0)));
+        for user in ["l1", "l2"] {
+            recs.speed().observe(&i(user, "tent", Kind::View));
+            recs.speed().observe(&i(user, "lamp", Kind::View));
+        }
+        recs.speed().observe(&i("me", "tent", Kind::View));
+        let both = recs.recommend("me", 5);
+        let skus: Vec<&str> = both.items.iter().map(|s| s.sku.as_str()).collect();
+        assert!(skus.contains(&"stove") && skus.contains(&"lamp"), "{both:?}");
+        assert!(!skus.contains(&"tent"), "a seed is never recommended");
+        assert_eq!(both.layers, ["batch", "speed"]);
+        assert_eq!((both.model_version, both.fallback.as_ref()), (Some(7), None));
+        // The speed layer's consumer is down: the model alone answers.
+        recs.set_speed_available(false);
+        clock.advance(Duration::from_secs(10)); // past the answer cache
+        let batch_only = recs.recommend("h3", 5);
+        assert_eq!(batch_only.layers, ["batch"], "{batch_only:?}");
+        assert_eq!(batch_only.items[0].sku, "stove");
+        assert!(batch_only.items.iter().all(|s| s.sku != "lamp"), "{batch_only:?}");
+        // A cached answer says so.
+        assert!(recs.recommend("h3", 5).cached);
+    }
+}
