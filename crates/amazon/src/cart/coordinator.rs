@@ -73,7 +73,10 @@ pub struct Coordinator {
 
 /// Told `(user, sku)` after an add is durable on a replica; must not block.
 #[derive(Clone)]
-pub struct AddObserver(pub Arc<dyn Fn(&str, &str) + Send + Sync>);
+pub struct AddObserver(pub Arc<ObserveAdd>);
+
+/// What an [`AddObserver`] calls: `(user, sku)`.
+pub type ObserveAdd = dyn Fn(&str, &str) + Send + Sync;
 
 impl std::fmt::Debug for AddObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -365,17 +365,26 @@ mod tests {
         recs.speed().observe(&i("me", "tent", Kind::View));
         let both = recs.recommend("me", 5);
         let skus: Vec<&str> = both.items.iter().map(|s| s.sku.as_str()).collect();
-        assert!(skus.contains(&"stove") && skus.contains(&"lamp"), "{both:?}");
+        assert!(
+            skus.contains(&"stove") && skus.contains(&"lamp"),
+            "{both:?}"
+        );
         assert!(!skus.contains(&"tent"), "a seed is never recommended");
         assert_eq!(both.layers, ["batch", "speed"]);
-        assert_eq!((both.model_version, both.fallback.as_ref()), (Some(7), None));
+        assert_eq!(
+            (both.model_version, both.fallback.as_ref()),
+            (Some(7), None)
+        );
         // The speed layer's consumer is down: the model alone answers.
         recs.set_speed_available(false);
         clock.advance(Duration::from_secs(10)); // past the answer cache
         let batch_only = recs.recommend("h3", 5);
         assert_eq!(batch_only.layers, ["batch"], "{batch_only:?}");
         assert_eq!(batch_only.items[0].sku, "stove");
-        assert!(batch_only.items.iter().all(|s| s.sku != "lamp"), "{batch_only:?}");
+        assert!(
+            batch_only.items.iter().all(|s| s.sku != "lamp"),
+            "{batch_only:?}"
+        );
         // A cached answer says so.
         assert!(recs.recommend("h3", 5).cached);
     }
