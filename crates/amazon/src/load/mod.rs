@@ -14,7 +14,8 @@
 //!   (counted ok); 503 and 429 are shedding (counted shed); anything else, or no
 //!   answer in time, is an error.
 //! - **Bounded**: requests in flight ≤ `max_in_flight` per phase; the stock
-//!   set-up sends at most [`SETUP_CONCURRENCY`] requests at once.
+//!   set-up sends at most [`SETUP_CONCURRENCY`] requests at once, and tries a
+//!   shed one again after a pause (the shedder's limit starts low and grows).
 //!
 //! # Deliberately absent
 //! Sessions with think time (each request is independent, drawn from the mix);
@@ -35,7 +36,9 @@ pub use report::{PhaseReport, WorkloadProgress, WorkloadReport};
 pub use run::run;
 
 /// Stock set-up requests in flight at most.
-pub const SETUP_CONCURRENCY: usize = 64;
+pub const SETUP_CONCURRENCY: usize = 16;
+/// Times a shed stock set-up request is tried again (after a pause).
+pub const SETUP_RETRIES: usize = 50;
 
 /// A bad workload configuration; names the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -30,7 +30,12 @@ impl WorkloadProgress {
 
 impl ShowProgress for WorkloadProgress {
     fn phase(&self) -> String {
-        self.phase.lock().clone()
+        let phase = self.phase.lock();
+        if phase.is_empty() {
+            "starting".to_owned()
+        } else {
+            phase.clone()
+        }
     }
     fn position(&self) -> (u64, u64) {
         let p = self.current.lock().clone();

@@ -13,7 +13,7 @@ use super::config::WorkloadConfig;
 use super::report::{
     CRITICAL, LOW, NORMAL, PhaseReport, PriorityOutcome, WorkloadProgress, WorkloadReport,
 };
-use super::{SETUP_CONCURRENCY, WorkloadError};
+use super::{SETUP_CONCURRENCY, SETUP_RETRIES, WorkloadError};
 use crate::catalog::sku;
 
 /// One operation of the mix.
