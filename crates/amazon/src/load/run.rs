@@ -145,16 +145,21 @@ async fn set_stock(shared: &Arc<Shared>) -> Result<(), WorkloadError> {
         tasks.spawn(async move {
             let _permit = permit;
             let url = format!("{}/v1/inventory/{}", shared.config.target, sku(i));
-            shared
-                .client
-                .call(
-                    Method::PUT,
-                    &url,
-                    Some(&json!({ "available": shared.config.stock_per_sku })),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            let body = json!({ "available": shared.config.stock_per_sku });
+            let mut tries = 0;
+            loop {
+                match shared.client.call(Method::PUT, &url, Some(&body)).await {
+                    Ok(_) => return Ok(()),
+                    Err(e)
+                        if tries < SETUP_RETRIES
+                            && matches!(e.status().map(|s| s.as_u16()), Some(429 | 503)) =>
+                    {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
         });
         while let Some(done) = tasks.try_join_next() {
             done.map_err(|e| WorkloadError::Setup(e.to_string()))?
