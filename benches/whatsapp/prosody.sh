@@ -29,7 +29,7 @@ install() {
 config() {
     local port=$1
     mkdir -p "$ETC/certs" "$DATA"
-    # The plaintext benchmark config of /work/shared/PEERS.md: internal_plain
+    # A plaintext benchmark config: internal_plain
     # storage of passwords, PLAIN over the unencrypted stream, no s2s, no TLS.
     cat > "$ETC/prosody.cfg.lua" <<CFG
 pidfile = "$ROOT/prosody.pid"
