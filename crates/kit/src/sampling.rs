@@ -60,8 +60,9 @@ impl Zipf {
                 "{n} ranks is not in 1..={MAX_ZIPF_RANKS}"
             )));
         }
-        if !(s.is_finite() && s > 0.0 && q.is_finite() && q >= 0.0) {
-            return Err(ZipfError(format!("s {s} must be > 0 and q {q} >= 0")));
+        // s = 0 is the uniform distribution, a Zipf law all the same.
+        if !(s.is_finite() && s >= 0.0 && q.is_finite() && q >= 0.0) {
+            return Err(ZipfError(format!("s {s} and q {q} must be >= 0")));
         }
         let mut cdf = Vec::with_capacity(n);
         let mut total = 0.0;
@@ -109,5 +110,7 @@ mod tests {
         assert!((5_000..6_200).contains(&low), "{low}");
         assert!(Zipf::new(0, 1.0, 0.0).is_err());
         assert!(Zipf::new(10, -1.0, 0.0).is_err());
+        let uniform = Zipf::new(4, 0.0, 0.0).unwrap();
+        assert!((0..4).all(|k| (uniform.p(k) - 0.25).abs() < 1e-12));
     }
 }

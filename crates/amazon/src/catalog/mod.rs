@@ -230,10 +230,14 @@ async fn product(
         && !user.is_empty()
         && user.len() <= 128
     {
-        views
-            .recs
-            .record(views.bus.as_ref(), &views.topic, VIEW_EVENT, user, &sku)
-            .await;
+        // Off the request path: a browse never waits for the bus's fsync.
+        let (views, user, sku) = (views.clone(), user.to_owned(), sku.clone());
+        tokio::spawn(async move {
+            views
+                .recs
+                .record(views.bus.as_ref(), &views.topic, VIEW_EVENT, &user, &sku)
+                .await;
+        });
     }
     Ok(Json(state.catalog.product(i)))
 }

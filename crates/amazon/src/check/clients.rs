@@ -41,61 +41,7 @@ pub struct Workload {
     pub give_up_after: Duration,
 }
 
-/// A small deterministic generator (splitmix64).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Zipf's law over `n` items: item `i` (0-based) with weight `1 / (i + 1)^s`.
-#[derive(Debug, Clone)]
-pub struct Zipf {
-    cumulative: Vec<f64>,
-}
-
-impl Zipf {
-    pub fn new(n: usize, s: f64) -> Self {
-        let mut total = 0.0;
-        let cumulative = (0..n.max(1))
-            .map(|i| {
-                total += 1.0 / ((i + 1) as f64).powf(s);
-                total
-            })
-            .collect::<Vec<_>>();
-        Self {
-            cumulative: cumulative.iter().map(|c| c / total).collect(),
-        }
-    }
-
-    pub fn sample(&self, rng: &mut Rng) -> usize {
-        let u = rng.unit();
-        self.cumulative
-            .partition_point(|&c| c <= u)
-            .min(self.cumulative.len() - 1)
-    }
-}
+pub use casebook_kit::sampling::{Rng, Zipf};
 
 /// Sends a request until it is answered (see the module notes); panics after
 /// `give_up`.
@@ -231,7 +177,8 @@ pub async fn run_client(
     answered_ops: Arc<AtomicU64>,
 ) {
     let mut rng = Rng::new(workload.seed ^ (u64::from(client) << 32) ^ 0xA11CE);
-    let zipf = Zipf::new(workload.skus.len(), workload.zipf);
+    let zipf = Zipf::new(workload.skus.len().max(1), workload.zipf, 0.0)
+        .expect("a workload's Zipf exponent is at least 0");
     let mut active: Vec<(String, String)> = Vec::new();
     let give_up = workload.give_up_after;
     for n in 0..workload.ops_per_client {
