@@ -11,7 +11,8 @@
 //! user id and the percentages — the same in every process and every run (the kit's
 //! `stable_hash_bytes`), so a fleet agrees and an A/B split is sticky; changing the
 //! percentages moves only the users whose bucket changes variant (buckets are laid
-//! out in variant order). Exposures and conversions are counted per variant
+//! out in variant order). Exposures (each recommendation answer) and conversions
+//! (each order, read from the orders' events at least once) are counted per variant
 //! (`amazon_flag_exposures_total`, `amazon_flag_conversions_total`, tags `flag`,
 //! `variant`), so an A/B comparison shows in the metrics store.
 //! Not guaranteed: that a change reaches other processes (each instance owns its

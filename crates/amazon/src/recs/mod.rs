@@ -133,8 +133,13 @@ impl Recs {
                         continue;
                     };
                     for delivery in &deliveries {
-                        for i in interaction::from_event(&delivery.event) {
-                            self.recommender.speed().observe(&i);
+                        let bought = interaction::from_event(&delivery.event);
+                        if let Some(order) = bought.iter().find(|i| i.kind == Kind::Purchase) {
+                            // At least once, like the bus: a redelivered order counts twice.
+                            self.recommender.record_conversion(&order.user);
+                        }
+                        for i in &bought {
+                            self.recommender.speed().observe(i);
                         }
                     }
                     if let Err(e) = bus.commit(topic, SPEED_GROUP, next).await {

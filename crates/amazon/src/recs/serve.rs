@@ -130,16 +130,28 @@ impl Recommender {
         &self.speed
     }
 
-    /// The strategy variant of `user`, counted as an exposure.
-    fn strategy(&self, user: &str) -> String {
-        let variant = self
-            .flags
+    /// The strategy variant of `user`.
+    fn variant(&self, user: &str) -> String {
+        self.flags
             .as_ref()
             .and_then(|f| f.assign(RECS_STRATEGY_FLAG, user))
-            .map_or_else(|| "blend".to_owned(), |v| v.name);
+            .map_or_else(|| "blend".to_owned(), |v| v.name)
+    }
+
+    /// The strategy variant of `user`, counted as an exposure.
+    fn strategy(&self, user: &str) -> String {
+        let variant = self.variant(user);
         metrics::counter!("amazon_flag_exposures_total", "flag" => RECS_STRATEGY_FLAG, "variant" => variant.clone())
             .increment(1);
         variant
+    }
+
+    /// `user` placed an order: a conversion of their strategy variant, so the A/B
+    /// comparison (conversions over exposures per variant) shows in the metrics.
+    pub fn record_conversion(&self, user: &str) {
+        let variant = self.variant(user);
+        metrics::counter!("amazon_flag_conversions_total", "flag" => RECS_STRATEGY_FLAG, "variant" => variant)
+            .increment(1);
     }
 
     /// Up to `limit` items for `user`.
