@@ -8,6 +8,11 @@
 //! | `netflix-edge` | one per region | 8084 + 100 × region | the regional edge: memory + disk cache, pulls from the origin |
 //! | `netflix-isp` | one per region | 8085 + 100 × region | the ISP cache: small, memory, pulls from the regional edge; players fetch here |
 //! | `netflix-playback` | one instance | 8081 | catalog, playback sessions, steering, signed manifests, QoE events |
+//! | `netflix-users` | one instance | 8086 | accounts, profiles, viewing history, login (JWTs the gateway verifies) |
+//! | `netflix-catalog` | one instance | 8087 | the generated catalog and the pipeline's playable titles |
+//! | `netflix-recs` | one instance | 8088 | home rows and full-text search (tantivy) |
+//! | `netflix-billing` | one instance | 8089 | plans, subscriptions, invoices, payments (idempotent) |
+//! | `netflix-gateway` | one instance | 8080 | the API gateway: every service above behind `/api/v1/…` |
 //!
 //! Upstreams come first: each tier finds the next through discovery.
 
@@ -20,11 +25,17 @@ use casebook_kit::case::{AddressKind, Case, CaseEnv, ServiceDecl, Spread};
 use casebook_kit::config::ConfigError;
 use casebook_kit::ports::PortPlan;
 
+use casebook_edge::gateway::{GatewayService, JwtKey};
+
+use crate::billing::BillingService;
+use crate::catalog::CatalogService;
 use crate::config::{EDGE_PORT_STRIDE, NetflixConfig};
 use crate::origin::store::Origin;
 use crate::origin::{ORIGIN_SERVICE, OriginService};
 use crate::pipeline::PipelineService;
 use crate::playback::PlaybackService;
+use crate::recs::RecsService;
+use crate::users::UsersService;
 
 /// The case's name, as `casebook up --case` and `casebook load` take it.
 pub const CASE: &str = "netflix";
@@ -47,10 +58,20 @@ pub fn signing_key(config: &NetflixConfig, env: &CaseEnv) -> Result<SigningKey, 
         .map_err(|e| ConfigError::new("netflix.signing_key_file", format!("{e:#}")))
 }
 
+/// The key that signs and verifies the users' bearer tokens, shared by the user
+/// service (which issues them) and the gateway (which checks them).
+pub fn jwt_key(config: &NetflixConfig, env: &CaseEnv) -> Result<Arc<JwtKey>, ConfigError> {
+    let path = config.gateway.jwt.key_file(&env.data_dir.join("netflix"));
+    JwtKey::load_or_create(&path)
+        .map(Arc::new)
+        .map_err(|e| ConfigError::new("netflix.gateway.jwt.secret_file", format!("{e:#}")))
+}
+
 /// The Netflix case as `[netflix]` configures it.
 pub fn case(config: &NetflixConfig, env: &CaseEnv) -> Result<Case, ConfigError> {
     config.validate()?;
     let key = signing_key(config, env)?;
+    let jwt = jwt_key(config, env)?;
     // One store for the origin and the pipeline, case-level (not an instance slot).
     let origin = Origin::open(config, &env.data_dir)?;
     let decl = |factory: Arc<dyn casebook_kit::runtime::ServiceFactory>,
@@ -150,6 +171,48 @@ pub fn case(config: &NetflixConfig, env: &CaseEnv) -> Result<Case, ConfigError> 
                 PortPlan::new(config.playback_port, 0),
                 "playback_port",
                 "netflix playback",
+            ),
+            decl(
+                Arc::new(UsersService::new(config, env, jwt.clone())?),
+                Spread::Single,
+                PortPlan::new(config.users_port, 0),
+                "users_port",
+                "netflix users",
+            ),
+            decl(
+                Arc::new(CatalogService::new(config, env)?),
+                Spread::Single,
+                PortPlan::new(config.catalog_port, 0),
+                "catalog_port",
+                "netflix catalog",
+            ),
+            decl(
+                Arc::new(RecsService::new(config, env)?),
+                Spread::Single,
+                PortPlan::new(config.recs_port, 0),
+                "recs_port",
+                "netflix recommendations and search",
+            ),
+            decl(
+                Arc::new(BillingService::new(config, env)?),
+                Spread::Single,
+                PortPlan::new(config.billing_port, 0),
+                "billing_port",
+                "netflix billing",
+            ),
+            decl(
+                Arc::new(
+                    GatewayService::new(
+                        crate::gateway::resolved_gateway(config),
+                        env.resolver.clone(),
+                        jwt,
+                    )
+                    .map_err(|e| ConfigError::new(format!("netflix.{}", e.key()), e.message()))?,
+                ),
+                Spread::Single,
+                PortPlan::new(config.gateway_port, 0),
+                "gateway_port",
+                "netflix api gateway",
             ),
         ],
     })

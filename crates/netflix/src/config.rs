@@ -7,12 +7,28 @@ use std::time::Duration;
 use casebook_kit::config::ConfigError;
 use serde::{Deserialize, Serialize};
 
+use casebook_edge::gateway::GatewayConfig;
+
+use crate::billing::BillingConfig;
+use crate::catalog::CatalogConfig;
 use crate::pipeline::ladder::{self, RenditionSpec};
+use crate::recs::RecsConfig;
+use crate::users::UsersConfig;
 
 /// The `[netflix]` table of the configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetflixConfig {
+    /// The API gateway's port (`netflix-gateway`), the service plane's front door.
+    pub gateway_port: u16,
+    /// The user service's port (`netflix-users`).
+    pub users_port: u16,
+    /// The catalog service's port (`netflix-catalog`).
+    pub catalog_port: u16,
+    /// The recommendation and search service's port (`netflix-recs`).
+    pub recs_port: u16,
+    /// The billing service's port (`netflix-billing`).
+    pub billing_port: u16,
     /// The playback API's port (`netflix-playback`).
     pub playback_port: u16,
     /// The origin's port (`netflix-origin`).
@@ -80,6 +96,19 @@ pub struct NetflixConfig {
     /// The sample title's length.
     #[serde(with = "humantime_serde")]
     pub sample_duration: Duration,
+
+    // The service plane behind the gateway, one table each.
+    /// `[netflix.gateway]`: the filter chain and the routes (default: every
+    /// service of the case behind `/api/v1/…`).
+    pub gateway: GatewayConfig,
+    /// `[netflix.users]`: accounts, profiles, viewing history, login.
+    pub users: UsersConfig,
+    /// `[netflix.catalog]`: the generated catalog and the pipeline's titles.
+    pub catalog: CatalogConfig,
+    /// `[netflix.recs]`: home rows and search.
+    pub recs: RecsConfig,
+    /// `[netflix.billing]`: plans, subscriptions and the payment provider.
+    pub billing: BillingConfig,
 }
 
 /// Which encoder the pipeline uses.
@@ -101,6 +130,11 @@ pub const EDGE_PORT_STRIDE: u16 = 100;
 impl Default for NetflixConfig {
     fn default() -> Self {
         Self {
+            gateway_port: 8080,
+            users_port: 8086,
+            catalog_port: 8087,
+            recs_port: 8088,
+            billing_port: 8089,
             playback_port: 8081,
             origin_port: 8082,
             pipeline_port: 8083,
@@ -126,6 +160,11 @@ impl Default for NetflixConfig {
             max_queued_jobs: 8,
             sample_title: true,
             sample_duration: Duration::from_secs(60),
+            gateway: crate::gateway::default_gateway(),
+            users: UsersConfig::default(),
+            catalog: CatalogConfig::default(),
+            recs: RecsConfig::default(),
+            billing: BillingConfig::default(),
         }
     }
 }
@@ -172,7 +211,12 @@ impl NetflixConfig {
                 format!("must be 1..={MAX_SESSIONS}"),
             ));
         }
-        self.validate_pipeline()
+        self.validate_pipeline()?;
+        self.gateway.validate("netflix.gateway")?;
+        self.users.validate("netflix.users")?;
+        self.catalog.validate("netflix.catalog")?;
+        self.recs.validate("netflix.recs")?;
+        self.billing.validate("netflix.billing")
     }
 
     fn validate_pipeline(&self) -> Result<(), ConfigError> {

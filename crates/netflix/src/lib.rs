@@ -12,11 +12,16 @@
 //! | [`playback`] | the playback API: catalog, sessions, steering to the nearest healthy edge, signed manifests, heartbeats and QoE events |
 //! | [`player`] | the player fleet behind `casebook load netflix`: network traces, ABR (BBA, BOLA), a buffer model, QoE |
 
+pub mod billing;
 pub mod case;
+pub mod catalog;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzz_checks;
+pub mod gateway;
 pub mod origin;
 pub mod pipeline;
 pub mod playback;
 pub mod player;
+pub mod recs;
+pub mod users;
