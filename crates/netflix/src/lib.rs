@@ -24,4 +24,5 @@ pub mod pipeline;
 pub mod playback;
 pub mod player;
 pub mod recs;
+pub mod sql;
 pub mod users;
