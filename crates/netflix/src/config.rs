@@ -64,6 +64,15 @@ pub struct NetflixConfig {
     pub session_idle: Duration,
     /// Playback sessions held at most (the least recently active one goes first).
     pub max_sessions: usize,
+    /// Whether a play through the gateway (one with a caller) needs an active
+    /// subscription (checked with billing; allowed when billing cannot answer).
+    pub require_subscription: bool,
+    /// How long playback reuses billing's answer about an account.
+    #[serde(with = "humantime_serde")]
+    pub entitlement_ttl: Duration,
+    /// Viewing-history records waiting for the user service at most (beyond:
+    /// dropped and counted; playback never waits for history).
+    pub history_queue: usize,
 
     // The origin's store and the content pipeline (docs/notes/netflix/pipeline.md).
     /// Where published titles live: unset = `<data_dir>/netflix/origin`; a
@@ -149,6 +158,9 @@ impl Default for NetflixConfig {
             failed_edge_ttl: Duration::from_secs(90),
             session_idle: Duration::from_secs(120),
             max_sessions: 100_000,
+            require_subscription: true,
+            entitlement_ttl: Duration::from_secs(30),
+            history_queue: 10_000,
             origin_store: None,
             encoder: EncoderChoice::Auto,
             ffmpeg: None,
@@ -192,6 +204,18 @@ impl NetflixConfig {
         }
         if self.catalog_ttl.is_zero() {
             return Err(ConfigError::new("netflix.catalog_ttl", "must be positive"));
+        }
+        if self.entitlement_ttl.is_zero() {
+            return Err(ConfigError::new(
+                "netflix.entitlement_ttl",
+                "must be positive",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.history_queue) {
+            return Err(ConfigError::new(
+                "netflix.history_queue",
+                "must be 1..=1000000",
+            ));
         }
         if self.failed_edge_ttl.is_zero() {
             return Err(ConfigError::new(

@@ -4,6 +4,7 @@
 //!
 //! | route | prefix | service | auth | priority | fallback |
 //! |---|---|---|---|---|---|
+//! | `signup` | `/api/v1/signup` | `netflix-users` | none | normal | – |
 //! | `login` | `/api/v1/login` | `netflix-users` | none | critical | – |
 //! | `account` | `/api/v1/account` | `netflix-users` | required | normal | – |
 //! | `profiles` | `/api/v1/profiles` | `netflix-users` | required | normal | – |
@@ -67,9 +68,19 @@ pub fn default_gateway() -> GatewayConfig {
     );
     // Password hashing is deliberately slow (Argon2id).
     login.timeout = Duration::from_secs(3);
+    let mut signup = route(
+        "signup",
+        USERS_SERVICE,
+        AuthMode::None,
+        Priority::Normal,
+        0,
+        None,
+    );
+    signup.timeout = login.timeout;
     GatewayConfig {
         service: GATEWAY_SERVICE.to_owned(),
         routes: vec![
+            signup,
             login,
             route(
                 "account",

@@ -19,6 +19,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod gateway;
+pub mod load;
 pub mod origin;
 pub mod pipeline;
 pub mod playback;

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use casebook_edge::gateway::proxy::USER_ID_HEADER;
 use casebook_kit::api::{ApiError, JsonBody};
 use serde_json::{Value, json};
 
@@ -19,6 +20,9 @@ pub fn router(playback: Arc<Playback>) -> Router {
         .route("/v1/titles", get(titles))
         .route("/v1/playback", post(play))
         .route("/v1/playback/{session}/events", post(events))
+        // The same routes as the gateway forwards them (its paths go upstream unchanged).
+        .route("/api/v1/playback", post(play))
+        .route("/api/v1/playback/{session}/events", post(events))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(playback)
@@ -34,9 +38,15 @@ async fn titles(State(playback): State<Arc<Playback>>) -> Result<Json<CatalogRes
 
 async fn play(
     State(playback): State<Arc<Playback>>,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<PlayRequest>,
 ) -> Result<Json<PlayGrant>, ApiError> {
-    playback.play(request).await.map(Json)
+    // Only the gateway sets it (it drops a client's own copy).
+    let caller = headers
+        .get(USER_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    playback.play(request, caller).await.map(Json)
 }
 
 async fn events(

@@ -138,6 +138,11 @@ impl Catalog {
         }
     }
 
+    /// The last catalog fetched, without asking the origin.
+    pub fn cached(&self) -> Option<Arc<Vec<Title>>> {
+        self.last_good.lock().clone()
+    }
+
     async fn fetch(&self) -> Result<Arc<Vec<Title>>, String> {
         let address = self
             .resolver

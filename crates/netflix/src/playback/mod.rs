@@ -47,12 +47,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::NetflixConfig;
 
+pub mod account;
 pub mod api;
 pub mod catalog;
 pub mod events;
 pub mod sessions;
 pub mod steering;
 
+use account::{AccountLink, Progress, Verdict};
 use catalog::{Catalog, CatalogView};
 use events::{EventBatch, MAX_ERROR_KINDS, MAX_EVENTS_PER_POST, QoeEvent, valid_error_kind};
 use sessions::{MAX_AVOIDED, Session, Sessions};
@@ -118,6 +120,9 @@ pub struct Playback {
     manifest_ttl: Duration,
     home_region: String,
     error_kinds: Mutex<HashSet<String>>,
+    /// Entitlement and viewing history, for plays with a caller.
+    accounts: Option<AccountLink>,
+    require_subscription: bool,
 }
 
 /// A title id as the pipeline makes them: `[a-z0-9-]{1,64}`.
@@ -126,6 +131,14 @@ pub fn valid_title_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// An account id as the gateway passes it: short, and safe in a URL path.
+fn valid_account_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn valid_session_id(id: &str) -> bool {
@@ -165,7 +178,15 @@ impl Playback {
             manifest_ttl: config.manifest_ttl,
             home_region: home.region,
             error_kinds: Mutex::new(HashSet::new()),
+            accounts: None,
+            require_subscription: config.require_subscription,
         })
+    }
+
+    /// Checks and records plays that carry a caller through `link`.
+    pub fn with_accounts(mut self, link: AccountLink) -> Self {
+        self.accounts = Some(link);
+        self
     }
 
     /// The sessions held.
@@ -187,7 +208,12 @@ impl Playback {
     }
 
     /// A playback grant: a new session, or a known one re-steered (failover).
-    pub async fn play(&self, request: PlayRequest) -> Result<PlayGrant, ApiError> {
+    /// `caller` is the account the gateway vouches for (`x-user-id`), if any.
+    pub async fn play(
+        &self,
+        request: PlayRequest,
+        caller: Option<String>,
+    ) -> Result<PlayGrant, ApiError> {
         if !valid_title_id(&request.title) {
             return Err(ApiError::bad_field(
                 "title",
@@ -221,12 +247,31 @@ impl Playback {
                 "a session id is 32 lowercase hex digits",
             ));
         }
+        if let Some(account) = &caller
+            && !valid_account_id(account)
+        {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "the caller's account id is malformed",
+            )
+            .with_code("invalid_caller"));
+        }
         let catalog = self.catalog().await?;
         if catalog.title(&request.title).is_none() {
             return Err(ApiError {
                 field: Some("title".into()),
                 ..ApiError::not_found(format!("no title `{}`", request.title))
             });
+        }
+        if let (Some(account), Some(link), true) =
+            (&caller, &self.accounts, self.require_subscription)
+            && link.entitlement(account).await == Verdict::NotEntitled
+        {
+            return Err(ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "this account has no active subscription: subscribe first",
+            )
+            .with_code("subscription_required"));
         }
         let known = request
             .session
@@ -263,6 +308,7 @@ impl Playback {
                 tier: Tier::Isp,
                 failovers: 0,
                 avoided: Vec::new(),
+                account: caller,
             },
         };
         if let Some(failed) = failed_edge {
@@ -347,6 +393,16 @@ impl Playback {
             field: Some("session".into()),
             ..ApiError::not_found(format!("no session `{id}` (unknown or expired)"))
         })?;
+        // The title's length, for "continue watching" (the catalog is cached).
+        let duration_s = match (&session.account, &self.accounts) {
+            (Some(_), Some(_)) => self.catalog.cached().and_then(|titles| {
+                titles
+                    .iter()
+                    .find(|t| t.id == session.title)
+                    .map(|t| t.duration_secs)
+            }),
+            _ => None,
+        };
         let tags = [
             ("title", session.title.clone()),
             ("edge", session.edge.to_string()),
@@ -367,10 +423,18 @@ impl Playback {
                         .record(*bitrate_bps as f64 / 1e6);
                 }
                 QoeEvent::Heartbeat {
+                    position_ms,
                     buffer_ms,
                     bitrate_bps,
-                    ..
                 } => {
+                    if let (Some(account), Some(link)) = (&session.account, &self.accounts) {
+                        link.record(Progress {
+                            account: account.clone(),
+                            title: session.title.clone(),
+                            position_s: *position_ms as f64 / 1000.0,
+                            duration_s: duration_s.unwrap_or(0.0),
+                        });
+                    }
                     metrics::histogram!("casebook_netflix_qoe_buffer_seconds", &tags)
                         .record(*buffer_ms as f64 / 1000.0);
                     metrics::histogram!("casebook_netflix_qoe_bitrate_mbps", &tags)
@@ -445,18 +509,38 @@ impl ServiceFactory for PlaybackService {
     ) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
         Box::pin(async move {
             let info = ctx.info();
-            let playback = Arc::new(Playback::new(
-                &self.config,
-                self.key.clone(),
+            let near = Placement {
+                region: info.region,
+                zone: info.zone,
+            };
+            let registry = BreakerRegistry::global().clone();
+            let (link, history) = AccountLink::new(
                 self.resolver.clone(),
-                self.topology.clone(),
-                Placement {
-                    region: info.region,
-                    zone: info.zone,
-                },
+                near.clone(),
                 ctx.clock().clone(),
-                BreakerRegistry::global().clone(),
-            )?);
+                registry.clone(),
+                self.config.entitlement_ttl,
+                self.config.history_queue,
+            )?;
+            let playback = Arc::new(
+                Playback::new(
+                    &self.config,
+                    self.key.clone(),
+                    self.resolver.clone(),
+                    self.topology.clone(),
+                    near.clone(),
+                    ctx.clock().clone(),
+                    registry.clone(),
+                )?
+                .with_accounts(link),
+            );
+            ctx.spawn(account::write_history(
+                history,
+                self.resolver.clone(),
+                near,
+                registry,
+                ctx.shutdown_token(),
+            ));
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
             ctx.spawn(sweep(playback.clone(), ctx.shutdown_token()));

@@ -37,6 +37,8 @@ pub struct Session {
     pub failovers: u32,
     /// Instances this session was moved off, newest last.
     pub avoided: Vec<SocketAddr>,
+    /// The caller's account, when the play came through the gateway.
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Default)]

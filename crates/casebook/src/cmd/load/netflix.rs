@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use casebook_kit::loadgen::Progress;
+use casebook_netflix::load::ApiWorkload;
 use casebook_netflix::player::Ladder;
 use casebook_netflix::player::abr::AbrKind;
 use casebook_netflix::player::driver::{self, FleetConfig, FleetProgress};
@@ -22,7 +24,18 @@ const MAX_SIMULATED_PLAYERS: u64 = 1_000_000;
 
 #[derive(Debug, clap::Args)]
 pub struct NetflixArgs {
-    /// The playback API (default: the local one, 127.0.0.1:<netflix.playback_port>).
+    /// The service plane instead of the players: signed-in users through the API
+    /// gateway (home, search, play, billing), open loop.
+    #[arg(long)]
+    api: bool,
+    /// (--api) Requests per second.
+    #[arg(long, default_value_t = 50.0, value_name = "R")]
+    rate: f64,
+    /// (--api) Users signed up, logged in and subscribed before the run.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    users: usize,
+    /// The playback API (default: the local one, 127.0.0.1:<netflix.playback_port>);
+    /// with --api, the gateway (default 127.0.0.1:<netflix.gateway_port>).
     #[arg(long, value_name = "HOST:PORT")]
     target: Option<String>,
     /// The title to play (default: the catalog's first).
@@ -102,6 +115,9 @@ fn load_trace(spec: &str) -> Result<NetworkTrace, String> {
 }
 
 pub async fn run(config: &Config, args: NetflixArgs) -> anyhow::Result<ExitCode> {
+    if args.api {
+        return run_api(config, &args).await;
+    }
     let trace = match load_trace(&args.trace) {
         Ok(trace) => Arc::new(trace),
         Err(problem) => {
@@ -157,6 +173,35 @@ pub async fn run(config: &Config, args: NetflixArgs) -> anyhow::Result<ExitCode>
     let progress = Arc::new(FleetProgress::default());
     let watcher = tokio::spawn(super::watch(progress.clone(), args.no_progress));
     let report = driver::run(fleet, progress).await;
+    watcher.abort();
+    super::print_report(report, args.json, |r| r.table())
+}
+
+async fn run_api(config: &Config, args: &NetflixArgs) -> anyhow::Result<ExitCode> {
+    let target = args
+        .target
+        .clone()
+        .unwrap_or_else(|| format!("127.0.0.1:{}", config.netflix.gateway_port));
+    let workload = ApiWorkload {
+        gateway: if target.starts_with("http://") {
+            target
+        } else {
+            format!("http://{target}")
+        },
+        rate_per_sec: args.rate,
+        duration: args.duration,
+        users: args.users,
+        timeout: args.http_timeout,
+        seed: args.seed,
+        ..ApiWorkload::default()
+    };
+    if let Err(problem) = workload.validate() {
+        eprintln!("casebook: {problem}");
+        return Ok(ExitCode::from(2));
+    }
+    let progress = Arc::new(Progress::default());
+    let watcher = tokio::spawn(super::watch(progress.clone(), args.no_progress));
+    let report = casebook_netflix::load::run(workload, progress).await;
     watcher.abort();
     super::print_report(report, args.json, |r| r.table())
 }
