@@ -436,7 +436,8 @@ mod tests {
         BillingConfig::default()
             .validate("netflix.billing")
             .unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut BillingConfig)>, &str)> = vec![
+        type Breakage = Box<dyn Fn(&mut BillingConfig)>;
+        let cases: Vec<(Breakage, &str)> = vec![
             (
                 Box::new(|c| c.provider.failure_rate = 1.5),
                 "netflix.billing.provider.failure_rate",
