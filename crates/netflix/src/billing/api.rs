@@ -362,7 +362,11 @@ impl Billing {
                 None => {
                     timed_out = true;
                     count_charge("timeout");
-                    match self.provider.find_charge(&request.key).await {
+                    let asked = self.clock.now();
+                    let found = self.provider.find_charge(&request.key).await;
+                    metrics::histogram!("casebook_netflix_billing_provider_seconds", "call" => "lookup")
+                        .record(self.clock.now().duration_since(asked).as_secs_f64());
+                    match found {
                         Ok(Some(found)) => {
                             count_charge("reconciled");
                             Ok(found)

@@ -44,6 +44,11 @@
 //! canceled one stays entitled until its period ends. Other headers than
 //! `content-type` are not replayed (the kit's store keeps only that).
 //!
+//! Metrics: `casebook_netflix_billing_charges_total{outcome}` (`charged`,
+//! `declined`, `unavailable`, `timeout`, `reconciled`: a timed-out charge whose
+//! lookup found the result) and `casebook_netflix_billing_provider_seconds{call}`
+//! (`charge`, `lookup`; on the injected clock).
+//!
 //! Grows with clients: the idempotency store (bounded by its `max_keys`, 24 h
 //! retention), the SQL rows (one subscription per account, an invoice and a
 //! payment per subscribe), the simulated provider's ledger (bounded by
