@@ -781,6 +781,12 @@ async fn bad_input_is_named_and_charges_nothing() {
     )
     .await;
     assert_eq!(json_of(&bad_account)["field"], "x-user-id");
+    let wrong_method = send(&h.client, url, Method::GET, path, Some("a"), None, None).await;
+    assert_error(
+        &wrong_method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
     assert!(h.provider.ledger().is_empty());
 
     // None of those used the key up: fixed, it subscribes.

@@ -42,6 +42,13 @@ pub fn router(billing: Arc<Billing>) -> Router {
         .route("/api/v1/billing/cancel", post(cancel))
         .route("/internal/v1/entitlement/{account}", get(entitlement))
         .fallback(|| async { ApiError::not_found("no such route").with_code("not_found") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+            .with_code("method_not_allowed")
+        })
         .with_state(billing)
 }
 
