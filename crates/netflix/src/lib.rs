@@ -5,6 +5,7 @@
 //!
 //! | module | what it is |
 //! |---|---|
+//! | [`billing`] | billing: plans, subscriptions, invoices and payments (SQL), charged exactly once per idempotency key against a simulated provider |
 //! | [`case`] | the case's face: pipeline, origin, the two CDN tiers, playback |
 //! | [`config`] | the `[netflix]` table |
 //! | [`origin`] | the origin: objects in an object store, catalog metadata beside them, served over HTTP |
