@@ -288,6 +288,11 @@ impl Users {
         &self.store
     }
 
+    #[doc(hidden)]
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+
     fn now_ms(&self) -> u64 {
         self.clock.wall_millis()
     }

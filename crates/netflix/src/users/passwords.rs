@@ -91,6 +91,17 @@ impl Passwords {
             .map_err(|e| PasswordError::Internal(e.to_string()))
     }
 
+    /// Takes every admission place until the permit is dropped (tests of the
+    /// refusal).
+    #[doc(hidden)]
+    pub fn occupy_all(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let all = self.admitted.available_permits() as u32;
+        self.admitted
+            .clone()
+            .try_acquire_many_owned(all)
+            .expect("no other holder in a test")
+    }
+
     /// A PHC string (`$argon2id$v=19$m=…`) for `password`, with a fresh salt.
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
         let params = self.params.clone();

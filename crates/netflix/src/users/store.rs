@@ -5,7 +5,7 @@
 //! | table | rows | bound |
 //! |---|---|---|
 //! | `users_accounts` | one per account; `email_key` (the email lowercased) is unique | – |
-//! | `users_profiles` | several per account, the first one the account's default | `max_profiles` per account (a counter on the account row, raised atomically) |
+//! | `users_profiles` | several per account in the order made (`ordinal`), the first one the account's default | `max_profiles` per account (a counter on the account row, raised atomically) |
 //! | `users_history` | one per (profile, title): the last position | the newest `history_per_profile` per profile; older rows go in the same transaction |
 //! | `users_views` | one per (hour, title, profile) that recorded progress | the trending window: older hours are deleted on the first write of each hour |
 //!
@@ -51,9 +51,10 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             id TEXT PRIMARY KEY,
             account_id TEXT NOT NULL REFERENCES users_accounts (id),
             name TEXT NOT NULL,
-            created_ms INTEGER NOT NULL
+            ordinal INTEGER NOT NULL,
+            created_ms INTEGER NOT NULL,
+            UNIQUE (account_id, ordinal)
         );
-        CREATE INDEX users_profiles_account ON users_profiles (account_id, created_ms);
         CREATE TABLE users_history (
             profile_id TEXT NOT NULL,
             title TEXT NOT NULL,
@@ -84,9 +85,10 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             id TEXT PRIMARY KEY,
             account_id TEXT NOT NULL REFERENCES users_accounts (id),
             name TEXT NOT NULL,
-            created_ms BIGINT NOT NULL
+            ordinal BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            UNIQUE (account_id, ordinal)
         );
-        CREATE INDEX users_profiles_account ON users_profiles (account_id, created_ms);
         CREATE TABLE users_history (
             profile_id TEXT NOT NULL,
             title TEXT NOT NULL,
@@ -117,8 +119,9 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             id VARCHAR(64) PRIMARY KEY,
             account_id VARCHAR(64) NOT NULL,
             name VARCHAR(255) NOT NULL,
+            ordinal BIGINT NOT NULL,
             created_ms BIGINT NOT NULL,
-            INDEX users_profiles_account (account_id, created_ms),
+            UNIQUE (account_id, ordinal),
             FOREIGN KEY (account_id) REFERENCES users_accounts (id)
         );
         CREATE TABLE users_history (
@@ -302,8 +305,7 @@ impl UserStore {
                     new_id('p')
                 },
                 name: name.clone(),
-                // Distinct times keep the listing in the order given.
-                created_ms: now_ms + i as u64,
+                created_ms: now_ms,
             })
             .collect();
         let mut tx = self.db.pool().begin().await?;
@@ -327,8 +329,9 @@ impl UserStore {
             Err(e) if is_unique_violation(&e) => return Err(StoreError::DuplicateEmail),
             other => other?,
         };
-        for profile in &made {
-            self.insert_profile(&mut tx, &account.id, profile).await?;
+        for (ordinal, profile) in made.iter().enumerate() {
+            self.insert_profile(&mut tx, &account.id, ordinal as i64, profile)
+                .await?;
         }
         tx.commit().await?;
         Ok((account, made))
@@ -338,16 +341,18 @@ impl UserStore {
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         account: &str,
+        ordinal: i64,
         profile: &Profile,
     ) -> Result<(), sqlx::Error> {
         self.db
             .query(
-                "INSERT INTO users_profiles (id, account_id, name, created_ms)
-                 VALUES ($1, $2, $3, $4)",
+                "INSERT INTO users_profiles (id, account_id, name, ordinal, created_ms)
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(profile.id.clone())
             .bind(account.to_owned())
             .bind(profile.name.clone())
+            .bind(ordinal)
             .bind(to_i64(profile.created_ms))
             .execute(&mut **tx)
             .await?;
@@ -389,7 +394,7 @@ impl UserStore {
             .db
             .query(
                 "SELECT id, name, created_ms FROM users_profiles
-                 WHERE account_id = $1 ORDER BY created_ms, id",
+                 WHERE account_id = $1 ORDER BY ordinal",
             )
             .bind(account.to_owned())
             .fetch_all(self.db.pool())
@@ -431,12 +436,21 @@ impl UserStore {
                 None => Err(StoreError::UnknownAccount),
             };
         }
+        // The new count is the new profile's place (0-based: count - 1).
+        let count: i64 = self
+            .db
+            .query("SELECT profile_count FROM users_accounts WHERE id = $1")
+            .bind(account.to_owned())
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
         let profile = Profile {
             id: new_id('p'),
             name: name.to_owned(),
             created_ms: now_ms,
         };
-        self.insert_profile(&mut tx, account, &profile).await?;
+        self.insert_profile(&mut tx, account, count - 1, &profile)
+            .await?;
         tx.commit().await?;
         Ok(profile)
     }
