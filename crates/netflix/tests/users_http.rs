@@ -86,7 +86,10 @@ impl Fixture {
             Value::Null
         } else {
             serde_json::from_slice(&response.body).unwrap_or_else(|_| {
-                panic!("{path}: not JSON: {:?}", String::from_utf8_lossy(&response.body))
+                panic!(
+                    "{path}: not JSON: {:?}",
+                    String::from_utf8_lossy(&response.body)
+                )
             })
         };
         (response.status, value)
@@ -162,7 +165,9 @@ async fn login_issues_a_token_the_gateway_accepts() {
     // It expires on the clock, after the TTL and the leeway.
     f.clock.advance(Duration::from_secs(3600 + 31));
     assert_eq!(
-        verifier.verify(body["token"].as_str().unwrap()).unwrap_err(),
+        verifier
+            .verify(body["token"].as_str().unwrap())
+            .unwrap_err(),
         AuthError::Expired
     );
 }
@@ -173,7 +178,12 @@ async fn a_wrong_password_and_an_unknown_email_look_the_same() {
     f.signup("ann@example.com", "correct horse").await;
     let wrong = f.login("ann@example.com", "incorrect horse").await;
     let unknown = f.login("nobody@example.com", "correct horse").await;
-    assert_error(&wrong, StatusCode::UNAUTHORIZED, "invalid_credentials", None);
+    assert_error(
+        &wrong,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        None,
+    );
     assert_eq!(wrong, unknown);
 }
 
@@ -189,11 +199,21 @@ async fn injection_looking_credentials_are_inert() {
         ("x@x'OR/**/email_key/**/LIKE'%", "' OR 1=1 --"),
     ] {
         let result = f.login(email, password).await;
-        assert_error(&result, StatusCode::UNAUTHORIZED, "invalid_credentials", None);
+        assert_error(
+            &result,
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            None,
+        );
     }
     // With spaces, the email is refused by shape before any query.
     let result = f.login("' OR '1'='1", "' OR '1'='1").await;
-    assert_error(&result, StatusCode::BAD_REQUEST, "invalid_field", Some("email"));
+    assert_error(
+        &result,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("email"),
+    );
     // An account whose email and password look like injections is just an account.
     let sneaky = f.signup("o'brien'--@example.com", "' OR '1'='1").await;
     let (status, body) = f.login("O'BRIEN'--@example.com", "' OR '1'='1").await;
@@ -201,43 +221,102 @@ async fn injection_looking_credentials_are_inert() {
     assert_eq!(body["account"], sneaky["id"]);
     // And it did not make anyone else's password work.
     let result = f.login("admin@example.com", "' OR '1'='1").await;
-    assert_error(&result, StatusCode::UNAUTHORIZED, "invalid_credentials", None);
+    assert_error(
+        &result,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        None,
+    );
 }
 
 #[tokio::test]
 async fn bad_input_names_the_field() {
     let f = Fixture::start().await;
     let post = |path: &'static str, body: Value| f.send(Method::POST, path, None, Some(body));
-    let r = post("/internal/v1/accounts", json!({"email": "no-at-sign", "password": "long enough"})).await;
+    let r = post(
+        "/internal/v1/accounts",
+        json!({"email": "no-at-sign", "password": "long enough"}),
+    )
+    .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("email"));
-    let r = post("/internal/v1/accounts", json!({"email": "a@b.c", "password": "short"})).await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("password"));
+    let r = post(
+        "/internal/v1/accounts",
+        json!({"email": "a@b.c", "password": "short"}),
+    )
+    .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("password"),
+    );
     let huge = "p".repeat(257);
     let r = post("/api/v1/login", json!({"email": "a@b.c", "password": huge})).await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("password"));
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("password"),
+    );
     let r = post("/api/v1/login", json!({"email": "a@b.c"})).await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_json", Some("password"));
-    let r = post("/api/v1/login", json!({"email": "a b@c.d", "password": "whatever1"})).await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        Some("password"),
+    );
+    let r = post(
+        "/api/v1/login",
+        json!({"email": "a b@c.d", "password": "whatever1"}),
+    )
+    .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("email"));
     let a = f.signup("ann@example.com", "correct horse").await;
     let id = a["id"].as_str().unwrap();
     let progress = |body: Value| f.send(Method::POST, "/api/v1/history", Some(id), Some(body));
     let r = progress(json!({"title": "t", "position_s": -1.0, "duration_s": 1.0})).await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("position_s"));
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("position_s"),
+    );
     let r = progress(json!({"title": "t", "position_s": 1.0, "duration_s": 1e300})).await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("duration_s"));
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("duration_s"),
+    );
     let r = progress(json!({"title": "", "position_s": 1.0, "duration_s": 1.0})).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("title"));
     let r = progress(json!({"title": "t", "position_s": "1", "duration_s": 1.0})).await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_json", Some("position_s"));
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        Some("position_s"),
+    );
     // A client cannot name someone else's account in the public body.
-    let r = progress(json!({"account": "a1", "title": "t", "position_s": 1.0, "duration_s": 1.0})).await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("account"));
-    let r = f.send(Method::GET, "/api/v1/history?limit=0", Some(id), None).await;
+    let r = progress(json!({"account": "a1", "title": "t", "position_s": 1.0, "duration_s": 1.0}))
+        .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("account"),
+    );
+    let r = f
+        .send(Method::GET, "/api/v1/history?limit=0", Some(id), None)
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("limit"));
-    let r = f.send(Method::GET, "/api/v1/history?limit=x", Some(id), None).await;
+    let r = f
+        .send(Method::GET, "/api/v1/history?limit=x", Some(id), None)
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("limit"));
-    let r = f.send(Method::GET, "/internal/v1/trending?limit=101", None, None).await;
+    let r = f
+        .send(Method::GET, "/internal/v1/trending?limit=101", None, None)
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("limit"));
     // Too large a body is 413 before anything is parsed.
     let big = json!({"email": "a@b.c", "password": "x".repeat(20_000)});
@@ -259,7 +338,12 @@ async fn public_routes_need_a_caller() {
         assert_error(&r, StatusCode::UNAUTHORIZED, "unknown_account", None);
     }
     let r = f
-        .send(Method::POST, "/api/v1/profiles", None, Some(json!({"name": "Kid"})))
+        .send(
+            Method::POST,
+            "/api/v1/profiles",
+            None,
+            Some(json!({"name": "Kid"})),
+        )
         .await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized", None);
 }
@@ -269,19 +353,38 @@ async fn account_profiles_and_their_limit() {
     let f = Fixture::start().await;
     let a = f.signup("ann@example.com", "correct horse").await;
     let id = a["id"].as_str().unwrap();
-    let r = f.send(Method::POST, "/api/v1/profiles", Some(id), Some(json!({"name": "  "}))).await;
+    let r = f
+        .send(
+            Method::POST,
+            "/api/v1/profiles",
+            Some(id),
+            Some(json!({"name": "  "})),
+        )
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("name"));
-    let r = f.send(Method::POST, "/api/v1/profiles", Some(id), Some(json!({}))).await;
+    let r = f
+        .send(Method::POST, "/api/v1/profiles", Some(id), Some(json!({})))
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_json", Some("name"));
     for name in ["Kid", "Guest"] {
         let (status, body) = f
-            .send(Method::POST, "/api/v1/profiles", Some(id), Some(json!({ "name": name })))
+            .send(
+                Method::POST,
+                "/api/v1/profiles",
+                Some(id),
+                Some(json!({ "name": name })),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         assert_eq!(body["name"], name);
     }
     let r = f
-        .send(Method::POST, "/api/v1/profiles", Some(id), Some(json!({"name": "Fourth"})))
+        .send(
+            Method::POST,
+            "/api/v1/profiles",
+            Some(id),
+            Some(json!({"name": "Fourth"})),
+        )
         .await;
     assert_error(&r, StatusCode::CONFLICT, "profile_limit", None);
     let (status, account) = f.send(Method::GET, "/api/v1/account", Some(id), None).await;
@@ -295,12 +398,19 @@ async fn account_profiles_and_their_limit() {
         .collect();
     assert_eq!(names, ["Main", "Kid", "Guest"]);
     assert_eq!(account["default_profile"], account["profiles"][0]["id"]);
-    let (_, listed) = f.send(Method::GET, "/api/v1/profiles", Some(id), None).await;
+    let (_, listed) = f
+        .send(Method::GET, "/api/v1/profiles", Some(id), None)
+        .await;
     assert_eq!(listed["profiles"], account["profiles"]);
     // Nothing leaks the password hash.
     assert!(!account.to_string().contains("argon2"), "{account}");
     let r = f
-        .send(Method::POST, "/internal/v1/accounts", None, Some(json!({"email": "ANN@example.com", "password": "another one"})))
+        .send(
+            Method::POST,
+            "/internal/v1/accounts",
+            None,
+            Some(json!({"email": "ANN@example.com", "password": "another one"})),
+        )
         .await;
     assert_error(&r, StatusCode::CONFLICT, "email_taken", None);
 }
@@ -311,7 +421,12 @@ async fn history_public_and_internal_and_trending() {
     let a = f.signup("ann@example.com", "correct horse").await;
     let id = a["id"].as_str().unwrap();
     let (_, kid) = f
-        .send(Method::POST, "/api/v1/profiles", Some(id), Some(json!({"name": "Kid"})))
+        .send(
+            Method::POST,
+            "/api/v1/profiles",
+            Some(id),
+            Some(json!({"name": "Kid"})),
+        )
         .await;
     let kid = kid["id"].as_str().unwrap();
     for title in ["t1", "t2", "t3", "t4"] {
@@ -348,7 +463,12 @@ async fn history_public_and_internal_and_trending() {
     assert_eq!(titles, ["t4", "t3", "t2"]);
     // The internal shape the recs service reads.
     let (status, internal) = f
-        .send(Method::GET, &format!("/internal/v1/history/{id}?limit=2"), None, None)
+        .send(
+            Method::GET,
+            &format!("/internal/v1/history/{id}?limit=2"),
+            None,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(internal["account"], id);
@@ -359,7 +479,12 @@ async fn history_public_and_internal_and_trending() {
     assert!(first["updated_ms"].as_u64().unwrap() > 1_767_225_600_000);
     assert_eq!(internal["items"].as_array().unwrap().len(), 2);
     let (_, kid_page) = f
-        .send(Method::GET, &format!("/internal/v1/history/{id}?profile={kid}"), None, None)
+        .send(
+            Method::GET,
+            &format!("/internal/v1/history/{id}?profile={kid}"),
+            None,
+            None,
+        )
         .await;
     assert_eq!(kid_page["items"][0]["title"], "t1");
     assert_eq!(kid_page["items"][0]["position_s"].as_f64(), Some(3.0));
@@ -367,9 +492,19 @@ async fn history_public_and_internal_and_trending() {
     let b = f.signup("bo@example.com", "correct horse").await;
     let bo = b["id"].as_str().unwrap();
     let r = f
-        .send(Method::GET, &format!("/api/v1/history?profile={kid}"), Some(bo), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/history?profile={kid}"),
+            Some(bo),
+            None,
+        )
         .await;
-    assert_error(&r, StatusCode::NOT_FOUND, "unknown_profile", Some("profile"));
+    assert_error(
+        &r,
+        StatusCode::NOT_FOUND,
+        "unknown_profile",
+        Some("profile"),
+    );
     let r = f
         .send(
             Method::POST,
@@ -378,11 +513,20 @@ async fn history_public_and_internal_and_trending() {
             Some(json!({"account": "a404", "title": "t1", "position_s": 1.0, "duration_s": 2.0})),
         )
         .await;
-    assert_error(&r, StatusCode::NOT_FOUND, "unknown_account", Some("account"));
-    let r = f.send(Method::GET, "/internal/v1/history/a404", None, None).await;
+    assert_error(
+        &r,
+        StatusCode::NOT_FOUND,
+        "unknown_account",
+        Some("account"),
+    );
+    let r = f
+        .send(Method::GET, "/internal/v1/history/a404", None, None)
+        .await;
     assert_error(&r, StatusCode::NOT_FOUND, "unknown_account", None);
     // Trending: t1 by two profiles, t2–t4 by one.
-    let (status, trending) = f.send(Method::GET, "/internal/v1/trending?limit=2", None, None).await;
+    let (status, trending) = f
+        .send(Method::GET, "/internal/v1/trending?limit=2", None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         trending,
@@ -390,7 +534,9 @@ async fn history_public_and_internal_and_trending() {
     );
     // A day and an hour later, the window is empty.
     f.clock.advance(Duration::from_secs(25 * 3600));
-    let (_, trending) = f.send(Method::GET, "/internal/v1/trending", None, None).await;
+    let (_, trending) = f
+        .send(Method::GET, "/internal/v1/trending", None, None)
+        .await;
     assert_eq!(trending, json!({"titles": []}));
 }
 
@@ -412,13 +558,27 @@ async fn add_user_writes_the_store_the_service_reads() {
     let (status, body) = f.login("cli@example.com", "from the cli").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["account"], account.id);
-    let again = add_user(&f.config, &f.data_dir, "CLI@example.com", "another pw", &[], f.clock.shared())
-        .await
-        .unwrap_err();
+    let again = add_user(
+        &f.config,
+        &f.data_dir,
+        "CLI@example.com",
+        "another pw",
+        &[],
+        f.clock.shared(),
+    )
+    .await
+    .unwrap_err();
     assert!(again.to_string().contains("already exists"), "{again}");
-    let bad = add_user(&f.config, &f.data_dir, "nope", "another pw", &[], f.clock.shared())
-        .await
-        .unwrap_err();
+    let bad = add_user(
+        &f.config,
+        &f.data_dir,
+        "nope",
+        "another pw",
+        &[],
+        f.clock.shared(),
+    )
+    .await
+    .unwrap_err();
     assert!(bad.to_string().starts_with("email:"), "{bad}");
 }
 
@@ -445,6 +605,9 @@ async fn past_the_hashing_queue_logins_get_503_with_retry_after() {
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.headers()["retry-after"], "1");
     drop(storm);
-    let answer = users.login("ann@example.com", "correct horse").await.unwrap();
+    let answer = users
+        .login("ann@example.com", "correct horse")
+        .await
+        .unwrap();
     assert!(!answer.token.is_empty());
 }

@@ -29,7 +29,13 @@ async fn suite(url: &str) {
     store.close().await;
     // Reopening an up-to-date schema applies nothing and keeps the data.
     let store = UserStore::open(url, LIMITS).await.unwrap();
-    assert!(store.credentials("ANN@example.com").await.unwrap().is_some());
+    assert!(
+        store
+            .credentials("ANN@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
     store.close().await;
 }
 
@@ -47,13 +53,18 @@ async fn accounts(store: &UserStore) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::DuplicateEmail), "{err}");
-    let (id, phc) = store
-        .credentials("aNN@example.COM")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((id.as_str(), phc.as_str()), (ann.id.as_str(), "$argon2id$fake"));
-    assert!(store.credentials("bob@example.com").await.unwrap().is_none());
+    let (id, phc) = store.credentials("aNN@example.COM").await.unwrap().unwrap();
+    assert_eq!(
+        (id.as_str(), phc.as_str()),
+        (ann.id.as_str(), "$argon2id$fake")
+    );
+    assert!(
+        store
+            .credentials("bob@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let read = store.account(&ann.id).await.unwrap().unwrap();
     assert_eq!(read, ann);
     assert!(store.account("a0000").await.unwrap().is_none());
@@ -67,7 +78,10 @@ async fn profiles(store: &UserStore) {
         .unwrap();
     assert_eq!(made[0].id, bo.default_profile);
     let third = store.add_profile(&bo.id, "Third", T0 + 10).await.unwrap();
-    let err = store.add_profile(&bo.id, "Fourth", T0 + 11).await.unwrap_err();
+    let err = store
+        .add_profile(&bo.id, "Fourth", T0 + 11)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::ProfileLimit(3)), "{err}");
     let listed = store.profiles(&bo.id).await.unwrap();
     let names: Vec<&str> = listed.iter().map(|p| p.name.as_str()).collect();
@@ -82,14 +96,23 @@ async fn profiles(store: &UserStore) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::ProfileLimit(3)), "{err}");
-    assert!(store.credentials("many@example.com").await.unwrap().is_none());
+    assert!(
+        store
+            .credentials("many@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
     // A profile resolves only for its own account.
     let (cy, _) = store
         .create_account("cy@example.com", "h", &[], T0)
         .await
         .unwrap();
     assert_eq!(
-        store.resolve_profile(&bo.id, Some(&third.id)).await.unwrap(),
+        store
+            .resolve_profile(&bo.id, Some(&third.id))
+            .await
+            .unwrap(),
         third.id
     );
     let err = store
@@ -161,10 +184,16 @@ async fn trending(store: &UserStore) {
     // "hit": three profiles; heartbeats within an hour count once.
     for p in &viewers {
         for s in 0..3 {
-            store.record(p, "hit", s as f64, 10.0, base + s * 1000).await.unwrap();
+            store
+                .record(p, "hit", s as f64, 10.0, base + s * 1000)
+                .await
+                .unwrap();
         }
     }
-    store.record(&viewers[0], "niche", 1.0, 10.0, base).await.unwrap();
+    store
+        .record(&viewers[0], "niche", 1.0, 10.0, base)
+        .await
+        .unwrap();
     let top = store.trending(base, 10).await.unwrap();
     let pairs: Vec<(&str, u64)> = top.iter().map(|t| (t.title.as_str(), t.views)).collect();
     // Earlier suites' views (at T0) are outside the window.
@@ -172,15 +201,24 @@ async fn trending(store: &UserStore) {
     assert_eq!(store.trending(base, 1).await.unwrap().len(), 1);
     // The next hour: the same profile counts again, the window holds both hours.
     let next = base + VIEW_BUCKET.as_millis() as u64;
-    store.record(&viewers[0], "niche", 2.0, 10.0, next).await.unwrap();
-    store.record(&viewers[1], "niche", 2.0, 10.0, next).await.unwrap();
+    store
+        .record(&viewers[0], "niche", 2.0, 10.0, next)
+        .await
+        .unwrap();
+    store
+        .record(&viewers[1], "niche", 2.0, 10.0, next)
+        .await
+        .unwrap();
     let top = store.trending(next, 10).await.unwrap();
     let pairs: Vec<(&str, u64)> = top.iter().map(|t| (t.title.as_str(), t.views)).collect();
     assert_eq!(pairs, [("hit", 3), ("niche", 3)]);
     // Two hours on, the window (2 buckets) has dropped `base`'s hour, and the
     // write of a new hour pruned the rows before it.
     let later = next + HOUR;
-    store.record(&viewers[2], "late", 0.0, 1.0, later).await.unwrap();
+    store
+        .record(&viewers[2], "late", 0.0, 1.0, later)
+        .await
+        .unwrap();
     let top = store.trending(later, 10).await.unwrap();
     let pairs: Vec<(&str, u64)> = top.iter().map(|t| (t.title.as_str(), t.views)).collect();
     assert_eq!(pairs, [("niche", 2), ("late", 1)]);
@@ -188,21 +226,37 @@ async fn trending(store: &UserStore) {
 }
 
 async fn injection_is_inert(store: &UserStore) {
-    let sneaky = ["' OR '1'='1", "admin'--", "x'); DROP TABLE users_accounts; --"];
+    let sneaky = [
+        "' OR '1'='1",
+        "admin'--",
+        "x'); DROP TABLE users_accounts; --",
+    ];
     for (i, s) in sneaky.iter().enumerate() {
         assert!(store.credentials(s).await.unwrap().is_none());
         let email = format!("{s}{i}@example.com");
-        let (a, _) = store.create_account(&email, s, &[s.to_string()], T0).await.unwrap();
+        let (a, _) = store
+            .create_account(&email, s, &[s.to_string()], T0)
+            .await
+            .unwrap();
         let (id, phc) = store.credentials(&email).await.unwrap().unwrap();
         assert_eq!((id, phc.as_str()), (a.id.clone(), *s));
-        store.record(&a.default_profile, "t'--", 1.0, 2.0, T0).await.unwrap();
+        store
+            .record(&a.default_profile, "t'--", 1.0, 2.0, T0)
+            .await
+            .unwrap();
         let items = store.history(&a.default_profile, 5).await.unwrap();
         assert_eq!(items[0].title, "t'--");
         assert_eq!(store.profiles(&a.id).await.unwrap()[0].name, *s);
     }
     // Still exactly one account per email: nothing matched everything.
     assert!(store.credentials("' OR '1'='1").await.unwrap().is_none());
-    assert!(store.credentials("ann@example.com").await.unwrap().is_some());
+    assert!(
+        store
+            .credentials("ann@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -255,7 +309,12 @@ async fn an_account_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(&dir.path().join("users.db"));
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "durability_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "durability_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DB, &url)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -280,7 +339,10 @@ async fn an_account_survives_sigkill() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((found.as_str(), phc.as_str()), (id.as_str(), "$argon2id$kept"));
+    assert_eq!(
+        (found.as_str(), phc.as_str()),
+        (id.as_str(), "$argon2id$kept")
+    );
     let account = store.account(&id).await.unwrap().unwrap();
     let items = store.history(&account.default_profile, 5).await.unwrap();
     assert_eq!(items[0].title, "watched");

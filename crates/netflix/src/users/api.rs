@@ -130,10 +130,15 @@ pub fn valid_email(email: &str) -> Result<(), ApiError> {
         return Err(bad("email", format!("must be 3 to {MAX_EMAIL} bytes")));
     }
     if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("email", "must not contain spaces or control characters"));
+        return Err(bad(
+            "email",
+            "must not contain spaces or control characters",
+        ));
     }
     match email.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => {
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+        {
             Ok(())
         }
         _ => Err(bad("email", "must look like name@domain")),
@@ -181,7 +186,10 @@ fn valid_title(title: &str) -> Result<(), ApiError> {
 
 fn valid_seconds(value: f64, field: &str) -> Result<(), ApiError> {
     if !value.is_finite() || !(0.0..MAX_SECONDS).contains(&value) {
-        return Err(bad(field, format!("must be a number from 0 to {MAX_SECONDS}")));
+        return Err(bad(
+            field,
+            format!("must be a number from 0 to {MAX_SECONDS}"),
+        ));
     }
     Ok(())
 }
@@ -205,7 +213,9 @@ fn store_error(err: StoreError) -> ApiError {
             "profile_limit",
             format!("an account has at most {max} profiles"),
         ),
-        StoreError::UnknownAccount => ApiError::not_found("no such account").with_code("unknown_account"),
+        StoreError::UnknownAccount => {
+            ApiError::not_found("no such account").with_code("unknown_account")
+        }
         StoreError::UnknownProfile => ApiError {
             field: Some("profile".into()),
             ..ApiError::not_found("no such profile on this account").with_code("unknown_profile")
@@ -217,7 +227,11 @@ fn store_error(err: StoreError) -> ApiError {
         ),
         StoreError::Db(e) => {
             tracing::warn!(error = %e, "users: database error");
-            code(StatusCode::INTERNAL_SERVER_ERROR, "database", "database error")
+            code(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "database",
+                "database error",
+            )
         }
     }
 }
@@ -241,10 +255,16 @@ impl From<StoreError> for UsersError {
 impl From<PasswordError> for UsersError {
     fn from(e: PasswordError) -> Self {
         Self(match e {
-            PasswordError::Busy => code(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string()),
+            PasswordError::Busy => {
+                code(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+            }
             PasswordError::Internal(_) => {
                 tracing::warn!(error = %e, "users: hashing failed");
-                code(StatusCode::INTERNAL_SERVER_ERROR, "internal", "password hashing failed")
+                code(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "password hashing failed",
+                )
             }
         })
     }
@@ -431,7 +451,10 @@ fn limit_param(query: &HashMap<String, String>, default: u32, max: u32) -> Resul
         None => Ok(default),
         Some(raw) => match raw.parse::<u32>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(bad("limit", format!("must be a whole number from 1 to {max}"))),
+            _ => Err(bad(
+                "limit",
+                format!("must be a whole number from 1 to {max}"),
+            )),
         },
     }
 }
@@ -469,7 +492,10 @@ async fn login(
     users.login(&body.email, &body.password).await.map(Json)
 }
 
-async fn account(State(users): Shared, headers: HeaderMap) -> Result<Json<AccountView>, UsersError> {
+async fn account(
+    State(users): Shared,
+    headers: HeaderMap,
+) -> Result<Json<AccountView>, UsersError> {
     let account = users.caller(&headers).await?;
     users.account_view(account).await.map(Json)
 }

@@ -104,11 +104,15 @@ impl Default for UsersConfig {
 impl UsersConfig {
     /// Checks every key; the error names the first one at fault under `key`.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let bad = |name: &str, message: &str| Err(ConfigError::new(format!("{key}.{name}"), message));
+        let bad =
+            |name: &str, message: &str| Err(ConfigError::new(format!("{key}.{name}"), message));
         if let Some(url) = &self.database
             && Dialect::of_url(url).is_none()
         {
-            return bad("database", "must be a sqlite://, postgres:// or mysql:// URL");
+            return bad(
+                "database",
+                "must be a sqlite://, postgres:// or mysql:// URL",
+            );
         }
         if !(1..=20).contains(&self.max_profiles) {
             return bad("max_profiles", "must be 1 to 20");
