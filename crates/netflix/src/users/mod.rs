@@ -133,7 +133,7 @@ impl UsersConfig {
             return bad("login_queue", "must be at most 10000");
         }
         let hours = self.trending_window.as_secs() / 3600;
-        if !(1..=24 * 90).contains(&hours) || self.trending_window.as_secs() % 3600 != 0 {
+        if !(1..=24 * 90).contains(&hours) || !self.trending_window.as_secs().is_multiple_of(3600) {
             return bad("trending_window", "must be whole hours, 1h to 90 days");
         }
         Ok(())
@@ -201,8 +201,7 @@ impl ServiceFactory for UsersService {
                 self.jwt.clone(),
                 ctx.clock().clone(),
             )
-            .await
-            .map_err(anyhow::Error::from)?;
+            .await?;
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
             serve_http(ctx, listener, api::router(Arc::new(users)));
