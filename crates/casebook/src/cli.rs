@@ -99,7 +99,7 @@ pub enum Command {
         command: WhatsappCommand,
     },
 
-    /// Netflix case administration (the content pipeline).
+    /// Netflix case administration (the content pipeline, user accounts).
     Netflix {
         #[command(subcommand)]
         command: NetflixCommand,
@@ -129,6 +129,18 @@ pub enum NetflixCommand {
         /// No progress bar (phases are still printed on stderr when it is not a terminal).
         #[arg(long)]
         no_progress: bool,
+    },
+    /// Create a user account on the user store (`[netflix.users] database`, else
+    /// SQLite under `--data-dir`), e.g. `add-user ann@example.com - --profile Ann
+    /// --profile Kids`; prints the account id. Works with or without `casebook up`.
+    AddUser {
+        /// The email (unique, whatever its case).
+        email: String,
+        /// The password, 8 to 256 bytes (`-` or absent: read from standard input).
+        password: Option<String>,
+        /// A profile to make (repeatable; the first is the default; none: `Main`).
+        #[arg(long = "profile", value_name = "NAME")]
+        profiles: Vec<String>,
     },
 }
 

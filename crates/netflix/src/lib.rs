@@ -12,6 +12,7 @@
 //! | [`pipeline`] | the content pipeline: a title → a bitrate ladder as HLS (ffmpeg, or the synthetic encoder) → published to the origin |
 //! | [`playback`] | the playback API: catalog, sessions, steering to the nearest healthy edge, signed manifests, heartbeats and QoE events |
 //! | [`player`] | the player fleet behind `casebook load netflix`: network traces, ABR (BBA, BOLA), a buffer model, QoE |
+//! | [`users`] | the user service: accounts, profiles, viewing history, trending views, login (Argon2id, JWTs the gateway verifies) on SQLite or PostgreSQL |
 
 pub mod billing;
 pub mod case;

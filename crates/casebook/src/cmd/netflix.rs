@@ -2,7 +2,9 @@
 //! line. `ingest` runs the pipeline in this process against the origin store
 //! (the data dir's, or `[netflix] origin_store`), not through a running
 //! `netflix-pipeline`: it works with or without `casebook up`, and a running
-//! origin lists the title as soon as its catalog entry is written.
+//! origin lists the title as soon as its catalog entry is written. `add-user`
+//! likewise writes the user store directly (SQLite's WAL lets it share the file
+//! with a running `netflix-users`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,6 +15,7 @@ use casebook_netflix::origin::store::Origin;
 use casebook_netflix::pipeline::encode::Source;
 use casebook_netflix::pipeline::progress::Progress;
 use casebook_netflix::pipeline::{Pipeline, title_for_name};
+use casebook_netflix::users::AddUserError;
 
 use crate::cli::NetflixCommand;
 use crate::config::Config;
@@ -24,6 +27,43 @@ pub async fn run(config: &Config, command: NetflixCommand) -> anyhow::Result<Exi
             title,
             no_progress,
         } => ingest(config, &file, &title, no_progress).await,
+        NetflixCommand::AddUser {
+            email,
+            password,
+            profiles,
+        } => add_user(config, &email, password, &profiles).await,
+    }
+}
+
+async fn add_user(
+    config: &Config,
+    email: &str,
+    password: Option<String>,
+    profiles: &[String],
+) -> anyhow::Result<ExitCode> {
+    let password = super::whatsapp::password_or_stdin(password)?;
+    let created = casebook_netflix::users::add_user(
+        &config.netflix,
+        &config.data_dir,
+        email,
+        &password,
+        profiles,
+        SystemClock::shared(),
+    )
+    .await;
+    match created {
+        Ok((account, profiles)) => {
+            say!("{}", account.id);
+            for profile in &profiles {
+                eprintln!("  profile {} ({})", profile.id, profile.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (AddUserError::Invalid { .. } | AddUserError::DuplicateEmail(_))) => {
+            eprintln!("casebook: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(AddUserError::Other(e)) => Err(e),
     }
 }
 

@@ -32,7 +32,7 @@ pub fn run(config: &Config, command: WhatsappCommand) -> anyhow::Result<ExitCode
 }
 
 /// The password from the argument, or from the first line of standard input.
-fn password_or_stdin(password: Option<String>) -> anyhow::Result<String> {
+pub(crate) fn password_or_stdin(password: Option<String>) -> anyhow::Result<String> {
     match password {
         Some(password) if password != "-" => Ok(password),
         _ => {
