@@ -233,6 +233,8 @@ pub fn generate(seed: u64, count: usize) -> Vec<CatalogTitle> {
     let mut seen = std::collections::HashMap::<String, u32>::new();
     (0..count)
         .map(|index| {
+            // A generator per title: title k is the same whatever the count.
+            let mut rng = Rng::new(seed ^ fnv1a(&(index as u64).to_le_bytes()));
             let mut title = describe(&mut rng, &cast_pool, &cast_law);
             let repeats = seen.entry(title.name.clone()).or_default();
             *repeats += 1;
@@ -322,9 +324,14 @@ fn describe(rng: &mut Rng, cast_pool: &[String], cast_law: &Zipf) -> CatalogTitl
         }
     }
     let lead = cast[0].split(' ').next().unwrap_or("Someone").to_owned();
+    let role = pick(rng, ROLES);
+    let article = if role.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "An"
+    } else {
+        "A"
+    };
     let synopsis = format!(
-        "A {} named {lead} {} {} {}. {}",
-        pick(rng, ROLES),
+        "{article} {role} named {lead} {} {} {}. {}",
         pick(rng, VERBS),
         pick(rng, OBJECTS),
         pick(rng, SETTINGS),
