@@ -17,7 +17,8 @@
 //! which for the last term is a prefix query (search as you type). Exact matches
 //! score BM25 × boost on top of the fuzzy match's constant, so a title that has
 //! the word outranks one that has a word near it. Terms are OR-ed: more terms
-//! matched, higher score.
+//! matched, higher score; two or more terms also match as a phrase in `title`
+//! and `cast` (a whole name, in order, outranks its words apart).
 //!
 //! Not guaranteed: relevance beyond that (no stemming, no stop words, no
 //! phrase proximity); scores are comparable within one answer only.
@@ -26,7 +27,8 @@ use std::path::Path;
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{
-    BooleanQuery, BoostQuery, FuzzyTermQuery, MoreLikeThisQuery, Occur, Query, TermQuery,
+    BooleanQuery, BoostQuery, FuzzyTermQuery, MoreLikeThisQuery, Occur, PhraseQuery, Query,
+    TermQuery,
 };
 use tantivy::schema::{
     FAST, Field, IndexRecordOption, OwnedValue, Schema, TextFieldIndexing, TextOptions,
@@ -233,6 +235,25 @@ impl SearchIndex {
                 clauses.push((
                     Occur::Should,
                     Box::new(BoostQuery::new(Box::new(fuzzy), boost)),
+                ));
+            }
+        }
+        if terms.len() >= 2 {
+            // The words together, in order (a whole name), outrank them apart.
+            for (field, boost) in [
+                (self.fields.title, TITLE_BOOST),
+                (self.fields.cast, CAST_BOOST),
+            ] {
+                let phrase = terms
+                    .iter()
+                    .map(|t| Term::from_field_text(field, t))
+                    .collect();
+                clauses.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(
+                        Box::new(PhraseQuery::new(phrase)),
+                        boost * EXACT_BOOST,
+                    )),
                 ));
             }
         }
