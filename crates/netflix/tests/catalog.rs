@@ -53,7 +53,12 @@ fn the_generator_is_deterministic_and_plausible() {
     // Zipf-ish: the most popular title is far above the median one.
     let mut priors: Vec<f64> = titles.iter().map(|t| t.popularity).collect();
     priors.sort_by(|a, b| b.total_cmp(a));
-    assert!(priors[0] > 100.0 * priors[1500], "{} vs {}", priors[0], priors[1500]);
+    assert!(
+        priors[0] > 100.0 * priors[1500],
+        "{} vs {}",
+        priors[0],
+        priors[1500]
+    );
     // Actors recur: similarity by cast has something to find.
     let busiest = actors.values().max().copied().unwrap_or(0);
     assert!(busiest >= 20, "the busiest actor is in {busiest} titles");
@@ -188,7 +193,10 @@ async fn the_api_pages_filters_and_refuses_bad_input() {
     assert_eq!(status, StatusCode::OK);
     let parsed: CatalogTitle = serde_json::from_value(one).unwrap();
     let want = store.title("t00042").unwrap();
-    assert_eq!((&parsed.id, &parsed.name, &parsed.cast), (&want.id, &want.name, &want.cast));
+    assert_eq!(
+        (&parsed.id, &parsed.name, &parsed.cast),
+        (&want.id, &want.name, &want.cast)
+    );
     let (status, missing) = get(&format!("{base}/api/v1/titles/t99999")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(missing["field"], "id");

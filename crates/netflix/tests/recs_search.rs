@@ -163,7 +163,10 @@ fn hostile_queries_are_plain_text() {
         assert!(hits.len() <= 10);
     }
     // `title:stranger` looks for the words "title" and "stranger", not a field.
-    assert_eq!(query_terms("title:(stranger").unwrap(), ["title", "stranger"]);
+    assert_eq!(
+        query_terms("title:(stranger").unwrap(),
+        ["title", "stranger"]
+    );
     assert_eq!(query_terms("*").unwrap(), Vec::<String>::new());
     assert_eq!(query_terms("Amélie AMELIE amelie").unwrap(), ["amelie"]);
 }
@@ -173,7 +176,10 @@ fn queries_are_bounded() {
     assert_eq!(query_terms(""), Err(QueryError::Empty));
     assert_eq!(query_terms("  \t "), Err(QueryError::Empty));
     let long = "a".repeat(MAX_QUERY_CHARS + 1);
-    assert_eq!(query_terms(&long), Err(QueryError::TooLong(MAX_QUERY_CHARS + 1)));
+    assert_eq!(
+        query_terms(&long),
+        Err(QueryError::TooLong(MAX_QUERY_CHARS + 1))
+    );
     assert!(query_terms(&"é".repeat(MAX_QUERY_CHARS)).is_ok());
     let many: Vec<String> = (0..20).map(|i| format!("word{i}")).collect();
     let terms = query_terms(&many.join(" ")).unwrap();

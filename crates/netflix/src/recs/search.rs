@@ -5,7 +5,8 @@
 //! `genres` ([`GENRE_BOOST`]), `synopsis` (1), all through one analyzer
 //! ([`ANALYZER`]: split on anything not a letter or digit, fold accents to
 //! ASCII, lowercase, drop tokens over [`MAX_TERM_CHARS`] characters); `ord`, a fast
-//! field, is the title's position in the catalog the index was built from.
+//! field, is the title's position in the catalog the index was built from;
+//! `cast_exact` and `genre_exact` hold whole names, lowercased, for similarity.
 //!
 //! **Queries are plain text**: [`query_terms`] runs the user's text through the
 //! same analyzer and nothing else — tantivy's query-parser syntax (`field:`,
@@ -34,7 +35,7 @@ use tantivy::schema::{
     FAST, Field, IndexRecordOption, OwnedValue, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
+    AsciiFoldingFilter, LowerCaser, RawTokenizer, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
 };
 use tantivy::{DocAddress, Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
 
@@ -56,6 +57,15 @@ pub const CAST_BOOST: f32 = 2.0;
 pub const GENRE_BOOST: f32 = 1.5;
 /// How much an exact term outweighs the fuzzy match of the same term.
 pub const EXACT_BOOST: f32 = 2.0;
+
+/// The analyzer of whole values (cast names, genres), lowercased.
+pub const WHOLE: &str = "casebook_whole";
+
+fn whole_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(RawTokenizer::default())
+        .filter(LowerCaser)
+        .build()
+}
 
 /// The analyzer for documents and queries (see the module docs).
 pub fn analyzer() -> TextAnalyzer {
@@ -121,6 +131,10 @@ struct Fields {
     cast: Field,
     synopsis: Field,
     genres: Field,
+    /// Whole cast names and genres, for "shares one with": a first name in
+    /// common is not a cast member in common.
+    cast_exact: Field,
+    genre_exact: Field,
     ord: Field,
 }
 
@@ -151,15 +165,23 @@ impl SearchIndex {
                 .set_tokenizer(ANALYZER)
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         );
+        let whole = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(WHOLE)
+                .set_index_option(IndexRecordOption::WithFreqs),
+        );
         let fields = Fields {
             title: schema.add_text_field("title", text.clone()),
             cast: schema.add_text_field("cast", text.clone()),
             synopsis: schema.add_text_field("synopsis", text.clone()),
             genres: schema.add_text_field("genres", text),
+            cast_exact: schema.add_text_field("cast_exact", whole.clone()),
+            genre_exact: schema.add_text_field("genre_exact", whole),
             ord: schema.add_u64_field("ord", FAST),
         };
         let index = Index::create_in_dir(dir, schema.build())?;
         index.tokenizers().register(ANALYZER, analyzer());
+        index.tokenizers().register(WHOLE, whole_analyzer());
         // One thread, the smallest budget: a few thousand titles are a few MB.
         let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, 15_000_000)?;
         for (ord, title) in titles.iter().enumerate() {
@@ -167,10 +189,12 @@ impl SearchIndex {
             doc.add_text(fields.title, &title.name);
             for actor in &title.cast {
                 doc.add_text(fields.cast, actor);
+                doc.add_text(fields.cast_exact, actor);
             }
             doc.add_text(fields.synopsis, &title.synopsis);
             for genre in &title.genres {
                 doc.add_text(fields.genres, genre);
+                doc.add_text(fields.genre_exact, genre);
             }
             doc.add_u64(fields.ord, ord as u64);
             writer.add_document(doc)?;
@@ -266,23 +290,19 @@ impl SearchIndex {
     /// indexed: the caller leaves out what it must.
     pub fn more_like(&self, title: &CatalogTitle, limit: usize) -> tantivy::Result<Vec<Hit>> {
         let mut shared: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let mut analyzer = analyzer();
         for (field, values, boost) in [
-            (self.fields.genres, &title.genres, GENRE_BOOST),
-            (self.fields.cast, &title.cast, CAST_BOOST),
+            (self.fields.genre_exact, &title.genres, GENRE_BOOST),
+            (self.fields.cast_exact, &title.cast, CAST_BOOST),
         ] {
             for value in values {
-                let mut stream = analyzer.token_stream(value);
-                while stream.advance() {
-                    let term = Term::from_field_text(field, &stream.token().text);
-                    shared.push((
-                        Occur::Should,
-                        Box::new(BoostQuery::new(
-                            Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
-                            boost,
-                        )),
-                    ));
-                }
+                let term = Term::from_field_text(field, &value.to_lowercase());
+                shared.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(
+                        Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+                        boost,
+                    )),
+                ));
             }
         }
         if shared.is_empty() {
