@@ -55,8 +55,10 @@ pub mod generate;
 
 /// The service's name in discovery.
 pub const CATALOG_SERVICE: &str = "netflix-catalog";
-/// The most titles `titles` may generate (ids have five digits).
-pub const MAX_TITLES: usize = 99_999;
+/// The most titles `titles` may generate: the whole catalog (about 450 bytes
+/// of JSON a title) must fit one internal answer, which the kit's HTTP client
+/// reads up to 16 MiB of.
+pub const MAX_TITLES: usize = 20_000;
 /// The largest page `per_page` may ask for.
 pub const MAX_PER_PAGE: usize = 100;
 /// The page size when `per_page` is absent.
