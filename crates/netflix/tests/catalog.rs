@@ -282,3 +282,17 @@ async fn the_service_reads_the_pipelines_titles_from_the_origin() {
     assert_eq!(status, StatusCode::OK);
     running.stop().await;
 }
+
+#[test]
+fn the_largest_catalog_fits_one_internal_answer() {
+    let config = CatalogConfig {
+        titles: casebook_netflix::catalog::MAX_TITLES,
+        ..CatalogConfig::default()
+    };
+    let store = CatalogStore::new(&config);
+    let bytes = serde_json::to_vec(&store.snapshot()).unwrap().len();
+    assert!(
+        bytes < casebook_kit::http_client::DEFAULT_MAX_RESPONSE * 3 / 4,
+        "{bytes} bytes"
+    );
+}
