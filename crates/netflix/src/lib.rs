@@ -7,11 +7,13 @@
 //! |---|---|
 //! | [`billing`] | billing: plans, subscriptions, invoices and payments (SQL), charged exactly once per idempotency key against a simulated provider |
 //! | [`case`] | the case's face: pipeline, origin, the two CDN tiers, playback |
+//! | [`catalog`] | the catalog service: a few thousand generated titles (seeded) and the pipeline's playable ones, paged, versioned |
 //! | [`config`] | the `[netflix]` table |
 //! | [`origin`] | the origin: objects in an object store, catalog metadata beside them, served over HTTP |
 //! | [`pipeline`] | the content pipeline: a title → a bitrate ladder as HLS (ffmpeg, or the synthetic encoder) → published to the origin |
 //! | [`playback`] | the playback API: catalog, sessions, steering to the nearest healthy edge, signed manifests, heartbeats and QoE events |
 //! | [`player`] | the player fleet behind `casebook load netflix`: network traces, ABR (BBA, BOLA), a buffer model, QoE |
+//! | [`recs`] | recommendations and search: typo-tolerant full text (tantivy), home rows from viewing history, the cached popular rows |
 //! | [`users`] | the user service: accounts, profiles, viewing history, trending views, login (Argon2id, JWTs the gateway verifies) on SQLite or PostgreSQL |
 
 pub mod billing;
