@@ -61,7 +61,8 @@ async fn a_checkout_after_an_exposure_counts_one_conversion_for_that_variant() {
         ],
         salt: String::new(),
     };
-    let flags = Arc::new(FlagStore::open(&dir.path().join("flags"), clock.shared(), &[strategy]).unwrap());
+    let flags =
+        Arc::new(FlagStore::open(&dir.path().join("flags"), clock.shared(), &[strategy]).unwrap());
     let bus: Arc<dyn EventBus> = Arc::new(api.orders.bus().clone());
     let recs = Arc::new(
         Recs::open(
@@ -78,7 +79,11 @@ async fn a_checkout_after_an_exposure_counts_one_conversion_for_that_variant() {
     // A buyer and a bystander in different variants.
     let buyer = "ann";
     let variant = flags.assign(RECS_STRATEGY_FLAG, buyer).unwrap().name;
-    let other = if variant == "blend" { "popular" } else { "blend" };
+    let other = if variant == "blend" {
+        "popular"
+    } else {
+        "blend"
+    };
     let bystander = (0..)
         .map(|i| format!("user-{i}"))
         .find(|u| flags.assign(RECS_STRATEGY_FLAG, u).unwrap().name == other)
@@ -110,8 +115,16 @@ async fn a_checkout_after_an_exposure_counts_one_conversion_for_that_variant() {
         counter(CONVERSIONS, &variant) > before.0
     })
     .await;
-    assert_eq!(counter(CONVERSIONS, &variant), before.0 + 1, "one order, one conversion");
-    assert_eq!(counter(CONVERSIONS, other), before.1, "the bystander bought nothing");
+    assert_eq!(
+        counter(CONVERSIONS, &variant),
+        before.0 + 1,
+        "one order, one conversion"
+    );
+    assert_eq!(
+        counter(CONVERSIONS, other),
+        before.1,
+        "the bystander bought nothing"
+    );
     stop.cancel();
     consumer.await.unwrap();
 }
