@@ -26,6 +26,9 @@ pub struct AmazonConfig {
     pub recs_batch_every: Duration,
     /// The priority shedder in front of every route.
     pub shed: ShedConfig,
+    /// Whether the shedder runs at all; `false` serves every request it is sent
+    /// however loaded it is (for measuring what shedding buys, not for production).
+    pub shed_enabled: bool,
     /// The cart's limits and replication (`[amazon.cart]`).
     pub cart: CartConfig,
 
@@ -73,6 +76,7 @@ impl Default for AmazonConfig {
             catalog_skus: 10_000,
             recs_batch_every: crate::service::DEFAULT_BATCH_EVERY,
             shed: ShedConfig::default(),
+            shed_enabled: true,
             cart: CartConfig::default(),
             inventory_only: false,
             inventory_shards: 256,

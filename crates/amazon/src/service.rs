@@ -172,8 +172,12 @@ impl ServiceFactory for AmazonService {
                     }),
                 ))
                 .merge(recs::api::router(recs))
-                .merge(flags::api::router(flags))
-                .layer(shed);
+                .merge(flags::api::router(flags));
+            let router = if self.config.shed_enabled {
+                router.layer(shed)
+            } else {
+                router
+            };
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
             serve_http(ctx, listener, router);

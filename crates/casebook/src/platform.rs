@@ -71,6 +71,17 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
         .filter(|d| d.address == AddressKind::Http)
         .map(|d| d.name().to_owned())
         .collect();
+    // A policy without a placement scales a service within its declared spread.
+    let mut autoscaler = config.autoscaler.clone();
+    for decl in registry.services() {
+        autoscaler.declared.insert(
+            decl.name().to_owned(),
+            casebook_control::autoscaler::config::PlacementRule::of_spread(
+                decl.spread,
+                &config.topology,
+            ),
+        );
+    }
     platform.register_service(Arc::new(ControlPlane::new(
         platform.downgrade(),
         ControlSettings {
@@ -80,7 +91,7 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             drain: config.shutdown.drain_timeout,
             control: config.control.clone(),
             http_services,
-            autoscaler: config.autoscaler.clone(),
+            autoscaler,
         },
     )));
     platform.set_listener_limits(casebook_control::CONTROL_SERVICE, config.http.clone());

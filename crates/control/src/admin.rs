@@ -242,26 +242,20 @@ pub(crate) fn instance_host(platform: &Platform) -> std::net::IpAddr {
 }
 
 /// Where a new instance of `service` goes: the zone with the fewest live instances
-/// of it, ties going round the regions (so successive starts spread over zones).
+/// of it, ties going round the regions (so successive starts spread over zones) —
+/// the autoscaler's rule with no placement restriction.
 pub(crate) fn least_loaded_zone(
     platform: &Platform,
     topology: &Topology,
     service: &str,
 ) -> Placement {
-    let live = platform.list();
-    topology
-        .placements()
-        .enumerate()
-        .min_by_key(|(n, p)| {
-            let count = live
-                .iter()
-                .filter(|v| v.info.service == service && v.info.zone == p.zone && v.state.is_live())
-                .count();
-            // Ties go round the regions before reusing one (see `Topology::spread`).
-            (count, topology.spread(*n) != *p, *n)
-        })
-        .map(|(_, p)| p)
-        .expect("a validated topology has zones")
+    crate::autoscaler::act::least_loaded_allowed_zone(
+        &platform.list(),
+        topology,
+        service,
+        &crate::autoscaler::config::PlacementRule::default(),
+    )
+    .expect("a validated topology has zones")
 }
 
 #[derive(Debug, Deserialize)]

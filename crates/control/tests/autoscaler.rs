@@ -6,6 +6,9 @@
 //!   out above the mark (another zone), held by the cooldowns, in after
 //!   `cooldown_in` (the newest, gracefully), nothing on a gap, a dead instance
 //!   replaced; a failed start kept with its error.
+//! - Placement: scale-outs stay in the zones the service's declared spread allows
+//!   (the amazon cart's zones of the first region), a policy's own placement
+//!   overrides it, and an undeclared service stays in the regions it runs in.
 //! - The control plane over HTTP: the signal read from request metrics published to
 //!   its store, `GET /api/autoscaler`, the decisions' metrics landing in the store,
 //!   policy and schedule changes at run time (and their refusals).
@@ -261,6 +264,120 @@ impl ServiceFactory for Broken {
         _ctx: &'a InstanceContext,
     ) -> BoxFuture<'a, Result<SocketAddr, StartError>> {
         Box::pin(async { Err(anyhow::anyhow!("it never starts").into()) })
+    }
+}
+
+/// Ticks `autoscaler` by hand: out by one at each tick, the manual clock moved
+/// past `cooldown_out` in between. Returns the zones of the instances it started.
+async fn scale_out_by_hand(
+    autoscaler: &Autoscaler,
+    clock: &ManualClock,
+    platform: &Platform,
+    service: &str,
+    times: usize,
+) -> Vec<String> {
+    let mut zones = Vec::new();
+    for _ in 0..times {
+        let decisions = autoscaler.tick().await;
+        let outs = decisions.iter().filter(|d| d.reason == Reason::AboveHigh);
+        assert_eq!(outs.count(), 1, "only `service` scales: {decisions:?}");
+        let newest = act::live(platform, service).pop().unwrap();
+        zones.push(newest.info.zone);
+        clock.advance(Duration::from_secs(30));
+    }
+    zones
+}
+
+#[tokio::test]
+async fn scale_outs_stay_within_the_declared_spread_or_the_policys_placement() {
+    use casebook_control::autoscaler::config::PlacementRule;
+    use casebook_kit::case::Spread;
+    const CART: &str = "spread-cart";
+    const PINNED: &str = "spread-pinned";
+    const LOOSE: &str = "spread-loose";
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let topology = Topology::default();
+    let platform = Platform::new(topology.clone(), dir.path(), clock.shared());
+    let signal = Arc::new(FedSignal::new());
+    let wide = |service: &str| {
+        let mut p = policy(service);
+        p.max_instances = 5;
+        p
+    };
+    let mut pinned = wide(PINNED);
+    pinned.placement.zones = vec!["ap-south-b".into(), "ap-south-c".into()];
+    let mut config = AutoscalerConfig {
+        policies: vec![wide(CART), pinned, wide(LOOSE)],
+        ..AutoscalerConfig::default()
+    };
+    // Declared like the amazon cart; PINNED is declared too, but its policy wins.
+    for service in [CART, PINNED] {
+        config.declared.insert(
+            service.into(),
+            PlacementRule::of_spread(Spread::ZonesOfFirstRegion, &topology),
+        );
+    }
+    let autoscaler = Autoscaler::new(
+        &config,
+        signal.clone(),
+        platform.downgrade(),
+        clock.shared(),
+        Duration::from_secs(1),
+    );
+    for (service, zone) in [
+        (CART, "us-east-a"),
+        (PINNED, "us-east-a"),
+        (LOOSE, "eu-west-b"),
+    ] {
+        platform.register_service(Arc::new(Trivial(service)));
+        platform
+            .start(InstanceSpec {
+                service: service.into(),
+                instance_id: None,
+                placement: casebook_kit::topology::Placement {
+                    region: topology.region_of(zone).unwrap().to_owned(),
+                    zone: zone.into(),
+                },
+                listen: "127.0.0.1:0".parse().unwrap(),
+                version: "test".into(),
+                port_hint: None,
+            })
+            .await
+            .unwrap();
+    }
+    // One service at a time above the mark (a tick evaluates every policy).
+    let mut zones_of = BTreeMap::new();
+    for service in [CART, PINNED, LOOSE] {
+        for other in [CART, PINNED, LOOSE] {
+            // Below the high mark and above the low one: the others hold.
+            signal.set(other, Some(if other == service { 0.9 } else { 0.5 }));
+        }
+        let by_tick = scale_out_by_hand(&autoscaler, &clock, &platform, service, 4).await;
+        zones_of.insert(service, by_tick);
+    }
+    // Without the rule the second instance would go to eu-west-a (ties go round
+    // the regions); with it, the first region's zones fill evenly.
+    assert_eq!(
+        zones_of[CART],
+        ["us-east-b", "us-east-c", "us-east-a", "us-east-b"]
+    );
+    assert_eq!(
+        zones_of[PINNED],
+        ["ap-south-c", "ap-south-b", "ap-south-c", "ap-south-b"]
+    );
+    // Undeclared, no placement: the region it already runs in.
+    assert_eq!(
+        zones_of[LOOSE],
+        ["eu-west-a", "eu-west-c", "eu-west-b", "eu-west-a"]
+    );
+    // The rule is on the policy as the API shows it.
+    let view = serde_json::to_value(autoscaler.view()).unwrap();
+    assert!(view.to_string().contains("ap-south-b"), "{view}");
+    for service in [CART, PINNED, LOOSE] {
+        for id in live(&platform, service) {
+            platform.stop(&id, Duration::ZERO).await;
+        }
     }
 }
 

@@ -26,14 +26,17 @@
 //! | `config` | [`WorkloadConfig`], the mix, the prime-day [`Phase`]s, validation |
 //! | `run` | the runner: stock set-up, the phases, the requests |
 //! | `report` | live counters ([`WorkloadProgress`]) and the report with its verdict lines |
+//! | `timeline` | per-second outcomes per priority across the run (`--json`'s `timeline`) |
 
 mod config;
 mod report;
 mod run;
+mod timeline;
 
 pub use config::{Mix, Phase, WorkloadConfig, prime_day_phases};
 pub use report::{PhaseReport, WorkloadProgress, WorkloadReport};
 pub use run::run;
+pub use timeline::{Bucket, MAX_SECONDS, Second};
 
 /// Stock set-up requests in flight at most.
 pub const SETUP_CONCURRENCY: usize = 16;

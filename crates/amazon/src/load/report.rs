@@ -7,6 +7,8 @@ use casebook_kit::loadgen::{LoadReport, Progress, ShowProgress};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::timeline::Second;
+
 /// The classes of each priority, as the server ranks them.
 pub const CRITICAL: [&str; 2] = ["reserve", "checkout"];
 pub const NORMAL: [&str; 2] = ["cart_add", "cart_remove"];
@@ -107,6 +109,9 @@ pub struct WorkloadReport {
     pub phases: Vec<PhaseReport>,
     /// What the pre-scale did, when one was asked for.
     pub prescale: Option<String>,
+    /// Per-second outcomes per priority over the whole run (for plots; the
+    /// table leaves it out).
+    pub timeline: Vec<Second>,
 }
 
 impl WorkloadReport {

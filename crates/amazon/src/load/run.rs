@@ -1,6 +1,7 @@
 //! The runner: stock set-up, then each phase as one open-loop run.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use casebook_kit::http_client::HttpClient;
@@ -13,6 +14,7 @@ use super::config::WorkloadConfig;
 use super::report::{
     CRITICAL, LOW, NORMAL, PhaseReport, PriorityOutcome, WorkloadProgress, WorkloadReport,
 };
+use super::timeline::{Priority, Timeline};
 use super::{SETUP_CONCURRENCY, SETUP_RETRIES, WorkloadError};
 use crate::catalog::sku;
 
@@ -36,6 +38,45 @@ impl Op {
             Self::CartRemove => "cart_remove",
             Self::Reserve => "reserve",
             Self::Checkout => "checkout",
+        }
+    }
+
+    fn priority(self) -> Priority {
+        match self {
+            Self::Browse | Self::Recs => Priority::Low,
+            Self::CartAdd | Self::CartRemove => Priority::Normal,
+            Self::Reserve | Self::Checkout => Priority::Critical,
+        }
+    }
+}
+
+/// One request's place in the timeline; files it as an error if the generator
+/// drops it unsent (the future is dropped without being polled).
+struct Pending {
+    timeline: Arc<Timeline>,
+    due: Duration,
+    phase: Arc<str>,
+    priority: Priority,
+    finished: bool,
+}
+
+impl Pending {
+    fn finish(mut self, verdict: Verdict, latency: Duration) {
+        self.finished = true;
+        self.timeline.outcome(
+            self.due,
+            &self.phase,
+            self.priority,
+            Some((verdict, latency)),
+        );
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.timeline
+                .outcome(self.due, &self.phase, self.priority, None);
         }
     }
 }
@@ -92,8 +133,16 @@ pub async fn run(
         set_stock(&shared).await?;
     }
     let mut phases = Vec::new();
+    let timeline = Arc::new(Timeline::new(shared.config.slo));
+    // Wall time is what is measured here: the run's seconds, for the timeline.
+    let run_start = tokio::time::Instant::now();
     for (index, phase) in shared.config.phases.iter().enumerate() {
         let live = progress.enter(&phase.name);
+        let phase_start = tokio::time::Instant::now();
+        let phase_offset = phase_start - run_start;
+        let phase_name: Arc<str> = Arc::from(phase.name.as_str());
+        let interval = 1.0 / (shared.config.rate_per_sec * phase.multiplier);
+        let timeline = timeline.clone();
         let plan = LoadPlan {
             rate_per_sec: shared.config.rate_per_sec * phase.multiplier,
             duration: phase.duration,
@@ -110,8 +159,21 @@ pub async fn run(
             let op = run_shared.pick(rng.below(100) as u32);
             let shared = run_shared.clone();
             let key = format!("load-{}-{index}-{i}", shared.config.seed);
+            // The loadgen calls this at the request's intended send time.
+            let intended = phase_start + Duration::from_secs_f64(i as f64 * interval);
+            let due = phase_offset + Duration::from_secs_f64(i as f64 * interval);
+            timeline.due(due, &phase_name, op.priority());
+            let pending = Pending {
+                timeline: timeline.clone(),
+                due,
+                phase: phase_name.clone(),
+                priority: op.priority(),
+                finished: false,
+            };
             (op.class(), async move {
-                request(&shared, op, &mut rng, &key).await
+                let verdict = request(&shared, op, &mut rng, &key).await;
+                pending.finish(verdict, intended.elapsed());
+                verdict
             })
         })
         .await?;
@@ -129,6 +191,7 @@ pub async fn run(
         rate_per_sec: shared.config.rate_per_sec,
         phases,
         prescale: None,
+        timeline: timeline.snapshot(),
     })
 }
 
@@ -155,7 +218,7 @@ async fn set_stock(shared: &Arc<Shared>) -> Result<(), WorkloadError> {
                             && matches!(e.status().map(|s| s.as_u16()), Some(429 | 503)) =>
                     {
                         tries += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     Err(e) => return Err(e.to_string()),
                 }

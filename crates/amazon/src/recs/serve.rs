@@ -10,9 +10,18 @@
 //! merge) or `popular` (the fallback for everyone: the A/B baseline); exposures
 //! are counted per variant.
 //!
+//! The popular list behind the fallback is computed once and shared (ranking the
+//! speed layer's items is a sort of up to `max_items` under its lock — too much per
+//! answer under load): it is recomputed when the speed layer has observed new
+//! interactions *and* `popular_refresh` has passed on the injected clock, or at
+//! once when its source changes (the model's version, the speed layer going down
+//! or up). It holds [`POPULAR_LIST_LEN`] items; an answer that needs more (a long
+//! `limit` with many seeds excluded) ranks afresh.
+//!
 //! Guaranteed: an answer for every user id, within `limit` items, none of them a
 //! seed. Not guaranteed: freshness within the cache's TTL (a click shows in the
-//! next answer after at most `cache_ttl`).
+//! next answer after at most `cache_ttl`; in the popular fallback after at most
+//! `popular_refresh` more).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +39,9 @@ use crate::flags::{FlagStore, RECS_STRATEGY_FLAG};
 /// Most items one answer holds.
 pub const MAX_LIMIT: usize = 100;
 
+/// Items the shared popular list holds: a full answer plus as many excluded seeds.
+pub const POPULAR_LIST_LEN: usize = 2 * MAX_LIMIT;
+
 /// The serving layer's knobs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -37,6 +49,8 @@ pub struct ServeConfig {
     pub alpha: f64,
     pub cache_ttl: Duration,
     pub cache_entries: u64,
+    /// The shortest time between recomputations of the popular list.
+    pub popular_refresh: Duration,
 }
 
 impl Default for ServeConfig {
@@ -45,6 +59,7 @@ impl Default for ServeConfig {
             alpha: 0.5,
             cache_ttl: Duration::from_secs(5),
             cache_entries: 100_000,
+            popular_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -85,6 +100,22 @@ pub struct Recommender {
     cache: Cache<(String, usize), Recommendations>,
     /// Set while the speed layer's consumer is failing: its scores are left out.
     speed_down: std::sync::atomic::AtomicBool,
+    clock: SharedClock,
+    /// The fallback's ranking, shared by every fallback answer (see the module docs).
+    popular_list: parking_lot::Mutex<Option<Arc<PopularList>>>,
+}
+
+/// The popular ranking at one moment, and what it was computed from.
+#[derive(Debug)]
+struct PopularList {
+    /// `(speed layer up, model version)`: a change recomputes at once.
+    source: (bool, Option<u64>),
+    /// The speed layer's `observed()` when computed.
+    observed: u64,
+    at: std::time::Instant,
+    /// `speed` or `batch` (empty when neither had anything).
+    layer: Option<&'static str>,
+    items: Vec<Scored>,
 }
 
 impl Recommender {
@@ -97,7 +128,7 @@ impl Recommender {
         let cache = Cache::new(
             CacheConfig::new("recs-answers", config.cache_entries.max(1))
                 .time_to_live(config.cache_ttl.max(Duration::from_millis(1))),
-            clock,
+            clock.clone(),
         )
         .expect("a valid cache config");
         Self {
@@ -107,6 +138,8 @@ impl Recommender {
             flags,
             cache,
             speed_down: std::sync::atomic::AtomicBool::new(false),
+            clock,
+            popular_list: parking_lot::Mutex::new(None),
         }
     }
 
@@ -269,6 +302,71 @@ impl Recommender {
         }
     }
 
+    /// The shared popular list, recomputed when due (see the module docs).
+    fn popular_list(&self, model: Option<&Model>) -> Arc<PopularList> {
+        let speed_up = !self.speed_down.load(std::sync::atomic::Ordering::Relaxed);
+        let source = (speed_up, model.map(|m| m.version));
+        let observed = self.speed.observed();
+        let now = self.clock.now();
+        // Held while recomputing, so a burst of fallbacks ranks once, not once each.
+        let mut cached = self.popular_list.lock();
+        if let Some(list) = cached.as_ref()
+            && list.source == source
+            && (list.observed == observed
+                || now.saturating_duration_since(list.at) < self.config.popular_refresh)
+        {
+            return list.clone();
+        }
+        let fresh =
+            Arc::new(self.rank_popular(speed_up, model, POPULAR_LIST_LEN, source, observed, now));
+        metrics::counter!("amazon_recs_popular_recomputed_total").increment(1);
+        *cached = Some(fresh.clone());
+        fresh
+    }
+
+    fn rank_popular(
+        &self,
+        speed_up: bool,
+        model: Option<&Model>,
+        len: usize,
+        source: (bool, Option<u64>),
+        observed: u64,
+        at: std::time::Instant,
+    ) -> PopularList {
+        let mut items: Vec<Scored> = if speed_up {
+            self.speed
+                .popular(len)
+                .into_iter()
+                .map(|(sku, score)| Scored { sku, score })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut layer = None;
+        if !items.is_empty() {
+            layer = Some("speed");
+        } else if let Some(model) = model {
+            items = model
+                .popular
+                .iter()
+                .take(len)
+                .enumerate()
+                .map(|(rank, sku)| Scored {
+                    sku: sku.clone(),
+                    score: 1.0 / (1.0 + rank as f64),
+                })
+                .collect();
+            layer = Some("batch");
+        }
+        PopularList {
+            source,
+            observed,
+            at,
+            layer,
+            items,
+        }
+    }
+
     fn popular(
         &self,
         user: &str,
@@ -278,38 +376,31 @@ impl Recommender {
         reason: &str,
         exclude: &[String],
     ) -> Recommendations {
-        let speed_up = !self.speed_down.load(std::sync::atomic::Ordering::Relaxed);
-        let mut items: Vec<Scored> = if speed_up {
-            self.speed
-                .popular(limit + exclude.len())
-                .into_iter()
-                .map(|(sku, score)| Scored { sku, score })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut layers = vec![];
-        if !items.is_empty() {
-            layers.push("speed".to_owned());
-        } else if let Some(model) = model {
-            items = model
-                .popular
-                .iter()
-                .enumerate()
-                .map(|(rank, sku)| Scored {
-                    sku: sku.clone(),
-                    score: 1.0 / (1.0 + rank as f64),
-                })
-                .collect();
-            layers.push("batch".to_owned());
+        let mut list = self.popular_list(model);
+        if limit + exclude.len() > list.items.len() && list.items.len() == POPULAR_LIST_LEN {
+            // The shared list may be too short once the seeds are taken out.
+            let (source, observed, at) = (list.source, list.observed, list.at);
+            list = Arc::new(self.rank_popular(
+                source.0,
+                model,
+                limit + exclude.len(),
+                source,
+                observed,
+                at,
+            ));
         }
-        items.retain(|s| !exclude.contains(&s.sku));
-        items.truncate(limit);
+        let items: Vec<Scored> = list
+            .items
+            .iter()
+            .filter(|s| !exclude.contains(&s.sku))
+            .take(limit)
+            .cloned()
+            .collect();
         Recommendations {
             user: user.to_owned(),
             items,
             strategy,
-            layers,
+            layers: list.layer.iter().map(|l| (*l).to_owned()).collect(),
             fallback: Some("popular".to_owned()),
             reason: Some(reason.to_owned()),
             model_version: model.map(|m| m.version),
@@ -399,5 +490,41 @@ mod tests {
         );
         // A cached answer says so.
         assert!(recs.recommend("h3", 5).cached);
+    }
+
+    #[test]
+    fn the_popular_list_is_shared_until_the_counts_move_and_the_refresh_passes() {
+        let clock = ManualClock::new();
+        let recs = recommender(&clock);
+        for (user, sku) in [("a", "tent"), ("b", "tent"), ("c", "stove")] {
+            recs.speed().observe(&i(user, sku, Kind::Purchase));
+        }
+        let first = recs.popular_list(None);
+        // New interactions, but within the refresh interval: the same list, and an
+        // answer from it is still flagged as the fallback.
+        for user in ["d", "e", "f"] {
+            recs.speed().observe(&i(user, "stove", Kind::Purchase));
+        }
+        assert!(Arc::ptr_eq(&first, &recs.popular_list(None)));
+        let stale = recs.recommend("nobody", 1);
+        assert_eq!(stale.fallback.as_deref(), Some("popular"));
+        assert_eq!(stale.items[0].sku, "tent");
+        // The interval passes: recomputed, and the new leader shows.
+        clock.advance(ServeConfig::default().popular_refresh);
+        let fresh = recs.recommend("someone-else", 1);
+        assert_eq!(fresh.fallback.as_deref(), Some("popular"));
+        assert_eq!(fresh.reason.as_deref(), Some("no history for this user"));
+        assert_eq!(fresh.items[0].sku, "stove");
+        // No new interaction: the same list, however much time passes.
+        let second = recs.popular_list(None);
+        assert!(!Arc::ptr_eq(&first, &second));
+        clock.advance(Duration::from_secs(60));
+        assert!(Arc::ptr_eq(&second, &recs.popular_list(None)));
+        // The speed layer goes down: its source changed, so the list is recomputed
+        // at once (from the model, absent here: empty, still flagged).
+        recs.set_speed_available(false);
+        let down = recs.recommend("a-third", 1);
+        assert_eq!(down.fallback.as_deref(), Some("popular"));
+        assert!(down.items.is_empty() && down.layers.is_empty(), "{down:?}");
     }
 }

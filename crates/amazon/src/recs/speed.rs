@@ -78,6 +78,9 @@ pub struct SpeedLayer {
     clock: SharedClock,
     items: Mutex<HashMap<String, ItemStats>>,
     recent: Cache<String, Vec<String>>,
+    /// Interactions observed so far: readers that cache a ranking (the serving
+    /// layer's popular list) see from it whether the counts have moved.
+    observed: std::sync::atomic::AtomicU64,
 }
 
 impl SpeedLayer {
@@ -92,11 +95,14 @@ impl SpeedLayer {
             clock,
             items: Mutex::new(HashMap::new()),
             recent,
+            observed: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Learns from one interaction.
     pub fn observe(&self, interaction: &Interaction) {
+        self.observed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = self.clock.now();
         let half_life = self.config.half_life;
         let weight = interaction.kind.weight();
@@ -177,6 +183,11 @@ impl SpeedLayer {
             .collect();
         top(&mut all, limit);
         all
+    }
+
+    /// Interactions observed since start; changes whenever the counts do.
+    pub fn observed(&self) -> u64 {
+        self.observed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Items tracked now.

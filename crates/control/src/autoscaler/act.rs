@@ -1,7 +1,8 @@
 //! Acting on a decision through the platform's instance start and stop.
 //!
 //! - **Out**: each new instance goes to the zone with the fewest live instances of
-//!   the service (ties round the regions; the admin API's rule), on a free port of
+//!   the service *among the zones its placement rule allows* (ties round the
+//!   regions, as the admin API's rule does), on a free port of
 //!   the control plane's host, with the version of the newest instance (live or not:
 //!   a replacement runs what died). It is found through discovery like any other
 //!   instance.
@@ -16,8 +17,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use casebook_kit::runtime::{InstanceSpec, InstanceView, Platform};
+use casebook_kit::topology::{Placement, Topology};
 
-use crate::admin::{instance_host, least_loaded_zone};
+use super::config::PlacementRule;
+use crate::admin::instance_host;
 
 /// The live (starting or running) instances of `service`, oldest first.
 pub fn live(platform: &Platform, service: &str) -> Vec<InstanceView> {
@@ -52,11 +55,72 @@ pub struct Acted {
     pub error: Option<String>,
 }
 
-/// Starts `count` instances of `service`, one after the other (each placement sees
-/// the ones before), stopping at the first failure.
-pub async fn start(platform: &Platform, service: &str, count: u32) -> Acted {
+/// The rule `service` is placed by: `configured` when it names anything, else
+/// `declared` (its case's spread), else the regions its instances (live or not)
+/// run in, else anywhere.
+pub fn placement_rule(
+    platform: &Platform,
+    service: &str,
+    configured: &PlacementRule,
+    declared: Option<&PlacementRule>,
+) -> PlacementRule {
+    if !configured.is_empty() {
+        return configured.clone();
+    }
+    if let Some(declared) = declared.filter(|d| !d.is_empty()) {
+        return declared.clone();
+    }
+    let mut regions: Vec<String> = platform
+        .list()
+        .into_iter()
+        .filter(|v| v.info.service == service)
+        .map(|v| v.info.region)
+        .collect();
+    regions.sort();
+    regions.dedup();
+    PlacementRule {
+        regions,
+        zones: Vec::new(),
+    }
+}
+
+/// The allowed zone with the fewest live instances of `service`; ties go round the
+/// regions before reusing one (see `Topology::spread`). An empty rule allows every
+/// zone; `None` when the rule allows no zone of the topology.
+pub fn least_loaded_allowed_zone(
+    live: &[InstanceView],
+    topology: &Topology,
+    service: &str,
+    rule: &PlacementRule,
+) -> Option<Placement> {
+    topology
+        .placements()
+        .enumerate()
+        .filter(|(_, p)| rule.is_empty() || rule.allows(p))
+        .min_by_key(|(n, p)| {
+            let count = live
+                .iter()
+                .filter(|v| v.info.service == service && v.info.zone == p.zone && v.state.is_live())
+                .count();
+            (count, topology.spread(*n) != *p, *n)
+        })
+        .map(|(_, p)| p)
+}
+
+/// Starts `count` instances of `service` in the zones `rule` allows, one after the
+/// other (each placement sees the ones before), stopping at the first failure.
+pub async fn start(platform: &Platform, service: &str, count: u32, rule: &PlacementRule) -> Acted {
     let mut acted = Acted::default();
     for _ in 0..count {
+        let Some(placement) =
+            least_loaded_allowed_zone(&platform.list(), platform.topology(), service, rule)
+        else {
+            acted.error = Some(format!(
+                "the placement (regions {:?}, zones {:?}) allows no zone of the topology",
+                rule.regions, rule.zones
+            ));
+            break;
+        };
         // The newest instance's version, live or not: a replacement runs what died.
         let version = platform
             .list()
@@ -68,7 +132,7 @@ pub async fn start(platform: &Platform, service: &str, count: u32) -> Acted {
         let spec = InstanceSpec {
             service: service.to_owned(),
             instance_id: None,
-            placement: least_loaded_zone(platform, platform.topology(), service),
+            placement,
             listen: SocketAddr::new(instance_host(platform), 0),
             version,
             port_hint: None,

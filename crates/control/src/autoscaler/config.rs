@@ -17,6 +17,8 @@
 //! cooldown_out = "30s"
 //! cooldown_in = "2m"
 //! step = 1
+//! placement = { regions = ["us-east"] }  # optional; or zones = [...]; default:
+//!                                         # the service's declared spread
 //!
 //! [[autoscaler.schedule]]
 //! service = "amazon"
@@ -26,10 +28,12 @@
 //! instances = 4
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use casebook_kit::case::Spread;
 use casebook_kit::config::ConfigError;
+use casebook_kit::topology::{Placement, Topology};
 use serde::{Deserialize, Serialize};
 
 use super::schedule::ScheduledScale;
@@ -45,6 +49,8 @@ pub const MAX_INSTANCES: u32 = 1000;
 pub const MAX_HISTORY: usize = 10_000;
 /// The longest cooldown or signal window.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The most regions plus zones one placement rule names.
+pub const MAX_PLACEMENT_NAMES: usize = 256;
 
 /// The `[autoscaler]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +68,11 @@ pub struct AutoscalerConfig {
     pub policies: Vec<Policy>,
     /// Predictive entries: floors raised ahead of known surges.
     pub schedule: Vec<ScheduledScale>,
+    /// Where each service's declaration puts it (its case's spread), by service:
+    /// the placement of a policy that names none. Set by whoever registers the
+    /// cases, never read from the file.
+    #[serde(skip)]
+    pub declared: BTreeMap<String, PlacementRule>,
 }
 
 impl Default for AutoscalerConfig {
@@ -72,7 +83,69 @@ impl Default for AutoscalerConfig {
             history: 256,
             policies: Vec::new(),
             schedule: Vec::new(),
+            declared: BTreeMap::new(),
         }
+    }
+}
+
+/// Where new instances of a service may go: a zone is allowed when its region is
+/// in `regions` or it is itself in `zones`. Empty: no rule (see
+/// [`Policy::placement`] for what applies then).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementRule {
+    pub regions: Vec<String>,
+    pub zones: Vec<String>,
+}
+
+impl PlacementRule {
+    /// The zones a declaration's spread puts instances in, as a rule: every region
+    /// for a per-region service, the first region for the others (a `Single`
+    /// service and the zone replicas of the first region live there with the data
+    /// they share).
+    pub fn of_spread(spread: Spread, topology: &Topology) -> Self {
+        let regions = match spread {
+            Spread::PerRegion => topology.regions.iter().map(|r| r.name.clone()).collect(),
+            Spread::Single | Spread::ZonesOfFirstRegion => topology
+                .regions
+                .iter()
+                .take(1)
+                .map(|r| r.name.clone())
+                .collect(),
+        };
+        Self {
+            regions,
+            zones: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty() && self.zones.is_empty()
+    }
+
+    pub fn allows(&self, placement: &Placement) -> bool {
+        self.regions.contains(&placement.region) || self.zones.contains(&placement.zone)
+    }
+
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if self.regions.len() + self.zones.len() > MAX_PLACEMENT_NAMES {
+            return Err(ConfigError::new(
+                dotted(at, "placement"),
+                format!("names at most {MAX_PLACEMENT_NAMES} regions and zones"),
+            ));
+        }
+        for (field, names) in [("regions", &self.regions), ("zones", &self.zones)] {
+            if names
+                .iter()
+                .any(|n| n.is_empty() || n.len() > 128 || n.chars().any(char::is_control))
+            {
+                return Err(ConfigError::new(
+                    dotted(at, &format!("placement.{field}")),
+                    "names of 1 to 128 printable characters",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -109,6 +182,12 @@ pub struct Policy {
     /// Instances added or removed by one reactive decision.
     #[serde(default = "defaults::step")]
     pub step: u32,
+    /// Where scale-outs may place instances (each goes to the allowed zone with
+    /// the fewest live ones). Absent or empty: the service's declared spread when
+    /// its case registers one ([`AutoscalerConfig::declared`]), else the regions
+    /// its instances already run in.
+    #[serde(default, skip_serializing_if = "PlacementRule::is_empty")]
+    pub placement: PlacementRule,
 }
 
 mod defaults {
@@ -205,6 +284,7 @@ impl Policy {
                 return bad(field, format!("must be from {least:?} to 24h"));
             }
         }
+        self.placement.validate(at)?;
         Ok(())
     }
 }
@@ -332,6 +412,10 @@ mod tests {
                 "cooldown_in",
             ),
             (|p| p.service = "control".into(), "service"),
+            (
+                |p| p.placement.zones = vec![String::new()],
+                "placement.zones",
+            ),
         ];
         for (break_it, field) in cases {
             let mut config = AutoscalerConfig {

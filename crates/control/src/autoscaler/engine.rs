@@ -86,6 +86,8 @@ pub struct Autoscaler {
     enabled: bool,
     interval: Duration,
     history: usize,
+    /// The declared spread of each service a case registers, as placement rules.
+    declared: BTreeMap<String, config::PlacementRule>,
 }
 
 impl Autoscaler {
@@ -116,6 +118,7 @@ impl Autoscaler {
             enabled: config.enabled,
             interval: config.interval,
             history: config.history.clamp(1, config::MAX_HISTORY),
+            declared: config.declared.clone(),
         }
     }
 
@@ -174,7 +177,14 @@ impl Autoscaler {
             );
             let acted = match decision.direction {
                 Direction::Out => {
-                    act::start(&platform, &policy.service, decision.to - decision.from).await
+                    let rule = self.placement_of(&platform, &policy);
+                    act::start(
+                        &platform,
+                        &policy.service,
+                        decision.to - decision.from,
+                        &rule,
+                    )
+                    .await
                 }
                 Direction::In => {
                     act::stop_newest(
@@ -191,6 +201,20 @@ impl Autoscaler {
             decisions.push(decision);
         }
         decisions
+    }
+
+    /// Where `policy`'s service scales out to (see [`act::placement_rule`]).
+    pub fn placement_of(
+        &self,
+        platform: &casebook_kit::runtime::Platform,
+        policy: &Policy,
+    ) -> config::PlacementRule {
+        act::placement_rule(
+            platform,
+            &policy.service,
+            &policy.placement,
+            self.declared.get(&policy.service),
+        )
     }
 
     /// Logs, counts and remembers one decision.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use casebook_amazon::load::{
-    self as workload, Phase, WorkloadConfig, WorkloadProgress, prime_day_phases,
+    self as workload, Mix, Phase, WorkloadConfig, WorkloadProgress, prime_day_phases,
 };
 
 use crate::config::Config;
@@ -57,6 +57,11 @@ pub struct AmazonArgs {
     /// Requests outstanding at most (a request due beyond that is dropped, counted).
     #[arg(long, default_value_t = 4_096, value_name = "N")]
     max_in_flight: usize,
+    /// The operations' shares in percent, e.g. `recs=100` (recommendations only);
+    /// the ones not named get 0, and the shares must sum to 100 (default: 40
+    /// browse, 20 recs, 20 cart_add, 5 cart_remove, 10 reserve, 5 checkout).
+    #[arg(long, value_name = "OP=PCT,...")]
+    mix: Option<String>,
     /// Seed of the generators.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -89,8 +94,16 @@ pub async fn run(config: &Config, args: AmazonArgs) -> anyhow::Result<ExitCode> 
             duration: args.duration,
         }]
     };
+    let mix = match args.mix.as_deref().map(parse_mix).transpose() {
+        Ok(mix) => mix.unwrap_or_default(),
+        Err(problem) => {
+            eprintln!("casebook: --mix: {problem}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let load = WorkloadConfig {
         target,
+        mix,
         users: args.users,
         skus: args.skus,
         zipf_s: args.zipf,
@@ -203,6 +216,43 @@ async fn schedule_prescale(
         "{service} floor {} from {} ({} ahead) until {}; decisions on /api/autoscaler",
         args.prescale_instances, entry["at"], entry["lead"], entry["until"]
     )
+}
+
+/// `recs=100` or `browse=50,recs=50`: the named shares, the others 0 (the sum is
+/// checked with the rest of the workload).
+fn parse_mix(text: &str) -> Result<Mix, String> {
+    let mut mix = Mix {
+        browse: 0,
+        recs: 0,
+        cart_add: 0,
+        cart_remove: 0,
+        reserve: 0,
+        checkout: 0,
+    };
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (op, share) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}` is not OP=PERCENT"))?;
+        let share: u32 = share
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{share}` is not a whole percentage"))?;
+        let slot = match op.trim() {
+            "browse" => &mut mix.browse,
+            "recs" => &mut mix.recs,
+            "cart_add" => &mut mix.cart_add,
+            "cart_remove" => &mut mix.cart_remove,
+            "reserve" => &mut mix.reserve,
+            "checkout" => &mut mix.checkout,
+            other => {
+                return Err(format!(
+                    "unknown operation `{other}` (browse, recs, cart_add, cart_remove, reserve, checkout)"
+                ));
+            }
+        };
+        *slot = share;
+    }
+    Ok(mix)
 }
 
 /// The prime-day schedule, printed before it runs.
