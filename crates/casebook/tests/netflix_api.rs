@@ -172,14 +172,16 @@ async fn a_user_logs_in_browses_subscribes_and_plays_through_the_gateway() {
     .await;
 
     // Subscribing: the key is required, and a retry replays the first answer.
+    let subscribe_url = format!("{gateway}/api/v1/billing/subscribe");
     let subscribe = |key: Option<&'static str>| {
+        let url = subscribe_url.clone();
         let extra: Vec<(&'static str, &str)> = key
             .map(|k| vec![("idempotency-key", k)])
             .unwrap_or_default();
         async move {
             call(
                 Method::POST,
-                &format!("{gateway}/api/v1/billing/subscribe"),
+                &url,
                 token,
                 Some(json!({ "plan": "standard" })),
                 &extra,
