@@ -277,7 +277,7 @@ async fn a_user_logs_in_browses_subscribes_and_plays_through_the_gateway() {
         .unwrap()
         .iter()
         .find(|i| i["service"] == "netflix-recs")
-        .unwrap()["id"]
+        .unwrap()["instance_id"]
         .as_str()
         .unwrap()
         .to_owned();
