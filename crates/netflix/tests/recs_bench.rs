@@ -229,3 +229,33 @@ fn home_latency() {
         }
     });
 }
+
+#[test]
+#[ignore]
+fn home_compose_cost() {
+    use casebook_netflix::recs::Ready;
+    use casebook_netflix::recs::home::{HistoryItem, compose};
+    let store = CatalogStore::new(&NetflixConfig::default().catalog);
+    let dir = tempfile::tempdir().unwrap();
+    let ready = Ready::build(store.snapshot(), dir.path().join("i")).unwrap();
+    let history: Vec<HistoryItem> = (0..20)
+        .map(|i| HistoryItem {
+            title: format!("t{:05}", (i * 131) % 3000),
+            position_s: 300.0,
+            duration_s: 3000.0,
+            updated_ms: 0,
+        })
+        .collect();
+    let started = Instant::now();
+    let n = 2000;
+    for _ in 0..n {
+        let home = compose(&ready, Some(&history), None, 12);
+        assert!(!home.rows.is_empty());
+    }
+    println!("compose: {:?} per home", started.elapsed() / n);
+    let started = Instant::now();
+    for _ in 0..n {
+        ready.index.more_like(&ready.titles[0], 33).unwrap();
+    }
+    println!("more_like: {:?} per query", started.elapsed() / n);
+}
