@@ -320,8 +320,9 @@ async fn up_prints_the_control_plane_url_first_serves_the_api_and_stops_cleanly_
     // The control plane; three chat nodes; the RESP geo port, pricing, and one Uber
     // API replica per region (three: regions gossip driver state to each other);
     // three cart replicas and the amazon API; the netflix origin, pipeline and
-    // playback, and a regional edge and an ISP cache per region.
-    assert!(rest.contains("stopped 22 instance(s)"), "{rest}");
+    // playback, a regional edge and an ISP cache per region, then its service
+    // plane: users, catalog, recs, billing and the gateway.
+    assert!(rest.contains("stopped 27 instance(s)"), "{rest}");
 }
 
 #[test]
@@ -394,7 +395,8 @@ fn serving_an_unknown_service_lists_the_known_ones() {
         stderr.contains(
             "unknown service `nope` (known: control, chat, uber-pricing, uber, geo-resp, \
              amazon-cart, amazon, netflix-origin, netflix-pipeline, netflix-edge, netflix-isp, \
-             netflix-playback)"
+             netflix-playback, netflix-users, netflix-catalog, netflix-recs, netflix-billing, \
+             netflix-gateway)"
         ),
         "{stderr}"
     );

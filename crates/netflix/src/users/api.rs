@@ -478,6 +478,8 @@ pub fn router(users: Arc<Users>) -> Router {
         .route("/internal/v1/history/{account}", get(history_internal))
         .route("/internal/v1/trending", get(trending))
         .route("/internal/v1/accounts", post(create_account))
+        // Public sign-up: the same creation, reached through the gateway (no token).
+        .route("/api/v1/signup", post(create_account))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(users)

@@ -14,6 +14,7 @@
 //! | `GET /internal/v1/history/{account}` | `?profile=&limit=` | as the public one |
 //! | `POST /internal/v1/history` | `{"account", "profile"?, "title", "position_s", "duration_s"}` | 204 (the playback service's heartbeats) |
 //! | `GET /internal/v1/trending` | `?limit=` | `{"titles": [{"title", "views"}]}`, most viewed over `trending_window` first |
+//! | `POST /api/v1/signup` | `{"email", "password", "profiles"?}` | the same as `POST /internal/v1/accounts`, public through the gateway (no token; rate-limited per client address) |
 //! | `POST /internal/v1/accounts` | `{"email", "password", "profiles"?}` | 201 the account as `GET /api/v1/account` shows it; 409 `email_taken` |
 //!
 //! A missing `x-user-id` on a public route is 401 `unauthorized`; an id with no
