@@ -153,6 +153,7 @@ mod tests {
             tier: Tier::Isp,
             failovers: 0,
             avoided: vec![],
+            account: None,
         }
     }
 
