@@ -171,7 +171,7 @@ for t in range(0, seconds, 10):
 out.append(f'<text x="{W/2}" y="{H-15}" text-anchor="middle">time since the first phase started</text>')
 out.append(f'<text x="16" y="{(T+B)/2}" transform="rotate(-90 16 {(T+B)/2})" text-anchor="middle">goodput, requests/s (ok within 300 ms)</text>')
 colour = {"on": "#1f77b4", "off": "#d62728"}
-legend_y = T + 30
+legend_y = T + 100  # below the 10x line, above the 1x ones
 for config, what, values in lines:
     dash = '' if what == "critical" else ' stroke-dasharray="6 4"'
     width = 2.5 if what == "critical" else 1.5

@@ -28,8 +28,24 @@ async fn a_prime_day_run_reports_and_its_pre_scale_shows_on_the_autoscaler() {
         casebook(&data_dir)
             .args(["load", "amazon", "--prime-day", "--json", "--no-progress"])
             .args(["--target", &api, "--control", &control])
-            .args(["--rate", "20", "--duration", "2s", "--users", "50", "--skus", "50"])
-            .args(["--stock", "1000", "--prescale-instances", "4", "--prescale-lead", "5s"])
+            .args([
+                "--rate",
+                "20",
+                "--duration",
+                "2s",
+                "--users",
+                "50",
+                "--skus",
+                "50",
+            ])
+            .args([
+                "--stock",
+                "1000",
+                "--prescale-instances",
+                "4",
+                "--prescale-lead",
+                "5s",
+            ])
             .output()
             .unwrap()
     })
@@ -45,13 +61,21 @@ async fn a_prime_day_run_reports_and_its_pre_scale_shows_on_the_autoscaler() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["name"].as_str().unwrap(), p["multiplier"].as_f64().unwrap()))
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["multiplier"].as_f64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(phases, [("before", 1.0), ("surge", 10.0), ("after", 1.0)]);
     let surge = &report["phases"][1];
     assert!(surge["critical"]["sent"].as_u64().unwrap() > 0, "{surge}");
     assert!(
-        report["prescale"].as_str().unwrap().starts_with("amazon-cart floor 4"),
+        report["prescale"]
+            .as_str()
+            .unwrap()
+            .starts_with("amazon-cart floor 4"),
         "{}",
         report["prescale"]
     );
@@ -83,10 +107,14 @@ async fn a_prime_day_run_reports_and_its_pre_scale_shows_on_the_autoscaler() {
             })
         })
     };
-    eventually("a scheduled scale-out of amazon-cart", Duration::from_secs(60), || async {
-        let view = admin_call(&up.token, http::Method::GET, &view_url, None).await;
-        serde_json::from_slice::<Value>(&view.body).is_ok_and(|v| scheduled(&v))
-    })
+    eventually(
+        "a scheduled scale-out of amazon-cart",
+        Duration::from_secs(60),
+        || async {
+            let view = admin_call(&up.token, http::Method::GET, &view_url, None).await;
+            serde_json::from_slice::<Value>(&view.body).is_ok_and(|v| scheduled(&v))
+        },
+    )
     .await;
     // Every cart replica, the new ones too, in the first region.
     let instances = admin_call(

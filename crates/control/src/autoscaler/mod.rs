@@ -8,13 +8,14 @@
 //! | [`signal`] | utilisation, defined (request rate or requests in flight over per-instance capacity, averaged over a window) and read from the metrics store; the [`UtilisationSignal`] trait tests feed |
 //! | [`schedule`] | predictive entries: a floor from `at - lead` until `until`, once (RFC 3339) or daily (`HH:MM`, UTC) |
 //! | [`decide`] | the pure decision over (policy, schedule, signal, live instances, clock, history) |
-//! | [`act`] | starting (spread over zones) and stopping (newest first, drained) instances |
+//! | [`act`] | starting (least-loaded zone the policy's placement allows: its own, else the service's declared spread, else the regions it runs in) and stopping (newest first, drained) instances |
 //! | [`engine`] | [`Autoscaler`]: the loop, the bounded history, logs and metrics |
 //! | [`api`] | `GET /api/autoscaler`, and policy and schedule changes at run time |
 //!
 //! **Guaranteed.** A service is scaled only once this platform has run an instance
 //! of it (a policy does not start a case nobody asked for: its evaluations hold with
-//! `not_started`), and the first tick comes one interval after the control plane
+//! `not_started`); a scale-out places instances only in the zones its placement
+//! allows, and records an error when that is none of the topology's; and the first tick comes one interval after the control plane
 //! starts, so the instances `up` starts beside it come first. Each tick evaluates
 //! every policy once, on the injected clock: the
 //! decision is a pure function of its inputs ([`decide`]), so it is tested on a
