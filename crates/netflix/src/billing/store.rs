@@ -23,83 +23,50 @@ pub const STORE: &str = "billing";
 /// The longest account id stored (the gateway's `x-user-id`).
 pub const MAX_ACCOUNT_LEN: usize = 128;
 
+/// Version 1 as SQLite and PostgreSQL both read it (MySQL's differs: collations).
+const PORTABLE_V1: &str = "
+CREATE TABLE billing_subscriptions (
+    account TEXT PRIMARY KEY,
+    plan TEXT NOT NULL,
+    status TEXT NOT NULL,
+    period_start_ms BIGINT NOT NULL,
+    period_end_ms BIGINT NOT NULL,
+    payment_id TEXT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE TABLE billing_invoices (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    amount_cents BIGINT NOT NULL,
+    period_start_ms BIGINT NOT NULL,
+    period_end_ms BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX billing_invoices_by_account ON billing_invoices (account, created_ms);
+CREATE TABLE billing_payments (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    invoice_id TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    amount_cents BIGINT NOT NULL,
+    provider_key TEXT NOT NULL,
+    charge_id TEXT,
+    status TEXT NOT NULL,
+    decline_reason TEXT,
+    attempts BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    UNIQUE (account, idempotency_key)
+);";
+
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     description: "subscriptions, invoices, payments",
-    sqlite: "
-CREATE TABLE billing_subscriptions (
-    account TEXT PRIMARY KEY,
-    plan TEXT NOT NULL,
-    status TEXT NOT NULL,
-    period_start_ms BIGINT NOT NULL,
-    period_end_ms BIGINT NOT NULL,
-    payment_id TEXT NOT NULL,
-    updated_ms BIGINT NOT NULL
-);
-CREATE TABLE billing_invoices (
-    id TEXT PRIMARY KEY,
-    account TEXT NOT NULL,
-    plan TEXT NOT NULL,
-    amount_cents BIGINT NOT NULL,
-    period_start_ms BIGINT NOT NULL,
-    period_end_ms BIGINT NOT NULL,
-    status TEXT NOT NULL,
-    created_ms BIGINT NOT NULL
-);
-CREATE INDEX billing_invoices_by_account ON billing_invoices (account, created_ms);
-CREATE TABLE billing_payments (
-    id TEXT PRIMARY KEY,
-    account TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    invoice_id TEXT NOT NULL,
-    plan TEXT NOT NULL,
-    amount_cents BIGINT NOT NULL,
-    provider_key TEXT NOT NULL,
-    charge_id TEXT,
-    status TEXT NOT NULL,
-    decline_reason TEXT,
-    attempts BIGINT NOT NULL,
-    created_ms BIGINT NOT NULL,
-    updated_ms BIGINT NOT NULL,
-    UNIQUE (account, idempotency_key)
-);",
-    postgres: "
-CREATE TABLE billing_subscriptions (
-    account TEXT PRIMARY KEY,
-    plan TEXT NOT NULL,
-    status TEXT NOT NULL,
-    period_start_ms BIGINT NOT NULL,
-    period_end_ms BIGINT NOT NULL,
-    payment_id TEXT NOT NULL,
-    updated_ms BIGINT NOT NULL
-);
-CREATE TABLE billing_invoices (
-    id TEXT PRIMARY KEY,
-    account TEXT NOT NULL,
-    plan TEXT NOT NULL,
-    amount_cents BIGINT NOT NULL,
-    period_start_ms BIGINT NOT NULL,
-    period_end_ms BIGINT NOT NULL,
-    status TEXT NOT NULL,
-    created_ms BIGINT NOT NULL
-);
-CREATE INDEX billing_invoices_by_account ON billing_invoices (account, created_ms);
-CREATE TABLE billing_payments (
-    id TEXT PRIMARY KEY,
-    account TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    invoice_id TEXT NOT NULL,
-    plan TEXT NOT NULL,
-    amount_cents BIGINT NOT NULL,
-    provider_key TEXT NOT NULL,
-    charge_id TEXT,
-    status TEXT NOT NULL,
-    decline_reason TEXT,
-    attempts BIGINT NOT NULL,
-    created_ms BIGINT NOT NULL,
-    updated_ms BIGINT NOT NULL,
-    UNIQUE (account, idempotency_key)
-);",
+    sqlite: PORTABLE_V1,
+    postgres: PORTABLE_V1,
     // Binary collation: keys and ids compare byte for byte, as on the other
     // engines (the default collation would make `Key` and `key` one key).
     mysql: "
