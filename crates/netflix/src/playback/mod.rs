@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `GET /v1/titles` | `{"titles": [...], "stale": false}`: the origin's catalog, cached briefly; the last good one (`"stale": true`) while the origin is down |
 //! | `POST /v1/playback` | `{"title", "region"?, "session"?, "failed_edge"?}` → [`PlayGrant`]: a session on the nearest healthy ISP cache of the client's region, and a signed manifest URL there |
-//! | `POST /v1/playback/{session}/events` | `{"events": [...]}` ([`events::EventBatch`]) → 202 `{"accepted": n}`; into metrics |
+//! | `POST /v1/playback/{session}/events` | `{"events": [...]}` ([`events::EventBatch`]) → 202 `{"accepted": n}`; into metrics (and viewing history, for a caller's session) |
 //!
 //! **Signing**: the manifest URL is
 //! `http://{edge}/o/titles/{id}/master.m3u8?exp=…&sig=…`, signed with the key the
@@ -26,8 +26,16 @@
 //! unknown session's events 404 (`field: session`); more than
 //! [`events::MAX_EVENTS_PER_POST`] events 413; bodies over [`MAX_BODY_BYTES`] 413.
 //!
-//! Deliberately absent: authentication and entitlement (any client may play any
-//! title), DRM licences, per-device manifests.
+//! **Callers**: a play that comes through the gateway carries the account in
+//! `x-user-id` (the gateway sets it and drops a client's own); such a play needs an
+//! active subscription (402 `subscription_required`, allowed when billing cannot
+//! answer) and its heartbeats become viewing history ([`account`]). The same routes
+//! are served under `/api/v1/…`, the paths the gateway forwards. A play without a
+//! caller (the player fleet calling playback directly) is neither checked nor
+//! recorded.
+//!
+//! Deliberately absent: DRM licences, per-device manifests, concurrent-stream
+//! limits per plan.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
