@@ -261,7 +261,7 @@ fn redact(url: &str) -> String {
 }
 
 /// Private databases on the machine's engines for tests: a fresh schema
-/// (PostgreSQL) or database (MySQL) per call, dropped by [`Scratch::drop_now`].
+/// (PostgreSQL) or database (MySQL) per call, dropped by [`scratch::Scratch::drop_now`].
 #[doc(hidden)]
 pub mod scratch {
     use super::*;

@@ -2,14 +2,14 @@
 //! arrive through the gateway with a caller (`x-user-id`, an account id):
 //!
 //! - **Entitlement**: billing's `GET /internal/v1/entitlement/{account}`, cached
-//!   [`NetflixConfig::entitlement_ttl`] per account on the injected clock. An
+//!   [`crate::config::NetflixConfig::entitlement_ttl`] per account on the injected clock. An
 //!   account without an active subscription is refused 402 `subscription_required`.
 //!   When billing cannot answer, the play is **allowed** and counted
 //!   (`casebook_netflix_entitlement_unchecked_total`): streaming stays up through a
 //!   billing outage, as the case study's availability-first services do.
 //! - **Viewing history**: each heartbeat of such a session becomes a progress record
 //!   for users' `POST /internal/v1/history`, through a queue of at most
-//!   [`NetflixConfig::history_queue`] records drained by one task. Playback never
+//!   [`crate::config::NetflixConfig::history_queue`] records drained by one task. Playback never
 //!   waits on it: a full queue drops the record (counted in
 //!   `casebook_netflix_history_dropped_total`), and a failed write is counted, not
 //!   retried — the next heartbeat carries a newer position anyway.
