@@ -19,7 +19,9 @@ use support::{Recording, Running, pipeline, synthetic_config};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 async fn post(url: &str, body: Vec<u8>) -> (StatusCode, serde_json::Value, HeaderMap) {
-    let response = HttpClient::default()
+    // Uploads are large and the machine may be busy: a slow answer is not a failure
+    // here (the default client gives up after 5 s).
+    let response = HttpClient::new(std::time::Duration::from_secs(60))
         .send(Method::POST, url, HeaderMap::new(), Bytes::from(body))
         .await
         .unwrap();
