@@ -309,28 +309,18 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.pool().begin().await?;
-        let changed = self
-            .db
-            .query(
+        let settled = self
+            .settle(
+                &mut tx,
+                payment,
                 "UPDATE billing_payments SET status = $1, charge_id = $2, updated_ms = $3 WHERE id = $4 AND status = $5",
+                (SUCCEEDED, charge_id, PAID),
+                now_ms,
             )
-            .bind(SUCCEEDED)
-            .bind(charge_id.to_owned())
-            .bind(now_ms)
-            .bind(payment.id.clone())
-            .bind(PENDING)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if changed == 0 {
+            .await?;
+        if !settled {
             return tx.rollback().await;
         }
-        self.db
-            .query("UPDATE billing_invoices SET status = $1 WHERE id = $2")
-            .bind(PAID)
-            .bind(payment.invoice_id.clone())
-            .execute(&mut *tx)
-            .await?;
         let invoice = self
             .db
             .query("SELECT period_start_ms, period_end_ms FROM billing_invoices WHERE id = $1")
@@ -369,29 +359,53 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.pool().begin().await?;
+        let settled = self
+            .settle(
+                &mut tx,
+                payment,
+                "UPDATE billing_payments SET status = $1, decline_reason = $2, updated_ms = $3 WHERE id = $4 AND status = $5",
+                (DECLINED, reason, FAILED),
+                now_ms,
+            )
+            .await?;
+        if !settled {
+            return tx.rollback().await;
+        }
+        tx.commit().await
+    }
+
+    /// Moves a still-pending payment to `(status, detail)` with `update` (binding
+    /// status, detail, now, id, pending) and its invoice to `invoice_status`;
+    /// false when the payment was no longer pending (someone else finished it).
+    async fn settle(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        payment: &Payment,
+        update: &'static str,
+        (status, detail, invoice_status): (&'static str, &str, &'static str),
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
         let changed = self
             .db
-            .query(
-                "UPDATE billing_payments SET status = $1, decline_reason = $2, updated_ms = $3 WHERE id = $4 AND status = $5",
-            )
-            .bind(DECLINED)
-            .bind(reason.to_owned())
+            .query(update)
+            .bind(status)
+            .bind(detail.to_owned())
             .bind(now_ms)
             .bind(payment.id.clone())
             .bind(PENDING)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         if changed == 0 {
-            return tx.rollback().await;
+            return Ok(false);
         }
         self.db
             .query("UPDATE billing_invoices SET status = $1 WHERE id = $2")
-            .bind(FAILED)
+            .bind(invoice_status)
             .bind(payment.invoice_id.clone())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await
+        Ok(true)
     }
 
     /// The account's subscription row, if it ever subscribed.
