@@ -184,7 +184,9 @@ impl Up {
     }
 
     async fn instances(&self) -> serde_json::Value {
-        casebook_kit::http_client::HttpClient::default()
+        // Every case starting at once (indexes, a sample encode, password hashing)
+        // on two shared cores can hold the answer past the client's 5 s default.
+        casebook_kit::http_client::HttpClient::new(std::time::Duration::from_secs(60))
             .get_json(&format!("{}/api/instances", self.url))
             .await
             .unwrap()
