@@ -24,7 +24,8 @@ fn object_files_bytes(dir: &Path) -> u64 {
             if entry.file_type().unwrap().is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "obj" || e == "tmp") {
-                total += entry.metadata().unwrap().len();
+                // A file evicted while the walk runs is simply gone.
+                total += entry.metadata().map_or(0, |m| m.len());
             }
         }
     }
