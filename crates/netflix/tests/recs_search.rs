@@ -169,6 +169,8 @@ fn hostile_queries_are_plain_text() {
     );
     assert_eq!(query_terms("*").unwrap(), Vec::<String>::new());
     assert_eq!(query_terms("Amélie AMELIE amelie").unwrap(), ["amelie"]);
+    // Folding that makes punctuation keeps the letters and digits only.
+    assert_eq!(query_terms("⑴ b").unwrap(), ["1", "b"]);
 }
 
 #[test]

@@ -4,7 +4,10 @@
 //! **Fields**: `title` (boost [`TITLE_BOOST`]), `cast` ([`CAST_BOOST`]),
 //! `genres` ([`GENRE_BOOST`]), `synopsis` (1), all through one analyzer
 //! ([`ANALYZER`]: split on anything not a letter or digit, fold accents to
-//! ASCII, lowercase, drop tokens over [`MAX_TERM_CHARS`] characters); `ord`, a fast
+//! ASCII, lowercase, keep the letters and digits of what folding made (`⑴`
+//! folds to `(1)`, kept as `1`), drop tokens over [`MAX_TERM_CHARS`]
+//! characters — measured last, as folding and lowercasing can lengthen a
+//! token); `ord`, a fast
 //! field, is the title's position in the catalog the index was built from;
 //! `cast_exact` and `genre_exact` hold whole names, lowercased, for similarity.
 //!
@@ -36,6 +39,7 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RawTokenizer, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
+    Token, TokenFilter, TokenStream, Tokenizer,
 };
 use tantivy::{DocAddress, Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
 
@@ -70,10 +74,63 @@ fn whole_analyzer() -> TextAnalyzer {
 /// The analyzer for documents and queries (see the module docs).
 pub fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(MAX_TERM_CHARS + 1))
         .filter(AsciiFoldingFilter)
         .filter(LowerCaser)
+        .filter(AlphanumericOnly)
+        // The limit is in bytes; a token of at most MAX_TERM_CHARS bytes has at
+        // most as many characters.
+        .filter(RemoveLongFilter::limit(MAX_TERM_CHARS + 1))
         .build()
+}
+
+/// Keeps a token's letters and digits and drops a token left empty: ASCII
+/// folding turns some letters and digits into punctuation (`⑴` → `(1)`,
+/// `⒈` → `1.`), which the tokenizer's split had let through.
+#[derive(Clone, Copy)]
+struct AlphanumericOnly;
+
+impl TokenFilter for AlphanumericOnly {
+    type Tokenizer<T: Tokenizer> = AlphanumericOnlyTokenizer<T>;
+
+    fn transform<T: Tokenizer>(self, inner: T) -> AlphanumericOnlyTokenizer<T> {
+        AlphanumericOnlyTokenizer(inner)
+    }
+}
+
+#[derive(Clone)]
+struct AlphanumericOnlyTokenizer<T>(T);
+
+impl<T: Tokenizer> Tokenizer for AlphanumericOnlyTokenizer<T> {
+    type TokenStream<'a> = AlphanumericOnlyStream<T::TokenStream<'a>>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
+        AlphanumericOnlyStream(self.0.token_stream(text))
+    }
+}
+
+struct AlphanumericOnlyStream<T>(T);
+
+impl<T: TokenStream> TokenStream for AlphanumericOnlyStream<T> {
+    fn advance(&mut self) -> bool {
+        while self.0.advance() {
+            let text = &mut self.0.token_mut().text;
+            if !text.chars().all(char::is_alphanumeric) {
+                text.retain(char::is_alphanumeric);
+            }
+            if !text.is_empty() {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn token(&self) -> &Token {
+        self.0.token()
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.0.token_mut()
+    }
 }
 
 /// Why a query cannot be searched.
