@@ -31,8 +31,17 @@ RESP_PORT="$(free_port)"
 start_up "$API_PORT" "the Toxiproxy API" \
   CASEBOOK_CONTROL__TOXIPROXY_PORT="$API_PORT" CASEBOOK_UBER__RESP_PORT="$RESP_PORT"
 
+# The control plane's URL (its port is free), for the discovery checks.
+CONTROL=""
+for _ in $(seq 1 300); do
+  CONTROL="$(grep -oE 'casebook control plane: http://[0-9.:]+' "$DATA/up.log" | head -1 | sed 's/.*: //')" || true
+  [ -n "$CONTROL" ] && break
+  sleep 0.1
+done
+[ -n "$CONTROL" ] || { echo "no control plane URL in the log:"; cat "$DATA/up.log"; exit 1; }
+
 echo "toxiproxy-python $TOXIPROXY_PY against 127.0.0.1:$API_PORT, proxying uber's RESP port $RESP_PORT"
-if ! "$VENV/bin/python" tests/interop/toxiproxy_suite.py "$API_PORT" "$RESP_PORT"; then
+if ! "$VENV/bin/python" tests/interop/toxiproxy_suite.py "$API_PORT" "$RESP_PORT" "$CONTROL"; then
   echo "--- casebook up log"; tail -50 "$DATA/up.log"
   exit 1
 fi

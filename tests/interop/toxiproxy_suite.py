@@ -1,23 +1,29 @@
 """toxiproxy-python against casebook's Toxiproxy-compatible API.
 
-Usage: toxiproxy_suite.py API_PORT RESP_PORT
+Usage: toxiproxy_suite.py API_PORT RESP_PORT CONTROL_URL
 
 Through the stock client only (its Toxiproxy, Proxy and exceptions): create a proxy
 in front of uber's RESP port, check a PING passes, add a latency toxic (the answer
 comes no sooner than the latency), remove it, add a timeout toxic (no answer, the
 connection is closed), remove it, take the proxy down and up, check the client's
-errors for a duplicate proxy and a duplicate toxic, reset, destroy. Exits non-zero
-on the first failed check, naming it.
+errors for a duplicate proxy and a duplicate toxic, reset, destroy. Between them,
+the control plane's discovery answer for the RESP service names the proxy while it
+has a toxic, and the instance's own address otherwise. Exits non-zero on the first
+failed check, naming it.
 """
 
+import json
 import socket
 import sys
 import time
+import urllib.request
 
 from toxiproxy import Toxiproxy
+from toxiproxy.api import APIConsumer
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
-API_PORT, RESP_PORT = int(sys.argv[1]), int(sys.argv[2])
+API_PORT, RESP_PORT, CONTROL = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+RESP_ADDRESS = f"127.0.0.1:{RESP_PORT}"
 PING = b"*1\r\n$4\r\nPING\r\n"
 PONG = b"+PONG\r\n"
 CHECKS = 0
@@ -57,7 +63,29 @@ def ping(address, timeout=10.0):
         return answer
 
 
+def discovery(path):
+    with urllib.request.urlopen(f"{CONTROL}/api/discovery{path}", timeout=10) as answer:
+        return json.load(answer)
+
+
+def resp_instance(service):
+    """The discovery answer for the instance registered at RESP_ADDRESS."""
+    for view in discovery(f"/apps/{service}")["instances"]:
+        registered = view["metadata"].get("proxied_from", view["instance"]["address"])
+        if registered == RESP_ADDRESS:
+            return view["instance"]["address"], view["metadata"].get("proxied_by")
+    return None
+
+
 wait_for(RESP_PORT, "uber's RESP port")
+RESP_SERVICE = None
+for _ in range(300):
+    RESP_SERVICE = next((name for name, views in discovery("/apps")["services"].items()
+                         if any(v["instance"]["address"] == RESP_ADDRESS for v in views)), None)
+    if RESP_SERVICE:
+        break
+    time.sleep(0.1)
+check(RESP_SERVICE is not None, f"the RESP port is registered ({RESP_SERVICE})")
 server = Toxiproxy()
 server.update_api_consumer("127.0.0.1", API_PORT)
 check(server.running(), "the API accepts connections")
@@ -73,6 +101,8 @@ check(proxy.listen.startswith("127.0.0.1:") and not proxy.listen.endswith(":0"),
 check(proxy.enabled, "a new proxy is enabled")
 check(set(server.proxies()) == {"uber_resp"}, "GET /proxies lists it")
 check(ping(proxy.listen) == PONG, "PING passes through the proxy")
+check(resp_instance(RESP_SERVICE) == (RESP_ADDRESS, None),
+      "without toxics discovery answers the instance's own address")
 
 try:
     server.create(upstream=f"127.0.0.1:{RESP_PORT}", name="uber_resp")
@@ -90,6 +120,8 @@ answer = ping(proxy.listen)
 elapsed = time.monotonic() - start
 check(answer == PONG, "PING still answered under latency")
 check(elapsed >= 0.6, f"the answer is delayed by the latency ({elapsed:.3f}s >= 0.6s)")
+check(resp_instance(RESP_SERVICE) == (proxy.listen, "toxiproxy:uber_resp"),
+      "with a toxic discovery answers the proxy's address, marked proxied_by")
 try:
     proxy.add_toxic(type="latency", attributes={"latency": 1})
     check(False, "a duplicate toxic is refused")
@@ -102,6 +134,8 @@ except InvalidToxic:
     check(True, "an unknown toxic type is refused (400)")
 check(proxy.destroy_toxic("latency_downstream"), "the latency toxic is removed")
 check(proxy.toxics() == {}, "no toxics left")
+check(resp_instance(RESP_SERVICE) == (RESP_ADDRESS, None),
+      "with the toxic removed discovery answers the instance directly again")
 
 # Timeout: no data arrives and the connection is closed.
 proxy.add_toxic(type="timeout", attributes={"timeout": 300})
@@ -122,9 +156,8 @@ proxy.add_toxic(type="bandwidth", stream="upstream", name="slow_up", attributes=
 check(server.reset(), "POST /reset answers")
 check(proxy.toxics() == {}, "reset removed every toxic")
 
+check(server.get_proxy("nope") is None, "an unknown proxy is absent")
 try:
-    server.get_proxy("nope") is None or check(False, "an unknown proxy is absent")
-    from toxiproxy.api import APIConsumer
     APIConsumer.get("/proxies/nope")
     check(False, "an unknown proxy is a 404")
 except NotFound:
