@@ -5,7 +5,9 @@
 //! Each check takes arbitrary bytes and asserts more than "no panic": a parsed
 //! [`Query`] re-parses identically from its canonical parameters, the discovery and
 //! autoscaler APIs answer every request with a status they document, every 400 a
-//! JSON error, and a schedule time re-parses from its canonical text.
+//! JSON error, a schedule time re-parses from its canonical text, and the
+//! Toxiproxy JSON parsers refuse with a 400 naming Toxiproxy's error or accept what
+//! their own answer re-parses to identically.
 //! A failed check panics — that is how libFuzzer and the replay test see it.
 //!
 //! Not a public API: hidden from the docs, and only for fuzzing and its replay.
@@ -32,6 +34,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("access_request", access_request),
     ("schedule_time", schedule_time),
     ("autoscaler_request", autoscaler_request),
+    ("toxiproxy_json", toxiproxy_json),
 ];
 
 /// The parameters that parse to `query`, written the one canonical way.
@@ -492,6 +495,86 @@ pub fn autoscaler_request(data: &[u8]) {
                 view().schedule.iter().any(|s| s.entry == entry),
                 "accepted entry {entry:?} not shown"
             );
+        }
+    }
+}
+
+/// The Toxiproxy API's JSON parsers over arbitrary bodies (the first byte picks the
+/// parser: proxy, populate, proxy update, toxic, toxic update): a refusal is a 400
+/// with one of Toxiproxy's messages; an accepted toxic or proxy, written back as the
+/// API answers it, parses to the same thing; an update of an accepted toxic keeps
+/// its name, type and stream.
+pub fn toxiproxy_json(data: &[u8]) {
+    use crate::toxiproxy::model;
+    const PREFIXES: &[&str] = &[
+        "bad request body",
+        "missing required field",
+        "invalid toxic type",
+        "stream was invalid",
+    ];
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let refused = |err: crate::toxiproxy::ToxiError| {
+        assert_eq!(err.status, 400, "{err:?}");
+        assert!(
+            PREFIXES.iter().any(|p| err.error.starts_with(p)),
+            "not one of Toxiproxy's messages: {err:?}"
+        );
+    };
+    let proxy_round_trip = |spec: &model::ProxySpec| {
+        let json = serde_json::json!({
+            "name": spec.name, "listen": spec.listen,
+            "upstream": spec.upstream, "enabled": spec.enabled,
+        });
+        let again = model::parse_proxy(json.to_string().as_bytes()).expect("its own answer parses");
+        assert_eq!(&again, spec);
+    };
+    match selector % 5 {
+        0 => match model::parse_proxy(body) {
+            Ok(spec) => proxy_round_trip(&spec),
+            Err(err) => refused(err),
+        },
+        1 => match model::parse_populate(body, 16) {
+            Ok(specs) => {
+                assert!(specs.len() <= 16);
+                specs.iter().for_each(proxy_round_trip);
+            }
+            Err(err) => refused(err),
+        },
+        2 => {
+            if let Err(err) = model::parse_proxy_update(body) {
+                refused(err);
+            }
+        }
+        3 => match model::parse_toxic(body) {
+            Ok(spec) => {
+                assert!((0.0..=1.0).contains(&spec.toxicity));
+                let json = serde_json::to_vec(&spec.to_json()).expect("serialises");
+                let again = model::parse_toxic(&json).expect("its own answer parses");
+                // f32 → text → f64 → f32 may round once more: equal within an ulp.
+                assert!((again.toxicity - spec.toxicity).abs() <= f32::EPSILON);
+                assert_eq!(
+                    model::ToxicSpec {
+                        toxicity: spec.toxicity,
+                        ..again
+                    },
+                    spec
+                );
+            }
+            Err(err) => refused(err),
+        },
+        _ => {
+            let base = model::parse_toxic(br#"{"type":"slicer","attributes":{"average_size":10}}"#)
+                .expect("a valid toxic");
+            match model::parse_toxic_update(body).and_then(|update| base.updated(&update)) {
+                Ok(updated) => {
+                    assert_eq!(updated.name, base.name);
+                    assert_eq!(updated.stream, base.stream);
+                    assert_eq!(updated.kind.type_name(), base.kind.type_name());
+                }
+                Err(err) => refused(err),
+            }
         }
     }
 }

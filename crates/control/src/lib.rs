@@ -13,6 +13,7 @@
 //! | [`discovery`] | the registry with Eureka's semantics and `/api/discovery/…` |
 //! | [`metrics_store`] | the Atlas-like dimensional store and `/api/metrics/…` |
 //! | [`autoscaler`] | reactive and scheduled scaling of any service, and `/api/autoscaler` |
+//! | [`toxiproxy`] | the Toxiproxy-compatible fault proxy (its own port, 8474) and discovery steering |
 
 pub mod access;
 pub mod admin;
@@ -22,5 +23,6 @@ pub mod discovery;
 pub mod fuzz_checks;
 pub mod metrics_store;
 pub mod plane;
+pub mod toxiproxy;
 
 pub use plane::{CONTROL_SERVICE, ControlConfig, ControlPlane, ControlSettings, PortRange};

@@ -18,6 +18,7 @@ use crate::admin::{self, AdminState};
 use crate::autoscaler::{self, Autoscaler, AutoscalerConfig, StoreSignal};
 use crate::discovery::{self, DiscoveryConfig, Registry};
 use crate::metrics_store::{self, MetricsStore, MetricsStoreConfig};
+use crate::toxiproxy::{self, Toxiproxy};
 
 /// The control plane's service name.
 pub const CONTROL_SERVICE: &str = "control";
@@ -45,6 +46,11 @@ pub struct ControlConfig {
     /// Ports the admin API may start instances on (besides port 0 and the ports of
     /// instances this platform has run), e.g. `"20000-29999"`; never below 1024.
     pub instance_ports: PortRange,
+    /// The port of the Toxiproxy-compatible API, on `host`. Unset: 8474, or a free
+    /// port when the control plane itself runs on a free port (port 0). `0`: a free
+    /// port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toxiproxy_port: Option<u16>,
 }
 
 /// An inclusive range of ports, written `"LOW-HIGH"`.
@@ -116,6 +122,7 @@ impl Default for ControlConfig {
                 low: 20000,
                 high: 29999,
             },
+            toxiproxy_port: None,
         }
     }
 }
@@ -130,6 +137,16 @@ impl ControlConfig {
     /// The error names the dotted key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_bind(self.host, self.allow_insecure_bind)
+    }
+
+    /// The Toxiproxy API's port when the control plane listens on `control_port`
+    /// (see [`ControlConfig::toxiproxy_port`]).
+    pub fn toxiproxy_port_for(&self, control_port: u16) -> u16 {
+        match self.toxiproxy_port {
+            Some(port) => port,
+            None if control_port == 0 => 0,
+            None => crate::toxiproxy::DEFAULT_PORT,
+        }
     }
 
     /// The control plane's base URL as other services reach it.
@@ -256,6 +273,45 @@ async fn sweep_idle_series(
     }
 }
 
+impl ControlPlane {
+    /// The Toxiproxy-compatible API on its own port of the control plane's host,
+    /// steering discovery's answers through `registry`'s rewrites.
+    async fn start_toxiproxy(
+        &self,
+        ctx: &InstanceContext,
+        registry: &Registry,
+        token: &Token,
+    ) -> anyhow::Result<Toxiproxy> {
+        let control = &self.settings.control;
+        let toxiproxy = Toxiproxy::new(
+            toxiproxy::Limits {
+                allow_beyond_loopback: control.allow_insecure_bind,
+                ..toxiproxy::Limits::default()
+            },
+            registry.rewrites().clone(),
+        );
+        let host = ctx.listen_addr().ip();
+        let want = SocketAddr::new(host, control.toxiproxy_port_for(ctx.listen_addr().port()));
+        let listener = tokio::net::TcpListener::bind(want).await.map_err(|err| {
+            anyhow::anyhow!(
+                "the Toxiproxy API cannot listen on {want}: {err}; set control.toxiproxy_port \
+                 (CASEBOOK_CONTROL__TOXIPROXY_PORT; 0 for a free port)"
+            )
+        })?;
+        let bound = listener.local_addr()?;
+        tracing::info!(address = %bound, "Toxiproxy API listening");
+        // Stock Toxiproxy clients send no token: none is asked on loopback, and any
+        // browser (`Origin`) is refused.
+        let policy = AccessPolicy::browserless_on_loopback(bound, token.clone());
+        serve_http(
+            ctx,
+            listener,
+            policy.protect(toxiproxy::api::router(toxiproxy.clone())),
+        );
+        Ok(toxiproxy)
+    }
+}
+
 impl ServiceFactory for ControlPlane {
     fn name(&self) -> &str {
         CONTROL_SERVICE
@@ -302,9 +358,11 @@ impl ServiceFactory for ControlPlane {
                 self.settings.drain,
             ));
             self.warn_of_unknown_services();
+            let toxiproxy = self.start_toxiproxy(ctx, &registry, &token).await?;
             let router = self.router(registry, store, autoscaler.clone(), ctx.info().instance_id);
             let policy = AccessPolicy::for_bound(address, token);
             serve_http(ctx, listener, policy.protect(router));
+            ctx.spawn(toxiproxy.run_until(ctx.shutdown_token()));
             // After `serve_http` has installed the metrics recorder its decisions go to.
             ctx.spawn(autoscaler.run(ctx.shutdown_token()));
             Ok(address)

@@ -18,6 +18,7 @@ pub fn casebook(data_dir: &Path) -> Command {
         .env_remove("CASEBOOK_CONFIG")
         .env_remove("RUST_LOG")
         .env("CASEBOOK_WHATSAPP__PORT", "0")
+        .env("CASEBOOK_CONTROL__TOXIPROXY_PORT", "0")
         .env("CASEBOOK_WHATSAPP__TLS_PORT", "0")
         .env("CASEBOOK_WHATSAPP__WS_PORT", "0")
         .env("CASEBOOK_UBER__RESP_PORT", "0")

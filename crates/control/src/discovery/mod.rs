@@ -4,6 +4,8 @@
 //!   eviction, self-preservation, zone-aware queries.
 //! - [`api::router`] serves it over HTTP under `/api/discovery`, mirroring Eureka's REST
 //!   API; the JSON types and the client live in `casebook_kit::discovery`.
+//! - [`rewrites`]: the address-rewrite table a fault proxy feeds to steer the
+//!   service query (`GET /apps/{service}`) through itself.
 //! - [`spawn_maintenance`] runs the registry's periodic work (eviction, renewal
 //!   threshold updates) on tokio timers in production; tests call the same clock-driven
 //!   methods directly.
@@ -26,6 +28,7 @@
 
 pub mod api;
 pub mod registry;
+pub mod rewrites;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use registry::{EvictionReport, Registry, RegistryError};
+pub use rewrites::{AddressRewrites, Rewrite};
 
 /// The `[discovery]` table of the configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -54,6 +54,7 @@ use casebook_kit::discovery::{
 use casebook_kit::topology::{InstanceInfo, InstanceStatus, Topology};
 use parking_lot::Mutex;
 
+use super::rewrites::AddressRewrites;
 use super::{ConfigError, DiscoveryConfig};
 
 /// The longest lease a registration may ask for.
@@ -242,6 +243,8 @@ pub struct Registry {
     topology: Topology,
     clock: SharedClock,
     state: Mutex<State>,
+    /// Proxies steering service queries (see [`super::rewrites`]).
+    rewrites: AddressRewrites,
 }
 
 impl Registry {
@@ -261,6 +264,7 @@ impl Registry {
             config,
             topology,
             clock,
+            rewrites: AddressRewrites::new(),
             state: Mutex::new(State {
                 services: BTreeMap::new(),
                 size: 0,
@@ -278,6 +282,12 @@ impl Registry {
     /// The configuration the registry runs with.
     pub fn config(&self) -> &DiscoveryConfig {
         &self.config
+    }
+
+    /// The address rewrites applied to [`Registry::instances`]: a fault proxy in
+    /// front of an instance feeds it.
+    pub fn rewrites(&self) -> &AddressRewrites {
+        &self.rewrites
     }
 
     /// The topology registrations and queries are checked against.
@@ -478,7 +488,8 @@ impl Registry {
     ///
     /// A zone without a region implies its region; a region alone puts that region
     /// first. Only `UP` instances unless `all_statuses`. An unknown service has no
-    /// instances (not an error: it may simply not have started yet).
+    /// instances (not an error: it may simply not have started yet). An instance
+    /// behind a fault proxy is answered with the proxy's address ([`Self::rewrites`]).
     pub fn instances(
         &self,
         service: &str,
@@ -531,6 +542,7 @@ impl Registry {
         drop(state);
         // Stable: the map already ordered them by instance id.
         instances.sort_by_key(|view| tier(&view.instance));
+        self.rewrites.apply(&mut instances);
         Ok(ServiceInstances {
             service: service.to_owned(),
             instances,
