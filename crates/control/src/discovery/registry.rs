@@ -521,7 +521,12 @@ impl Registry {
 
     /// Every region override in force, by region.
     pub fn region_overrides(&self) -> Vec<RegionOverride> {
-        self.state.lock().region_overrides.values().cloned().collect()
+        self.state
+            .lock()
+            .region_overrides
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// One instance, if registered.
