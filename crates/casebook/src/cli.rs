@@ -93,6 +93,14 @@ pub enum Command {
         command: crate::cmd::load::LoadCommand,
     },
 
+    /// Chaos experiments against the running platform (`casebook chaos gorilla us-east-b
+    /// --probe success:uber>=0.999`): the timeline while it runs, the verdict as a
+    /// table; exit 1 when the steady-state hypothesis did not hold.
+    Chaos {
+        #[command(subcommand)]
+        command: crate::cmd::chaos::ChaosCommand,
+    },
+
     /// WhatsApp case administration (accounts of the XMPP service).
     Whatsapp {
         #[command(subcommand)]

@@ -92,6 +92,9 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             control: config.control.clone(),
             http_services,
             autoscaler,
+            chaos: config.chaos.clone(),
+            // The fault proxy's injector is wired here once it exists.
+            latency_injector: None,
         },
     )));
     platform.set_listener_limits(casebook_control::CONTROL_SERVICE, config.http.clone());

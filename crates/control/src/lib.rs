@@ -14,10 +14,12 @@
 //! | [`metrics_store`] | the Atlas-like dimensional store and `/api/metrics/…` |
 //! | [`autoscaler`] | reactive and scheduled scaling of any service, and `/api/autoscaler` |
 //! | [`toxiproxy`] | the Toxiproxy-compatible fault proxy (its own port, 8474) and discovery steering |
+//! | [`chaos`] | chaos experiments (Monkey, Gorilla, Kong, Latency) with steady-state hypotheses and rollback, and `/api/chaos` |
 
 pub mod access;
 pub mod admin;
 pub mod autoscaler;
+pub mod chaos;
 pub mod discovery;
 #[doc(hidden)]
 pub mod fuzz_checks;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::{self, AccessPolicy, Token};
 use crate::admin::{self, AdminState};
 use crate::autoscaler::{self, Autoscaler, AutoscalerConfig, StoreSignal};
+use crate::chaos::{self, Chaos, ChaosConfig, LatencyInjector};
 use crate::discovery::{self, DiscoveryConfig, Registry};
 use crate::metrics_store::{self, MetricsStore, MetricsStoreConfig};
 use crate::toxiproxy::{self, Toxiproxy};
@@ -186,6 +187,10 @@ pub struct ControlSettings {
     pub http_services: Vec<String>,
     /// The `[autoscaler]` table: policies, schedule, loop interval.
     pub autoscaler: AutoscalerConfig,
+    /// The `[chaos]` table: experiment history, the monkey.
+    pub chaos: ChaosConfig,
+    /// Latency Monkey's way to the fault proxy; `None`: latency experiments refused.
+    pub latency_injector: Option<Arc<dyn LatencyInjector>>,
 }
 
 /// The control plane service.
@@ -207,6 +212,7 @@ impl ControlPlane {
         registry: Arc<Registry>,
         store: Arc<MetricsStore>,
         autoscaler: Arc<Autoscaler>,
+        chaos: Arc<Chaos>,
         own_instance_id: String,
     ) -> Router {
         admin::router(AdminState {
@@ -221,6 +227,7 @@ impl ControlPlane {
         .merge(discovery::api::router(registry))
         .merge(metrics_store::api::router(store))
         .merge(autoscaler::api::router(autoscaler))
+        .merge(chaos::api::router(chaos))
         // The Hystrix-style view of every breaker in this process.
         .merge(breakers_router(BreakerRegistry::global().clone()))
     }
@@ -359,12 +366,39 @@ impl ServiceFactory for ControlPlane {
             ));
             self.warn_of_unknown_services();
             let toxiproxy = self.start_toxiproxy(ctx, &registry, &token).await?;
-            let router = self.router(registry, store, autoscaler.clone(), ctx.info().instance_id);
+            // Latency Monkey goes through this plane's own fault proxy unless the
+            // settings name another injector.
+            let injector = self.settings.latency_injector.clone().or_else(|| {
+                Some(Arc::new(toxiproxy::ProxyInjector::new(
+                    toxiproxy.clone(),
+                    registry.clone(),
+                )) as Arc<dyn LatencyInjector>)
+            });
+            // Experiments roll back when the control plane stops.
+            let chaos = Arc::new(Chaos::new(
+                &self.settings.chaos,
+                chaos::FaultEnv {
+                    platform: self.platform.clone(),
+                    registry: registry.clone(),
+                    measure: Arc::new(chaos::StoreMeasure::new(store.clone(), ctx.clock().clone())),
+                    clock: ctx.clock().clone(),
+                    injector,
+                },
+                ctx.shutdown_token(),
+            ));
+            let router = self.router(
+                registry,
+                store,
+                autoscaler.clone(),
+                chaos.clone(),
+                ctx.info().instance_id,
+            );
             let policy = AccessPolicy::for_bound(address, token);
             serve_http(ctx, listener, policy.protect(router));
             ctx.spawn(toxiproxy.run_until(ctx.shutdown_token()));
             // After `serve_http` has installed the metrics recorder its decisions go to.
             ctx.spawn(autoscaler.run(ctx.shutdown_token()));
+            chaos.start_configured_monkey();
             Ok(address)
         })
     }

@@ -60,6 +60,8 @@ fn settings(control: ControlConfig, discovery: DiscoveryConfig) -> ControlSettin
         control,
         http_services: Vec::new(),
         autoscaler: Default::default(),
+        chaos: Default::default(),
+        latency_injector: None,
     }
 }
 

@@ -442,6 +442,8 @@ async fn start_plane() -> Plane {
             control,
             http_services: vec![WEB.into()],
             autoscaler: config(WEB),
+            chaos: Default::default(),
+            latency_injector: None,
         },
     )));
     platform.register_service(Arc::new(Trivial(WEB)));

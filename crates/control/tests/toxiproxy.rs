@@ -447,7 +447,7 @@ async fn fronting_a_service_proxies_every_up_instance_and_rolls_back() {
     register(&registry, "svc", "svc-2", b);
     let latency = model::parse_toxic(br#"{"type":"latency","attributes":{"latency":5}}"#).unwrap();
     let fronting = toxiproxy
-        .front_service(&registry, "svc", "latency-monkey", &latency)
+        .front_service(&registry, "svc", "latency-monkey", std::slice::from_ref(&latency))
         .unwrap();
     assert_eq!(fronting.proxies.len(), 2);
     assert_eq!(fronting.proxies[0].proxy, "latency-monkey-svc-1");
@@ -463,7 +463,7 @@ async fn fronting_a_service_proxies_every_up_instance_and_rolls_back() {
     // All or nothing: a second fronting under the same label conflicts, and
     // leaves the first intact.
     let err = toxiproxy
-        .front_service(&registry, "svc", "latency-monkey", &latency)
+        .front_service(&registry, "svc", "latency-monkey", std::slice::from_ref(&latency))
         .unwrap_err();
     assert_eq!(err.status, 409);
     assert_eq!(toxiproxy.list().len(), 2);
@@ -474,7 +474,7 @@ async fn fronting_a_service_proxies_every_up_instance_and_rolls_back() {
     // Unfronting twice is fine; a service with no instance is a 404.
     toxiproxy.unfront(&fronting).unwrap();
     let err = toxiproxy
-        .front_service(&registry, "nope", "m", &latency)
+        .front_service(&registry, "nope", "m", std::slice::from_ref(&latency))
         .unwrap_err();
     assert_eq!(err.status, 404, "{err}");
 }

@@ -11,6 +11,7 @@ macro_rules! say {
     }};
 }
 
+pub(crate) mod chaos;
 mod config;
 pub(crate) mod load;
 mod netflix;
@@ -51,5 +52,6 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Whatsapp { command } => whatsapp::run(&config, command),
         Command::Netflix { command } => netflix::run(&config, command).await,
         Command::Load { command } => load::run(&config, command).await,
+        Command::Chaos { command } => chaos::run(&config, command).await,
     }
 }

@@ -10,6 +10,9 @@
 //! | `DELETE /apps/{service}/{id}` | cancel (graceful stop) | 200, 404 |
 //! | `PUT /apps/{service}/{id}/status?value=OUT_OF_SERVICE` | override the status | 200 with the instance, 400, 404 |
 //! | `DELETE /apps/{service}/{id}/status` | drop the override | 200 with the instance, 404 |
+//! | `GET /regions` | the region-wide overrides in force | 200 `[{region, status, exempt, since_ms}]` |
+//! | `PUT /regions/{region}/status?value=OUT_OF_SERVICE` | override every instance of the region (the control plane exempt) | 200 with the override, 404 for an unknown region |
+//! | `DELETE /regions/{region}/status` | drop the region's override | 200 `{"removed"}`, 404 for an unknown region |
 //! | `GET /status` | counts, threshold, renewals, self-preservation | 200 [`DiscoveryStatus`](casebook_kit::discovery::DiscoveryStatus) |
 //!
 //! Every error is a JSON [`ApiError`], with `field` naming the request part at fault
@@ -54,6 +57,11 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route(
             &format!("{API_PREFIX}/apps/{{service}}/{{instance_id}}/status"),
             put(set_status).delete(clear_status),
+        )
+        .route(&format!("{API_PREFIX}/regions"), get(regions))
+        .route(
+            &format!("{API_PREFIX}/regions/{{region}}/status"),
+            put(set_region_status).delete(clear_region_status),
         )
         .route(&format!("{API_PREFIX}/status"), get(status))
         .with_state(registry)
@@ -197,6 +205,56 @@ async fn clear_status(
         .override_status(&service, &instance_id, None)
         .map_err(registry_error)?;
     Ok(Json(view).into_response())
+}
+
+async fn regions(State(registry): Shared) -> Response {
+    Json(registry.region_overrides()).into_response()
+}
+
+/// An unknown region is a 404 here: the path names it.
+fn region_error(err: RegistryError) -> ApiError {
+    match err {
+        RegistryError::Invalid { field, reason } if field == "region" => {
+            ApiError::not_found(reason)
+        }
+        other => registry_error(other),
+    }
+}
+
+async fn set_region_status(
+    State(registry): Shared,
+    path: Result<Path<String>, PathRejection>,
+    query: Pairs,
+) -> Result<Response, ApiError> {
+    let Path(region) = path.map_err(path_error)?;
+    let [value] = query_params(query, ["value"])?;
+    let value = value.ok_or_else(|| {
+        ApiError::bad_field(
+            "value",
+            "missing `value` (UP, DOWN, STARTING or OUT_OF_SERVICE)",
+        )
+    })?;
+    let status = parse_status(&value)?;
+    let exempt = vec![crate::CONTROL_SERVICE.to_owned()];
+    registry
+        .override_region(&region, Some(status), exempt)
+        .map_err(region_error)?;
+    let set = registry
+        .region_overrides()
+        .into_iter()
+        .find(|o| o.region == region);
+    Ok(Json(set).into_response())
+}
+
+async fn clear_region_status(
+    State(registry): Shared,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(region) = path.map_err(path_error)?;
+    let removed = registry
+        .override_region(&region, None, Vec::new())
+        .map_err(region_error)?;
+    Ok(Json(serde_json::json!({ "removed": removed })).into_response())
 }
 
 fn parse_status(value: &str) -> Result<InstanceStatus, ApiError> {

@@ -19,6 +19,11 @@
 //! - **Status.** The effective status is the operator's override if one is set, except
 //!   that an instance reporting `DOWN` or `STARTING` is believed over an override
 //!   (Eureka's `DownOrStartingRule`). Cancelling drops the override.
+//! - **Region overrides.** An operator (Chaos Kong) may override the status of a
+//!   whole region: every instance placed there, registered now or later, reads the
+//!   region's status (over its own override; `DOWN`/`STARTING` still believed),
+//!   except the services the override exempts (the control plane). Dropping the
+//!   region override restores each instance's own status. At most one per region.
 //! - **Eviction.** One run evicts at most `size − floor(size × eviction_limit_fraction)`
 //!   expired instances, so a mass expiry drains over several runs. Eureka picks the
 //!   victims at random; here the longest-expired go first (ties by service, then
@@ -144,13 +149,32 @@ struct Lease {
     last_renewal_ms: u64,
 }
 
+/// A status set for every instance of a region (Chaos Kong's evacuation).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RegionOverride {
+    pub region: String,
+    pub status: InstanceStatus,
+    /// Services left alone (the control plane).
+    pub exempt: Vec<String>,
+    /// Wall milliseconds when it was set.
+    pub since_ms: u64,
+}
+
+impl RegionOverride {
+    fn applies_to(&self, info: &InstanceInfo) -> Option<InstanceStatus> {
+        (info.region == self.region && !self.exempt.contains(&info.service)).then_some(self.status)
+    }
+}
+
 impl Lease {
-    fn status(&self) -> InstanceStatus {
-        match (self.reported_status, self.overridden_status) {
+    fn status(&self, region: Option<&RegionOverride>) -> InstanceStatus {
+        let region = region.and_then(|r| r.applies_to(&self.info));
+        match (self.reported_status, region, self.overridden_status) {
             // An instance saying it is down or starting knows best.
-            (reported @ (InstanceStatus::Down | InstanceStatus::Starting), _) => reported,
-            (_, Some(overridden)) => overridden,
-            (reported, None) => reported,
+            (reported @ (InstanceStatus::Down | InstanceStatus::Starting), _, _) => reported,
+            (_, Some(region), _) => region,
+            (_, None, Some(overridden)) => overridden,
+            (reported, None, None) => reported,
         }
     }
 
@@ -161,10 +185,10 @@ impl Lease {
         (now > expires).then(|| now - expires)
     }
 
-    fn view(&self) -> InstanceView {
+    fn view(&self, region: Option<&RegionOverride>) -> InstanceView {
         InstanceView {
             instance: self.info.clone(),
-            status: self.status(),
+            status: self.status(region),
             overridden_status: self.overridden_status,
             metadata: self.metadata.clone(),
             lease_duration_ms: u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
@@ -234,6 +258,14 @@ struct State {
     evictions_total: u64,
     last_eviction_run: Instant,
     last_threshold_update: Instant,
+    /// Region-wide status overrides, by region (at most one per region).
+    region_overrides: BTreeMap<String, RegionOverride>,
+}
+
+impl State {
+    fn region_override(&self, info: &InstanceInfo) -> Option<&RegionOverride> {
+        self.region_overrides.get(&info.region)
+    }
 }
 
 /// The discovery registry. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -275,6 +307,7 @@ impl Registry {
                 evictions_total: 0,
                 last_eviction_run: now,
                 last_threshold_update: now,
+                region_overrides: BTreeMap::new(),
             }),
         })
     }
@@ -455,8 +488,55 @@ impl Registry {
             .and_then(|leases| leases.get_mut(instance_id))
             .ok_or_else(|| not_found(service, instance_id))?;
         lease.overridden_status = status;
+        let view = lease.view(None);
         metrics::counter!("discovery_status_overrides_total").increment(1);
-        Ok(lease.view())
+        let region = state.region_override(&view.instance).cloned();
+        Ok(InstanceView {
+            status: lease_status(&view, region.as_ref()),
+            ..view
+        })
+    }
+
+    /// Sets (`Some`) or clears (`None`) a status for every instance of `region`
+    /// but those of the `exempt` services; returns the override it replaced.
+    /// An unknown region is [`RegistryError::Invalid`] naming `region`.
+    pub fn override_region(
+        &self,
+        region: &str,
+        status: Option<InstanceStatus>,
+        exempt: Vec<String>,
+    ) -> Result<Option<RegionOverride>, RegistryError> {
+        if self.topology.region_index(region).is_none() {
+            return Err(RegistryError::invalid(
+                "region",
+                format!("`{region}` is not a region of the topology"),
+            ));
+        }
+        let since_ms = self.clock.wall_millis();
+        let mut state = self.state.lock();
+        metrics::counter!("discovery_region_overrides_total").increment(1);
+        Ok(match status {
+            Some(status) => state.region_overrides.insert(
+                region.to_owned(),
+                RegionOverride {
+                    region: region.to_owned(),
+                    status,
+                    exempt,
+                    since_ms,
+                },
+            ),
+            None => state.region_overrides.remove(region),
+        })
+    }
+
+    /// Every region override in force, by region.
+    pub fn region_overrides(&self) -> Vec<RegionOverride> {
+        self.state
+            .lock()
+            .region_overrides
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// One instance, if registered.
@@ -466,7 +546,7 @@ impl Registry {
             .services
             .get(service)
             .and_then(|leases| leases.get(instance_id))
-            .map(Lease::view)
+            .map(|lease| lease.view(state.region_override(&lease.info)))
     }
 
     /// Every instance, whatever its status, grouped by service.
@@ -477,7 +557,11 @@ impl Registry {
                 .services
                 .iter()
                 .map(|(service, leases)| {
-                    (service.clone(), leases.values().map(Lease::view).collect())
+                    let views = leases
+                        .values()
+                        .map(|lease| lease.view(state.region_override(&lease.info)))
+                        .collect();
+                    (service.clone(), views)
                 })
                 .collect(),
         }
@@ -536,8 +620,8 @@ impl Registry {
             .get(service)
             .into_iter()
             .flat_map(|leases| leases.values())
-            .filter(|lease| all_statuses || lease.status() == InstanceStatus::Up)
-            .map(Lease::view)
+            .map(|lease| lease.view(state.region_override(&lease.info)))
+            .filter(|view| all_statuses || view.status == InstanceStatus::Up)
             .collect();
         drop(state);
         // Stable: the map already ordered them by instance id.
@@ -769,6 +853,16 @@ impl Registry {
             }
         }
         Ok(())
+    }
+}
+
+/// A view's status once `region`'s override (if any) applies.
+fn lease_status(view: &InstanceView, region: Option<&RegionOverride>) -> InstanceStatus {
+    let region = region.and_then(|r| r.applies_to(&view.instance));
+    match (view.status, region) {
+        (reported @ (InstanceStatus::Down | InstanceStatus::Starting), _) => reported,
+        (_, Some(region)) => region,
+        (status, None) => status,
     }
 }
 

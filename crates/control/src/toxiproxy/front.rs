@@ -1,6 +1,7 @@
 //! Fronting a whole service — the Rust API a chaos experiment ("Latency Monkey")
-//! calls: a proxy in front of every `UP` instance of a service, one toxic on each,
-//! and a rollback that removes all of it.
+//! calls: a proxy in front of every `UP` instance of a service, the same toxics on
+//! each, and a rollback that removes all of it. [`ProxyInjector`] is chaos's
+//! [`LatencyInjector`] over it: a [`LatencySpec`] becomes one toxic per effect.
 //!
 //! Callers of the service are steered through the proxies by discovery's rewrites
 //! (see [`crate::discovery::rewrites`]) as soon as the toxic is on; their resolver
@@ -10,11 +11,15 @@
 
 use std::net::SocketAddr;
 
-use casebook_kit::topology::InstanceStatus;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use casebook_kit::runtime::BoxFuture;
+use casebook_kit::topology::{InstanceInfo, InstanceStatus};
 
 use super::collection::Toxiproxy;
 use super::error::ToxiError;
-use super::model::{ProxySpec, ToxicSpec};
+use super::model::{ProxySpec, Stream, ToxicKind, ToxicSpec};
+use crate::chaos::{InjectError, LatencyHandle, LatencyInjector, LatencySpec};
 use crate::discovery::Registry;
 
 /// What [`Toxiproxy::front_service`] made: enough to undo it.
@@ -38,7 +43,7 @@ pub struct FrontedInstance {
 
 impl Toxiproxy {
     /// Puts a proxy named `{label}-{instance_id}` in front of every `UP` instance of
-    /// `service` registered in `registry`, each with `toxic`. All or nothing: on an
+    /// `service` registered in `registry`, each with `toxics`. All or nothing: on an
     /// error, what was made is removed again. 404 when the service has no `UP`
     /// instance; 409 when a proxy of that name exists already.
     pub fn front_service(
@@ -46,7 +51,7 @@ impl Toxiproxy {
         registry: &Registry,
         service: &str,
         label: &str,
-        toxic: &ToxicSpec,
+        toxics: &[ToxicSpec],
     ) -> Result<Fronting, ToxiError> {
         // The registered truth (`all`), not the rewritten service query.
         let instances: Vec<_> = registry
@@ -85,7 +90,9 @@ impl Toxiproxy {
                     upstream,
                     listen,
                 });
-                self.add_toxic(&spec.name, toxic)
+                toxics
+                    .iter()
+                    .try_for_each(|toxic| self.add_toxic(&spec.name, toxic).map(drop))
             });
             if let Err(err) = made {
                 // A proxy made without its toxic is in `fronting` already.
@@ -107,5 +114,122 @@ impl Toxiproxy {
             }
         }
         Ok(())
+    }
+}
+
+/// Chaos's [`LatencyInjector`] over the fault proxy: each injection fronts the
+/// service under its own label (`latency-monkey-{n}`), so experiments on different
+/// services, or one after another, never share a proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyInjector {
+    toxiproxy: Toxiproxy,
+    registry: Registry,
+    injections: std::sync::Arc<AtomicU64>,
+}
+
+impl ProxyInjector {
+    pub fn new(toxiproxy: Toxiproxy, registry: Registry) -> Self {
+        Self {
+            toxiproxy,
+            registry,
+            injections: Default::default(),
+        }
+    }
+}
+
+/// One toxic per effect the spec asks for, Toxiproxy's way: latency and bandwidth
+/// on the answers (`downstream`), failures on the requests (`upstream`) with the
+/// error rate as their `toxicity`, chosen per connection. A failed connection is
+/// reset (`reset_peer`) or, without `reset`, swallowed (`timeout` 0: data dropped,
+/// nothing answered) until the caller gives up.
+pub fn toxics_for(spec: &LatencySpec) -> Vec<ToxicSpec> {
+    let toxic = |name: &str, stream, toxicity, kind| ToxicSpec {
+        name: name.to_owned(),
+        stream,
+        toxicity,
+        kind,
+    };
+    let mut toxics = Vec::new();
+    if spec.latency_ms > 0 || spec.jitter_ms > 0 {
+        toxics.push(toxic(
+            "latency",
+            Stream::Downstream,
+            1.0,
+            ToxicKind::Latency {
+                latency: spec.latency_ms,
+                jitter: spec.jitter_ms,
+            },
+        ));
+    }
+    if spec.error_rate > 0.0 {
+        let kind = if spec.reset {
+            ToxicKind::ResetPeer { timeout: 0 }
+        } else {
+            ToxicKind::Timeout { timeout: 0 }
+        };
+        toxics.push(toxic(
+            "errors",
+            Stream::Upstream,
+            spec.error_rate as f32,
+            kind,
+        ));
+    }
+    if let Some(rate) = spec.bandwidth_kbps {
+        toxics.push(toxic(
+            "bandwidth",
+            Stream::Downstream,
+            1.0,
+            ToxicKind::Bandwidth { rate },
+        ));
+    }
+    if let Some(timeout) = spec.timeout_ms {
+        toxics.push(toxic(
+            "timeout",
+            Stream::Downstream,
+            1.0,
+            ToxicKind::Timeout { timeout },
+        ));
+    }
+    toxics
+}
+
+impl LatencyInjector for ProxyInjector {
+    fn inject<'a>(
+        &'a self,
+        spec: &'a LatencySpec,
+        _instances: &'a [InstanceInfo],
+    ) -> BoxFuture<'a, Result<LatencyHandle, InjectError>> {
+        Box::pin(async move {
+            // Discovery's `UP` instances rather than the platform's list: a proxy
+            // only matters for an address callers are told.
+            let n = self.injections.fetch_add(1, Ordering::Relaxed) + 1;
+            let label = format!("latency-monkey-{n}");
+            let fronting = self
+                .toxiproxy
+                .front_service(&self.registry, &spec.service, &label, &toxics_for(spec))
+                .map_err(|e| InjectError(e.to_string()))?;
+            Ok(LatencyHandle {
+                id: label,
+                service: spec.service.clone(),
+                instances: fronting
+                    .proxies
+                    .into_iter()
+                    .map(|p| p.instance_id)
+                    .collect(),
+            })
+        })
+    }
+
+    fn remove<'a>(&'a self, handle: &'a LatencyHandle) -> BoxFuture<'a, Result<(), InjectError>> {
+        Box::pin(async move {
+            for instance in &handle.instances {
+                match self.toxiproxy.delete(&format!("{}-{instance}", handle.id)) {
+                    Ok(()) => {}
+                    Err(err) if err.status == 404 => {}
+                    Err(err) => return Err(InjectError(err.to_string())),
+                }
+            }
+            Ok(())
+        })
     }
 }

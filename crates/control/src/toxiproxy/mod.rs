@@ -46,7 +46,7 @@ pub mod toxics;
 
 pub use collection::{Limits, Toxiproxy};
 pub use error::ToxiError;
-pub use front::{FrontedInstance, Fronting};
+pub use front::{FrontedInstance, Fronting, ProxyInjector};
 pub use model::{ProxyJson, ProxySpec, Stream, ToxicJson, ToxicKind, ToxicSpec};
 
 /// The port the API listens on unless configured otherwise (Toxiproxy's).

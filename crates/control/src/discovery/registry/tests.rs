@@ -742,3 +742,55 @@ fn each_caller_and_each_service_is_bounded_and_cancels_free_their_share() {
         .register_from(reg("b", "b-0", "us-east-a"), Some(flooder))
         .unwrap();
 }
+
+#[test]
+fn a_region_override_takes_the_region_out_and_back_sparing_the_exempt() {
+    let (registry, _clock) = registry(DiscoveryConfig::default());
+    registry
+        .register(reg("api", "api-east", "us-east-a"))
+        .unwrap();
+    registry
+        .register(reg("api", "api-west", "eu-west-a"))
+        .unwrap();
+    registry
+        .register(reg("control", "control-east", "us-east-a"))
+        .unwrap();
+    // An instance's own override is kept underneath the region's.
+    registry
+        .override_status("api", "api-east", Some(InstanceStatus::Up))
+        .unwrap();
+    registry
+        .override_region(
+            "us-east",
+            Some(InstanceStatus::OutOfService),
+            vec!["control".into()],
+        )
+        .unwrap();
+    let up = registry.instances("api", None, None, false).unwrap();
+    assert_eq!(ids(&up.instances), ["api-west"]);
+    let control = registry.instances("control", None, None, false).unwrap();
+    assert_eq!(ids(&control.instances), ["control-east"], "exempt");
+    assert_eq!(
+        registry.get("api", "api-east").unwrap().status,
+        InstanceStatus::OutOfService
+    );
+    // A registration arriving while the override holds is out too.
+    registry
+        .register(reg("api", "api-east-2", "us-east-b"))
+        .unwrap();
+    assert_eq!(
+        registry.get("api", "api-east-2").unwrap().status,
+        InstanceStatus::OutOfService
+    );
+    assert_eq!(registry.region_overrides().len(), 1);
+    let removed = registry
+        .override_region("us-east", None, Vec::new())
+        .unwrap();
+    assert_eq!(removed.unwrap().status, InstanceStatus::OutOfService);
+    let up = registry.instances("api", None, None, false).unwrap();
+    assert_eq!(ids(&up.instances), ["api-east", "api-east-2", "api-west"]);
+    let err = registry
+        .override_region("mars", Some(InstanceStatus::OutOfService), Vec::new())
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Invalid { ref field, .. } if field == "region"));
+}

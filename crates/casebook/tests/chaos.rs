@@ -1,0 +1,281 @@
+//! `casebook chaos` against a real platform: Gorilla kills a zone's instances (the
+//! control plane spared) and they leave discovery; Kong marks a region out and back;
+//! an experiment whose hypothesis breaks while the fault holds is aborted and
+//! rolled back. Discovery runs with short leases so a killed instance's
+//! registration expires within seconds.
+
+mod support;
+
+use std::time::Duration;
+
+use casebook_kit::http_client::HttpClient;
+use serde_json::{Value, json};
+use support::{Up, admin_call, casebook};
+
+fn up(dir: &std::path::Path) -> Up {
+    Up::builder(dir)
+        .up_arg("--case")
+        .up_arg("uber")
+        .env("CASEBOOK_DISCOVERY__RENEW_INTERVAL", "1s")
+        .env("CASEBOOK_DISCOVERY__LEASE_DURATION", "3s")
+        .env("CASEBOOK_DISCOVERY__EVICTION_INTERVAL", "1s")
+        .env("CASEBOOK_DISCOVERY__SELF_PRESERVATION", "false")
+        .start()
+}
+
+async fn get(url: &str) -> Value {
+    HttpClient::new(Duration::from_secs(60))
+        .get_json(url)
+        .await
+        .unwrap()
+}
+
+/// `casebook chaos ARGS --url URL` with the platform's data dir (so its token).
+fn chaos(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
+    casebook(dir)
+        .arg("chaos")
+        .args(args)
+        .args(["--url", url])
+        .output()
+        .unwrap()
+}
+
+async fn wait_done(up: &Up, id: &str) -> Value {
+    for _ in 0..600 {
+        let record = get(&format!("{}/api/chaos/experiments/{id}", up.url)).await;
+        if record["status"] != "running" {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("experiment {id} did not finish");
+}
+
+/// The instance ids discovery lists for `service`, whatever their status.
+async fn registered(up: &Up, service: &str) -> Vec<String> {
+    let apps = get(&format!(
+        "{}/api/discovery/apps/{service}?all_statuses=true",
+        up.url
+    ))
+    .await;
+    apps["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance"]["instance_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The regions of `service`'s instances discovery answers callers with (UP only).
+async fn up_regions(up: &Up, service: &str) -> Vec<String> {
+    let apps = get(&format!("{}/api/discovery/apps/{service}", up.url)).await;
+    let mut regions: Vec<String> = apps["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance"]["region"].as_str().unwrap().to_owned())
+        .collect();
+    regions.sort();
+    regions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gorilla_kong_and_an_aborted_experiment_on_a_running_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = up(dir.path());
+    let url = up.url.clone();
+    // Every uber replica registered first (one per region).
+    for _ in 0..600 {
+        if up_regions(&up, "uber").await.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        up_regions(&up, "uber").await,
+        ["ap-south", "eu-west", "us-east"]
+    );
+
+    // Refusals: the control plane, unknown names.
+    let post = |body: Value| {
+        let (token, url) = (up.token.clone(), format!("{url}/api/chaos/experiments"));
+        async move { admin_call(&token, http::Method::POST, &url, Some(body)).await }
+    };
+    let refused = post(json!({"fault": {"kind": "monkey", "service": "control"}})).await;
+    assert_eq!(refused.status, 400);
+    let error: Value = serde_json::from_slice(&refused.body).unwrap();
+    assert_eq!(error["field"], "fault.service");
+    let refused = post(json!({"fault": {"kind": "gorilla", "zone": "us-east-z"}})).await;
+    assert_eq!(refused.status, 404);
+    assert!(String::from_utf8_lossy(&refused.body).contains("us-east-z"));
+    let refused = post(json!({"fault": {"kind": "kong", "region": "mars"}})).await;
+    assert_eq!(refused.status, 404);
+    // Without the token nothing starts.
+    let anonymous = HttpClient::default()
+        .send(
+            http::Method::POST,
+            &format!("{url}/api/chaos/kong/eu-west"),
+            http::HeaderMap::new(),
+            Vec::new().into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, 401);
+
+    // Gorilla on the zone the control plane and the first region's replicas share.
+    let instances = get(&format!("{url}/api/instances")).await;
+    let in_zone: Vec<(String, String)> = instances
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| {
+            i["zone"] == "us-east-a" && i["service"] != "control" && i["state"] == "running"
+        })
+        .map(|i| {
+            let id = i["instance_id"].as_str().unwrap().to_owned();
+            (id, i["service"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert!(!in_zone.is_empty(), "{instances}");
+    let output = chaos(
+        dir.path(),
+        &url,
+        &[
+            "gorilla",
+            "us-east-a",
+            "--duration",
+            "12s",
+            "--probe-interval",
+            "500ms",
+            "--settle",
+            "0s",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("hypothesis: held"), "{stdout}");
+    let list = get(&format!("{url}/api/chaos/experiments")).await;
+    let gorilla = &list[0];
+    assert_eq!(gorilla["kind"], "gorilla");
+    let mut killed: Vec<String> =
+        serde_json::from_value(gorilla["fault"]["killed"].clone()).unwrap();
+    killed.sort();
+    let mut expected: Vec<String> = in_zone.iter().map(|(id, _)| id.clone()).collect();
+    expected.sort();
+    assert_eq!(killed, expected);
+    assert!(
+        gorilla["fault"]["gone_from_discovery_ms"].is_u64(),
+        "the killed instances left discovery while the fault held: {gorilla:#}"
+    );
+    for (id, service) in &in_zone {
+        assert!(
+            !registered(&up, service).await.contains(id),
+            "{id} still registered"
+        );
+    }
+    // The control plane lives, and the rollback restarted what nothing replaced.
+    assert!(registered(&up, "control").await.len() == 1);
+    let restarted = gorilla["fault"]["restarted"].as_array().unwrap();
+    assert_eq!(restarted.len(), killed.len(), "{gorilla:#}");
+    for _ in 0..600 {
+        if up_regions(&up, "uber").await.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        up_regions(&up, "uber").await,
+        ["ap-south", "eu-west", "us-east"]
+    );
+
+    // Kong: eu-west out of discovery until aborted, then back.
+    let output = chaos(
+        dir.path(),
+        &url,
+        &["kong", "eu-west", "--duration", "1h", "--detach"],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    for _ in 0..600 {
+        if !up_regions(&up, "uber")
+            .await
+            .contains(&"eu-west".to_owned())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(up_regions(&up, "uber").await, ["ap-south", "us-east"]);
+    let overrides = get(&format!("{url}/api/discovery/regions")).await;
+    assert_eq!(overrides[0]["region"], "eu-west");
+    assert_eq!(
+        up_regions(&up, "control").await.len(),
+        1,
+        "the control plane is exempt"
+    );
+    let output = chaos(dir.path(), &url, &["abort", &id]);
+    assert_eq!(output.status.code(), Some(0));
+    let kong = wait_done(&up, &id).await;
+    assert_eq!(kong["status"], "aborted");
+    assert_eq!(kong["abort_reason"], "aborted by an operator");
+    assert_eq!(
+        up_regions(&up, "uber").await,
+        ["ap-south", "eu-west", "us-east"]
+    );
+    assert_eq!(
+        get(&format!("{url}/api/discovery/regions")).await,
+        json!([])
+    );
+
+    // A hypothesis that breaks once the fault holds: ap-south's evacuations must
+    // stay 0 (no data before counts as holding); Kong's mark counts one, through
+    // the metrics pusher into the store, beyond the abort limit: the experiment
+    // aborts and rolls back.
+    let spec = json!({
+        "title": "kong trips its own probe",
+        "fault": {"kind": "kong", "region": "ap-south"},
+        "probes": [{"kind": "metric", "metric": "chaos_region_evacuations_total",
+                    "filters": {"region": ["ap-south"]},
+                    "max": 0, "abort_max": 0.5, "window": "30s", "allow_no_data": true}],
+        "duration": "5m", "probe_interval": "500ms", "settle": "0s",
+    });
+    let file = dir.path().join("spec.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let output = chaos(dir.path(), &url, &["run", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("did not hold"), "{stdout}");
+    assert!(stdout.contains("abort limit"), "{stdout}");
+    let last = &get(&format!("{url}/api/chaos/experiments")).await[0];
+    assert_eq!(last["status"], "aborted");
+    assert!(
+        last["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["phase"] == "rollback")
+    );
+    assert_eq!(
+        get(&format!("{url}/api/discovery/regions")).await,
+        json!([])
+    );
+    assert_eq!(
+        up_regions(&up, "uber").await,
+        ["ap-south", "eu-west", "us-east"]
+    );
+}
