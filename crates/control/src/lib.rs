@@ -13,10 +13,12 @@
 //! | [`discovery`] | the registry with Eureka's semantics and `/api/discovery/…` |
 //! | [`metrics_store`] | the Atlas-like dimensional store and `/api/metrics/…` |
 //! | [`autoscaler`] | reactive and scheduled scaling of any service, and `/api/autoscaler` |
+//! | [`deploy`] | canary deployments judged Kayenta's way, promotion and rollback, and `/api/deploys` |
 
 pub mod access;
 pub mod admin;
 pub mod autoscaler;
+pub mod deploy;
 pub mod discovery;
 #[doc(hidden)]
 pub mod fuzz_checks;

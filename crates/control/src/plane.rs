@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::{self, AccessPolicy, Token};
 use crate::admin::{self, AdminState};
 use crate::autoscaler::{self, Autoscaler, AutoscalerConfig, StoreSignal};
+use crate::deploy::{self, DeployConfig, Deployer, PlatformFleet, StoreMetrics};
 use crate::discovery::{self, DiscoveryConfig, Registry};
 use crate::metrics_store::{self, MetricsStore, MetricsStoreConfig};
 
@@ -169,6 +170,8 @@ pub struct ControlSettings {
     pub http_services: Vec<String>,
     /// The `[autoscaler]` table: policies, schedule, loop interval.
     pub autoscaler: AutoscalerConfig,
+    /// The `[deploy]` table: canary share, analysis, judge.
+    pub deploy: DeployConfig,
 }
 
 /// The control plane service.
@@ -190,6 +193,7 @@ impl ControlPlane {
         registry: Arc<Registry>,
         store: Arc<MetricsStore>,
         autoscaler: Arc<Autoscaler>,
+        deployer: Arc<Deployer>,
         own_instance_id: String,
     ) -> Router {
         admin::router(AdminState {
@@ -204,6 +208,7 @@ impl ControlPlane {
         .merge(discovery::api::router(registry))
         .merge(metrics_store::api::router(store))
         .merge(autoscaler::api::router(autoscaler))
+        .merge(deploy::api::router(deployer))
         // The Hystrix-style view of every breaker in this process.
         .merge(breakers_router(BreakerRegistry::global().clone()))
     }
@@ -301,12 +306,30 @@ impl ServiceFactory for ControlPlane {
                 ctx.clock().clone(),
                 self.settings.drain,
             ));
+            // Canaries judged on the store's per-instance request metrics.
+            let deployer = Arc::new(Deployer::new(
+                self.settings.deploy.clone(),
+                Arc::new(PlatformFleet::new(
+                    self.platform.clone(),
+                    registry.clone(),
+                    self.settings.drain,
+                )),
+                Arc::new(StoreMetrics::new(store.clone())),
+                ctx.clock().clone(),
+            ));
             self.warn_of_unknown_services();
-            let router = self.router(registry, store, autoscaler.clone(), ctx.info().instance_id);
+            let router = self.router(
+                registry,
+                store,
+                autoscaler.clone(),
+                deployer.clone(),
+                ctx.info().instance_id,
+            );
             let policy = AccessPolicy::for_bound(address, token);
             serve_http(ctx, listener, policy.protect(router));
             // After `serve_http` has installed the metrics recorder its decisions go to.
             ctx.spawn(autoscaler.run(ctx.shutdown_token()));
+            ctx.spawn(deployer.run(ctx.shutdown_token()));
             Ok(address)
         })
     }

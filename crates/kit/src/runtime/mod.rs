@@ -40,6 +40,7 @@
 //! autoscaler and deployer decide what replaces it) and OS-process isolation (that is
 //! fleet mode: `casebook serve`).
 
+pub mod bad_build;
 mod http;
 mod platform;
 mod slots;
@@ -52,4 +53,5 @@ pub use platform::{
     BindError, BoxFuture, InstanceContext, InstanceSpec, InstanceState, InstanceView, Lease,
     NamedListener, Platform, Registrar, ServiceFactory, StartError, StopReport, WeakPlatform,
 };
+pub use bad_build::BadBuild;
 pub use slots::Slot;
