@@ -12,6 +12,7 @@ macro_rules! say {
 }
 
 mod config;
+pub(crate) mod deploy;
 pub(crate) mod load;
 mod netflix;
 mod serve;
@@ -48,6 +49,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Config => config::run(&config),
+        Command::Deploy(args) => deploy::run(&config, args).await,
         Command::Whatsapp { command } => whatsapp::run(&config, command),
         Command::Netflix { command } => netflix::run(&config, command).await,
         Command::Load { command } => load::run(&config, command).await,
