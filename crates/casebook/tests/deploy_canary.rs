@@ -29,8 +29,7 @@ fn drive(
     seen: Arc<Mutex<BTreeMap<String, (u32, u32)>>>,
 ) -> tokio::task::JoinHandle<()> {
     let discovery = DiscoveryClient::new(control_url).with_token(Some(token));
-    let resolver =
-        Resolver::detached(SystemClock::shared()).with_ttl(Duration::from_millis(250));
+    let resolver = Resolver::detached(SystemClock::shared()).with_ttl(Duration::from_millis(250));
     resolver.attach(Arc::new(discovery));
     let near = Placement {
         region: "us-east".into(),
@@ -159,10 +158,16 @@ async fn a_bad_build_is_rolled_back_and_a_good_one_promoted() {
     // Below the marginal threshold at the first interval. (At this traffic a 5 %
     // error rate leaves most one-second steps without an error, so whether the
     // critical error metric is High too is up to the draw of the steps.)
-    assert!(bad["judgements"][0]["score"].as_f64().unwrap() < 75.0, "{bad}");
+    assert!(
+        bad["judgements"][0]["score"].as_f64().unwrap() < 75.0,
+        "{bad}"
+    );
     assert_eq!(bad["judgements"].as_array().unwrap().len(), 1);
     // The canary took about its share of the calls while it ran.
-    eprintln!("calls (ok, failed) per address during the bad canary: {:?}", seen.lock().unwrap());
+    eprintln!(
+        "calls (ok, failed) per address during the bad canary: {:?}",
+        seen.lock().unwrap()
+    );
     let after_bad = instances(&up).await;
     assert_eq!(after_bad.len(), 1);
     assert_eq!(after_bad[0]["version"], original.as_str());
@@ -197,7 +202,10 @@ async fn a_bad_build_is_rolled_back_and_a_good_one_promoted() {
     // The listing shows both.
     let (code, out) = deploy(dir.path(), &up, &["--list"]);
     assert_eq!(code, 0);
-    assert!(out.contains("rolled_back") && out.contains("promoted"), "{out}");
+    assert!(
+        out.contains("rolled_back") && out.contains("promoted"),
+        "{out}"
+    );
     stop.store(true, Ordering::Relaxed);
     for caller in traffic {
         caller.await.unwrap();

@@ -2,8 +2,7 @@
 //! against cases computed by hand, and against invariants (proptest).
 
 use casebook_control::deploy::judge::{
-    self, Classification, Direction, JudgeConfig, Measure, MetricConfig, Verdict, classify,
-    stats,
+    self, Classification, Direction, JudgeConfig, Measure, MetricConfig, Verdict, classify, stats,
 };
 use proptest::prelude::*;
 use serde::Deserialize;
@@ -89,7 +88,11 @@ fn the_confidence_interval_matches_the_brent_inversion() {
             c.name,
             c.ci_high
         );
-        assert!(low <= c.hodges_lehmann && c.hodges_lehmann <= high, "{}", c.name);
+        assert!(
+            low <= c.hodges_lehmann && c.hodges_lehmann <= high,
+            "{}",
+            c.name
+        );
     }
 }
 
@@ -111,7 +114,11 @@ fn outlier_removal_matches_numpy_percentiles() {
         );
     }
     // The case built with outliers loses them.
-    let c = f.cases.iter().find(|c| c.name == "normal-with-outliers").unwrap();
+    let c = f
+        .cases
+        .iter()
+        .find(|c| c.name == "normal-with-outliers")
+        .unwrap();
     assert!(!c.canary_without_outliers.contains(&900.0));
     assert!(!c.baseline_without_outliers.contains(&5000.0));
 }
@@ -136,7 +143,12 @@ fn a_small_interval_by_hand() {
 }
 
 fn latency() -> MetricConfig {
-    MetricConfig::new("latency", Measure::LatencyMean, "latency", Direction::Increase)
+    MetricConfig::new(
+        "latency",
+        Measure::LatencyMean,
+        "latency",
+        Direction::Increase,
+    )
 }
 
 fn series(base: f64, n: usize, wobble: f64) -> Vec<f64> {
@@ -239,7 +251,9 @@ fn group_scores_are_weighted_and_a_critical_failure_zeroes() {
     let latency = verdict.groups.iter().find(|g| g.name == "latency").unwrap();
     assert_eq!((latency.score, latency.weight), (50.0, 50.0));
 
-    let errors: Vec<f64> = (0..30).map(|i| if i % 4 == 0 { 0.0 } else { 0.05 }).collect();
+    let errors: Vec<f64> = (0..30)
+        .map(|i| if i % 4 == 0 { 0.0 } else { 0.05 })
+        .collect();
     let verdict = judge::judge(&cfg, |m| match m.measure {
         Measure::ErrorRate => (errors.clone(), ok_errors.clone()),
         _ => (base.clone(), base.clone()),

@@ -173,7 +173,13 @@ impl Rig {
         self.metrics
             .set(instance, Measure::LatencyP99, sawtooth(latency * 3.0, 60));
         let errors = (0..60)
-            .map(|i| if errors > 0.0 && i % 5 != 0 { errors } else { 0.0 })
+            .map(|i| {
+                if errors > 0.0 && i % 5 != 0 {
+                    errors
+                } else {
+                    0.0
+                }
+            })
             .collect();
         self.metrics.set(instance, Measure::ErrorRate, errors);
     }
@@ -218,7 +224,12 @@ async fn a_slow_erroring_canary_is_rolled_back_at_the_first_interval() {
         *r.fleet.shares.lock(),
         BTreeMap::from([("web-baseline-1".into(), 0.1), ("web-canary-1".into(), 0.1)])
     );
-    assert!(r.fleet.bad.lock().contains_key(&("web".into(), "2.0".into())));
+    assert!(
+        r.fleet
+            .bad
+            .lock()
+            .contains_key(&("web".into(), "2.0".into()))
+    );
     let versions = r.fleet.versions();
     assert!(versions.contains(&("web-baseline-1".into(), "1.0".into())));
     assert!(versions.contains(&("web-canary-1".into(), "2.0".into())));
@@ -231,7 +242,9 @@ async fn a_slow_erroring_canary_is_rolled_back_at_the_first_interval() {
     r.clock.advance(Duration::from_secs(1));
     r.deployer.tick().await;
     let d = r.deployer.get("web-1").unwrap();
-    assert!(matches!(d.phase, Phase::RollingBack { ref reason } if reason.contains("interval 1/3")));
+    assert!(
+        matches!(d.phase, Phase::RollingBack { ref reason } if reason.contains("interval 1/3"))
+    );
     assert_eq!(d.judgements.len(), 1);
     let j = &d.judgements[0];
     assert_eq!(j.score, 0.0);
@@ -312,7 +325,10 @@ async fn a_good_canary_is_promoted_by_a_rolling_update() {
     let live = r.fleet.live.lock().clone();
     assert!(!live.iter().any(|m| m.instance_id == "web-a-1"));
     let new = live.iter().find(|m| m.instance_id == "web-new-3").unwrap();
-    assert_eq!((new.version.as_str(), new.placement.zone.as_str()), ("2.0", "us-east-a"));
+    assert_eq!(
+        (new.version.as_str(), new.placement.zone.as_str()),
+        ("2.0", "us-east-a")
+    );
     let outcome = r.run_until_done("web-1", Duration::from_secs(1), 10).await;
     assert_eq!(outcome, Outcome::Promoted);
     let live = r.fleet.live.lock().clone();
@@ -422,7 +438,9 @@ async fn a_canary_that_does_not_start_is_rolled_back() {
     r.deployer.create(DeployRequest::new("web", "2.0")).unwrap();
     r.deployer.tick().await;
     let d = r.deployer.get("web-1").unwrap();
-    assert!(matches!(d.phase, Phase::RollingBack { ref reason } if reason.contains("canary did not start")));
+    assert!(
+        matches!(d.phase, Phase::RollingBack { ref reason } if reason.contains("canary did not start"))
+    );
     // The baseline started and is stopped again.
     assert_eq!(d.baseline.as_deref(), Some("web-baseline-1"));
     assert_eq!(
@@ -447,7 +465,10 @@ async fn bad_requests_are_refused_precisely() {
     assert_eq!(field(r.deployer.create(q.clone()).unwrap_err()), "share");
     q.share = None;
     q.intervals = Some(0);
-    assert_eq!(field(r.deployer.create(q.clone()).unwrap_err()), "intervals");
+    assert_eq!(
+        field(r.deployer.create(q.clone()).unwrap_err()),
+        "intervals"
+    );
     q.intervals = None;
     q.bad_build = Some(BadBuild {
         latency: Duration::ZERO,
@@ -510,7 +531,10 @@ async fn the_api_answers_with_precise_statuses() {
         r#"{"service":"web","version":"2.0","bad_build":{"latency":"1h"}}"#,
     )
     .await;
-    assert_eq!((status, body["field"].as_str()), (400, Some("bad_build.latency")));
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("bad_build.latency"))
+    );
     let (status, body) = call(
         &router,
         "POST",
@@ -532,7 +556,10 @@ async fn the_api_answers_with_precise_statuses() {
     assert_eq!(body["phase"], "starting");
     assert_eq!(body["analysis"]["interval"], "5s");
     let (status, body) = call(&router, "GET", "/api/deploys", "").await;
-    assert_eq!((status, body["active"][0]["id"].as_str()), (200, Some("web-1")));
+    assert_eq!(
+        (status, body["active"][0]["id"].as_str()),
+        (200, Some("web-1"))
+    );
     let (status, _) = call(&router, "GET", "/api/deploys/web-7", "").await;
     assert_eq!(status, 404);
     let (status, body) = call(
@@ -542,9 +569,18 @@ async fn the_api_answers_with_precise_statuses() {
         r#"{"reason":"looks wrong"}"#,
     )
     .await;
-    assert_eq!((status, body["phase"].as_str()), (202, Some("rolling_back")));
+    assert_eq!(
+        (status, body["phase"].as_str()),
+        (202, Some("rolling_back"))
+    );
     let (status, _) = call(&router, "POST", "/api/deploys/web-1/rollback", "").await;
     assert_eq!(status, 409);
-    let (status, body) = call(&router, "POST", "/api/deploys/web-1/rollback", "{\"why\":1}").await;
+    let (status, body) = call(
+        &router,
+        "POST",
+        "/api/deploys/web-1/rollback",
+        "{\"why\":1}",
+    )
+    .await;
     assert_eq!((status, body["field"].as_str()), (400, Some("reason")));
 }

@@ -578,7 +578,11 @@ mod tests {
         ])));
         let mut counts = HashMap::new();
         for _ in 0..10_000 {
-            let port = resolver.resolve("svc", &at("us-east-a")).await.unwrap().port();
+            let port = resolver
+                .resolve("svc", &at("us-east-a"))
+                .await
+                .unwrap()
+                .port();
             *counts.entry(port).or_insert(0u32) += 1;
         }
         // Far away, yet each shared instance gets its 10 %; the far plain one none.
@@ -591,7 +595,9 @@ mod tests {
 
     #[test]
     fn a_share_is_read_from_metadata_only_when_valid() {
-        let meta = |v: &str| std::collections::BTreeMap::from([(TRAFFIC_SHARE_KEY.to_owned(), v.to_owned())]);
+        let meta = |v: &str| {
+            std::collections::BTreeMap::from([(TRAFFIC_SHARE_KEY.to_owned(), v.to_owned())])
+        };
         assert_eq!(share_of(&meta("0.05")), Some(0.05));
         assert_eq!(share_of(&meta("1.5")), None);
         assert_eq!(share_of(&meta("lots")), None);

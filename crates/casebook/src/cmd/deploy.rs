@@ -79,7 +79,9 @@ fn parse_share(text: &str) -> Result<f64, String> {
     if value > 0.0 && value <= 0.5 {
         Ok(value)
     } else {
-        Err(format!("`{text}` is not in (0, 50%]: canary and baseline take it each"))
+        Err(format!(
+            "`{text}` is not in (0, 50%]: canary and baseline take it each"
+        ))
     }
 }
 
@@ -90,7 +92,12 @@ struct Control {
 }
 
 impl Control {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
         let response = self
@@ -112,7 +119,10 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut control_config = config.control.clone();
     casebook_control::access::resolve_token(&mut control_config, &config.data_dir, false)?;
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(value) = control_config.token.as_deref().and_then(bearer) {
         headers.insert(header::AUTHORIZATION, value);
     }
@@ -133,7 +143,9 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         }));
     }
     if let Some(id) = &args.status {
-        let (status, body) = control.call(Method::GET, &format!("/api/deploys/{id}"), None).await?;
+        let (status, body) = control
+            .call(Method::GET, &format!("/api/deploys/{id}"), None)
+            .await?;
         return Ok(answer(status, &body, |body| {
             say!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
         }));
@@ -163,12 +175,17 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(intervals) = args.intervals {
         request["intervals"] = json!(intervals);
     }
-    let (status, body) = control.call(Method::POST, "/api/deploys", Some(request)).await?;
+    let (status, body) = control
+        .call(Method::POST, "/api/deploys", Some(request))
+        .await?;
     if status != 202 {
         return Ok(answer(status, &body, |_| {}));
     }
     let id = body["id"].as_str().unwrap_or_default().to_owned();
-    say!("deploy {id}: {service} {} → {version}", body["previous_version"].as_str().unwrap_or("?"));
+    say!(
+        "deploy {id}: {service} {} → {version}",
+        body["previous_version"].as_str().unwrap_or("?")
+    );
     if args.no_wait {
         return Ok(ExitCode::SUCCESS);
     }
@@ -181,7 +198,9 @@ async fn follow(control: &Control, id: &str) -> anyhow::Result<ExitCode> {
     // of printed ones is bounded too.
     let mut printed = std::collections::HashSet::new();
     loop {
-        let (status, body) = control.call(Method::GET, &format!("/api/deploys/{id}"), None).await?;
+        let (status, body) = control
+            .call(Method::GET, &format!("/api/deploys/{id}"), None)
+            .await?;
         if status != 200 {
             return Ok(answer(status, &body, |_| {}));
         }

@@ -96,10 +96,16 @@ async fn rollback(
     let body: RollbackBody = if body.iter().all(u8::is_ascii_whitespace) {
         RollbackBody::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_field("reason", format!("the body is not {{\"reason\": \"…\"}}: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_field(
+                "reason",
+                format!("the body is not {{\"reason\": \"…\"}}: {e}"),
+            )
+        })?
     };
-    let reason = body.reason.unwrap_or_else(|| "asked through the API".into());
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "asked through the API".into());
     if reason.len() > MAX_REASON {
         return Err(ApiError::bad_field(
             "reason",

@@ -109,7 +109,10 @@ pub fn check_analysis(
     if interval < step {
         return Err(ConfigError::new(
             format!("{prefix}.interval"),
-            format!("must be at least the step ({})", humantime::format_duration(step)),
+            format!(
+                "must be at least the step ({})",
+                humantime::format_duration(step)
+            ),
         ));
     }
     if !(1..=MAX_INTERVALS).contains(&intervals) {
@@ -155,7 +158,10 @@ mod tests {
     fn the_table_reads_from_toml_shaped_json() {
         let c: DeployConfig =
             serde_json::from_str(r#"{"share": 0.2, "interval": "5s", "intervals": 2}"#).unwrap();
-        assert_eq!((c.share, c.interval, c.intervals), (0.2, Duration::from_secs(5), 2));
+        assert_eq!(
+            (c.share, c.interval, c.intervals),
+            (0.2, Duration::from_secs(5), 2)
+        );
         assert!(serde_json::from_str::<DeployConfig>(r#"{"shares": 1}"#).is_err());
     }
 }

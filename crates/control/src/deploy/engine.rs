@@ -45,10 +45,18 @@ pub struct DeployRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share: Option<f64>,
     /// Overrides `deploy.warmup`.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub warmup: Option<Duration>,
     /// Overrides `deploy.interval`.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interval: Option<Duration>,
     /// Overrides `deploy.intervals`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,11 +189,9 @@ impl Deployer {
             step: self.config.step,
             lag: self.config.lag,
         };
-        config::check_share("share", analysis.share)
-            .map_err(|e| invalid(e.key(), e.message()))?;
-        config::check_analysis("", analysis.interval, analysis.intervals, analysis.step).map_err(
-            |e| invalid(e.key().trim_start_matches('.'), e.message()),
-        )?;
+        config::check_share("share", analysis.share).map_err(|e| invalid(e.key(), e.message()))?;
+        config::check_analysis("", analysis.interval, analysis.intervals, analysis.step)
+            .map_err(|e| invalid(e.key().trim_start_matches('.'), e.message()))?;
         let services = self.fleet.services();
         if !services.contains(&service) {
             return Err(DeployError::UnknownService(format!(
@@ -329,9 +335,8 @@ impl Deployer {
                 .max_by_key(|d| d.seq)
                 .map(|d| d.id.clone())
         };
-        let id = last.ok_or_else(|| {
-            DeployError::NotFound(format!("no deploy of `{service}` is kept"))
-        })?;
+        let id =
+            last.ok_or_else(|| DeployError::NotFound(format!("no deploy of `{service}` is kept")))?;
         self.rollback(&id, reason)
     }
 
@@ -379,7 +384,10 @@ impl Deployer {
             Step::Wait => {}
             Step::StartPair => {
                 let build = deploy.bad_build;
-                if let Err(e) = self.fleet.declare_bad_build(service, &deploy.version, build) {
+                if let Err(e) = self
+                    .fleet
+                    .declare_bad_build(service, &deploy.version, build)
+                {
                     change.fail(format!("cannot declare the build: {e}"));
                     return change;
                 }
@@ -437,8 +445,7 @@ impl Deployer {
                             .samples(service, baseline, metric.measure, window),
                     )
                 });
-                metrics::gauge!(SCORE_METRIC, "service" => service.to_owned())
-                    .set(judgement.score);
+                metrics::gauge!(SCORE_METRIC, "service" => service.to_owned()).set(judgement.score);
                 let next = plan::after_judgement(
                     deploy,
                     interval,
@@ -477,8 +484,14 @@ impl Deployer {
                 }
             }
             Step::Revert { instance } => {
-                self.replace(deploy, &instance, &deploy.previous_version, "reverted", &mut change)
-                    .await;
+                self.replace(
+                    deploy,
+                    &instance,
+                    &deploy.previous_version,
+                    "reverted",
+                    &mut change,
+                )
+                .await;
                 // Nothing left to fall back on: stop the pair and say so.
                 if let Some(error) = change.error.take() {
                     change.note("error", error);
@@ -639,7 +652,10 @@ impl Change {
 
 fn mark_rollback(deploy: &mut Deploy, now_ms: u64, reason: &str) -> Result<Deploy, DeployError> {
     let phase = plan::rollback(&deploy.phase, reason).map_err(|why| {
-        DeployError::Conflict(format!("deploy `{}` cannot be rolled back: {why}", deploy.id))
+        DeployError::Conflict(format!(
+            "deploy `{}` cannot be rolled back: {why}",
+            deploy.id
+        ))
     })?;
     deploy.phase = phase;
     record(deploy, now_ms, "rollback_requested", reason.to_owned());

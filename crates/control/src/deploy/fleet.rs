@@ -40,7 +40,8 @@ pub trait Fleet: Send + Sync + fmt::Debug + 'static {
     /// Stops an instance gracefully (deregistered, then drained).
     fn stop<'a>(&'a self, instance_id: &'a str) -> BoxFuture<'a, Result<(), String>>;
     /// Gives an instance a fixed share of its service's traffic, or takes it away.
-    fn set_share(&self, service: &str, instance_id: &str, share: Option<f64>) -> Result<(), String>;
+    fn set_share(&self, service: &str, instance_id: &str, share: Option<f64>)
+    -> Result<(), String>;
     /// Declares `version` of `service` bad (or good again) for instances started next.
     fn declare_bad_build(
         &self,
@@ -138,7 +139,12 @@ impl Fleet for PlatformFleet {
         })
     }
 
-    fn set_share(&self, service: &str, instance_id: &str, share: Option<f64>) -> Result<(), String> {
+    fn set_share(
+        &self,
+        service: &str,
+        instance_id: &str,
+        share: Option<f64>,
+    ) -> Result<(), String> {
         self.registry
             .set_traffic_share(service, instance_id, share)
             .map_err(|e| e.to_string())

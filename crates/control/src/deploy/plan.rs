@@ -57,14 +57,22 @@ pub enum Phase {
     /// Baseline and canary are to be started.
     Starting,
     /// Judging; `interval` is the next one to judge (0-based).
-    Analysing { interval: u32 },
+    Analysing {
+        interval: u32,
+    },
     /// Replacing the service's instances one at a time with the new version.
     Promoting,
     /// Stopping canary and baseline.
-    RollingBack { reason: String },
+    RollingBack {
+        reason: String,
+    },
     /// Replacing instances of the new version with the previous one.
-    Reverting { reason: String },
-    Done { outcome: Outcome },
+    Reverting {
+        reason: String,
+    },
+    Done {
+        outcome: Outcome,
+    },
 }
 
 impl Phase {
@@ -260,10 +268,9 @@ pub fn rollback(phase: &Phase, reason: &str) -> Result<Phase, String> {
         Phase::RollingBack { .. } | Phase::Reverting { .. } => {
             Err("it is being rolled back already".into())
         }
-        Phase::Done { outcome } => Err(format!(
-            "it ended {}: nothing of it runs",
-            outcome.as_str()
-        )),
+        Phase::Done { outcome } => {
+            Err(format!("it ended {}: nothing of it runs", outcome.as_str()))
+        }
     }
 }
 

@@ -110,8 +110,14 @@ impl CanaryMetrics for StoreMetrics {
             Measure::LatencyP99 => one(DURATION_METRIC, Aggregate::Percentile(99.0)),
             Measure::RequestRate => one(REQUESTS_METRIC, Aggregate::Sum),
             Measure::ErrorRate => {
-                let by_status =
-                    self.query(REQUESTS_METRIC, service, instance, Aggregate::Sum, &["status"], window);
+                let by_status = self.query(
+                    REQUESTS_METRIC,
+                    service,
+                    instance,
+                    Aggregate::Sum,
+                    &["status"],
+                    window,
+                );
                 let len = by_status.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
                 (0..len)
                     .map(|i| {
@@ -157,7 +163,13 @@ impl FedMetrics {
 }
 
 impl CanaryMetrics for FedMetrics {
-    fn samples(&self, _service: &str, instance: &str, measure: Measure, _window: Window) -> Vec<f64> {
+    fn samples(
+        &self,
+        _service: &str,
+        instance: &str,
+        measure: Measure,
+        _window: Window,
+    ) -> Vec<f64> {
         self.samples
             .lock()
             .get(&(instance.to_owned(), measure))

@@ -48,10 +48,10 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use casebook_kit::clock::SharedClock;
-use casebook_kit::resolve::TRAFFIC_SHARE_KEY;
 use casebook_kit::discovery::{
     Applications, DiscoveryStatus, InstanceView, Registration, ServiceInstances,
 };
+use casebook_kit::resolve::TRAFFIC_SHARE_KEY;
 use casebook_kit::topology::{InstanceInfo, InstanceStatus, Topology};
 use parking_lot::Mutex;
 

@@ -99,7 +99,9 @@ impl FromStr for BadBuild {
                 }
             }
         }
-        build.validate().map_err(|(field, msg)| format!("{field}: {msg}"))?;
+        build
+            .validate()
+            .map_err(|(field, msg)| format!("{field}: {msg}"))?;
         Ok(build)
     }
 }
@@ -147,9 +149,24 @@ mod tests {
         assert!((b.error_rate - 0.05).abs() < 1e-12);
         let b: BadBuild = "errors=0.5".parse().unwrap();
         assert_eq!((b.latency, b.error_rate), (Duration::ZERO, 0.5));
-        assert!("latency=fast".parse::<BadBuild>().unwrap_err().contains("latency"));
-        assert!("errors=150%".parse::<BadBuild>().unwrap_err().contains("error_rate"));
-        assert!("speed=1".parse::<BadBuild>().unwrap_err().contains("unknown key"));
+        assert!(
+            "latency=fast"
+                .parse::<BadBuild>()
+                .unwrap_err()
+                .contains("latency")
+        );
+        assert!(
+            "errors=150%"
+                .parse::<BadBuild>()
+                .unwrap_err()
+                .contains("error_rate")
+        );
+        assert!(
+            "speed=1"
+                .parse::<BadBuild>()
+                .unwrap_err()
+                .contains("unknown key")
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ mod http;
 mod platform;
 mod slots;
 
+pub use bad_build::BadBuild;
 pub use http::{
     AcceptOptions, ListenerLimits, MAX_CONNECTIONS_CEILING, serve_http, serve_http_with, serve_tcp,
     serve_tcp_with,
@@ -53,5 +54,4 @@ pub use platform::{
     BindError, BoxFuture, InstanceContext, InstanceSpec, InstanceState, InstanceView, Lease,
     NamedListener, Platform, Registrar, ServiceFactory, StartError, StopReport, WeakPlatform,
 };
-pub use bad_build::BadBuild;
 pub use slots::Slot;

@@ -451,7 +451,9 @@ impl Platform {
         match build {
             Some(build) => {
                 if builds.len() >= MAX_BAD_BUILDS && !builds.contains_key(&key) {
-                    return Err(format!("at most {MAX_BAD_BUILDS} bad builds may be declared"));
+                    return Err(format!(
+                        "at most {MAX_BAD_BUILDS} bad builds may be declared"
+                    ));
                 }
                 builds.insert(key, build);
             }

@@ -188,8 +188,7 @@ pub fn classify(
     let ratio = effect.map_or_else(|| "n/a".to_owned(), |e| format!("{e:.3}"));
     if high {
         result.classification = Classification::High;
-        result.critical =
-            metric.critical && effect_at_least(metric.effect_size.critical_increase);
+        result.critical = metric.critical && effect_at_least(metric.effect_size.critical_increase);
     } else if low {
         result.classification = Classification::Low;
         result.critical = metric.critical && effect_at_most(metric.effect_size.critical_decrease);
@@ -215,8 +214,8 @@ fn compare(x: &[f64], y: &[f64], confidence: f64) -> Comparison {
     let shift = stats::hodges_lehmann(x, y);
     // Both sides constant (and different): no variance to test, the shift is exact.
     // Kayenta adds tiny Gaussian noise here; the judge stays deterministic instead.
-    let (shift_low, shift_high) = stats::confidence_interval(x, y, confidence)
-        .unwrap_or((shift, shift));
+    let (shift_low, shift_high) =
+        stats::confidence_interval(x, y, confidence).unwrap_or((shift, shift));
     let (mx, my) = (mean(x), mean(y));
     Comparison {
         u,

@@ -127,7 +127,10 @@ impl MetricConfig {
             return Err(ConfigError::new(format!("{key}.name"), "must not be empty"));
         }
         if self.group.is_empty() {
-            return Err(ConfigError::new(format!("{key}.group"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{key}.group"),
+                "must not be empty",
+            ));
         }
         if !(self.outlier_factor.is_finite() && self.outlier_factor > 0.0) {
             return Err(ConfigError::new(
@@ -177,8 +180,12 @@ impl Default for JudgeConfig {
             m.must_have_data = true;
             m
         };
-        let mut errors =
-            MetricConfig::new("error_rate", Measure::ErrorRate, "errors", Direction::Increase);
+        let mut errors = MetricConfig::new(
+            "error_rate",
+            Measure::ErrorRate,
+            "errors",
+            Direction::Increase,
+        );
         errors.critical = true;
         Self {
             confidence: DEFAULT_CONFIDENCE,

@@ -173,9 +173,8 @@ fn wilcoxon_diff(mu: f64, quantile: f64, x: &[f64], y: &[f64]) -> Option<f64> {
     let (ranks, tie_term) = ranks(&shifted);
     let dz = ranks[..x.len()].iter().sum::<f64>() - nx * (nx + 1.0) / 2.0 - nx * ny / 2.0;
     let correction = if dz == 0.0 { 0.0 } else { 0.5 * dz.signum() };
-    let sigma = ((nx * ny / 12.0)
-        * ((nx + ny + 1.0) - tie_term / ((nx + ny) * (nx + ny - 1.0))))
-    .sqrt();
+    let sigma =
+        ((nx * ny / 12.0) * ((nx + ny + 1.0) - tie_term / ((nx + ny) * (nx + ny - 1.0)))).sqrt();
     (sigma > 0.0).then(|| (dz - correction) / sigma - quantile)
 }
 
