@@ -87,6 +87,16 @@ pub enum Command {
     /// Print the effective configuration as TOML (defaults, file, environment, flags).
     Config,
 
+    /// Canary deploy a version of a service through the control plane, e.g.
+    /// `deploy netflix-recs --version 2.1 --bad-build latency=150ms,errors=5%`.
+    ///
+    /// Starts a baseline (the current version) and a canary (the new one), each
+    /// taking a share of the service's traffic; judges the canary's latency and
+    /// errors against the baseline's, Kayenta's way, at each analysis interval; then
+    /// promotes it by a rolling update or rolls it back. Follows the deploy step by
+    /// step: exit 0 when promoted, 1 when rolled back, 2 when refused.
+    Deploy(crate::cmd::deploy::Args),
+
     /// Load generators against the running cases (`casebook load whatsapp --help`, `casebook load uber --help`).
     Load {
         #[command(subcommand)]

@@ -18,6 +18,7 @@ use casebook_amazon::config::AmazonConfig;
 use casebook_control::ControlConfig;
 use casebook_control::autoscaler::AutoscalerConfig;
 use casebook_control::chaos::ChaosConfig;
+use casebook_control::deploy::DeployConfig;
 use casebook_control::discovery::DiscoveryConfig;
 use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_kit::runtime::ListenerLimits;
@@ -62,6 +63,8 @@ pub struct Config {
     pub autoscaler: AutoscalerConfig,
     /// Chaos experiments and the Chaos Monkey daemon (`[chaos.monkey]`, off by default).
     pub chaos: ChaosConfig,
+    /// The control plane's deployer: canary share, analysis window, judge.
+    pub deploy: DeployConfig,
 }
 
 impl Default for Config {
@@ -81,6 +84,7 @@ impl Default for Config {
             http: ListenerLimits::default(),
             autoscaler: AutoscalerConfig::default(),
             chaos: ChaosConfig::default(),
+            deploy: DeployConfig::default(),
         }
     }
 }
@@ -282,6 +286,7 @@ pub fn load(
         config.netflix.validate(),
         config.autoscaler.validate(),
         config.chaos.validate(),
+        config.deploy.validate(),
     ] {
         if let Err(e) = checked {
             let (key, message) = (e.key().to_owned(), e.message().to_owned());

@@ -93,8 +93,9 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             http_services,
             autoscaler,
             chaos: config.chaos.clone(),
-            // The fault proxy's injector is wired here once it exists.
+            // None: the control plane's own fault proxy.
             latency_injector: None,
+            deploy: config.deploy.clone(),
         },
     )));
     platform.set_listener_limits(casebook_control::CONTROL_SERVICE, config.http.clone());

@@ -15,11 +15,13 @@
 //! | [`autoscaler`] | reactive and scheduled scaling of any service, and `/api/autoscaler` |
 //! | [`toxiproxy`] | the Toxiproxy-compatible fault proxy (its own port, 8474) and discovery steering |
 //! | [`chaos`] | chaos experiments (Monkey, Gorilla, Kong, Latency) with steady-state hypotheses and rollback, and `/api/chaos` |
+//! | [`deploy`] | canary deployments judged Kayenta's way, promotion and rollback, and `/api/deploys` |
 
 pub mod access;
 pub mod admin;
 pub mod autoscaler;
 pub mod chaos;
+pub mod deploy;
 pub mod discovery;
 #[doc(hidden)]
 pub mod fuzz_checks;

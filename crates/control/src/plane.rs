@@ -17,6 +17,7 @@ use crate::access::{self, AccessPolicy, Token};
 use crate::admin::{self, AdminState};
 use crate::autoscaler::{self, Autoscaler, AutoscalerConfig, StoreSignal};
 use crate::chaos::{self, Chaos, ChaosConfig, LatencyInjector};
+use crate::deploy::{self, DeployConfig, Deployer, PlatformFleet, StoreMetrics};
 use crate::discovery::{self, DiscoveryConfig, Registry};
 use crate::metrics_store::{self, MetricsStore, MetricsStoreConfig};
 use crate::toxiproxy::{self, Toxiproxy};
@@ -191,6 +192,8 @@ pub struct ControlSettings {
     pub chaos: ChaosConfig,
     /// Latency Monkey's way to the fault proxy; `None`: latency experiments refused.
     pub latency_injector: Option<Arc<dyn LatencyInjector>>,
+    /// The `[deploy]` table: canary share, analysis, judge.
+    pub deploy: DeployConfig,
 }
 
 /// The control plane service.
@@ -213,6 +216,7 @@ impl ControlPlane {
         store: Arc<MetricsStore>,
         autoscaler: Arc<Autoscaler>,
         chaos: Arc<Chaos>,
+        deployer: Arc<Deployer>,
         own_instance_id: String,
     ) -> Router {
         admin::router(AdminState {
@@ -228,6 +232,7 @@ impl ControlPlane {
         .merge(metrics_store::api::router(store))
         .merge(autoscaler::api::router(autoscaler))
         .merge(chaos::api::router(chaos))
+        .merge(deploy::api::router(deployer))
         // The Hystrix-style view of every breaker in this process.
         .merge(breakers_router(BreakerRegistry::global().clone()))
     }
@@ -364,6 +369,17 @@ impl ServiceFactory for ControlPlane {
                 ctx.clock().clone(),
                 self.settings.drain,
             ));
+            // Canaries judged on the store's per-instance request metrics.
+            let deployer = Arc::new(Deployer::new(
+                self.settings.deploy.clone(),
+                Arc::new(PlatformFleet::new(
+                    self.platform.clone(),
+                    registry.clone(),
+                    self.settings.drain,
+                )),
+                Arc::new(StoreMetrics::new(store.clone())),
+                ctx.clock().clone(),
+            ));
             self.warn_of_unknown_services();
             let toxiproxy = self.start_toxiproxy(ctx, &registry, &token).await?;
             // Latency Monkey goes through this plane's own fault proxy unless the
@@ -391,6 +407,7 @@ impl ServiceFactory for ControlPlane {
                 store,
                 autoscaler.clone(),
                 chaos.clone(),
+                deployer.clone(),
                 ctx.info().instance_id,
             );
             let policy = AccessPolicy::for_bound(address, token);
@@ -399,6 +416,7 @@ impl ServiceFactory for ControlPlane {
             // After `serve_http` has installed the metrics recorder its decisions go to.
             ctx.spawn(autoscaler.run(ctx.shutdown_token()));
             chaos.start_configured_monkey();
+            ctx.spawn(deployer.run(ctx.shutdown_token()));
             Ok(address)
         })
     }

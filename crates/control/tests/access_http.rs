@@ -62,6 +62,7 @@ fn settings(control: ControlConfig, discovery: DiscoveryConfig) -> ControlSettin
         autoscaler: Default::default(),
         chaos: Default::default(),
         latency_injector: None,
+        deploy: Default::default(),
     }
 }
 

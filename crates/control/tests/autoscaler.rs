@@ -444,6 +444,7 @@ async fn start_plane() -> Plane {
             autoscaler: config(WEB),
             chaos: Default::default(),
             latency_injector: None,
+            deploy: Default::default(),
         },
     )));
     platform.register_service(Arc::new(Trivial(WEB)));

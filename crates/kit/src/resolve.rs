@@ -13,6 +13,14 @@
 //! `casebook serve` (one instance per process): the resolver starts detached and is
 //! attached to the control plane's discovery once its address is known.
 //!
+//! **Traffic shares.** An instance registered with the metadata
+//! [`TRAFFIC_SHARE_KEY`]` = "0.05"` (a canary, a baseline) takes that share of a
+//! caller's resolutions of its service wherever it is placed, and the nearest
+//! group shares the rest. The choice is deterministic (a low-discrepancy sequence
+//! over the resolver's calls), so over `n` calls each shared instance is chosen
+//! `share × n` times give or take one. Shares above a total of 1 are cut to it;
+//! a service whose every instance has a share rotates among them.
+//!
 //! Bounds: one cache entry per (service, zone) asked for; at most
 //! [`MAX_CACHED_ADDRESSES`] addresses per entry.
 
@@ -37,6 +45,18 @@ pub const STALE_LIMIT: Duration = Duration::from_secs(300);
 /// Most addresses kept for one (service, zone).
 pub const MAX_CACHED_ADDRESSES: usize = 64;
 
+/// The discovery metadata key of an instance's traffic share (a fraction, `0..=1`).
+pub const TRAFFIC_SHARE_KEY: &str = "traffic_share";
+
+/// One instance as the resolver weighs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub address: SocketAddr,
+    pub placement: Placement,
+    /// Its fixed share of the service's traffic, if it has one.
+    pub share: Option<f64>,
+}
+
 /// Where the resolver learns about instances: discovery, or a fake in tests.
 pub trait InstanceSource: Send + Sync + 'static {
     /// The `UP` instances' addresses for `service`, nearest to `near` first.
@@ -45,6 +65,34 @@ pub trait InstanceSource: Send + Sync + 'static {
         service: &str,
         near: &Placement,
     ) -> BoxFuture<'_, Result<Vec<(SocketAddr, Placement)>, DiscoveryError>>;
+
+    /// The same with each instance's traffic share; by default none has one.
+    fn weighted(
+        &self,
+        service: &str,
+        near: &Placement,
+    ) -> BoxFuture<'_, Result<Vec<Candidate>, DiscoveryError>> {
+        let found = self.nearest(service, near);
+        Box::pin(async move {
+            Ok(found
+                .await?
+                .into_iter()
+                .map(|(address, placement)| Candidate {
+                    address,
+                    placement,
+                    share: None,
+                })
+                .collect())
+        })
+    }
+}
+
+/// The share an instance's metadata gives it, if a valid one.
+pub fn share_of(metadata: &std::collections::BTreeMap<String, String>) -> Option<f64> {
+    metadata
+        .get(TRAFFIC_SHARE_KEY)
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| (0.0..=1.0).contains(s))
 }
 
 impl InstanceSource for DiscoveryClient {
@@ -72,6 +120,30 @@ impl InstanceSource for DiscoveryClient {
                 .collect())
         })
     }
+
+    fn weighted(
+        &self,
+        service: &str,
+        near: &Placement,
+    ) -> BoxFuture<'_, Result<Vec<Candidate>, DiscoveryError>> {
+        let service = service.to_owned();
+        let near = near.clone();
+        Box::pin(async move {
+            let views = self.instances(&service, Some(&near)).await?;
+            Ok(views
+                .into_iter()
+                .filter(|v| v.status == InstanceStatus::Up)
+                .map(|v| Candidate {
+                    share: share_of(&v.metadata),
+                    address: v.instance.address,
+                    placement: Placement {
+                        region: v.instance.region,
+                        zone: v.instance.zone,
+                    },
+                })
+                .collect())
+        })
+    }
 }
 
 /// Why a service could not be resolved.
@@ -89,9 +161,23 @@ pub enum ResolveError {
     },
 }
 
-struct Cached {
-    /// The nearest group: every address as near as the first one.
+#[derive(Clone)]
+struct Group {
+    /// The nearest group of instances without a share: every address as near as
+    /// the first one.
     addresses: Vec<SocketAddr>,
+    /// Instances with a fixed share, wherever placed; shares sum to at most 1.
+    shared: Vec<(SocketAddr, f64)>,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.addresses.is_empty() && self.shared.is_empty()
+    }
+}
+
+struct Cached {
+    group: Group,
     fetched: Instant,
 }
 
@@ -161,10 +247,10 @@ impl Resolver {
             let cache = self.cache.lock();
             match cache.get(&key) {
                 Some(c) if now.saturating_duration_since(c.fetched) < self.ttl => {
-                    return Ok(self.pick(&c.addresses));
+                    return Ok(self.pick(&c.group));
                 }
                 Some(c) if now.saturating_duration_since(c.fetched) < self.ttl + STALE_LIMIT => {
-                    Some(c.addresses.clone())
+                    Some(c.group.clone())
                 }
                 _ => None,
             }
@@ -174,27 +260,27 @@ impl Resolver {
             .read()
             .clone()
             .ok_or_else(|| ResolveError::Detached(service.to_owned()))?;
-        match source.nearest(service, near).await {
+        match source.weighted(service, near).await {
             Ok(found) => {
-                let addresses = nearest_group(&found, near);
-                if addresses.is_empty() {
+                let group = weighted_group(&found, near);
+                if group.is_empty() {
                     self.cache.lock().remove(&key);
                     return Err(ResolveError::NoInstance(service.to_owned()));
                 }
-                let answer = self.pick(&addresses);
+                let answer = self.pick(&group);
                 self.cache.lock().insert(
                     key,
                     Cached {
-                        addresses,
+                        group,
                         fetched: now,
                     },
                 );
                 Ok(answer)
             }
             Err(source) => match stale {
-                Some(addresses) => {
+                Some(group) => {
                     tracing::debug!(service, error = %source, "discovery unreachable; serving the last resolution");
-                    Ok(self.pick(&addresses))
+                    Ok(self.pick(&group))
                 }
                 None => Err(ResolveError::Discovery {
                     service: service.to_owned(),
@@ -239,9 +325,25 @@ impl Resolver {
         self.cache.lock().retain(|(s, _), _| s != service);
     }
 
-    fn pick(&self, addresses: &[SocketAddr]) -> SocketAddr {
+    fn pick(&self, group: &Group) -> SocketAddr {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        addresses[n % addresses.len()]
+        if group.shared.is_empty() {
+            return group.addresses[n % group.addresses.len()];
+        }
+        if group.addresses.is_empty() {
+            return group.shared[n % group.shared.len()].0;
+        }
+        // The Weyl sequence n·φ⁻¹ mod 1 spreads the calls evenly over [0, 1).
+        const INVERSE_GOLDEN: f64 = 0.618_033_988_749_894_8;
+        let u = (n as f64 * INVERSE_GOLDEN).fract();
+        let mut edge = 0.0;
+        for (address, share) in &group.shared {
+            edge += share;
+            if u < edge {
+                return *address;
+            }
+        }
+        group.addresses[n % group.addresses.len()]
     }
 }
 
@@ -255,6 +357,31 @@ fn nearness(p: &Placement, near: &Placement) -> u8 {
         1
     } else {
         2
+    }
+}
+
+/// The nearest group of the instances without a share, and the shared ones (their
+/// shares cut so that they sum to at most 1).
+fn weighted_group(found: &[Candidate], near: &Placement) -> Group {
+    let plain: Vec<(SocketAddr, Placement)> = found
+        .iter()
+        .filter(|c| c.share.is_none())
+        .map(|c| (c.address, c.placement.clone()))
+        .collect();
+    let mut left = 1.0;
+    let shared = found
+        .iter()
+        .filter_map(|c| Some((callable(c.address), c.share?)))
+        .take(MAX_CACHED_ADDRESSES)
+        .map(|(address, share)| {
+            let share = share.min(left);
+            left -= share;
+            (address, share)
+        })
+        .collect();
+    Group {
+        addresses: nearest_group(&plain, near),
+        shared,
     }
 }
 
@@ -410,6 +537,71 @@ mod tests {
             detached.resolve("svc", &at("us-east-a")).await,
             Err(ResolveError::Detached(_))
         ));
+    }
+
+    /// A source whose instances carry shares.
+    struct Weighted(Vec<Candidate>);
+
+    impl InstanceSource for Weighted {
+        fn nearest(
+            &self,
+            _service: &str,
+            _near: &Placement,
+        ) -> BoxFuture<'_, Result<Vec<(SocketAddr, Placement)>, DiscoveryError>> {
+            unreachable!("the resolver asks for weighted candidates")
+        }
+
+        fn weighted(
+            &self,
+            _service: &str,
+            _near: &Placement,
+        ) -> BoxFuture<'_, Result<Vec<Candidate>, DiscoveryError>> {
+            let found = self.0.clone();
+            Box::pin(async move { Ok(found) })
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_instances_take_their_share_wherever_they_are() {
+        let candidate = |port, zone, share| Candidate {
+            address: addr(port),
+            placement: at(zone),
+            share,
+        };
+        let resolver = Resolver::detached(Arc::new(ManualClock::new()));
+        resolver.attach(Arc::new(Weighted(vec![
+            candidate(1, "us-east-a", None),
+            candidate(2, "us-east-a", None),
+            candidate(3, "eu-west-a", None),
+            candidate(8, "ap-south-b", Some(0.1)),
+            candidate(9, "eu-west-c", Some(0.1)),
+        ])));
+        let mut counts = HashMap::new();
+        for _ in 0..10_000 {
+            let port = resolver
+                .resolve("svc", &at("us-east-a"))
+                .await
+                .unwrap()
+                .port();
+            *counts.entry(port).or_insert(0u32) += 1;
+        }
+        // Far away, yet each shared instance gets its 10 %; the far plain one none.
+        for shared in [8, 9] {
+            assert!((990..=1010).contains(&counts[&shared]), "{counts:?}");
+        }
+        assert!(!counts.contains_key(&3));
+        assert_eq!(counts[&1] + counts[&2], 10_000 - counts[&8] - counts[&9]);
+    }
+
+    #[test]
+    fn a_share_is_read_from_metadata_only_when_valid() {
+        let meta = |v: &str| {
+            std::collections::BTreeMap::from([(TRAFFIC_SHARE_KEY.to_owned(), v.to_owned())])
+        };
+        assert_eq!(share_of(&meta("0.05")), Some(0.05));
+        assert_eq!(share_of(&meta("1.5")), None);
+        assert_eq!(share_of(&meta("lots")), None);
+        assert_eq!(share_of(&Default::default()), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ macro_rules! say {
 
 pub(crate) mod chaos;
 mod config;
+pub(crate) mod deploy;
 pub(crate) mod load;
 mod netflix;
 mod serve;
@@ -49,6 +50,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Config => config::run(&config),
+        Command::Deploy(args) => deploy::run(&config, args).await,
         Command::Whatsapp { command } => whatsapp::run(&config, command),
         Command::Netflix { command } => netflix::run(&config, command).await,
         Command::Load { command } => load::run(&config, command).await,

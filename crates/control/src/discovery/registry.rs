@@ -56,6 +56,7 @@ use casebook_kit::clock::SharedClock;
 use casebook_kit::discovery::{
     Applications, DiscoveryStatus, InstanceView, Registration, ServiceInstances,
 };
+use casebook_kit::resolve::TRAFFIC_SHARE_KEY;
 use casebook_kit::topology::{InstanceInfo, InstanceStatus, Topology};
 use parking_lot::Mutex;
 
@@ -70,6 +71,8 @@ pub const MAX_METADATA_ENTRIES: usize = 32;
 pub const MAX_METADATA_KEY: usize = 64;
 /// The longest metadata value.
 pub const MAX_METADATA_VALUE: usize = 512;
+/// The most instances with a traffic share set by the control plane.
+pub const MAX_TRAFFIC_SHARES: usize = 64;
 /// The longest instance id.
 pub const MAX_INSTANCE_ID: usize = 128;
 /// The longest service name.
@@ -258,6 +261,10 @@ struct State {
     evictions_total: u64,
     last_eviction_run: Instant,
     last_threshold_update: Instant,
+    /// Traffic shares the deployer set, by (service, instance id): written into the
+    /// instance's metadata now and at every (re-)registration. At most
+    /// [`MAX_TRAFFIC_SHARES`].
+    shares: BTreeMap<(String, String), f64>,
     /// Region-wide status overrides, by region (at most one per region).
     region_overrides: BTreeMap<String, RegionOverride>,
 }
@@ -308,6 +315,7 @@ impl Registry {
                 last_eviction_run: now,
                 last_threshold_update: now,
                 region_overrides: BTreeMap::new(),
+                shares: BTreeMap::new(),
             }),
         })
     }
@@ -406,6 +414,13 @@ impl Registry {
                 (now_ms, None, Registered::New)
             }
         };
+        let mut metadata = metadata;
+        if let Some(share) = state
+            .shares
+            .get(&(instance.service.clone(), instance.instance_id.clone()))
+        {
+            metadata.insert(TRAFFIC_SHARE_KEY.to_owned(), share.to_string());
+        }
         let lease = Lease {
             source,
             reported_status: status,
@@ -537,6 +552,50 @@ impl Registry {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Gives an instance (registered or yet to register) a fixed share of its
+    /// service's traffic (`Some`, `0..=1`), or takes it away (`None`): the deployer's
+    /// canary and baseline. Kept across re-registrations until cleared.
+    pub fn set_traffic_share(
+        &self,
+        service: &str,
+        instance_id: &str,
+        share: Option<f64>,
+    ) -> Result<(), RegistryError> {
+        let mut state = self.state.lock();
+        let key = (service.to_owned(), instance_id.to_owned());
+        match share {
+            Some(share) => {
+                if !(0.0..=1.0).contains(&share) {
+                    return Err(RegistryError::invalid("share", "must be between 0 and 1"));
+                }
+                if state.shares.len() >= MAX_TRAFFIC_SHARES && !state.shares.contains_key(&key) {
+                    return Err(RegistryError::TooMany {
+                        scope: "traffic shares".into(),
+                        key: "traffic_shares",
+                        limit: MAX_TRAFFIC_SHARES,
+                    });
+                }
+                state.shares.insert(key, share);
+            }
+            None => {
+                state.shares.remove(&key);
+            }
+        }
+        if let Some(lease) = state
+            .services
+            .get_mut(service)
+            .and_then(|leases| leases.get_mut(instance_id))
+        {
+            match share {
+                Some(share) => lease
+                    .metadata
+                    .insert(TRAFFIC_SHARE_KEY.to_owned(), share.to_string()),
+                None => lease.metadata.remove(TRAFFIC_SHARE_KEY),
+            };
+        }
+        Ok(())
     }
 
     /// One instance, if registered.

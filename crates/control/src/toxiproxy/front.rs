@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use casebook_kit::runtime::BoxFuture;
@@ -123,12 +124,12 @@ impl Toxiproxy {
 #[derive(Debug, Clone)]
 pub struct ProxyInjector {
     toxiproxy: Toxiproxy,
-    registry: Registry,
-    injections: std::sync::Arc<AtomicU64>,
+    registry: Arc<Registry>,
+    injections: Arc<AtomicU64>,
 }
 
 impl ProxyInjector {
-    pub fn new(toxiproxy: Toxiproxy, registry: Registry) -> Self {
+    pub fn new(toxiproxy: Toxiproxy, registry: Arc<Registry>) -> Self {
         Self {
             toxiproxy,
             registry,

@@ -144,6 +144,15 @@ pub fn serve_http_with(
 ) {
     crate::telemetry::metrics(); // installed before the first request is counted
     let info = ctx.info();
+    // A bad build's latency and errors sit inside the telemetry, so they are measured.
+    let router = match ctx.bad_build() {
+        Some(build) => {
+            tracing::warn!(service = %info.service, version = %info.version, %build,
+                "serving a build declared bad");
+            super::bad_build::layer(router, build)
+        }
+        None => router,
+    };
     let app = router
         .merge(health_and_metrics(&info))
         .layer(TelemetryLayer::new(&info.service, &info.instance_id));

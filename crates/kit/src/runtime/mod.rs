@@ -40,10 +40,12 @@
 //! autoscaler and deployer decide what replaces it) and OS-process isolation (that is
 //! fleet mode: `casebook serve`).
 
+pub mod bad_build;
 mod http;
 mod platform;
 mod slots;
 
+pub use bad_build::BadBuild;
 pub use http::{
     AcceptOptions, ListenerLimits, MAX_CONNECTIONS_CEILING, serve_http, serve_http_with, serve_tcp,
     serve_tcp_with,

@@ -118,6 +118,9 @@ pub struct NamedListener {
     pub address: SocketAddr,
 }
 
+/// The most (service, version) pairs that may be declared bad at once.
+pub const MAX_BAD_BUILDS: usize = 256;
+
 /// The outcome of a graceful stop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StopReport {
@@ -177,6 +180,8 @@ struct ContextInner {
     /// The slot's on-disk lock, held until the slot is released.
     slot_lock: parking_lot::Mutex<Option<std::fs::File>>,
     listener_limits: ListenerLimits,
+    /// Set when the instance's (service, version) was declared bad at its start.
+    bad_build: Option<super::BadBuild>,
     data_dir: PathBuf,
     clock: SharedClock,
     shutdown: CancellationToken,
@@ -241,6 +246,12 @@ impl InstanceContext {
     /// [`crate::runtime::serve_http`] applies.
     pub fn listener_limits(&self) -> &ListenerLimits {
         &self.inner.listener_limits
+    }
+
+    /// The bad build this instance runs, if its (service, version) was declared
+    /// bad when it started ([`Platform::declare_bad_build`]).
+    pub fn bad_build(&self) -> Option<super::BadBuild> {
+        self.inner.bad_build
     }
 
     /// The clock this instance runs on.
@@ -335,6 +346,8 @@ struct PlatformInner {
     orphaned: Mutex<Vec<PathBuf>>,
     /// Per-service listener bounds; services not listed get the defaults.
     listener_limits: RwLock<BTreeMap<String, ListenerLimits>>,
+    /// Builds declared bad, by (service, version); bounded by [`MAX_BAD_BUILDS`].
+    bad_builds: RwLock<BTreeMap<(String, String), super::BadBuild>>,
     /// Set once [`Platform::stop_all`] begins.
     shutting_down: std::sync::atomic::AtomicBool,
 }
@@ -389,6 +402,7 @@ impl Platform {
                 audited: tokio::sync::Mutex::default(),
                 orphaned: Mutex::default(),
                 listener_limits: RwLock::default(),
+                bad_builds: RwLock::default(),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
             }),
         }
@@ -421,6 +435,42 @@ impl Platform {
             .listener_limits
             .write()
             .insert(service.to_owned(), limits);
+    }
+
+    /// Declares `version` of `service` bad (`Some`) or good again (`None`):
+    /// instances started with it from now on serve through
+    /// [`super::bad_build::layer`]. Refused past [`MAX_BAD_BUILDS`] declarations.
+    pub fn declare_bad_build(
+        &self,
+        service: &str,
+        version: &str,
+        build: Option<super::BadBuild>,
+    ) -> Result<(), String> {
+        let mut builds = self.inner.bad_builds.write();
+        let key = (service.to_owned(), version.to_owned());
+        match build {
+            Some(build) => {
+                if builds.len() >= MAX_BAD_BUILDS && !builds.contains_key(&key) {
+                    return Err(format!(
+                        "at most {MAX_BAD_BUILDS} bad builds may be declared"
+                    ));
+                }
+                builds.insert(key, build);
+            }
+            None => {
+                builds.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// The bad build declared for `version` of `service`, if any.
+    pub fn bad_build(&self, service: &str, version: &str) -> Option<super::BadBuild> {
+        self.inner
+            .bad_builds
+            .read()
+            .get(&(service.to_owned(), version.to_owned()))
+            .copied()
     }
 
     /// The services that can be started, by name.
@@ -521,6 +571,7 @@ impl Platform {
                         .get(&spec.service)
                         .cloned()
                         .unwrap_or_default(),
+                    bad_build: self.bad_build(&spec.service, &spec.version),
                     spec,
                     instance_id: instance_id.clone(),
                     address: OnceLock::new(),
