@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use casebook_amazon::config::AmazonConfig;
 use casebook_control::ControlConfig;
+use casebook_control::alerts::AlertsConfig;
 use casebook_control::autoscaler::AutoscalerConfig;
 use casebook_control::discovery::DiscoveryConfig;
 use casebook_control::metrics_store::MetricsStoreConfig;
@@ -59,6 +60,8 @@ pub struct Config {
     pub http: ListenerLimits,
     /// The control plane's autoscaler: policies per service and the schedule.
     pub autoscaler: AutoscalerConfig,
+    /// The control plane's alert rules and their runbooks.
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             netflix: NetflixConfig::default(),
             http: ListenerLimits::default(),
             autoscaler: AutoscalerConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -277,6 +281,7 @@ pub fn load(
         config.amazon.validate(),
         config.netflix.validate(),
         config.autoscaler.validate(),
+        config.alerts.validate(),
     ] {
         if let Err(e) = checked {
             let (key, message) = (e.key().to_owned(), e.message().to_owned());

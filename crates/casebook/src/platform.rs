@@ -92,6 +92,7 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             control: config.control.clone(),
             http_services,
             autoscaler,
+            alerts: config.alerts.clone(),
         },
     )));
     platform.set_listener_limits(casebook_control::CONTROL_SERVICE, config.http.clone());

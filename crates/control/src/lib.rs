@@ -13,9 +13,11 @@
 //! | [`discovery`] | the registry with Eureka's semantics and `/api/discovery/…` |
 //! | [`metrics_store`] | the Atlas-like dimensional store and `/api/metrics/…` |
 //! | [`autoscaler`] | reactive and scheduled scaling of any service, and `/api/autoscaler` |
+//! | [`alerts`] | alert rules on the store's metrics with automated runbooks, and `/api/alerts` |
 
 pub mod access;
 pub mod admin;
+pub mod alerts;
 pub mod autoscaler;
 pub mod discovery;
 #[doc(hidden)]

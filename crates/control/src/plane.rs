@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{self, AccessPolicy, Token};
 use crate::admin::{self, AdminState};
+use crate::alerts::{self, Alerts, AlertsConfig};
 use crate::autoscaler::{self, Autoscaler, AutoscalerConfig, StoreSignal};
 use crate::discovery::{self, DiscoveryConfig, Registry};
 use crate::metrics_store::{self, MetricsStore, MetricsStoreConfig};
@@ -169,6 +170,8 @@ pub struct ControlSettings {
     pub http_services: Vec<String>,
     /// The `[autoscaler]` table: policies, schedule, loop interval.
     pub autoscaler: AutoscalerConfig,
+    /// The `[alerts]` table: rules and their runbooks.
+    pub alerts: AlertsConfig,
 }
 
 /// The control plane service.
@@ -190,6 +193,7 @@ impl ControlPlane {
         registry: Arc<Registry>,
         store: Arc<MetricsStore>,
         autoscaler: Arc<Autoscaler>,
+        alerts: Arc<Alerts>,
         own_instance_id: String,
     ) -> Router {
         admin::router(AdminState {
@@ -204,6 +208,7 @@ impl ControlPlane {
         .merge(discovery::api::router(registry))
         .merge(metrics_store::api::router(store))
         .merge(autoscaler::api::router(autoscaler))
+        .merge(alerts::api::router(alerts))
         // The Hystrix-style view of every breaker in this process.
         .merge(breakers_router(BreakerRegistry::global().clone()))
     }
@@ -302,11 +307,39 @@ impl ServiceFactory for ControlPlane {
                 self.settings.drain,
             ));
             self.warn_of_unknown_services();
-            let router = self.router(registry, store, autoscaler.clone(), ctx.info().instance_id);
+            // Rules on the store's values; runbooks act on this platform, through the
+            // autoscaler, and (once wired) the deployer's rollback.
+            let alerts = Arc::new(Alerts::new(
+                &self.settings.alerts,
+                Arc::new(alerts::StoreSource::new(store.clone(), ctx.clock().clone())),
+                Arc::new(alerts::Effectors::new(
+                    Arc::new(alerts::PlatformRestarter::new(
+                        self.platform.clone(),
+                        self.settings.drain,
+                    )),
+                    Some(autoscaler.clone()),
+                    None,
+                    Arc::new(alerts::HttpWebhook),
+                )),
+                self.platform.clone(),
+                ctx.clock().clone(),
+            ));
+            alerts.set_external_url(format!(
+                "http://{}",
+                casebook_kit::resolve::callable(address)
+            ));
+            let router = self.router(
+                registry,
+                store,
+                autoscaler.clone(),
+                alerts.clone(),
+                ctx.info().instance_id,
+            );
             let policy = AccessPolicy::for_bound(address, token);
             serve_http(ctx, listener, policy.protect(router));
             // After `serve_http` has installed the metrics recorder its decisions go to.
             ctx.spawn(autoscaler.run(ctx.shutdown_token()));
+            ctx.spawn(alerts.run(ctx.shutdown_token()));
             Ok(address)
         })
     }

@@ -60,6 +60,7 @@ fn settings(control: ControlConfig, discovery: DiscoveryConfig) -> ControlSettin
         control,
         http_services: Vec::new(),
         autoscaler: Default::default(),
+        alerts: Default::default(),
     }
 }
 

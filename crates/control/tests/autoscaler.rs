@@ -442,6 +442,7 @@ async fn start_plane() -> Plane {
             control,
             http_services: vec![WEB.into()],
             autoscaler: config(WEB),
+            alerts: Default::default(),
         },
     )));
     platform.register_service(Arc::new(Trivial(WEB)));
