@@ -167,10 +167,9 @@ pub fn target(action: &Action, labels: &Labels) -> Result<Target, String> {
             .clone()
             .or_else(|| labels.get("service").cloned())
             .ok_or_else(|| {
-                format!(
-                    "the action names no service and the alert has no `service` label \
-                     (group the rule by service, or set the action's service)"
-                )
+                "the action names no service and the alert has no `service` label \
+                 (group the rule by service, or set the action's service)"
+                    .to_owned()
             })
     };
     match action.kind {
