@@ -709,6 +709,36 @@ mod tests {
     }
 
     #[test]
+    fn the_alerts_table_reads_rules_and_names_a_bad_key() {
+        let config = load(None, env(&[]), &Overrides::default()).unwrap();
+        assert!(config.alerts.rules.is_empty(), "no rule by default");
+        let f = file(
+            "[[alerts.rules]]\nname = \"amazon-errors\"\nmetric = \"http_requests_total\"\n\
+             filter = \"service:amazon,status:500|503\"\nratio_of = { filter = \"service:amazon\" }\n\
+             scale = 100.0\nop = \"above\"\nthreshold = 1.0\nfor = \"30s\"\n\
+             [[alerts.rules.actions]]\nkind = \"restart\"\n",
+        );
+        let config = load(
+            Some(f.path()),
+            env(&[("CASEBOOK_ALERTS__INTERVAL", "2s")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.alerts.interval, Duration::from_secs(2));
+        assert_eq!(config.alerts.rules[0].for_, Duration::from_secs(30));
+        assert_eq!(config.alerts.rules[0].actions.len(), 1);
+
+        let f = file(
+            "[[alerts.rules]]\nname = \"a\"\nmetric = \"m\"\nop = \"above\"\nthreshold = 1.0\n\
+             [[alerts.rules]]\nname = \"b\"\nmetric = \"m\"\nop = \"above\"\nthreshold = 1.0\n\
+             for = \"2h\"\n",
+        );
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "alerts.rules[1].for");
+        assert_eq!(err.source, f.path().display().to_string());
+    }
+
+    #[test]
     fn uber_regions_are_checked_against_the_topology() {
         let config = load(None, env(&[]), &Overrides::default()).unwrap();
         assert_eq!(config.uber.gossip_port, 7946);
