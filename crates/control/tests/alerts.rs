@@ -30,8 +30,9 @@ use casebook_control::autoscaler::{Autoscaler, AutoscalerConfig, FedSignal, Reas
 use casebook_control::discovery::DiscoveryConfig;
 use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_control::{CONTROL_SERVICE, ControlConfig, ControlPlane, ControlSettings};
-use casebook_kit::clock::ManualClock;
+use casebook_kit::clock::{Clock, ManualClock};
 use casebook_kit::http_client::{HttpClient, HttpResponse};
+use casebook_kit::metrics_push::{Datapoint, MetricKind, PublishBatch};
 use casebook_kit::runtime::{
     BoxFuture, InstanceContext, InstanceSpec, InstanceState, Platform, ServiceFactory, StartError,
     serve_http,
@@ -670,12 +671,21 @@ async fn a_scale_out_goes_through_the_autoscaler_within_its_max() {
 /// The control plane on a manual clock.
 struct Plane {
     platform: Platform,
+    clock: ManualClock,
     url: String,
     token: String,
     _dir: tempfile::TempDir,
 }
 
 async fn start_plane(alerts: AlertsConfig) -> Plane {
+    start_plane_with(alerts, AutoscalerConfig::default(), None).await
+}
+
+async fn start_plane_with(
+    alerts: AlertsConfig,
+    autoscaler: AutoscalerConfig,
+    service: Option<&'static str>,
+) -> Plane {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let platform = Platform::new(Topology::default(), dir.path(), clock.shared());
@@ -692,13 +702,17 @@ async fn start_plane(alerts: AlertsConfig) -> Plane {
                 ..ControlConfig::default()
             },
             http_services: Vec::new(),
-            autoscaler: AutoscalerConfig::default(),
+            autoscaler,
             alerts,
         },
     )));
+    if let Some(service) = service {
+        platform.register_service(Arc::new(Trivial(service)));
+    }
     let info = platform.start(spec(CONTROL_SERVICE, 0)).await.unwrap();
     Plane {
         platform,
+        clock,
         url: format!("http://{}", info.address),
         token: token.into(),
         _dir: dir,
@@ -855,5 +869,139 @@ async fn the_api_lists_adds_replaces_and_deletes_rules_with_precise_refusals() {
         .map(|r| r["rule"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, vec!["configured", "p50"]);
+    plane.platform.stop_all(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn published_traffic_crosses_a_rule_and_the_runbook_scales_out_through_the_autoscaler() {
+    const WEB: &str = "alert-traffic-echo";
+    let policy = serde_json::from_value(json!({
+        "service": WEB, "min_instances": 1, "max_instances": 4, "capacity": 100.0
+    }))
+    .unwrap();
+    let plane = start_plane_with(
+        AlertsConfig {
+            interval: Duration::from_millis(10),
+            ..config(vec![rule(json!({
+                "name": "hot", "metric": "http_requests_total",
+                "filter": format!("service:{WEB},route!:/health|/metrics"),
+                "window": "10s", "op": "above", "threshold": 50.0, "for": "20s",
+                "actions": [{"kind": "scale_out", "service": WEB, "count": 1}]
+            }))])
+        },
+        // The autoscaler's own loop off: only the alert scales.
+        AutoscalerConfig {
+            enabled: false,
+            policies: vec![policy],
+            ..AutoscalerConfig::default()
+        },
+        Some(WEB),
+    )
+    .await;
+    plane.platform.start(spec(WEB, 0)).await.unwrap();
+    let live = || {
+        plane
+            .platform
+            .list()
+            .into_iter()
+            .filter(|v| v.info.service == WEB && v.state.is_live())
+            .count()
+    };
+
+    // 80 requests a second for the last 15 s, as the instances' pushers would send.
+    let publish = |seconds: u64| {
+        let now = plane.clock.wall_millis();
+        let metrics: Vec<Datapoint> = (0..seconds)
+            .flat_map(|ago| {
+                [("/", 80.0), ("/health", 1000.0)].map(|(route, rate)| {
+                    let tags = [("service", WEB), ("route", route), ("instance", "x")]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect();
+                    Datapoint::scalar(
+                        "http_requests_total",
+                        tags,
+                        now - ago * 1000,
+                        MetricKind::Counter,
+                        rate,
+                    )
+                })
+            })
+            .collect();
+        serde_json::to_value(PublishBatch {
+            tags: BTreeMap::new(),
+            metrics,
+        })
+        .unwrap()
+    };
+    let (status, body) = plane
+        .call(
+            Method::POST,
+            "/api/metrics/publish",
+            Some(publish(15)),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let alerts_view = || plane.call(Method::GET, "/api/alerts/rules/hot", None, false);
+    casebook_testkit::eventually("the rule pending at 80/s", DEADLINE, || async {
+        alerts_view().await.1["state"] == "pending"
+    })
+    .await;
+    let (_, view) = alerts_view().await;
+    assert_eq!(
+        view["alerts"][0]["value"], 80.0,
+        "the /health route filtered out"
+    );
+    assert_eq!(live(), 1, "pending does not act");
+
+    // 20 s later, still at 80/s: firing, and one more instance through the autoscaler.
+    plane.clock.advance(Duration::from_secs(20));
+    let (status, _) = plane
+        .call(
+            Method::POST,
+            "/api/metrics/publish",
+            Some(publish(20)),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    eventually_sync("a second instance", DEADLINE, || live() == 2).await;
+    let (_, autoscaler) = plane
+        .call(Method::GET, "/api/autoscaler", None, false)
+        .await;
+    let decision = &autoscaler["decisions"][0];
+    assert_eq!(decision["reason"], "alert");
+    assert_eq!(decision["requested_by"], "alert:hot");
+    assert_eq!(
+        (decision["from"].clone(), decision["to"].clone()),
+        (json!(1), json!(2))
+    );
+    casebook_testkit::eventually("the run recorded", DEADLINE, || async {
+        let (_, all) = plane.call(Method::GET, "/api/alerts", None, false).await;
+        all["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "action" && e["outcome"] == "ok")
+    })
+    .await;
+    let (_, all) = plane.call(Method::GET, "/api/alerts", None, false).await;
+    let run = all["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "action")
+        .unwrap();
+    assert_eq!(
+        (run["action"].clone(), run["event"].clone()),
+        (json!("scale_out"), json!("firing"))
+    );
+    assert_eq!(all["rules"][0]["state"], "firing");
+    assert_eq!(
+        live(),
+        2,
+        "once: the alert stays firing, it does not fire again"
+    );
     plane.platform.stop_all(Duration::from_secs(1)).await;
 }
