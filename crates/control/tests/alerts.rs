@@ -315,6 +315,47 @@ async fn a_firing_alert_runs_its_runbook_once_per_cooldown() {
 }
 
 #[tokio::test]
+async fn deleting_or_redefining_a_firing_rule_announces_it_resolved() {
+    let hook = json!([{"kind": "webhook", "url": "http://127.0.0.1:9/hook"}]);
+    let bench = Bench::new(
+        config(vec![rule(json!({"for": "0s", "actions": hook}))]),
+        Arc::new(Fake::default()),
+        true,
+    );
+    bench.fed.set_one("r", Some(20.0));
+    bench.alerts.tick();
+    bench.runs_reach(1).await;
+    // Only the annotations change: the alert is kept, nothing announced.
+    let mut relabelled = rule(json!({"for": "0s", "actions": hook}));
+    relabelled
+        .annotations
+        .insert("summary".into(), "hot".into());
+    assert!(!bench.alerts.put_rule(relabelled).unwrap());
+    assert_eq!(bench.alerts.view().rules[0].state, Phase::Firing);
+    // The threshold changes: resolved, then evaluated afresh.
+    let raised = rule(json!({"for": "0s", "threshold": 30.0, "actions": hook}));
+    assert!(!bench.alerts.put_rule(raised).unwrap());
+    bench.runs_reach(2).await;
+    assert_eq!(bench.alerts.view().rules[0].state, Phase::Inactive);
+    bench.fed.set_one("r", Some(40.0));
+    bench.alerts.tick();
+    bench.runs_reach(3).await;
+    assert!(bench.alerts.remove_rule("r").is_some());
+    bench.runs_reach(4).await;
+    let statuses: Vec<String> = bench
+        .webhook
+        .calls()
+        .iter()
+        .map(|c| c.rsplit(' ').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["\"firing\"", "\"resolved\"", "\"firing\"", "\"resolved\""]
+    );
+    assert!(bench.alerts.view().rules.is_empty());
+}
+
+#[tokio::test]
 async fn retries_are_bounded_and_the_outcome_recorded() {
     let restarter = Fake::failing(5);
     let bench = Bench::new(

@@ -6,8 +6,8 @@
 //! | `GET /api/alerts` | every rule with its state and alerts, the action queue, the log (newest first, bounded by `alerts.log`) | 200 [`AlertsView`] |
 //! | `POST /api/alerts/rules` | add a rule (the `[[alerts.rules]]` shape, JSON) | 201 with the rule, 400 naming the field, 409 when the name exists or the rules are full |
 //! | `GET /api/alerts/rules/{name}` | one rule, its state and alerts | 200 [`RuleView`], 404 |
-//! | `PUT /api/alerts/rules/{name}` | add or replace the rule (`name` in the body may be left out; if given it must be the path's) | 201 created / 200 replaced `{"rule", "created"}`, 400, 409 when full |
-//! | `DELETE /api/alerts/rules/{name}` | remove the rule (its alerts are forgotten, not announced as resolved) | 200 `{"removed": rule}`, 404 |
+//! | `PUT /api/alerts/rules/{name}` | add or replace the rule (`name` in the body may be left out; if given it must be the path's); a changed condition starts its alerts afresh, its firing ones announced resolved | 201 created / 200 replaced `{"rule", "created"}`, 400, 409 when full |
+//! | `DELETE /api/alerts/rules/{name}` | remove the rule (its firing alerts are announced resolved: `on_resolve` actions run) | 200 `{"removed": rule}`, 404 |
 //!
 //! Changes made here live in memory: a restarted control plane starts from its
 //! configuration again.

@@ -466,43 +466,76 @@ impl Alerts {
         Ok(())
     }
 
-    /// Adds or replaces a rule; whether it was created. A replaced rule starts
-    /// afresh (its alerts are forgotten, not announced as resolved) unless only its
-    /// labels, annotations or actions changed.
+    /// Adds or replaces a rule; whether it was created. A replaced rule keeps its
+    /// alerts when only its labels, annotations or actions changed; otherwise it
+    /// starts afresh, and its firing alerts are announced resolved (the old rule's
+    /// `on_resolve` actions run: a receiver is not left holding them).
     pub fn put_rule(&self, rule: Rule) -> Result<bool, ChangeError> {
         rule.validate("").map_err(ChangeError::Invalid)?;
-        let mut state = self.state.lock();
-        if !state.rules.contains_key(&rule.name) && state.rules.len() >= MAX_RULES {
-            return Err(ChangeError::Conflict(format!(
-                "{MAX_RULES} rules already; delete one first"
-            )));
-        }
         let name = rule.name.clone();
-        let created = match state.rules.get_mut(&name) {
-            Some(entry) if same_condition(&entry.rule, &rule) => {
-                entry.rule = rule;
-                false
+        let (created, ended) = {
+            let mut state = self.state.lock();
+            if !state.rules.contains_key(&name) && state.rules.len() >= MAX_RULES {
+                return Err(ChangeError::Conflict(format!(
+                    "{MAX_RULES} rules already; delete one first"
+                )));
             }
-            Some(entry) => {
-                *entry = RuleState::new(rule);
-                metrics::gauge!(FIRING_METRIC, "rule" => name.clone()).set(0.0);
-                false
-            }
-            None => {
-                state.rules.insert(name.clone(), RuleState::new(rule));
-                true
+            match state.rules.get_mut(&name) {
+                Some(entry) if same_condition(&entry.rule, &rule) => {
+                    entry.rule = rule;
+                    (false, None)
+                }
+                Some(entry) => {
+                    let old = std::mem::replace(entry, RuleState::new(rule));
+                    (false, Some(old))
+                }
+                None => {
+                    state.rules.insert(name.clone(), RuleState::new(rule));
+                    (true, None)
+                }
             }
         };
+        if let Some(old) = ended {
+            self.end(old);
+        }
         tracing::info!(rule = %name, created, "alert rule set");
         Ok(created)
     }
 
-    /// Removes a rule (its alerts are forgotten, not announced as resolved).
+    /// Removes a rule; its firing alerts are announced resolved.
     pub fn remove_rule(&self, name: &str) -> Option<Rule> {
         let removed = self.state.lock().rules.remove(name)?;
-        metrics::gauge!(FIRING_METRIC, "rule" => name.to_owned()).set(0.0);
+        let rule = removed.rule.clone();
+        self.end(removed);
         tracing::info!(rule = name, "alert rule removed");
-        Some(removed.rule)
+        Some(rule)
+    }
+
+    /// Resolves the firing alerts of a rule that is gone (logged, its `on_resolve`
+    /// actions queued) and zeroes its gauge.
+    fn end(&self, old: RuleState) {
+        metrics::gauge!(FIRING_METRIC, "rule" => old.rule.name.clone()).set(0.0);
+        let at = Moment::of(self.clock.as_ref());
+        let mut jobs = Vec::new();
+        {
+            let mut state = self.state.lock();
+            for (labels, alert) in old.alerts.iter().filter(|(_, a)| a.phase == Phase::Firing) {
+                let transition = Transition {
+                    labels: labels.clone(),
+                    from: Phase::Firing,
+                    to: Phase::Inactive,
+                    event: Some(Event::Resolved),
+                    value: alert.value,
+                    firing_since: alert.firing_since,
+                    at,
+                };
+                self.log_transition(&mut state, &old.rule, &transition);
+                jobs.extend(self.jobs_of(&old.rule, &transition));
+            }
+        }
+        for job in jobs {
+            self.dispatch(job);
+        }
     }
 
     /// One rule and its alerts; `None` when there is no such rule.

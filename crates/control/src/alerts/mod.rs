@@ -24,7 +24,8 @@
 //! at once, each makes at most `1 + retries` attempts. Every run — done, failed,
 //! skipped for its cooldown, dropped from a full queue, or unavailable (no
 //! deployer or autoscaler) — is logged, counted in
-//! `alert_actions_total{rule,action,outcome}` and kept in the log. Every
+//! `alert_actions_total{rule,action,outcome}` and kept in the log. Deleting a
+//! rule, or replacing its condition, announces its firing alerts resolved. Every
 //! transition is logged and kept; `alerts_firing{rule}` counts each rule's firing
 //! alerts. The log keeps at most `alerts.log` entries, a rule at most
 //! [`eval::MAX_ALERTS_PER_RULE`] alerts, the engine at most [`config::MAX_RULES`]
@@ -34,8 +35,7 @@
 //!
 //! **Not guaranteed.** State lives in memory: a restarted control plane starts
 //! with every alert inactive (and an empty store, so rules read no data for a
-//! while). Replacing a rule's condition or deleting it forgets its alerts without
-//! announcing them resolved. A webhook is delivered at most `1 + retries` times and
+//! while). A webhook is delivered at most `1 + retries` times and
 //! not persisted; a receiver that is down longer loses it. Actions under way when
 //! the control plane stops are abandoned. Time spent acting is real time.
 
