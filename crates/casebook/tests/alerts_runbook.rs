@@ -4,7 +4,8 @@
 //! restart the service), then the `amazon` instance killed through the admin API:
 //! the gauge reaches the store through the metrics pusher, the rule fires, the
 //! restart runbook brings the instance back under its own id, and the alert
-//! resolves — each step seen on `GET /api/alerts` and `GET /api/instances`.
+//! resolves — each step seen on `GET /api/alerts` and `GET /api/instances`, and the
+//! run and the firing alert in the store as `alert_actions_total` and `alerts_firing`.
 
 mod support;
 
@@ -127,6 +128,25 @@ async fn a_killed_instance_fires_the_restart_runbook_and_comes_back() {
             .any(|e| e["type"] == "transition" && e["event"] == "resolved")
     })
     .await;
+    // The run and the firing alert reached the store as metrics, like any other.
+    for (name, filter) in [
+        (
+            "alert_actions_total",
+            "rule:amazon-down,action:restart,outcome:ok",
+        ),
+        ("alerts_firing", "rule:amazon-down"),
+    ] {
+        let url = format!(
+            "{}/api/metrics/query?name={name}&filter={filter}&fn=max&from=-5m",
+            up.url
+        );
+        eventually(&format!("{name} in the store"), DEADLINE, || async {
+            get(&url).await["series"][0]["values"]
+                .as_array()
+                .is_some_and(|values| values.iter().any(|v| v.as_f64().is_some_and(|v| v >= 1.0)))
+        })
+        .await;
+    }
     // The API answers on the restarted instance.
     let address = after["address"].as_str().unwrap();
     let health = HttpClient::new(Duration::from_secs(30))
