@@ -798,11 +798,17 @@ async fn the_api_lists_adds_replaces_and_deletes_rules_with_precise_refusals() {
     let configured = rule(json!({"name": "configured", "metric": "platform_live_instances"}));
     let plane = start_plane(AlertsConfig {
         enabled: false,
+        defaults: true,
         ..config(vec![configured])
     })
     .await;
     let (status, view) = plane.call(Method::GET, "/api/alerts", None, false).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        view["rules"].as_array().unwrap().len(),
+        4,
+        "with the default set"
+    );
     assert_eq!(view["rules"][0]["rule"]["name"], "configured");
     assert_eq!(view["rules"][0]["state"], "inactive");
     assert_eq!(view["rollback_wired"], false);
@@ -909,7 +915,16 @@ async fn the_api_lists_adds_replaces_and_deletes_rules_with_precise_refusals() {
         .iter()
         .map(|r| r["rule"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec!["configured", "p50"]);
+    assert_eq!(
+        names,
+        vec![
+            "configured",
+            "default-error-ratio",
+            "default-latency-p99",
+            "default-service-down",
+            "p50"
+        ]
+    );
     plane.platform.stop_all(Duration::from_secs(1)).await;
 }
 

@@ -87,6 +87,10 @@ pub struct AlertsConfig {
     /// Retry `n` of an action waits `n × retry_backoff` (real time).
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
+    /// Adds [`default_rules`] (no actions: they show on `/api/alerts` and in the
+    /// metrics); a configured rule of the same name replaces its default. Off by
+    /// default.
+    pub defaults: bool,
     /// The rules, each with its runbook.
     pub rules: Vec<Rule>,
 }
@@ -99,9 +103,49 @@ impl Default for AlertsConfig {
             log: 512,
             queue: 256,
             retry_backoff: Duration::from_secs(1),
+            defaults: false,
             rules: Vec::new(),
         }
     }
+}
+
+/// The default rule set (`alerts.defaults = true`), per service, without actions:
+///
+/// | name | fires when |
+/// |---|---|
+/// | `default-service-down` | a service this platform has run has no live instance for 10 s |
+/// | `default-error-ratio` | more than 5 % of a service's answers are 5xx for 1 min (resolves below 2 %) |
+/// | `default-latency-p99` | a service's p99 is above 1 s for 2 min (30 s steps) |
+///
+/// Housekeeping routes (`/health`, `/metrics`) are left out of both request rules.
+pub fn default_rules() -> Vec<Rule> {
+    let rule = |json: serde_json::Value| -> Rule {
+        serde_json::from_value(json).expect("a default rule is well-formed")
+    };
+    let work = "route!:/health|/metrics";
+    vec![
+        rule(serde_json::json!({
+            "name": "default-service-down", "metric": "platform_live_instances",
+            "group_by": ["service"], "op": "below", "threshold": 1.0, "for": "10s",
+            "labels": {"severity": "page"},
+            "annotations": {"summary": "a service has no live instance"}
+        })),
+        rule(serde_json::json!({
+            "name": "default-error-ratio", "metric": "http_requests_total",
+            "filter": format!("{work},status:500|502|503|504|599"),
+            "ratio_of": {"filter": work}, "group_by": ["service"], "scale": 100.0,
+            "window": "1m", "op": "above", "threshold": 5.0, "clear": 2.0, "for": "1m",
+            "labels": {"severity": "page"},
+            "annotations": {"summary": "more than 5 % of a service's answers are errors"}
+        })),
+        rule(serde_json::json!({
+            "name": "default-latency-p99", "metric": "http_request_duration_seconds",
+            "filter": work, "fn": "p99", "group_by": ["service"], "scale": 1000.0,
+            "window": "30s", "op": "above", "threshold": 1000.0, "for": "2m",
+            "labels": {"severity": "ticket"},
+            "annotations": {"summary": "a service's p99 is above 1 s"}
+        })),
+    ]
 }
 
 /// What a rule compares.
@@ -563,6 +607,20 @@ impl Rule {
 }
 
 impl AlertsConfig {
+    /// The rules the engine starts with: the configured ones, then (with
+    /// `defaults`) each default rule no configured rule is named after.
+    pub fn effective_rules(&self) -> Vec<Rule> {
+        let mut rules = self.rules.clone();
+        if self.defaults {
+            for default in default_rules() {
+                if !rules.iter().any(|r| r.name == default.name) {
+                    rules.push(default);
+                }
+            }
+        }
+        rules
+    }
+
     /// Checks the table; errors name the dotted key (`alerts.rules[2].for`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.interval < Duration::from_millis(10) || self.interval > Duration::from_secs(3600) {
@@ -589,7 +647,7 @@ impl AlertsConfig {
                 "must be at most 60s",
             ));
         }
-        if self.rules.len() > MAX_RULES {
+        if self.effective_rules().len() > MAX_RULES {
             return Err(ConfigError::new(
                 "alerts.rules",
                 format!("at most {MAX_RULES} rules"),
@@ -758,6 +816,24 @@ mod tests {
         config.validate().unwrap();
         config.queue = 0;
         assert_eq!(config.validate().unwrap_err().key(), "alerts.queue");
+    }
+
+    #[test]
+    fn the_default_rules_are_valid_off_by_default_and_overridable() {
+        for (i, rule) in default_rules().iter().enumerate() {
+            rule.validate(&format!("default[{i}]")).unwrap();
+        }
+        let mut config = AlertsConfig::default();
+        assert!(config.effective_rules().is_empty());
+        config.defaults = true;
+        assert_eq!(config.effective_rules().len(), 3);
+        let mut mine = default_rules().remove(1);
+        mine.threshold = 10.0;
+        config.rules.push(mine);
+        let rules = config.effective_rules();
+        assert_eq!(rules.len(), 3);
+        assert_eq!(rules[0].name, "default-error-ratio");
+        assert_eq!(rules[0].threshold, 10.0, "the configured one wins");
     }
 
     #[test]

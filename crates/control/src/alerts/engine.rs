@@ -138,9 +138,9 @@ impl Alerts {
         let queue_bound = config.queue.clamp(1, super::config::MAX_QUEUE);
         let (queue, receiver) = mpsc::channel(queue_bound);
         let rules = config
-            .rules
-            .iter()
-            .map(|r| (r.name.clone(), RuleState::new(r.clone())))
+            .effective_rules()
+            .into_iter()
+            .map(|r| (r.name.clone(), RuleState::new(r)))
             .collect();
         Self {
             state: Mutex::new(State {
