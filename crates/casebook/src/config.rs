@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use casebook_amazon::config::AmazonConfig;
 use casebook_control::ControlConfig;
+use casebook_control::alerts::AlertsConfig;
 use casebook_control::autoscaler::AutoscalerConfig;
 use casebook_control::chaos::ChaosConfig;
 use casebook_control::deploy::DeployConfig;
@@ -65,6 +66,8 @@ pub struct Config {
     pub chaos: ChaosConfig,
     /// The control plane's deployer: canary share, analysis window, judge.
     pub deploy: DeployConfig,
+    /// The control plane's alert rules and their runbooks.
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             autoscaler: AutoscalerConfig::default(),
             chaos: ChaosConfig::default(),
             deploy: DeployConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -287,6 +291,7 @@ pub fn load(
         config.autoscaler.validate(),
         config.chaos.validate(),
         config.deploy.validate(),
+        config.alerts.validate(),
     ] {
         if let Err(e) = checked {
             let (key, message) = (e.key().to_owned(), e.message().to_owned());
@@ -710,6 +715,36 @@ mod tests {
         );
         let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
         assert_eq!(err.key, "autoscaler.policies[0].scale_in_below");
+        assert_eq!(err.source, f.path().display().to_string());
+    }
+
+    #[test]
+    fn the_alerts_table_reads_rules_and_names_a_bad_key() {
+        let config = load(None, env(&[]), &Overrides::default()).unwrap();
+        assert!(config.alerts.rules.is_empty(), "no rule by default");
+        let f = file(
+            "[[alerts.rules]]\nname = \"amazon-errors\"\nmetric = \"http_requests_total\"\n\
+             filter = \"service:amazon,status:500|503\"\nratio_of = { filter = \"service:amazon\" }\n\
+             scale = 100.0\nop = \"above\"\nthreshold = 1.0\nfor = \"30s\"\n\
+             [[alerts.rules.actions]]\nkind = \"restart\"\n",
+        );
+        let config = load(
+            Some(f.path()),
+            env(&[("CASEBOOK_ALERTS__INTERVAL", "2s")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.alerts.interval, Duration::from_secs(2));
+        assert_eq!(config.alerts.rules[0].for_, Duration::from_secs(30));
+        assert_eq!(config.alerts.rules[0].actions.len(), 1);
+
+        let f = file(
+            "[[alerts.rules]]\nname = \"a\"\nmetric = \"m\"\nop = \"above\"\nthreshold = 1.0\n\
+             [[alerts.rules]]\nname = \"b\"\nmetric = \"m\"\nop = \"above\"\nthreshold = 1.0\n\
+             for = \"2h\"\n",
+        );
+        let err = load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "alerts.rules[1].for");
         assert_eq!(err.source, f.path().display().to_string());
     }
 

@@ -96,6 +96,7 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             // None: the control plane's own fault proxy.
             latency_injector: None,
             deploy: config.deploy.clone(),
+            alerts: config.alerts.clone(),
         },
     )));
     platform.set_listener_limits(casebook_control::CONTROL_SERVICE, config.http.clone());

@@ -344,6 +344,7 @@ async fn index(State(state): State<AdminState>) -> Result<Html<String>, ApiError
 <li><a href="/api/breakers">/api/breakers</a></li>
 <li><a href="/api/metrics/stats">/api/metrics/stats</a></li>
 <li><a href="/api/autoscaler">/api/autoscaler</a> (policies, schedule, decisions)</li>
+<li><a href="/api/alerts">/api/alerts</a> (rules, alerts, the runbook log)</li>
 <li><a href="/metrics">/metrics</a></li>
 </ul>
 </body></html>

@@ -16,9 +16,11 @@
 //! | [`toxiproxy`] | the Toxiproxy-compatible fault proxy (its own port, 8474) and discovery steering |
 //! | [`chaos`] | chaos experiments (Monkey, Gorilla, Kong, Latency) with steady-state hypotheses and rollback, and `/api/chaos` |
 //! | [`deploy`] | canary deployments judged Kayenta's way, promotion and rollback, and `/api/deploys` |
+//! | [`alerts`] | alert rules on the store's metrics with automated runbooks, and `/api/alerts` |
 
 pub mod access;
 pub mod admin;
+pub mod alerts;
 pub mod autoscaler;
 pub mod chaos;
 pub mod deploy;

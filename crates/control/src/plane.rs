@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{self, AccessPolicy, Token};
 use crate::admin::{self, AdminState};
+use crate::alerts::{self, Alerts, AlertsConfig};
 use crate::autoscaler::{self, Autoscaler, AutoscalerConfig, StoreSignal};
 use crate::chaos::{self, Chaos, ChaosConfig, LatencyInjector};
 use crate::deploy::{self, DeployConfig, Deployer, PlatformFleet, StoreMetrics};
@@ -194,6 +195,8 @@ pub struct ControlSettings {
     pub latency_injector: Option<Arc<dyn LatencyInjector>>,
     /// The `[deploy]` table: canary share, analysis, judge.
     pub deploy: DeployConfig,
+    /// The `[alerts]` table: rules and their runbooks.
+    pub alerts: AlertsConfig,
 }
 
 /// The control plane service.
@@ -217,6 +220,7 @@ impl ControlPlane {
         autoscaler: Arc<Autoscaler>,
         chaos: Arc<Chaos>,
         deployer: Arc<Deployer>,
+        alerts: Arc<Alerts>,
         own_instance_id: String,
     ) -> Router {
         admin::router(AdminState {
@@ -233,6 +237,7 @@ impl ControlPlane {
         .merge(autoscaler::api::router(autoscaler))
         .merge(chaos::api::router(chaos))
         .merge(deploy::api::router(deployer))
+        .merge(alerts::api::router(alerts))
         // The Hystrix-style view of every breaker in this process.
         .merge(breakers_router(BreakerRegistry::global().clone()))
     }
@@ -402,12 +407,34 @@ impl ServiceFactory for ControlPlane {
                 },
                 ctx.shutdown_token(),
             ));
+            // Rules on the store's values; runbooks act on this platform, through the
+            // autoscaler and the deployer's rollback.
+            let alerts = Arc::new(Alerts::new(
+                &self.settings.alerts,
+                Arc::new(alerts::StoreSource::new(store.clone(), ctx.clock().clone())),
+                Arc::new(alerts::Effectors::new(
+                    Arc::new(alerts::PlatformRestarter::new(
+                        self.platform.clone(),
+                        self.settings.drain,
+                    )),
+                    Some(autoscaler.clone()),
+                    Some(deployer.clone() as Arc<dyn alerts::DeployRollback>),
+                    Arc::new(alerts::HttpWebhook),
+                )),
+                self.platform.clone(),
+                ctx.clock().clone(),
+            ));
+            alerts.set_external_url(format!(
+                "http://{}",
+                casebook_kit::resolve::callable(address)
+            ));
             let router = self.router(
                 registry,
                 store,
                 autoscaler.clone(),
                 chaos.clone(),
                 deployer.clone(),
+                alerts.clone(),
                 ctx.info().instance_id,
             );
             let policy = AccessPolicy::for_bound(address, token);
@@ -417,6 +444,7 @@ impl ServiceFactory for ControlPlane {
             ctx.spawn(autoscaler.run(ctx.shutdown_token()));
             chaos.start_configured_monkey();
             ctx.spawn(deployer.run(ctx.shutdown_token()));
+            ctx.spawn(alerts.run(ctx.shutdown_token()));
             Ok(address)
         })
     }

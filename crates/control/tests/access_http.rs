@@ -63,6 +63,7 @@ fn settings(control: ControlConfig, discovery: DiscoveryConfig) -> ControlSettin
         chaos: Default::default(),
         latency_injector: None,
         deploy: Default::default(),
+        alerts: Default::default(),
     }
 }
 

@@ -445,6 +445,7 @@ async fn start_plane() -> Plane {
             chaos: Default::default(),
             latency_injector: None,
             deploy: Default::default(),
+            alerts: Default::default(),
         },
     )));
     platform.register_service(Arc::new(Trivial(WEB)));

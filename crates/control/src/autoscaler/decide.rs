@@ -85,6 +85,8 @@ pub enum Reason {
     /// Hold: the platform has never run an instance of the service — the autoscaler
     /// scales what runs, it does not start a case nobody asked for.
     NotStarted,
+    /// Out: an alert's runbook asked for more ([`crate::alerts`]).
+    Alert,
 }
 
 impl Reason {
@@ -104,6 +106,7 @@ impl Reason {
             Self::CooldownIn => "cooldown_in",
             Self::WouldOverload => "would_overload",
             Self::NotStarted => "not_started",
+            Self::Alert => "alert",
         }
     }
 }

@@ -53,6 +53,9 @@ pub struct DecisionRecord {
     /// Why acting failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Who asked, when not the autoscaler's own rule: `alert:<rule>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// What the autoscaler remembers of one service.
@@ -289,7 +292,65 @@ impl Autoscaler {
                 utilisation,
                 instances: acted.instances,
                 error: acted.error,
+                requested_by: None,
             });
+        }
+    }
+
+    /// Starts up to `count` more instances of `service` for `requested_by` (an
+    /// alert's runbook: `alert:<rule>`), capped at its policy's `max_instances`,
+    /// placed as a reactive scale-out is. Recorded in the history (reason `alert`)
+    /// and counted as a scale-out: `cooldown_out` and `cooldown_in` count from it.
+    /// A tick deciding at the same moment may count the same instances; the next
+    /// tick's ceiling rule brings a service above its maximum back to it.
+    pub async fn request_scale_out(
+        &self,
+        service: &str,
+        count: u32,
+        requested_by: &str,
+    ) -> Result<DecisionRecord, String> {
+        let platform = self
+            .platform
+            .upgrade()
+            .filter(|p| !p.is_shutting_down())
+            .ok_or("the platform is shutting down")?;
+        let policy = self.state.lock().policies.get(service).cloned().ok_or_else(|| {
+            format!("no autoscaler policy for `{service}`: a scale-out stays within a policy's max_instances")
+        })?;
+        let current = u32::try_from(act::live(&platform, service).len()).unwrap_or(u32::MAX);
+        let to = current.saturating_add(count).min(policy.max_instances);
+        if to <= current {
+            return Err(format!(
+                "`{service}` has {current} live instances, at its policy's max_instances ({})",
+                policy.max_instances
+            ));
+        }
+        let decision = Decision {
+            from: current,
+            to,
+            direction: Direction::Out,
+            reason: Reason::Alert,
+        };
+        let rule = self.placement_of(&platform, &policy);
+        let acted = act::start(&platform, service, to - current, &rule).await;
+        let at = Moment::of(self.clock.as_ref());
+        let error = acted.error.clone();
+        self.record(service, decision, None, at, acted);
+        let mut state = self.state.lock();
+        let record = state
+            .decisions
+            .iter_mut()
+            .rev()
+            .find(|d| d.service == service && d.decision == decision)
+            .map(|d| {
+                d.requested_by = Some(requested_by.to_owned());
+                d.clone()
+            });
+        drop(state);
+        match (error, record) {
+            (Some(error), _) => Err(error),
+            (None, Some(record)) => Ok(record),
+            (None, None) => Err("the scale-out was not recorded".into()),
         }
     }
 

@@ -715,3 +715,27 @@ fn step_name(step: &Step) -> &'static str {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+/// An alert's "roll back the last deploy" runbook step: marks the rollback and
+/// answers at once; the deployer's loop carries it out (see [`Deployer::rollback`]).
+impl crate::alerts::DeployRollback for Deployer {
+    fn rollback_last<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> casebook_kit::runtime::BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let deploy = self
+                .rollback_last(service, "asked by an alert's runbook")
+                .await
+                .map_err(|e| e.to_string())?;
+            let what = match deploy.phase {
+                super::plan::Phase::Reverting { .. } => "reverting the promoted instances",
+                _ => "stopping the canary and its baseline",
+            };
+            Ok(format!(
+                "deploy {} of {}: {} → {}, {what}",
+                deploy.id, deploy.service, deploy.version, deploy.previous_version
+            ))
+        })
+    }
+}
