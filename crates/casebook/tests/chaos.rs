@@ -279,3 +279,115 @@ async fn gorilla_kong_and_an_aborted_experiment_on_a_running_platform() {
         ["ap-south", "eu-west", "us-east"]
     );
 }
+
+/// Discovery's answer for `service`: (address, `proxied_by`) of each UP instance.
+async fn answered(up: &Up, service: &str) -> Vec<(String, Option<String>)> {
+    let apps = get(&format!("{}/api/discovery/apps/{service}", up.url)).await;
+    apps["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let address = i["instance"]["address"].as_str().unwrap().to_owned();
+            let by = i["metadata"]["proxied_by"].as_str().map(str::to_owned);
+            (address, by)
+        })
+        .collect()
+}
+
+/// Latency Monkey through the control plane's own fault proxy: while the
+/// experiment holds, discovery answers callers of `uber-pricing` with a proxy
+/// that delays every answer; the abort takes the proxy away again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_monkey_fronts_a_service_with_the_fault_proxy_and_takes_it_away() {
+    let dir = tempfile::tempdir().unwrap();
+    // The fault proxy's API on a port known here, to list its proxies.
+    let toxiproxy_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let up = Up::builder(dir.path())
+        .up_arg("--case")
+        .up_arg("uber")
+        .env("CASEBOOK_CONTROL__TOXIPROXY_PORT", &toxiproxy_port.to_string())
+        .start();
+    let url = up.url.clone();
+    let mut direct = Vec::new();
+    for _ in 0..600 {
+        direct = answered(&up, "uber-pricing").await;
+        if !direct.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!direct.is_empty(), "uber-pricing never registered");
+    assert!(direct.iter().all(|(_, by)| by.is_none()), "{direct:?}");
+
+    let output = chaos(
+        dir.path(),
+        &url,
+        &[
+            "latency",
+            "uber-pricing",
+            "--latency-ms",
+            "400",
+            "--duration",
+            "1h",
+            "--detach",
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let mut proxied = Vec::new();
+    for _ in 0..600 {
+        proxied = answered(&up, "uber-pricing").await;
+        if proxied.iter().all(|(_, by)| by.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(proxied.len(), direct.len(), "{proxied:?}");
+    for ((address, by), (original, _)) in proxied.iter().zip(&direct) {
+        assert_ne!(address, original, "the proxy stands in front");
+        assert!(
+            by.as_deref().unwrap().starts_with("toxiproxy:latency-monkey-"),
+            "{by:?}"
+        );
+        // Through the proxy the answer still comes, no sooner than the latency.
+        let started = std::time::Instant::now();
+        let health = HttpClient::new(Duration::from_secs(30))
+            .get_json::<Value>(&format!("http://{address}/health"))
+            .await;
+        assert!(health.is_ok(), "{health:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "answered in {:?}",
+            started.elapsed()
+        );
+    }
+    let proxies = get(&format!(
+        "http://127.0.0.1:{}/proxies",
+        toxiproxy_port
+    ))
+    .await;
+    assert_eq!(proxies.as_object().unwrap().len(), direct.len(), "{proxies}");
+
+    let output = chaos(dir.path(), &url, &["abort", &id]);
+    assert_eq!(output.status.code(), Some(0));
+    let record = wait_done(&up, &id).await;
+    assert_eq!(record["status"], "aborted", "{record:#}");
+    assert_eq!(record["fault"]["removed"], true, "{record:#}");
+    assert_eq!(answered(&up, "uber-pricing").await, direct);
+    let proxies = get(&format!(
+        "http://127.0.0.1:{}/proxies",
+        toxiproxy_port
+    ))
+    .await;
+    assert_eq!(proxies, json!({}));
+}

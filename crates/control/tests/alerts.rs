@@ -744,6 +744,9 @@ async fn start_plane_with(
             },
             http_services: Vec::new(),
             autoscaler,
+            chaos: Default::default(),
+            latency_injector: None,
+            deploy: Default::default(),
             alerts,
         },
     )));

@@ -1,13 +1,14 @@
 //! `casebook chaos …`: chaos experiments against a running platform, through the
 //! control plane's `/api/chaos` (token from the data directory, as `load` does).
 //! Shows the experiment's timeline on stderr while it runs, prints the verdict as a
-//! table on stdout, and exits 1 when the steady-state hypothesis did not hold.
+//! table on stdout, and exits 1 when the steady-state hypothesis did not hold, 2
+//! when the control plane refused the request.
 //! Ctrl-C aborts the experiment (the control plane rolls it back) and waits for it.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use casebook_kit::http_client::{HttpClient, bearer};
 use clap::{Args, Subcommand};
 use http::{HeaderMap, HeaderValue, Method, header};
@@ -121,8 +122,9 @@ pub enum ChaosCommand {
 /// Where the control plane is.
 #[derive(Debug, Args)]
 pub struct Conn {
-    /// The control plane's URL (default: 127.0.0.1 and the configured port).
-    #[arg(long, value_name = "URL")]
+    /// The control plane: its URL (the one `up` prints will do) or HOST:PORT
+    /// (default: 127.0.0.1 and the configured port).
+    #[arg(long = "control", alias = "url", value_name = "URL")]
     url: Option<String>,
 }
 
@@ -300,16 +302,40 @@ impl Api {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
                 .unwrap_or_else(|| value.to_string());
-            match value.get("field").and_then(Value::as_str) {
-                Some(field) => bail!("{status}: {field}: {error}"),
-                None => bail!("{status}: {error}"),
+            return Err(match value.get("field").and_then(Value::as_str) {
+                Some(field) => Refused(format!("{status}: {field}: {error}")),
+                None => Refused(format!("{status}: {error}")),
             }
+            .into());
         }
         Ok(value)
     }
 }
 
+/// The control plane refused a request: exit 2, as `deploy` (1 says the hypothesis
+/// did not hold).
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 pub async fn run(config: &Config, command: ChaosCommand) -> anyhow::Result<ExitCode> {
+    match run_command(config, command).await {
+        Err(err) if err.downcast_ref::<Refused>().is_some() => {
+            eprintln!("casebook chaos: {err}");
+            Ok(ExitCode::from(2))
+        }
+        other => other,
+    }
+}
+
+async fn run_command(config: &Config, command: ChaosCommand) -> anyhow::Result<ExitCode> {
     let (fault, common) = match command {
         ChaosCommand::Monkey {
             service,
@@ -432,7 +458,9 @@ pub async fn run(config: &Config, command: ChaosCommand) -> anyhow::Result<ExitC
                 }
                 "stop" => api.ok(Method::POST, "/api/chaos/monkey/stop", None).await?,
                 "status" => api.ok(Method::GET, "/api/chaos/monkey", None).await?,
-                other => bail!("`{other}` is not start, stop or status"),
+                other => {
+                    return Err(Refused(format!("`{other}` is not start, stop or status")).into());
+                }
             };
             say!("{}", serde_json::to_string_pretty(&answer)?);
             return Ok(ExitCode::SUCCESS);

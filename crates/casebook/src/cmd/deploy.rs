@@ -61,7 +61,7 @@ pub struct Args {
     /// Why, for `--rollback` (recorded in the deploy's steps).
     #[arg(long, requires = "rollback")]
     pub reason: Option<String>,
-    /// The control plane (default: 127.0.0.1:<control.port>).
+    /// The control plane: HOST:PORT or its URL (default: 127.0.0.1:<control.port>).
     #[arg(long, value_name = "HOST:PORT")]
     pub control: Option<String>,
 }
@@ -110,6 +110,20 @@ impl Control {
     }
 }
 
+/// `http://HOST:PORT` from HOST:PORT or a URL (the one `up` prints, token and all).
+fn control_base(address: &str) -> String {
+    let base = if address.starts_with("http://") || address.starts_with("https://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let origin_end = base
+        .match_indices('/')
+        .nth(2)
+        .map_or(base.len(), |(at, _)| at);
+    base[..origin_end].to_owned()
+}
+
 /// Runs the command.
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let address = args
@@ -127,7 +141,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         headers.insert(header::AUTHORIZATION, value);
     }
     let control = Control {
-        base: format!("http://{address}"),
+        base: control_base(&address),
         client: HttpClient::new(Duration::from_secs(10)),
         headers,
     };
@@ -268,6 +282,16 @@ fn answer(status: u16, body: &Value, ok: impl FnOnce(&Value)) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_control_plane_is_named_by_address_or_url() {
+        assert_eq!(control_base("127.0.0.1:7700"), "http://127.0.0.1:7700");
+        assert_eq!(
+            control_base("http://127.0.0.1:7700/?token=abc"),
+            "http://127.0.0.1:7700"
+        );
+        assert_eq!(control_base("http://h:1"), "http://h:1");
+    }
 
     #[test]
     fn shares_read_as_percentages_or_fractions() {

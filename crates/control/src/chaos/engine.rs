@@ -397,12 +397,17 @@ impl Chaos {
         config: Option<MonkeyConfig>,
     ) -> Result<MonkeyView, StartError> {
         let mut state = self.monkey.lock();
-        if let Some(config) = config {
-            config.validate("").map_err(StartError::Invalid)?;
-            state.config = config;
-        }
+        // Checked in full before it replaces anything: a refusal leaves the
+        // daemon, and the configuration it shows, as they were.
+        let config = match config {
+            Some(config) => {
+                config.validate("").map_err(StartError::Invalid)?;
+                config
+            }
+            None => state.config.clone(),
+        };
         let known = self.known_services()?;
-        for (i, rule) in state.config.groups.iter().enumerate() {
+        for (i, rule) in config.groups.iter().enumerate() {
             if !rule.service.contains('*') && !known.contains(&rule.service) {
                 return Err(StartError::NotFound(format!(
                     "groups[{i}].service: unknown service `{}` (known: {})",
@@ -418,7 +423,7 @@ impl Chaos {
         state.running = Some(token.clone());
         state.started_at = Some(monkey::rfc3339_ms(self.env.clock.wall_millis()));
         state.planned.clear();
-        let config = state.config.clone();
+        state.config = config.clone();
         drop(state);
         tracing::warn!(
             leashed = config.leashed,

@@ -47,7 +47,8 @@ impl FaultEnv {
     }
 
     /// Ids of every instance ever placed in `region` (any state), for narrowing
-    /// metric queries.
+    /// metric queries; not the control plane's, whose own calls (pushes, renewals)
+    /// are no service traffic and never leave the region.
     pub fn instances_in_region(&self, region: &str) -> Vec<String> {
         let mut ids: Vec<String> = self
             .platform
@@ -55,14 +56,16 @@ impl FaultEnv {
             .map(|p| p.list())
             .unwrap_or_default()
             .into_iter()
-            .filter(|v| v.info.region == region)
+            .filter(|v| v.info.region == region && v.info.service != CONTROL_SERVICE)
             .map(|v| v.info.instance_id)
             .collect();
         for views in self.registry.all().services.into_values() {
             ids.extend(
                 views
                     .into_iter()
-                    .filter(|v| v.instance.region == region)
+                    .filter(|v| {
+                        v.instance.region == region && v.instance.service != CONTROL_SERVICE
+                    })
                     .map(|v| v.instance.instance_id),
             );
         }

@@ -13,6 +13,7 @@
 //! end_hour = 15
 //! utc_offset = "+00:00"           # the local time zone, as a fixed offset
 //! seed = 7                        # optional: a reproducible schedule
+//! tick = "10s"                    # how often the schedule is looked at (100ms to 1h)
 //! groups = [{ service = "uber" }, { service = "amazon-cart", region = "us-east" }]
 //! exceptions = [{ service = "uber", zone = "ap-south-*" }]
 //! ```
@@ -23,7 +24,9 @@
 //! `1 / mean_time_between_kills_in_work_days`; a kill gets a time drawn uniformly
 //! within `[start_hour, end_hour)` local. The plan is made at the first tick of the
 //! day from the groups alive then. **At its time** ([`MonkeyScheduler::due`]) an
-//! entry is dropped when the window has passed (a tick came too late), when the
+//! entry is dropped when the window has passed (a tick came too late), when its
+//! time came before the day's plan was made (a daemon started at 13:00 does not
+//! make up for the morning), when the
 //! group's last kill was fewer than `min_time_between_kills_in_work_days` work days
 //! before, when an exception matches the group, or when the group has no eligible
 //! instance; otherwise one instance of the group is picked at random (the control
@@ -400,6 +403,9 @@ pub struct MonkeyScheduler {
     pub config: MonkeyConfig,
     seed: u64,
     day: Option<Day>,
+    /// When today's plan was made: entries planned before it are not acted on
+    /// (a daemon started at 13:00 does not make up for the morning).
+    planned_at_ms: u64,
     planned: Vec<Planned>,
     /// The local day of each group's last kill.
     last_kill: BTreeMap<GroupKey, Day>,
@@ -411,6 +417,7 @@ impl MonkeyScheduler {
             config,
             seed,
             day: None,
+            planned_at_ms: 0,
             planned: Vec::new(),
             last_kill: BTreeMap::new(),
         }
@@ -429,14 +436,15 @@ impl MonkeyScheduler {
         groups: impl FnOnce() -> Vec<GroupKey>,
     ) -> Vec<(Planned, Verdict)> {
         let day = day_of(wall, &self.config);
-        if self.day != Some(day) {
-            self.day = Some(day);
-            self.planned = plan_day(&self.config, self.seed, day, &groups());
-        }
         let now_ms = wall
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        if self.day != Some(day) {
+            self.day = Some(day);
+            self.planned_at_ms = now_ms;
+            self.planned = plan_day(&self.config, self.seed, day, &groups());
+        }
         let split = self.planned.partition_point(|p| p.at_ms <= now_ms);
         let due: Vec<Planned> = self.planned.drain(..split).collect();
         due.into_iter()
@@ -451,6 +459,9 @@ impl MonkeyScheduler {
         let skip = |reason: String| Verdict::Skip { reason };
         if !in_window(wall, &self.config) {
             return skip("outside business hours (the tick came late)".into());
+        }
+        if entry.at_ms < self.planned_at_ms {
+            return skip("planned before the day's plan was made (the daemon started later)".into());
         }
         if self
             .config
@@ -820,6 +831,17 @@ mod tests {
         assert!(due.iter().all(
             |(_, v)| matches!(v, Verdict::Skip { reason } if reason.contains("business hours"))
         ));
+        // One started mid-day does not make up for the morning: what was planned
+        // before it started is skipped, what comes later stays planned.
+        let mut scheduler = MonkeyScheduler::new(scheduler.config.clone(), 9);
+        let plan = plan_day(&scheduler.config, 9, monday, &groups);
+        let start_ms = (plan[0].at_ms + plan[1].at_ms) / 2;
+        assert!(plan[0].at_ms < start_ms && start_ms < plan[1].at_ms, "{plan:?}");
+        let started = UNIX_EPOCH + Duration::from_millis(start_ms);
+        let due = scheduler.due(started, || groups.clone());
+        assert_eq!(due.len(), 1);
+        assert!(matches!(&due[0].1, Verdict::Skip { reason } if reason.contains("started later")));
+        assert_eq!(scheduler.planned(), &plan[1..]);
         // A bad file value names its key.
         let bad = MonkeyConfig {
             start_hour: 16,

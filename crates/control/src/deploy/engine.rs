@@ -729,7 +729,7 @@ impl crate::alerts::DeployRollback for Deployer {
                 .await
                 .map_err(|e| e.to_string())?;
             let what = match deploy.phase {
-                super::plan::Phase::Reverting { .. } => "reverting the promoted instances",
+                Phase::Reverting { .. } => "reverting the promoted instances",
                 _ => "stopping the canary and its baseline",
             };
             Ok(format!(

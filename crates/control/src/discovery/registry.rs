@@ -415,6 +415,8 @@ impl Registry {
             }
         };
         let mut metadata = metadata;
+        // Only the deployer gives traffic shares: an instance cannot claim one.
+        metadata.remove(TRAFFIC_SHARE_KEY);
         if let Some(share) = state
             .shares
             .get(&(instance.service.clone(), instance.instance_id.clone()))

@@ -18,7 +18,7 @@
 //! shift and its interval match SciPy and the R/Kayenta inversion (fixtures in
 //! `crates/control/tests/fixtures`). **Not guaranteed**: where both samples are
 //! each constant Kayenta adds Gaussian noise; here the shift is exact and its
-//! interval a point. See `docs/notes/control/canary.md`.
+//! interval a point. See `docs/notes/control/deploy.md`.
 
 pub mod classify;
 pub mod config;

@@ -794,3 +794,30 @@ fn a_region_override_takes_the_region_out_and_back_sparing_the_exempt() {
         .unwrap_err();
     assert!(matches!(err, RegistryError::Invalid { ref field, .. } if field == "region"));
 }
+
+#[test]
+fn only_the_deployer_gives_traffic_shares() {
+    let (registry, _clock) = registry(no_self_preservation());
+    let mut claim = reg("svc", "svc-1", "us-east-a");
+    claim
+        .metadata
+        .insert(TRAFFIC_SHARE_KEY.to_owned(), "0.9".into());
+    registry.register(claim.clone()).unwrap();
+    let share = |r: &Registry| {
+        r.get("svc", "svc-1")
+            .unwrap()
+            .metadata
+            .get(TRAFFIC_SHARE_KEY)
+            .cloned()
+    };
+    assert_eq!(share(&registry), None, "an instance's own claim is dropped");
+    registry
+        .set_traffic_share("svc", "svc-1", Some(0.1))
+        .unwrap();
+    assert_eq!(share(&registry).as_deref(), Some("0.1"));
+    // Re-registering keeps the deployer's share, not the instance's claim.
+    registry.register(claim).unwrap();
+    assert_eq!(share(&registry).as_deref(), Some("0.1"));
+    registry.set_traffic_share("svc", "svc-1", None).unwrap();
+    assert_eq!(share(&registry), None);
+}
