@@ -814,7 +814,10 @@ async fn the_api_lists_adds_replaces_and_deletes_rules_with_precise_refusals() {
     );
     assert_eq!(view["rules"][0]["rule"]["name"], "configured");
     assert_eq!(view["rules"][0]["state"], "inactive");
-    assert_eq!(view["rollback_wired"], false);
+    assert_eq!(
+        view["rollback_wired"], true,
+        "the control plane wires its deployer's rollback"
+    );
 
     let body = json!({
         "name": "p99", "metric": "http_request_duration_seconds", "filter": "service:amazon",

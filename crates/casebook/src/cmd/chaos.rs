@@ -142,7 +142,8 @@ pub struct Common {
     /// How long after rollback the "after" probes are taken.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     settle: Duration,
-    /// A probe of the hypothesis (repeatable): `success:SERVICE>=0.999`,
+    /// A probe of the hypothesis (repeatable; none given: success ≥ 0.999 over every
+    /// service): `success:SERVICE>=0.999`,
     /// `p99:SERVICE<=250` (ms; any `pNN`), `rate:SERVICE>=5` (requests/s), then
     /// optional `,abort=VALUE`, `,window=30s`, `,region=NAME`.
     #[arg(long = "probe", value_name = "PROBE")]
@@ -159,6 +160,16 @@ pub struct Common {
     /// No timeline on stderr while it runs.
     #[arg(long)]
     no_progress: bool,
+}
+
+/// The hypothesis of an experiment run without `--probe`.
+fn default_probe() -> Value {
+    json!({
+        "name": "success ratio, every service",
+        "kind": "success_ratio",
+        "min": 0.999,
+        "allow_no_data": true,
+    })
 }
 
 /// Parses `success:uber>=0.999,abort=0.99,window=30s` into a probe's JSON.
@@ -476,6 +487,12 @@ async fn run_command(config: &Config, command: ChaosCommand) -> anyhow::Result<E
             }
         }
     }
+    if probes.is_empty() {
+        // Every experiment states a hypothesis: without one given, the platform's
+        // success ratio stays at 99.9 % (a quiet platform, with no requests, holds).
+        probes.push(default_probe());
+        eprintln!("chaos: no --probe given: the hypothesis is success ≥ 0.999 over every service");
+    }
     let mut spec = json!({
         "fault": fault,
         "probes": probes,
@@ -631,6 +648,15 @@ fn verdict(record: &Value, json: bool) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_hypothesis_is_a_valid_probe() {
+        let mut probe: casebook_control::chaos::Probe =
+            serde_json::from_value(default_probe()).unwrap();
+        probe.validate("probes[0]").unwrap();
+        assert_eq!(probe.min, Some(0.999));
+        assert_eq!(probe.service, None, "every service");
+    }
 
     #[test]
     fn probes_parse_from_their_short_form() {
