@@ -340,13 +340,19 @@ async fn a_good_canary_is_promoted_by_a_rolling_update() {
     assert_eq!(d.replaced.len(), 3);
     assert!(r.fleet.shares.lock().is_empty());
 
-    // The alerts' runbook: roll back the last deploy of the service → revert.
-    let marked = r
-        .deployer
-        .rollback_last("web", "alert: web error rate")
+    // The alerts' runbook (through the seam the alerts call): roll back the last
+    // deploy of the service → revert.
+    let said = casebook_control::alerts::DeployRollback::rollback_last(&*r.deployer, "web")
         .await
         .unwrap();
-    assert!(matches!(marked.phase, Phase::Reverting { ref reason } if reason.starts_with("alert")));
+    assert!(
+        said.contains("web-1") && said.contains("reverting"),
+        "{said}"
+    );
+    let marked = r.deployer.get("web-1").unwrap();
+    assert!(
+        matches!(marked.phase, Phase::Reverting { ref reason } if reason.contains("alert"))
+    );
     let outcome = r.run_until_done("web-1", Duration::from_secs(1), 10).await;
     assert_eq!(outcome, Outcome::Reverted);
     assert!(r.fleet.live.lock().iter().all(|m| m.version == "1.0"));

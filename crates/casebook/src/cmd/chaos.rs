@@ -167,6 +167,7 @@ fn default_probe() -> Value {
     json!({
         "name": "success ratio, every service",
         "kind": "success_ratio",
+        "service": "*",
         "min": 0.999,
         "allow_no_data": true,
     })
@@ -655,7 +656,7 @@ mod tests {
             serde_json::from_value(default_probe()).unwrap();
         probe.validate("probes[0]").unwrap();
         assert_eq!(probe.min, Some(0.999));
-        assert_eq!(probe.service, None, "every service");
+        assert_eq!(probe.service.as_deref(), Some("*"), "every service");
     }
 
     #[test]

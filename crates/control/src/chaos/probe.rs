@@ -33,6 +33,9 @@ use crate::metrics_store::query::{Aggregate, Query, TagFilter, TimeSpec};
 pub const MAX_PROBES: usize = 16;
 /// The longest probe window.
 pub const MAX_WINDOW: Duration = Duration::from_secs(600);
+/// A probe's `service` that means every service (but the control plane).
+pub const EVERY_SERVICE: &str = "*";
+
 /// Routes that are not a service's work.
 const HOUSEKEEPING_ROUTES: [&str; 2] = ["/health", "/metrics"];
 
@@ -65,6 +68,7 @@ pub struct Probe {
     #[serde(default)]
     pub name: String,
     pub kind: ProbeKind,
+    /// The service measured; `*` for every service but the control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -327,12 +331,20 @@ impl StoreMeasure {
             }
             return filters;
         }
-        if let Some(service) = &probe.service {
-            filters.push(TagFilter {
+        match probe.service.as_deref() {
+            // Every service but the control plane, whose own calls are no service
+            // traffic.
+            Some(EVERY_SERVICE) => filters.push(TagFilter {
                 key: "service".into(),
-                values: vec![service.clone()],
+                values: vec![crate::CONTROL_SERVICE.to_owned()],
+                negate: true,
+            }),
+            Some(service) => filters.push(TagFilter {
+                key: "service".into(),
+                values: vec![service.to_owned()],
                 negate: false,
-            });
+            }),
+            None => {}
         }
         filters.push(TagFilter {
             key: "route".into(),
@@ -549,8 +561,13 @@ mod tests {
     }
 
     fn push(store: &MetricsStore, at_ms: u64, instance: &str, status: &str, n: f64, secs: f64) {
+        let service = if instance.starts_with("control") {
+            "control"
+        } else {
+            "api"
+        };
         let tags: BTreeMap<String, String> = [
-            ("service", "api"),
+            ("service", service),
             ("instance", instance),
             ("route", "/a"),
             ("status", status),
@@ -584,11 +601,18 @@ mod tests {
         for _ in 0..20 {
             push(&store, clock.wall_millis(), "api-1", "200", 99.0, 0.010);
             push(&store, clock.wall_millis(), "api-2", "503", 1.0, 0.500);
+            // The control plane's own failures are no service's traffic.
+            push(&store, clock.wall_millis(), "control-1", "500", 50.0, 0.001);
             clock.advance(Duration::from_secs(1));
         }
         let value = measure.measure(&ratio, ratio.window, None).unwrap();
         assert!((value - 0.99).abs() < 1e-9, "{value}");
         assert!(ratio.holds(Some(value)));
+        let every = probe(
+            serde_json::json!({"kind": "success_ratio", "service": "*", "min": 0.99, "window": "10s"}),
+        );
+        let value = measure.measure(&every, every.window, None).unwrap();
+        assert!((value - 0.99).abs() < 1e-9, "the control plane left out: {value}");
         // Narrowed to one instance.
         let only = measure
             .measure(&ratio, ratio.window, Some(&["api-2".to_owned()]))
