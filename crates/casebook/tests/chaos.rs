@@ -310,7 +310,10 @@ async fn latency_monkey_fronts_a_service_with_the_fault_proxy_and_takes_it_away(
     let up = Up::builder(dir.path())
         .up_arg("--case")
         .up_arg("uber")
-        .env("CASEBOOK_CONTROL__TOXIPROXY_PORT", &toxiproxy_port.to_string())
+        .env(
+            "CASEBOOK_CONTROL__TOXIPROXY_PORT",
+            &toxiproxy_port.to_string(),
+        )
         .start();
     let url = up.url.clone();
     let mut direct = Vec::new();
@@ -356,7 +359,9 @@ async fn latency_monkey_fronts_a_service_with_the_fault_proxy_and_takes_it_away(
     for ((address, by), (original, _)) in proxied.iter().zip(&direct) {
         assert_ne!(address, original, "the proxy stands in front");
         assert!(
-            by.as_deref().unwrap().starts_with("toxiproxy:latency-monkey-"),
+            by.as_deref()
+                .unwrap()
+                .starts_with("toxiproxy:latency-monkey-"),
             "{by:?}"
         );
         // Through the proxy the answer still comes, no sooner than the latency.
@@ -371,12 +376,12 @@ async fn latency_monkey_fronts_a_service_with_the_fault_proxy_and_takes_it_away(
             started.elapsed()
         );
     }
-    let proxies = get(&format!(
-        "http://127.0.0.1:{}/proxies",
-        toxiproxy_port
-    ))
-    .await;
-    assert_eq!(proxies.as_object().unwrap().len(), direct.len(), "{proxies}");
+    let proxies = get(&format!("http://127.0.0.1:{}/proxies", toxiproxy_port)).await;
+    assert_eq!(
+        proxies.as_object().unwrap().len(),
+        direct.len(),
+        "{proxies}"
+    );
 
     let output = chaos(dir.path(), &url, &["abort", &id]);
     assert_eq!(output.status.code(), Some(0));
@@ -384,10 +389,6 @@ async fn latency_monkey_fronts_a_service_with_the_fault_proxy_and_takes_it_away(
     assert_eq!(record["status"], "aborted", "{record:#}");
     assert_eq!(record["fault"]["removed"], true, "{record:#}");
     assert_eq!(answered(&up, "uber-pricing").await, direct);
-    let proxies = get(&format!(
-        "http://127.0.0.1:{}/proxies",
-        toxiproxy_port
-    ))
-    .await;
+    let proxies = get(&format!("http://127.0.0.1:{}/proxies", toxiproxy_port)).await;
     assert_eq!(proxies, json!({}));
 }

@@ -213,16 +213,16 @@ impl ControlPlane {
         Self { platform, settings }
     }
 
-    fn router(
-        &self,
-        registry: Arc<Registry>,
-        store: Arc<MetricsStore>,
-        autoscaler: Arc<Autoscaler>,
-        chaos: Arc<Chaos>,
-        deployer: Arc<Deployer>,
-        alerts: Arc<Alerts>,
-        own_instance_id: String,
-    ) -> Router {
+    fn router(&self, parts: Parts) -> Router {
+        let Parts {
+            registry,
+            store,
+            autoscaler,
+            chaos,
+            deployer,
+            alerts,
+            own_instance_id,
+        } = parts;
         admin::router(AdminState {
             platform: self.platform.clone(),
             topology: self.settings.topology.clone(),
@@ -241,6 +241,17 @@ impl ControlPlane {
         // The Hystrix-style view of every breaker in this process.
         .merge(breakers_router(BreakerRegistry::global().clone()))
     }
+}
+
+/// What the control plane's routes serve, each part behind its own module's router.
+struct Parts {
+    registry: Arc<Registry>,
+    store: Arc<MetricsStore>,
+    autoscaler: Arc<Autoscaler>,
+    chaos: Arc<Chaos>,
+    deployer: Arc<Deployer>,
+    alerts: Arc<Alerts>,
+    own_instance_id: String,
 }
 
 impl ControlPlane {
@@ -428,15 +439,15 @@ impl ServiceFactory for ControlPlane {
                 "http://{}",
                 casebook_kit::resolve::callable(address)
             ));
-            let router = self.router(
+            let router = self.router(Parts {
                 registry,
                 store,
-                autoscaler.clone(),
-                chaos.clone(),
-                deployer.clone(),
-                alerts.clone(),
-                ctx.info().instance_id,
-            );
+                autoscaler: autoscaler.clone(),
+                chaos: chaos.clone(),
+                deployer: deployer.clone(),
+                alerts: alerts.clone(),
+                own_instance_id: ctx.info().instance_id,
+            });
             let policy = AccessPolicy::for_bound(address, token);
             serve_http(ctx, listener, policy.protect(router));
             ctx.spawn(toxiproxy.run_until(ctx.shutdown_token()));

@@ -350,9 +350,7 @@ async fn a_good_canary_is_promoted_by_a_rolling_update() {
         "{said}"
     );
     let marked = r.deployer.get("web-1").unwrap();
-    assert!(
-        matches!(marked.phase, Phase::Reverting { ref reason } if reason.contains("alert"))
-    );
+    assert!(matches!(marked.phase, Phase::Reverting { ref reason } if reason.contains("alert")));
     let outcome = r.run_until_done("web-1", Duration::from_secs(1), 10).await;
     assert_eq!(outcome, Outcome::Reverted);
     assert!(r.fleet.live.lock().iter().all(|m| m.version == "1.0"));

@@ -447,7 +447,12 @@ async fn fronting_a_service_proxies_every_up_instance_and_rolls_back() {
     register(&registry, "svc", "svc-2", b);
     let latency = model::parse_toxic(br#"{"type":"latency","attributes":{"latency":5}}"#).unwrap();
     let fronting = toxiproxy
-        .front_service(&registry, "svc", "latency-monkey", std::slice::from_ref(&latency))
+        .front_service(
+            &registry,
+            "svc",
+            "latency-monkey",
+            std::slice::from_ref(&latency),
+        )
         .unwrap();
     assert_eq!(fronting.proxies.len(), 2);
     assert_eq!(fronting.proxies[0].proxy, "latency-monkey-svc-1");
@@ -463,7 +468,12 @@ async fn fronting_a_service_proxies_every_up_instance_and_rolls_back() {
     // All or nothing: a second fronting under the same label conflicts, and
     // leaves the first intact.
     let err = toxiproxy
-        .front_service(&registry, "svc", "latency-monkey", std::slice::from_ref(&latency))
+        .front_service(
+            &registry,
+            "svc",
+            "latency-monkey",
+            std::slice::from_ref(&latency),
+        )
         .unwrap_err();
     assert_eq!(err.status, 409);
     assert_eq!(toxiproxy.list().len(), 2);

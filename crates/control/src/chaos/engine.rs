@@ -274,7 +274,10 @@ impl Chaos {
             }
         }
         for (i, probe) in spec.probes.iter().enumerate() {
-            if let Some(service) = probe.service.as_ref().filter(|s| *s != super::probe::EVERY_SERVICE)
+            if let Some(service) = probe
+                .service
+                .as_ref()
+                .filter(|s| *s != super::probe::EVERY_SERVICE)
                 && !known.contains(service)
             {
                 return Err(StartError::NotFound(format!(

@@ -192,7 +192,7 @@ impl MonkeyConfig {
             }
         };
         let m = self.mean_time_between_kills_in_work_days;
-        if !(m.is_finite() && m >= 1.0 && m <= 10_000.0) {
+        if !(m.is_finite() && (1.0..=10_000.0).contains(&m)) {
             return Err(ConfigError::new(
                 key("mean_time_between_kills_in_work_days"),
                 format!("from 1 to 10000 work days, got {m}"),
@@ -461,7 +461,9 @@ impl MonkeyScheduler {
             return skip("outside business hours (the tick came late)".into());
         }
         if entry.at_ms < self.planned_at_ms {
-            return skip("planned before the day's plan was made (the daemon started later)".into());
+            return skip(
+                "planned before the day's plan was made (the daemon started later)".into(),
+            );
         }
         if self
             .config
@@ -836,7 +838,10 @@ mod tests {
         let mut scheduler = MonkeyScheduler::new(scheduler.config.clone(), 9);
         let plan = plan_day(&scheduler.config, 9, monday, &groups);
         let start_ms = (plan[0].at_ms + plan[1].at_ms) / 2;
-        assert!(plan[0].at_ms < start_ms && start_ms < plan[1].at_ms, "{plan:?}");
+        assert!(
+            plan[0].at_ms < start_ms && start_ms < plan[1].at_ms,
+            "{plan:?}"
+        );
         let started = UNIX_EPOCH + Duration::from_millis(start_ms);
         let due = scheduler.due(started, || groups.clone());
         assert_eq!(due.len(), 1);

@@ -612,7 +612,10 @@ mod tests {
             serde_json::json!({"kind": "success_ratio", "service": "*", "min": 0.99, "window": "10s"}),
         );
         let value = measure.measure(&every, every.window, None).unwrap();
-        assert!((value - 0.99).abs() < 1e-9, "the control plane left out: {value}");
+        assert!(
+            (value - 0.99).abs() < 1e-9,
+            "the control plane left out: {value}"
+        );
         // Narrowed to one instance.
         let only = measure
             .measure(&ratio, ratio.window, Some(&["api-2".to_owned()]))

@@ -40,6 +40,9 @@ pub struct StoreMetrics {
     store: Arc<MetricsStore>,
 }
 
+/// One series of a query: its group-by tags and its values per step.
+type TaggedSeries = (BTreeMap<String, String>, Vec<Option<f64>>);
+
 impl StoreMetrics {
     pub fn new(store: Arc<MetricsStore>) -> Self {
         Self { store }
@@ -53,7 +56,7 @@ impl StoreMetrics {
         aggregate: Aggregate,
         group_by: &[&str],
         window: Window,
-    ) -> Vec<(BTreeMap<String, String>, Vec<Option<f64>>)> {
+    ) -> Vec<TaggedSeries> {
         let tag = |key: &str, value: &str| TagFilter {
             key: key.into(),
             values: vec![value.to_owned()],

@@ -127,7 +127,8 @@ pub fn mann_whitney_u(x: &[f64], y: &[f64]) -> UTest {
     let u = u1.max(n1 * n2 - u1);
     let n = n1 + n2;
     let sigma = (n1 * n2 / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)))).sqrt();
-    if !(sigma > 0.0) {
+    // NaN (no variance at all) counts as zero.
+    if sigma.is_nan() || sigma <= 0.0 {
         return UTest {
             u: u1,
             z: 0.0,
