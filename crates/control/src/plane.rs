@@ -368,6 +368,8 @@ impl ServiceFactory for ControlPlane {
                 )
                 .map_err(anyhow::Error::from)?,
             );
+            // The platform's region flags follow this registry's region overrides.
+            registry.attach_evacuations(ctx.evacuations().clone());
             let listener = ctx.bind(ctx.listen_addr()).await?;
             let address = listener.local_addr().map_err(anyhow::Error::from)?;
             discovery::spawn_maintenance(registry.clone(), ctx.shutdown_token());

@@ -24,6 +24,9 @@
 //!   region's status (over its own override; `DOWN`/`STARTING` still believed),
 //!   except the services the override exempts (the control plane). Dropping the
 //!   region override restores each instance's own status. At most one per region.
+//!   With the platform's flags attached ([`Registry::attach_evacuations`]) an
+//!   override of any status but `UP` also marks the region evacuated, and
+//!   dropping it clears the flag: the one place the flag is set.
 //! - **Eviction.** One run evicts at most `size − floor(size × eviction_limit_fraction)`
 //!   expired instances, so a mass expiry drains over several runs. Eureka picks the
 //!   victims at random; here the longest-expired go first (ties by service, then
@@ -57,6 +60,7 @@ use casebook_kit::discovery::{
     Applications, DiscoveryStatus, InstanceView, Registration, ServiceInstances,
 };
 use casebook_kit::resolve::TRAFFIC_SHARE_KEY;
+use casebook_kit::runtime::Evacuations;
 use casebook_kit::topology::{InstanceInfo, InstanceStatus, Topology};
 use parking_lot::Mutex;
 
@@ -269,6 +273,12 @@ struct State {
     region_overrides: BTreeMap<String, RegionOverride>,
 }
 
+/// Whether a region override with `status` evacuates its region: any status but
+/// `UP` sends callers away.
+fn evacuates(status: InstanceStatus) -> bool {
+    status != InstanceStatus::Up
+}
+
 impl State {
     fn region_override(&self, info: &InstanceInfo) -> Option<&RegionOverride> {
         self.region_overrides.get(&info.region)
@@ -284,6 +294,9 @@ pub struct Registry {
     state: Mutex<State>,
     /// Proxies steering service queries (see [`super::rewrites`]).
     rewrites: AddressRewrites,
+    /// The platform's region flags, kept equal to the region overrides: an
+    /// override with any status but `UP` marks its region evacuated.
+    evacuations: std::sync::OnceLock<Evacuations>,
 }
 
 impl Registry {
@@ -304,6 +317,7 @@ impl Registry {
             topology,
             clock,
             rewrites: AddressRewrites::new(),
+            evacuations: std::sync::OnceLock::new(),
             state: Mutex::new(State {
                 services: BTreeMap::new(),
                 size: 0,
@@ -318,6 +332,31 @@ impl Registry {
                 shares: BTreeMap::new(),
             }),
         })
+    }
+
+    /// Keeps `evacuations` equal to this registry's region overrides from now on
+    /// (set once; the control plane hands it the platform's). The flags are set
+    /// to the overrides now: a fresh registry has none, so a restarted control
+    /// plane clears what its predecessor left.
+    pub fn attach_evacuations(&self, evacuations: Evacuations) {
+        let now: Vec<(String, bool)> = {
+            let state = self.state.lock();
+            self.topology
+                .regions
+                .iter()
+                .map(|r| {
+                    let out = state
+                        .region_overrides
+                        .get(&r.name)
+                        .is_some_and(|o| evacuates(o.status));
+                    (r.name.clone(), out)
+                })
+                .collect()
+        };
+        for (region, out) in now {
+            evacuations.set(&region, out);
+        }
+        let _ = self.evacuations.set(evacuations);
     }
 
     /// The configuration the registry runs with.
@@ -532,6 +571,11 @@ impl Registry {
         let since_ms = self.clock.wall_millis();
         let mut state = self.state.lock();
         metrics::counter!("discovery_region_overrides_total").increment(1);
+        // Under the registry's lock, so two overrides of one region leave the
+        // flag as the later one says (a watch send never blocks).
+        if let Some(evacuations) = self.evacuations.get() {
+            evacuations.set(region, status.is_some_and(evacuates));
+        }
         Ok(match status {
             Some(status) => state.region_overrides.insert(
                 region.to_owned(),

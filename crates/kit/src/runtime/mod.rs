@@ -33,6 +33,13 @@
 //!   counted (`connections_refused_total`); an idle HTTP connection is closed after
 //!   [`ListenerLimits::header_read_timeout`] (default 30 s).
 //!
+//! - **Region evacuation is one flag per region** ([`Evacuations`],
+//!   [`Platform::set_region_evacuated`], [`InstanceContext::region_evacuated`]):
+//!   set and cleared where discovery keeps the region override, so the services
+//!   facing outside clients (the chat node, the uber API) refuse and move them
+//!   while their region is out. Embedded mode only; in fleet mode an instance
+//!   would learn it from its lease renewal (not built).
+//!
 //! Services plug in through [`ServiceFactory`]; discovery plugs in through
 //! [`Registrar`]. The runtime knows neither discovery's protocol nor any case.
 //!
@@ -41,11 +48,13 @@
 //! fleet mode: `casebook serve`).
 
 pub mod bad_build;
+pub mod evacuation;
 mod http;
 mod platform;
 mod slots;
 
 pub use bad_build::BadBuild;
+pub use evacuation::Evacuations;
 pub use http::{
     AcceptOptions, ListenerLimits, MAX_CONNECTIONS_CEILING, serve_http, serve_http_with, serve_tcp,
     serve_tcp_with,

@@ -184,6 +184,8 @@ struct ContextInner {
     bad_build: Option<super::BadBuild>,
     data_dir: PathBuf,
     clock: SharedClock,
+    /// The platform's region flags (shared).
+    evacuations: super::Evacuations,
     shutdown: CancellationToken,
     kill: CancellationToken,
     tasks: TaskTracker,
@@ -257,6 +259,17 @@ impl InstanceContext {
     /// The clock this instance runs on.
     pub fn clock(&self) -> &SharedClock {
         &self.inner.clock
+    }
+
+    /// Whether this instance's region is evacuated, now and as it changes: the
+    /// platform's flag for its region ([`Platform::set_region_evacuated`]).
+    pub fn region_evacuated(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.evacuations.watch(&self.inner.spec.placement.region)
+    }
+
+    /// Every region's evacuation flag (to pick a serving region elsewhere).
+    pub fn evacuations(&self) -> &super::Evacuations {
+        &self.inner.evacuations
     }
 
     /// Binds a TCP listener, with an error that names the instance and how to
@@ -350,6 +363,8 @@ struct PlatformInner {
     bad_builds: RwLock<BTreeMap<(String, String), super::BadBuild>>,
     /// Set once [`Platform::stop_all`] begins.
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Which regions are evacuated (see [`super::evacuation`]).
+    evacuations: super::Evacuations,
 }
 
 impl fmt::Debug for Platform {
@@ -392,7 +407,6 @@ impl Platform {
     pub fn new(topology: Topology, data_dir: impl Into<PathBuf>, clock: SharedClock) -> Self {
         Self {
             inner: Arc::new(PlatformInner {
-                topology,
                 data_dir: data_dir.into(),
                 clock,
                 factories: RwLock::default(),
@@ -404,6 +418,8 @@ impl Platform {
                 listener_limits: RwLock::default(),
                 bad_builds: RwLock::default(),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
+                evacuations: super::Evacuations::new(&topology),
+                topology,
             }),
         }
     }
@@ -418,6 +434,18 @@ impl Platform {
 
     pub fn clock(&self) -> &SharedClock {
         &self.inner.clock
+    }
+
+    /// Marks `region` evacuated or serving again; every instance placed there
+    /// sees it through [`InstanceContext::region_evacuated`]. Discovery calls it
+    /// where it keeps the region override; returns whether the flag changed.
+    pub fn set_region_evacuated(&self, region: &str, evacuated: bool) -> bool {
+        self.inner.evacuations.set(region, evacuated)
+    }
+
+    /// The platform's region flags, to hand to whatever keeps region overrides.
+    pub fn evacuations(&self) -> &super::Evacuations {
+        &self.inner.evacuations
     }
 
     /// Makes a service startable by name.
@@ -577,6 +605,7 @@ impl Platform {
                     address: OnceLock::new(),
                     listeners: parking_lot::Mutex::new(Vec::new()),
                     clock: self.inner.clock.clone(),
+                    evacuations: self.inner.evacuations.clone(),
                     shutdown: CancellationToken::new(),
                     kill: CancellationToken::new(),
                     tasks: TaskTracker::new(),

@@ -796,6 +796,37 @@ fn a_region_override_takes_the_region_out_and_back_sparing_the_exempt() {
 }
 
 #[test]
+fn the_platforms_region_flags_follow_the_region_overrides() {
+    let (registry, _clock) = registry(no_self_preservation());
+    let evacuations = casebook_kit::runtime::Evacuations::new(&Topology::default());
+    // A flag left set (by a previous control plane) is cleared on attach.
+    evacuations.set("ap-south", true);
+    registry.attach_evacuations(evacuations.clone());
+    assert!(evacuations.evacuated().is_empty());
+
+    registry
+        .override_region("eu-west", Some(InstanceStatus::OutOfService), Vec::new())
+        .unwrap();
+    assert_eq!(evacuations.evacuated(), ["eu-west"]);
+    // An operator's `UP` override of a region sends nobody away.
+    registry
+        .override_region("us-east", Some(InstanceStatus::Up), Vec::new())
+        .unwrap();
+    assert_eq!(evacuations.evacuated(), ["eu-west"]);
+    registry
+        .override_region("eu-west", None, Vec::new())
+        .unwrap();
+    assert!(evacuations.evacuated().is_empty());
+    // A refused override changes no flag.
+    assert!(
+        registry
+            .override_region("mars", Some(InstanceStatus::Down), Vec::new())
+            .is_err()
+    );
+    assert!(evacuations.evacuated().is_empty());
+}
+
+#[test]
 fn only_the_deployer_gives_traffic_shares() {
     let (registry, _clock) = registry(no_self_preservation());
     let mut claim = reg("svc", "svc-1", "us-east-a");
