@@ -629,3 +629,70 @@ async fn a_full_node_points_to_the_least_loaded_other_then_all_full_means_retry_
     );
     drop((on_a, on_b, on_c));
 }
+
+#[tokio::test]
+async fn an_evacuated_region_sends_new_and_connected_clients_to_another_region_then_serves_again()
+{
+    let cloud = Cloud::start(WhatsappConfig::default()).await;
+    // Bob on us-east and Carol on ap-south load those nodes; alice is on eu-west.
+    let _bob = Client::online(cloud.addr(0), "bob", "phone").await;
+    let _carol = Client::online(cloud.addr(2), "carol", "phone").await;
+    let mut bob_again = Client::online(cloud.addr(2), "bob", "laptop").await;
+    let mut alice = Client::online(cloud.addr(1), "alice", "phone").await;
+
+    // ap-south is out too: only us-east may be named.
+    cloud.platform.set_region_evacuated("ap-south", true);
+    cloud.platform.set_region_evacuated("eu-west", true);
+
+    // The connected session is told to go elsewhere, then its stream closes.
+    let error = alice.stream_error().await;
+    let other = error
+        .child("see-other-host", STREAM_ERRORS_NS)
+        .unwrap_or_else(|| panic!("see-other-host expected: {error:?}"));
+    assert_eq!(other.text(), cloud.addr(0).to_string(), "us-east's node");
+    // ap-south's session is moved too, to the one serving region.
+    let error = bob_again.stream_error().await;
+    assert_eq!(
+        error
+            .child("see-other-host", STREAM_ERRORS_NS)
+            .map(|e| e.text()),
+        Some(cloud.addr(0).to_string())
+    );
+
+    // A new client of eu-west is refused with the same answer.
+    let mut fresh = Client::connect(cloud.addr(1)).await;
+    let error = fresh.stream_error().await;
+    assert_eq!(
+        error
+            .child("see-other-host", STREAM_ERRORS_NS)
+            .map(|e| e.text()),
+        Some(cloud.addr(0).to_string())
+    );
+    // Following it works.
+    let _alice = Client::online(cloud.addr(0), "alice", "phone").await;
+
+    // Back in service: eu-west accepts again.
+    cloud.platform.set_region_evacuated("eu-west", false);
+    cloud.platform.set_region_evacuated("ap-south", false);
+    let _alice_home = Client::online(cloud.addr(1), "alice", "desk").await;
+}
+
+#[tokio::test]
+async fn an_evacuated_region_with_nowhere_to_go_keeps_its_sessions_and_says_retry_later() {
+    let cloud = Cloud::start(WhatsappConfig::default()).await;
+    let mut alice = Client::online(cloud.addr(1), "alice", "phone").await;
+    for region in REGIONS {
+        cloud.platform.set_region_evacuated(region, true);
+    }
+    let mut fresh = Client::connect(cloud.addr(1)).await;
+    let error = fresh.stream_error().await;
+    assert!(
+        error
+            .child("resource-constraint", STREAM_ERRORS_NS)
+            .is_some(),
+        "{error:?}"
+    );
+    // The session stays: it still answers, well after a move tick.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(alice.ping("still-here").await.is_empty());
+}

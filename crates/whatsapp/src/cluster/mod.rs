@@ -177,9 +177,19 @@ impl Directory {
     /// The live node other than `me` with room and the lowest load (connections as
     /// a fraction of its maximum), for `<see-other-host/>`.
     pub fn least_loaded_other(&self, me: &str) -> Option<NodeView> {
+        self.least_loaded_where(me, |_| true)
+    }
+
+    /// [`Directory::least_loaded_other`] among the nodes `keep` accepts (those of
+    /// regions that are not evacuated, for a node whose region is).
+    pub fn least_loaded_where(
+        &self,
+        me: &str,
+        keep: impl Fn(&NodeView) -> bool,
+    ) -> Option<NodeView> {
         self.nodes()
             .into_iter()
-            .filter(|n| n.node.id != me && n.connections < n.max_connections)
+            .filter(|n| n.node.id != me && n.connections < n.max_connections && keep(n))
             .min_by(|a, b| {
                 // a.conn / a.max < b.conn / b.max, without floats.
                 (a.connections as u128 * b.max_connections as u128)

@@ -99,10 +99,14 @@ pub(super) fn listen_addr(ctx: &InstanceContext, port: u16) -> SocketAddr {
 
 /// Takes a connection slot, on the accept loop so the cap holds for a burst too;
 /// `None` when the node is full (nothing is taken then). One cap for every
-/// transport: TCP, TLS and WebSocket connections all count here.
-pub(super) fn admit(live: &Arc<AtomicUsize>, cap: usize) -> Option<Slot> {
+/// transport: TCP, TLS and WebSocket connections all count here. None either
+/// while the node's region is evacuated ([`super::evacuate`]).
+pub(super) fn admit(shared: &Shared, live: &Arc<AtomicUsize>) -> Option<Slot> {
+    if shared.is_evacuated() {
+        return None;
+    }
     let slot = Slot(live.clone());
-    (live.fetch_add(1, Ordering::AcqRel) < cap).then_some(slot)
+    (live.fetch_add(1, Ordering::AcqRel) < shared.config.max_connections).then_some(slot)
 }
 
 /// Serves an admitted TLS or WebSocket connection, or refuses it with a busy
@@ -142,7 +146,7 @@ pub(super) async fn start(
     serve_tcp(ctx, tls_listener, move |stream, peer| {
         let shared = tls_shared.clone();
         let accepted = shared.clock.now();
-        let slot = admit(&tls_live, shared.config.max_connections);
+        let slot = admit(&shared, &tls_live);
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         async move {

@@ -31,6 +31,7 @@
 //! | [`stanza`] | JIDs, stanza error replies, XEP-0082 stamps, extra stream errors |
 
 pub mod conn;
+pub mod evacuate;
 mod listeners;
 pub mod router;
 pub mod stanza;
@@ -297,6 +298,19 @@ pub(crate) struct Shared {
     pub(crate) resumable: conn::sm::Registry,
     /// The injected clock (resumption windows).
     pub(crate) clock: SharedClock,
+    /// The node's region (its placement's).
+    pub(crate) region: String,
+    /// The platform's flag for this node's region ([`evacuate`]).
+    pub(crate) evacuated: tokio::sync::watch::Receiver<bool>,
+    /// Every region's flag: a node elsewhere is named only if its region serves.
+    pub(crate) evacuations: casebook_kit::runtime::Evacuations,
+}
+
+impl Shared {
+    /// Whether this node's region is evacuated now: new connections are refused.
+    pub(crate) fn is_evacuated(&self) -> bool {
+        *self.evacuated.borrow()
+    }
 }
 
 /// The link delivers to this node's sessions through its router.
@@ -587,12 +601,20 @@ impl ServiceFactory for ChatNode {
                 router: Router::default(),
                 resumable: conn::sm::Registry::default(),
                 clock: ctx.clock().clone(),
+                region: info.region.clone(),
+                evacuated: ctx.region_evacuated(),
+                evacuations: ctx.evacuations().clone(),
             });
             shared.router.attach(link.clone());
             let sessions: Arc<dyn LocalSessions> = shared.clone();
             link.set_local(Arc::downgrade(&sessions));
             link.serve(link_listener);
             ctx.spawn(conn::sm::sweep(shared.clone(), ctx.shutdown_token()));
+            ctx.spawn(evacuate::run(
+                shared.clone(),
+                ctx.region_evacuated(),
+                ctx.shutdown_token(),
+            ));
             // TLS and WebSocket listeners: after the router is attached, so every
             // session they bind is in the cluster's registry.
             listeners::start(ctx, ports, &shared, &live).await?;
@@ -614,11 +636,15 @@ impl ServiceFactory for ChatNode {
             let shutdown = ctx.shutdown_token();
             serve_tcp(ctx, listener, move |stream, peer| {
                 let shared = shared.clone();
-                let slot = listeners::admit(&live, shared.config.max_connections);
+                let slot = listeners::admit(&shared, &live);
                 let shutdown = shutdown.clone();
                 let refusal = slot.is_none().then(|| {
                     let reached = stream.local_addr().ok().map(|a| a.ip());
-                    capacity_refusal(&cluster, &me.id, reached)
+                    if shared.is_evacuated() {
+                        evacuate::refusal(&shared, reached)
+                    } else {
+                        capacity_refusal(&cluster, &me.id, &shared.evacuations, reached)
+                    }
                 });
                 async move {
                     if let Some(_slot) = slot {
@@ -644,28 +670,37 @@ fn sessions_node(shared: &Shared) -> String {
 }
 
 /// The `<stream:error/>` for a connection beyond `max_connections`: send the client
-/// to the least-loaded other node with room (RFC 6120 §4.9.3.19
-/// `<see-other-host/>`, `host:port`, IPv6 in brackets; a node listening on the
-/// unspecified address is named by the address the client `reached` this one at),
-/// or, when every node is full, `<resource-constraint/>` with an
-/// application-specific `<retry-after seconds="…"/>` (§4.9.4).
+/// to the least-loaded other node with room in a region that is not evacuated
+/// (RFC 6120 §4.9.3.19 `<see-other-host/>`, `host:port`, IPv6 in brackets; a node
+/// listening on the unspecified address is named by the address the client
+/// `reached` this one at), or, when every such node is full,
+/// `<resource-constraint/>` with an application-specific `<retry-after
+/// seconds="…"/>` (§4.9.4).
 pub(crate) fn capacity_refusal(
     cluster: &Cluster,
     me: &str,
+    evacuations: &casebook_kit::runtime::Evacuations,
     reached: Option<std::net::IpAddr>,
 ) -> String {
+    match cluster
+        .directory
+        .least_loaded_where(me, |n| !evacuations.is_evacuated(&n.region))
+    {
+        Some(other) => see_other_host(other.client_addr, reached),
+        None => busy_refusal(),
+    }
+}
+
+/// `<see-other-host/>` naming `other` (as the client `reached` this node when
+/// `other` listens on the unspecified address).
+pub(crate) fn see_other_host(other: SocketAddr, reached: Option<std::net::IpAddr>) -> String {
     use crate::xml::{Element, STREAM_ERRORS_NS, STREAMS_NS, write_stanza};
-    let error = match cluster.directory.least_loaded_other(me) {
-        Some(other) => {
-            metrics::counter!("whatsapp_see_other_host_total").increment(1);
-            Element::new("error", STREAMS_NS).with_child(
-                Element::new("see-other-host", STREAM_ERRORS_NS)
-                    .with_text(other_host(other.client_addr, reached)),
-            )
-        }
-        None => return busy_refusal(),
-    };
-    write_stanza(&error)
+    metrics::counter!("whatsapp_see_other_host_total").increment(1);
+    write_stanza(
+        &Element::new("error", STREAMS_NS).with_child(
+            Element::new("see-other-host", STREAM_ERRORS_NS).with_text(other_host(other, reached)),
+        ),
+    )
 }
 
 /// `<resource-constraint/>` with the application-namespaced retry-after: what a

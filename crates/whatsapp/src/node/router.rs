@@ -53,6 +53,9 @@ pub enum Outbound {
     /// Boxed: every connection's queue allocates its first block of 32 slots up
     /// front, each as large as the largest variant.
     Stored(Box<StoredOutbound>),
+    /// Close the stream with this `<stream:error>` (a whole element): the node's
+    /// region is evacuated and the session is sent elsewhere.
+    Leave(Box<str>),
 }
 
 /// A message already durable in the offline store, on its way to a session.
@@ -72,6 +75,8 @@ struct Session {
     kick: CancellationToken,
     available: bool,
     priority: i8,
+    /// Told to leave ([`Router::move_off`]): not picked again.
+    leaving: bool,
     /// Instant-messaging state of the session (see the `impl Router` block at the end).
     im: SessionIm,
 }
@@ -153,6 +158,7 @@ impl Router {
                 kick,
                 available: false,
                 priority: 0,
+                leaving: false,
                 im: SessionIm::default(),
             },
         );
@@ -333,6 +339,27 @@ impl Router {
         }
     }
 
+    /// Tells at most `max` sessions not yet told to close with `error` (see
+    /// [`Outbound::Leave`]); returns how many were told. A session whose queue is
+    /// full is skipped, not kicked: a later call tries it again.
+    pub fn move_off(&self, max: usize, error: &str) -> usize {
+        let mut sessions = self.sessions.lock();
+        let mut told = 0;
+        for session in sessions.values_mut().flat_map(HashMap::values_mut) {
+            if told == max {
+                break;
+            }
+            if session.leaving {
+                continue;
+            }
+            if session.tx.try_send(Outbound::Leave(error.into())).is_ok() {
+                session.leaving = true;
+                told += 1;
+            }
+        }
+        told
+    }
+
     /// Number of bound sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.lock().values().map(HashMap::len).sum()
@@ -468,6 +495,33 @@ fn offer(session: &Session, item: Outbound) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn move_off_tells_a_bounded_batch_once_each_and_skips_full_queues() {
+        let router = Router::default();
+        let mut receivers = Vec::new();
+        for i in 0..5u64 {
+            let (tx, rx) = mpsc::channel(1);
+            router
+                .bind(&format!("u{i}@d"), Some("r"), i, tx, CancellationToken::new())
+                .unwrap();
+            receivers.push(rx);
+        }
+        // u4's queue is full: it is skipped, not kicked.
+        router.to_full("u4@d", "r", "<message/>");
+        assert_eq!(router.move_off(2, "<bye/>"), 2);
+        assert_eq!(router.move_off(10, "<bye/>"), 2, "the rest but the full one");
+        assert_eq!(router.move_off(10, "<bye/>"), 0, "each told once");
+        let left = receivers
+            .iter_mut()
+            .filter_map(|rx| rx.try_recv().ok())
+            .filter(|o| matches!(o, Outbound::Leave(e) if &**e == "<bye/>"))
+            .count();
+        assert_eq!(left, 4);
+        // Its queue drained, the last one is told at a later call.
+        assert_eq!(router.move_off(10, "<bye/>"), 1);
+        assert!(matches!(receivers[4].try_recv(), Ok(Outbound::Leave(_))));
+    }
 
     fn session(
         router: &Router,

@@ -44,7 +44,7 @@ pub(super) fn serve(
     serve_tcp(ctx, listener, move |stream, peer| {
         let shared = shared.clone();
         let accepted = shared.clock.now();
-        let slot = admit(&live, shared.config.max_connections);
+        let slot = admit(&shared, &live);
         let shutdown = shutdown.clone();
         async move {
             // Room for the largest stanza plus the framing's own namespace

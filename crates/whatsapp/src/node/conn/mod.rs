@@ -370,6 +370,9 @@ impl Conn {
                 let bare = self.bare_jid();
                 self.flush_offline(&bare).await
             }
+            // The region is evacuated (`node::evacuate`): what was queued before
+            // is written first (`close_with` uncorks), then the stream error.
+            Outbound::Leave(error) => self.close_with(&error).await,
         }
     }
 

@@ -413,7 +413,7 @@ async fn finish(shared: &Arc<Shared>, session: Handoff) {
         match outbound {
             Outbound::Stanza(xml) => items.push((xml.into(), false)),
             Outbound::Stored(stored) => items.push((stored.xml, true)),
-            Outbound::FlushOffline => {}
+            Outbound::FlushOffline | Outbound::Leave(_) => {}
         }
     }
     let max = shared.config.max_stanza_bytes + 8192;
