@@ -30,6 +30,10 @@
 //! other regions' configured gossip ports plus the addresses of the replicas
 //! this process started (so free ports work in one process).
 //!
+//! While the instance's region is evacuated (the platform's flag, which
+//! discovery's region override sets) the API answers a regional refusal
+//! ([`crate::region::evacuated`]): 503 naming a replica in another region.
+//!
 //! A stopped instance drops its engine with its tasks; a start on the same
 //! instance id reopens the same stores. A kill -9 of the process is not exercised
 //! here (the stores' own tests cover torn writes).
@@ -54,7 +58,8 @@ use casebook_kit::topology::Placement;
 use crate::api::{ApiConfig, Engine, router};
 use crate::config::{GOSSIP_PORT_STRIDE, UberConfig};
 use crate::pricing::PricingTarget;
-use crate::region::{GossipConfig, RegionMap, Regional, Replica, Transport};
+use crate::region::evacuated::LocalReplicas;
+use crate::region::{GossipConfig, RegionMap, RegionalRefusal, Regional, Replica, Transport};
 
 /// How often a replica's gossip timers and queues are stepped (the decisions
 /// are on the injected clock; this only sets how often they are asked).
@@ -98,6 +103,9 @@ pub struct UberService {
     regions: Option<RegionSetup>,
     /// The gossip address and engine of each region's replica started here.
     replicas: Registry,
+    /// The HTTP address of each region's replica started here (named by a
+    /// regional refusal when discovery names none).
+    http: LocalReplicas,
 }
 
 /// Region → the gossip address and engine of its replica started here.
@@ -136,6 +144,7 @@ impl UberService {
             last: Mutex::new(Weak::new()),
             regions: None,
             replicas: Arc::new(Mutex::new(BTreeMap::new())),
+            http: LocalReplicas::default(),
         }
     }
 
@@ -329,7 +338,25 @@ impl ServiceFactory for UberService {
                 reconciled = moved,
                 "driver index rebuilt from the location store"
             );
-            serve_http(ctx, listener, router(engine.clone()));
+            let info = ctx.info();
+            self.http.lock().insert(
+                info.region.clone(),
+                casebook_kit::resolve::callable(address),
+            );
+            // While the region is evacuated the API refuses, naming another region.
+            let refusal = RegionalRefusal::new(ctx, self.http.clone());
+            if let Some(resolver) = &self.resolver {
+                ctx.spawn(refusal.clone().follow_discovery(
+                    resolver.clone(),
+                    UBER_SERVICE,
+                    Placement {
+                        region: info.region,
+                        zone: info.zone,
+                    },
+                    ctx.shutdown_token(),
+                ));
+            }
+            serve_http(ctx, listener, refusal.layer(router(engine.clone())));
 
             let shutdown = ctx.shutdown_token();
             let timers = engine.clone();

@@ -529,11 +529,12 @@ mod udp {
         status == StatusCode::OK && view["reachable"][region] == true
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_replicas_gossip_over_udp_and_the_admin_switch_partitions_them() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Two replicas (bay, valley) on one platform; their API addresses.
+    async fn two_replicas(
+        dir: &std::path::Path,
+    ) -> (Platform, Vec<SocketAddr>) {
         let topology = Topology::uniform(&TWO, 1);
-        let platform = Platform::new(topology.clone(), dir.path(), SystemClock::shared());
+        let platform = Platform::new(topology.clone(), dir, SystemClock::shared());
         let regions: Vec<String> = TWO.iter().map(|r| (*r).to_owned()).collect();
         let two_cities: Vec<_> = cities()
             .into_iter()
@@ -567,6 +568,63 @@ mod udp {
             assert_eq!(info.region, *region);
             api.push(info.address);
         }
+        (platform, api)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_evacuated_replica_refuses_naming_the_other_region_then_serves_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, api) = two_replicas(dir.path()).await;
+        let (bay, valley) = (api[0], api[1]);
+        let client = HttpClient::new(DEADLINE);
+        platform.set_region_evacuated("valley", true);
+
+        let response = client
+            .send(
+                Method::GET,
+                &format!("http://{valley}/v1/regions"),
+                HeaderMap::new(),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers["retry-after"], "5");
+        let refusal: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(refusal["code"], "region_evacuated", "{refusal}");
+        assert_eq!(refusal["region"], "valley");
+        assert_eq!(refusal["serving"]["region"], "bay");
+        assert_eq!(refusal["serving"]["url"], format!("http://{bay}"));
+        // Writes are refused too; health and metrics still answer.
+        let ping = json!({"lat": SACRAMENTO.0, "lon": SACRAMENTO.1, "ts": 1, "status": "available"});
+        let (status, _) = http(&client, Method::POST, valley, "/v1/drivers/7/location", Some(ping)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        for path in ["/health", "/metrics"] {
+            let response = client
+                .send(Method::GET, &format!("http://{valley}{path}"), HeaderMap::new(), Bytes::new())
+                .await
+                .unwrap();
+            assert_eq!(response.status, StatusCode::OK, "{path}");
+        }
+        // The bay serves; with both regions out, no replica is named.
+        let (status, _) = http(&client, Method::GET, bay, "/v1/regions", None).await;
+        assert_eq!(status, StatusCode::OK);
+        platform.set_region_evacuated("bay", true);
+        let (status, refusal) = http(&client, Method::GET, valley, "/v1/regions", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(refusal["serving"].is_null(), "{refusal}");
+
+        platform.set_region_evacuated("bay", false);
+        platform.set_region_evacuated("valley", false);
+        let (status, _) = http(&client, Method::GET, valley, "/v1/regions", None).await;
+        assert_eq!(status, StatusCode::OK);
+        platform.stop_all(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_gossip_over_udp_and_the_admin_switch_partitions_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (platform, api) = two_replicas(dir.path()).await;
         let (bay, valley) = (api[0], api[1]);
         let client = HttpClient::new(DEADLINE);
         wait_for("the replicas find each other", || async {

@@ -4,6 +4,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`cities`] | [`RegionMap`]: cities (centre, radius, region) validated against the topology; `region_of` a point = its nearest city's region |
+//! | [`evacuated`] | [`RegionalRefusal`]: while the replica's region is evacuated, 503 + `Retry-After` naming a replica serving in another region |
 //! | [`gossip`] | [`Replica`]: a last-writer-wins register per driver, disseminated by foca's custom broadcasts; membership and reachability from foca; the [`Transport`] seam (UDP in the service, [`MemNetwork`] with cuts in tests); the isolation switch |
 //!
 //! The rules the API applies with them ([`crate::api`]): a ride whose pickup is
@@ -12,11 +13,13 @@
 //! not; matching uses only drivers whose latest state is in the replica's region.
 
 pub mod cities;
+pub mod evacuated;
 pub mod gossip;
 
 use std::sync::Arc;
 
 pub use cities::{City, CityConfig, RegionError, RegionMap, default_cities};
+pub use evacuated::RegionalRefusal;
 pub use gossip::{
     DriverState, GossipConfig, GossipStats, MemNetwork, MemberView, Register, Replica, Transport,
 };
