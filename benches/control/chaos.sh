@@ -132,8 +132,11 @@ except Exception:
 if case == "uber":
     p, r = load["pings"], load["rides"]
     sent = p["sent"] + r["requested"]
-    bad = p["failed"] + p["shed"] + r["failed"] + r["shed"] + r["dropped"]
-    detail = f"pings {p['sent'] - p['failed'] - p['shed']}/{p['sent']}, rides {r['requested'] - r['failed'] - r['shed'] - r['dropped']}/{r['requested']}"
+    pr, rr = p.get("refused", 0), r.get("refused", 0)
+    bad = p["failed"] + p["shed"] + pr + r["failed"] + r["shed"] + rr + r["dropped"]
+    detail = f"pings {p['sent'] - p['failed'] - p['shed'] - pr}/{p['sent']}, rides {r['requested'] - r['failed'] - r['shed'] - rr - r['dropped']}/{r['requested']}"
+    if pr or rr:
+        detail += f" (refused by region: {pr} pings, {rr} rides)"
 else:
     m = load.get("messages") or {"sent": 0, "delivered": 0}
     sent, bad = m["sent"], m["sent"] - m["delivered"]

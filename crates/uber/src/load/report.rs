@@ -53,8 +53,11 @@ pub struct PingReport {
     pub sent: u64,
     pub accepted: u64,
     pub stale: u64,
-    /// Updates in requests answered 503.
+    /// Updates in requests answered 503 (shed, not a regional refusal).
     pub shed: u64,
+    /// Updates in requests answered a regional refusal (the replica's region
+    /// is evacuated: `crate::region::evacuated`).
+    pub refused: u64,
     /// Updates in requests that failed otherwise.
     pub failed: u64,
 }
@@ -66,7 +69,10 @@ pub struct RideReport {
     pub matched: u64,
     /// Answered `no_drivers`, `cancelled`, or not offered within `match_timeout`.
     pub unmatched: u64,
+    /// Answered 503 (shed, not a regional refusal).
     pub shed: u64,
+    /// Answered a regional refusal (the replica's region is evacuated).
+    pub refused: u64,
     pub failed: u64,
     /// Due while `max_in_flight` were out: never sent.
     pub dropped: u64,
@@ -119,13 +125,13 @@ impl WorkloadReport {
         );
         let _ = writeln!(
             out,
-            "pings   sent {:>9} accepted {:>9} stale {:>7} shed(503) {:>7} failed {:>6}",
-            p.sent, p.accepted, p.stale, p.shed, p.failed
+            "pings   sent {:>9} accepted {:>9} stale {:>7} shed(503) {:>7} refused(region) {:>7} failed {:>6}",
+            p.sent, p.accepted, p.stale, p.shed, p.refused, p.failed
         );
         let _ = writeln!(
             out,
-            "rides   requested {:>7} matched {:>7} unmatched {:>6} shed {:>5} failed {:>5} dropped {:>5}",
-            r.requested, r.matched, r.unmatched, r.shed, r.failed, r.dropped
+            "rides   requested {:>7} matched {:>7} unmatched {:>6} shed {:>5} refused(region) {:>5} failed {:>5} dropped {:>5}",
+            r.requested, r.matched, r.unmatched, r.shed, r.refused, r.failed, r.dropped
         );
         let mut row = |name: &str, c: &ClassReport| {
             let _ = writeln!(

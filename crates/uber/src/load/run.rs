@@ -24,11 +24,13 @@ struct Counters {
     pings_accepted: AtomicU64,
     pings_stale: AtomicU64,
     pings_shed: AtomicU64,
+    pings_refused: AtomicU64,
     pings_failed: AtomicU64,
     requested: AtomicU64,
     matched: AtomicU64,
     unmatched: AtomicU64,
     rides_shed: AtomicU64,
+    rides_refused: AtomicU64,
     rides_failed: AtomicU64,
     accepted: AtomicU64,
     completed: AtomicU64,
@@ -44,7 +46,17 @@ impl Counters {
     }
 }
 
+/// A regional refusal (the replica's region is evacuated), not a shed request.
+fn is_regional_refusal(e: &HttpError) -> bool {
+    matches!(e, HttpError::Status { status, body, .. }
+        if *status == StatusCode::SERVICE_UNAVAILABLE
+            && crate::region::evacuated::is_refusal(body))
+}
+
 fn error_kind(what: &str, e: &HttpError) -> String {
+    if is_regional_refusal(e) {
+        return format!("{what}:503-region-evacuated");
+    }
     match e.status() {
         Some(status) => format!("{what}:{}", status.as_u16()),
         None if e.is_timeout() => format!("{what}:timeout"),
@@ -166,6 +178,7 @@ pub async fn run(
             accepted: n(&c.pings_accepted),
             stale: n(&c.pings_stale),
             shed: n(&c.pings_shed),
+            refused: n(&c.pings_refused),
             failed: n(&c.pings_failed),
         },
         rides: RideReport {
@@ -173,6 +186,7 @@ pub async fn run(
             matched: n(&c.matched),
             unmatched: n(&c.unmatched),
             shed: n(&c.rides_shed),
+            refused: n(&c.rides_refused),
             failed: n(&c.rides_failed),
             dropped,
             latency,
@@ -224,7 +238,9 @@ async fn send_pings(
             Ok(())
         }
         Err(e) => {
-            if e.status() == Some(StatusCode::SERVICE_UNAVAILABLE) {
+            if is_regional_refusal(&e) {
+                c.pings_refused.fetch_add(sent, Ordering::Relaxed);
+            } else if e.status() == Some(StatusCode::SERVICE_UNAVAILABLE) {
                 c.pings_shed.fetch_add(sent, Ordering::Relaxed);
             } else {
                 c.pings_failed.fetch_add(sent, Ordering::Relaxed);
@@ -303,6 +319,12 @@ async fn ride(shared: Arc<Shared>, spec: RideSpec, progress: Arc<WorkloadProgres
         Ok(r) => serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null),
         Err(e) => {
             c.error(error_kind("ride", &e));
+            // Refused by region, the ride is not sent elsewhere: another region's
+            // replica refuses a pickup it does not own (421).
+            if is_regional_refusal(&e) {
+                c.rides_refused.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Shed;
+            }
             if e.status() == Some(StatusCode::SERVICE_UNAVAILABLE) {
                 c.rides_shed.fetch_add(1, Ordering::Relaxed);
                 return Verdict::Shed;
