@@ -1,7 +1,8 @@
 //! `casebook chaos` against a real platform: Gorilla kills a zone's instances (the
 //! control plane spared) and they leave discovery; Kong marks a region out and back;
 //! an experiment whose hypothesis breaks while the fault holds is aborted and
-//! rolled back. Discovery runs with short leases so a killed instance's
+//! rolled back; under Kong the region's uber replica refuses naming another
+//! region and its chat node sends clients elsewhere. Discovery runs with short leases so a killed instance's
 //! registration expires within seconds.
 
 mod support;
@@ -391,4 +392,125 @@ async fn latency_monkey_fronts_a_service_with_the_fault_proxy_and_takes_it_away(
     assert_eq!(answered(&up, "uber-pricing").await, direct);
     let proxies = get(&format!("http://127.0.0.1:{}/proxies", toxiproxy_port)).await;
     assert_eq!(proxies, json!({}));
+}
+
+/// What a chat node answers a fresh stream header with: everything it sends
+/// until it offers features or closes.
+async fn xmpp_hello(address: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut xmpp = tokio::net::TcpStream::connect(address).await.unwrap();
+    xmpp.write_all(
+        b"<stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&answer);
+        if text.contains("</stream:features>") || text.contains("</stream:stream>") {
+            return text.into_owned();
+        }
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(20), xmpp.read(&mut buf))
+            .await
+            .expect("the chat node answers")
+            .unwrap();
+        if n == 0 {
+            return String::from_utf8_lossy(&answer).into_owned();
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Status and JSON body of a GET.
+async fn status_of(url: &str) -> (u16, Value) {
+    use casebook_kit::http_client::HttpError;
+    match HttpClient::new(Duration::from_secs(60))
+        .call::<()>(http::Method::GET, url, None)
+        .await
+    {
+        Ok(response) => (
+            response.status.as_u16(),
+            serde_json::from_slice(&response.body).unwrap_or(Value::Null),
+        ),
+        Err(HttpError::Status { status, body, .. }) => (
+            status.as_u16(),
+            serde_json::from_str(&body).unwrap_or(Value::Null),
+        ),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+/// Kong on eu-west: the region's uber replica refuses, naming a replica in
+/// another region, and its chat node sends a new client elsewhere with
+/// `<see-other-host/>`; after the abort both serve again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_makes_the_regions_outward_services_send_clients_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::builder(dir.path())
+        .up_arg("--case")
+        .up_arg("uber")
+        .up_arg("--case")
+        .up_arg("whatsapp")
+        .start();
+    let url = up.url.clone();
+    let uber_eu = up.address_in("uber", "eu-west").await;
+    let chat_eu = up.address_in("chat", "eu-west").await;
+    let chat_elsewhere = [
+        up.address_in("chat", "us-east").await,
+        up.address_in("chat", "ap-south").await,
+    ];
+    let regions_url = format!("http://{uber_eu}/v1/regions");
+    assert_eq!(status_of(&regions_url).await.0, 200);
+    assert!(xmpp_hello(&chat_eu).await.contains("</stream:features>"));
+
+    // Through the API with no probes (the experiment only holds the fault):
+    // this test is about what the services do under Kong, not a verdict.
+    let started = admin_call(
+        &up.token,
+        http::Method::POST,
+        &format!("{url}/api/chaos/experiments"),
+        Some(json!({"fault": {"kind": "kong", "region": "eu-west"}, "duration": "1h"})),
+    )
+    .await;
+    assert_eq!(started.status, 201, "{:?}", String::from_utf8_lossy(&started.body));
+    let record: Value = serde_json::from_slice(&started.body).unwrap();
+    let id = record["id"].as_str().unwrap().to_owned();
+    // The override is set at injection, right after the before-probes.
+    let mut refusal = (0, Value::Null);
+    for _ in 0..600 {
+        refusal = status_of(&regions_url).await;
+        if refusal.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if refusal.0 != 503 {
+        let record = get(&format!("{url}/api/chaos/experiments/{id}")).await;
+        panic!("no regional refusal: {} under {record}", refusal.1);
+    }
+    assert_eq!(refusal.1["code"], "region_evacuated");
+    assert_eq!(refusal.1["region"], "eu-west");
+    let serving = refusal.1["serving"]["region"].as_str().unwrap_or_default();
+    assert!(
+        ["us-east", "ap-south"].contains(&serving),
+        "{}",
+        refusal.1
+    );
+    assert_eq!(status_of(&format!("http://{uber_eu}/health")).await.0, 200);
+
+    let hello = xmpp_hello(&chat_eu).await;
+    let named = hello
+        .split_once("<see-other-host")
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .and_then(|(_, rest)| rest.split_once('<'))
+        .map(|(address, _)| address.to_owned())
+        .unwrap_or_else(|| panic!("see-other-host expected: {hello}"));
+    assert!(chat_elsewhere.contains(&named), "{named} in {chat_elsewhere:?}");
+
+    let output = chaos(dir.path(), &url, &["abort", &id]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(wait_done(&up, &id).await["status"], "aborted");
+    assert_eq!(status_of(&regions_url).await.0, 200);
+    assert!(xmpp_hello(&chat_eu).await.contains("</stream:features>"));
 }
