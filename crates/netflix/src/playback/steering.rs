@@ -13,6 +13,11 @@
 //! [`CANDIDATES_TTL`] on the injected clock and the last lists kept while
 //! discovery is unreachable.
 //!
+//! **Evacuated regions** (Chaos Kong, or an operator's region override) need
+//! nothing here: discovery answers their instances `OUT_OF_SERVICE`, so they
+//! leave the lists within [`CANDIDATES_TTL`] and sessions are steered to the next
+//! region (`tests/steering_discovery.rs`, against the real discovery API).
+//!
 //! **Failover**: an instance a player reported failed (a re-POST of its session)
 //! is skipped by every session for `failed_edge_ttl` on the injected clock —
 //! discovery still lists a killed instance until its lease expires — and by that
