@@ -80,7 +80,9 @@ async fn a_region_override_steers_sessions_off_the_regions_edges_and_back() {
     assert_eq!(away.address.port(), 2001, "the next region's ISP cache");
 
     // Back in service.
-    registry.override_region("eu-west", None, Vec::new()).unwrap();
+    registry
+        .override_region("eu-west", None, Vec::new())
+        .unwrap();
     clock.advance(CANDIDATES_TTL + Duration::from_millis(1));
     let back = steering.steer("eu-west", "session-1", &[]).await.unwrap();
     assert_eq!(back.address.port(), 1001);
