@@ -473,7 +473,12 @@ async fn kong_makes_the_regions_outward_services_send_clients_elsewhere() {
         Some(json!({"fault": {"kind": "kong", "region": "eu-west"}, "duration": "1h"})),
     )
     .await;
-    assert_eq!(started.status, 201, "{:?}", String::from_utf8_lossy(&started.body));
+    assert_eq!(
+        started.status,
+        201,
+        "{:?}",
+        String::from_utf8_lossy(&started.body)
+    );
     let record: Value = serde_json::from_slice(&started.body).unwrap();
     let id = record["id"].as_str().unwrap().to_owned();
     // The override is set at injection, right after the before-probes.
@@ -492,11 +497,7 @@ async fn kong_makes_the_regions_outward_services_send_clients_elsewhere() {
     assert_eq!(refusal.1["code"], "region_evacuated");
     assert_eq!(refusal.1["region"], "eu-west");
     let serving = refusal.1["serving"]["region"].as_str().unwrap_or_default();
-    assert!(
-        ["us-east", "ap-south"].contains(&serving),
-        "{}",
-        refusal.1
-    );
+    assert!(["us-east", "ap-south"].contains(&serving), "{}", refusal.1);
     assert_eq!(status_of(&format!("http://{uber_eu}/health")).await.0, 200);
 
     let hello = xmpp_hello(&chat_eu).await;
@@ -506,7 +507,10 @@ async fn kong_makes_the_regions_outward_services_send_clients_elsewhere() {
         .and_then(|(_, rest)| rest.split_once('<'))
         .map(|(address, _)| address.to_owned())
         .unwrap_or_else(|| panic!("see-other-host expected: {hello}"));
-    assert!(chat_elsewhere.contains(&named), "{named} in {chat_elsewhere:?}");
+    assert!(
+        chat_elsewhere.contains(&named),
+        "{named} in {chat_elsewhere:?}"
+    );
 
     let output = chaos(dir.path(), &url, &["abort", &id]);
     assert_eq!(output.status.code(), Some(0));

@@ -59,7 +59,7 @@ use crate::api::{ApiConfig, Engine, router};
 use crate::config::{GOSSIP_PORT_STRIDE, UberConfig};
 use crate::pricing::PricingTarget;
 use crate::region::evacuated::LocalReplicas;
-use crate::region::{GossipConfig, RegionMap, RegionalRefusal, Regional, Replica, Transport};
+use crate::region::{GossipConfig, RegionMap, Regional, RegionalRefusal, Replica, Transport};
 
 /// How often a replica's gossip timers and queues are stepped (the decisions
 /// are on the injected clock; this only sets how often they are asked).

@@ -530,9 +530,7 @@ mod udp {
     }
 
     /// Two replicas (bay, valley) on one platform; their API addresses.
-    async fn two_replicas(
-        dir: &std::path::Path,
-    ) -> (Platform, Vec<SocketAddr>) {
+    async fn two_replicas(dir: &std::path::Path) -> (Platform, Vec<SocketAddr>) {
         let topology = Topology::uniform(&TWO, 1);
         let platform = Platform::new(topology.clone(), dir, SystemClock::shared());
         let regions: Vec<String> = TWO.iter().map(|r| (*r).to_owned()).collect();
@@ -596,12 +594,25 @@ mod udp {
         assert_eq!(refusal["serving"]["region"], "bay");
         assert_eq!(refusal["serving"]["url"], format!("http://{bay}"));
         // Writes are refused too; health and metrics still answer.
-        let ping = json!({"lat": SACRAMENTO.0, "lon": SACRAMENTO.1, "ts": 1, "status": "available"});
-        let (status, _) = http(&client, Method::POST, valley, "/v1/drivers/7/location", Some(ping)).await;
+        let ping =
+            json!({"lat": SACRAMENTO.0, "lon": SACRAMENTO.1, "ts": 1, "status": "available"});
+        let (status, _) = http(
+            &client,
+            Method::POST,
+            valley,
+            "/v1/drivers/7/location",
+            Some(ping),
+        )
+        .await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         for path in ["/health", "/metrics"] {
             let response = client
-                .send(Method::GET, &format!("http://{valley}{path}"), HeaderMap::new(), Bytes::new())
+                .send(
+                    Method::GET,
+                    &format!("http://{valley}{path}"),
+                    HeaderMap::new(),
+                    Bytes::new(),
+                )
                 .await
                 .unwrap();
             assert_eq!(response.status, StatusCode::OK, "{path}");

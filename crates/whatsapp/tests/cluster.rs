@@ -631,8 +631,7 @@ async fn a_full_node_points_to_the_least_loaded_other_then_all_full_means_retry_
 }
 
 #[tokio::test]
-async fn an_evacuated_region_sends_new_and_connected_clients_to_another_region_then_serves_again()
-{
+async fn an_evacuated_region_sends_new_and_connected_clients_to_another_region_then_serves_again() {
     let cloud = Cloud::start(WhatsappConfig::default()).await;
     // Bob on us-east and Carol on ap-south load those nodes; alice is on eu-west.
     let _bob = Client::online(cloud.addr(0), "bob", "phone").await;

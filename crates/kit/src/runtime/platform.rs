@@ -264,7 +264,9 @@ impl InstanceContext {
     /// Whether this instance's region is evacuated, now and as it changes: the
     /// platform's flag for its region ([`Platform::set_region_evacuated`]).
     pub fn region_evacuated(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.inner.evacuations.watch(&self.inner.spec.placement.region)
+        self.inner
+            .evacuations
+            .watch(&self.inner.spec.placement.region)
     }
 
     /// Every region's evacuation flag (to pick a serving region elsewhere).

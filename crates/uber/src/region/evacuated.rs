@@ -171,10 +171,9 @@ fn refusal_response(region: &str, serving: Option<(String, SocketAddr)>) -> Resp
         axum::Json(refusal_body(region, serving)),
     )
         .into_response();
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(RETRY_AFTER_SECS),
-    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     response
 }
 

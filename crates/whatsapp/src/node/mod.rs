@@ -2,8 +2,9 @@
 //!
 //! One tokio task per connection (spawned in the instance's group, so a kill cuts
 //! every connection), a bounded output queue per session, a cap on connections
-//! (beyond it: `<see-other-host/>` naming the least-loaded other node with room,
-//! else `<resource-constraint/>` with a `<retry-after/>` hint, then close), RFC 6120
+//! (beyond it: `<see-other-host/>` naming the least-loaded other node with room
+//! in a region that is not evacuated, else `<resource-constraint/>` with a
+//! `<retry-after/>` hint, then close), RFC 6120
 //! negotiation with SASL (SCRAM-SHA-256/-1; PLAIN only when `allow_insecure_plain`),
 //! resource binding, routing through the [`router::Router`] (to other nodes of the
 //! process over the [`crate::cluster::link`]) and store-and-forward through the
@@ -25,6 +26,7 @@
 //!
 //! | module | role |
 //! |---|---|
+//! | [`evacuate`] | while the node's region is evacuated: new clients refused with `<see-other-host/>` to another region, bound sessions moved off in bounded batches |
 //! | [`conn`] | one connection: negotiation, SASL, bind, stanza handling, offline flush; rosters and presence (RFC 6121), carbons, MAM, in-band registration; its transport |
 //! | [`tls`] | the rustls server configuration, the generated self-signed certificate |
 //! | [`router`] | the session table and bounded, never-blocking delivery |
@@ -696,11 +698,9 @@ pub(crate) fn capacity_refusal(
 pub(crate) fn see_other_host(other: SocketAddr, reached: Option<std::net::IpAddr>) -> String {
     use crate::xml::{Element, STREAM_ERRORS_NS, STREAMS_NS, write_stanza};
     metrics::counter!("whatsapp_see_other_host_total").increment(1);
-    write_stanza(
-        &Element::new("error", STREAMS_NS).with_child(
-            Element::new("see-other-host", STREAM_ERRORS_NS).with_text(other_host(other, reached)),
-        ),
-    )
+    write_stanza(&Element::new("error", STREAMS_NS).with_child(
+        Element::new("see-other-host", STREAM_ERRORS_NS).with_text(other_host(other, reached)),
+    ))
 }
 
 /// `<resource-constraint/>` with the application-namespaced retry-after: what a

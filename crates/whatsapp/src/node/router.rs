@@ -503,14 +503,24 @@ mod tests {
         for i in 0..5u64 {
             let (tx, rx) = mpsc::channel(1);
             router
-                .bind(&format!("u{i}@d"), Some("r"), i, tx, CancellationToken::new())
+                .bind(
+                    &format!("u{i}@d"),
+                    Some("r"),
+                    i,
+                    tx,
+                    CancellationToken::new(),
+                )
                 .unwrap();
             receivers.push(rx);
         }
         // u4's queue is full: it is skipped, not kicked.
         router.to_full("u4@d", "r", "<message/>");
         assert_eq!(router.move_off(2, "<bye/>"), 2);
-        assert_eq!(router.move_off(10, "<bye/>"), 2, "the rest but the full one");
+        assert_eq!(
+            router.move_off(10, "<bye/>"),
+            2,
+            "the rest but the full one"
+        );
         assert_eq!(router.move_off(10, "<bye/>"), 0, "each told once");
         let left = receivers
             .iter_mut()
