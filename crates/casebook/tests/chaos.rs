@@ -464,23 +464,18 @@ async fn kong_makes_the_regions_outward_services_send_clients_elsewhere() {
     assert_eq!(status_of(&regions_url).await.0, 200);
     assert!(xmpp_hello(&chat_eu).await.contains("</stream:features>"));
 
-    // Through the API with no probes (the experiment only holds the fault):
-    // this test is about what the services do under Kong, not a verdict.
-    let started = admin_call(
-        &up.token,
-        http::Method::POST,
-        &format!("{url}/api/chaos/experiments"),
-        Some(json!({"fault": {"kind": "kong", "region": "eu-west"}, "duration": "1h"})),
-    )
-    .await;
-    assert_eq!(
-        started.status,
-        201,
-        "{:?}",
-        String::from_utf8_lossy(&started.body)
+    let output = chaos(
+        dir.path(),
+        &url,
+        &["kong", "eu-west", "--duration", "1h", "--detach"],
     );
-    let record: Value = serde_json::from_slice(&started.body).unwrap();
-    let id = record["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     // The override is set at injection, right after the before-probes.
     let mut refusal = (0, Value::Null);
     for _ in 0..600 {
