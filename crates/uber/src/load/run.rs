@@ -441,3 +441,33 @@ async fn trip(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: StatusCode, body: &str) -> HttpError {
+        HttpError::Status {
+            method: Method::POST,
+            url: "http://127.0.0.1:8190/v1/rides".into(),
+            status,
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn a_regional_refusal_is_told_from_a_shed_request() {
+        let body = crate::region::evacuated::refusal_body("eu-west", None).to_string();
+        let refused = answered(StatusCode::SERVICE_UNAVAILABLE, &body);
+        assert!(is_regional_refusal(&refused));
+        assert_eq!(error_kind("ride", &refused), "ride:503-region-evacuated");
+        let shed = answered(StatusCode::SERVICE_UNAVAILABLE, r#"{"error": "shed"}"#);
+        assert!(!is_regional_refusal(&shed));
+        assert_eq!(error_kind("ride", &shed), "ride:503");
+        // The code alone does not make a refusal: the status must be 503.
+        assert!(!is_regional_refusal(&answered(
+            StatusCode::BAD_REQUEST,
+            &body
+        )));
+    }
+}
