@@ -10,15 +10,19 @@
 #
 # What each run does (the load starts, the fault 5 s later, for DURATION − 15 s):
 #
-#   uber      load: rides + driver pings against the us-east replica (monkey) or the
-#             eu-west replica (gorilla, kong);
+#   uber      load: rides + driver pings against the us-east replica (its pickups
+#             are in us-east; another region's replica refuses them);
 #             monkey: kills an `uber-pricing` instance every MONKEY_EVERY (restored at
 #             rollback; the API resolves pricing through discovery, falls back to 1.0);
 #             gorilla: zone us-east-a (pricing, geo-resp, the us-east replica; the
 #             control plane spared); kong: region eu-west.
 #   whatsapp  load: logins + messages on the us-east chat node;
 #             monkey: kills the eu-west chat node (restored at rollback);
-#             gorilla: zone eu-west-a; kong: region eu-west.
+#             gorilla: zone us-east-a (the node the clients are on); kong: region
+#             eu-west (the clients' region keeps serving).
+#
+# Every service of these cases runs one instance per region, in the region's first
+# zone: Gorilla on us-east-a is that region's outage until the rollback restarts it.
 #
 # Availability = requests that succeeded / requests sent, from the load report
 # (uber: pings accepted + rides not failed, shed or dropped; whatsapp: messages
@@ -92,12 +96,11 @@ run_one() { # case kind
     local fault_secs=$((DURATION - 15)) load=() chaos=()
     case "$case" in
     uber)
-        # Gorilla's zone is in us-east: load eu-west. Kong takes eu-west out: load
-        # us-east, a region that keeps serving (eu-west's own clients get regional
-        # refusals; a rider is served by the region of the pickup, so there is no
-        # failing over to another region's replica).
+        # The generator's pickups are in us-east, and a replica refuses rides picked
+        # up outside its region (421): the load is always on the us-east replica.
+        # Gorilla takes its zone (with the replica in it); Kong takes eu-west out
+        # and us-east keeps serving.
         local region=us-east
-        [ "$kind" = gorilla ] && region=eu-west
         local target
         target=$(address_of "$url" uber "$region")
         load=(load uber --target "$target" --rides-per-sec "$UBER_RATE" --drivers "$UBER_DRIVERS"
@@ -115,7 +118,7 @@ run_one() { # case kind
             --duration "${DURATION}s" --json --no-progress)
         case "$kind" in
         monkey) chaos=(monkey chat --region eu-west --restore) ;;
-        gorilla) chaos=(gorilla eu-west-a) ;;
+        gorilla) chaos=(gorilla us-east-a) ;;
         kong) chaos=(kong eu-west) ;;
         esac
         ;;
