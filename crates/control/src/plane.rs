@@ -191,7 +191,7 @@ pub struct ControlSettings {
     pub autoscaler: AutoscalerConfig,
     /// The `[chaos]` table: experiment history, the monkey.
     pub chaos: ChaosConfig,
-    /// Latency Monkey's way to the fault proxy; `None`: latency experiments refused.
+    /// Latency Monkey's way to a fault proxy; `None`: this control plane's own.
     pub latency_injector: Option<Arc<dyn LatencyInjector>>,
     /// The `[deploy]` table: canary share, analysis, judge.
     pub deploy: DeployConfig,
