@@ -199,6 +199,26 @@ pub struct ControlSettings {
     pub alerts: AlertsConfig,
 }
 
+/// Every table at its default, the default topology, a 10 s drain (the shipped
+/// `shutdown.drain_timeout`), this plane's own fault proxy: what tests start from.
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            topology: Topology::default(),
+            discovery: DiscoveryConfig::default(),
+            metrics_store: MetricsStoreConfig::default(),
+            drain: Duration::from_secs(10),
+            control: ControlConfig::default(),
+            http_services: Vec::new(),
+            autoscaler: AutoscalerConfig::default(),
+            chaos: ChaosConfig::default(),
+            latency_injector: None,
+            deploy: DeployConfig::default(),
+            alerts: AlertsConfig::default(),
+        }
+    }
+}
+
 /// The control plane service.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use casebook_control::access::{TOKEN_COOKIE, TOKEN_FILE};
 use casebook_control::discovery::DiscoveryConfig;
-use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_control::{CONTROL_SERVICE, ControlConfig, ControlPlane, ControlSettings};
 use casebook_kit::clock::SystemClock;
 use casebook_kit::discovery::{DiscoveryClient, DiscoveryRegistrar, Registration};
@@ -53,17 +52,10 @@ struct Plane {
 
 fn settings(control: ControlConfig, discovery: DiscoveryConfig) -> ControlSettings {
     ControlSettings {
-        topology: Topology::default(),
         discovery,
-        metrics_store: MetricsStoreConfig::default(),
         drain: Duration::from_secs(1),
         control,
-        http_services: Vec::new(),
-        autoscaler: Default::default(),
-        chaos: Default::default(),
-        latency_injector: None,
-        deploy: Default::default(),
-        alerts: Default::default(),
+        ..ControlSettings::default()
     }
 }
 

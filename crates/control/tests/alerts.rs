@@ -27,8 +27,6 @@ use casebook_control::alerts::{
     LogEntry, Outcome, Phase, PlatformRestarter, Restarter, Rule, ScaleOut, WebhookSender,
 };
 use casebook_control::autoscaler::{Autoscaler, AutoscalerConfig, FedSignal, Reason};
-use casebook_control::discovery::DiscoveryConfig;
-use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_control::{CONTROL_SERVICE, ControlConfig, ControlPlane, ControlSettings};
 use casebook_kit::clock::{Clock, ManualClock};
 use casebook_kit::http_client::{HttpClient, HttpResponse};
@@ -734,20 +732,14 @@ async fn start_plane_with(
     platform.register_service(Arc::new(ControlPlane::new(
         platform.downgrade(),
         ControlSettings {
-            topology: Topology::default(),
-            discovery: DiscoveryConfig::default(),
-            metrics_store: MetricsStoreConfig::default(),
             drain: Duration::from_secs(1),
             control: ControlConfig {
                 token: Some(Token::parse(token).unwrap()),
                 ..ControlConfig::default()
             },
-            http_services: Vec::new(),
             autoscaler,
-            chaos: Default::default(),
-            latency_injector: None,
-            deploy: Default::default(),
             alerts,
+            ..ControlSettings::default()
         },
     )));
     if let Some(service) = service {

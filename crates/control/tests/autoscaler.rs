@@ -25,8 +25,6 @@ use casebook_control::access::Token;
 use casebook_control::autoscaler::{
     Autoscaler, AutoscalerConfig, DecisionRecord, FedSignal, Policy, Reason, act,
 };
-use casebook_control::discovery::DiscoveryConfig;
-use casebook_control::metrics_store::MetricsStoreConfig;
 use casebook_control::{CONTROL_SERVICE, ControlConfig, ControlPlane, ControlSettings};
 use casebook_kit::clock::{Clock, ManualClock};
 use casebook_kit::http_client::{HttpClient, HttpResponse};
@@ -435,17 +433,11 @@ async fn start_plane() -> Plane {
     platform.register_service(Arc::new(ControlPlane::new(
         platform.downgrade(),
         ControlSettings {
-            topology: Topology::default(),
-            discovery: DiscoveryConfig::default(),
-            metrics_store: MetricsStoreConfig::default(),
             drain: Duration::from_secs(1),
             control,
             http_services: vec![WEB.into()],
             autoscaler: config(WEB),
-            chaos: Default::default(),
-            latency_injector: None,
-            deploy: Default::default(),
-            alerts: Default::default(),
+            ..ControlSettings::default()
         },
     )));
     platform.register_service(Arc::new(Trivial(WEB)));
