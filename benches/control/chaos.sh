@@ -112,8 +112,11 @@ run_one() { # case kind
         esac
         ;;
     whatsapp)
-        local target
-        target=$(address_of "$url" chat us-east)
+        # Kong takes the clients' region out: they are sent elsewhere and their
+        # sessions drain (the generator does not follow, so they count as lost).
+        local target chat_region=us-east
+        [ "$kind" = kong ] && chat_region=eu-west
+        target=$(address_of "$url" chat "$chat_region")
         load=(load whatsapp --target "$target" --users "$WA_USERS" --rate "$WA_RATE"
             --duration "${DURATION}s" --json --no-progress)
         case "$kind" in
@@ -160,6 +163,9 @@ notes = []
 if kind == "kong":
     ev = fault.get("evacuated_after_ms")
     notes.append(f"evacuation {ev} ms" if ev is not None else f"not evacuated (last {fault.get('last_rps')} req/s, before {fault.get('baseline_rps')})")
+    if fault.get("baseline_connections"):
+        dr = fault.get("connections_drained_after_ms")
+        notes.append(f"{fault['baseline_connections']:.0f} connections drained in {dr} ms" if dr is not None else f"connections not drained (last {fault.get('last_connections')})")
     notes.append(f"UP in region after mark: {fault.get('up_in_region_after_mark')}")
 if kind in ("gorilla", "monkey"):
     notes.append(f"killed {len(fault.get('killed', []))}, restarted {len(fault.get('restarted', []))}")

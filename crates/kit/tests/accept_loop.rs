@@ -264,6 +264,21 @@ async fn a_panicking_tcp_protocol_task_closes_only_its_connection() {
     bystander.read_exact(&mut pong).await.unwrap();
     assert_eq!(&pong, b"pong");
     assert_eq!(counter("connection_panics_total", "raw-panic"), 1);
+    // Only the bystander is still open; closing it leaves none.
+    let open = || counter("tcp_connections_open", "raw-panic");
+    casebook_testkit::eventually(
+        "the panicked connection uncounted",
+        casebook_testkit::DEADLINE,
+        || async { open() == 1 },
+    )
+    .await;
+    drop(bystander);
+    casebook_testkit::eventually(
+        "the closed connection uncounted",
+        casebook_testkit::DEADLINE,
+        || async { open() == 0 },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -589,6 +589,10 @@ pub struct KongRun {
     baseline_rps: Option<f64>,
     evacuated_after_ms: Option<u64>,
     last_rps: Option<f64>,
+    /// The same for connections held open (chat sessions, GEO-port clients).
+    baseline_connections: Option<f64>,
+    connections_drained_after_ms: Option<u64>,
+    last_connections: Option<f64>,
     up_in_region_after_mark: Option<usize>,
     marked: bool,
 }
@@ -602,6 +606,9 @@ impl KongRun {
             baseline_rps: None,
             evacuated_after_ms: None,
             last_rps: None,
+            baseline_connections: None,
+            connections_drained_after_ms: None,
+            last_connections: None,
             up_in_region_after_mark: None,
             marked: false,
         }
@@ -611,8 +618,12 @@ impl KongRun {
         (self.baseline_rps.unwrap_or(0.0) * self.spec.evacuated_below).max(0.5)
     }
 
-    /// The first second from the mark on whose rate, and every later known second's,
-    /// is at or below the threshold (at least two seconds known after it).
+    fn connections_threshold(&self) -> f64 {
+        (self.baseline_connections.unwrap_or(0.0) * self.spec.evacuated_below).max(0.5)
+    }
+
+    /// Both measures of the region draining: its request rate and, for services
+    /// that hold connections, its open connections.
     fn evacuation(&mut self, env: &FaultEnv) {
         let Some(marked_ms) = self.marked_ms else {
             return;
@@ -621,20 +632,18 @@ impl KongRun {
         self.instances = env.instances_in_region(&self.spec.region);
         let series = env.measure.requests_per_second(&self.instances, mark_sec);
         self.last_rps = series.last().map(|(_, v)| *v);
-        let threshold = self.threshold();
-        let mut candidate: Option<u64> = None;
-        for (second, value) in &series {
-            if *value <= threshold {
-                candidate.get_or_insert(*second);
-            } else {
-                candidate = None;
-            }
+        if self.evacuated_after_ms.is_none() {
+            self.evacuated_after_ms = quiet_from(&series, self.threshold(), marked_ms);
         }
-        if let Some(second) = candidate {
-            let known_after = series.iter().filter(|(s, _)| *s > second).count();
-            if known_after >= 2 && self.evacuated_after_ms.is_none() {
-                // To the start of the first quiet second (1 s resolution).
-                self.evacuated_after_ms = Some((second * 1000).saturating_sub(marked_ms));
+        // Only a region that held connections before can drain them.
+        if self.baseline_connections.is_some_and(|c| c > 0.0) {
+            let series = env
+                .measure
+                .connections_per_second(&self.instances, mark_sec);
+            self.last_connections = series.last().map(|(_, v)| *v);
+            if self.connections_drained_after_ms.is_none() {
+                self.connections_drained_after_ms =
+                    quiet_from(&series, self.connections_threshold(), marked_ms);
             }
         }
     }
@@ -654,18 +663,37 @@ impl KongRun {
     }
 }
 
+/// Milliseconds from the mark to the start of the first second from which every
+/// known second of `series` is at or below `threshold`, once at least two known
+/// seconds follow it (1 s resolution; 0 when the mark's own second was quiet).
+fn quiet_from(series: &[(u64, f64)], threshold: f64, marked_ms: u64) -> Option<u64> {
+    let mut candidate: Option<u64> = None;
+    for (second, value) in series {
+        if *value <= threshold {
+            candidate.get_or_insert(*second);
+        } else {
+            candidate = None;
+        }
+    }
+    let second = candidate?;
+    let known_after = series.iter().filter(|(s, _)| *s > second).count();
+    (known_after >= 2).then(|| (second * 1000).saturating_sub(marked_ms))
+}
+
+/// The mean of a per-second series, if it has any second.
+fn mean(series: &[(u64, f64)]) -> Option<f64> {
+    (!series.is_empty()).then(|| series.iter().map(|(_, v)| v).sum::<f64>() / series.len() as f64)
+}
+
 impl Fault for KongRun {
     fn inject<'a>(&'a mut self, env: &'a FaultEnv) -> BoxFuture<'a, Result<String, FaultError>> {
         Box::pin(async move {
             let now_sec = env.clock.wall_millis() / 1000;
             self.instances = env.instances_in_region(&self.spec.region);
-            let before = env
-                .measure
-                .requests_per_second(&self.instances, now_sec.saturating_sub(12));
-            if !before.is_empty() {
-                self.baseline_rps =
-                    Some(before.iter().map(|(_, v)| v).sum::<f64>() / before.len() as f64);
-            }
+            let from = now_sec.saturating_sub(12);
+            self.baseline_rps = mean(&env.measure.requests_per_second(&self.instances, from));
+            self.baseline_connections =
+                mean(&env.measure.connections_per_second(&self.instances, from));
             env.registry
                 .override_region(
                     &self.spec.region,
@@ -690,16 +718,24 @@ impl Fault for KongRun {
 
     fn during<'a>(&'a mut self, env: &'a FaultEnv) -> BoxFuture<'a, Vec<String>> {
         Box::pin(async move {
-            let was = self.evacuated_after_ms;
+            let was = (self.evacuated_after_ms, self.connections_drained_after_ms);
             self.evacuation(env);
-            match (was, self.evacuated_after_ms) {
-                (None, Some(ms)) => vec![format!(
+            let mut lines = Vec::new();
+            if let (None, Some(ms)) = (was.0, self.evacuated_after_ms) {
+                lines.push(format!(
                     "region {} evacuated after {ms} ms (≤ {:.1} req/s)",
                     self.spec.region,
                     self.threshold()
-                )],
-                _ => Vec::new(),
+                ));
             }
+            if let (None, Some(ms)) = (was.1, self.connections_drained_after_ms) {
+                lines.push(format!(
+                    "region {}'s connections drained after {ms} ms (≤ {:.1} open)",
+                    self.spec.region,
+                    self.connections_threshold()
+                ));
+            }
+            lines
         })
     }
 
@@ -726,6 +762,10 @@ impl Fault for KongRun {
             "threshold_rps": self.threshold(),
             "evacuated_after_ms": self.evacuated_after_ms,
             "last_rps": self.last_rps,
+            "baseline_connections": self.baseline_connections,
+            "threshold_connections": self.connections_threshold(),
+            "connections_drained_after_ms": self.connections_drained_after_ms,
+            "last_connections": self.last_connections,
             "up_in_region_after_mark": self.up_in_region_after_mark,
         })
     }
@@ -793,5 +833,40 @@ impl Fault for LatencyRun {
 
     fn report(&self) -> Value {
         json!({ "spec": self.spec, "handle": self.handle, "removed": self.removed })
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::{mean, quiet_from};
+
+    #[test]
+    fn a_region_is_quiet_from_the_first_second_that_stays_quiet() {
+        let mark_ms = 100_500;
+        // 40 open at the mark, batches leave, a brief rise, then quiet for good.
+        let series = [
+            (100, 40.0),
+            (101, 20.0),
+            (102, 0.0),
+            (103, 3.0),
+            (104, 0.0),
+            (105, 0.0),
+            (106, 0.0),
+        ];
+        assert_eq!(quiet_from(&series, 0.5, mark_ms), Some(3_500));
+        // Quiet, but not yet with two known seconds after it: not decided.
+        assert_eq!(quiet_from(&series[..5], 0.5, mark_ms), None);
+        // Never quiet.
+        assert_eq!(
+            quiet_from(&[(100, 9.0), (101, 9.0), (102, 9.0)], 0.5, mark_ms),
+            None
+        );
+        // Quiet from the mark's own second: 0.
+        assert_eq!(
+            quiet_from(&[(100, 0.0), (101, 0.0), (102, 0.0)], 0.5, mark_ms),
+            Some(0)
+        );
+        assert_eq!(mean(&[]), None);
+        assert_eq!(mean(&[(1, 2.0), (2, 4.0)]), Some(3.0));
     }
 }

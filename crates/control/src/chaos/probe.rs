@@ -305,7 +305,18 @@ pub trait Measure: Send + Sync + std::fmt::Debug + 'static {
     /// Per-second request counts of `instances` (all services) from `from_sec` on
     /// (wall seconds), up to the last complete second; for Kong's evacuation.
     fn requests_per_second(&self, instances: &[String], from_sec: u64) -> Vec<(u64, f64)>;
+
+    /// Per-second open TCP connections of `instances` (the kit's
+    /// `tcp_connections_open`: chat sessions, the GEO port's clients), from `from_sec`
+    /// on; seconds nobody reported are left out. For Kong's evacuation of
+    /// connection-holding services. None known by default.
+    fn connections_per_second(&self, _instances: &[String], _from_sec: u64) -> Vec<(u64, f64)> {
+        Vec::new()
+    }
 }
+
+/// The kit's gauge of connections being served by a raw TCP listener.
+pub const CONNECTIONS_METRIC: &str = "tcp_connections_open";
 
 /// Probes read from the control plane's metrics store.
 #[derive(Debug, Clone)]
@@ -541,6 +552,35 @@ impl Measure for StoreMeasure {
             .filter(|(s, _)| (from_sec..=last).contains(s))
             // A second without a datapoint while instances push zeros means none.
             .map(|(s, v)| (s, v.unwrap_or(0.0)))
+            .collect()
+    }
+
+    fn connections_per_second(&self, instances: &[String], from_sec: u64) -> Vec<(u64, f64)> {
+        if instances.is_empty() {
+            return Vec::new();
+        }
+        let last = (self.clock.wall_millis() / 1000).saturating_sub(LAG.as_secs());
+        if last < from_sec {
+            return Vec::new();
+        }
+        let query = Query {
+            name: CONNECTIONS_METRIC.into(),
+            filters: vec![TagFilter {
+                key: "instance".into(),
+                values: instances.to_vec(),
+                negate: false,
+            }],
+            group_by: Vec::new(),
+            aggregate: Aggregate::Sum,
+            from: TimeSpec::At(from_sec * 1000),
+            to: TimeSpec::At(last * 1000),
+            step_secs: 1,
+        };
+        self.per_second(query)
+            .into_iter()
+            .filter(|(s, _)| (from_sec..=last).contains(s))
+            // A gauge is pushed every step: a second without one is unknown, not 0.
+            .filter_map(|(s, v)| Some((s, v?)))
             .collect()
     }
 }

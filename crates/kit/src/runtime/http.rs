@@ -15,7 +15,9 @@
 //!   takes it without waiting — and counted in
 //!   `connections_refused_total{service,instance}`. A refused connection holds
 //!   nothing after the accept loop drops it; the slot of a served one is freed when
-//!   its task ends (closed, finished, panicked, or killed).
+//!   its task ends (closed, finished, panicked, or killed). A raw TCP listener
+//!   ([`serve_tcp`]) also keeps `tcp_connections_open{service,instance}`, the
+//!   connections being served now (what Chaos Kong watches drain from a region).
 //! - **Idle HTTP connections are bounded in time.** A client gets
 //!   [`ListenerLimits::header_read_timeout`] (default 30 s) to send a request's
 //!   headers, both on a new connection and between requests on a kept-alive one;
@@ -267,9 +269,11 @@ pub fn serve_tcp_with<F, Fut>(
                     }
                 };
             let labels = labels.clone();
+            let open = OpenConnection::new(&labels);
             tasks.spawn(async move {
                 // Held for the connection's life, however it ends.
                 let _permit = permit;
+                let _open = open;
                 if let Err(panic) = AssertUnwindSafe(connection).catch_unwind().await {
                     connection_panicked(&labels, peer, panic.as_ref());
                 }
@@ -277,6 +281,24 @@ pub fn serve_tcp_with<F, Fut>(
         }
         // The listener is dropped here: the port stops accepting at once.
     });
+}
+
+/// One connection counted in `tcp_connections_open` until dropped (the connection
+/// task ends, however).
+struct OpenConnection(metrics::Gauge);
+
+impl OpenConnection {
+    fn new(labels: &[(&'static str, String); 2]) -> Self {
+        let gauge = metrics::gauge!("tcp_connections_open", labels);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Logs and counts a panic contained to one connection.
