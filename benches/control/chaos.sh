@@ -16,10 +16,12 @@
 #             rollback; the API resolves pricing through discovery, falls back to 1.0);
 #             gorilla: zone us-east-a (pricing, geo-resp, the us-east replica; the
 #             control plane spared); kong: region eu-west.
-#   whatsapp  load: logins + messages on the us-east chat node;
+#   whatsapp  load: logins + messages on the us-east chat node (on the eu-west one
+#             for kong);
 #             monkey: kills the eu-west chat node (restored at rollback);
 #             gorilla: zone us-east-a (the node the clients are on); kong: region
-#             eu-west (the clients' region keeps serving).
+#             eu-west (the clients' region: their sessions are sent elsewhere, and
+#             the record times the drain).
 #
 # Every service of these cases runs one instance per region, in the region's first
 # zone: Gorilla on us-east-a is that region's outage until the rollback restarts it.
