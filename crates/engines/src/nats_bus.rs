@@ -94,6 +94,8 @@ pub const EPHEMERAL_IDLE: Duration = Duration::from_secs(30);
 /// The longest stream name this bus makes (a directory name on the server).
 const MAX_STREAM_NAME: usize = 200;
 const ENGINE: &str = "nats";
+/// Tries at creating a stream whose store the server failed to make.
+const CREATE_ATTEMPTS: u32 = 5;
 
 /// Where the bus keeps its topics, and their retention.
 #[derive(Debug, Clone)]
@@ -300,24 +302,38 @@ impl NatsBus {
         let stream_name = self.stream_name(name)?;
         let config = &self.inner.config;
         let subject = format!("{}.{}", config.subject_prefix, escape(name));
-        let stream = self
-            .inner
-            .js
-            .get_or_create_stream(stream::Config {
-                name: stream_name.clone(),
-                subjects: vec![subject.clone()],
-                max_messages: config.max_messages,
-                max_bytes: config.max_bytes,
-                max_age: config.max_age,
-                duplicate_window: config.duplicate_window,
-                num_replicas: config.replicas,
-                storage: StorageType::File,
-                retention: RetentionPolicy::Limits,
-                discard: DiscardPolicy::Old,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| engine(format!("stream {stream_name}: {e}")))?;
+        let stream_config = stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![subject.clone()],
+            max_messages: config.max_messages,
+            max_bytes: config.max_bytes,
+            max_age: config.max_age,
+            duplicate_window: config.duplicate_window,
+            num_replicas: config.replicas,
+            storage: StorageType::File,
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            ..Default::default()
+        };
+        let mut attempt = 1;
+        let stream = loop {
+            match self
+                .inner
+                .js
+                .get_or_create_stream(stream_config.clone())
+                .await
+            {
+                Ok(stream) => break stream,
+                // 2.9 removes an account's stream directory with its last stream; a
+                // create racing that delete fails to make its store (10049). Retried.
+                Err(e) if attempt < CREATE_ATTEMPTS && e.to_string().contains("10049") => {
+                    tracing::debug!(stream = %stream_name, attempt, "stream create raced a delete: {e}");
+                    tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(engine(format!("stream {stream_name}: {e}"))),
+            }
+        };
         let topic = Arc::new(Topic {
             name: name.to_string(),
             subject,
