@@ -449,13 +449,13 @@ impl NatsBus {
         Ok(Delivery { offset, event })
     }
 
-    /// One no-wait pull for the group: `Ok(None)` when nothing new was available.
+    /// One no-wait pull for the group.
     async fn pull_once(
         &self,
         topic: &Topic,
         group: &Group,
         max: usize,
-    ) -> Result<Option<Vec<Delivery>>, BusError> {
+    ) -> Result<Pulled, BusError> {
         let mut state = group.state.lock().await;
         let mut batch = state
             .consumer
@@ -506,11 +506,25 @@ impl NatsBus {
             state.delivered.clear();
             if out.is_empty() {
                 // Nothing handed out yet from this pull: redeliveries refill it.
-                return Ok(None);
+                return Ok(Pulled::Reset);
             }
         }
-        Ok((!out.is_empty()).then_some(out))
+        Ok(if out.is_empty() {
+            Pulled::Nothing
+        } else {
+            Pulled::Batch(out)
+        })
     }
+}
+
+/// What one pull for a group came to.
+#[derive(Debug)]
+enum Pulled {
+    Batch(Vec<Delivery>),
+    /// Nothing new was available.
+    Nothing,
+    /// A gap reset the group's consumer: pull again at once.
+    Reset,
 }
 
 async fn stream_state(topic: &Topic) -> Result<stream::State, BusError> {
@@ -607,8 +621,10 @@ impl EventBus for NatsBus {
                     .subscribe(topic.subject.clone())
                     .await
                     .map_err(engine)?;
-                if let Some(batch) = self.pull_once(&topic, &group, clamp(max)).await? {
-                    return Ok(batch);
+                match self.pull_once(&topic, &group, clamp(max)).await? {
+                    Pulled::Batch(batch) => return Ok(batch),
+                    Pulled::Reset => continue,
+                    Pulled::Nothing => {}
                 }
                 // Wait without holding the group, so commit and seek proceed.
                 let _ = tokio::time::timeout(WAIT_RECHECK, wake.next()).await;

@@ -181,3 +181,71 @@ async fn the_server_is_new_enough_and_refusals_are_clear() {
         "an over-long stream name"
     );
 }
+
+/// A delivery taken by a pull whose caller went away (a cancelled fetch) is not
+/// skipped: the next fetch sees the gap, resets the group to its committed offset
+/// and hands out what was lost, in order.
+#[tokio::test]
+#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+async fn a_delivery_lost_to_a_cancelled_pull_is_not_skipped() {
+    Namespace::new()
+        .run(|ns| {
+            Box::pin(async move {
+                let bus = ns.bus().await;
+                for n in 0..4 {
+                    bus.publish("t", event(n)).await.unwrap();
+                }
+                assert_eq!(
+                    contract::numbers(&bus.fetch("t", "g", 1).await.unwrap()),
+                    vec![0]
+                );
+                // Another pull on the group's consumer takes offset 1 and never acks.
+                let js = async_nats::jetstream::new(async_nats::connect(&ns.url).await.unwrap());
+                let stream = js.get_stream(bus.stream_name("t").unwrap()).await.unwrap();
+                let consumer: async_nats::jetstream::consumer::PullConsumer =
+                    stream.get_consumer("g").await.unwrap();
+                let mut taken = consumer.fetch().max_messages(1).messages().await.unwrap();
+                use futures::StreamExt;
+                let lost = taken.next().await.unwrap().unwrap();
+                assert_eq!(lost.info().unwrap().stream_sequence, 2);
+                let got = bus.fetch("t", "g", 10).await.unwrap();
+                assert_eq!(contract::numbers(&got), vec![1, 2, 3]);
+                assert_eq!(bus.committed("t", "g").await.unwrap(), 0);
+                bus.commit("t", "g", 4).await.unwrap();
+                assert_eq!(bus.committed("t", "g").await.unwrap(), 4);
+            })
+        })
+        .await;
+}
+
+/// JetStream redelivers what stays unacked past `ack_wait`; the instance that
+/// fetched it drops those redeliveries, and a commit still acks them.
+#[tokio::test]
+#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+async fn redeliveries_after_ack_wait_are_not_handed_out_twice() {
+    let mut ns = Namespace::new();
+    ns.config.ack_wait = std::time::Duration::from_millis(500);
+    ns.run(|ns| {
+        Box::pin(async move {
+            let bus = ns.bus().await;
+            for n in 0..2 {
+                bus.publish("t", event(n)).await.unwrap();
+            }
+            assert_eq!(
+                contract::numbers(&bus.fetch("t", "g", 10).await.unwrap()),
+                vec![0, 1]
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+            bus.publish("t", event(2)).await.unwrap();
+            assert_eq!(
+                contract::numbers(&bus.fetch("t", "g", 10).await.unwrap()),
+                vec![2]
+            );
+            bus.commit("t", "g", 2).await.unwrap();
+            assert_eq!(bus.committed("t", "g").await.unwrap(), 2);
+            bus.commit("t", "g", 3).await.unwrap();
+            assert_eq!(bus.committed("t", "g").await.unwrap(), 3);
+        })
+    })
+    .await;
+}
