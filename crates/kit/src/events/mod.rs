@@ -18,9 +18,12 @@
 //!   cumulative, so one consumer per group is the intended shape.
 //!
 //! The trait is shaped after NATS JetStream pull consumers (publish with ack, fetch
-//! a batch, ack up to a sequence) so a JetStream implementation can stand in later.
+//! a batch, ack up to a sequence); `casebook-engines` implements it on JetStream.
+//! Both implementations run the same suite, [`contract`].
 
 mod checkpoint;
+#[doc(hidden)]
+pub mod contract;
 mod dedup;
 mod wal_bus;
 
@@ -111,6 +114,12 @@ pub enum BusError {
     Checkpoint { path: String, reason: String },
     #[error(transparent)]
     Log(#[from] WalError),
+    /// An external engine (e.g. NATS JetStream) refused or failed a call.
+    #[error("{engine}: {reason}")]
+    Engine {
+        engine: &'static str,
+        reason: String,
+    },
 }
 
 /// Validates a topic or group name.
