@@ -400,6 +400,42 @@ impl StoreMeasure {
         }
     }
 
+    /// `name` summed over `instances` per second, from `from_sec` up to the last
+    /// complete second (the lag before now); `None` for a second without data.
+    fn region_seconds(
+        &self,
+        name: &str,
+        mut filters: Vec<TagFilter>,
+        instances: &[String],
+        from_sec: u64,
+    ) -> Vec<(u64, Option<f64>)> {
+        if instances.is_empty() {
+            return Vec::new();
+        }
+        let last = (self.clock.wall_millis() / 1000).saturating_sub(LAG.as_secs());
+        if last < from_sec {
+            return Vec::new();
+        }
+        filters.push(TagFilter {
+            key: "instance".into(),
+            values: instances.to_vec(),
+            negate: false,
+        });
+        let query = Query {
+            name: name.to_owned(),
+            filters,
+            group_by: Vec::new(),
+            aggregate: Aggregate::Sum,
+            from: TimeSpec::At(from_sec * 1000),
+            to: TimeSpec::At(last * 1000),
+            step_secs: 1,
+        };
+        self.per_second(query)
+            .into_iter()
+            .filter(|(s, _)| (from_sec..=last).contains(s))
+            .collect()
+    }
+
     fn window_query(&self, name: &str, filters: Vec<TagFilter>, window: Duration) -> Query {
         let lag = LAG.as_secs();
         Query {
@@ -520,66 +556,22 @@ impl Measure for StoreMeasure {
     }
 
     fn requests_per_second(&self, instances: &[String], from_sec: u64) -> Vec<(u64, f64)> {
-        if instances.is_empty() {
-            return Vec::new();
-        }
-        let last = (self.clock.wall_millis() / 1000).saturating_sub(LAG.as_secs());
-        if last < from_sec {
-            return Vec::new();
-        }
-        let query = Query {
-            name: REQUESTS_METRIC.into(),
-            filters: vec![
-                TagFilter {
-                    key: "route".into(),
-                    values: HOUSEKEEPING_ROUTES.map(str::to_owned).to_vec(),
-                    negate: true,
-                },
-                TagFilter {
-                    key: "instance".into(),
-                    values: instances.to_vec(),
-                    negate: false,
-                },
-            ],
-            group_by: Vec::new(),
-            aggregate: Aggregate::Sum,
-            from: TimeSpec::At(from_sec * 1000),
-            to: TimeSpec::At(last * 1000),
-            step_secs: 1,
+        let housekeeping = TagFilter {
+            key: "route".into(),
+            values: HOUSEKEEPING_ROUTES.map(str::to_owned).to_vec(),
+            negate: true,
         };
-        self.per_second(query)
+        // A second without a datapoint while instances push zeros means none.
+        self.region_seconds(REQUESTS_METRIC, vec![housekeeping], instances, from_sec)
             .into_iter()
-            .filter(|(s, _)| (from_sec..=last).contains(s))
-            // A second without a datapoint while instances push zeros means none.
             .map(|(s, v)| (s, v.unwrap_or(0.0)))
             .collect()
     }
 
     fn connections_per_second(&self, instances: &[String], from_sec: u64) -> Vec<(u64, f64)> {
-        if instances.is_empty() {
-            return Vec::new();
-        }
-        let last = (self.clock.wall_millis() / 1000).saturating_sub(LAG.as_secs());
-        if last < from_sec {
-            return Vec::new();
-        }
-        let query = Query {
-            name: CONNECTIONS_METRIC.into(),
-            filters: vec![TagFilter {
-                key: "instance".into(),
-                values: instances.to_vec(),
-                negate: false,
-            }],
-            group_by: Vec::new(),
-            aggregate: Aggregate::Sum,
-            from: TimeSpec::At(from_sec * 1000),
-            to: TimeSpec::At(last * 1000),
-            step_secs: 1,
-        };
-        self.per_second(query)
+        // A gauge is pushed every step: a second without one is unknown, not 0.
+        self.region_seconds(CONNECTIONS_METRIC, Vec::new(), instances, from_sec)
             .into_iter()
-            .filter(|(s, _)| (from_sec..=last).contains(s))
-            // A gauge is pushed every step: a second without one is unknown, not 0.
             .filter_map(|(s, v)| Some((s, v?)))
             .collect()
     }
@@ -674,6 +666,48 @@ mod tests {
             measure.requests_per_second(&["api-1".to_owned()], clock.wall_millis() / 1000 - 10);
         assert!(!per_second.is_empty());
         assert!(per_second.iter().all(|(_, v)| *v == 99.0), "{per_second:?}");
+    }
+
+    #[test]
+    fn connections_per_second_sums_the_region_and_leaves_unknown_seconds_out() {
+        let clock = ManualClock::new();
+        let store = Arc::new(MetricsStore::new(clock.shared()));
+        let measure = StoreMeasure::new(store.clone(), clock.shared());
+        let from = clock.wall_millis() / 1000;
+        let open = |at_ms: u64, instance: &str, n: f64| {
+            let tags: BTreeMap<String, String> = [("service", "chat"), ("instance", instance)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            store
+                .ingest(&PublishBatch {
+                    tags: BTreeMap::new(),
+                    metrics: vec![Datapoint::scalar(
+                        CONNECTIONS_METRIC,
+                        tags,
+                        at_ms,
+                        MetricKind::Gauge,
+                        n,
+                    )],
+                })
+                .unwrap();
+        };
+        for second in 0..6 {
+            // Second 3 nobody pushed.
+            if second != 3 {
+                open(clock.wall_millis(), "chat-1", 40.0 - 8.0 * second as f64);
+                open(clock.wall_millis(), "chat-2", 5.0);
+                open(clock.wall_millis(), "other", 100.0);
+            }
+            clock.advance(Duration::from_secs(1));
+        }
+        clock.advance(LAG);
+        let ids = ["chat-1".to_owned(), "chat-2".to_owned()];
+        let series = measure.connections_per_second(&ids, from);
+        let values: Vec<f64> = series.iter().map(|(_, v)| *v).collect();
+        assert_eq!(values, [45.0, 37.0, 29.0, 13.0, 5.0]);
+        assert!(!series.iter().any(|(s, _)| *s == from + 3), "{series:?}");
+        assert!(measure.connections_per_second(&[], from).is_empty());
     }
 
     #[test]
