@@ -1,6 +1,6 @@
 //! The kit's EventBus contract on NATS JetStream, plus what only JetStream does
 //! (de-duplication by event id). Ignored by a plain `cargo test`: run with
-//! `CASEBOOK_NATS_URL=nats://127.0.0.1:4222 cargo test -p casebook-engines -- --ignored`.
+//! `ENGINES_NATS_URL=nats://127.0.0.1:4222 cargo test -p casebook-engines -- --ignored`.
 //! Each test works in streams of its own (a random prefix) and deletes them.
 
 use std::sync::Arc;
@@ -12,14 +12,14 @@ use casebook_kit::events::{BusError, Event, EventBus};
 use futures::future::BoxFuture;
 
 fn url() -> String {
-    match std::env::var("CASEBOOK_NATS_URL") {
+    match std::env::var("ENGINES_NATS_URL") {
         Ok(url) => url,
         Err(_) => {
             println!(
                 "the NATS bus tests want a JetStream server: \
-                 CASEBOOK_NATS_URL=nats://127.0.0.1:4222 cargo test -p casebook-engines -- --ignored"
+                 ENGINES_NATS_URL=nats://127.0.0.1:4222 cargo test -p casebook-engines -- --ignored"
             );
-            panic!("CASEBOOK_NATS_URL is not set");
+            panic!("ENGINES_NATS_URL is not set");
         }
     }
 }
@@ -46,7 +46,7 @@ impl Namespace {
     async fn bus(&self) -> NatsBus {
         NatsBus::connect(&self.url, self.config.clone())
             .await
-            .expect("a JetStream server at CASEBOOK_NATS_URL")
+            .expect("a JetStream server at ENGINES_NATS_URL")
     }
 
     /// Runs `check` in this namespace, then deletes its streams (also on a panic).
@@ -71,7 +71,7 @@ impl BusFactory for Namespace {
 }
 
 #[tokio::test]
-#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+#[ignore = "needs NATS JetStream: set ENGINES_NATS_URL and run with --ignored"]
 async fn contract_dense_ordered_offsets() {
     Namespace::new()
         .run(|ns| Box::pin(contract::dense_ordered_offsets(ns)))
@@ -79,7 +79,7 @@ async fn contract_dense_ordered_offsets() {
 }
 
 #[tokio::test]
-#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+#[ignore = "needs NATS JetStream: set ENGINES_NATS_URL and run with --ignored"]
 async fn contract_uncommitted_events_are_redelivered_after_restart() {
     Namespace::new()
         .run(|ns| {
@@ -91,7 +91,7 @@ async fn contract_uncommitted_events_are_redelivered_after_restart() {
 }
 
 #[tokio::test]
-#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+#[ignore = "needs NATS JetStream: set ENGINES_NATS_URL and run with --ignored"]
 async fn contract_seek_and_read_replay_from_an_offset() {
     Namespace::new()
         .run(|ns| Box::pin(contract::seek_and_read_replay_from_an_offset(ns)))
@@ -99,7 +99,7 @@ async fn contract_seek_and_read_replay_from_an_offset() {
 }
 
 #[tokio::test]
-#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+#[ignore = "needs NATS JetStream: set ENGINES_NATS_URL and run with --ignored"]
 async fn contract_fetch_waits_for_the_next_publish() {
     Namespace::new()
         .run(|ns| Box::pin(contract::fetch_waits_for_the_next_publish(ns)))
@@ -107,7 +107,7 @@ async fn contract_fetch_waits_for_the_next_publish() {
 }
 
 #[tokio::test]
-#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+#[ignore = "needs NATS JetStream: set ENGINES_NATS_URL and run with --ignored"]
 async fn contract_envelopes_round_trip_with_trace_headers() {
     Namespace::new()
         .run(|ns| Box::pin(contract::envelopes_round_trip_with_trace_headers(ns)))
@@ -115,7 +115,7 @@ async fn contract_envelopes_round_trip_with_trace_headers() {
 }
 
 #[tokio::test]
-#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+#[ignore = "needs NATS JetStream: set ENGINES_NATS_URL and run with --ignored"]
 async fn contract_names_are_validated() {
     Namespace::new()
         .run(|ns| {
@@ -139,7 +139,7 @@ fn event(n: u64) -> Event {
 }
 
 #[tokio::test]
-#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+#[ignore = "needs NATS JetStream: set ENGINES_NATS_URL and run with --ignored"]
 async fn a_republished_event_id_is_stored_once() {
     Namespace::new()
         .run(|ns| {
@@ -163,7 +163,7 @@ async fn a_republished_event_id_is_stored_once() {
 }
 
 #[tokio::test]
-#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+#[ignore = "needs NATS JetStream: set ENGINES_NATS_URL and run with --ignored"]
 async fn the_server_is_new_enough_and_refusals_are_clear() {
     let ns = Namespace::new();
     let bus = ns.bus().await;
@@ -186,7 +186,7 @@ async fn the_server_is_new_enough_and_refusals_are_clear() {
 /// skipped: the next fetch sees the gap, resets the group to its committed offset
 /// and hands out what was lost, in order.
 #[tokio::test]
-#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+#[ignore = "needs NATS JetStream: set ENGINES_NATS_URL and run with --ignored"]
 async fn a_delivery_lost_to_a_cancelled_pull_is_not_skipped() {
     Namespace::new()
         .run(|ns| {
@@ -221,7 +221,7 @@ async fn a_delivery_lost_to_a_cancelled_pull_is_not_skipped() {
 /// JetStream redelivers what stays unacked past `ack_wait`; the instance that
 /// fetched it drops those redeliveries, and a commit still acks them.
 #[tokio::test]
-#[ignore = "needs NATS JetStream: set CASEBOOK_NATS_URL and run with --ignored"]
+#[ignore = "needs NATS JetStream: set ENGINES_NATS_URL and run with --ignored"]
 async fn redeliveries_after_ack_wait_are_not_handed_out_twice() {
     let mut ns = Namespace::new();
     ns.config.ack_wait = std::time::Duration::from_millis(500);
