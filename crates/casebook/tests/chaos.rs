@@ -41,6 +41,18 @@ fn chaos(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Outpu
         .unwrap()
 }
 
+/// `casebook chaos ARGS --detach`: the experiment started, its id.
+fn detached(dir: &std::path::Path, url: &str, args: &[&str]) -> String {
+    let output = chaos(dir, url, args);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 async fn wait_done(up: &Up, id: &str) -> Value {
     for _ in 0..600 {
         let record = get(&format!("{}/api/chaos/experiments/{id}", up.url)).await;
@@ -195,18 +207,11 @@ async fn gorilla_kong_and_an_aborted_experiment_on_a_running_platform() {
     );
 
     // Kong: eu-west out of discovery until aborted, then back.
-    let output = chaos(
+    let id = detached(
         dir.path(),
         &url,
         &["kong", "eu-west", "--duration", "1h", "--detach"],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     for _ in 0..600 {
         if !up_regions(&up, "uber")
             .await
@@ -328,7 +333,7 @@ async fn latency_monkey_fronts_a_service_with_the_fault_proxy_and_takes_it_away(
     assert!(!direct.is_empty(), "uber-pricing never registered");
     assert!(direct.iter().all(|(_, by)| by.is_none()), "{direct:?}");
 
-    let output = chaos(
+    let id = detached(
         dir.path(),
         &url,
         &[
@@ -341,13 +346,6 @@ async fn latency_monkey_fronts_a_service_with_the_fault_proxy_and_takes_it_away(
             "--detach",
         ],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let mut proxied = Vec::new();
     for _ in 0..600 {
         proxied = answered(&up, "uber-pricing").await;
@@ -464,18 +462,11 @@ async fn kong_makes_the_regions_outward_services_send_clients_elsewhere() {
     assert_eq!(status_of(&regions_url).await.0, 200);
     assert!(xmpp_hello(&chat_eu).await.contains("</stream:features>"));
 
-    let output = chaos(
+    let id = detached(
         dir.path(),
         &url,
         &["kong", "eu-west", "--duration", "1h", "--detach"],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     // The override is set at injection, right after the before-probes.
     let mut refusal = (0, Value::Null);
     for _ in 0..600 {
